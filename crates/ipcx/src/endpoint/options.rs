@@ -1,0 +1,331 @@
+//! Query options: one parser, one table of which option applies to which scheme.
+
+use std::time::Duration;
+
+use super::Scheme;
+use crate::error::{Error, ErrorKind, Result};
+
+/// How a blocked receive waits for data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Sleep in the kernel until data arrives: no CPU while idle.
+    Block,
+    /// Poll without sleeping: lowest latency, one core busy while waiting.
+    Spin,
+    /// Poll for up to `?spin=` (default 50µs), then block.
+    Adaptive,
+}
+
+impl WaitStrategy {
+    /// The name used in URLs and benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            WaitStrategy::Block => "block",
+            WaitStrategy::Spin => "spin",
+            WaitStrategy::Adaptive => "adaptive",
+        }
+    }
+}
+
+/// How messages are laid out on a byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// ipcx frames: header, optional CRC, chunking, and a connect handshake.
+    Framed,
+    /// No header and no handshake: a message is whatever one read returns.
+    Raw,
+    /// No header and no handshake: a message is one line, without its `\n`.
+    Lines,
+}
+
+/// Options of an endpoint, with their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Largest message this side accepts (`max_msg`, default 16 MiB).
+    pub max_msg: usize,
+    /// Permission bits of created objects (`mode`, octal, default 0600).
+    pub mode: u32,
+    /// How long `connect` waits for the peer to appear (`timeout`, default 5s).
+    pub timeout: Duration,
+    /// How long a new connection may take to finish its handshake
+    /// (`handshake_timeout`, default 5s).
+    pub handshake_timeout: Duration,
+    /// Wait strategy (`wait`, default block).
+    pub wait: WaitStrategy,
+    /// How long `adaptive` spins before it blocks (`spin`, default 50µs).
+    pub spin: Duration,
+    /// Codec on byte streams (`codec`, default framed).
+    pub codec: Codec,
+    /// Append a CRC32C to every frame (`crc`, default false).
+    pub crc: bool,
+    /// TCP liveness interval; a silent host is detected within three
+    /// (`heartbeat`, default off).
+    pub heartbeat: Option<Duration>,
+    /// Most connections a listener serves at once (`max_conns`, default 256).
+    pub max_conns: usize,
+    /// Most file descriptors accepted with one message (`max_fds`, default 16).
+    pub max_fds: usize,
+    /// Keep the object after its creator exits (`persist`, default false).
+    pub persist: bool,
+    /// Open a reply FIFO too (`duplex`; default true for framed, false otherwise).
+    pub duplex: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_msg: 16 << 20,
+            mode: 0o600,
+            timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            wait: WaitStrategy::Block,
+            spin: Duration::from_micros(50),
+            codec: Codec::Framed,
+            crc: false,
+            heartbeat: None,
+            max_conns: 256,
+            max_fds: 16,
+            persist: false,
+            duplex: true,
+        }
+    }
+}
+
+use Scheme::*;
+
+const LINKS: &[Scheme] = &[
+    Pipe, Fifo, Unix, UnixSeq, Tcp, Tls, Shm, Mq, SysvMq, Journal, Nats,
+];
+const STREAMS: &[Scheme] = &[Pipe, Fifo, Unix, UnixSeq, Tcp, Tls];
+const FRAMED: &[Scheme] = &[Pipe, Fifo, Unix, UnixSeq, Tcp, Tls];
+const LISTENERS: &[Scheme] = &[Unix, UnixSeq, Tcp, Tls];
+const NAMED: &[Scheme] = &[Fifo, Unix, UnixSeq, Shm, Mq, SysvMq, Journal];
+const DURABLE: &[Scheme] = &[Fifo, Shm, Mq, SysvMq, Journal];
+
+/// Which schemes each option applies to.
+const TABLE: &[(&str, &[Scheme])] = &[
+    ("max_msg", LINKS),
+    ("mode", NAMED),
+    ("timeout", LINKS),
+    ("handshake_timeout", FRAMED),
+    ("wait", LINKS),
+    ("spin", LINKS),
+    ("codec", STREAMS),
+    ("crc", FRAMED),
+    ("heartbeat", &[Tcp, Tls]),
+    ("max_conns", LISTENERS),
+    ("max_fds", &[Unix, UnixSeq]),
+    ("persist", DURABLE),
+    ("duplex", &[Fifo]),
+];
+
+impl Options {
+    /// Parses a query string (`a=1&b=2`) for `scheme`.
+    pub fn parse(scheme: Scheme, query: Option<&str>) -> Result<Options> {
+        let mut o = Options::default();
+        let mut duplex = None;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let err = |reason: String| {
+                Error::new(
+                    ErrorKind::InvalidOption {
+                        scheme: scheme.name(),
+                        option: key.to_string(),
+                        reason,
+                    },
+                    "parse",
+                )
+            };
+            let Some((_, schemes)) = TABLE.iter().find(|(name, _)| *name == key) else {
+                let known: Vec<_> = TABLE
+                    .iter()
+                    .filter(|(_, s)| s.contains(&scheme))
+                    .map(|(n, _)| *n)
+                    .collect();
+                return Err(err(format!(
+                    "is unknown; options of this scheme: {}",
+                    known.join(", ")
+                )));
+            };
+            if !schemes.contains(&scheme) {
+                let names: Vec<_> = schemes.iter().map(|s| s.name()).collect();
+                return Err(err(format!(
+                    "does not apply (it applies to {})",
+                    names.join(", ")
+                )));
+            }
+            match key {
+                "max_msg" => o.max_msg = parse_size(value).map_err(err)?,
+                "mode" => {
+                    o.mode = u32::from_str_radix(value, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o777)
+                        .ok_or_else(|| err(format!("`{value}` is not an octal mode like 0600")))?
+                }
+                "timeout" => o.timeout = parse_duration(value).map_err(err)?,
+                "handshake_timeout" => o.handshake_timeout = parse_duration(value).map_err(err)?,
+                "spin" => o.spin = parse_duration(value).map_err(err)?,
+                "heartbeat" => {
+                    let d = parse_duration(value).map_err(err)?;
+                    if d < Duration::from_secs(1) {
+                        return Err(err(
+                            "must be at least 1s (TCP keepalive counts in seconds)".into()
+                        ));
+                    }
+                    o.heartbeat = Some(d);
+                }
+                "wait" => {
+                    o.wait = match value {
+                        "block" => WaitStrategy::Block,
+                        "spin" => WaitStrategy::Spin,
+                        "adaptive" => WaitStrategy::Adaptive,
+                        _ => return Err(err(format!("`{value}` is not block, spin or adaptive"))),
+                    }
+                }
+                "codec" => {
+                    o.codec = match value {
+                        "framed" => Codec::Framed,
+                        "raw" => Codec::Raw,
+                        "lines" if scheme != UnixSeq => Codec::Lines,
+                        _ => return Err(err(format!("`{value}` is not framed, raw or lines"))),
+                    }
+                }
+                "crc" => o.crc = parse_bool(value).map_err(err)?,
+                "persist" => o.persist = parse_bool(value).map_err(err)?,
+                "duplex" => duplex = Some(parse_bool(value).map_err(err)?),
+                "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
+                "max_fds" => {
+                    o.max_fds = parse_count(value).map_err(err)?;
+                    if o.max_fds > 253 {
+                        return Err(err("at most 253 (the kernel's SCM_MAX_FD)".into()));
+                    }
+                }
+                _ => unreachable!("every option in TABLE is handled"),
+            }
+        }
+        o.duplex = duplex.unwrap_or(o.codec == Codec::Framed);
+        if o.codec != Codec::Framed && o.crc {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: scheme.name(),
+                    option: "crc".into(),
+                    reason: "needs codec=framed (raw and lines carry no header)".into(),
+                },
+                "parse",
+            ));
+        }
+        Ok(o)
+    }
+}
+
+fn parse_bool(v: &str) -> std::result::Result<bool, String> {
+    match v {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{v}` is not true or false")),
+    }
+}
+
+fn parse_count(v: &str) -> std::result::Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{v}` is not a positive whole number"))
+}
+
+/// Parses `4096`, `64KiB`, `1MiB`, `2GiB`, `10kB`, `1MB`.
+pub fn parse_size(v: &str) -> std::result::Result<usize, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{v}` is not a size like 4096, 64KiB or 1MiB"))?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "`{v}` has unknown unit `{unit}` (use B, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("`{v}` is too large"))
+}
+
+/// Parses `250us`, `500ms`, `5s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{v}` is not a duration like 500ms or 5s"))?;
+    let secs = match unit {
+        "ns" => n / 1e9,
+        "us" | "µs" => n / 1e6,
+        "ms" => n / 1e3,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "`{v}` has unknown unit `{unit}` (use us, ms, s, m, h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{v}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn inapplicable_option_names_option_and_scheme() {
+        let e = Options::parse(Scheme::Unix, Some("heartbeat=1s")).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("heartbeat") && s.contains("unix:") && s.contains("tcp"),
+            "{s}"
+        );
+        let e = Options::parse(Scheme::Tcp, Some("colour=red")).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn duplex_defaults_follow_codec() {
+        assert!(Options::parse(Scheme::Fifo, None).unwrap().duplex);
+        assert!(
+            !Options::parse(Scheme::Fifo, Some("codec=lines"))
+                .unwrap()
+                .duplex
+        );
+        assert!(
+            Options::parse(Scheme::Fifo, Some("codec=raw&duplex=true"))
+                .unwrap()
+                .duplex
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! # ipcx — inter-process communication for Rust
+//!
+//! Every Linux IPC mechanism behind one API, with endpoints named by URL:
+//! `pipe:`, `fifo:/path`, `unix:/path`, `unix:@name`, `unixseq:/path` and
+//! `tcp://host:port` move whole messages today; `tls:`, `shm:`, `mq:`,
+//! `sysvmq:`, `journal:` and `nats:` parse, and say they are not built yet.
+//!
+//! ```no_run
+//! use ipcx::{Link, Listener};
+//!
+//! # fn main() -> ipcx::Result<()> {
+//! // One process binds (creates) the endpoint ...
+//! let mut listener = Listener::bind("unix:/tmp/demo.sock")?;
+//! // ... another connects, waiting up to `?timeout=` for it to appear.
+//! let mut client = Link::connect("unix:/tmp/demo.sock?timeout=5s")?;
+//! let mut server = listener.accept()?;
+//! client.send(b"hello")?;
+//! assert_eq!(server.recv()?, b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! The layers, bottom up: [`sys`] (every OS call), [`wire`] (the frame
+//! format), [`registry`] (who owns which named object), [`transport`] (one
+//! module per mechanism behind [`Link`] and [`Listener`]). See
+//! `docs/ARCHITECTURE.md` for how they fit together.
+#![deny(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod endpoint;
+mod error;
+pub mod registry;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod transport;
+pub mod wire;
+
+#[cfg(feature = "async")]
+pub mod tokio;
+
+pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
+pub use error::{Error, ErrorKind, Result};
+pub use transport::{Capabilities, Link, Listener, PeerCredentials, RecvHalf, SendHalf, spawn};
+pub use wire::FrameError;

@@ -1,0 +1,109 @@
+//! Reading, writing and waiting on descriptors.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+
+/// What a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Data to read, or end of stream.
+    Read,
+    /// Room to write.
+    Write,
+}
+
+impl Interest {
+    fn flags(self) -> PollFlags {
+        match self {
+            Interest::Read => PollFlags::IN,
+            Interest::Write => PollFlags::OUT,
+        }
+    }
+}
+
+/// Turns `O_NONBLOCK` on or off. See `fcntl(2)`.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let mut fl = rustix::fs::fcntl_getfl(fd)?;
+    fl.set(rustix::fs::OFlags::NONBLOCK, on);
+    Ok(rustix::fs::fcntl_setfl(fd, fl)?)
+}
+
+/// Waits until `fd` is ready for `interest` (or has an error or hang-up),
+/// or until `deadline`. Returns `false` on timeout. See `poll(2)`.
+pub fn wait(fd: BorrowedFd<'_>, interest: Interest, deadline: Option<Instant>) -> io::Result<bool> {
+    let mut fds = [PollFd::from_borrowed_fd(fd, interest.flags())];
+    Ok(wait_many(&mut fds, deadline)? > 0)
+}
+
+/// Polls several descriptors until one is ready or `deadline`; returns how
+/// many are ready (0 on timeout). See `poll(2)`.
+pub fn wait_many(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                })
+            }
+        };
+        match rustix::event::poll(fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A pollable entry for [`wait_many`].
+pub fn poll_entry(fd: BorrowedFd<'_>, interest: Interest) -> PollFd<'_> {
+    PollFd::from_borrowed_fd(fd, interest.flags())
+}
+
+/// `read(2)`.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    Ok(rustix::io::read(fd, buf)?)
+}
+
+/// `read(2)` of at most `max` bytes into the spare capacity of `out`,
+/// growing it as needed, without zeroing the bytes first.
+pub fn read_append(fd: BorrowedFd<'_>, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    out.reserve(max);
+    let spare = &mut out.spare_capacity_mut()[..max];
+    let (init, _) = rustix::io::read(fd, spare)?;
+    let n = init.len();
+    let len = out.len();
+    // SAFETY: `read` initialized the first `n` bytes of the spare capacity,
+    // which start at `len`, and `n <= max <= capacity - len`.
+    unsafe { out.set_len(len + n) };
+    Ok(n)
+}
+
+/// `writev(2)`.
+pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    Ok(rustix::io::writev(fd, bufs)?)
+}
+
+/// True when the descriptor is open in this process. See `fcntl(2)` `F_GETFD`.
+pub fn is_open(fd: impl AsFd) -> bool {
+    rustix::io::fcntl_getfd(fd).is_ok()
+}
+
+/// Registers a duplicate of `fd` with tokio's reactor; must run inside a
+/// tokio runtime. See `dup(2)`, `epoll(7)`.
+#[cfg(feature = "async")]
+pub fn register_with_reactor(
+    fd: BorrowedFd<'_>,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // A duplicate, so that the two halves of one socket (one open file,
+    // one descriptor) can each register: epoll keys on the descriptor.
+    let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
+    // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, so the descriptor
+    // stays open and names the same open file until the `AsyncFd` drops.
+    unsafe { tokio::io::unix::AsyncFd::register(dup) }.map_err(io::Error::from)
+}

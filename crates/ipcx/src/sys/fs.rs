@@ -1,0 +1,143 @@
+//! Filesystem objects: FIFOs, private directories, locks, and path checks
+//! that never follow a symlink.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, OFlags};
+
+/// The type of the object at `path`, without following a final symlink;
+/// `None` when nothing is there. See `lstat(2)`.
+pub fn object_type(path: &Path) -> io::Result<Option<FileType>> {
+    match rustix::fs::lstat(path) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Device and inode of the object at `path` (not following symlinks).
+pub fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::lstat(path)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Device and inode of an open file.
+pub fn identity_of(fd: impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// Removes the object at `path`; absent is not an error. See `unlink(2)`.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match rustix::fs::unlinkat(CWD, path, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a FIFO with exactly `mode` (the umask can only have narrowed it,
+/// so there is no moment with wider access). See `mknod(2)`, `chmod(2)`.
+pub fn create_fifo(path: &Path, mode: u32) -> io::Result<()> {
+    rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(mode), 0)?;
+    rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(mode), AtFlags::empty())?;
+    Ok(())
+}
+
+/// Opens a FIFO end, non-blocking, refusing a symlink. For writing, fails
+/// with `ENXIO` while no reader has it open. See `open(2)`, `fifo(7)`.
+pub fn open_fifo(path: &Path, write: bool) -> io::Result<OwnedFd> {
+    let access = if write {
+        OFlags::WRONLY
+    } else {
+        OFlags::RDONLY
+    };
+    let fd = rustix::fs::openat(
+        CWD,
+        path,
+        access | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Fifo {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} exists and is not a FIFO", path.display()),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Sets `path`'s permission bits without following a symlink.
+pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::chmodat(
+        CWD,
+        path,
+        Mode::from_raw_mode(mode),
+        AtFlags::empty(),
+    )?)
+}
+
+/// Renames `from` to `to`, failing if `to` exists. See `renameat2(2)`.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    Ok(rustix::fs::renameat_with(
+        CWD,
+        from,
+        CWD,
+        to,
+        rustix::fs::RenameFlags::NOREPLACE,
+    )?)
+}
+
+/// Makes `path` a directory owned by this user with mode 0700, creating it
+/// if absent, and refuses one that is a symlink, belongs to someone else, or
+/// is open to others. See `mkdir(2)`, `lstat(2)`.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    match rustix::fs::mkdirat(CWD, path, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let st = rustix::fs::lstat(path)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory (a symlink?)", path.display()),
+        ));
+    }
+    if st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to this user",
+                path.display(),
+                st.st_uid
+            ),
+        ));
+    }
+    if st.st_mode & 0o077 != 0 {
+        rustix::fs::chmodat(CWD, path, Mode::from_raw_mode(0o700), AtFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Opens (creating with mode 0600) a regular file, refusing a symlink.
+pub fn open_private_file(path: &Path, create: bool) -> io::Result<File> {
+    let mut flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    if create {
+        flags |= OFlags::CREATE;
+    }
+    let fd = rustix::fs::openat(CWD, path, flags, Mode::from_raw_mode(0o600))?;
+    Ok(File::from(fd))
+}
+
+/// Tries to take an exclusive `flock(2)` without waiting; `false` when
+/// another open file holds it.
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

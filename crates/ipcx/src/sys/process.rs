@@ -1,0 +1,100 @@
+//! Processes: descriptors handed to a child, liveness, CPU pinning.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Lets `fds` (created close-on-exec) survive into the child `cmd` starts,
+/// by clearing `FD_CLOEXEC` between fork and exec, in the child only.
+/// Other children spawned meanwhile do not inherit them. See `fcntl(2)`.
+pub fn inherit_fds(cmd: &mut Command, fds: [RawFd; 2]) {
+    let clear = move || -> io::Result<()> {
+        for fd in fds {
+            // SAFETY: the parent keeps these descriptors open until the
+            // child has been spawned, so they are valid in the forked child.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only makes `fcntl` system calls, which are
+    // async-signal-safe; it allocates nothing and takes no locks.
+    unsafe { cmd.pre_exec(clear) };
+}
+
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of two descriptors a parent passed to this process
+/// (see [`inherit_fds`]). Works once per process, so two owners can never
+/// close the same number; checks that both are open.
+pub fn adopt_inherited(fds: [RawFd; 2]) -> io::Result<[OwnedFd; 2]> {
+    for fd in fds {
+        // SAFETY: borrowing only for the duration of the `fcntl` check.
+        if !super::fd::is_open(unsafe { BorrowedFd::borrow_raw(fd) }) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("descriptor {fd} is not open in this process"),
+            ));
+        }
+    }
+    if fds[0] == fds[1] || ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the inherited pipe was already taken by this process",
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both descriptors are open (checked above), were handed to this
+    // process for ipcx, and `ADOPTED` makes this the only place that ever
+    // takes ownership of them.
+    let owned = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
+    for fd in &owned {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+    }
+    Ok(owned)
+}
+
+/// Start time of a process in clock ticks since boot (`/proc/PID/stat`,
+/// field 22); with the pid, it names a process uniquely.
+pub fn start_time(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; fields after it follow `)`.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))?;
+    after
+        .split_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
+}
+
+/// This process's id.
+pub fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Pins the calling thread to one CPU. See `sched_setaffinity(2)`.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+/// CPUs this process may run on.
+pub fn cpus_allowed() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => vec![0],
+    }
+}

@@ -1,0 +1,225 @@
+//! Sockets: Unix stream and seqpacket, TCP, descriptor passing, credentials.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    sockopt,
+};
+
+use super::fd::{Interest, wait};
+
+/// Most descriptors the kernel passes in one message (`SCM_MAX_FD`).
+pub const MAX_FDS: usize = 253;
+
+/// A Unix socket address: a path, or an abstract name (without the `@`).
+#[derive(Debug, Clone, Copy)]
+pub enum UnixAddr<'a> {
+    /// A filesystem path.
+    Path(&'a Path),
+    /// An abstract name.
+    Abstract(&'a str),
+}
+
+fn unix_addr(addr: UnixAddr<'_>) -> io::Result<SocketAddrUnix> {
+    Ok(match addr {
+        UnixAddr::Path(p) => SocketAddrUnix::new(p).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("socket path {} is longer than 107 bytes", p.display()),
+            )
+        })?,
+        UnixAddr::Abstract(n) => SocketAddrUnix::new_abstract_name(n.as_bytes())?,
+    })
+}
+
+fn socket_type(seqpacket: bool) -> SocketType {
+    if seqpacket {
+        SocketType::SEQPACKET
+    } else {
+        SocketType::STREAM
+    }
+}
+
+const FLAGS: SocketFlags = SocketFlags::CLOEXEC.union(SocketFlags::NONBLOCK);
+
+/// A non-blocking Unix socket bound to `addr` and listening.
+/// See `socket(2)`, `bind(2)`, `listen(2)`.
+pub fn unix_listen(addr: UnixAddr<'_>, seqpacket: bool) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, socket_type(seqpacket), FLAGS, None)?;
+    rustix::net::bind(&fd, &unix_addr(addr)?)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// A non-blocking Unix socket connected to `addr`. Fails at once with
+/// `ENOENT`/`ECONNREFUSED` when nobody listens. See `connect(2)`.
+pub fn unix_connect(addr: UnixAddr<'_>, seqpacket: bool) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, socket_type(seqpacket), FLAGS, None)?;
+    match rustix::net::connect(&fd, &unix_addr(addr)?) {
+        Ok(()) => Ok(fd),
+        // A full backlog: the connection completes when the listener accepts.
+        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INPROGRESS) => {
+            finish_connect(&fd, None)?;
+            Ok(fd)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A non-blocking TCP socket bound to `addr` and listening, with
+/// `SO_REUSEADDR`.
+pub fn tcp_listen(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(family(&addr), SocketType::STREAM, FLAGS, None)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// A non-blocking TCP socket connected to `addr`, waiting until `deadline`.
+pub fn tcp_connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<OwnedFd> {
+    let fd = rustix::net::socket_with(family(&addr), SocketType::STREAM, FLAGS, None)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::INPROGRESS) => finish_connect(&fd, deadline)?,
+        Err(e) => return Err(e.into()),
+    }
+    Ok(fd)
+}
+
+fn finish_connect(fd: &OwnedFd, deadline: Option<Instant>) -> io::Result<()> {
+    if !wait(fd.as_fd(), Interest::Write, deadline)? {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+    }
+    match sockopt::socket_error(fd)? {
+        Ok(()) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn family(addr: &SocketAddr) -> AddressFamily {
+    match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    }
+}
+
+/// Sets `TCP_NODELAY`, and with `heartbeat` keepalive probes so that a host
+/// that vanished is detected within three intervals: first probe after one
+/// silent interval, two more one interval apart, and `TCP_USER_TIMEOUT` for
+/// data left unacknowledged. See `tcp(7)`.
+pub fn tcp_tune(fd: BorrowedFd<'_>, heartbeat: Option<Duration>) -> io::Result<()> {
+    sockopt::set_tcp_nodelay(fd, true)?;
+    if let Some(iv) = heartbeat {
+        let iv = Duration::from_secs(iv.as_secs().max(1));
+        sockopt::set_socket_keepalive(fd, true)?;
+        sockopt::set_tcp_keepidle(fd, iv)?;
+        sockopt::set_tcp_keepintvl(fd, iv)?;
+        sockopt::set_tcp_keepcnt(fd, 2)?;
+        sockopt::set_tcp_user_timeout(fd, (iv.as_millis() * 3) as u32)?;
+    }
+    Ok(())
+}
+
+/// Accepts one pending connection, non-blocking and close-on-exec;
+/// `None` when none is waiting. See `accept4(2)`.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    loop {
+        return match rustix::net::accept_with(listener, FLAGS) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::CONNABORTED) => continue,
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// The local port of a bound TCP socket.
+pub fn local_port(fd: BorrowedFd<'_>) -> io::Result<u16> {
+    let addr = rustix::net::getsockname(fd)?;
+    let addr = SocketAddr::try_from(addr)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))?;
+    Ok(addr.port())
+}
+
+/// Sends `bufs` (and, with the first byte, `fds`) without raising `SIGPIPE`
+/// and without blocking. See `sendmsg(2)`, `unix(7)` `SCM_RIGHTS`.
+pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    if fds.is_empty() {
+        let mut none = SendAncillaryBuffer::default();
+        return Ok(rustix::net::sendmsg(fd, bufs, &mut none, flags)?);
+    }
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
+    }
+    Ok(rustix::net::sendmsg(fd, bufs, &mut control, flags)?)
+}
+
+/// Receives into `buf` without blocking, queueing any descriptors that came
+/// with the bytes (close-on-exec) onto `fds`. A datagram or descriptor list
+/// cut short by the kernel is an error. See `recvmsg(2)`.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let r = rustix::net::recvmsg(
+        fd,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = msg {
+            fds.extend(received);
+        }
+    }
+    if r.flags.contains(ReturnFlags::TRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "datagram truncated",
+        ));
+    }
+    if r.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptor list truncated",
+        ));
+    }
+    Ok(r.bytes)
+}
+
+/// Process id, user id and group id of the peer, as the kernel recorded
+/// them at connect time. See `unix(7)` `SO_PEERCRED`.
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let c = sockopt::socket_peercred(fd)?;
+    Ok((
+        c.pid.as_raw_nonzero().get() as u32,
+        c.uid.as_raw(),
+        c.gid.as_raw(),
+    ))
+}
+
+/// Shuts down one or both directions. See `shutdown(2)`.
+pub fn shutdown(fd: BorrowedFd<'_>, write_only: bool) {
+    let how = if write_only {
+        rustix::net::Shutdown::Write
+    } else {
+        rustix::net::Shutdown::Both
+    };
+    // Shutting down a socket whose peer is gone fails harmlessly.
+    let _ = rustix::net::shutdown(fd, how);
+}

@@ -1,0 +1,187 @@
+//! The link API on tokio (feature `async`).
+//!
+//! [`AsyncLink`] drives the same decoder and the same resumable writer as
+//! the blocking [`Link`]; only the waiting differs: instead of `poll(2)`, it
+//! awaits readiness from tokio's reactor, so a task waits without a thread.
+//! Connecting and accepting (short, and bounded by `?timeout=` and
+//! `?handshake_timeout=`) run on tokio's blocking pool.
+//!
+//! ```no_run
+//! # async fn demo() -> ipcx::Result<()> {
+//! use ipcx::tokio::{AsyncLink, AsyncListener};
+//!
+//! let mut listener = AsyncListener::bind("unix:@demo")?;
+//! let mut client = AsyncLink::connect("unix:@demo").await?;
+//! let mut server = listener.accept().await?;
+//! client.send(b"hi").await?;
+//! assert_eq!(server.recv().await?, b"hi");
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::{Link, Listener, RecvHalf, SendHalf};
+use crate::wire::KIND_DATA;
+
+fn register(fd: Option<BorrowedFd<'_>>, op: &'static str) -> Result<Option<AsyncFd<OwnedFd>>> {
+    fd.map(|fd| crate::sys::fd::register_with_reactor(fd).map_err(|e| Error::io(op, e)))
+        .transpose()
+}
+
+fn no_reactor(op: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported("this half of the link has no descriptor (a one-way FIFO)".into()),
+        op,
+    )
+}
+
+/// The receiving half of an [`AsyncLink`].
+#[derive(Debug)]
+pub struct AsyncRecvHalf {
+    ready: Option<AsyncFd<OwnedFd>>,
+    half: RecvHalf,
+}
+
+/// The sending half of an [`AsyncLink`].
+#[derive(Debug)]
+pub struct AsyncSendHalf {
+    ready: Option<AsyncFd<OwnedFd>>,
+    half: SendHalf,
+}
+
+/// A [`Link`] for tokio.
+#[derive(Debug)]
+pub struct AsyncLink {
+    rx: AsyncRecvHalf,
+    tx: AsyncSendHalf,
+}
+
+impl AsyncLink {
+    /// Connects to `url` (see [`Link::connect`]).
+    pub async fn connect(url: &str) -> Result<AsyncLink> {
+        let url = url.to_string();
+        let link = tokio::task::spawn_blocking(move || Link::connect(&url))
+            .await
+            .map_err(|e| Error::io("connect", std::io::Error::other(e)))??;
+        AsyncLink::from_link(link)
+    }
+
+    /// Moves a connected link onto the reactor; must run inside a tokio runtime.
+    pub fn from_link(link: Link) -> Result<AsyncLink> {
+        let (rx, tx) = link.split();
+        Ok(AsyncLink {
+            rx: AsyncRecvHalf {
+                ready: register(rx.as_fd(), "recv")?,
+                half: rx,
+            },
+            tx: AsyncSendHalf {
+                ready: register(tx.as_fd(), "send")?,
+                half: tx,
+            },
+        })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg).await
+    }
+
+    /// Receives one message.
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.rx.recv_into(buf).await
+    }
+
+    /// Splits into halves for two tasks.
+    pub fn split(self) -> (AsyncRecvHalf, AsyncSendHalf) {
+        (self.rx, self.tx)
+    }
+}
+
+impl AsyncRecvHalf {
+    /// Receives one message.
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.recv_into(&mut v).await?;
+        Ok(v)
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        loop {
+            if self.half.poll_once("recv")?.is_some() {
+                self.half.take_message(buf);
+                return Ok(());
+            }
+            let ready = self.ready.as_ref().ok_or_else(|| no_reactor("recv"))?;
+            let mut guard = ready.readable().await.map_err(|e| Error::io("recv", e))?;
+            // Safe to forget the readiness: the loop reads again right away.
+            guard.clear_ready();
+        }
+    }
+}
+
+impl AsyncSendHalf {
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
+        loop {
+            match out.write_some(&ch) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let ready = self.ready.as_ref().ok_or_else(|| no_reactor("send"))?;
+                    let mut guard = ready.writable().await.map_err(|e| Error::io("send", e))?;
+                    guard.clear_ready();
+                }
+                Err(e) => return Err(self.half.write_failed(e)),
+            }
+        }
+    }
+}
+
+/// A [`Listener`] for tokio.
+#[derive(Debug)]
+pub struct AsyncListener {
+    inner: Option<Listener>,
+}
+
+impl AsyncListener {
+    /// Binds the endpoint at `url` (see [`Listener::bind`]).
+    pub fn bind(url: &str) -> Result<AsyncListener> {
+        Ok(AsyncListener {
+            inner: Some(Listener::bind(url)?),
+        })
+    }
+
+    /// The bound endpoint.
+    pub fn endpoint(&self) -> Option<&crate::Endpoint> {
+        self.inner.as_ref().map(|l| l.endpoint())
+    }
+
+    /// Accepts the next peer whose handshake succeeded.
+    pub async fn accept(&mut self) -> Result<AsyncLink> {
+        let mut listener = self.inner.take().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported(
+                    "an earlier accept was cancelled mid-way; bind again".into(),
+                ),
+                "accept",
+            )
+        })?;
+        let (listener, link) = tokio::task::spawn_blocking(move || {
+            let r = listener.accept();
+            (listener, r)
+        })
+        .await
+        .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
+        self.inner = Some(listener);
+        AsyncLink::from_link(link?)
+    }
+}

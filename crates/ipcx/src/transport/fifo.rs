@@ -1,0 +1,125 @@
+//! `fifo:/path`: named pipes.
+//!
+//! The binding side creates `/path` (the connecting side writes into it) and,
+//! for a duplex link (the default with framing), `/path.reply` for the way
+//! back. The connecting side opens `/path.reply` for reading before it opens
+//! `/path` for writing, so by the time the binder sees the first byte it can
+//! open the reply end without waiting. A FIFO serves one peer at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustix::fs::FileType;
+
+use super::channel::{Channel, FdKind};
+use super::{Link, retry_until};
+use crate::endpoint::{Codec, Endpoint};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{ObjectKind, Registration, Registry};
+use crate::sys;
+use crate::sys::fd::Interest;
+
+/// Capacity asked of every pipe and FIFO (the unprivileged maximum), so a
+/// large message crosses in fewer wake-ups.
+pub(crate) const PIPE_SIZE: usize = 1 << 20;
+
+fn reply_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".reply");
+    PathBuf::from(s)
+}
+
+fn paths(ep: &Endpoint) -> (PathBuf, Option<PathBuf>) {
+    let p = ep.path().expect("fifo endpoints hold a path").to_path_buf();
+    let reply = ep.options().duplex.then(|| reply_path(&p));
+    (p, reply)
+}
+
+pub(crate) fn pipe_channel(fd: std::os::fd::OwnedFd) -> Arc<Channel> {
+    // Larger pipes are an optimization; the default size works too.
+    let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
+    Arc::new(Channel::new(fd, FdKind::Pipe))
+}
+
+/// The binding side of a FIFO endpoint.
+#[derive(Debug)]
+pub(crate) struct FifoListener {
+    path: PathBuf,
+    reply: Option<PathBuf>,
+    _registration: Registration,
+}
+
+impl FifoListener {
+    pub(crate) fn bind(ep: &Endpoint) -> Result<FifoListener> {
+        let (path, reply) = paths(ep);
+        let all: Vec<PathBuf> = std::iter::once(path.clone()).chain(reply.clone()).collect();
+        let o = ep.options();
+        let mut reg =
+            Registry::open()?.claim(ObjectKind::Fifo, ep.url(), all.clone(), o.persist)?;
+        for p in &all {
+            match sys::fs::object_type(p).map_err(|e| Error::io("bind", e).at(ep))? {
+                None => {
+                    sys::fs::create_fifo(p, o.mode).map_err(|e| Error::io("bind", e).at(ep))?;
+                    reg.created(p);
+                }
+                // A FIFO someone made for us (mkfifo), or a persistent one: use it.
+                Some(FileType::Fifo) => {}
+                Some(t) => {
+                    return Err(Error::new(
+                        ErrorKind::Occupied(format!(
+                            "{} exists and is a {t:?}, not a FIFO; remove it or pick another path",
+                            p.display()
+                        )),
+                        "bind",
+                    )
+                    .at(ep));
+                }
+            }
+        }
+        Ok(FifoListener {
+            path,
+            reply,
+            _registration: reg,
+        })
+    }
+
+    /// Waits for a writer's first bytes, then opens the way back.
+    pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
+        let o = ep.options();
+        let err = |e| Error::io("accept", e).at(ep);
+        let rd = sys::fs::open_fifo(&self.path, false).map_err(err)?;
+        if !sys::fd::wait(std::os::fd::AsFd::as_fd(&rd), Interest::Read, deadline).map_err(err)? {
+            return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
+        }
+        let wr = match &self.reply {
+            Some(reply) => {
+                let d = Instant::now() + o.handshake_timeout;
+                Some(pipe_channel(retry_until(ep, d, || {
+                    sys::fs::open_fifo(reply, true)
+                })?))
+            }
+            None => None,
+        };
+        let mut link = Link::new(ep, Some(pipe_channel(rd)), wr);
+        if o.codec == Codec::Framed {
+            link.begin_handshake(o.crc, o.max_msg)?;
+            link.finish_handshake(Instant::now() + o.handshake_timeout)?;
+        }
+        Ok(link)
+    }
+}
+
+/// Opens the connecting side: the reply FIFO for reading (duplex), then the
+/// request FIFO for writing, each waiting until `deadline` for the binder.
+pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
+    let (path, reply) = paths(ep);
+    let rd = match &reply {
+        Some(r) => Some(pipe_channel(retry_until(ep, deadline, || {
+            sys::fs::open_fifo(r, false)
+        })?)),
+        None => None,
+    };
+    let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
+    Ok(Link::new(ep, rd, Some(pipe_channel(wr))))
+}

@@ -1,0 +1,695 @@
+//! [`Link`]: a connection that moves whole messages, and its two halves.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::IoSlice;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::Capabilities;
+use super::channel::Channel;
+use crate::endpoint::{Codec, Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::fd::Interest;
+use crate::sys::{self, socket::MAX_FDS};
+use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
+
+/// How long a receive may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Until {
+    /// Return `WouldBlock` instead of waiting.
+    NoWait,
+    /// Wait until this instant, then `TimedOut`.
+    Deadline(Instant),
+    /// Wait as long as it takes.
+    Forever,
+}
+
+impl Until {
+    pub(crate) fn after(d: Duration) -> Until {
+        Until::Deadline(Instant::now() + d)
+    }
+}
+
+/// What both halves of a link know.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) url: String,
+    pub(crate) caps: Capabilities,
+    /// The largest message the peer accepts, once its hello arrived.
+    peer_max: AtomicU64,
+}
+
+/// The receiving half of a [`Link`].
+pub struct RecvHalf {
+    ch: Option<Arc<Channel>>,
+    dec: Decoder,
+    fds: VecDeque<OwnedFd>,
+    last_fds: Vec<OwnedFd>,
+    /// Our hello, while the peer's is still to come.
+    hello: Option<Hello>,
+    wait: WaitStrategy,
+    spin: Duration,
+    max_fds: usize,
+    failed: Option<ErrorKind>,
+    shared: Arc<Shared>,
+}
+
+/// The sending half of a [`Link`].
+pub struct SendHalf {
+    ch: Option<Arc<Channel>>,
+    codec: Codec,
+    crc: bool,
+    chunk: usize,
+    failed: bool,
+    shared: Arc<Shared>,
+}
+
+/// A link to one peer that moves whole messages, the same way over every
+/// mechanism.
+///
+/// ```no_run
+/// # fn main() -> ipcx::Result<()> {
+/// let mut link = ipcx::Link::connect("tcp://127.0.0.1:7000?timeout=2s")?;
+/// link.send(b"ping")?;
+/// let reply = link.recv_timeout(std::time::Duration::from_secs(1))?;
+/// println!("{} bytes back", reply.len());
+/// # Ok(()) }
+/// ```
+pub struct Link {
+    rx: RecvHalf,
+    tx: SendHalf,
+}
+
+impl Link {
+    /// Builds a link over a read and a write channel (the same one for
+    /// sockets; either may be absent on a one-way FIFO).
+    pub(crate) fn new(ep: &Endpoint, rd: Option<Arc<Channel>>, wr: Option<Arc<Channel>>) -> Link {
+        let o = ep.options();
+        let caps = Capabilities::of(ep.scheme());
+        let packet = rd.as_ref().is_some_and(|c| c.kind().is_packet());
+        let shared = Arc::new(Shared {
+            url: ep.url().to_string(),
+            caps,
+            peer_max: AtomicU64::new(u64::MAX),
+        });
+        Link {
+            rx: RecvHalf {
+                ch: rd,
+                dec: Decoder::new(o.codec, o.max_msg, packet),
+                fds: VecDeque::new(),
+                last_fds: Vec::new(),
+                hello: None,
+                wait: o.wait,
+                spin: o.spin,
+                max_fds: o.max_fds,
+                failed: None,
+                shared: shared.clone(),
+            },
+            tx: SendHalf {
+                chunk: if packet {
+                    super::PACKET_CHUNK
+                } else {
+                    wire::CHUNK
+                },
+                ch: wr,
+                codec: o.codec,
+                crc: o.crc,
+                failed: false,
+                shared,
+            },
+        }
+    }
+
+    /// Connects to `url`, waiting up to its `?timeout=` (default 5s) for a
+    /// peer to bind it, then runs the handshake.
+    pub fn connect(url: &str) -> Result<Link> {
+        super::connect(&Endpoint::parse(url)?)
+    }
+
+    /// [`Link::connect`] with a parsed endpoint.
+    pub fn connect_endpoint(ep: &Endpoint) -> Result<Link> {
+        super::connect(ep)
+    }
+
+    /// The link a parent made with [`crate::spawn`], in the child.
+    pub fn from_inherited() -> Result<Link> {
+        super::pipe::from_inherited()
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    /// Sends one message with file descriptors (Unix sockets only).
+    pub fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.tx.send_fds(msg, fds)
+    }
+
+    /// Receives one message into a fresh buffer, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.rx.recv()
+    }
+
+    /// Receives one message into `buf`, replacing its contents; reusing one
+    /// buffer avoids an allocation per message.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.rx.recv_into(buf)
+    }
+
+    /// Receives a message if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.rx.try_recv()
+    }
+
+    /// Receives one message, waiting at most `timeout` ([`ErrorKind::TimedOut`]).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// Receives one message and the file descriptors sent with it.
+    pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        self.rx.recv_fds()
+    }
+
+    /// Splits the link into halves that can move to different threads.
+    pub fn split(self) -> (RecvHalf, SendHalf) {
+        (self.rx, self.tx)
+    }
+
+    /// Joins two halves of the same link again.
+    pub fn unsplit(rx: RecvHalf, tx: SendHalf) -> Link {
+        Link { rx, tx }
+    }
+
+    /// Closes the link: the peer's next `recv` returns `Closed` once it has
+    /// read what was sent.
+    pub fn close(self) {
+        if let Some(ch) = &self.tx.ch {
+            ch.shutdown(true);
+        }
+    }
+
+    /// Who is on the other end, as the kernel reports it (Unix sockets).
+    pub fn peer_credentials(&self) -> Result<super::PeerCredentials> {
+        let ch = self.rx.ch.as_ref().or(self.tx.ch.as_ref());
+        match ch {
+            Some(ch) if ch.kind().passes_fds() => {
+                let (pid, uid, gid) = sys::socket::peer_credentials(ch.fd())
+                    .map_err(|e| Error::io("peer_credentials", e).at(&self.rx.shared.url))?;
+                Ok(super::PeerCredentials { pid, uid, gid })
+            }
+            _ => Err(Error::new(
+                ErrorKind::Unsupported(
+                    "peer credentials exist only on unix: and unixseq: links".into(),
+                ),
+                "peer_credentials",
+            )
+            .at(&self.rx.shared.url)),
+        }
+    }
+
+    /// What the mechanism under this link can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.rx.shared.caps
+    }
+
+    /// The endpoint URL of the link.
+    pub fn url(&self) -> &str {
+        &self.rx.shared.url
+    }
+
+    /// The largest message the peer accepts, once its handshake arrived.
+    pub fn peer_max_msg(&self) -> Option<u64> {
+        match self.rx.shared.peer_max.load(Ordering::Acquire) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    /// The receiving descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.rx.as_fd()
+    }
+
+    /// Sends our hello and, where this side also receives, expects the
+    /// peer's as the first frame.
+    pub(crate) fn begin_handshake(&mut self, crc: bool, max_msg: usize) -> Result<()> {
+        let hello = Hello::new(crc, max_msg);
+        if self.tx.ch.is_some() {
+            self.tx.send_frame(wire::KIND_HELLO, &hello.encode(), &[])?;
+        }
+        if self.rx.ch.is_some() {
+            self.rx.hello = Some(hello);
+        }
+        Ok(())
+    }
+
+    /// Waits until the peer's hello arrived and matched ours.
+    pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
+        while !self.poll_handshake()? {
+            let ch = self.rx.channel("connect")?;
+            if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
+                .map_err(|e| Error::io("connect", e))?
+            {
+                return Err(Error::new(
+                    ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
+                    "connect",
+                )
+                .at(&self.rx.shared.url));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived of the peer's hello; `true` once it matched.
+    pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
+        if self.rx.hello.is_none() {
+            return Ok(true);
+        }
+        match self.rx.poll_once("connect")? {
+            None => Ok(self.rx.hello.is_none()),
+            Some(_) => Err(Error::new(
+                ErrorKind::Handshake("the peer sent data before its hello".into()),
+                "connect",
+            )
+            .at(&self.rx.shared.url)),
+        }
+    }
+}
+
+impl RecvHalf {
+    /// Receives one message into a fresh buffer.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.recv_into(&mut v)?;
+        Ok(v)
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.next(Until::Forever)?;
+        self.dec.take_message(buf);
+        Ok(())
+    }
+
+    /// Receives a message if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.next(Until::NoWait) {
+            Ok(()) => {
+                let mut v = Vec::new();
+                self.dec.take_message(&mut v);
+                Ok(Some(v))
+            }
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.next(Until::after(timeout))?;
+        let mut v = Vec::new();
+        self.dec.take_message(&mut v);
+        Ok(v)
+    }
+
+    /// Receives one message and the file descriptors sent with it.
+    pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let msg = self.recv()?;
+        Ok((msg, std::mem::take(&mut self.last_fds)))
+    }
+
+    /// The receiving descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.ch.as_ref().map(|c| c.fd())
+    }
+
+    /// Waits for the next whole message, which the decoder then holds.
+    /// Takes the message the last successful [`RecvHalf::poll_once`] completed.
+    pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
+        self.dec.take_message(out);
+    }
+
+    pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        let mut spin_end = None;
+        loop {
+            if self.poll_once("recv")?.is_some() {
+                return Ok(());
+            }
+            self.wait_readable(until, &mut spin_end)?;
+        }
+    }
+
+    /// One attempt without waiting: `Some` when a message is whole. A hello
+    /// the link expects is checked and consumed on the way.
+    pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
+        if let Some(kind) = &self.failed {
+            return Err(Error::new(kind.clone(), op).at(&self.shared.url));
+        }
+        let ch = self.channel(op)?.clone();
+        let r = self.dec.poll(&mut ch.source(&mut self.fds));
+        match r.and_then(|d| self.accept_decoded(d)) {
+            Ok(r) => Ok(r),
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => {
+                // A broken or finished stream: close it so the peer sees the
+                // end at once, and give every later call the same answer.
+                if !e.is_closed() {
+                    tracing::warn!(url = %self.shared.url, error = %e, "closing link after bad input");
+                    ch.shutdown(false);
+                }
+                self.failed = Some(e.kind().clone());
+                Err(e.at(&self.shared.url))
+            }
+        }
+    }
+
+    fn accept_decoded(&mut self, d: Option<Decoded>) -> Result<Option<()>> {
+        match d {
+            None => Ok(None),
+            Some(Decoded::Hello(peer)) => {
+                let Some(ours) = self.hello.take() else {
+                    return Err(frame(FrameError::Unexpected("second hello")));
+                };
+                ours.check_peer(&peer)
+                    .map_err(|why| Error::new(ErrorKind::Handshake(why), "handshake"))?;
+                self.shared.peer_max.store(peer.max_msg, Ordering::Release);
+                Ok(None)
+            }
+            Some(Decoded::Message { .. }) if self.hello.is_some() => Err(Error::new(
+                ErrorKind::Handshake("the peer sent data before its hello".into()),
+                "handshake",
+            )),
+            Some(Decoded::Message { nfds }) => {
+                if nfds > self.max_fds {
+                    return Err(frame(FrameError::Fds(format!(
+                        "{nfds} sent with one message, the limit is {} (?max_fds=)",
+                        self.max_fds
+                    ))));
+                }
+                if nfds > self.fds.len() {
+                    return Err(frame(FrameError::Fds(format!(
+                        "{nfds} announced, {} received",
+                        self.fds.len()
+                    ))));
+                }
+                self.last_fds.clear();
+                self.last_fds.extend(self.fds.drain(..nfds));
+                if self.fds.len() > 2 * MAX_FDS {
+                    return Err(frame(FrameError::Fds(
+                        "peer sent descriptors it did not announce".into(),
+                    )));
+                }
+                Ok(Some(()))
+            }
+        }
+    }
+
+    fn channel(&self, op: &'static str) -> Result<&Arc<Channel>> {
+        self.ch.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported(
+                    "this link only sends (a one-way FIFO; add ?duplex=true)".into(),
+                ),
+                op,
+            )
+            .at(&self.shared.url)
+        })
+    }
+
+    fn wait_readable(&self, until: Until, spin_end: &mut Option<Instant>) -> Result<()> {
+        let deadline = match until {
+            Until::NoWait => return Err(Error::new(ErrorKind::WouldBlock, "recv")),
+            Until::Forever => None,
+            Until::Deadline(t) => Some(t),
+        };
+        let spinning = match self.wait {
+            WaitStrategy::Block => false,
+            WaitStrategy::Spin => true,
+            WaitStrategy::Adaptive => {
+                Instant::now() < *spin_end.get_or_insert_with(|| Instant::now() + self.spin)
+            }
+        };
+        if spinning {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url));
+            }
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let ch = self.channel("recv")?;
+        match sys::fd::wait(ch.fd(), Interest::Read, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url)),
+            Err(e) => Err(Error::io("recv", e).at(&self.shared.url)),
+        }
+    }
+}
+
+fn frame(e: FrameError) -> Error {
+    Error::new(ErrorKind::Frame(e), "recv")
+}
+
+impl SendHalf {
+    /// Sends one message.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, &[])
+    }
+
+    /// Sends one message with file descriptors (Unix sockets only).
+    pub fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, fds)
+    }
+
+    /// The largest message the peer accepts, once its handshake arrived.
+    pub fn peer_max_msg(&self) -> Option<u64> {
+        match self.shared.peer_max.load(Ordering::Acquire) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    pub(crate) fn send_frame(
+        &mut self,
+        kind: u8,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        let (ch, mut out) = self.prepare(kind, msg, fds)?;
+        loop {
+            match out.write_some(&ch) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sys::fd::wait(ch.fd(), Interest::Write, None)
+                        .map_err(|e| Error::io("send", e))?;
+                }
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+    }
+
+    /// Checks that the message may go, and lays it out for writing.
+    pub(crate) fn prepare<'a>(
+        &self,
+        kind: u8,
+        msg: &'a [u8],
+        fds: &'a [BorrowedFd<'a>],
+    ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
+        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
+        let Some(ch) = self.ch.clone() else {
+            return err(ErrorKind::Unsupported(
+                "this link only receives (a one-way FIFO; add ?duplex=true)".into(),
+            ));
+        };
+        if self.failed {
+            return err(ErrorKind::Closed);
+        }
+        if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
+            return err(ErrorKind::Unsupported(format!(
+                "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
+                fds.len()
+            )));
+        }
+        let out = self.outgoing(kind, msg, fds, ch.kind().is_packet())?;
+        Ok((ch, out))
+    }
+
+    /// A write failed mid-message: the stream can no longer be trusted.
+    pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
+        self.failed = true;
+        Error::io("send", e).at(&self.shared.url)
+    }
+
+    /// Checks a message and lays it out as the bytes to write.
+    pub(crate) fn outgoing<'a>(
+        &self,
+        kind: u8,
+        msg: &'a [u8],
+        fds: &'a [BorrowedFd<'a>],
+        packet: bool,
+    ) -> Result<Outgoing<'a>> {
+        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
+        let mut parts = Vec::with_capacity(2);
+        let group = match self.codec {
+            Codec::Raw => {
+                parts.push(Part::Body(msg));
+                1
+            }
+            Codec::Lines => {
+                if msg.contains(&b'\n') {
+                    return err(ErrorKind::Unsupported(
+                        "a message on a codec=lines link may not contain a newline".into(),
+                    ));
+                }
+                parts.extend([Part::Body(msg), Part::Body(b"\n")]);
+                2
+            }
+            Codec::Framed => {
+                let max = self.shared.peer_max.load(Ordering::Acquire);
+                if msg.len() as u64 > max {
+                    return err(ErrorKind::MessageTooLarge {
+                        len: msg.len() as u64,
+                        max,
+                    });
+                }
+                if msg.len() <= self.chunk {
+                    parts.extend([
+                        Part::Head(self.header(kind, msg, fds.len()).encode()),
+                        Part::Body(msg),
+                    ]);
+                } else {
+                    wire::for_each_chunk(msg, self.chunk, self.crc, |h, part| {
+                        parts.extend([Part::Head(h.encode()), Part::Body(part)]);
+                    });
+                    if let Some(Part::Head(h)) = parts.first_mut() {
+                        h[7] = fds.len() as u8;
+                    }
+                }
+                2
+            }
+        };
+        Ok(Outgoing {
+            // A datagram socket takes one frame per call; a stream takes all.
+            group: if packet { group } else { parts.len() },
+            parts,
+            next: 0,
+            offset: 0,
+            fds,
+        })
+    }
+
+    fn header(&self, kind: u8, msg: &[u8], nfds: usize) -> Header {
+        Header {
+            kind,
+            flags: if self.crc { wire::FLAG_CRC } else { 0 },
+            nfds: nfds as u8,
+            len: msg.len() as u64,
+            crc: if self.crc { crc32c::crc32c(msg) } else { 0 },
+        }
+    }
+
+    /// The sending descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.ch.as_ref().map(|c| c.fd())
+    }
+}
+
+/// A piece of an outgoing message.
+pub(crate) enum Part<'a> {
+    Head([u8; wire::HEADER_LEN]),
+    Body(&'a [u8]),
+}
+
+impl Part<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Part::Head(h) => h,
+            Part::Body(b) => b,
+        }
+    }
+}
+
+/// A message on its way out: resumable after a partial or refused write, so
+/// the blocking and the async senders drive the same code.
+pub(crate) struct Outgoing<'a> {
+    parts: Vec<Part<'a>>,
+    /// Parts written per system call (one datagram, or everything).
+    group: usize,
+    next: usize,
+    offset: usize,
+    fds: &'a [BorrowedFd<'a>],
+}
+
+impl Outgoing<'_> {
+    /// Writes what the channel takes; `true` when all is written.
+    pub(crate) fn write_some(&mut self, ch: &Channel) -> std::io::Result<bool> {
+        while self.next < self.parts.len() {
+            let end = (self.next + self.group).min(self.parts.len());
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(end - self.next);
+            for (i, p) in self.parts[self.next..end].iter().enumerate() {
+                let b = p.bytes();
+                iov.push(IoSlice::new(if i == 0 { &b[self.offset..] } else { b }));
+            }
+            let want: usize = iov.iter().map(|s| s.len()).sum();
+            if want == 0 {
+                self.next = end;
+                continue;
+            }
+            let fds = if self.next == 0 && self.offset == 0 {
+                self.fds
+            } else {
+                &[]
+            };
+            let mut n = loop {
+                match ch.write(&iov, fds) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            // Advance past what was written.
+            while n > 0 {
+                let left = self.parts[self.next].bytes().len() - self.offset;
+                if n >= left {
+                    n -= left;
+                    self.next += 1;
+                    self.offset = 0;
+                } else {
+                    self.offset += n;
+                    n = 0;
+                }
+            }
+            while self.next < self.parts.len() && self.parts[self.next].bytes().is_empty() {
+                self.next += 1;
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("url", &self.rx.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvHalf")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendHalf")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}

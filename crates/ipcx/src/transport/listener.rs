@@ -1,0 +1,230 @@
+//! [`Listener`]: binds an endpoint and accepts peers.
+//!
+//! Handshakes run side by side: `accept` polls the listening socket and every
+//! connection whose hello is still due, and returns the first whose hello
+//! checked out. A peer that connects and says nothing times out alone after
+//! `?handshake_timeout=`; the others are served meanwhile.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::channel::{Channel, ConnSlot, FdKind};
+use super::fifo::FifoListener;
+use super::link::Until;
+use super::{Capabilities, Link, not_built, socket};
+use crate::endpoint::{Codec, Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::Registration;
+use crate::sys;
+use crate::sys::fd::Interest;
+
+/// A bound endpoint that accepts peers.
+///
+/// ```no_run
+/// # fn main() -> ipcx::Result<()> {
+/// let mut listener = ipcx::Listener::bind("tcp://127.0.0.1:0")?;
+/// println!("listening on {}", listener.endpoint());
+/// loop {
+///     let mut link = listener.accept()?;
+///     std::thread::spawn(move || while let Ok(m) = link.recv() { let _ = link.send(&m); });
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    endpoint: Endpoint,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Socket(SocketListener),
+    Fifo(FifoListener),
+}
+
+struct Pending {
+    link: Link,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct SocketListener {
+    fd: std::os::fd::OwnedFd,
+    kind: FdKind,
+    pending: Vec<Pending>,
+    live: Arc<AtomicUsize>,
+    refused: u64,
+    _registration: Option<Registration>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl Listener {
+    /// Binds (creates) the endpoint at `url`.
+    pub fn bind(url: &str) -> Result<Listener> {
+        Listener::bind_endpoint(&Endpoint::parse(url)?)
+    }
+
+    /// [`Listener::bind`] with a parsed endpoint.
+    pub fn bind_endpoint(ep: &Endpoint) -> Result<Listener> {
+        match ep.scheme() {
+            Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp => {
+                let b = socket::bind(ep)?;
+                Ok(Listener {
+                    endpoint: b.endpoint,
+                    inner: Inner::Socket(SocketListener {
+                        fd: b.fd,
+                        kind: b.kind,
+                        pending: Vec::new(),
+                        live: Arc::new(AtomicUsize::new(0)),
+                        refused: 0,
+                        _registration: b.registration,
+                    }),
+                })
+            }
+            Scheme::Fifo => Ok(Listener {
+                endpoint: ep.clone(),
+                inner: Inner::Fifo(FifoListener::bind(ep)?),
+            }),
+            Scheme::Pipe => Err(Error::new(
+                ErrorKind::Unsupported(
+                    "pipe: has no listener: the parent calls ipcx::spawn".into(),
+                ),
+                "bind",
+            )
+            .at(ep)),
+            _ => Err(not_built(ep, "bind")),
+        }
+    }
+
+    /// Accepts the next peer whose handshake succeeded, waiting as long as it takes.
+    pub fn accept(&mut self) -> Result<Link> {
+        self.accept_until(Until::Forever)
+    }
+
+    /// [`Listener::accept`], waiting at most `timeout`.
+    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Link> {
+        self.accept_until(Until::after(timeout))
+    }
+
+    fn accept_until(&mut self, until: Until) -> Result<Link> {
+        let deadline = match until {
+            Until::Deadline(d) => Some(d),
+            _ => None,
+        };
+        match &mut self.inner {
+            Inner::Socket(s) => s.accept(&self.endpoint, deadline),
+            Inner::Fifo(f) => f.accept(&self.endpoint, deadline),
+        }
+    }
+
+    /// The bound endpoint (for `tcp://host:0`, with the port the OS chose).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// What the mechanism can do.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities::of(self.endpoint.scheme())
+    }
+
+    /// Connections accepted and still open (sockets).
+    pub fn connections(&self) -> usize {
+        match &self.inner {
+            Inner::Socket(s) => s.live.load(Ordering::Acquire),
+            Inner::Fifo(_) => 0,
+        }
+    }
+
+    /// Connections refused because `?max_conns=` was reached.
+    pub fn refused(&self) -> u64 {
+        match &self.inner {
+            Inner::Socket(s) => s.refused,
+            Inner::Fifo(_) => 0,
+        }
+    }
+
+    /// The listening descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.inner {
+            Inner::Socket(s) => Some(s.fd.as_fd()),
+            Inner::Fifo(_) => None,
+        }
+    }
+}
+
+impl SocketListener {
+    fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
+        let o = ep.options();
+        loop {
+            while let Some(fd) =
+                sys::socket::accept(self.fd.as_fd()).map_err(|e| Error::io("accept", e).at(ep))?
+            {
+                let Some(slot) = ConnSlot::take(&self.live, o.max_conns) else {
+                    self.refused += 1;
+                    tracing::warn!(url = %ep, max_conns = o.max_conns, refused = self.refused, "connection refused: limit reached");
+                    continue;
+                };
+                if self.kind == FdKind::Tcp {
+                    if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
+                        tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
+                        continue;
+                    }
+                }
+                let ch = Arc::new(Channel::with_slot(fd, self.kind, slot));
+                let mut link = Link::new(ep, Some(ch.clone()), Some(ch));
+                if o.codec != Codec::Framed {
+                    return Ok(link);
+                }
+                match link.begin_handshake(o.crc, o.max_msg) {
+                    Ok(()) => self.pending.push(Pending {
+                        link,
+                        deadline: Instant::now() + o.handshake_timeout,
+                    }),
+                    Err(e) => tracing::warn!(url = %ep, error = %e, "handshake failed"),
+                }
+            }
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.pending.len() {
+                match self.pending[i].link.poll_handshake() {
+                    Ok(true) => return Ok(self.pending.swap_remove(i).link),
+                    Ok(false) if now < self.pending[i].deadline => i += 1,
+                    Ok(false) => {
+                        tracing::warn!(url = %ep, "peer sent no hello in time; dropped");
+                        self.pending.swap_remove(i);
+                    }
+                    Err(e) => {
+                        tracing::warn!(url = %ep, error = %e, "handshake failed; peer dropped");
+                        self.pending.swap_remove(i);
+                    }
+                }
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
+            }
+            let wake = self
+                .pending
+                .iter()
+                .map(|p| p.deadline)
+                .chain(deadline)
+                .min();
+            let mut fds = Vec::with_capacity(1 + self.pending.len());
+            fds.push(sys::fd::poll_entry(self.fd.as_fd(), Interest::Read));
+            for p in &self.pending {
+                if let Some(fd) = p.link.as_fd() {
+                    fds.push(sys::fd::poll_entry(fd, Interest::Read));
+                }
+            }
+            sys::fd::wait_many(&mut fds, wake).map_err(|e| Error::io("accept", e).at(ep))?;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Transports: one module per mechanism, all behind [`Link`] and [`Listener`].
+//!
+//! | scheme | module | boundaries | many peers | descriptors |
+//! |---|---|---|---|---|
+//! | `pipe:` | `pipe` | framed | no | no |
+//! | `fifo:` | `fifo` | framed | no (one at a time) | no |
+//! | `unix:` | `socket` | framed | yes | yes |
+//! | `unixseq:` | `socket` | native | yes | yes |
+//! | `tcp:` | `socket` | framed | yes | no |
+//!
+//! Code that needs a feature asks [`Capabilities`] rather than matching on
+//! the scheme.
+
+mod channel;
+mod fifo;
+mod link;
+mod listener;
+mod pipe;
+mod socket;
+
+use std::io;
+use std::time::{Duration, Instant};
+
+pub use link::{Link, RecvHalf, SendHalf};
+pub use listener::Listener;
+pub use pipe::{spawn, spawn_endpoint};
+
+use crate::endpoint::{Address, Codec, Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Largest frame payload on a seqpacket socket, where one frame is one
+/// datagram and must fit the socket's send buffer.
+pub(crate) const PACKET_CHUNK: usize = 32 << 10;
+
+/// What a mechanism can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Whether ipcx can open links on it yet.
+    pub built: bool,
+    /// Largest message the mechanism itself allows (`None`: only the
+    /// link's `?max_msg=` limits it, since larger messages are chunked).
+    pub max_msg: Option<usize>,
+    /// The kernel keeps message boundaries (no framing needed for them).
+    pub native_boundaries: bool,
+    /// A peer connects, and its going away is seen as `Closed`.
+    pub connection_oriented: bool,
+    /// One listener serves many peers at once.
+    pub multi_peer: bool,
+    /// The link has a descriptor that `poll`/`epoll`/tokio can wait on.
+    pub pollable: bool,
+    /// Messages can carry file descriptors.
+    pub fd_passing: bool,
+    /// Reaches other hosts.
+    pub network: bool,
+}
+
+impl Capabilities {
+    /// The capabilities of `scheme`.
+    pub fn of(scheme: Scheme) -> Capabilities {
+        let base = Capabilities {
+            built: true,
+            max_msg: None,
+            native_boundaries: false,
+            connection_oriented: true,
+            multi_peer: false,
+            pollable: true,
+            fd_passing: false,
+            network: false,
+        };
+        match scheme {
+            Scheme::Pipe | Scheme::Fifo => base,
+            Scheme::Unix => Capabilities {
+                multi_peer: true,
+                fd_passing: true,
+                ..base
+            },
+            Scheme::UnixSeq => Capabilities {
+                multi_peer: true,
+                fd_passing: true,
+                native_boundaries: true,
+                ..base
+            },
+            Scheme::Tcp => Capabilities {
+                multi_peer: true,
+                network: true,
+                ..base
+            },
+            Scheme::Tls | Scheme::Nats => Capabilities {
+                built: false,
+                multi_peer: true,
+                network: true,
+                ..base
+            },
+            Scheme::Shm | Scheme::Mq | Scheme::SysvMq | Scheme::Journal => Capabilities {
+                built: false,
+                native_boundaries: true,
+                connection_oriented: false,
+                ..base
+            },
+        }
+    }
+}
+
+/// Who is on the other end of a Unix socket, as the kernel recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: u32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+pub(crate) fn not_built(ep: &Endpoint, op: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported(format!(
+            "the {}: mechanism is not built yet in this version of ipcx",
+            ep.scheme()
+        )),
+        op,
+    )
+    .at(ep)
+}
+
+pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
+    let o = ep.options();
+    let deadline = Instant::now() + o.timeout;
+    let mut link = match (ep.scheme(), ep.address()) {
+        (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
+        (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
+        (Scheme::Pipe, Address::Pipe(Some(fds))) => pipe::from_fds(ep, *fds)?,
+        (Scheme::Pipe, _) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported(
+                    "pipe: joins a parent and the child it spawns: call ipcx::spawn in the parent \
+                     and Link::from_inherited in the child"
+                        .into(),
+                ),
+                "connect",
+            )
+            .at(ep));
+        }
+        _ => return Err(not_built(ep, "connect")),
+    };
+    if o.codec == Codec::Framed {
+        link.begin_handshake(o.crc, o.max_msg)
+            .map_err(|e| e.at(ep))?;
+        link.finish_handshake(Instant::now() + o.handshake_timeout)?;
+    }
+    Ok(link)
+}
+
+/// Retries `f` while the peer is not there yet (no such file, refused,
+/// no reader), up to `deadline`.
+pub(crate) fn retry_until<T>(
+    ep: &Endpoint,
+    deadline: Instant,
+    mut f: impl FnMut() -> io::Result<T>,
+) -> Result<T> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f() {
+            Ok(t) => return Ok(t),
+            Err(e) if peer_absent(&e) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    let why = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "nobody bound it within {:?} ({e}); start the receiving side first or raise ?timeout=",
+                            ep.options().timeout
+                        ),
+                    );
+                    return Err(Error::io("connect", why).at(ep));
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(Error::io("connect", e).at(ep)),
+        }
+    }
+}
+
+fn peer_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    ) || e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error())
+}

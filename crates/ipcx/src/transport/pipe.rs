@@ -1,0 +1,92 @@
+//! `pipe:`: anonymous pipes between a parent and the child it spawns.
+//!
+//! The parent makes two pipes, lets the child inherit one end of each, and
+//! tells it which in the `IPCX_PIPE` environment variable
+//! (`pipe:fd=R,W`); the child calls [`Link::from_inherited`].
+
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command};
+
+use super::Link;
+use super::fifo::pipe_channel;
+use crate::endpoint::{Address, Codec, Endpoint};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// The environment variable that hands the child its pipe ends.
+pub const ENV: &str = "IPCX_PIPE";
+
+/// Spawns `cmd` with a pipe link to it; the child gets its end with
+/// [`Link::from_inherited`].
+///
+/// ```no_run
+/// use std::process::Command;
+/// # fn main() -> ipcx::Result<()> {
+/// let (mut child, mut link) = ipcx::spawn(&mut Command::new("my-worker"))?;
+/// link.send(b"job 1")?;
+/// let answer = link.recv()?;
+/// child.wait().ok();
+/// # Ok(()) }
+/// ```
+pub fn spawn(cmd: &mut Command) -> Result<(Child, Link)> {
+    spawn_endpoint(&Endpoint::parse("pipe:")?, cmd)
+}
+
+/// [`spawn`] with options (`pipe:?max_msg=64MiB&crc=true`), which the child
+/// inherits too.
+pub fn spawn_endpoint(ep: &Endpoint, cmd: &mut Command) -> Result<(Child, Link)> {
+    let err = |e| Error::io("spawn", e).at(ep);
+    let flags = rustix::pipe::PipeFlags::CLOEXEC;
+    let (to_child_r, to_child_w) = rustix::pipe::pipe_with(flags).map_err(|e| err(e.into()))?;
+    let (from_child_r, from_child_w) = rustix::pipe::pipe_with(flags).map_err(|e| err(e.into()))?;
+    let (r, w) = (to_child_r.as_raw_fd(), from_child_w.as_raw_fd());
+    sys::process::inherit_fds(cmd, [r, w]);
+    let query = ep
+        .url()
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    cmd.env(ENV, format!("pipe:fd={r},{w}{query}"));
+    let child = cmd.spawn().map_err(err)?;
+    drop((to_child_r, from_child_w));
+    for fd in [&from_child_r, &to_child_w] {
+        sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(fd), true).map_err(err)?;
+    }
+    let mut link = Link::new(
+        ep,
+        Some(pipe_channel(from_child_r)),
+        Some(pipe_channel(to_child_w)),
+    );
+    // The child answers when it starts; its hello is checked on first recv.
+    let o = ep.options();
+    if o.codec == Codec::Framed {
+        link.begin_handshake(o.crc, o.max_msg)?;
+    }
+    Ok((child, link))
+}
+
+pub(crate) fn from_inherited() -> Result<Link> {
+    let url = std::env::var(ENV).map_err(|_| {
+        Error::new(
+            ErrorKind::Unsupported(format!(
+                "{ENV} is not set: this process was not started by ipcx::spawn"
+            )),
+            "from_inherited",
+        )
+    })?;
+    super::connect(&Endpoint::parse(&url)?)
+}
+
+pub(crate) fn from_fds(ep: &Endpoint, (r, w): (i32, i32)) -> Result<Link> {
+    debug_assert!(matches!(ep.address(), Address::Pipe(Some(_))));
+    let err = |e| Error::io("from_inherited", e).at(ep);
+    let [rd, wr] = sys::process::adopt_inherited([r, w]).map_err(err)?;
+    for fd in [&rd, &wr] {
+        sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(fd), true).map_err(err)?;
+    }
+    Ok(Link::new(
+        ep,
+        Some(pipe_channel(rd)),
+        Some(pipe_channel(wr)),
+    ))
+}

@@ -1,0 +1,222 @@
+//! `unix:`, `unixseq:` and `tcp:`: binding, connecting, and the socket file.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use rustix::fs::FileType;
+
+use super::channel::{Channel, FdKind};
+use super::{Link, retry_until};
+use crate::endpoint::{Address, Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{ObjectKind, Registration, Registry};
+use crate::sys;
+use crate::sys::socket::UnixAddr;
+
+pub(crate) fn fd_kind(scheme: Scheme) -> FdKind {
+    match scheme {
+        Scheme::UnixSeq => FdKind::UnixSeq,
+        Scheme::Tcp => FdKind::Tcp,
+        _ => FdKind::UnixStream,
+    }
+}
+
+fn unix_addr(ep: &Endpoint) -> UnixAddr<'_> {
+    match ep.address() {
+        Address::Abstract(name) => UnixAddr::Abstract(name),
+        Address::Path(p) => UnixAddr::Path(p),
+        _ => unreachable!("unix endpoints hold a path or an abstract name"),
+    }
+}
+
+pub(crate) fn resolve(ep: &Endpoint, op: &'static str) -> Result<SocketAddr> {
+    let Address::HostPort { host, port } = ep.address() else {
+        unreachable!("tcp endpoints hold host and port")
+    };
+    (host.as_str(), *port)
+        .to_socket_addrs()
+        .map_err(|e| Error::io(op, e).at(ep))?
+        .next()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidEndpoint(format!("host `{host}` has no address")),
+                op,
+            )
+            .at(ep)
+        })
+}
+
+/// Connects a socket, waiting for a listener up to `deadline`.
+pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
+    let kind = fd_kind(ep.scheme());
+    let fd = match kind {
+        FdKind::Tcp => {
+            let addr = resolve(ep, "connect")?;
+            let fd = retry_until(ep, deadline, || {
+                sys::socket::tcp_connect(addr, Some(deadline))
+            })?;
+            sys::socket::tcp_tune(fd.as_fd(), ep.options().heartbeat)
+                .map_err(|e| Error::io("connect", e).at(ep))?;
+            fd
+        }
+        _ => {
+            if let Address::Path(p) = ep.address() {
+                refuse_symlink(ep, p)?;
+            }
+            retry_until(ep, deadline, || {
+                sys::socket::unix_connect(unix_addr(ep), kind.is_packet())
+            })?
+        }
+    };
+    let ch = Arc::new(Channel::new(fd, kind));
+    Ok(Link::new(ep, Some(ch.clone()), Some(ch)))
+}
+
+fn refuse_symlink(ep: &Endpoint, p: &Path) -> Result<()> {
+    if let Ok(Some(FileType::Symlink)) = sys::fs::object_type(p) {
+        return Err(Error::new(
+            ErrorKind::Occupied(format!(
+                "{} is a symlink; ipcx never follows one to a socket",
+                p.display()
+            )),
+            "connect",
+        )
+        .at(ep));
+    }
+    Ok(())
+}
+
+/// A bound, listening socket and, for a socket file, its registration.
+pub(crate) struct Bound {
+    pub(crate) fd: OwnedFd,
+    pub(crate) kind: FdKind,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) registration: Option<Registration>,
+}
+
+pub(crate) fn bind(ep: &Endpoint) -> Result<Bound> {
+    let kind = fd_kind(ep.scheme());
+    let err = |e| Error::io("bind", e).at(ep);
+    match ep.address() {
+        Address::HostPort { host, .. } => {
+            let addr = resolve(ep, "bind")?;
+            let fd = sys::socket::tcp_listen(addr).map_err(err)?;
+            let port = sys::socket::local_port(fd.as_fd()).map_err(err)?;
+            let endpoint = ep.with_address(Address::HostPort {
+                host: host.clone(),
+                port,
+            });
+            Ok(Bound {
+                fd,
+                kind,
+                endpoint,
+                registration: None,
+            })
+        }
+        Address::Abstract(name) => {
+            let fd = sys::socket::unix_listen(UnixAddr::Abstract(name), kind.is_packet()).map_err(
+                |e| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        Error::new(
+                            ErrorKind::Occupied(format!(
+                                "abstract name @{name} is in use by a live process"
+                            )),
+                            "bind",
+                        )
+                        .at(ep)
+                    } else {
+                        err(e)
+                    }
+                },
+            )?;
+            Ok(Bound {
+                fd,
+                kind,
+                endpoint: ep.clone(),
+                registration: None,
+            })
+        }
+        Address::Path(path) => {
+            let mut reg =
+                Registry::open()?.claim(ObjectKind::Socket, ep.url(), vec![path.clone()], false)?;
+            clear_stale_socket(ep, path, kind)?;
+            let fd = bind_path_with_mode(path, kind, ep.options().mode).map_err(err)?;
+            reg.created(path);
+            Ok(Bound {
+                fd,
+                kind,
+                endpoint: ep.clone(),
+                registration: Some(reg),
+            })
+        }
+        _ => unreachable!("sockets hold a path, an abstract name or host:port"),
+    }
+}
+
+/// Something already at the path that the registry does not know: a socket
+/// nobody listens on is stale and removed; anything else is left alone.
+fn clear_stale_socket(ep: &Endpoint, path: &Path, kind: FdKind) -> Result<()> {
+    match sys::fs::object_type(path).map_err(|e| Error::io("bind", e).at(ep))? {
+        None => Ok(()),
+        Some(FileType::Socket) => match sys::socket::unix_connect(UnixAddr::Path(path), kind.is_packet()) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing stale socket nobody listens on");
+                sys::fs::remove(path).map_err(|e| Error::io("bind", e).at(ep))
+            }
+            _ => Err(Error::new(
+                ErrorKind::Occupied(format!(
+                    "a live socket not made by ipcx listens at {}; stop its owner or pick another path",
+                    path.display()
+                )),
+                "bind",
+            )
+            .at(ep)),
+        },
+        Some(t) => Err(Error::new(
+            ErrorKind::Occupied(format!(
+                "{} exists and is a {t:?}, not a socket; remove it or pick another path",
+                path.display()
+            )),
+            "bind",
+        )
+        .at(ep)),
+    }
+}
+
+/// Binds in a private directory beside `path`, sets the mode, then renames
+/// into place: the socket is never reachable with wider permissions than
+/// `mode` (bind itself would create it as 0777 minus the umask).
+fn bind_path_with_mode(path: &Path, kind: FdKind, mode: u32) -> std::io::Result<OwnedFd> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = parent.join(format!(
+        ".ipcx-{}-{}",
+        sys::process::pid(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let tmp = dir.join("s");
+    if tmp.as_os_str().len() > 107 {
+        // No room for the detour: bind in place (the umask decides the
+        // brief initial mode) and narrow it at once.
+        let fd = sys::socket::unix_listen(UnixAddr::Path(path), kind.is_packet())?;
+        sys::fs::chmod(path, mode)?;
+        return Ok(fd);
+    }
+    sys::fs::private_dir(&dir)?;
+    let result = (|| {
+        let fd = sys::socket::unix_listen(UnixAddr::Path(&tmp), kind.is_packet())?;
+        sys::fs::chmod(&tmp, mode)?;
+        sys::fs::rename_noreplace(&tmp, path)?;
+        Ok(fd)
+    })();
+    let _ = sys::fs::remove(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}

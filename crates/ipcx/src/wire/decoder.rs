@@ -1,0 +1,415 @@
+//! A decoder that turns bytes from a non-blocking source into messages.
+//!
+//! It holds no file descriptor and never waits (the "sans-I/O" style), so the
+//! blocking links, the tokio links, the fuzz target and the property tests
+//! all drive the same code. Each call to [`Decoder::poll`] reads what the
+//! source has, and returns a message, or `None` when it would block.
+
+use std::io;
+
+use super::{FLAG_CRC, FLAG_MORE, FrameError, HEADER_LEN, Header, Hello, KIND_HELLO};
+use crate::endpoint::Codec;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Size of the read buffer; a small message arrives with its header in one read.
+const BUF_LEN: usize = 96 << 10;
+/// Payload still missing at which reads go straight into the message.
+const DIRECT_MIN: usize = 16 << 10;
+/// Most bytes one direct read asks for (bounds growth ahead of the data).
+const DIRECT_STEP: usize = 1 << 20;
+
+/// Where the decoder reads from: a non-blocking byte source.
+pub trait ReadSource {
+    /// Reads into `buf`; `Ok(0)` is end of stream, `WouldBlock` means no data yet.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Reads at most `max` bytes, appending them to `out`.
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let old = out.len();
+        out.resize(old + max, 0);
+        let r = self.read(&mut out[old..]);
+        out.truncate(old + *r.as_ref().unwrap_or(&0));
+        r
+    }
+}
+
+impl ReadSource for &[u8] {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+}
+
+/// What [`Decoder::poll`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole message is ready; take it with [`Decoder::take_message`].
+    /// `nfds` file descriptors were announced with it.
+    Message {
+        /// File descriptors that travel with the message.
+        nfds: usize,
+    },
+    /// The peer's handshake.
+    Hello(Hello),
+}
+
+enum Fill {
+    Data,
+    WouldBlock,
+    Eof,
+}
+
+/// The receive state of one link.
+#[derive(Debug)]
+pub struct Decoder {
+    codec: Codec,
+    limit: usize,
+    packet: bool,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// Header of the frame whose payload is being read, if any.
+    frame: Option<Header>,
+    remaining: usize,
+    chunk_start: usize,
+    msg: Vec<u8>,
+    nfds: usize,
+    eof: bool,
+}
+
+impl Decoder {
+    /// A decoder for `codec` that refuses messages over `limit` bytes.
+    /// `packet` is for sources that return one datagram per read.
+    pub fn new(codec: Codec, limit: usize, packet: bool) -> Decoder {
+        Decoder {
+            codec,
+            limit,
+            packet,
+            buf: vec![0; BUF_LEN].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            frame: None,
+            remaining: 0,
+            chunk_start: 0,
+            msg: Vec::new(),
+            nfds: 0,
+            eof: false,
+        }
+    }
+
+    /// The largest message this decoder accepts.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// True when bytes of an unfinished message are held.
+    pub fn is_mid_message(&self) -> bool {
+        self.frame.is_some() || self.start < self.end || !self.msg.is_empty()
+    }
+
+    /// Reads from `src` until a message is whole (`Some`), or the source
+    /// would block (`None`). End of stream between messages is
+    /// [`ErrorKind::Closed`]; inside one, [`FrameError::Truncated`].
+    pub fn poll(&mut self, src: &mut impl ReadSource) -> Result<Option<Decoded>> {
+        if self.eof {
+            return Err(Error::new(ErrorKind::Closed, "recv"));
+        }
+        match self.codec {
+            Codec::Framed => self.poll_framed(src),
+            Codec::Raw => self.poll_raw(src),
+            Codec::Lines => self.poll_lines(src),
+        }
+    }
+
+    /// The message decoded last.
+    pub fn message(&self) -> &[u8] {
+        &self.msg
+    }
+
+    /// Moves the message decoded last into `out`, keeping `out`'s old
+    /// allocation for the next message (no copy either way).
+    pub fn take_message(&mut self, out: &mut Vec<u8>) {
+        std::mem::swap(out, &mut self.msg);
+        self.msg.clear();
+    }
+
+    fn poll_framed(&mut self, src: &mut impl ReadSource) -> Result<Option<Decoded>> {
+        loop {
+            let Some(hdr) = self.frame else {
+                if self.end - self.start < HEADER_LEN {
+                    match self.fill(src)? {
+                        Fill::Data => continue,
+                        Fill::WouldBlock => return Ok(None),
+                        Fill::Eof => return Err(self.eof_error("header", HEADER_LEN)),
+                    }
+                }
+                let mut raw = [0u8; HEADER_LEN];
+                raw.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+                let hdr = Header::decode(&raw).map_err(frame_err)?;
+                self.check_header(&hdr)?;
+                self.start += HEADER_LEN;
+                self.remaining = hdr.len as usize;
+                self.chunk_start = self.msg.len();
+                self.nfds += hdr.nfds as usize;
+                self.msg.reserve(self.remaining.min(DIRECT_STEP));
+                self.frame = Some(hdr);
+                continue;
+            };
+            let avail = (self.end - self.start).min(self.remaining);
+            if avail > 0 {
+                self.msg
+                    .extend_from_slice(&self.buf[self.start..self.start + avail]);
+                self.start += avail;
+                self.remaining -= avail;
+            }
+            if self.remaining > 0 {
+                if !self.packet && self.remaining >= DIRECT_MIN {
+                    let want = self.remaining.min(DIRECT_STEP);
+                    match src.read_append(&mut self.msg, want) {
+                        Ok(0) => return Err(self.eof_error("payload", hdr.len as usize)),
+                        Ok(n) => self.remaining -= n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(Error::io("recv", e)),
+                    }
+                } else {
+                    match self.fill(src)? {
+                        Fill::Data => {}
+                        Fill::WouldBlock => return Ok(None),
+                        Fill::Eof => return Err(self.eof_error("payload", hdr.len as usize)),
+                    }
+                }
+                continue;
+            }
+            self.frame = None;
+            if hdr.flags & FLAG_CRC != 0 {
+                let actual = crc32c::crc32c(&self.msg[self.chunk_start..]);
+                if actual != hdr.crc {
+                    return Err(frame_err(FrameError::Crc {
+                        expected: hdr.crc,
+                        actual,
+                    }));
+                }
+            }
+            if hdr.flags & FLAG_MORE != 0 {
+                continue;
+            }
+            if hdr.kind == KIND_HELLO {
+                let hello = Hello::decode(&self.msg).map_err(frame_err)?;
+                self.msg.clear();
+                return Ok(Some(Decoded::Hello(hello)));
+            }
+            return Ok(Some(Decoded::Message {
+                nfds: std::mem::take(&mut self.nfds),
+            }));
+        }
+    }
+
+    fn check_header(&self, hdr: &Header) -> Result<()> {
+        let mid_message = !self.msg.is_empty() || self.nfds > 0;
+        if hdr.kind == KIND_HELLO {
+            if mid_message || hdr.flags & FLAG_MORE != 0 {
+                return Err(frame_err(FrameError::Unexpected("hello inside a message")));
+            }
+            if hdr.len != Hello::LEN as u64 {
+                return Err(frame_err(FrameError::TooLong {
+                    len: hdr.len,
+                    max: Hello::LEN as u64,
+                }));
+            }
+            return Ok(());
+        }
+        let total = (self.msg.len() as u64).saturating_add(hdr.len);
+        if total > self.limit as u64 {
+            return Err(frame_err(FrameError::TooLong {
+                len: total,
+                max: self.limit as u64,
+            }));
+        }
+        Ok(())
+    }
+
+    fn poll_raw(&mut self, src: &mut impl ReadSource) -> Result<Option<Decoded>> {
+        if self.start == self.end {
+            match self.fill(src)? {
+                Fill::Data => {}
+                Fill::WouldBlock => return Ok(None),
+                Fill::Eof => return Err(self.eof_error("", 0)),
+            }
+        }
+        let n = (self.end - self.start).min(self.limit);
+        self.msg.clear();
+        self.msg
+            .extend_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(Some(Decoded::Message { nfds: 0 }))
+    }
+
+    fn poll_lines(&mut self, src: &mut impl ReadSource) -> Result<Option<Decoded>> {
+        loop {
+            let pending = &self.buf[self.start..self.end];
+            let newline = pending.iter().position(|&b| b == b'\n');
+            let take = newline.unwrap_or(pending.len());
+            if self.msg.len() + take > self.limit {
+                return Err(frame_err(FrameError::TooLong {
+                    len: (self.msg.len() + take) as u64,
+                    max: self.limit as u64,
+                }));
+            }
+            self.msg.extend_from_slice(&pending[..take]);
+            if newline.is_some() {
+                self.start += take + 1;
+                return Ok(Some(Decoded::Message { nfds: 0 }));
+            }
+            self.start = self.end;
+            match self.fill(src)? {
+                Fill::Data => {}
+                Fill::WouldBlock => return Ok(None),
+                Fill::Eof if !self.msg.is_empty() => {
+                    // The last line had no newline: deliver it, close next time.
+                    self.eof = true;
+                    return Ok(Some(Decoded::Message { nfds: 0 }));
+                }
+                Fill::Eof => return Err(self.eof_error("", 0)),
+            }
+        }
+    }
+
+    fn fill(&mut self, src: &mut impl ReadSource) -> Result<Fill> {
+        // A packet source truncates a datagram that does not fit, so keep a
+        // whole buffer's worth free; a stream source only needs some room.
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.packet || self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        loop {
+            return match src.read(&mut self.buf[self.end..]) {
+                Ok(0) => Ok(Fill::Eof),
+                Ok(n) => {
+                    self.end += n;
+                    Ok(Fill::Data)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(Error::io("recv", e)),
+            };
+        }
+    }
+
+    fn eof_error(&mut self, part: &'static str, expected: usize) -> Error {
+        self.eof = true;
+        if !self.is_mid_message() {
+            return Error::new(ErrorKind::Closed, "recv");
+        }
+        let got = match self.frame {
+            Some(h) => h.len as usize - self.remaining,
+            None => self.end - self.start,
+        };
+        frame_err(FrameError::Truncated {
+            part,
+            got: got as u64,
+            expected: expected as u64,
+        })
+    }
+}
+
+fn frame_err(e: FrameError) -> Error {
+    Error::new(ErrorKind::Frame(e), "recv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::encode_message;
+
+    fn decode_all(bytes: &[u8], limit: usize) -> (Vec<Vec<u8>>, Option<Error>) {
+        let mut d = Decoder::new(Codec::Framed, limit, false);
+        let mut src = bytes;
+        let mut out = Vec::new();
+        loop {
+            match d.poll(&mut src) {
+                Ok(Some(Decoded::Message { .. })) => {
+                    let mut m = Vec::new();
+                    d.take_message(&mut m);
+                    out.push(m);
+                }
+                Ok(Some(Decoded::Hello(_))) => {}
+                Ok(None) => unreachable!("a slice never blocks"),
+                Err(e) if e.is_closed() => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_message_reassembles() {
+        let msg: Vec<u8> = (0..(3 * super::super::CHUNK + 7))
+            .map(|i| i as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        encode_message(&msg, true, &mut bytes);
+        encode_message(b"", false, &mut bytes);
+        let (got, err) = decode_all(&bytes, 16 << 20);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, vec![msg, vec![]]);
+    }
+
+    #[test]
+    fn length_near_u64_max_is_refused_before_allocating() {
+        let h = Header {
+            kind: super::super::KIND_DATA,
+            flags: 0,
+            nfds: 0,
+            len: u64::MAX - 3,
+            crc: 0,
+        };
+        let (_, err) = decode_all(&h.encode(), 1 << 20);
+        let err = err.expect("error");
+        assert!(
+            matches!(err.kind(), ErrorKind::Frame(FrameError::TooLong { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncation_and_crc_are_named() {
+        let mut bytes = Vec::new();
+        encode_message(b"hello world", true, &mut bytes);
+        let (_, err) = decode_all(&bytes[..25], 1 << 20);
+        assert!(matches!(
+            err.unwrap().kind(),
+            ErrorKind::Frame(FrameError::Truncated {
+                part: "payload",
+                ..
+            })
+        ));
+        let (_, err) = decode_all(&bytes[..7], 1 << 20);
+        assert!(matches!(
+            err.unwrap().kind(),
+            ErrorKind::Frame(FrameError::Truncated { part: "header", .. })
+        ));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let (_, err) = decode_all(&bytes, 1 << 20);
+        assert!(matches!(
+            err.unwrap().kind(),
+            ErrorKind::Frame(FrameError::Crc { .. })
+        ));
+    }
+
+    #[test]
+    fn lines_split_and_keep_a_last_unterminated_line() {
+        let mut d = Decoder::new(Codec::Lines, 100, false);
+        let mut src: &[u8] = b"a\nbc\n\nlast";
+        let mut lines = Vec::new();
+        while let Ok(Some(_)) = d.poll(&mut src) {
+            let mut m = Vec::new();
+            d.take_message(&mut m);
+            lines.push(String::from_utf8(m).unwrap());
+        }
+        assert_eq!(lines, ["a", "bc", "", "last"]);
+    }
+}
