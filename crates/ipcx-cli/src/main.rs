@@ -1,1 +1,148 @@
-fn main() {}
+//! `ipcx`: send, receive, inspect, clean up and benchmark IPC endpoints.
+//!
+//! The binary is thin: it parses arguments, calls the library, and prints.
+
+mod bench;
+mod objects;
+mod recv;
+mod send;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ipcx",
+    version,
+    about = "Inter-process communication over every Linux mechanism, addressed by URL",
+    after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 1 &\n  ipcx send unix:/tmp/app.sock hello\n  ipcx ls\n  ipcx bench --quick\n\nEndpoints: pipe: fifo:/path unix:/path unix:@name unixseq:/path tcp://host:port\nOptions ride in the query string: tcp://127.0.0.1:7000?max_msg=1MiB&timeout=5s"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Who creates the endpoint; the default depends on the command.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Role {
+    /// Bind (create) the endpoint, whatever the command's default.
+    #[arg(long, conflicts_with = "connect")]
+    pub bind: bool,
+    /// Connect to an existing endpoint, whatever the command's default.
+    #[arg(long)]
+    pub connect: bool,
+}
+
+impl Role {
+    /// Whether to bind, given the command's default.
+    pub fn binds(self, default_bind: bool) -> bool {
+        if self.bind {
+            true
+        } else if self.connect {
+            false
+        } else {
+            default_bind
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bind an endpoint and print each message received, one per line.
+    #[command(
+        after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 3\n  ipcx recv 'fifo:/tmp/f?codec=lines' --format json\n  ipcx recv tcp://0.0.0.0:7000 --timeout 10s --format hex"
+    )]
+    Recv(recv::RecvArgs),
+    /// Connect to an endpoint and send each argument (or stdin) as a message.
+    #[command(
+        after_help = "Examples:\n  ipcx send unix:/tmp/app.sock hello world     # two messages\n  echo hi | ipcx send tcp://127.0.0.1:7000     # stdin as one message\n  ipcx send 'fifo:/tmp/f?codec=lines' --lines < file.txt"
+    )]
+    Send(send::SendArgs),
+    /// List the objects ipcx created (sockets, FIFOs) with owner and liveness.
+    #[command(
+        after_help = "Examples:\n  ipcx ls\n  ipcx ls --json | jq '.[] | select(.alive == false)'"
+    )]
+    Ls(objects::LsArgs),
+    /// Remove the objects whose owner process died.
+    #[command(after_help = "Examples:\n  ipcx clean --dry-run\n  ipcx clean")]
+    Clean(objects::CleanArgs),
+    /// Measure latency and throughput of every mechanism, through ipcx and raw.
+    #[command(
+        after_help = "Examples:\n  ipcx bench --quick\n  ipcx bench --mech unix,tcp --sizes 64,64KiB --json out.json\n  ipcx bench --quick --pin same"
+    )]
+    Bench(bench::BenchArgs),
+    /// One side of a benchmark cell (started by `ipcx bench`).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Recv(a) => recv::run(a),
+        Command::Send(a) => send::run(a),
+        Command::Ls(a) => objects::ls(a),
+        Command::Clean(a) => objects::clean(a),
+        Command::Bench(a) => bench::run(a),
+        Command::BenchPeer(a) => bench::peer(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ipcx: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Library warnings (a dropped peer, a reclaimed object) go to stderr when
+/// `IPCX_LOG` is set; the library never prints by itself.
+fn tracing_init() {
+    if std::env::var_os("IPCX_LOG").is_some() {
+        let _ = tracing::subscriber::set_global_default(StderrLog);
+    }
+}
+
+/// A minimal `tracing` subscriber that prints events to stderr.
+struct StderrLog;
+
+impl tracing::Subscriber for StderrLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0.insert_str(0, &format!("{value:?} "));
+                } else {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+        }
+        let mut f = Fields(String::new());
+        event.record(&mut f);
+        eprintln!("ipcx {}: {}", event.metadata().level(), f.0.trim_end());
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Parses `500ms`, `5s`, ... for clap.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    ipcx::endpoint::parse_duration(s)
+}
+
+/// Parses `64`, `4KiB`, `1MiB`, ... for clap.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    ipcx::endpoint::parse_size(s)
+}

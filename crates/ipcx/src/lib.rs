@@ -39,5 +39,7 @@ pub mod tokio;
 
 pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
 pub use error::{Error, ErrorKind, Result};
-pub use transport::{Capabilities, Link, Listener, PeerCredentials, RecvHalf, SendHalf, spawn};
+pub use transport::{
+    Capabilities, Link, Listener, PeerCredentials, RecvHalf, SendHalf, spawn, spawn_endpoint,
+};
 pub use wire::FrameError;

@@ -6,6 +6,7 @@
 //! `/path` for writing, so by the time the binder sees the first byte it can
 //! open the reply end without waiting. A FIFO serves one peer at a time.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,6 +48,10 @@ pub(crate) fn pipe_channel(fd: std::os::fd::OwnedFd) -> Arc<Channel> {
 pub(crate) struct FifoListener {
     path: PathBuf,
     reply: Option<PathBuf>,
+    /// The read end an accept that timed out had open: kept, because a
+    /// writer may have opened the FIFO meanwhile, and closing the last read
+    /// end would fail its hello with `EPIPE`.
+    waiting: Option<OwnedFd>,
     _registration: Registration,
 }
 
@@ -80,6 +85,7 @@ impl FifoListener {
         Ok(FifoListener {
             path,
             reply,
+            waiting: None,
             _registration: reg,
         })
     }
@@ -88,8 +94,12 @@ impl FifoListener {
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         let err = |e| Error::io("accept", e).at(ep);
-        let rd = sys::fs::open_fifo(&self.path, false).map_err(err)?;
+        let rd = match self.waiting.take() {
+            Some(rd) => rd,
+            None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
+        };
         if !sys::fd::wait(std::os::fd::AsFd::as_fd(&rd), Interest::Read, deadline).map_err(err)? {
+            self.waiting = Some(rd);
             return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
         }
         let wr = match &self.reply {

@@ -50,6 +50,8 @@ pub struct RecvHalf {
     last_fds: Vec<OwnedFd>,
     /// Our hello, while the peer's is still to come.
     hello: Option<Hello>,
+    /// A whole message waits in the decoder (it arrived with the hello).
+    ready: bool,
     wait: WaitStrategy,
     spin: Duration,
     max_fds: usize,
@@ -102,6 +104,7 @@ impl Link {
                 fds: VecDeque::new(),
                 last_fds: Vec::new(),
                 hello: None,
+                ready: false,
                 wait: o.wait,
                 spin: o.spin,
                 max_fds: o.max_fds,
@@ -240,7 +243,13 @@ impl Link {
     pub(crate) fn begin_handshake(&mut self, crc: bool, max_msg: usize) -> Result<()> {
         let hello = Hello::new(crc, max_msg);
         if self.tx.ch.is_some() {
-            self.tx.send_frame(wire::KIND_HELLO, &hello.encode(), &[])?;
+            match self.tx.send_frame(wire::KIND_HELLO, &hello.encode(), &[]) {
+                // The peer may have sent all it had and closed before we
+                // said hello (a parent that spawns, sends and exits): what
+                // it sent can still be read, and our sends report `Closed`.
+                Err(e) if e.is_closed() => {}
+                r => r?,
+            }
         }
         if self.rx.ch.is_some() {
             self.rx.hello = Some(hello);
@@ -250,7 +259,9 @@ impl Link {
 
     /// Waits until the peer's hello arrived and matched ours.
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
-        while !self.poll_handshake()? {
+        while self.rx.hello.is_some() {
+            // Wait before reading: the read end of a FIFO reads as end of
+            // stream until the peer has opened its write end.
             let ch = self.rx.channel("connect")?;
             if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
                 .map_err(|e| Error::io("connect", e))?
@@ -261,6 +272,7 @@ impl Link {
                 )
                 .at(&self.rx.shared.url));
             }
+            self.poll_handshake()?;
         }
         Ok(())
     }
@@ -272,7 +284,13 @@ impl Link {
         }
         match self.rx.poll_once("connect")? {
             None => Ok(self.rx.hello.is_none()),
-            Some(_) => Err(Error::new(
+            // The hello came, and a message right behind it: keep that one
+            // for the first `recv`.
+            Some(()) if self.rx.hello.is_none() => {
+                self.rx.ready = true;
+                Ok(true)
+            }
+            Some(()) => Err(Error::new(
                 ErrorKind::Handshake("the peer sent data before its hello".into()),
                 "connect",
             )
@@ -330,6 +348,7 @@ impl RecvHalf {
 
     /// Waits for the next whole message, which the decoder then holds.
     /// Takes the message the last successful [`RecvHalf::poll_once`] completed.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
         self.dec.take_message(out);
     }
@@ -347,12 +366,25 @@ impl RecvHalf {
     /// One attempt without waiting: `Some` when a message is whole. A hello
     /// the link expects is checked and consumed on the way.
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
+        if std::mem::take(&mut self.ready) {
+            return Ok(Some(()));
+        }
         if let Some(kind) = &self.failed {
             return Err(Error::new(kind.clone(), op).at(&self.shared.url));
         }
         let ch = self.channel(op)?.clone();
-        let r = self.dec.poll(&mut ch.source(&mut self.fds));
-        match r.and_then(|d| self.accept_decoded(d)) {
+        let mut r;
+        loop {
+            r = self
+                .dec
+                .poll(&mut ch.source(&mut self.fds))
+                .and_then(|d| self.accept_decoded(d));
+            // A hello was consumed: what follows it may already be buffered.
+            if !matches!(r, Ok(Some(false))) {
+                break;
+            }
+        }
+        match r.map(|got| got.map(|_| ())) {
             Ok(r) => Ok(r),
             Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
             Err(e) => {
@@ -368,7 +400,8 @@ impl RecvHalf {
         }
     }
 
-    fn accept_decoded(&mut self, d: Option<Decoded>) -> Result<Option<()>> {
+    /// `Some(true)`: a message is whole; `Some(false)`: a hello was consumed.
+    fn accept_decoded(&mut self, d: Option<Decoded>) -> Result<Option<bool>> {
         match d {
             None => Ok(None),
             Some(Decoded::Hello(peer)) => {
@@ -378,7 +411,7 @@ impl RecvHalf {
                 ours.check_peer(&peer)
                     .map_err(|why| Error::new(ErrorKind::Handshake(why), "handshake"))?;
                 self.shared.peer_max.store(peer.max_msg, Ordering::Release);
-                Ok(None)
+                Ok(Some(false))
             }
             Some(Decoded::Message { .. }) if self.hello.is_some() => Err(Error::new(
                 ErrorKind::Handshake("the peer sent data before its hello".into()),
@@ -404,7 +437,7 @@ impl RecvHalf {
                         "peer sent descriptors it did not announce".into(),
                     )));
                 }
-                Ok(Some(()))
+                Ok(Some(true))
             }
         }
     }

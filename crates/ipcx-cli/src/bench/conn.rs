@@ -1,0 +1,328 @@
+//! The two sides of a benchmark connection, through ipcx or through the bare
+//! OS mechanism (plain blocking read/write of fixed-size messages, no ipcx).
+
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use ipcx::{Link, Listener};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+
+/// A mechanism the benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mech {
+    Pipe,
+    Fifo,
+    Unix,
+    Unixseq,
+    Tcp,
+}
+
+impl Mech {
+    pub const ALL: [Mech; 5] = [Mech::Pipe, Mech::Fifo, Mech::Unix, Mech::Unixseq, Mech::Tcp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mech::Pipe => "pipe",
+            Mech::Fifo => "fifo",
+            Mech::Unix => "unix",
+            Mech::Unixseq => "unixseq",
+            Mech::Tcp => "tcp",
+        }
+    }
+
+    /// Largest message the raw mechanism carries in one piece.
+    pub fn raw_limit(self) -> usize {
+        match self {
+            // One datagram must fit the socket send buffer (~208 KiB).
+            Mech::Unixseq => 128 << 10,
+            _ => usize::MAX,
+        }
+    }
+}
+
+/// Through ipcx or bare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Impl {
+    Ipcx,
+    Raw,
+}
+
+/// One side of a connection that moves fixed-size messages.
+pub trait Conn {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()>;
+    /// Receives one whole message of `size` bytes into `buf`.
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()>;
+}
+
+impl Conn for Link {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        Link::send(self, msg).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        self.recv_into(buf).map_err(io::Error::other)
+    }
+}
+
+/// A byte stream read with `read_exact`: a message is `size` bytes.
+pub struct RawStream<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W: Write> Conn for RawStream<R, W> {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.w.write_all(msg)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        buf.resize(size, 0);
+        self.r.read_exact(buf)
+    }
+}
+
+/// A seqpacket socket: a message is one datagram.
+pub struct RawPacket(OwnedFd);
+
+impl Conn for RawPacket {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        rustix::net::send(&self.0, msg, SendFlags::NOSIGNAL)?;
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        buf.resize(size, 0);
+        let (n, _) = rustix::net::recv(&self.0, &mut buf[..], RecvFlags::empty())?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+}
+
+fn seqpacket() -> io::Result<OwnedFd> {
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// What the driver (parent) must tell the peer (child) to connect.
+pub struct Setup {
+    pub args: Vec<String>,
+    pending: Pending,
+}
+
+enum Pending {
+    Listener(Box<Listener>),
+    Unix(UnixListener),
+    Tcp(TcpListener),
+    Packet(OwnedFd),
+    Fifo(PathBuf, PathBuf),
+    PipeRaw,
+    PipeIpcx(String),
+}
+
+/// Creates the endpoint before the child starts.
+pub fn prepare(mech: Mech, imp: Impl, wait: &str, dir: &Path, n: usize) -> Result<Setup> {
+    let base = dir.join(format!("{}{n}", mech.name()));
+    let url_of = |scheme: &str| format!("{scheme}:{}?wait={wait}", base.display());
+    let listen = |url: String| -> Result<Setup> {
+        let l = Listener::bind(&url)?;
+        Ok(Setup {
+            args: vec!["--url".into(), l.endpoint().url().to_string()],
+            pending: Pending::Listener(Box::new(l)),
+        })
+    };
+    match (mech, imp) {
+        (Mech::Pipe, Impl::Ipcx) => Ok(Setup {
+            args: vec![],
+            pending: Pending::PipeIpcx(format!("pipe:?wait={wait}")),
+        }),
+        (Mech::Pipe, Impl::Raw) => Ok(Setup {
+            args: vec![],
+            pending: Pending::PipeRaw,
+        }),
+        (Mech::Fifo, Impl::Ipcx) => listen(url_of("fifo")),
+        (Mech::Unix, Impl::Ipcx) => listen(url_of("unix")),
+        (Mech::Unixseq, Impl::Ipcx) => listen(url_of("unixseq")),
+        (Mech::Tcp, Impl::Ipcx) => listen(format!("tcp://127.0.0.1:0?wait={wait}")),
+        (Mech::Fifo, Impl::Raw) => {
+            let (down, up) = (base.with_extension("down"), base.with_extension("up"));
+            for p in [&down, &up] {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    p,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )?;
+            }
+            let args = vec![
+                "--url".into(),
+                down.display().to_string(),
+                "--url2".into(),
+                up.display().to_string(),
+            ];
+            Ok(Setup {
+                args,
+                pending: Pending::Fifo(down, up),
+            })
+        }
+        (Mech::Unix, Impl::Raw) => {
+            let l = UnixListener::bind(&base)?;
+            Ok(Setup {
+                args: vec!["--url".into(), base.display().to_string()],
+                pending: Pending::Unix(l),
+            })
+        }
+        (Mech::Unixseq, Impl::Raw) => {
+            let fd = seqpacket()?;
+            rustix::net::bind(&fd, &SocketAddrUnix::new(&base)?)?;
+            rustix::net::listen(&fd, 8)?;
+            Ok(Setup {
+                args: vec!["--url".into(), base.display().to_string()],
+                pending: Pending::Packet(fd),
+            })
+        }
+        (Mech::Tcp, Impl::Raw) => {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            let url = l.local_addr()?.to_string();
+            Ok(Setup {
+                args: vec!["--url".into(), url],
+                pending: Pending::Tcp(l),
+            })
+        }
+    }
+}
+
+impl Setup {
+    /// Starts the child and returns the driver's side of the connection.
+    pub fn start(self, mut cmd: Command) -> Result<(Child, Box<dyn Conn>)> {
+        cmd.args(&self.args);
+        Ok(match self.pending {
+            Pending::PipeIpcx(url) => {
+                let (child, link) = ipcx::spawn_endpoint(&url.parse()?, &mut cmd)?;
+                (child, Box::new(link))
+            }
+            Pending::PipeRaw => {
+                let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+                let w: ChildStdin = child.stdin.take().context("stdin")?;
+                let r: ChildStdout = child.stdout.take().context("stdout")?;
+                (child, Box::new(RawStream { r, w }))
+            }
+            Pending::Listener(mut l) => {
+                let child = cmd.spawn()?;
+                let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
+                (
+                    child,
+                    Box::new(ListenerLink {
+                        _listener: *l,
+                        link,
+                    }),
+                )
+            }
+            Pending::Unix(l) => {
+                let child = cmd.spawn()?;
+                let (s, _) = l.accept()?;
+                let path = l.local_addr()?.as_pathname().map(Path::to_path_buf);
+                if let Some(p) = path {
+                    let _ = std::fs::remove_file(p);
+                }
+                (
+                    child,
+                    Box::new(RawStream {
+                        r: s.try_clone()?,
+                        w: s,
+                    }),
+                )
+            }
+            Pending::Tcp(l) => {
+                let child = cmd.spawn()?;
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                (
+                    child,
+                    Box::new(RawStream {
+                        r: s.try_clone()?,
+                        w: s,
+                    }),
+                )
+            }
+            Pending::Packet(fd) => {
+                let child = cmd.spawn()?;
+                let s = rustix::net::accept_with(&fd, SocketFlags::CLOEXEC)?;
+                (child, Box::new(RawPacket(s)))
+            }
+            Pending::Fifo(down, up) => {
+                let child = cmd.spawn()?;
+                // Same order on both sides: down first, then up.
+                let w = std::fs::OpenOptions::new().write(true).open(&down)?;
+                let r = std::fs::File::open(&up)?;
+                let _ = std::fs::remove_file(&down);
+                let _ = std::fs::remove_file(&up);
+                (child, Box::new(RawStream { r, w }))
+            }
+        })
+    }
+}
+
+/// Keeps the listener (and its socket file) alive as long as the link.
+struct ListenerLink {
+    _listener: Listener,
+    link: Link,
+}
+
+impl Conn for ListenerLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        Conn::send(&mut self.link, msg)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        Conn::recv(&mut self.link, buf, size)
+    }
+}
+
+/// The child's side: connects as `prepare` told it.
+pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str) -> Result<Box<dyn Conn>> {
+    Ok(match (mech, imp) {
+        (Mech::Pipe, Impl::Ipcx) => Box::new(Link::from_inherited()?),
+        (_, Impl::Ipcx) => Box::new(Link::connect(url)?),
+        (Mech::Pipe, Impl::Raw) => {
+            // Duplicates of fds 0 and 1, unbuffered: std's stdin and stdout buffer.
+            use std::os::fd::AsFd;
+            let r = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
+            let w = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+            Box::new(RawStream { r, w })
+        }
+        (Mech::Fifo, Impl::Raw) => {
+            let r = std::fs::File::open(url)?;
+            let w = std::fs::OpenOptions::new().write(true).open(url2)?;
+            Box::new(RawStream { r, w })
+        }
+        (Mech::Unix, Impl::Raw) => {
+            let s = UnixStream::connect(url)?;
+            Box::new(RawStream {
+                r: s.try_clone()?,
+                w: s,
+            })
+        }
+        (Mech::Tcp, Impl::Raw) => {
+            let s = TcpStream::connect(url)?;
+            s.set_nodelay(true)?;
+            Box::new(RawStream {
+                r: s.try_clone()?,
+                w: s,
+            })
+        }
+        (Mech::Unixseq, Impl::Raw) => {
+            let fd = seqpacket()?;
+            rustix::net::connect(&fd, &SocketAddrUnix::new(url)?)?;
+            Box::new(RawPacket(fd))
+        }
+    })
+}

@@ -1,0 +1,300 @@
+//! `ipcx bench`: ping-pong latency and one-way throughput between two
+//! processes, for every mechanism, through ipcx and through the bare OS
+//! mechanism in the same run.
+//!
+//! Each cell is a fresh child process (`ipcx bench-peer`). The driver pins
+//! itself and the child to two different CPUs (or one, with `--pin same`),
+//! then:
+//! 1. latency: sends a message, the child echoes it, repeated; one-way
+//!    latency is half the round trip;
+//! 2. throughput: the child sends N messages back to back, each filled by it,
+//!    and the driver receives each whole and reads every cache line of it;
+//!    the figure is messages received per second.
+//!
+//! ipcx cells and raw cells alternate, so drift on a shared machine touches
+//! both alike.
+
+mod conn;
+mod report;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use conn::{Conn, Impl, Mech};
+pub use report::Cell;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A short run (about a minute): fewer round trips and bytes per cell.
+    #[arg(long)]
+    quick: bool,
+    /// Mechanisms to measure (default: all built).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    mech: Option<Vec<Mech>>,
+    /// Message sizes (default: 64,4KiB,64KiB,1MiB); at least 16 bytes.
+    #[arg(long, value_delimiter = ',', value_parser = crate::parse_size)]
+    sizes: Option<Vec<usize>>,
+    /// Also write every cell as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// CPU placement of the two processes.
+    #[arg(long, value_enum, default_value_t = Pin::Cross)]
+    pin: Pin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pin {
+    /// Two different cores.
+    Cross,
+    /// The same core.
+    Same,
+    /// Let the scheduler decide.
+    None,
+}
+
+/// Arguments of the child side of a cell.
+#[derive(Args)]
+pub struct PeerArgs {
+    #[arg(long, value_enum)]
+    mech: Mech,
+    #[arg(long = "impl", value_enum)]
+    imp: Impl,
+    #[arg(long, default_value = "")]
+    url: String,
+    #[arg(long, default_value = "")]
+    url2: String,
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    cpu: Option<usize>,
+}
+
+/// The ways one cell is measured, in the order they run.
+const VARIANTS: [(Impl, &str); 3] = [
+    (Impl::Ipcx, "block"),
+    (Impl::Raw, "block"),
+    (Impl::Ipcx, "adaptive"),
+];
+
+/// Marks the end of the latency phase; bytes 8..16 then hold the number of
+/// messages for the throughput phase.
+const STOP: u64 = u64::MAX;
+
+struct Budget {
+    rounds: usize,
+    time: Duration,
+    bytes: usize,
+    min_msgs: usize,
+    max_msgs: usize,
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode> {
+    let mechs = a.mech.clone().unwrap_or_else(|| Mech::ALL.to_vec());
+    let sizes = a
+        .sizes
+        .clone()
+        .unwrap_or_else(|| vec![64, 4 << 10, 64 << 10, 1 << 20]);
+    if let Some(s) = sizes.iter().find(|s| **s < 16) {
+        bail!("size {s} is too small: the benchmark needs 16 bytes for its sequence numbers");
+    }
+    let budget = if a.quick {
+        Budget {
+            rounds: 2_000,
+            time: Duration::from_millis(120),
+            bytes: 24 << 20,
+            min_msgs: 100,
+            max_msgs: 60_000,
+        }
+    } else {
+        Budget {
+            rounds: 20_000,
+            time: Duration::from_millis(1500),
+            bytes: 256 << 20,
+            min_msgs: 1_000,
+            max_msgs: 1_000_000,
+        }
+    };
+    let cpus = ipcx::sys::process::cpus_allowed();
+    let (mine, theirs) = match (a.pin, cpus.as_slice()) {
+        (Pin::None, _) => (None, None),
+        (Pin::Cross, [x, y, ..]) => (Some(*x), Some(*y)),
+        (_, [x, ..]) => (Some(*x), Some(*x)),
+        (_, []) => (None, None),
+    };
+    if let Some(c) = mine {
+        ipcx::sys::process::pin_to_cpu(c).context("pinning the driver")?;
+    }
+    let dir = std::env::temp_dir().join(format!("ipcx-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = RemoveDir(dir.clone());
+
+    let total = mechs.len() * sizes.len() * VARIANTS.len();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"),
+    );
+    let mut cells = Vec::new();
+    let mut n = 0;
+    for &mech in &mechs {
+        for (si, &size) in sizes.iter().enumerate() {
+            // Alternate the order so neither side always runs first.
+            let mut order = VARIANTS.to_vec();
+            if si % 2 == 1 {
+                order.reverse();
+            }
+            for (imp, wait) in order {
+                bar.set_message(format!(
+                    "{} {} {:?} {wait}",
+                    mech.name(),
+                    report::size_name(size),
+                    imp
+                ));
+                n += 1;
+                let cell = if imp == Impl::Raw && size > mech.raw_limit() {
+                    Cell::not_applicable(mech.name(), size, imp, wait)
+                } else {
+                    measure_cell(mech, imp, wait, size, &budget, &dir, n, theirs)
+                        .with_context(|| format!("{} {size} B {imp:?} {wait}", mech.name()))?
+                };
+                cells.push(cell);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!("{}", report::table(&cells));
+    println!("{}", report::ratios(&cells));
+    println!(
+        "one-way latency = round trip / 2; throughput = messages received per second, each read whole;\n\
+         driver pinned to CPU {mine:?}, peer to CPU {theirs:?}"
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&cells)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_cell(
+    mech: Mech,
+    imp: Impl,
+    wait: &str,
+    size: usize,
+    budget: &Budget,
+    dir: &std::path::Path,
+    n: usize,
+    peer_cpu: Option<usize>,
+) -> Result<Cell> {
+    let setup = conn::prepare(mech, imp, wait, dir, n)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "bench-peer",
+        "--mech",
+        mech.name(),
+        "--impl",
+        if imp == Impl::Raw { "raw" } else { "ipcx" },
+    ]);
+    cmd.args(["--size", &size.to_string()]);
+    if let Some(c) = peer_cpu {
+        cmd.args(["--cpu", &c.to_string()]);
+    }
+    let (mut child, mut conn) = setup.start(cmd)?;
+    let result = drive(&mut *conn, size, budget);
+    drop(conn);
+    let status = child.wait()?;
+    let (hist, msgs_per_s) = result?;
+    if !status.success() {
+        bail!("benchmark peer failed: {status}");
+    }
+    Ok(Cell::new(mech.name(), size, imp, wait, &hist, msgs_per_s))
+}
+
+/// The driver's side: latency, then throughput.
+fn drive(conn: &mut dyn Conn, size: usize, b: &Budget) -> Result<(Histogram<u64>, f64)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
+    let mut msg = vec![0u8; size];
+    let mut back = Vec::with_capacity(size);
+    let warmup = 20;
+    let start = Instant::now();
+    for i in 0..(warmup + b.rounds) {
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let t = Instant::now();
+        conn.send(&msg)?;
+        conn.recv(&mut back, size)?;
+        let rt = t.elapsed().as_nanos() as u64;
+        if back.len() != size || back[..8] != msg[..8] {
+            bail!("echo came back wrong ({} bytes)", back.len());
+        }
+        if i >= warmup {
+            hist.record((rt / 2).max(1))?;
+            if start.elapsed() > b.time && hist.len() >= 50 {
+                break;
+            }
+        }
+    }
+    let count = (b.bytes / size).clamp(b.min_msgs, b.max_msgs);
+    msg[..8].copy_from_slice(&STOP.to_le_bytes());
+    msg[8..16].copy_from_slice(&(count as u64).to_le_bytes());
+    conn.send(&msg)?;
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for _ in 0..count {
+        conn.recv(&mut back, size)?;
+        if back.len() != size {
+            bail!(
+                "throughput message of {} bytes, expected {size}",
+                back.len()
+            );
+        }
+        sum = sum.wrapping_add(touch(&back));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(sum);
+    Ok((hist, count as f64 / secs))
+}
+
+/// Reads every cache line of a message.
+fn touch(msg: &[u8]) -> u64 {
+    msg.iter().step_by(64).map(|&b| u64::from(b)).sum()
+}
+
+/// The child's side: echo until told to stop, then send the throughput run.
+pub fn peer(a: PeerArgs) -> Result<ExitCode> {
+    if let Some(c) = a.cpu {
+        ipcx::sys::process::pin_to_cpu(c)?;
+    }
+    let mut conn = conn::connect(a.mech, a.imp, &a.url, &a.url2)?;
+    let mut buf = Vec::with_capacity(a.size);
+    let count = loop {
+        conn.recv(&mut buf, a.size)?;
+        let seq = u64::from_le_bytes(buf[..8].try_into()?);
+        if seq == STOP {
+            break u64::from_le_bytes(buf[8..16].try_into()?);
+        }
+        conn.send(&buf)?;
+    };
+    let mut msg = vec![0u8; a.size];
+    for i in 0..count {
+        msg.fill(i as u8);
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        conn.send(&msg)?;
+    }
+    // Wait for the driver to hang up, so nothing is cut off in flight.
+    let _ = conn.recv(&mut buf, a.size);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,57 @@
+//! `ipcx send`: connect and send messages.
+
+use std::io::{BufRead, Read};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ipcx::{Endpoint, Link, Listener};
+
+use crate::Role;
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// Endpoint URL, e.g. unix:/tmp/app.sock
+    url: String,
+    /// Messages to send, one per argument; none: read stdin.
+    messages: Vec<std::ffi::OsString>,
+    /// With stdin: send each line as one message (without its newline).
+    #[arg(long)]
+    lines: bool,
+    /// How long to wait for the receiving side to appear (default: the
+    /// URL's ?timeout=, else 5s).
+    #[arg(long, value_parser = crate::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    role: Role,
+}
+
+pub fn run(a: SendArgs) -> Result<ExitCode> {
+    let mut ep = Endpoint::parse(&a.url)?;
+    if let Some(t) = a.timeout {
+        ep.options_mut().timeout = t;
+    }
+    let mut link = if a.role.binds(false) {
+        let mut l = Listener::bind_endpoint(&ep)?;
+        l.accept_timeout(ep.options().timeout)
+            .context("waiting for a peer to connect")?
+    } else {
+        Link::connect_endpoint(&ep)?
+    };
+    if !a.messages.is_empty() {
+        for m in &a.messages {
+            link.send(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
+        }
+    } else if a.lines {
+        for line in std::io::stdin().lock().lines() {
+            link.send(line?.as_bytes())?;
+        }
+    } else {
+        let mut all = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut all)?;
+        link.send(&all)?;
+    }
+    link.close();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,564 @@
+//! What the integration tests share: re-executed child processes, a
+//! watchdog against hangs, per-test scratch directories, and the test
+//! registry.
+//!
+//! A two-process test is one `#[test]` function that runs in both
+//! processes. The parent re-executes the test binary with
+//! `[<test name>, --exact, --nocapture, --test-threads=1]` and
+//! `IPCX_TEST_CHILD=<role>`; in the child, [`Test::child_role`] returns that
+//! role and the function takes its child branch:
+//!
+//! ```ignore
+//! #[test]
+//! fn example() {
+//!     let t = Test::start();
+//!     if let Some(role) = t.child_role() {
+//!         return child(role);
+//!     }
+//!     let mut child = t.spawn("sender", |cmd| cmd);
+//!     // ... talk to it ...
+//!     child.finish();
+//! }
+//! ```
+// Each test crate uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ipcx::{ErrorKind, Link, Listener};
+
+/// Environment variable naming the role of a re-executed child.
+pub const CHILD_ENV: &str = "IPCX_TEST_CHILD";
+/// Prefix of the environment variables that carry a child's parameters.
+const PARAM_PREFIX: &str = "IPCX_TEST_";
+/// The line a child prints to say it is ready, followed by a payload.
+const READY: &str = "IPCX-TEST-READY";
+/// The line a child prints first, proving the test it was started for ran.
+const STARTED: &str = "IPCX-TEST-STARTED";
+/// How long a test may run before the watchdog aborts the process
+/// (`IPCX_TEST_WATCHDOG_SECS` overrides it on a slow machine).
+const HANG_LIMIT: Duration = Duration::from_secs(60);
+/// How long a child waits for its peer to appear (a hang guard only).
+pub const PEER_TIMEOUT: &str = "30s";
+
+/// One running test: its name, its role, and its watchdog.
+#[derive(Debug)]
+pub struct Test {
+    name: String,
+    role: Option<String>,
+    _watchdog: Watchdog,
+}
+
+impl Test {
+    /// Starts a test: arms the watchdog, and makes sure `IPCX_REGISTRY`
+    /// points to a registry of this test run. Call it first in every test.
+    pub fn start() -> Test {
+        let name = this_test();
+        setup_registry();
+        let role = std::env::var(CHILD_ENV).ok();
+        let t = Test {
+            _watchdog: Watchdog::arm(&name, role.as_deref()),
+            name,
+            role,
+        };
+        if t.role.is_some() {
+            // A child must not outlive its parent: a parent aborted by its
+            // own watchdog would otherwise leave it waiting for a peer.
+            let _ = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ));
+            println!("\n{STARTED}");
+        }
+        t
+    }
+
+    /// The test's name as libtest knows it (`module::function`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// In a re-executed child, its role; `None` in the parent.
+    pub fn child_role(&self) -> Option<&str> {
+        self.role.as_deref()
+    }
+
+    /// A fresh scratch directory for this test, removed when dropped.
+    pub fn scratch(&self) -> Scratch {
+        Scratch::new(&self.name)
+    }
+
+    /// A command that re-executes this test as a child in `role`, with
+    /// output captured (and shown if the child fails).
+    pub fn command(&self, role: &str) -> Command {
+        let exe = std::env::current_exe().expect("the path of the test binary");
+        self.command_at(&exe, role)
+    }
+
+    /// [`Test::command`] for a copy of the test binary at `exe`.
+    pub fn command_at(&self, exe: &Path, role: &str) -> Command {
+        let mut cmd = Command::new(exe);
+        cmd.args([&self.name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, role)
+            .env("IPCX_REGISTRY", registry_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Spawns this test as a child in `role`; `setup` adds parameters.
+    pub fn spawn(
+        &self,
+        role: &str,
+        setup: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> ChildProcess {
+        let mut cmd = self.command(role);
+        setup(&mut cmd);
+        ChildProcess::spawn(cmd, role)
+    }
+
+    /// Spawns this test as a child in `role` joined to this process by an
+    /// ipcx pipe (`ipcx::spawn`); the child takes its end with
+    /// [`Link::from_inherited`].
+    pub fn spawn_with_pipe(
+        &self,
+        role: &str,
+        setup: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> (ChildProcess, Link) {
+        let mut cmd = self.command(role);
+        setup(&mut cmd);
+        let (child, link) = ipcx::spawn(&mut cmd).expect("ipcx::spawn the test binary");
+        (ChildProcess::new(child, role), link)
+    }
+}
+
+/// The name of the running test, from the name libtest gives its thread.
+fn this_test() -> String {
+    match std::thread::current().name() {
+        Some(name) if name != "main" => name.to_string(),
+        other => panic!(
+            "cannot tell which test is running (thread name {other:?}); \
+             run the tests through libtest"
+        ),
+    }
+}
+
+/// A parameter the parent passed to a child (`IPCX_TEST_<NAME>`).
+pub fn param(name: &str) -> String {
+    let var = format!("{PARAM_PREFIX}{name}");
+    std::env::var(&var).unwrap_or_else(|_| panic!("the parent did not set {var}"))
+}
+
+/// A parameter, if the parent passed it.
+pub fn param_opt(name: &str) -> Option<String> {
+    std::env::var(format!("{PARAM_PREFIX}{name}")).ok()
+}
+
+/// Sets a child's parameter `name` on `cmd`.
+pub fn set_param<'a>(cmd: &'a mut Command, name: &str, value: &str) -> &'a mut Command {
+    cmd.env(format!("{PARAM_PREFIX}{name}"), value)
+}
+
+/// In a child: tells the parent it is ready, with `payload`
+/// (see [`ChildProcess::wait_ready`]).
+pub fn ready(payload: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n{READY} {payload}").expect("write to stdout");
+    out.flush().expect("flush stdout");
+}
+
+/// Appends an option to a URL's query string.
+pub fn with_option(url: &str, option: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{option}")
+}
+
+// ---------------------------------------------------------------------------
+// Watchdog
+
+/// Aborts the whole process, with a message, if the test it guards is still
+/// running after the limit; disarmed when dropped (also while unwinding
+/// from a failed assertion).
+#[derive(Debug)]
+pub struct Watchdog {
+    _disarm: Sender<()>,
+}
+
+impl Watchdog {
+    fn arm(test: &str, role: Option<&str>) -> Watchdog {
+        let limit = std::env::var("IPCX_TEST_WATCHDOG_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(HANG_LIMIT, Duration::from_secs);
+        let (tx, rx) = mpsc::channel::<()>();
+        let who = match role {
+            Some(r) => format!(
+                "test `{test}` (child in role `{r}`, pid {})",
+                std::process::id()
+            ),
+            None => format!("test `{test}`"),
+        };
+        std::thread::Builder::new()
+            .name(format!("watchdog {test}"))
+            .spawn(move || {
+                if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                    // Straight to stderr: libtest captures `eprintln!` of
+                    // the test's threads, and the abort would lose it.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "\nwatchdog: {who} still runs after {limit:?}: it hangs; aborting the process"
+                    );
+                    std::process::abort();
+                }
+            })
+            .expect("start the watchdog thread");
+        Watchdog { _disarm: tx }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Registry
+
+static REGISTRY: Once = Once::new();
+
+/// The registry directory of this test run: `IPCX_REGISTRY` if set (as
+/// `scripts/test` does), else a directory of this test process.
+pub fn registry_dir() -> PathBuf {
+    setup_registry();
+    PathBuf::from(std::env::var_os("IPCX_REGISTRY").expect("IPCX_REGISTRY is set"))
+}
+
+fn setup_registry() {
+    REGISTRY.call_once(|| {
+        if std::env::var_os("IPCX_REGISTRY").is_some() {
+            return;
+        }
+        sweep_dead_runs();
+        let dir = std::env::temp_dir().join(format!("ipcx-t{}-registry", std::process::id()));
+        // SAFETY: `set_var` is unsound only while another thread reads the
+        // environment through libc (std's own accesses take its lock).
+        // Nothing in these tests calls C code that reads it, and every test
+        // passes through this `Once` before it touches the environment or
+        // the registry, so no test thread reads `IPCX_REGISTRY` before it is
+        // set here, once.
+        unsafe { std::env::set_var("IPCX_REGISTRY", &dir) };
+    });
+}
+
+/// Removes the scratch and registry directories of test processes that
+/// died without cleaning up (aborted by a watchdog, killed by the user).
+fn sweep_dead_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ipcx-t")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scratch directories
+
+/// A per-test temporary directory (`$TMPDIR/ipcx-t<pid>-<test>`), removed
+/// with everything in it when dropped, even when the test fails.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        // Short, so that socket paths stay well under the 108-byte limit.
+        let short: String = test
+            .replace("::", ".")
+            .chars()
+            .rev()
+            .take(32)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "ipcx-t{}-{}-{short}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch { dir }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path in the directory; checked to be short enough for a Unix
+    /// socket address.
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        assert!(
+            p.as_os_str().len() < 100,
+            "{} is too long for a socket path; set TMPDIR to a shorter directory",
+            p.display()
+        );
+        p
+    }
+
+    /// `<scheme>:<dir>/<name>`.
+    pub fn url(&self, scheme: &str, name: &str) -> String {
+        format!("{scheme}:{}", self.path(name).display())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An abstract Unix socket name unique to this process and call.
+pub fn abstract_name() -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ipcx-t{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+/// A re-executed child. Dropping it kills (SIGKILL) and reaps the child, so
+/// a failing test leaves no process behind; its captured output is printed
+/// then, for the failure report.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: Child,
+    role: String,
+    output: Arc<Mutex<String>>,
+    ready: Receiver<String>,
+    drains: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+    /// Whether a failure message already showed the child's output.
+    reported: bool,
+}
+
+impl ChildProcess {
+    fn new(mut child: Child, role: &str) -> ChildProcess {
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, ready) = mpsc::channel();
+        let mut drains = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            drains.push(drain(out, output.clone(), Some(tx)));
+        }
+        if let Some(err) = child.stderr.take() {
+            drains.push(drain(err, output.clone(), None));
+        }
+        ChildProcess {
+            child,
+            role: role.to_string(),
+            output,
+            ready,
+            drains,
+            status: None,
+            reported: false,
+        }
+    }
+
+    /// Spawns `cmd` (made by [`Test::command`]) as a child in `role`.
+    pub fn spawn(mut cmd: Command, role: &str) -> ChildProcess {
+        ChildProcess::new(cmd.spawn().expect("spawn the test binary"), role)
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's standard input, if the command piped it.
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Whether the child has exited (and then its status).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait on the child");
+        }
+        self.status
+    }
+
+    /// Waits until the child calls [`ready`], and returns its payload.
+    /// Fails the test, with the child's output, if it exits first.
+    pub fn wait_ready(&mut self) -> String {
+        loop {
+            match self.ready.recv_timeout(Duration::from_millis(100)) {
+                Ok(payload) => return payload,
+                Err(RecvTimeoutError::Timeout) if self.exited().is_none() => {}
+                Err(_) => {
+                    let status = self.reap();
+                    self.fail(&format!("exited ({status}) before it was ready"));
+                }
+            }
+        }
+    }
+
+    /// Kills the child with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
+        self.reap();
+    }
+
+    /// Waits for the child to exit, and fails the test (showing the
+    /// child's output) unless it succeeded after running its test.
+    pub fn finish(mut self) {
+        let status = self.reap();
+        if !status.success() {
+            self.fail(&format!("failed ({status})"));
+        }
+        let started = self.output.lock().is_ok_and(|o| o.contains(STARTED));
+        if !started {
+            self.fail("exited without running its test (is the test name right?)");
+        }
+    }
+
+    /// Fails the test with `what` happened to the child, and its output.
+    pub fn fail(&mut self, what: &str) -> ! {
+        self.reported = true;
+        panic!("child `{}` {what}\n{}", self.role, self.output_report());
+    }
+
+    /// Waits for the child to exit, collecting all its output.
+    fn reap(&mut self) -> ExitStatus {
+        let status = match self.status {
+            Some(s) => s,
+            None => self.child.wait().expect("wait for the child"),
+        };
+        self.status = Some(status);
+        for d in self.drains.drain(..) {
+            let _ = d.join();
+        }
+        status
+    }
+
+    fn output_report(&self) -> String {
+        let out = self.output.lock().map(|o| o.clone()).unwrap_or_default();
+        format!(
+            "--- output of child `{}` (pid {}) ---\n{}--- end of child output ---",
+            self.role,
+            self.child.id(),
+            out
+        )
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() && !self.reported {
+            eprintln!("{}", self.output_report());
+        }
+    }
+}
+
+/// Copies a child's output into `into`, line by line, and sends the
+/// payload of a ready line to `ready`.
+fn drain(
+    from: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    ready: Option<Sender<String>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(from);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            if let (Some(tx), Some((_, payload))) = (&ready, text.split_once(READY)) {
+                let _ = tx.send(payload.trim().to_string());
+            }
+            if let Ok(mut out) = into.lock() {
+                out.push_str(&text);
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Links
+
+/// Accepts the next peer, failing the test (with the child's output) if
+/// `child`, the peer expected, exits without connecting.
+pub fn accept(listener: &mut Listener, child: &mut ChildProcess) -> Link {
+    loop {
+        match listener.accept_timeout(Duration::from_millis(200)) {
+            Ok(link) => return link,
+            Err(e) if *e.kind() == ErrorKind::TimedOut => {
+                if let Some(status) = child.exited() {
+                    child.reap();
+                    let ep = listener.endpoint().to_string();
+                    child.fail(&format!("exited ({status}) without connecting to {ep}"));
+                }
+            }
+            Err(e) => panic!("accept on {}: {e}", listener.endpoint()),
+        }
+    }
+}
+
+/// Connects to `url`, waiting up to [`PEER_TIMEOUT`] for it to be bound.
+pub fn connect(url: &str) -> Link {
+    let url = with_option(url, &format!("timeout={PEER_TIMEOUT}"));
+    Link::connect(&url).unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
+/// A deterministic pseudo-random payload (xorshift), so that misplaced or
+/// reordered chunks cannot compare equal.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts that two messages are equal without printing megabytes.
+pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: got {} bytes, want {} bytes; first difference at {first:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}

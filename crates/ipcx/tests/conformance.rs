@@ -1,0 +1,438 @@
+//! The conformance suite: written once, run against every mechanism that
+//! moves messages (`pipe:`, `fifo:`, `unix:` path and abstract, `unixseq:`,
+//! `tcp:`), each time between two real processes.
+//!
+//! The side that serves or receives binds, the other connects: the echo
+//! server is a child that binds, the receiver of a stream of messages is
+//! the parent that binds. `pipe:` has no binding: the parent spawns the
+//! child with `ipcx::spawn`, and the child takes `Link::from_inherited`.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use common::{ChildProcess, Scratch, Test, assert_same, param_opt, payload, set_param};
+use ipcx::{Capabilities, ErrorKind, Link, Listener, Options, Scheme};
+
+/// How the two processes of a test meet.
+#[derive(Debug, Clone, Copy)]
+enum Mechanism {
+    Pipe,
+    Fifo,
+    UnixPath,
+    UnixAbstract,
+    UnixSeq,
+    Tcp,
+}
+
+impl Mechanism {
+    /// The URL to bind; `None` for `pipe:`, which `ipcx::spawn` sets up.
+    fn bind_url(self, dir: &Scratch) -> Option<String> {
+        Some(match self {
+            Mechanism::Pipe => return None,
+            Mechanism::Fifo => dir.url("fifo", "f"),
+            Mechanism::UnixPath => dir.url("unix", "s.sock"),
+            Mechanism::UnixAbstract => format!("unix:@{}", common::abstract_name()),
+            Mechanism::UnixSeq => dir.url("unixseq", "q.sock"),
+            // Port 0: the OS picks a free port; the child is told which.
+            Mechanism::Tcp => "tcp://127.0.0.1:0".to_string(),
+        })
+    }
+
+    fn scheme(self) -> Scheme {
+        match self {
+            Mechanism::Pipe => Scheme::Pipe,
+            Mechanism::Fifo => Scheme::Fifo,
+            Mechanism::UnixPath | Mechanism::UnixAbstract => Scheme::Unix,
+            Mechanism::UnixSeq => Scheme::UnixSeq,
+            Mechanism::Tcp => Scheme::Tcp,
+        }
+    }
+}
+
+/// Messages of every interesting size: empty, one byte, 64 KiB (over a
+/// seqpacket frame, under a stream chunk), and the largest the link allows
+/// (chunked on every mechanism).
+fn sizes(largest: usize) -> [usize; 4] {
+    [0, 1, 64 << 10, largest]
+}
+
+/// The largest message a link of `scheme` with default options allows.
+fn largest_by_default(scheme: Scheme) -> usize {
+    let limit = Options::default().max_msg;
+    Capabilities::of(scheme)
+        .max_msg
+        .map_or(limit, |m| m.min(limit))
+}
+
+/// How many messages the ordering test sends.
+const IN_ORDER: u64 = 100_000;
+
+// ---------------------------------------------------------------------------
+// Meeting: who binds, who connects
+
+/// A link to a child, and what must stay alive with it.
+struct Peer {
+    child: ChildProcess,
+    link: Link,
+    _listener: Option<Listener>,
+}
+
+/// The parent binds (it receives); the child connects in `role` with
+/// [`child_connects`].
+fn parent_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> Peer {
+    let Some(url) = mech.bind_url(dir) else {
+        let (child, link) = t.spawn_with_pipe(role, |c| c);
+        return Peer {
+            child,
+            link,
+            _listener: None,
+        };
+    };
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    // For tcp://127.0.0.1:0, the URL with the port the OS picked.
+    let bound = listener.endpoint().url().to_string();
+    let mut child = t.spawn(role, |c| set_param(c, "URL", &bound));
+    let link = common::accept(&mut listener, &mut child);
+    Peer {
+        child,
+        link,
+        _listener: Some(listener),
+    }
+}
+
+/// In the child: connects to what the parent bound.
+fn child_connects() -> Link {
+    match param_opt("URL") {
+        None => Link::from_inherited().expect("Link::from_inherited"),
+        Some(url) => common::connect(&url),
+    }
+}
+
+/// The child binds (it serves) and reports the URL; the parent connects.
+fn child_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> (ChildProcess, Link) {
+    let Some(url) = mech.bind_url(dir) else {
+        return t.spawn_with_pipe(role, |c| c);
+    };
+    let mut child = t.spawn(role, |c| set_param(c, "URL", &url));
+    let bound = child.wait_ready();
+    (child, common::connect(&bound))
+}
+
+/// In the child: binds what the parent named, tells it the bound URL, and
+/// accepts it. The listener is returned so that it lives as long as the link.
+fn child_serves() -> (Link, Option<Listener>) {
+    let Some(url) = param_opt("URL") else {
+        return (Link::from_inherited().expect("Link::from_inherited"), None);
+    };
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    common::ready(listener.endpoint().url());
+    let link = listener.accept().expect("accept the parent");
+    (link, Some(listener))
+}
+
+/// Sends back every message until the peer closes the link.
+fn echo(link: &mut Link) {
+    loop {
+        match link.recv() {
+            Ok(m) => link.send(&m).expect("echo a message back"),
+            Err(e) if e.is_closed() => return,
+            Err(e) => panic!("echo: recv: {e}"),
+        }
+    }
+}
+
+/// Sends `msg` and checks that the same bytes come back.
+fn exchange(link: &mut Link, msg: &[u8]) {
+    link.send(msg)
+        .unwrap_or_else(|e| panic!("send {} bytes: {e}", msg.len()));
+    let back = link
+        .recv()
+        .unwrap_or_else(|e| panic!("recv the echo of {} bytes: {e}", msg.len()));
+    assert_same(&back, msg, "echoed message");
+}
+
+// ---------------------------------------------------------------------------
+// The suite
+
+/// Empty, small, medium and largest messages go there and back intact;
+/// one byte over the peer's limit is refused, and the link stays usable.
+fn round_trip(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let (mut link, _listener) = child_serves();
+        return echo(&mut link);
+    }
+    let dir = t.scratch();
+    let (child, mut link) = child_binds(&t, mech, &dir, "echo");
+    exchange(&mut link, b"");
+    // The peer's hello has arrived by now: its limit is known.
+    let peer_max = link.peer_max_msg().expect("the peer announced its limit");
+    let largest = link
+        .capabilities()
+        .max_msg
+        .map_or(peer_max, |m| peer_max.min(m as u64)) as usize;
+    assert_eq!(largest, largest_by_default(mech.scheme()), "default limit");
+    for (seed, size) in sizes(largest).into_iter().enumerate() {
+        exchange(&mut link, &payload(size, seed as u64));
+    }
+    let over = vec![7u8; largest + 1];
+    let err = link
+        .send(&over)
+        .expect_err("a message over the peer's limit");
+    assert!(
+        matches!(err.kind(), ErrorKind::MessageTooLarge { len, max }
+            if *len == largest as u64 + 1 && *max == peer_max),
+        "{err}"
+    );
+    exchange(&mut link, b"still usable");
+    drop(link);
+    child.finish();
+}
+
+/// 100 000 messages arrive complete and in order, then the end.
+fn in_order(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        for seq in 0..IN_ORDER {
+            link.send(&numbered(seq)).expect("send a numbered message");
+        }
+        return;
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds(&t, mech, &dir, "sender");
+    let mut buf = Vec::new();
+    for seq in 0..IN_ORDER {
+        peer.link
+            .recv_into(&mut buf)
+            .unwrap_or_else(|e| panic!("recv message {seq}: {e}"));
+        if buf != numbered(seq) {
+            let got = buf
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+            panic!(
+                "message {seq}: got sequence number {got:?} ({} bytes)",
+                buf.len()
+            );
+        }
+    }
+    let end = peer.link.recv().expect_err("no message after the last");
+    assert!(end.is_closed(), "after the last message: {end}");
+    peer.child.finish();
+}
+
+/// Message `seq`: its number, then `seq % 29` bytes, so sizes vary.
+fn numbered(seq: u64) -> Vec<u8> {
+    let mut m = seq.to_le_bytes().to_vec();
+    m.resize(8 + (seq % 29) as usize, seq as u8);
+    m
+}
+
+/// A peer that exits while this side waits in `recv`: the wait ends with
+/// `Closed`, and so does every later `recv`.
+fn peer_exit(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        link.send(b"ready").expect("send ready");
+        let order = link.recv().expect("recv the order to exit");
+        assert_eq!(order, b"exit");
+        // Exit with the link open: the OS closes it, as when a process dies.
+        std::process::exit(0);
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds(&t, mech, &dir, "exits");
+    assert_eq!(peer.link.recv().expect("recv ready"), b"ready");
+    peer.link.send(b"exit").expect("send the order to exit");
+    let err = peer.link.recv().expect_err("recv after the peer exited");
+    assert!(err.is_closed(), "recv after the peer exited: {err}");
+    assert_eq!(*err.kind(), ErrorKind::Closed);
+    let again = peer.link.recv().expect_err("a second recv");
+    assert!(again.is_closed(), "a second recv: {again}");
+    peer.child.finish();
+}
+
+/// Descriptors travel with a message where the mechanism passes them (the
+/// child writes through a pipe end it received); elsewhere `send_fds` is
+/// refused with `Unsupported`, and the link stays usable.
+fn descriptors(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        let (msg, fds) = link.recv_fds().expect("recv_fds");
+        if msg == b"no descriptors" {
+            assert!(fds.is_empty());
+        } else {
+            assert_eq!(msg, b"write here");
+            let [fd]: [OwnedFd; 1] = fds.try_into().expect("one descriptor");
+            File::from(fd)
+                .write_all(b"written by the child")
+                .expect("write through the received descriptor");
+        }
+        link.send(b"done").expect("send done");
+        return;
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds(&t, mech, &dir, "receiver");
+    let (rd, wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("a pipe");
+    if peer.link.capabilities().fd_passing {
+        peer.link
+            .send_fds(b"write here", &[wr.as_fd()])
+            .expect("send_fds");
+        drop(wr);
+        assert_eq!(peer.link.recv().expect("recv done"), b"done");
+        let mut got = String::new();
+        File::from(rd)
+            .read_to_string(&mut got)
+            .expect("read what the child wrote");
+        assert_eq!(got, "written by the child");
+    } else {
+        let err = peer
+            .link
+            .send_fds(b"write here", &[wr.as_fd()])
+            .expect_err("send_fds where the mechanism passes no descriptors");
+        assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+        peer.link
+            .send(b"no descriptors")
+            .expect("send after the refusal");
+        assert_eq!(peer.link.recv().expect("recv done"), b"done");
+    }
+    peer.child.finish();
+}
+
+/// The round trip with the parent on tokio: it connects with `AsyncLink`
+/// to a child that echoes.
+#[cfg(feature = "async")]
+fn async_round_trip(mech: Mechanism) {
+    use ipcx::tokio::AsyncLink;
+
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let (mut link, _listener) = child_serves();
+        return echo(&mut link);
+    }
+    let dir = t.scratch();
+    let (child, link) = child_binds(&t, mech, &dir, "echo");
+    runtime().block_on(async move {
+        let mut link = AsyncLink::from_link(link).expect("AsyncLink::from_link");
+        for (seed, size) in sizes(largest_by_default(mech.scheme()))
+            .into_iter()
+            .enumerate()
+        {
+            let msg = payload(size, seed as u64);
+            link.send(&msg).await.expect("async send");
+            let back = link.recv().await.expect("async recv");
+            assert_same(&back, &msg, "echoed message");
+        }
+    });
+    child.finish();
+}
+
+/// The parent serves on tokio: `AsyncListener` accepts a child that sends
+/// every size and checks the echoes.
+#[cfg(feature = "async")]
+fn async_serve(mech: Mechanism) {
+    use ipcx::tokio::{AsyncLink, AsyncListener};
+
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        for (seed, size) in sizes(largest_by_default(mech.scheme()))
+            .into_iter()
+            .enumerate()
+        {
+            exchange(&mut link, &payload(size, seed as u64));
+        }
+        return;
+    }
+    let dir = t.scratch();
+    let rt = runtime();
+    let (child, mut link) = match mech.bind_url(&dir) {
+        None => {
+            let (child, link) = t.spawn_with_pipe("client", |c| c);
+            let _entered = rt.enter();
+            (
+                child,
+                AsyncLink::from_link(link).expect("AsyncLink::from_link"),
+            )
+        }
+        Some(url) => {
+            let mut listener = AsyncListener::bind(&url).expect("AsyncListener::bind");
+            let bound = listener.endpoint().expect("bound").url().to_string();
+            let child = t.spawn("client", |c| set_param(c, "URL", &bound));
+            let link = rt.block_on(listener.accept()).expect("async accept");
+            (child, link)
+        }
+    };
+    rt.block_on(async {
+        loop {
+            match link.recv().await {
+                Ok(m) => link.send(&m).await.expect("async echo"),
+                Err(e) if e.is_closed() => break,
+                Err(e) => panic!("async recv: {e}"),
+            }
+        }
+    });
+    child.finish();
+}
+
+#[cfg(feature = "async")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs the whole suite against each mechanism, one module per mechanism.
+macro_rules! conformance {
+    ($($module:ident => $mech:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn round_trip() {
+                super::round_trip($mech);
+            }
+
+            #[test]
+            fn in_order() {
+                super::in_order($mech);
+            }
+
+            #[test]
+            fn peer_exit() {
+                super::peer_exit($mech);
+            }
+
+            #[test]
+            fn descriptors() {
+                super::descriptors($mech);
+            }
+
+            #[cfg(feature = "async")]
+            #[test]
+            fn async_round_trip() {
+                super::async_round_trip($mech);
+            }
+
+            #[cfg(feature = "async")]
+            #[test]
+            fn async_serve() {
+                super::async_serve($mech);
+            }
+        }
+    )*};
+}
+
+conformance! {
+    pipe => Mechanism::Pipe,
+    fifo => Mechanism::Fifo,
+    unix => Mechanism::UnixPath,
+    unix_abstract => Mechanism::UnixAbstract,
+    unixseq => Mechanism::UnixSeq,
+    tcp => Mechanism::Tcp,
+}

@@ -1,0 +1,75 @@
+//! `ipcx::spawn` and `Link::from_inherited`: what is particular to a link a
+//! parent makes for its child (the rest is in the conformance suite).
+
+mod common;
+
+use std::io::Read;
+use std::process::Stdio;
+
+use common::Test;
+use ipcx::{ErrorKind, Link};
+
+/// The parent checks the child's hello on its first `recv`. When the hello
+/// and the first message arrive in one read, that `recv` must return the
+/// message rather than wait for more bytes that never come.
+#[test]
+fn hello_and_first_message_in_one_read() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::from_inherited().expect("Link::from_inherited");
+        link.send(b"first").expect("send");
+        common::ready("sent");
+        assert_eq!(link.recv().expect("recv"), b"bye");
+        return;
+    }
+    let (mut child, mut link) = t.spawn_with_pipe("child", |c| c);
+    // Both the hello and the message are in the pipe now.
+    child.wait_ready();
+    assert_eq!(link.recv().expect("recv"), b"first");
+    link.send(b"bye").expect("send");
+    child.finish();
+}
+
+/// A parent may send everything and close before its child even starts:
+/// the child still connects, reads it all, then sees `Closed`.
+#[test]
+fn parent_that_already_left() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        // Stdin closes once the parent has closed its end of the link.
+        std::io::stdin()
+            .read_to_end(&mut Vec::new())
+            .expect("wait for the parent");
+        let mut link = Link::from_inherited().expect("from_inherited after the parent closed");
+        for want in [&b"one"[..], b"two", b"three"] {
+            assert_eq!(link.recv().expect("recv what the parent sent"), want);
+        }
+        let end = link.recv().expect_err("the end");
+        assert!(end.is_closed(), "{end}");
+        let err = link
+            .send(b"anyone?")
+            .expect_err("send to a parent that left");
+        assert!(err.is_closed(), "{err}");
+        return;
+    }
+    let (mut child, mut link) = t.spawn_with_pipe("child", |c| c.stdin(Stdio::piped()));
+    for msg in [&b"one"[..], b"two", b"three"] {
+        link.send(msg).expect("send");
+    }
+    link.close();
+    drop(child.take_stdin());
+    child.finish();
+}
+
+/// A process that ipcx did not spawn has no inherited link, and says so.
+#[test]
+fn from_inherited_without_a_parent_link() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let err = Link::from_inherited().expect_err("no IPCX_PIPE");
+        assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("ipcx::spawn"), "{err}");
+        return;
+    }
+    t.spawn("orphan", |c| c.env_remove("IPCX_PIPE")).finish();
+}
