@@ -72,6 +72,8 @@ impl AsyncLink {
     /// Moves a connected link onto the reactor; must run inside a tokio runtime.
     pub fn from_link(link: Link) -> Result<AsyncLink> {
         let (rx, tx) = link.split();
+        rx.set_nonblocking()?;
+        tx.set_nonblocking()?;
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
                 ready: register(rx.as_fd(), "recv")?,

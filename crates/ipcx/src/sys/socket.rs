@@ -169,19 +169,24 @@ pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) ->
     Ok(rustix::net::sendmsg(fd, bufs, &mut control, flags)?)
 }
 
-/// Receives into `buf` without blocking, queueing any descriptors that came
-/// with the bytes (close-on-exec) onto `fds`. A datagram or descriptor list
-/// cut short by the kernel is an error. See `recvmsg(2)`.
-pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8], fds: &mut VecDeque<OwnedFd>) -> io::Result<usize> {
+/// Receives into `buf` (with `dont_wait`, never sleeping), queueing any
+/// descriptors that came with the bytes (close-on-exec) onto `fds`. A
+/// datagram or descriptor list cut short by the kernel is an error.
+/// See `recvmsg(2)`.
+pub fn recv(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+    dont_wait: bool,
+) -> io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
-    let r = rustix::net::recvmsg(
-        fd,
-        &mut iov,
-        &mut control,
-        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-    )?;
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if dont_wait {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let r = rustix::net::recvmsg(fd, &mut iov, &mut control, flags)?;
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = msg {
             fds.extend(received);

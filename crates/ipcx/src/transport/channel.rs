@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sys;
 use crate::wire::ReadSource;
@@ -56,29 +56,49 @@ impl Drop for ConnSlot {
     }
 }
 
-/// A non-blocking descriptor of a link, shared by its two halves.
+/// A descriptor of a link, shared by its two halves.
+///
+/// Links that wait by blocking keep the descriptor in blocking mode, so a
+/// receive that may wait forever is one `read` that sleeps in the kernel,
+/// exactly like a bare blocking read; every other receive first checks
+/// readiness without waiting. Spinning and async links keep it non-blocking.
 #[derive(Debug)]
 pub(crate) struct Channel {
     fd: OwnedFd,
     kind: FdKind,
+    blocking: AtomicBool,
     _slot: Option<ConnSlot>,
 }
 
 impl Channel {
+    /// A channel over a non-blocking descriptor.
     pub(crate) fn new(fd: OwnedFd, kind: FdKind) -> Channel {
-        Channel {
-            fd,
-            kind,
-            _slot: None,
-        }
+        Channel::build(fd, kind, None)
     }
 
     pub(crate) fn with_slot(fd: OwnedFd, kind: FdKind, slot: ConnSlot) -> Channel {
+        Channel::build(fd, kind, Some(slot))
+    }
+
+    fn build(fd: OwnedFd, kind: FdKind, slot: Option<ConnSlot>) -> Channel {
         Channel {
             fd,
             kind,
-            _slot: Some(slot),
+            blocking: AtomicBool::new(false),
+            _slot: slot,
         }
+    }
+
+    /// Switches the descriptor between blocking and non-blocking mode.
+    pub(crate) fn set_blocking(&self, on: bool) -> io::Result<()> {
+        sys::fd::set_nonblocking(self.fd(), !on)?;
+        self.blocking.store(on, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether a read may sleep in the kernel.
+    pub(crate) fn is_blocking(&self) -> bool {
+        self.blocking.load(Ordering::Acquire)
     }
 
     pub(crate) fn kind(&self) -> FdKind {
@@ -105,21 +125,51 @@ impl Channel {
         }
     }
 
-    /// A [`ReadSource`] that queues received descriptors onto `fds`.
-    pub(crate) fn source<'a>(&'a self, fds: &'a mut VecDeque<OwnedFd>) -> ChannelSource<'a> {
-        ChannelSource { ch: self, fds }
+    /// A [`ReadSource`] that queues received descriptors onto `fds`. With
+    /// `may_block`, a read on a blocking descriptor sleeps until data comes;
+    /// otherwise every read returns `WouldBlock` instead of sleeping.
+    pub(crate) fn source<'a>(
+        &'a self,
+        fds: &'a mut VecDeque<OwnedFd>,
+        may_block: bool,
+    ) -> ChannelSource<'a> {
+        ChannelSource {
+            ch: self,
+            fds,
+            check_first: !may_block && self.is_blocking(),
+            may_block,
+        }
     }
 }
 
 pub(crate) struct ChannelSource<'a> {
     ch: &'a Channel,
     fds: &'a mut VecDeque<OwnedFd>,
+    /// Poll before reading, since the descriptor blocks and we must not.
+    check_first: bool,
+    may_block: bool,
+}
+
+impl ChannelSource<'_> {
+    fn ready(&self) -> io::Result<()> {
+        if self.check_first
+            && !sys::fd::wait(
+                self.ch.fd(),
+                sys::fd::Interest::Read,
+                Some(std::time::Instant::now()),
+            )?
+        {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    }
 }
 
 impl ReadSource for ChannelSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.ready()?;
         if self.ch.kind.passes_fds() {
-            sys::socket::recv(self.ch.fd(), buf, self.fds)
+            sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)
         } else {
             sys::fd::read(self.ch.fd(), buf)
         }
@@ -128,6 +178,7 @@ impl ReadSource for ChannelSource<'_> {
     fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         // Only the rest of a payload is read this way; descriptors always
         // arrive with a frame's first bytes, which `read` takes.
+        self.ready()?;
         sys::fd::read_append(self.ch.fd(), out, max)
     }
 }

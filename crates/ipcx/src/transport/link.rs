@@ -92,6 +92,14 @@ impl Link {
         let o = ep.options();
         let caps = Capabilities::of(ep.scheme());
         let packet = rd.as_ref().is_some_and(|c| c.kind().is_packet());
+        if o.wait == WaitStrategy::Block {
+            for ch in rd.iter().chain(wr.iter()) {
+                // Without it, receives still work: they poll, then read.
+                if let Err(e) = ch.set_blocking(true) {
+                    tracing::debug!(error = %e, "descriptor stays non-blocking");
+                }
+            }
+        }
         let shared = Arc::new(Shared {
             url: ep.url().to_string(),
             caps,
@@ -347,6 +355,15 @@ impl RecvHalf {
     }
 
     /// Waits for the next whole message, which the decoder then holds.
+    /// Puts the descriptor in non-blocking mode, for an event loop.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        match &self.ch {
+            Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
+            None => Ok(()),
+        }
+    }
+
     /// Takes the message the last successful [`RecvHalf::poll_once`] completed.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
@@ -354,9 +371,11 @@ impl RecvHalf {
     }
 
     pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        // Blocking forever on a blocking descriptor: let the read sleep.
+        let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
         let mut spin_end = None;
         loop {
-            if self.poll_once("recv")?.is_some() {
+            if self.poll_with("recv", may_block)?.is_some() {
                 return Ok(());
             }
             self.wait_readable(until, &mut spin_end)?;
@@ -366,6 +385,10 @@ impl RecvHalf {
     /// One attempt without waiting: `Some` when a message is whole. A hello
     /// the link expects is checked and consumed on the way.
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
+        self.poll_with(op, false)
+    }
+
+    fn poll_with(&mut self, op: &'static str, may_block: bool) -> Result<Option<()>> {
         if std::mem::take(&mut self.ready) {
             return Ok(Some(()));
         }
@@ -377,7 +400,7 @@ impl RecvHalf {
         loop {
             r = self
                 .dec
-                .poll(&mut ch.source(&mut self.fds))
+                .poll(&mut ch.source(&mut self.fds, may_block))
                 .and_then(|d| self.accept_decoded(d));
             // A hello was consumed: what follows it may already be buffered.
             if !matches!(r, Ok(Some(false))) {
@@ -628,6 +651,15 @@ impl SendHalf {
     /// The sending descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         self.ch.as_ref().map(|c| c.fd())
+    }
+
+    /// Puts the descriptor in non-blocking mode, for an event loop.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        match &self.ch {
+            Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
+            None => Ok(()),
+        }
     }
 }
 
