@@ -68,6 +68,9 @@ enum Command {
     /// Remove the objects whose owner process died.
     #[command(after_help = "Examples:\n  ipcx clean --dry-run\n  ipcx clean")]
     Clean(objects::CleanArgs),
+    /// Remove an object whose owner is gone, durable (?persist=true) ones too.
+    #[command(after_help = "Examples:\n  ipcx rm 'fifo:/var/run/app/jobs?persist=true'")]
+    Rm(objects::RmArgs),
     /// Measure latency and throughput of every mechanism, through ipcx and raw.
     #[command(
         after_help = "Examples:\n  ipcx bench --quick\n  ipcx bench --mech unix,tcp --sizes 64,64KiB --json out.json\n  ipcx bench --quick --pin same"
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Send(a) => send::run(a),
         Command::Ls(a) => objects::ls(a),
         Command::Clean(a) => objects::clean(a),
+        Command::Rm(a) => objects::rm(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

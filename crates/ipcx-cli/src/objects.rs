@@ -58,6 +58,23 @@ fn table(entries: &[Entry]) -> Table {
     t
 }
 
+#[derive(Args)]
+pub struct RmArgs {
+    /// The endpoint URL, as `ipcx ls` shows it.
+    url: String,
+}
+
+pub fn rm(a: RmArgs) -> Result<ExitCode> {
+    let removed = Registry::open()?.remove(&a.url)?;
+    if removed.is_empty() {
+        anyhow::bail!("no object recorded for {} (see `ipcx ls`)", a.url);
+    }
+    for e in &removed {
+        println!("removed {} ({})", e.record.url, e.record.kind.name());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn ls(a: LsArgs) -> Result<ExitCode> {
     let entries = Registry::open()?.list()?;
     if a.json {

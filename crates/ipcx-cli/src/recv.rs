@@ -38,7 +38,11 @@ enum Format {
 }
 
 pub fn run(a: RecvArgs) -> Result<ExitCode> {
-    let ep = Endpoint::parse(&a.url)?;
+    let mut ep = Endpoint::parse(&a.url)?;
+    if let Some(t) = a.timeout {
+        // With --connect, the wait for the binding side counts too.
+        ep.options_mut().timeout = t;
+    }
     let deadline = a.timeout.map(|t| Instant::now() + t);
     let mut out = std::io::stdout().lock();
     let mut seq = 0u64;
@@ -68,10 +72,13 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
             };
             let msg = match msg {
                 Ok(m) => m,
-                Err(e) if e.is_closed() && listener.is_some() => break,
-                Err(e) if *e.kind() == ErrorKind::TimedOut => {
-                    bail!("timed out after {seq} of {want} messages")
-                }
+                // A listener waits for the next peer; a connected link that
+                // closes is the end of the stream, unless more were asked for.
+                Err(e) if e.is_closed() && (listener.is_some() || a.count.is_none()) => break,
+                Err(e) if *e.kind() == ErrorKind::TimedOut => match a.count {
+                    Some(n) => bail!("timed out after {seq} of {n} messages"),
+                    None => bail!("timed out after {seq} messages"),
+                },
                 Err(e) => return Err(e.into()),
             };
             print_message(&mut out, a.format, seq, &msg)?;

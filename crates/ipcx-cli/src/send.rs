@@ -44,8 +44,13 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             link.send(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
         }
     } else if a.lines {
-        for line in std::io::stdin().lock().lines() {
-            link.send(line?.as_bytes())?;
+        // Lines are bytes, like arguments: a non-UTF-8 line is sent as is.
+        for line in std::io::stdin().lock().split(b'\n') {
+            let mut line = line?;
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            link.send(&line)?;
         }
     } else {
         let mut all = Vec::new();

@@ -116,6 +116,23 @@ impl Error {
         }
     }
 
+    /// An error reading from or writing to a peer: the OS timing out the
+    /// connection (keepalive, `TCP_USER_TIMEOUT`) or finding no route to it
+    /// means the peer is gone, so the kind is [`ErrorKind::Closed`].
+    pub fn peer_io(op: &'static str, err: io::Error) -> Error {
+        let gone = matches!(
+            err.kind(),
+            io::ErrorKind::TimedOut
+                | io::ErrorKind::HostUnreachable
+                | io::ErrorKind::NetworkUnreachable
+        );
+        let mut e = Error::io(op, err);
+        if gone {
+            e.kind = ErrorKind::Closed;
+        }
+        e
+    }
+
     /// Names the endpoint the error happened on.
     pub fn at(mut self, endpoint: impl fmt::Display) -> Error {
         if self.endpoint.is_none() {

@@ -190,28 +190,54 @@ impl Registry {
     }
 
     /// Removes the objects of dead owners (or, with `dry_run`, only lists
-    /// them). Returns what was (or would be) removed.
+    /// them). Durable objects (`?persist=true`) stay: only [`Registry::remove`]
+    /// removes those. Returns what was (or would be) removed.
     pub fn clean(&self, dry_run: bool) -> Result<Vec<Entry>> {
         let mut removed = Vec::new();
-        for entry in self.list()?.into_iter().filter(|e| !e.alive) {
-            if !dry_run {
-                let Ok(file) = sys::fs::open_private_file(&entry.file, false) else {
-                    continue;
-                };
-                // Lock, so that nobody claims it while we remove it.
-                if !sys::fs::try_lock(&file).unwrap_or(false) {
-                    continue;
-                }
-                if !entry.record.persist {
-                    for p in &entry.record.paths {
-                        remove_object(p);
-                    }
-                }
-                let _ = std::fs::remove_file(&entry.file);
+        for entry in self
+            .list()?
+            .into_iter()
+            .filter(|e| !e.alive && !e.record.persist)
+        {
+            if dry_run || self.remove_entry(&entry)? {
+                removed.push(entry);
             }
-            removed.push(entry);
         }
         Ok(removed)
+    }
+
+    /// Removes the object created for `url` (durable or not), unless its
+    /// owner is alive. Returns what was removed; an [`ErrorKind::InUse`]
+    /// error names a live owner.
+    pub fn remove(&self, url: &str) -> Result<Vec<Entry>> {
+        let mut removed = Vec::new();
+        for entry in self.list()?.into_iter().filter(|e| e.record.url == url) {
+            if entry.alive {
+                let pid = entry.record.owner_pid;
+                return Err(Error::new(ErrorKind::InUse { pid }, "rm").at(url));
+            }
+            if self.remove_entry(&entry)? {
+                removed.push(entry);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes a dead owner's objects and record; `false` if someone took
+    /// the record meanwhile.
+    fn remove_entry(&self, entry: &Entry) -> Result<bool> {
+        let Ok(file) = sys::fs::open_private_file(&entry.file, false) else {
+            return Ok(false);
+        };
+        // Lock, so that nobody claims it while we remove it.
+        if !sys::fs::try_lock(&file).map_err(|e| Error::io("clean", e))? {
+            return Ok(false);
+        }
+        for p in &entry.record.paths {
+            remove_object(p);
+        }
+        let _ = std::fs::remove_file(&entry.file);
+        Ok(true)
     }
 }
 

@@ -108,7 +108,7 @@ impl Link {
         Link {
             rx: RecvHalf {
                 ch: rd,
-                dec: Decoder::new(o.codec, o.max_msg, packet),
+                dec: Decoder::new(o.codec, o.max_msg, packet).require_crc(o.crc),
                 fds: VecDeque::new(),
                 last_fds: Vec::new(),
                 hello: None,
@@ -577,7 +577,7 @@ impl SendHalf {
     /// A write failed mid-message: the stream can no longer be trusted.
     pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
         self.failed = true;
-        Error::io("send", e).at(&self.shared.url)
+        Error::peer_io("send", e).at(&self.shared.url)
     }
 
     /// Checks a message and lays it out as the bytes to write.

@@ -74,6 +74,7 @@ pub struct Decoder {
     msg: Vec<u8>,
     nfds: usize,
     eof: bool,
+    require_crc: bool,
 }
 
 impl Decoder {
@@ -93,7 +94,15 @@ impl Decoder {
             msg: Vec::new(),
             nfds: 0,
             eof: false,
+            require_crc: false,
         }
+    }
+
+    /// Refuses data frames that carry no CRC (for `?crc=true` links, so a
+    /// peer cannot skip the check by clearing the flag).
+    pub fn require_crc(mut self, on: bool) -> Decoder {
+        self.require_crc = on;
+        self
     }
 
     /// The largest message this decoder accepts.
@@ -169,7 +178,7 @@ impl Decoder {
                         Ok(n) => self.remaining -= n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::io("recv", e)),
+                        Err(e) => return Err(Error::peer_io("recv", e)),
                     }
                 } else {
                     match self.fill(src)? {
@@ -217,6 +226,9 @@ impl Decoder {
                 }));
             }
             return Ok(());
+        }
+        if self.require_crc && hdr.flags & FLAG_CRC == 0 {
+            return Err(frame_err(FrameError::MissingCrc));
         }
         let total = (self.msg.len() as u64).saturating_add(hdr.len);
         if total > self.limit as u64 {
@@ -294,7 +306,7 @@ impl Decoder {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(Error::io("recv", e)),
+                Err(e) => Err(Error::peer_io("recv", e)),
             };
         }
     }
@@ -398,6 +410,18 @@ mod tests {
             err.unwrap().kind(),
             ErrorKind::Frame(FrameError::Crc { .. })
         ));
+    }
+
+    #[test]
+    fn a_crc_link_refuses_frames_without_crc() {
+        let mut bytes = Vec::new();
+        encode_message(b"no crc here", false, &mut bytes);
+        let mut d = Decoder::new(Codec::Framed, 1 << 20, false).require_crc(true);
+        let err = d.poll(&mut &bytes[..]).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Frame(FrameError::MissingCrc)),
+            "{err}"
+        );
     }
 
     #[test]

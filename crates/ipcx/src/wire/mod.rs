@@ -95,6 +95,9 @@ pub enum FrameError {
         /// The CRC of the payload received.
         actual: u32,
     },
+    /// A data frame without a CRC arrived on a link that requires one.
+    #[error("frame without a CRC on a link with crc=true")]
+    MissingCrc,
     /// A frame that is only valid at one point arrived at another.
     #[error("unexpected {0}")]
     Unexpected(&'static str),
