@@ -156,6 +156,11 @@ impl Error {
         self.endpoint.as_deref()
     }
 
+    /// The OS error behind this one, if any.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        self.source.as_ref()
+    }
+
     /// True when the peer is gone and the link should be dropped.
     pub fn is_closed(&self) -> bool {
         self.kind == ErrorKind::Closed
@@ -176,11 +181,6 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.source {
-            Some(e) => Some(e),
-            None => None,
-        }
-    }
-}
+/// The OS error is part of the message (`Display`), so it is not repeated as
+/// a `source()`: printing the chain would say it twice.
+impl std::error::Error for Error {}

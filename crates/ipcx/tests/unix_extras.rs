@@ -305,7 +305,5 @@ fn symlinks_are_never_followed() {
 
 /// The errno under an error, if it came from the OS.
 fn os_error(err: &ipcx::Error) -> Option<i32> {
-    std::error::Error::source(err)?
-        .downcast_ref::<std::io::Error>()?
-        .raw_os_error()
+    err.os_error()?.raw_os_error()
 }

@@ -280,7 +280,20 @@ impl Link {
                 )
                 .at(&self.rx.shared.url));
             }
-            self.poll_handshake()?;
+            if let Err(e) = self.poll_handshake() {
+                if !e.is_closed() {
+                    return Err(e);
+                }
+                return Err(Error::new(
+                    ErrorKind::Handshake(
+                        "the peer closed the connection before its hello: the listener may be at its \
+                         ?max_conns= limit, or not be an ipcx endpoint"
+                            .into(),
+                    ),
+                    "connect",
+                )
+                .at(&self.rx.shared.url));
+            }
         }
         Ok(())
     }

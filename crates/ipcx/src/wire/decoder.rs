@@ -15,6 +15,8 @@ use crate::error::{Error, ErrorKind, Result};
 const BUF_LEN: usize = 96 << 10;
 /// Payload still missing at which reads go straight into the message.
 const DIRECT_MIN: usize = 16 << 10;
+/// Bytes read into the buffer after a large message (see `fill`).
+const SMALL_READ: usize = 4 << 10;
 /// Most bytes one direct read asks for (bounds growth ahead of the data).
 const DIRECT_STEP: usize = 1 << 20;
 
@@ -75,6 +77,8 @@ pub struct Decoder {
     nfds: usize,
     eof: bool,
     require_crc: bool,
+    /// The last message was large enough to be read mostly in place.
+    last_large: bool,
 }
 
 impl Decoder {
@@ -95,6 +99,7 @@ impl Decoder {
             nfds: 0,
             eof: false,
             require_crc: false,
+            last_large: false,
         }
     }
 
@@ -207,6 +212,7 @@ impl Decoder {
                 self.msg.clear();
                 return Ok(Some(Decoded::Hello(hello)));
             }
+            self.last_large = self.msg.len() >= DIRECT_MIN;
             return Ok(Some(Decoded::Message {
                 nfds: std::mem::take(&mut self.nfds),
             }));
@@ -297,8 +303,16 @@ impl Decoder {
             self.end -= self.start;
             self.start = 0;
         }
+        // After a large message the next one is likely large too: read
+        // little into the buffer, so its payload goes straight into the
+        // message (one copy, by the kernel) instead of through the buffer.
+        let room = if self.last_large && self.codec == Codec::Framed && !self.packet {
+            (self.buf.len() - self.end).min(SMALL_READ)
+        } else {
+            self.buf.len() - self.end
+        };
         loop {
-            return match src.read(&mut self.buf[self.end..]) {
+            return match src.read(&mut self.buf[self.end..self.end + room]) {
                 Ok(0) => Ok(Fill::Eof),
                 Ok(n) => {
                     self.end += n;

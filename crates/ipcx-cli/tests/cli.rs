@@ -1,0 +1,431 @@
+//! End to end: the real `ipcx` binary, run as separate processes, talking to
+//! itself and to plain std sockets and FIFOs.
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{
+    Finished, Scratch, abstract_name, exists, finish_receiver, free_tcp_port, hang_limit,
+    wait_until,
+};
+use serde_json::Value;
+
+/// Generous: a guard against hangs on a loaded machine, never a measurement.
+const PEER_WAIT: &str = "30s";
+
+/// `ipcx recv URL -n N` and `ipcx send URL msgs...`, started together; the
+/// receiver's result (the sender must succeed).
+fn send_and_receive(s: &Scratch, url: &str, recv_opts: &[&str], msgs: &[OsString]) -> Finished {
+    let n = msgs.len().to_string();
+    let recv = s.spawn(["recv", url, "-n", &n].iter().chain(recv_opts));
+    let mut send_args: Vec<OsString> = vec!["send".into(), "--timeout".into(), PEER_WAIT.into()];
+    send_args.push(url.into());
+    send_args.extend(msgs.iter().cloned());
+    let mut send = s.spawn(send_args);
+    let got = finish_receiver(recv, &mut send);
+    if got.status.success() {
+        send.finish().success();
+    }
+    got
+}
+
+fn texts(msgs: &[&str]) -> Vec<OsString> {
+    msgs.iter().map(OsString::from).collect()
+}
+
+/// The same conversation over every mechanism: one message per line, exit 0
+/// after N.
+fn conversation(s: &Scratch, url: &str) {
+    let got = send_and_receive(s, url, &[], &texts(&["a", "b c", "d"])).success();
+    assert_eq!(got.stdout(), "a\nb c\nd\n", "{got}");
+}
+
+#[test]
+fn unix_path() {
+    let s = Scratch::new();
+    conversation(&s, &s.url("unix", "s.sock"));
+}
+
+#[test]
+fn unix_abstract() {
+    let s = Scratch::new();
+    conversation(&s, &format!("unix:{}", abstract_name()));
+}
+
+#[test]
+fn fifo() {
+    let s = Scratch::new();
+    conversation(&s, &s.url("fifo", "f"));
+}
+
+#[test]
+fn unixseq() {
+    let s = Scratch::new();
+    conversation(&s, &s.url("unixseq", "q.sock"));
+}
+
+#[test]
+fn tcp() {
+    let s = Scratch::new();
+    // The free port may be taken before ipcx binds it: then try another.
+    for _ in 0..5 {
+        let url = format!("tcp://127.0.0.1:{}", free_tcp_port());
+        let got = send_and_receive(&s, &url, &[], &texts(&["a", "b c", "d"]));
+        if !got.status.success() && got.stderr.contains("in use") {
+            continue;
+        }
+        let got = got.success();
+        assert_eq!(got.stdout(), "a\nb c\nd\n", "{got}");
+        return;
+    }
+    panic!("no free TCP port in five tries");
+}
+
+#[test]
+fn send_waits_for_the_receiver_to_appear() {
+    let s = Scratch::new();
+    let url = s.url("unix", "late.sock");
+    let mut send = s.spawn(["send", "--timeout", "60s", &url, "early"]);
+    // Give the sender time to find nobody there; it must keep waiting.
+    std::thread::sleep(Duration::from_millis(300));
+    send.assert_running();
+    let recv = s.spawn(["recv", &url, "-n", "1"]);
+    let got = finish_receiver(recv, &mut send).success();
+    assert_eq!(got.stdout(), "early\n");
+    send.finish().success();
+}
+
+#[test]
+fn format_hex() {
+    let s = Scratch::new();
+    let msgs = [OsString::from("hi"), OsString::from_vec(vec![0x01, 0xff])];
+    let got = send_and_receive(&s, &s.url("unix", "h.sock"), &["--format", "hex"], &msgs);
+    assert_eq!(got.success().stdout(), "6869\n01ff\n");
+}
+
+#[test]
+fn format_json() {
+    let s = Scratch::new();
+    let msgs = [
+        OsString::from("hé"),
+        OsString::from_vec(vec![0xff, 0xfe, b'A']),
+    ];
+    let got = send_and_receive(&s, &s.url("unix", "j.sock"), &["--format", "json"], &msgs);
+    let got = got.success();
+    let lines: Vec<String> = got.stdout().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{got}");
+    for line in &lines {
+        assert!(line.starts_with("{\"seq\":"), "keys out of order: {line}");
+    }
+    let objects: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert_eq!(
+        objects[0],
+        serde_json::json!({"seq": 0, "len": 3, "text": "hé"})
+    );
+    assert_eq!(
+        objects[1],
+        serde_json::json!({"seq": 1, "len": 3, "base64": "//5B"})
+    );
+}
+
+#[test]
+fn stdin_is_one_message() {
+    let s = Scratch::new();
+    let url = s.url("unix", "in.sock");
+    let recv = s.spawn(["recv", &url, "-n", "1", "--format", "json"]);
+    let mut send = s.spawn_with_stdin(["send", "--timeout", PEER_WAIT, &url], b"data\nmore");
+    let got = finish_receiver(recv, &mut send).success();
+    send.finish().success();
+    let v: Value = serde_json::from_str(got.stdout().trim_end()).expect("one JSON line");
+    assert_eq!(
+        v,
+        serde_json::json!({"seq": 0, "len": 9, "text": "data\nmore"})
+    );
+}
+
+#[test]
+fn stdin_lines_are_messages_of_any_bytes() {
+    let s = Scratch::new();
+    let url = s.url("unix", "lines.sock");
+    let recv = s.spawn(["recv", &url, "-n", "3", "--format", "hex"]);
+    let mut send = s.spawn_with_stdin(
+        ["send", "--timeout", PEER_WAIT, "--lines", &url],
+        b"l1\nl2\r\n\xff\n",
+    );
+    let got = finish_receiver(recv, &mut send).success();
+    send.finish().success();
+    assert_eq!(got.stdout(), "6c31\n6c32\nff\n");
+}
+
+#[test]
+fn recv_reads_lines_written_into_a_plain_fifo() {
+    let s = Scratch::new();
+    let path = s.path("plain.fifo");
+    let url = format!("fifo:{}?codec=lines", path.display());
+    let mut recv = s.spawn(["recv", &url, "-n", "2"]);
+    // ENOENT until ipcx made the FIFO, ENXIO until it opened it for reading.
+    let mut fifo = wait_until("ipcx recv to open the FIFO", || {
+        recv.assert_running();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&path)
+            .ok()
+    });
+    fifo.write_all(b"a\nb\n").expect("write into the FIFO");
+    drop(fifo);
+    assert_eq!(recv.finish().success().stdout(), "a\nb\n");
+}
+
+#[test]
+fn send_raw_to_a_plain_unix_listener() {
+    let s = Scratch::new();
+    let path = s.path("plain.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("unix:{}?codec=raw", path.display());
+    let mut send = s.spawn(["send", &url, "hello"]);
+    let (mut conn, _) = wait_until("ipcx send to connect", || {
+        if let Ok(c) = listener.accept() {
+            return Some(c);
+        }
+        send.assert_running();
+        None
+    });
+    conn.set_nonblocking(false).expect("blocking");
+    conn.set_read_timeout(Some(hang_limit())).expect("timeout");
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got)
+        .expect("read until ipcx hangs up");
+    assert_eq!(got, b"hello");
+    send.finish().success();
+}
+
+#[test]
+fn send_lines_to_a_plain_tcp_listener() {
+    let s = Scratch::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("tcp://127.0.0.1:{port}?codec=lines");
+    let mut send = s.spawn(["send", &url, "hello", "world"]);
+    let (conn, _) = wait_until("ipcx send to connect", || {
+        if let Ok(c) = listener.accept() {
+            return Some(c);
+        }
+        send.assert_running();
+        None
+    });
+    conn.set_nonblocking(false).expect("blocking");
+    conn.set_read_timeout(Some(hang_limit())).expect("timeout");
+    let mut lines = BufReader::new(conn);
+    for want in ["hello\n", "world\n"] {
+        let mut line = String::new();
+        lines.read_line(&mut line).expect("read a line");
+        assert_eq!(line, want);
+    }
+    send.finish().success();
+}
+
+#[test]
+fn send_binds_and_recv_connects() {
+    let s = Scratch::new();
+    let url = s.url("unix", "rev.sock");
+    let mut send = s.spawn(["send", "--bind", "--timeout", "60s", &url, "msg"]);
+    let recv = s.spawn(["recv", "--connect", "--timeout", "60s", &url, "-n", "1"]);
+    let got = finish_receiver(recv, &mut send).success();
+    assert_eq!(got.stdout(), "msg\n");
+    send.finish().success();
+}
+
+#[test]
+fn recv_connect_without_count_ends_when_the_peer_closes() {
+    let s = Scratch::new();
+    let url = s.url("unix", "rev.sock");
+    let mut send = s.spawn(["send", "--bind", "--timeout", "60s", &url, "x", "y"]);
+    let recv = s.spawn(["recv", "--connect", "--timeout", "60s", &url]);
+    let got = finish_receiver(recv, &mut send).success();
+    assert_eq!(got.stdout(), "x\ny\n");
+    send.finish().success();
+}
+
+#[test]
+fn send_to_nobody_fails_naming_the_endpoint() {
+    let s = Scratch::new();
+    let path = s.path("nobody.sock");
+    // --timeout overrides the URL's: with ?timeout=1h honoured, the watchdog
+    // would fail the test.
+    let url = format!("unix:{}?timeout=1h", path.display());
+    let got = s.run(["send", "--timeout", "300ms", &url, "m"]).failure();
+    assert!(
+        got.stderr.contains(&path.display().to_string()),
+        "stderr does not name the endpoint: {got}"
+    );
+}
+
+#[test]
+fn recv_with_no_sender_times_out() {
+    let s = Scratch::new();
+    let url = s.url("unix", "lonely.sock");
+    let got = s
+        .run(["recv", &url, "--timeout", "300ms", "-n", "1"])
+        .failure();
+    assert!(got.stderr.contains("timed out"), "{got}");
+}
+
+#[test]
+fn recv_connect_with_no_binder_times_out() {
+    let s = Scratch::new();
+    let url = format!("{}?timeout=1h", s.url("unix", "nobody.sock"));
+    s.run(["recv", "--connect", &url, "--timeout", "300ms", "-n", "1"])
+        .failure();
+}
+
+/// The entries of `ipcx ls --json`.
+fn ls(s: &Scratch) -> Vec<Value> {
+    let got = s.run(["ls", "--json"]).success();
+    match serde_json::from_slice(&got.stdout) {
+        Ok(Value::Array(entries)) => entries,
+        _ => panic!("ls --json did not print a JSON array: {got}"),
+    }
+}
+
+fn entry_for(s: &Scratch, url: &str) -> Option<Value> {
+    ls(s).into_iter().find(|e| e["url"] == url)
+}
+
+#[test]
+fn ls_and_clean_follow_the_owner() {
+    let s = Scratch::new();
+    let path = s.path("owned.sock");
+    let url = format!("unix:{}", path.display());
+    // --timeout: should the test process itself be killed, recv ends anyway.
+    let mut recv = s.spawn(["recv", &url, "--timeout", "120s"]);
+    let entry = wait_until("the socket in `ipcx ls --json`", || {
+        recv.assert_running();
+        entry_for(&s, &url)
+    });
+    assert_eq!(entry["kind"], "socket", "{entry}");
+    assert_eq!(entry["path"], path.display().to_string(), "{entry}");
+    assert_eq!(entry["owner_pid"], recv.pid(), "{entry}");
+    assert_eq!(entry["alive"], true, "{entry}");
+
+    // A crash: the owner gets no chance to remove its socket.
+    recv.kill();
+    let entry = entry_for(&s, &url).expect("the record outlives its owner");
+    assert_eq!(entry["alive"], false, "{entry}");
+    assert!(exists(&path));
+
+    let dry = s.run(["clean", "--dry-run"]).success();
+    assert!(dry.stdout().contains(&url), "{dry}");
+    assert!(exists(&path), "--dry-run removed the socket");
+    assert!(
+        entry_for(&s, &url).is_some(),
+        "--dry-run removed the record"
+    );
+
+    let clean = s.run(["clean"]).success();
+    assert!(clean.stdout().contains(&url), "{clean}");
+    assert!(!exists(&path), "clean left the socket file");
+    assert!(entry_for(&s, &url).is_none(), "clean left the record");
+}
+
+#[test]
+fn option_of_another_scheme_is_rejected_by_name() {
+    let s = Scratch::new();
+    let got = s
+        .run(["send", "--timeout", "300ms", "unix:/x?heartbeat=1s", "m"])
+        .failure();
+    assert!(
+        got.stderr.contains("heartbeat") && got.stderr.contains("unix"),
+        "{got}"
+    );
+}
+
+#[test]
+fn unknown_scheme_is_rejected() {
+    let s = Scratch::new();
+    let got = s.run(["send", "bogus:/x", "m"]).failure();
+    assert!(got.stderr.contains("bogus"), "{got}");
+}
+
+#[test]
+fn every_command_help_has_examples() {
+    let s = Scratch::new();
+    for cmd in ["recv", "send", "ls", "clean", "bench"] {
+        let got = s.run([cmd, "--help"]).success();
+        let out = got.stdout();
+        assert!(out.contains("Examples:"), "{got}");
+        assert!(out.contains(&format!("ipcx {cmd}")), "{got}");
+    }
+}
+
+#[test]
+fn bench_quick_writes_every_cell() {
+    let s = Scratch::new();
+    let json = s.path("bench.json");
+    let got = s
+        .run([
+            "bench".as_ref(),
+            "--quick".as_ref(),
+            "--mech".as_ref(),
+            "unix,pipe".as_ref(),
+            "--sizes".as_ref(),
+            "64".as_ref(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ])
+        .success();
+    let table = got.stdout();
+    assert!(
+        table.contains("mechanism") && table.contains("p50"),
+        "{got}"
+    );
+    let cells = read_cells(&json);
+    for mech in ["unix", "pipe"] {
+        for (imp, wait) in [("ipcx", "block"), ("ipcx", "adaptive"), ("raw", "block")] {
+            let cell = cells
+                .iter()
+                .find(|c| c["mechanism"] == mech && c["impl"] == imp && c["wait"] == wait)
+                .unwrap_or_else(|| panic!("no {mech} {imp} {wait} cell in {cells:#?}"));
+            assert_eq!(cell["size"], 64, "{cell}");
+            assert!(cell["samples"].as_u64().is_some_and(|n| n > 0), "{cell}");
+        }
+    }
+}
+
+/// The cells of a `--json` file, each checked for every documented key.
+fn read_cells(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("bench --json file");
+    let Ok(Value::Array(cells)) = serde_json::from_str(&text) else {
+        panic!("not a JSON array: {text}");
+    };
+    assert!(!cells.is_empty());
+    for cell in &cells {
+        for key in [
+            "mechanism",
+            "size",
+            "impl",
+            "wait",
+            "samples",
+            "p50_ns",
+            "p99_ns",
+            "p999_ns",
+            "max_ns",
+            "msgs_per_s",
+            "mb_per_s",
+        ] {
+            assert!(cell.get(key).is_some(), "no `{key}` in {cell}");
+        }
+    }
+    cells
+}

@@ -1,0 +1,70 @@
+//! `?max_conns=`: a listener at its limit refuses new peers at once, counts
+//! them, and takes peers again when a connection goes away.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ChildProcess, Test, param, ready, set_param};
+use ipcx::{ErrorKind, Link, Listener};
+
+#[test]
+fn listener_refuses_peers_over_max_conns() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return client();
+    }
+    let dir = t.scratch();
+    let url = format!("{}?max_conns=2", dir.url("unix", "s.sock"));
+    let mut listener = Listener::bind(&url).expect("bind");
+    let spawn = |listener: &mut Listener| -> (ChildProcess, Option<Link>) {
+        let mut child = t.spawn("client", |c| set_param(c, "URL", &url));
+        let link = listener.accept_timeout(Duration::from_secs(30)).ok();
+        let _ = child.wait_ready();
+        (child, link)
+    };
+
+    let (c1, first) = spawn(&mut listener);
+    let (c2, second) = spawn(&mut listener);
+    assert!(
+        first.is_some() && second.is_some(),
+        "two peers fit under max_conns=2"
+    );
+    assert_eq!(listener.connections(), 2);
+
+    let mut third = t.spawn("client", |c| set_param(c, "URL", &url));
+    // The listener sees (and refuses) the third peer while it accepts.
+    while listener.refused() == 0 {
+        match listener.accept_timeout(Duration::from_millis(100)) {
+            Err(e) if *e.kind() == ErrorKind::TimedOut => {}
+            other => panic!("a third peer must not be accepted: {other:?}"),
+        }
+    }
+    let said = third.wait_ready();
+    assert!(
+        said.starts_with("refused") && said.contains("max_conns"),
+        "third client: {said}"
+    );
+    assert_eq!(listener.connections(), 2);
+    third.finish();
+
+    // One peer leaves: there is room again.
+    drop(first);
+    c1.finish();
+    let (c4, fourth) = spawn(&mut listener);
+    assert!(fourth.is_some(), "a peer fits again once one left");
+    drop((second, fourth));
+    c2.finish();
+    c4.finish();
+}
+
+/// Connects, says how it went, and holds the link until the server drops it.
+fn client() {
+    match Link::connect(&param("URL")) {
+        Ok(mut link) => {
+            ready("connected");
+            let _ = link.recv();
+        }
+        Err(e) => ready(&format!("refused: {e}")),
+    }
+}
