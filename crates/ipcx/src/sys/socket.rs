@@ -150,10 +150,11 @@ pub fn local_port(fd: BorrowedFd<'_>) -> io::Result<u16> {
     Ok(addr.port())
 }
 
-/// Sends `bufs` (and, with the first byte, `fds`) without raising `SIGPIPE`
-/// and without blocking. See `sendmsg(2)`, `unix(7)` `SCM_RIGHTS`.
+/// Sends `bufs` (and, with the first byte, `fds`) without raising `SIGPIPE`;
+/// blocks only if the descriptor is in blocking mode. See `sendmsg(2)`,
+/// `unix(7)` `SCM_RIGHTS`.
 pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    let flags = SendFlags::NOSIGNAL;
     if fds.is_empty() {
         let mut none = SendAncillaryBuffer::default();
         return Ok(rustix::net::sendmsg(fd, bufs, &mut none, flags)?);

@@ -29,8 +29,8 @@ use crate::endpoint::{Address, Codec, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest frame payload on a seqpacket socket, where one frame is one
-/// datagram and must fit the socket's send buffer.
-pub(crate) const PACKET_CHUNK: usize = 32 << 10;
+/// datagram and must fit the socket's send buffer (208 KiB by default).
+pub(crate) const PACKET_CHUNK: usize = 128 << 10;
 
 /// What a mechanism can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,10 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Size of the read buffer; a small message arrives with its header in one read.
 const BUF_LEN: usize = 96 << 10;
+/// Size of the read buffer of a packet source: larger than any datagram a
+/// Unix socket can carry with the default send buffer (208 KiB), so none is
+/// ever truncated.
+pub const PACKET_BUF_LEN: usize = 256 << 10;
 /// Payload still missing at which reads go straight into the message.
 const DIRECT_MIN: usize = 16 << 10;
 /// Bytes read into the buffer after a large message (see `fill`).
@@ -89,7 +93,7 @@ impl Decoder {
             codec,
             limit,
             packet,
-            buf: vec![0; BUF_LEN].into_boxed_slice(),
+            buf: vec![0; if packet { PACKET_BUF_LEN } else { BUF_LEN }].into_boxed_slice(),
             start: 0,
             end: 0,
             frame: None,
