@@ -60,7 +60,7 @@ enum Command {
         after_help = "Examples:\n  ipcx send unix:/tmp/app.sock hello world     # two messages\n  echo hi | ipcx send tcp://127.0.0.1:7000     # stdin as one message\n  ipcx send 'fifo:/tmp/f?codec=lines' --lines < file.txt"
     )]
     Send(send::SendArgs),
-    /// List the objects ipcx created (sockets, FIFOs) with owner and liveness.
+    /// List the objects ipcx created (sockets, FIFOs, shared memory) with owner and liveness.
     #[command(
         after_help = "Examples:\n  ipcx ls\n  ipcx ls --json | jq '.[] | select(.alive == false)'"
     )]

@@ -30,6 +30,8 @@ pub mod endpoint;
 mod error;
 pub mod registry;
 #[allow(unsafe_code)]
+pub mod shm;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod transport;
 pub mod wire;

@@ -9,13 +9,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{Scratch, Test, param, set_param};
+use common::{NOBODY, Scratch, Test, param, set_param};
 use ipcx::{ErrorKind, Listener};
-
-/// The uid and gid the child runs as.
-const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -46,7 +43,7 @@ fn check(scheme: &str, name: &str, query: &str, open: bool) {
             .mode();
         assert_eq!(mode & 0o777, want, "mode of {}", path.display());
     }
-    let exe = executable_by_others(&dir);
+    let exe = common::executable_by_others(&dir);
     let mut cmd = t.command_at(&exe, "other-user");
     set_param(&mut cmd, "URL", &url).uid(NOBODY).gid(NOBODY);
     let mut child = common::ChildProcess::spawn(cmd, "other-user");
@@ -81,25 +78,6 @@ fn child(open: bool) {
         Err(e) if !open => assert_eq!(*e.kind(), ErrorKind::PermissionDenied, "{e}"),
         Err(e) => panic!("another user was refused a 0666 object: {e}"),
     }
-}
-
-/// The test binary, or a copy of it in `dir` when some directory on its
-/// path is closed to other users (who could not run it otherwise).
-fn executable_by_others(dir: &Scratch) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary");
-    let open_to_others = |p: &Path, bits: u32| {
-        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits)
-    };
-    let reachable =
-        open_to_others(&exe, 0o005) && exe.ancestors().skip(1).all(|d| open_to_others(d, 0o001));
-    if reachable {
-        return exe;
-    }
-    let copy = dir.dir().join("test-binary");
-    std::fs::copy(&exe, &copy).expect("copy the test binary");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
-        .expect("chmod the copy");
-    copy
 }
 
 #[test]

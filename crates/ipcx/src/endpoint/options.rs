@@ -70,6 +70,8 @@ pub struct Options {
     pub persist: bool,
     /// Open a reply FIFO too (`duplex`; default true for framed, false otherwise).
     pub duplex: bool,
+    /// Data bytes of a created shared-memory segment (`size`, default 1 MiB).
+    pub size: usize,
 }
 
 impl Default for Options {
@@ -88,6 +90,7 @@ impl Default for Options {
             max_fds: 16,
             persist: false,
             duplex: true,
+            size: 1 << 20,
         }
     }
 }
@@ -118,6 +121,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("max_fds", &[Unix, UnixSeq]),
     ("persist", DURABLE),
     ("duplex", &[Fifo]),
+    ("size", &[Shm, Journal]),
 ];
 
 impl Options {
@@ -157,6 +161,12 @@ impl Options {
             }
             match key {
                 "max_msg" => o.max_msg = parse_size(value).map_err(err)?,
+                "size" => {
+                    o.size = parse_size(value).map_err(err)?;
+                    if o.size == 0 || o.size > 1 << 40 {
+                        return Err(err("must be between 1 byte and 1 TiB".into()));
+                    }
+                }
                 "mode" => {
                     o.mode = u32::from_str_radix(value, 8)
                         .ok()

@@ -32,6 +32,8 @@ pub enum ObjectKind {
     Socket,
     /// A named pipe (and, for duplex links, its `.reply` twin).
     Fifo,
+    /// A POSIX shared-memory object (in `/dev/shm`).
+    Shm,
 }
 
 impl ObjectKind {
@@ -40,6 +42,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Socket => "socket",
             ObjectKind::Fifo => "fifo",
+            ObjectKind::Shm => "shm",
         }
     }
 }
@@ -140,7 +143,7 @@ impl Registry {
             if let Some(stale) = read_record(&mut file) {
                 tracing::info!(url = %stale.url, pid = stale.owner_pid, "reclaiming object of dead owner");
                 for p in &stale.paths {
-                    remove_object(p);
+                    remove_object(stale.kind, p);
                 }
             }
             let pid = sys::process::pid();
@@ -234,18 +237,28 @@ impl Registry {
             return Ok(false);
         }
         for p in &entry.record.paths {
-            remove_object(p);
+            remove_object(entry.record.kind, p);
         }
         let _ = std::fs::remove_file(&entry.file);
         Ok(true)
     }
 }
 
-/// Removes a socket or FIFO at `path`; anything else (a regular file, a
-/// directory, a symlink) is left alone, since ipcx never made it.
-fn remove_object(path: &Path) {
+/// Removes the object of `kind` at `path`; anything of another type (a
+/// regular file where a socket should be, a directory, a symlink) is left
+/// alone, since ipcx never made it.
+fn remove_object(kind: ObjectKind, path: &Path) {
     use rustix::fs::FileType;
-    if let Ok(Some(FileType::Socket | FileType::Fifo)) = sys::fs::object_type(path) {
+    let ours = match (kind, sys::fs::object_type(path)) {
+        (ObjectKind::Socket | ObjectKind::Fifo, Ok(Some(FileType::Socket | FileType::Fifo))) => {
+            true
+        }
+        (ObjectKind::Shm, Ok(Some(FileType::RegularFile))) => {
+            path.parent() == Some(Path::new(sys::shm::SHM_DIR))
+        }
+        _ => false,
+    };
+    if ours {
         let _ = sys::fs::remove(path);
     }
 }

@@ -10,4 +10,5 @@
 pub mod fd;
 pub mod fs;
 pub mod process;
+pub mod shm;
 pub mod socket;

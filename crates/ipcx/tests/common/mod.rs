@@ -344,6 +344,29 @@ pub fn abstract_name() -> String {
     )
 }
 
+/// The uid and gid of `nobody`, for tests run as another user.
+pub const NOBODY: u32 = 65534;
+
+/// The test binary, or a copy of it in `dir` when some directory on its
+/// path is closed to other users (who could not run it otherwise).
+pub fn executable_by_others(dir: &Scratch) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let open_to_others = |p: &Path, bits: u32| {
+        std::fs::metadata(p)
+            .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & bits == bits)
+    };
+    let reachable =
+        open_to_others(&exe, 0o005) && exe.ancestors().skip(1).all(|d| open_to_others(d, 0o001));
+    if reachable {
+        return exe;
+    }
+    let copy = dir.dir().join("test-binary");
+    std::fs::copy(&exe, &copy).expect("copy the test binary");
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the copy");
+    copy
+}
+
 // ---------------------------------------------------------------------------
 // Child processes
 

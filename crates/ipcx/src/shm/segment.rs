@@ -1,0 +1,349 @@
+//! [`Segment`]: a mapped shared-memory object with a checked header.
+
+use std::mem::{offset_of, size_of};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::{Address, Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{ObjectKind, Registration, Registry};
+use crate::sys;
+use crate::sys::shm::Mapping;
+
+/// `IPCXSEG1`, little-endian: the first eight bytes of every segment.
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCXSEG1");
+/// Layout version of [`SegmentHeader`].
+const VERSION: u32 = 1;
+
+/// The header at the start of every segment (64 bytes, one cache line).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SegmentHeader {
+    /// [`MAGIC`]; 0 while the creator is still initializing.
+    magic: AtomicU64,
+    /// Layout version.
+    version: AtomicU32,
+    /// Bytes before the data region (the header's size).
+    header_len: AtomicU32,
+    /// Bytes in the data region.
+    data_len: AtomicU64,
+    /// Process that created the segment.
+    creator_pid: AtomicU32,
+    _reserved: [u32; 9],
+}
+
+const HEADER_LEN: usize = size_of::<SegmentHeader>();
+const _: () = assert!(HEADER_LEN == 64);
+const _: () = assert!(offset_of!(SegmentHeader, magic) == 0);
+const _: () = assert!(offset_of!(SegmentHeader, version) == 8);
+const _: () = assert!(offset_of!(SegmentHeader, header_len) == 12);
+const _: () = assert!(offset_of!(SegmentHeader, data_len) == 16);
+const _: () = assert!(offset_of!(SegmentHeader, creator_pid) == 24);
+
+/// A shared-memory segment mapped into this process.
+///
+/// ```no_run
+/// use ipcx::shm::Segment;
+/// # fn main() -> ipcx::Result<()> {
+/// // One process creates it (owner-only until ready, then mode 0600) ...
+/// let seg = Segment::create("shm:prices?size=1MiB")?;
+/// seg.write_at(0, b"hello")?;
+/// // ... another opens it by name, waiting up to ?timeout= for it.
+/// let other = Segment::open("shm:prices")?;
+/// let mut buf = [0u8; 5];
+/// other.read_at(0, &mut buf)?;
+/// assert_eq!(&buf, b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Segment {
+    map: Mapping,
+    fd: OwnedFd,
+    name: Option<String>,
+    _registration: Option<Registration>,
+}
+
+fn shm_name(ep: &Endpoint) -> Result<&str> {
+    match (ep.scheme(), ep.address()) {
+        (Scheme::Shm, Address::Name(n)) => Ok(n),
+        _ => Err(Error::new(
+            ErrorKind::InvalidEndpoint("a segment needs an shm:NAME endpoint".into()),
+            "segment",
+        )
+        .at(ep)),
+    }
+}
+
+impl Segment {
+    /// Creates the named segment of `url` (`shm:name?size=1MiB&mode=0600`).
+    ///
+    /// The object is created with no permissions, sized, mapped, given its
+    /// header with the magic last, and only then opened up to `?mode=`. A
+    /// segment left by a dead ipcx process is reclaimed; one whose owner
+    /// lives is [`ErrorKind::InUse`].
+    pub fn create(url: &str) -> Result<Segment> {
+        Segment::create_endpoint(&Endpoint::parse(url)?)
+    }
+
+    /// [`Segment::create`] with a parsed endpoint.
+    pub fn create_endpoint(ep: &Endpoint) -> Result<Segment> {
+        let name = shm_name(ep)?;
+        let o = ep.options();
+        let err = |e| Error::io("create", e).at(ep);
+        let path = PathBuf::from(sys::shm::SHM_DIR).join(name);
+        let mut reg =
+            Registry::open()?.claim(ObjectKind::Shm, ep.url(), vec![path.clone()], o.persist)?;
+        let fd = match sys::shm::create_exclusive(name) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::new(
+                    ErrorKind::Occupied(format!(
+                        "{} exists and ipcx has no record of it; if it is stale, remove it with `rm {}`",
+                        path.display(),
+                        path.display()
+                    )),
+                    "create",
+                )
+                .at(ep));
+            }
+            Err(e) => return Err(err(e)),
+        };
+        reg.created(&path);
+        let total = HEADER_LEN + o.size;
+        sys::shm::set_len(fd.as_fd(), total as u64).map_err(err)?;
+        let seg =
+            Segment::init(fd, total, Some(name.to_string()), Some(reg)).map_err(|e| e.at(ep))?;
+        sys::shm::set_mode(seg.fd.as_fd(), o.mode).map_err(err)?;
+        Ok(seg)
+    }
+
+    /// An anonymous segment with `size` data bytes, to hand to another
+    /// process as a descriptor ([`Segment::as_fd`], then
+    /// [`Segment::from_fd`] there). Its size is sealed.
+    pub fn anonymous(size: usize) -> Result<Segment> {
+        let total = HEADER_LEN + size;
+        let fd = sys::shm::anonymous(total as u64).map_err(|e| Error::io("create", e))?;
+        Segment::init(fd, total, None, None)
+    }
+
+    fn init(
+        fd: OwnedFd,
+        total: usize,
+        name: Option<String>,
+        reg: Option<Registration>,
+    ) -> Result<Segment> {
+        let map = Mapping::new(fd.as_fd(), total).map_err(|e| Error::io("create", e))?;
+        let seg = Segment {
+            map,
+            fd,
+            name,
+            _registration: reg,
+        };
+        let h = seg.header();
+        h.version.store(VERSION, Ordering::Relaxed);
+        h.header_len.store(HEADER_LEN as u32, Ordering::Relaxed);
+        h.data_len
+            .store((total - HEADER_LEN) as u64, Ordering::Relaxed);
+        h.creator_pid.store(sys::process::pid(), Ordering::Relaxed);
+        // Last, and with release: whoever sees the magic sees the rest.
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Opens the named segment of `url`, waiting up to its `?timeout=` for
+    /// it to exist and be initialized.
+    pub fn open(url: &str) -> Result<Segment> {
+        Segment::open_endpoint(&Endpoint::parse(url)?)
+    }
+
+    /// [`Segment::open`] with a parsed endpoint.
+    pub fn open_endpoint(ep: &Endpoint) -> Result<Segment> {
+        let name = shm_name(ep)?;
+        let deadline = Instant::now() + ep.options().timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let why = match sys::shm::open(name) {
+                Ok(fd) => match Segment::attach(fd, Some(name.to_string())) {
+                    Ok(seg) => return Ok(seg),
+                    Err(Attach::Fatal(e)) => return Err(e.at(ep)),
+                    Err(Attach::NotReady(why)) => why,
+                },
+                // Absent, or still owner-only while its creator builds it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    if Instant::now() >= deadline {
+                        return Err(Error::io("open", e).at(ep));
+                    }
+                    "absent or not yet open to others"
+                }
+                Err(e) => return Err(Error::io("open", e).at(ep)),
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(
+                    Error::new(ErrorKind::TimedOut, "open").at(format!("{ep} (segment {why})"))
+                );
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Maps a segment received as a descriptor (see [`Segment::anonymous`]).
+    pub fn from_fd(fd: OwnedFd) -> Result<Segment> {
+        Segment::attach(fd, None).map_err(|e| match e {
+            Attach::Fatal(e) => e,
+            Attach::NotReady(why) => {
+                Error::new(ErrorKind::Unsupported(format!("segment {why}")), "open")
+            }
+        })
+    }
+
+    fn attach(fd: OwnedFd, name: Option<String>) -> std::result::Result<Segment, Attach> {
+        let fatal = |why: String| Attach::Fatal(Error::new(ErrorKind::Unsupported(why), "open"));
+        let total = sys::shm::len(fd.as_fd()).map_err(|e| Attach::Fatal(Error::io("open", e)))?;
+        if total < HEADER_LEN as u64 {
+            return Err(Attach::NotReady("not yet sized by its creator"));
+        }
+        let total = usize::try_from(total)
+            .map_err(|_| fatal("segment larger than the address space".into()))?;
+        let map =
+            Mapping::new(fd.as_fd(), total).map_err(|e| Attach::Fatal(Error::io("open", e)))?;
+        let seg = Segment {
+            map,
+            fd,
+            name,
+            _registration: None,
+        };
+        let h = seg.header();
+        match h.magic.load(Ordering::Acquire) {
+            MAGIC => {}
+            0 => return Err(Attach::NotReady("not yet initialized by its creator")),
+            other => {
+                return Err(fatal(format!(
+                    "not an ipcx segment (magic {:?})",
+                    other.to_le_bytes().map(char::from)
+                )));
+            }
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(fatal(format!(
+                "segment layout version {version}, this build reads {VERSION}; use the same ipcx on both sides"
+            )));
+        }
+        let data_len = h.data_len.load(Ordering::Relaxed);
+        if h.header_len.load(Ordering::Relaxed) as usize != HEADER_LEN
+            || data_len != (total - HEADER_LEN) as u64
+        {
+            return Err(fatal(
+                "segment header disagrees with the object's size".into(),
+            ));
+        }
+        Ok(seg)
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: the mapping is page-aligned and at least HEADER_LEN bytes
+        // (checked at creation and attach), and SegmentHeader holds only
+        // atomics and plain integers, valid for any bit pattern.
+        unsafe { &*self.map.as_ptr().cast::<SegmentHeader>() }
+    }
+
+    /// Bytes in the data region.
+    pub fn len(&self) -> usize {
+        self.map.len() - HEADER_LEN
+    }
+
+    /// True when the data region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name of a named segment.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The pid of the process that created the segment.
+    pub fn creator_pid(&self) -> u32 {
+        self.header().creator_pid.load(Ordering::Relaxed)
+    }
+
+    /// The first byte of the data region (cache-line aligned). Other
+    /// processes may write it at any time: synchronize access yourself.
+    pub fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: HEADER_LEN is within the mapping (checked at creation).
+        unsafe { self.map.as_ptr().add(HEADER_LEN) }
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "bytes {offset}..+{len} are outside the segment's {} data bytes",
+                    self.len()
+                )),
+                "segment",
+            )),
+        }
+    }
+
+    /// Copies `data` into the data region at `offset`.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the range is inside the mapping (checked); `data` is a
+        // Rust slice and cannot overlap shared memory we only reach by
+        // pointer. Concurrent writers race on the bytes, not on memory
+        // safety: they are plain bytes with no invariants.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// Copies bytes of the data region at `offset` into `buf`.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: as in `write_at`, with the roles swapped.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// An atomic counter at `offset` in the data region (8-byte aligned).
+    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+        self.check(offset, 8)?;
+        if offset % 8 != 0 {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!("offset {offset} is not 8-byte aligned")),
+                "segment",
+            ));
+        }
+        // SAFETY: in bounds and aligned (checked; the data region starts
+        // cache-line aligned); AtomicU64 is valid for any bit pattern and
+        // is the only way ipcx hands out access to these bytes.
+        Ok(unsafe { &*self.as_ptr().add(offset).cast::<AtomicU64>() })
+    }
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+enum Attach {
+    /// Not (yet) usable; opening may retry.
+    NotReady(&'static str),
+    /// Never usable.
+    Fatal(Error),
+}

@@ -1,0 +1,132 @@
+//! Shared memory: POSIX named objects, memfds, and mappings of them.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+
+use rustix::fs::{Mode, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::shm;
+
+/// Where POSIX shared-memory objects live on Linux.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// Creates a new named object with no permissions at all (nobody, owner
+/// included, can open it by name until [`set_mode`]), failing if it exists.
+/// See `shm_open(3)`.
+pub fn create_exclusive(name: &str) -> io::Result<OwnedFd> {
+    Ok(shm::open(
+        format!("/{name}"),
+        shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens an existing named object for reading and writing. See `shm_open(3)`.
+pub fn open(name: &str) -> io::Result<OwnedFd> {
+    Ok(shm::open(
+        format!("/{name}"),
+        shm::OFlags::RDWR,
+        Mode::empty(),
+    )?)
+}
+
+/// Removes a named object; absent is not an error. See `shm_unlink(3)`.
+pub fn unlink(name: &str) -> io::Result<()> {
+    match shm::unlink(format!("/{name}")) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets the permission bits of an open object. See `fchmod(2)`.
+pub fn set_mode(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?)
+}
+
+/// Sets the size of an object. See `ftruncate(2)`.
+pub fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    Ok(rustix::fs::ftruncate(fd, len)?)
+}
+
+/// The size of an object. See `fstat(2)`.
+pub fn len(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_size as u64)
+}
+
+/// An anonymous object (`memfd`) of `len` bytes whose size is then sealed,
+/// so a process it is passed to can trust the size it sees.
+/// See `memfd_create(2)`, `fcntl(2)` `F_ADD_SEALS`.
+pub fn anonymous(len: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(
+        "ipcx",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&fd, len)?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+    Ok(fd)
+}
+
+/// A shared, read-write mapping of a whole object, unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory shared with other processes; the
+// type hands out only a raw pointer, and callers synchronize access.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` gives no access that `Send` does not.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps the first `len` bytes of `fd`, shared. See `mmap(2)`.
+    pub fn new(fd: impl AsFd, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot map 0 bytes",
+            ));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks aliases no
+        // Rust object; `fd` is valid for the call.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null pointer"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// The first byte. Valid for [`Mapping::len`] bytes while `self` lives;
+    /// page-aligned.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a mapping has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from a successful `mmap` and are unmapped
+        // once, here; no reference into the mapping outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
