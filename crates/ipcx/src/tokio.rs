@@ -71,6 +71,16 @@ impl AsyncLink {
 
     /// Moves a connected link onto the reactor; must run inside a tokio runtime.
     pub fn from_link(link: Link) -> Result<AsyncLink> {
+        if !link.capabilities().pollable {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "{} links have no descriptor for the reactor yet; use the blocking API \
+                     on a blocking thread",
+                    link.url().split(':').next().unwrap_or("this")
+                )),
+                "register",
+            ));
+        }
         let (rx, tx) = link.split();
         rx.set_nonblocking()?;
         tx.set_nonblocking()?;

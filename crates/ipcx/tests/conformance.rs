@@ -1,6 +1,7 @@
 //! The conformance suite: written once, run against every mechanism that
 //! moves messages (`pipe:`, `fifo:`, `unix:` path and abstract, `unixseq:`,
-//! `tcp:`), each time between two real processes.
+//! `tcp:`, `shm:`), each time between two real processes, within what each
+//! mechanism's `Capabilities` declare.
 //!
 //! The side that serves or receives binds, the other connects: the echo
 //! server is a child that binds, the receiver of a stream of messages is
@@ -25,6 +26,7 @@ enum Mechanism {
     UnixAbstract,
     UnixSeq,
     Tcp,
+    Shm,
 }
 
 impl Mechanism {
@@ -38,6 +40,7 @@ impl Mechanism {
             Mechanism::UnixSeq => dir.url("unixseq", "q.sock"),
             // Port 0: the OS picks a free port; the child is told which.
             Mechanism::Tcp => "tcp://127.0.0.1:0".to_string(),
+            Mechanism::Shm => format!("shm:{}", common::abstract_name()),
         })
     }
 
@@ -48,6 +51,7 @@ impl Mechanism {
             Mechanism::UnixPath | Mechanism::UnixAbstract => Scheme::Unix,
             Mechanism::UnixSeq => Scheme::UnixSeq,
             Mechanism::Tcp => Scheme::Tcp,
+            Mechanism::Shm => Scheme::Shm,
         }
     }
 }
@@ -314,6 +318,9 @@ fn async_round_trip(mech: Mechanism) {
         let (mut link, _listener) = child_serves();
         return echo(&mut link);
     }
+    if !Capabilities::of(mech.scheme()).pollable {
+        return; // no descriptor for the reactor
+    }
     let dir = t.scratch();
     let (child, link) = child_binds(&t, mech, &dir, "echo");
     runtime().block_on(async move {
@@ -347,6 +354,9 @@ fn async_serve(mech: Mechanism) {
             exchange(&mut link, &payload(size, seed as u64));
         }
         return;
+    }
+    if !Capabilities::of(mech.scheme()).pollable {
+        return; // no descriptor for the reactor
     }
     let dir = t.scratch();
     let rt = runtime();
@@ -435,4 +445,5 @@ conformance! {
     unix_abstract => Mechanism::UnixAbstract,
     unixseq => Mechanism::UnixSeq,
     tcp => Mechanism::Tcp,
+    shm => Mechanism::Shm,
 }

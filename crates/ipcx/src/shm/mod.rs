@@ -1,4 +1,4 @@
-//! Shared memory: named and anonymous segments.
+//! Shared memory: segments, rings, and `shm:name` links.
 //!
 //! A [`Segment`] is a POSIX shared-memory object (`shm:name`, in
 //! `/dev/shm`) or an anonymous one (a sealed `memfd`, passed to another
@@ -7,9 +7,15 @@
 //! written last, so a process that opens a segment still being built waits
 //! instead of reading half-initialized memory.
 //!
-//! Rings, zero-copy loans and publish/subscribe over segments are the next
-//! step; see `docs/ARCHITECTURE.md`.
+//! `shm:name` links ([`crate::Listener::bind`], [`crate::Link::connect`])
+//! carry messages through two single-producer single-consumer rings in one
+//! segment, copying once on each side. Zero-copy loans and publish/subscribe
+//! come next; see `docs/ARCHITECTURE.md`.
 
+pub(crate) mod link;
+mod ring;
 mod segment;
 
+pub use link::LinkHeader;
+pub use ring::RingHeader;
 pub use segment::{Segment, SegmentHeader};

@@ -9,6 +9,7 @@
 
 pub mod fd;
 pub mod fs;
+pub mod futex;
 pub mod process;
 pub mod shm;
 pub mod socket;

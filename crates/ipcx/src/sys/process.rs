@@ -59,17 +59,25 @@ pub fn adopt_inherited(fds: [RawFd; 2]) -> io::Result<[OwnedFd; 2]> {
 /// Start time of a process in clock ticks since boot (`/proc/PID/stat`,
 /// field 22); with the pid, it names a process uniquely.
 pub fn start_time(pid: u32) -> io::Result<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// State letter (field 3) and start time (field 22) from `/proc/PID/stat`.
+fn stat(pid: u32) -> io::Result<(char, u64)> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields after it follow `)`.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))?;
-    after
-        .split_whitespace()
-        .nth(19)
+    let (_, after) = stat.rsplit_once(')').ok_or_else(bad)?;
+    let mut fields = after.split_whitespace();
+    let state = fields
+        .next()
+        .and_then(|f| f.chars().next())
+        .ok_or_else(bad)?;
+    let start = fields
+        .nth(18)
         .and_then(|f| f.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
+        .ok_or_else(bad)?;
+    Ok((state, start))
 }
 
 /// This process's id.
@@ -97,4 +105,11 @@ pub fn cpus_allowed() -> Vec<usize> {
             .collect(),
         Err(_) => vec![0],
     }
+}
+
+/// Whether the process `pid` that started at `start` (see [`start_time`])
+/// still runs; a reused pid has another start time.
+/// A zombie (exited, not yet reaped) counts as dead.
+pub fn is_alive(pid: u32, start: u64) -> bool {
+    pid != 0 && stat(pid).is_ok_and(|(state, s)| s == start && !matches!(state, 'Z' | 'X' | 'x'))
 }

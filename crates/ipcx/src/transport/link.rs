@@ -12,6 +12,7 @@ use super::Capabilities;
 use super::channel::Channel;
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::link::{ShmRx, ShmTx};
 use crate::sys::fd::Interest;
 use crate::sys::{self, socket::MAX_FDS};
 use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
 
 /// The receiving half of a [`Link`].
 pub struct RecvHalf {
+    /// A shared-memory link receives through its ring instead of `ch`.
+    shm: Option<Box<ShmRx>>,
     ch: Option<Arc<Channel>>,
     dec: Decoder,
     fds: VecDeque<OwnedFd>,
@@ -61,6 +64,8 @@ pub struct RecvHalf {
 
 /// The sending half of a [`Link`].
 pub struct SendHalf {
+    /// A shared-memory link sends through its ring instead of `ch`.
+    shm: Option<Box<ShmTx>>,
     ch: Option<Arc<Channel>>,
     codec: Codec,
     crc: bool,
@@ -107,6 +112,7 @@ impl Link {
         });
         Link {
             rx: RecvHalf {
+                shm: None,
                 ch: rd,
                 dec: Decoder::new(o.codec, o.max_msg, packet).require_crc(o.crc),
                 fds: VecDeque::new(),
@@ -120,6 +126,7 @@ impl Link {
                 shared: shared.clone(),
             },
             tx: SendHalf {
+                shm: None,
                 chunk: if packet {
                     super::PACKET_CHUNK
                 } else {
@@ -132,6 +139,18 @@ impl Link {
                 shared,
             },
         }
+    }
+
+    /// A link over the two rings of a shared-memory segment.
+    pub(crate) fn from_shm(ep: &Endpoint, rx: Box<ShmRx>, tx: Box<ShmTx>) -> Link {
+        let mut link = Link::new(ep, None, None);
+        link.rx
+            .shared
+            .peer_max
+            .store(tx.peer_max_msg(), Ordering::Release);
+        link.rx.shm = Some(rx);
+        link.tx.shm = Some(tx);
+        link
     }
 
     /// Connects to `url`, waiting up to its `?timeout=` (default 5s) for a
@@ -331,7 +350,7 @@ impl RecvHalf {
     /// Receives one message into `buf`, replacing its contents.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         self.next(Until::Forever)?;
-        self.dec.take_message(buf);
+        self.take_message(buf);
         Ok(())
     }
 
@@ -340,7 +359,7 @@ impl RecvHalf {
         match self.next(Until::NoWait) {
             Ok(()) => {
                 let mut v = Vec::new();
-                self.dec.take_message(&mut v);
+                self.take_message(&mut v);
                 Ok(Some(v))
             }
             Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
@@ -352,7 +371,7 @@ impl RecvHalf {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.next(Until::after(timeout))?;
         let mut v = Vec::new();
-        self.dec.take_message(&mut v);
+        self.take_message(&mut v);
         Ok(v)
     }
 
@@ -377,13 +396,19 @@ impl RecvHalf {
         }
     }
 
-    /// Takes the message the last successful [`RecvHalf::poll_once`] completed.
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    /// Takes the message the last successful [`RecvHalf::next`] or
+    /// [`RecvHalf::poll_once`] completed.
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
-        self.dec.take_message(out);
+        match &mut self.shm {
+            Some(shm) => shm.take_message(out),
+            None => self.dec.take_message(out),
+        }
     }
 
     pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        if let Some(shm) = &mut self.shm {
+            return shm.next(until).map_err(|e| e.at(&self.shared.url));
+        }
         // Blocking forever on a blocking descriptor: let the read sleep.
         let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
         let mut spin_end = None;
@@ -402,6 +427,13 @@ impl RecvHalf {
     }
 
     fn poll_with(&mut self, op: &'static str, may_block: bool) -> Result<Option<()>> {
+        if let Some(shm) = &mut self.shm {
+            return match shm.next(Until::NoWait) {
+                Ok(()) => Ok(Some(())),
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e.at(&self.shared.url)),
+            };
+        }
         if std::mem::take(&mut self.ready) {
             return Ok(Some(()));
         }
@@ -548,6 +580,16 @@ impl SendHalf {
         msg: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
+        if let Some(shm) = &mut self.shm {
+            if !fds.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
+                    "send",
+                )
+                .at(&self.shared.url));
+            }
+            return shm.send(msg).map_err(|e| e.at(&self.shared.url));
+        }
         let (ch, mut out) = self.prepare(kind, msg, fds)?;
         loop {
             match out.write_some(&ch) {

@@ -17,6 +17,7 @@ use super::{Capabilities, Link, not_built, socket};
 use crate::endpoint::{Codec, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Registration;
+use crate::shm::link::ShmListener;
 use crate::sys;
 use crate::sys::fd::Interest;
 
@@ -42,6 +43,7 @@ pub struct Listener {
 enum Inner {
     Socket(SocketListener),
     Fifo(FifoListener),
+    Shm(ShmListener),
 }
 
 struct Pending {
@@ -94,6 +96,10 @@ impl Listener {
                 endpoint: ep.clone(),
                 inner: Inner::Fifo(FifoListener::bind(ep)?),
             }),
+            Scheme::Shm => Ok(Listener {
+                endpoint: ep.clone(),
+                inner: Inner::Shm(ShmListener::bind(ep)?),
+            }),
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: has no listener: the parent calls ipcx::spawn".into(),
@@ -123,6 +129,10 @@ impl Listener {
         match &mut self.inner {
             Inner::Socket(s) => s.accept(&self.endpoint, deadline),
             Inner::Fifo(f) => f.accept(&self.endpoint, deadline),
+            Inner::Shm(s) => {
+                let (rx, tx) = s.accept(&self.endpoint, deadline)?;
+                Ok(Link::from_shm(&self.endpoint, rx, tx))
+            }
         }
     }
 
@@ -140,7 +150,7 @@ impl Listener {
     pub fn connections(&self) -> usize {
         match &self.inner {
             Inner::Socket(s) => s.live.load(Ordering::Acquire),
-            Inner::Fifo(_) => 0,
+            Inner::Fifo(_) | Inner::Shm(_) => 0,
         }
     }
 
@@ -148,7 +158,7 @@ impl Listener {
     pub fn refused(&self) -> u64 {
         match &self.inner {
             Inner::Socket(s) => s.refused,
-            Inner::Fifo(_) => 0,
+            Inner::Fifo(_) | Inner::Shm(_) => 0,
         }
     }
 
@@ -156,7 +166,7 @@ impl Listener {
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.inner {
             Inner::Socket(s) => Some(s.fd.as_fd()),
-            Inner::Fifo(_) => None,
+            Inner::Fifo(_) | Inner::Shm(_) => None,
         }
     }
 }

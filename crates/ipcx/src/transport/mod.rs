@@ -7,6 +7,7 @@
 //! | `unix:` | `socket` | framed | yes | yes |
 //! | `unixseq:` | `socket` | native | yes | yes |
 //! | `tcp:` | `socket` | framed | yes | no |
+//! | `shm:` | `crate::shm` | native | no (one at a time) | no |
 //!
 //! Code that needs a feature asks [`Capabilities`] rather than matching on
 //! the scheme.
@@ -21,6 +22,7 @@ mod socket;
 use std::io;
 use std::time::{Duration, Instant};
 
+pub(crate) use link::Until;
 pub use link::{Link, RecvHalf, SendHalf};
 pub use listener::Listener;
 pub use pipe::{spawn, spawn_endpoint};
@@ -92,7 +94,13 @@ impl Capabilities {
                 network: true,
                 ..base
             },
-            Scheme::Shm | Scheme::Mq | Scheme::SysvMq | Scheme::Journal => Capabilities {
+            // One peer at a time, woken by futexes: no descriptor to poll yet.
+            Scheme::Shm => Capabilities {
+                native_boundaries: true,
+                pollable: false,
+                ..base
+            },
+            Scheme::Mq | Scheme::SysvMq | Scheme::Journal => Capabilities {
                 built: false,
                 native_boundaries: true,
                 connection_oriented: false,
@@ -131,6 +139,10 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
         (Scheme::Pipe, Address::Pipe(Some(fds))) => pipe::from_fds(ep, *fds)?,
+        (Scheme::Shm, _) => {
+            let (rx, tx) = crate::shm::link::connect(ep, deadline)?;
+            return Ok(Link::from_shm(ep, rx, tx));
+        }
         (Scheme::Pipe, _) => {
             return Err(Error::new(
                 ErrorKind::Unsupported(

@@ -1,0 +1,462 @@
+//! `shm:name` as a [`crate::Link`]: two rings in one segment, one per
+//! direction, between a binding side and one connected peer at a time.
+//!
+//! Layout of the segment's data region: a 128-byte [`LinkHeader`], then the
+//! client-to-server ring, then the server-to-client ring (each a 320-byte
+//! ring header and a power-of-two data area). The binder creates the
+//! segment; a connector claims it (`state` FREE → CLAIMED → CONNECTED) and
+//! the binder's `accept` sees it connected. Each side records its pid and
+//! start time, so a side that waits notices within 20 ms that its peer died,
+//! even by `SIGKILL`; a side that leaves normally sets its `gone` flag and
+//! wakes the other at once.
+
+use std::mem::{offset_of, size_of};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::ring::{MORE, RING_HEADER_LEN, Ring, WaitEnd, Waiting};
+use super::segment::Segment;
+use crate::endpoint::{Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+use crate::transport::Until;
+use crate::wire::FrameError;
+
+const LINK_MAGIC: u64 = u64::from_le_bytes(*b"IPCXLNK1");
+const LINK_VERSION: u32 = 1;
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const CONNECTED: u32 = 2;
+
+/// The shared state of a link segment.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LinkHeader {
+    magic: AtomicU64,
+    version: AtomicU32,
+    /// FREE, CLAIMED or CONNECTED; also the futex word `accept` sleeps on.
+    state: AtomicU32,
+    server_pid: AtomicU32,
+    client_pid: AtomicU32,
+    server_start: AtomicU64,
+    client_start: AtomicU64,
+    server_gone: AtomicU32,
+    client_gone: AtomicU32,
+    /// Data bytes of each ring.
+    capacity: AtomicU64,
+    server_max_msg: AtomicU64,
+    client_max_msg: AtomicU64,
+    _reserved: [u64; 7],
+}
+
+const LINK_HEADER_LEN: usize = size_of::<LinkHeader>();
+const _: () = assert!(LINK_HEADER_LEN == 128);
+const _: () = assert!(offset_of!(LinkHeader, state) == 12);
+const _: () = assert!(offset_of!(LinkHeader, server_start) == 24);
+const _: () = assert!(offset_of!(LinkHeader, capacity) == 48);
+
+/// Which end of the link this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Ring capacity for `?size=`: a power of two, at least 4 KiB.
+fn capacity_for(size: usize) -> u64 {
+    (size.max(4096) as u64).next_power_of_two()
+}
+
+fn segment_len(cap: u64) -> usize {
+    LINK_HEADER_LEN + 2 * (RING_HEADER_LEN + cap as usize)
+}
+
+/// One side's view of a connected link segment.
+#[derive(Debug)]
+struct Conn {
+    seg: Arc<Segment>,
+    side: Side,
+}
+
+impl Conn {
+    fn header(&self) -> &LinkHeader {
+        header(&self.seg)
+    }
+
+    fn ring(&self, incoming: bool) -> Ring {
+        ring(&self.seg, self.side, incoming)
+    }
+
+    fn peer_gone(&self) -> bool {
+        peer_gone(self.header(), self.side)
+    }
+
+    fn peer_max_msg(&self) -> u64 {
+        let h = self.header();
+        match self.side {
+            Side::Server => h.client_max_msg.load(Ordering::Acquire),
+            Side::Client => h.server_max_msg.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// The ring `side` reads (`incoming`) or writes.
+fn ring(seg: &Arc<Segment>, side: Side, incoming: bool) -> Ring {
+    let cap = header(seg).capacity.load(Ordering::Acquire);
+    let client_to_server = (side == Side::Server) == incoming;
+    let offset = LINK_HEADER_LEN
+        + if client_to_server {
+            0
+        } else {
+            RING_HEADER_LEN + cap as usize
+        };
+    // SAFETY: the segment holds the link header and both rings (its length
+    // was checked against the recorded capacity at bind and connect);
+    // offsets are 64-byte multiples from the cache-aligned data region. Every
+    // `Ring` made here is stored next to an `Arc<Segment>` of the same
+    // segment (or used while `seg` is borrowed), so the mapping outlives it.
+    unsafe { Ring::at(seg.as_ptr().add(offset), cap) }
+}
+
+/// Whether the other side of `side` left or died.
+fn peer_gone(h: &LinkHeader, side: Side) -> bool {
+    let (gone, pid, start) = match side {
+        Side::Server => (&h.client_gone, &h.client_pid, &h.client_start),
+        Side::Client => (&h.server_gone, &h.server_pid, &h.server_start),
+    };
+    gone.load(Ordering::Acquire) != 0
+        || !sys::process::is_alive(pid.load(Ordering::Acquire), start.load(Ordering::Acquire))
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let h = self.header();
+        let mine = match self.side {
+            Side::Server => &h.server_gone,
+            Side::Client => &h.client_gone,
+        };
+        mine.store(1, Ordering::Release);
+        self.ring(true).wake_all();
+        self.ring(false).wake_all();
+    }
+}
+
+fn header(seg: &Segment) -> &LinkHeader {
+    // SAFETY: every link segment is at least LINK_HEADER_LEN data bytes
+    // (checked at bind and connect), the data region is cache-line aligned,
+    // and the header holds only atomics.
+    unsafe { &*seg.as_ptr().cast::<LinkHeader>() }
+}
+
+fn me() -> (u32, u64) {
+    let pid = sys::process::pid();
+    (pid, sys::process::start_time(pid).unwrap_or(0))
+}
+
+/// The binding side: owns the segment, accepts one peer at a time.
+#[derive(Debug)]
+pub(crate) struct ShmListener {
+    seg: Arc<Segment>,
+    /// A peer was accepted, so the rings must be reset before the next.
+    used: bool,
+}
+
+impl ShmListener {
+    pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
+        let cap = capacity_for(ep.options().size);
+        let mut sized = ep.clone();
+        sized.options_mut().size = segment_len(cap);
+        let seg = Segment::create_endpoint(&sized)?;
+        let h = header(&seg);
+        let (pid, start) = me();
+        h.version.store(LINK_VERSION, Ordering::Relaxed);
+        h.capacity.store(cap, Ordering::Relaxed);
+        h.server_pid.store(pid, Ordering::Relaxed);
+        h.server_start.store(start, Ordering::Relaxed);
+        h.server_max_msg
+            .store(ep.options().max_msg as u64, Ordering::Relaxed);
+        h.state.store(FREE, Ordering::Relaxed);
+        let seg = Arc::new(seg);
+        ring(&seg, Side::Server, true).reset();
+        ring(&seg, Side::Server, false).reset();
+        header(&seg).magic.store(LINK_MAGIC, Ordering::Release);
+        Ok(ShmListener { seg, used: false })
+    }
+
+    /// Waits for a peer to connect (after the previous one, if any, left).
+    pub(crate) fn accept(
+        &mut self,
+        ep: &Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
+        let h = header(&self.seg);
+        let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
+        if self.used {
+            // One peer at a time: wait until the last one left, then reset.
+            while !peer_gone(h, Side::Server) {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(timed_out());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            ring(&self.seg, Side::Server, true).reset();
+            ring(&self.seg, Side::Server, false).reset();
+            h.client_gone.store(0, Ordering::Relaxed);
+            h.server_gone.store(0, Ordering::Relaxed);
+            h.state.store(FREE, Ordering::Release);
+            self.used = false;
+        }
+        loop {
+            let state = h.state.load(Ordering::Acquire);
+            if state == CONNECTED {
+                break;
+            }
+            let mut slice = Duration::from_millis(20);
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(timed_out());
+                }
+                slice = slice.min(d - now);
+            }
+            sys::futex::wait(&h.state, state, Some(slice))
+                .map_err(|e| Error::io("accept", e).at(ep))?;
+        }
+        self.used = true;
+        Ok(halves(
+            Conn {
+                seg: self.seg.clone(),
+                side: Side::Server,
+            },
+            ep,
+        ))
+    }
+}
+
+/// Connects to the link segment of `ep`, waiting up to `deadline` for it
+/// to exist, be initialized, and be free.
+pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
+    let mut opened = ep.clone();
+    opened.options_mut().timeout = deadline.saturating_duration_since(Instant::now());
+    let seg = Arc::new(Segment::open_endpoint(&opened)?);
+    let bad = |why: String| Error::new(ErrorKind::Unsupported(why), "connect").at(ep);
+    if seg.len() < LINK_HEADER_LEN {
+        return Err(bad("the segment is not an ipcx link (too small)".into()));
+    }
+    let h = header(&seg);
+    let (pid, start) = me();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let ready = h.magic.load(Ordering::Acquire) == LINK_MAGIC;
+        if ready {
+            if h.version.load(Ordering::Relaxed) != LINK_VERSION {
+                return Err(bad(
+                    "link layout version differs; use the same ipcx on both sides".into(),
+                ));
+            }
+            let cap = h.capacity.load(Ordering::Relaxed);
+            if !cap.is_power_of_two() || segment_len(cap) != seg.len() {
+                return Err(bad("the link header disagrees with the segment size".into()));
+            }
+            let server_alive = sys::process::is_alive(
+                h.server_pid.load(Ordering::Relaxed),
+                h.server_start.load(Ordering::Relaxed),
+            );
+            if server_alive
+                && h.state
+                    .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                h.client_pid.store(pid, Ordering::Relaxed);
+                h.client_start.store(start, Ordering::Relaxed);
+                h.client_gone.store(0, Ordering::Relaxed);
+                h.client_max_msg
+                    .store(ep.options().max_msg as u64, Ordering::Relaxed);
+                h.state.store(CONNECTED, Ordering::Release);
+                let _ = sys::futex::wake(&h.state, u32::MAX);
+                return Ok(halves(
+                    Conn {
+                        seg,
+                        side: Side::Client,
+                    },
+                    ep,
+                ));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::new(
+                ErrorKind::Occupied(
+                    "the shm: endpoint is not ready, its owner is gone, or it already has a peer \
+                     (it serves one at a time)"
+                        .into(),
+                ),
+                "connect",
+            )
+            .at(ep));
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>) {
+    let o = ep.options();
+    let conn = Arc::new(conn);
+    let rx = ShmRx {
+        ring: conn.ring(true),
+        conn: conn.clone(),
+        msg: Vec::new(),
+        limit: o.max_msg,
+        wait: o.wait,
+        spin: o.spin,
+        failed: None,
+    };
+    let tx = ShmTx {
+        ring: conn.ring(false),
+        conn,
+        wait: o.wait,
+        spin: o.spin,
+        failed: false,
+    };
+    (Box::new(rx), Box::new(tx))
+}
+
+/// The receiving half of a shared-memory link.
+#[derive(Debug)]
+pub(crate) struct ShmRx {
+    // `ring` points into the segment `conn` keeps mapped; declared first,
+    // so it is dropped first.
+    ring: Ring,
+    conn: Arc<Conn>,
+    msg: Vec<u8>,
+    limit: usize,
+    wait: WaitStrategy,
+    spin: Duration,
+    failed: Option<ErrorKind>,
+}
+
+impl ShmRx {
+    /// Waits for the next whole message, which [`ShmRx::take_message`] then gives.
+    pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        if let Some(kind) = &self.failed {
+            return Err(Error::new(kind.clone(), "recv"));
+        }
+        let deadline = match until {
+            Until::Deadline(d) => Some(d),
+            _ => None,
+        };
+        loop {
+            match self.ring.try_pop(&mut self.msg) {
+                Some(flags) => {
+                    self.ring.notify_space();
+                    if self.msg.len() > self.limit {
+                        let len = self.msg.len() as u64;
+                        self.msg.clear();
+                        return Err(self.fail(ErrorKind::Frame(FrameError::TooLong {
+                            len,
+                            max: self.limit as u64,
+                        })));
+                    }
+                    if flags & MORE == 0 {
+                        return Ok(());
+                    }
+                }
+                None if matches!(until, Until::NoWait) => {
+                    return Err(Error::new(ErrorKind::WouldBlock, "recv"));
+                }
+                None => {
+                    let conn = &self.conn;
+                    let how = Waiting {
+                        strategy: self.wait,
+                        spin: self.spin,
+                        deadline,
+                        peer_gone: &|| conn.peer_gone(),
+                    };
+                    match self.ring.wait_data(&how) {
+                        Ok(()) => {}
+                        // What the peer sent before leaving is still delivered.
+                        Err(WaitEnd::PeerGone) if self.ring.has_data() => {}
+                        Err(WaitEnd::PeerGone) => return Err(self.fail(ErrorKind::Closed)),
+                        Err(WaitEnd::TimedOut) => {
+                            return Err(Error::new(ErrorKind::TimedOut, "recv"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, kind: ErrorKind) -> Error {
+        self.failed = Some(kind.clone());
+        Error::new(kind, "recv")
+    }
+
+    /// Moves the message `next` completed into `out`, keeping `out`'s
+    /// allocation for the next one.
+    pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
+        std::mem::swap(out, &mut self.msg);
+        self.msg.clear();
+    }
+}
+
+/// The sending half of a shared-memory link.
+#[derive(Debug)]
+pub(crate) struct ShmTx {
+    ring: Ring,
+    conn: Arc<Conn>,
+    wait: WaitStrategy,
+    spin: Duration,
+    failed: bool,
+}
+
+impl ShmTx {
+    /// The largest message the peer accepts.
+    pub(crate) fn peer_max_msg(&self) -> u64 {
+        self.conn.peer_max_msg()
+    }
+
+    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let max = self.conn.peer_max_msg();
+        if msg.len() as u64 > max {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge {
+                    len: msg.len() as u64,
+                    max,
+                },
+                "send",
+            ));
+        }
+        if self.failed || self.conn.peer_gone() {
+            self.failed = true;
+            return Err(Error::new(ErrorKind::Closed, "send"));
+        }
+        let chunk = self.ring.max_record();
+        let mut rest = msg;
+        loop {
+            let (part, tail) = rest.split_at(rest.len().min(chunk));
+            let flags = if tail.is_empty() { 0 } else { MORE };
+            while !self.ring.try_push(part, flags) {
+                let conn = &self.conn;
+                let how = Waiting {
+                    strategy: self.wait,
+                    spin: self.spin,
+                    deadline: None,
+                    peer_gone: &|| conn.peer_gone(),
+                };
+                if let Err(end) = self.ring.wait_space(part.len(), &how) {
+                    debug_assert_eq!(end, WaitEnd::PeerGone);
+                    self.failed = true;
+                    return Err(Error::new(ErrorKind::Closed, "send"));
+                }
+            }
+            self.ring.notify_data();
+            if tail.is_empty() {
+                return Ok(());
+            }
+            rest = tail;
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! A single-producer single-consumer ring of variable-size records in
+//! shared memory.
+//!
+//! The classic bounded byte ring (as in Linux's `kfifo` or LMAX's
+//! single-writer queues): the producer owns `tail`, the consumer owns
+//! `head`, both count bytes forever and are reduced modulo the power-of-two
+//! capacity. Each record is an 8-byte header (`len | flags << 32`) and the
+//! payload padded to 8 bytes; a record that would cross the end is preceded
+//! by a `WRAP` record filling the rest. The producer writes a record, then
+//! publishes it by storing `tail` with release; the consumer reads `tail`
+//! with acquire, copies the record out, then frees it by storing `head`
+//! with release.
+//!
+//! Waiting is an event count per direction: the waiter announces itself,
+//! re-checks, and sleeps on a futex word; the other side bumps the word and
+//! wakes it only when someone announced, so the fast path makes no system
+//! call.
+
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::WaitStrategy;
+use crate::sys;
+
+/// The record continues in the next record (a chunked message).
+pub(crate) const MORE: u32 = 1;
+/// Filler up to the end of the ring.
+const WRAP: u32 = 2;
+const RECORD_HEADER: u64 = 8;
+
+/// How often a sleeping waiter wakes to check that its peer still lives.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+
+/// One cache line holding one counter, so the two sides never share a line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+struct Line<T>(T);
+
+/// Futex word and "someone sleeps" flag of one waiting direction.
+#[repr(C)]
+#[derive(Debug)]
+struct Event {
+    word: AtomicU32,
+    waiting: AtomicU32,
+}
+
+/// The shared header of a ring, followed in memory by its data bytes.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingHeader {
+    head: Line<AtomicU64>,
+    tail: Line<AtomicU64>,
+    /// The consumer waits here for data.
+    data: Line<Event>,
+    /// The producer waits here for space.
+    space: Line<Event>,
+    capacity: Line<AtomicU64>,
+}
+
+/// Bytes of a ring header.
+pub(crate) const RING_HEADER_LEN: usize = size_of::<RingHeader>();
+const _: () = assert!(RING_HEADER_LEN == 320);
+const _: () = assert!(std::mem::offset_of!(RingHeader, tail) == 64);
+const _: () = assert!(std::mem::offset_of!(RingHeader, data) == 128);
+const _: () = assert!(std::mem::offset_of!(RingHeader, capacity) == 256);
+
+/// Why a wait ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnd {
+    TimedOut,
+    PeerGone,
+}
+
+/// A view of a ring inside a mapped segment.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    hdr: *const RingHeader,
+    data: *mut u8,
+    cap: u64,
+}
+
+// SAFETY: a `Ring` is a pair of pointers into a shared mapping that the
+// owner keeps alive; all shared state is accessed through atomics, and the
+// byte region follows the single-producer single-consumer protocol above.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// A view of the ring at `base`.
+    ///
+    /// # Safety
+    /// `base` must be 64-byte aligned and valid for reads and writes of
+    /// `RING_HEADER_LEN + capacity` bytes for as long as the `Ring` lives,
+    /// and `capacity` must be a power of two of at least 64.
+    pub(crate) unsafe fn at(base: *mut u8, capacity: u64) -> Ring {
+        Ring {
+            hdr: base.cast::<RingHeader>(),
+            // SAFETY: the caller guarantees the bytes after the header.
+            data: unsafe { base.add(RING_HEADER_LEN) },
+            cap: capacity,
+        }
+    }
+
+    fn hdr(&self) -> &RingHeader {
+        // SAFETY: `at`'s contract: the header is mapped, aligned, and holds
+        // only atomics, valid for any bit pattern.
+        unsafe { &*self.hdr }
+    }
+
+    /// Empties the ring; only while neither side uses it.
+    pub(crate) fn reset(&self) {
+        let h = self.hdr();
+        h.head.0.store(0, Ordering::Relaxed);
+        h.tail.0.store(0, Ordering::Relaxed);
+        h.capacity.0.store(self.cap, Ordering::Relaxed);
+        for e in [&h.data.0, &h.space.0] {
+            e.waiting.store(0, Ordering::Relaxed);
+        }
+        fence(Ordering::Release);
+    }
+
+    /// Largest payload of one record (larger messages are chunked).
+    pub(crate) fn max_record(&self) -> usize {
+        (self.cap / 4) as usize
+    }
+
+    /// Appends one record, or returns `false` if it does not fit now.
+    pub(crate) fn try_push(&self, payload: &[u8], flags: u32) -> bool {
+        debug_assert!(payload.len() <= self.max_record());
+        let h = self.hdr();
+        let tail = h.tail.0.load(Ordering::Relaxed);
+        let head = h.head.0.load(Ordering::Acquire);
+        let need = RECORD_HEADER + pad8(payload.len() as u64);
+        let pos = tail & (self.cap - 1);
+        let to_end = self.cap - pos;
+        let waste = if to_end < need { to_end } else { 0 };
+        if self.cap - (tail - head) < need + waste {
+            return false;
+        }
+        let mut at = tail;
+        if waste > 0 {
+            self.write_header(pos, 0, WRAP);
+            at += waste;
+        }
+        let pos = at & (self.cap - 1);
+        self.write_header(pos, payload.len() as u32, flags);
+        // SAFETY: `pos + 8 + len <= cap` (no record crosses the end), and the
+        // producer alone writes bytes between tail and head + cap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                self.data.add((pos + RECORD_HEADER) as usize),
+                payload.len(),
+            )
+        };
+        h.tail.0.store(at + need, Ordering::Release);
+        true
+    }
+
+    /// Takes one record, appending its payload to `out`; returns its flags,
+    /// or `None` when the ring is empty.
+    pub(crate) fn try_pop(&self, out: &mut Vec<u8>) -> Option<u32> {
+        let h = self.hdr();
+        let mut head = h.head.0.load(Ordering::Relaxed);
+        let tail = h.tail.0.load(Ordering::Acquire);
+        loop {
+            if head == tail {
+                return None;
+            }
+            let pos = head & (self.cap - 1);
+            let (len, flags) = self.read_header(pos);
+            if flags & WRAP != 0 {
+                head += self.cap - pos;
+                continue;
+            }
+            // A corrupt length (a hostile writer) must not read out of
+            // bounds: clamp to what a record may hold.
+            let len = u64::from(len).min(self.cap - pos - RECORD_HEADER);
+            let start = out.len();
+            out.reserve(len as usize);
+            // SAFETY: the record lies within the data region (clamped above)
+            // and the producer does not touch it until head moves past it;
+            // `out` has room for `len` more bytes (reserved above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.data.add((pos + RECORD_HEADER) as usize),
+                    out.as_mut_ptr().add(start),
+                    len as usize,
+                );
+                out.set_len(start + len as usize);
+            }
+            h.head
+                .0
+                .store(head + RECORD_HEADER + pad8(len), Ordering::Release);
+            return Some(flags);
+        }
+    }
+
+    /// True when a record is waiting.
+    pub(crate) fn has_data(&self) -> bool {
+        let h = self.hdr();
+        h.head.0.load(Ordering::Relaxed) != h.tail.0.load(Ordering::Acquire)
+    }
+
+    /// True when a record of `len` payload bytes fits now.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        let h = self.hdr();
+        let used = h.tail.0.load(Ordering::Relaxed) - h.head.0.load(Ordering::Acquire);
+        // Worst case: a full record of filler before it.
+        self.cap - used >= 2 * (RECORD_HEADER + pad8(len as u64))
+    }
+
+    fn write_header(&self, pos: u64, len: u32, flags: u32) {
+        let word = u64::from(len) | u64::from(flags) << 32;
+        // SAFETY: records start 8-byte aligned inside the data region, and
+        // the producer alone writes here (see `try_push`).
+        unsafe { self.data.add(pos as usize).cast::<u64>().write(word) };
+    }
+
+    fn read_header(&self, pos: u64) -> (u32, u32) {
+        // SAFETY: as in `write_header`; the consumer reads only published
+        // records.
+        let word = unsafe { self.data.add(pos as usize).cast::<u64>().read() };
+        (word as u32, (word >> 32) as u32)
+    }
+
+    /// Consumer: wakes the producer if it sleeps waiting for space.
+    pub(crate) fn notify_space(&self) {
+        notify(&self.hdr().space.0);
+    }
+
+    /// Producer: wakes the consumer if it sleeps waiting for data.
+    pub(crate) fn notify_data(&self) {
+        notify(&self.hdr().data.0);
+    }
+
+    /// Consumer: waits until a record arrives.
+    pub(crate) fn wait_data(&self, how: &Waiting<'_>) -> Result<(), WaitEnd> {
+        wait(&self.hdr().data.0, || self.has_data(), how)
+    }
+
+    /// Producer: waits until `len` bytes fit.
+    pub(crate) fn wait_space(&self, len: usize, how: &Waiting<'_>) -> Result<(), WaitEnd> {
+        wait(&self.hdr().space.0, || self.has_room(len), how)
+    }
+
+    /// Wakes whoever sleeps on either side (used when a side goes away).
+    pub(crate) fn wake_all(&self) {
+        let h = self.hdr();
+        for e in [&h.data.0, &h.space.0] {
+            e.word.fetch_add(1, Ordering::Release);
+            let _ = sys::futex::wake(&e.word, u32::MAX);
+        }
+    }
+}
+
+fn pad8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// How a side waits: strategy, deadline, and how to tell the peer is gone.
+pub(crate) struct Waiting<'a> {
+    pub(crate) strategy: WaitStrategy,
+    pub(crate) spin: Duration,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer_gone: &'a dyn Fn() -> bool,
+}
+
+fn notify(e: &Event) {
+    // Pairs with the fence in `wait`: either the waiter sees our update, or
+    // we see its `waiting` flag (Dekker's pattern).
+    fence(Ordering::SeqCst);
+    if e.waiting.load(Ordering::Relaxed) != 0 {
+        e.word.fetch_add(1, Ordering::Release);
+        let _ = sys::futex::wake(&e.word, 1);
+    }
+}
+
+fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), WaitEnd> {
+    let spin_until = match how.strategy {
+        WaitStrategy::Block => None,
+        WaitStrategy::Spin => Some(how.deadline),
+        WaitStrategy::Adaptive => Some(Some(Instant::now() + how.spin)),
+    };
+    if let Some(until) = spin_until {
+        let mut n = 0u32;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+            n = n.wrapping_add(1);
+            if n % 1024 == 0 {
+                let now = Instant::now();
+                if how.deadline.is_some_and(|d| now >= d) && how.strategy == WaitStrategy::Spin {
+                    return Err(WaitEnd::TimedOut);
+                }
+                if until.is_some_and(|u| now >= u) {
+                    break;
+                }
+                if (how.peer_gone)() {
+                    return Err(WaitEnd::PeerGone);
+                }
+            }
+        }
+    }
+    loop {
+        let seen = e.word.load(Ordering::Acquire);
+        e.waiting.store(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if ready() {
+            e.waiting.store(0, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut slice = LIVENESS_INTERVAL;
+        if let Some(d) = how.deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let _ = sys::futex::wait(&e.word, seen, Some(slice));
+        e.waiting.store(0, Ordering::Relaxed);
+        if ready() {
+            return Ok(());
+        }
+        if (how.peer_gone)() {
+            return Err(WaitEnd::PeerGone);
+        }
+        if how.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(WaitEnd::TimedOut);
+        }
+    }
+}
