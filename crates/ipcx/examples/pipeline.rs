@@ -42,7 +42,9 @@ fn ls(dir: std::ffi::OsString) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     entries.sort();
     let me = std::env::current_exe()?;
-    let (mut child, mut link) = ipcx::spawn(Command::new(me).env(ROLE, "grep"))?;
+    let mut grep = Command::new(me);
+    grep.env(ROLE, "grep");
+    let (mut child, mut link) = ipcx::spawn(grep)?;
     for name in &entries {
         link.send(name.as_encoded_bytes())?;
     }

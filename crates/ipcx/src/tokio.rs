@@ -3,8 +3,8 @@
 //! [`AsyncLink`] drives the same decoder and the same resumable writer as
 //! the blocking [`Link`]; only the waiting differs: instead of `poll(2)`, it
 //! awaits readiness from tokio's reactor, so a task waits without a thread.
-//! Connecting and accepting (short, and bounded by `?timeout=` and
-//! `?handshake_timeout=`) run on tokio's blocking pool.
+//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
+//! accepting (in 100 ms slices) run on tokio's blocking pool.
 //!
 //! ```no_run
 //! # async fn demo() -> ipcx::Result<()> {
@@ -19,6 +19,8 @@
 //! ```
 
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
@@ -142,58 +144,93 @@ impl AsyncRecvHalf {
 
 impl AsyncSendHalf {
     /// Sends one message.
+    ///
+    /// Cancelling (dropping) the future after part of the message was
+    /// written leaves the stream mid-frame: the half is then marked failed
+    /// and later sends return `Closed`, rather than corrupt the stream.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
+        let guard = Unfinished(&mut self.half);
         loop {
             match out.write_some(&ch) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    std::mem::forget(guard);
+                    return Ok(());
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let ready = self.ready.as_ref().ok_or_else(|| no_reactor("send"))?;
-                    let mut guard = ready.writable().await.map_err(|e| Error::io("send", e))?;
-                    guard.clear_ready();
+                    let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
+                    g.clear_ready();
                 }
-                Err(e) => return Err(self.half.write_failed(e)),
+                Err(e) => {
+                    let err = guard.0.write_failed(e);
+                    std::mem::forget(guard);
+                    return Err(err);
+                }
             }
         }
     }
 }
 
+/// Marks the half failed if a send stops midway (its future was dropped).
+struct Unfinished<'a>(&'a mut SendHalf);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .write_failed(std::io::Error::other("send cancelled mid-message"));
+    }
+}
+
 /// A [`Listener`] for tokio.
+///
+/// `accept` runs the blocking accept in slices of 100 ms on tokio's
+/// blocking pool, so dropping its future (in `select!`, say) loses nothing:
+/// the slice in flight ends on its own and the listener, with any peers
+/// still in their handshake, is there for the next `accept`.
 #[derive(Debug)]
 pub struct AsyncListener {
-    inner: Option<Listener>,
+    inner: Arc<Mutex<Listener>>,
+    endpoint: crate::Endpoint,
 }
+
+/// How long one blocking accept slice may take.
+const ACCEPT_SLICE: Duration = Duration::from_millis(100);
 
 impl AsyncListener {
     /// Binds the endpoint at `url` (see [`Listener::bind`]).
     pub fn bind(url: &str) -> Result<AsyncListener> {
+        let listener = Listener::bind(url)?;
         Ok(AsyncListener {
-            inner: Some(Listener::bind(url)?),
+            endpoint: listener.endpoint().clone(),
+            inner: Arc::new(Mutex::new(listener)),
         })
     }
 
     /// The bound endpoint.
-    pub fn endpoint(&self) -> Option<&crate::Endpoint> {
-        self.inner.as_ref().map(|l| l.endpoint())
+    pub fn endpoint(&self) -> &crate::Endpoint {
+        &self.endpoint
     }
 
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
-        let mut listener = self.inner.take().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported(
-                    "an earlier accept was cancelled mid-way; bind again".into(),
-                ),
-                "accept",
-            )
-        })?;
-        let (listener, link) = tokio::task::spawn_blocking(move || {
-            let r = listener.accept();
-            (listener, r)
-        })
-        .await
-        .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
-        self.inner = Some(listener);
-        AsyncLink::from_link(link?)
+        loop {
+            let listener = self.inner.clone();
+            let slice = tokio::task::spawn_blocking(move || match listener.lock() {
+                Ok(mut l) => l.accept_timeout(ACCEPT_SLICE),
+                Err(_) => Err(Error::new(
+                    ErrorKind::Unsupported("the listener was poisoned by a panic".into()),
+                    "accept",
+                )),
+            })
+            .await
+            .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
+            match slice {
+                Ok(link) => return AsyncLink::from_link(link),
+                Err(e) if *e.kind() == ErrorKind::TimedOut => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

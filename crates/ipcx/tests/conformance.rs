@@ -371,7 +371,7 @@ fn async_serve(mech: Mechanism) {
         }
         Some(url) => {
             let mut listener = AsyncListener::bind(&url).expect("AsyncListener::bind");
-            let bound = listener.endpoint().expect("bound").url().to_string();
+            let bound = listener.endpoint().url().to_string();
             let child = t.spawn("client", |c| set_param(c, "URL", &bound));
             let link = rt.block_on(listener.accept()).expect("async accept");
             (child, link)

@@ -207,7 +207,7 @@ impl Setup {
         cmd.args(&self.args);
         Ok(match self.pending {
             Pending::PipeIpcx(url) => {
-                let (child, link) = ipcx::spawn_endpoint(&url.parse()?, &mut cmd)?;
+                let (child, link) = ipcx::spawn_endpoint(&url.parse()?, cmd)?;
                 (child, Box::new(link))
             }
             Pending::PipeRaw => {

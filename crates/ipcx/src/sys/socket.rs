@@ -60,16 +60,17 @@ pub fn unix_listen(addr: UnixAddr<'_>, seqpacket: bool) -> io::Result<OwnedFd> {
 }
 
 /// A non-blocking Unix socket connected to `addr`. Fails at once with
-/// `ENOENT`/`ECONNREFUSED` when nobody listens. See `connect(2)`.
+/// `ENOENT`/`ECONNREFUSED` when nobody listens or the listener's backlog is
+/// full (so the caller retries). See `connect(2)`.
 pub fn unix_connect(addr: UnixAddr<'_>, seqpacket: bool) -> io::Result<OwnedFd> {
     let fd = rustix::net::socket_with(AddressFamily::UNIX, socket_type(seqpacket), FLAGS, None)?;
     match rustix::net::connect(&fd, &unix_addr(addr)?) {
         Ok(()) => Ok(fd),
-        // A full backlog: the connection completes when the listener accepts.
-        Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INPROGRESS) => {
-            finish_connect(&fd, None)?;
-            Ok(fd)
-        }
+        // A full backlog: nothing was started, the caller tries again.
+        Err(rustix::io::Errno::AGAIN) => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "the listener's backlog is full",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -170,16 +171,27 @@ pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) ->
     Ok(rustix::net::sendmsg(fd, bufs, &mut control, flags)?)
 }
 
+/// What [`recv`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received.
+    pub bytes: usize,
+    /// The datagram was longer than the buffer; the rest is lost.
+    pub truncated: bool,
+    /// More descriptors came than the control buffer holds; the kernel
+    /// closed the rest.
+    pub fds_truncated: bool,
+}
+
 /// Receives into `buf` (with `dont_wait`, never sleeping), queueing any
-/// descriptors that came with the bytes (close-on-exec) onto `fds`. A
-/// datagram or descriptor list cut short by the kernel is an error.
+/// descriptors that came with the bytes (close-on-exec) onto `fds`.
 /// See `recvmsg(2)`.
 pub fn recv(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
     dont_wait: bool,
-) -> io::Result<usize> {
+) -> io::Result<Received> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
@@ -193,19 +205,11 @@ pub fn recv(
             fds.extend(received);
         }
     }
-    if r.flags.contains(ReturnFlags::TRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "datagram truncated",
-        ));
-    }
-    if r.flags.contains(ReturnFlags::CTRUNC) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "descriptor list truncated",
-        ));
-    }
-    Ok(r.bytes)
+    Ok(Received {
+        bytes: r.bytes,
+        truncated: r.flags.contains(ReturnFlags::TRUNC),
+        fds_truncated: r.flags.contains(ReturnFlags::CTRUNC),
+    })
 }
 
 /// Process id, user id and group id of the peer, as the kernel recorded

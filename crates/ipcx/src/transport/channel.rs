@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::sys;
-use crate::wire::ReadSource;
+use crate::wire::{FrameError, ReadSource};
 
 /// What sits behind a descriptor; decides which calls move the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,15 @@ impl Channel {
         Channel::build(fd, kind, None)
     }
 
+    /// A channel over a pipe or FIFO end, asking the kernel for a 1 MiB
+    /// buffer (the unprivileged maximum) so large messages cross in fewer
+    /// wake-ups.
+    pub(crate) fn pipe(fd: OwnedFd) -> Arc<Channel> {
+        // An optimization only: the default size works too.
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
+        Arc::new(Channel::new(fd, FdKind::Pipe))
+    }
+
     pub(crate) fn with_slot(fd: OwnedFd, kind: FdKind, slot: ConnSlot) -> Channel {
         Channel::build(fd, kind, Some(slot))
     }
@@ -128,9 +137,11 @@ impl Channel {
     /// A [`ReadSource`] that queues received descriptors onto `fds`. With
     /// `may_block`, a read on a blocking descriptor sleeps until data comes;
     /// otherwise every read returns `WouldBlock` instead of sleeping.
+    /// At most `max_fds` descriptors per message are accepted.
     pub(crate) fn source<'a>(
         &'a self,
         fds: &'a mut VecDeque<OwnedFd>,
+        max_fds: usize,
         may_block: bool,
     ) -> ChannelSource<'a> {
         ChannelSource {
@@ -138,6 +149,7 @@ impl Channel {
             fds,
             check_first: !may_block && self.is_blocking(),
             may_block,
+            max_fds,
         }
     }
 }
@@ -147,6 +159,7 @@ pub(crate) struct ChannelSource<'a> {
     fds: &'a mut VecDeque<OwnedFd>,
     /// Poll before reading, since the descriptor blocks and we must not.
     check_first: bool,
+    max_fds: usize,
     may_block: bool,
 }
 
@@ -169,7 +182,26 @@ impl ReadSource for ChannelSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.ready()?;
         if self.ch.kind.passes_fds() {
-            sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)
+            let r = sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)?;
+            if r.truncated {
+                return Err(io::Error::other(FrameError::PacketTruncated(buf.len())));
+            }
+            if r.fds_truncated {
+                return Err(io::Error::other(FrameError::Fds(
+                    "more descriptors than one message may carry; the kernel closed the rest"
+                        .into(),
+                )));
+            }
+            // Bytes in flight hold at most the current message's descriptors
+            // and those of the next frame; more is a flood.
+            if self.fds.len() > 2 * self.max_fds {
+                return Err(io::Error::other(FrameError::Fds(format!(
+                    "{} received ahead of their messages (limit {} per message, ?max_fds=)",
+                    self.fds.len(),
+                    self.max_fds
+                ))));
+            }
+            Ok(r.bytes)
         } else {
             sys::fd::read(self.ch.fd(), buf)
         }

@@ -8,22 +8,17 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rustix::fs::FileType;
 
-use super::channel::{Channel, FdKind};
+use super::channel::Channel;
 use super::{Link, retry_until};
 use crate::endpoint::{Codec, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys;
 use crate::sys::fd::Interest;
-
-/// Capacity asked of every pipe and FIFO (the unprivileged maximum), so a
-/// large message crosses in fewer wake-ups.
-pub(crate) const PIPE_SIZE: usize = 1 << 20;
 
 fn reply_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
@@ -35,12 +30,6 @@ fn paths(ep: &Endpoint) -> (PathBuf, Option<PathBuf>) {
     let p = ep.path().expect("fifo endpoints hold a path").to_path_buf();
     let reply = ep.options().duplex.then(|| reply_path(&p));
     (p, reply)
-}
-
-pub(crate) fn pipe_channel(fd: std::os::fd::OwnedFd) -> Arc<Channel> {
-    // Larger pipes are an optimization; the default size works too.
-    let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
-    Arc::new(Channel::new(fd, FdKind::Pipe))
 }
 
 /// The binding side of a FIFO endpoint.
@@ -105,13 +94,13 @@ impl FifoListener {
         let wr = match &self.reply {
             Some(reply) => {
                 let d = Instant::now() + o.handshake_timeout;
-                Some(pipe_channel(retry_until(ep, d, || {
+                Some(Channel::pipe(retry_until(ep, d, || {
                     sys::fs::open_fifo(reply, true)
                 })?))
             }
             None => None,
         };
-        let mut link = Link::new(ep, Some(pipe_channel(rd)), wr);
+        let mut link = Link::new(ep, Some(Channel::pipe(rd)), wr);
         if o.codec == Codec::Framed {
             link.begin_handshake(o.crc, o.max_msg)?;
             link.finish_handshake(Instant::now() + o.handshake_timeout)?;
@@ -125,11 +114,11 @@ impl FifoListener {
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
     let (path, reply) = paths(ep);
     let rd = match &reply {
-        Some(r) => Some(pipe_channel(retry_until(ep, deadline, || {
+        Some(r) => Some(Channel::pipe(retry_until(ep, deadline, || {
             sys::fs::open_fifo(r, false)
         })?)),
         None => None,
     };
     let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
-    Ok(Link::new(ep, rd, Some(pipe_channel(wr))))
+    Ok(Link::new(ep, rd, Some(Channel::pipe(wr))))
 }

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command};
 
 use super::Link;
-use super::fifo::pipe_channel;
+use super::channel::Channel;
 use crate::endpoint::{Address, Codec, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -22,25 +22,29 @@ pub const ENV: &str = "IPCX_PIPE";
 /// ```no_run
 /// use std::process::Command;
 /// # fn main() -> ipcx::Result<()> {
-/// let (mut child, mut link) = ipcx::spawn(&mut Command::new("my-worker"))?;
+/// let (mut child, mut link) = ipcx::spawn(Command::new("my-worker"))?;
 /// link.send(b"job 1")?;
 /// let answer = link.recv()?;
 /// child.wait().ok();
 /// # Ok(()) }
 /// ```
-pub fn spawn(cmd: &mut Command) -> Result<(Child, Link)> {
+///
+/// The command is taken by value: the descriptors it hands to the child
+/// are closed in the parent once the child runs, so the same `Command`
+/// must not start a second child.
+pub fn spawn(cmd: Command) -> Result<(Child, Link)> {
     spawn_endpoint(&Endpoint::parse("pipe:")?, cmd)
 }
 
 /// [`spawn`] with options (`pipe:?max_msg=64MiB&crc=true`), which the child
 /// inherits too.
-pub fn spawn_endpoint(ep: &Endpoint, cmd: &mut Command) -> Result<(Child, Link)> {
+pub fn spawn_endpoint(ep: &Endpoint, mut cmd: Command) -> Result<(Child, Link)> {
     let err = |e| Error::io("spawn", e).at(ep);
     let flags = rustix::pipe::PipeFlags::CLOEXEC;
     let (to_child_r, to_child_w) = rustix::pipe::pipe_with(flags).map_err(|e| err(e.into()))?;
     let (from_child_r, from_child_w) = rustix::pipe::pipe_with(flags).map_err(|e| err(e.into()))?;
     let (r, w) = (to_child_r.as_raw_fd(), from_child_w.as_raw_fd());
-    sys::process::inherit_fds(cmd, [r, w]);
+    sys::process::inherit_fds(&mut cmd, [r, w]);
     let query = ep
         .url()
         .split_once('?')
@@ -49,13 +53,10 @@ pub fn spawn_endpoint(ep: &Endpoint, cmd: &mut Command) -> Result<(Child, Link)>
     cmd.env(ENV, format!("pipe:fd={r},{w}{query}"));
     let child = cmd.spawn().map_err(err)?;
     drop((to_child_r, from_child_w));
-    for fd in [&from_child_r, &to_child_w] {
-        sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(fd), true).map_err(err)?;
-    }
     let mut link = Link::new(
         ep,
-        Some(pipe_channel(from_child_r)),
-        Some(pipe_channel(to_child_w)),
+        Some(Channel::pipe(from_child_r)),
+        Some(Channel::pipe(to_child_w)),
     );
     // The child answers when it starts; its hello is checked on first recv.
     let o = ep.options();
@@ -81,12 +82,9 @@ pub(crate) fn from_fds(ep: &Endpoint, (r, w): (i32, i32)) -> Result<Link> {
     debug_assert!(matches!(ep.address(), Address::Pipe(Some(_))));
     let err = |e| Error::io("from_inherited", e).at(ep);
     let [rd, wr] = sys::process::adopt_inherited([r, w]).map_err(err)?;
-    for fd in [&rd, &wr] {
-        sys::fd::set_nonblocking(std::os::fd::AsFd::as_fd(fd), true).map_err(err)?;
-    }
     Ok(Link::new(
         ep,
-        Some(pipe_channel(rd)),
-        Some(pipe_channel(wr)),
+        Some(Channel::pipe(rd)),
+        Some(Channel::pipe(wr)),
     ))
 }

@@ -187,7 +187,7 @@ impl Decoder {
                         Ok(n) => self.remaining -= n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(Error::peer_io("recv", e)),
+                        Err(e) => return Err(source_error(e)),
                     }
                 } else {
                     match self.fill(src)? {
@@ -228,6 +228,9 @@ impl Decoder {
         if hdr.kind == KIND_HELLO {
             if mid_message || hdr.flags & FLAG_MORE != 0 {
                 return Err(frame_err(FrameError::Unexpected("hello inside a message")));
+            }
+            if hdr.nfds != 0 {
+                return Err(frame_err(FrameError::Unexpected("descriptors on a hello")));
             }
             if hdr.len != Hello::LEN as u64 {
                 return Err(frame_err(FrameError::TooLong {
@@ -324,7 +327,7 @@ impl Decoder {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(Error::peer_io("recv", e)),
+                Err(e) => Err(source_error(e)),
             };
         }
     }
@@ -346,7 +349,19 @@ impl Decoder {
     }
 }
 
-fn frame_err(e: FrameError) -> Error {
+/// An error from the source: a [`FrameError`] it found (truncated
+/// datagram, too many descriptors), or an OS error.
+fn source_error(e: io::Error) -> Error {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<FrameError>())
+    {
+        Some(fe) => frame_err(fe.clone()),
+        None => Error::peer_io("recv", e),
+    }
+}
+
+pub(crate) fn frame_err(e: FrameError) -> Error {
     Error::new(ErrorKind::Frame(e), "recv")
 }
 

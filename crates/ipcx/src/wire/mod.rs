@@ -20,6 +20,7 @@ mod decoder;
 mod fuzz;
 mod hello;
 
+pub(crate) use decoder::frame_err;
 pub use decoder::{Decoded, Decoder, ReadSource};
 #[doc(hidden)]
 pub use fuzz::{FUZZ_LIMIT, fuzz_decode};

@@ -134,7 +134,7 @@ impl Test {
     ) -> (ChildProcess, Link) {
         let mut cmd = self.command(role);
         setup(&mut cmd);
-        let (child, link) = ipcx::spawn(&mut cmd).expect("ipcx::spawn the test binary");
+        let (child, link) = ipcx::spawn(cmd).expect("ipcx::spawn the test binary");
         (ChildProcess::new(child, role), link)
     }
 }
