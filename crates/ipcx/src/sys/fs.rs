@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::fs::{AtFlags, CWD, FileType, FlockOperation, Mode, OFlags};
@@ -16,6 +16,13 @@ pub fn object_type(path: &Path) -> io::Result<Option<FileType>> {
         Err(rustix::io::Errno::NOENT) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Owner uid and permission bits of the object at `path` (not following
+/// symlinks). See `lstat(2)`.
+pub fn owner_and_mode(path: &Path) -> io::Result<(u32, u32)> {
+    let st = rustix::fs::lstat(path)?;
+    Ok((st.st_uid, st.st_mode & 0o7777))
 }
 
 /// Device and inode of the object at `path` (not following symlinks).
@@ -70,25 +77,46 @@ pub fn open_fifo(path: &Path, write: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Sets `path`'s permission bits without following a symlink.
-pub fn chmod(path: &Path, mode: u32) -> io::Result<()> {
-    Ok(rustix::fs::chmodat(
+/// Opens a directory as a path-only descriptor, refusing a symlink.
+/// See `open(2)` `O_PATH`.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
         CWD,
         path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Sets the permission bits of `name` in the directory `dir`.
+/// See `fchmodat(2)`.
+pub fn chmod_in(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
+    Ok(rustix::fs::chmodat(
+        dir,
+        name,
         Mode::from_raw_mode(mode),
         AtFlags::empty(),
     )?)
 }
 
-/// Renames `from` to `to`, failing if `to` exists. See `renameat2(2)`.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+/// Moves `name` from the directory `dir` to `to`, failing if `to` exists.
+/// See `renameat2(2)` `RENAME_NOREPLACE`.
+pub fn rename_from_noreplace(dir: BorrowedFd<'_>, name: &str, to: &Path) -> io::Result<()> {
     Ok(rustix::fs::renameat_with(
-        CWD,
-        from,
+        dir,
+        name,
         CWD,
         to,
         rustix::fs::RenameFlags::NOREPLACE,
     )?)
+}
+
+/// Removes `name` from the directory `dir`; absent is not an error.
+pub fn remove_in(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes `path` a directory owned by this user with mode 0700, creating it

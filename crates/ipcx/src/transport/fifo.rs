@@ -8,6 +8,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use rustix::fs::FileType;
@@ -41,6 +42,9 @@ pub(crate) struct FifoListener {
     /// writer may have opened the FIFO meanwhile, and closing the last read
     /// end would fail its hello with `EPIPE`.
     waiting: Option<OwnedFd>,
+    /// The read channel of the link accepted last: a FIFO serves one peer
+    /// at a time, so the next accept waits until that link is dropped.
+    active: Weak<Channel>,
     _registration: Registration,
 }
 
@@ -57,8 +61,9 @@ impl FifoListener {
                     sys::fs::create_fifo(p, o.mode).map_err(|e| Error::io("bind", e).at(ep))?;
                     reg.created(p);
                 }
-                // A FIFO someone made for us (mkfifo), or a persistent one: use it.
-                Some(FileType::Fifo) => {}
+                // A FIFO someone made for us (mkfifo), or a persistent one:
+                // use it, if it is ours and no more open than asked.
+                Some(FileType::Fifo) => check_existing(ep, p, o.mode)?,
                 Some(t) => {
                     return Err(Error::new(
                         ErrorKind::Occupied(format!(
@@ -75,6 +80,7 @@ impl FifoListener {
             path,
             reply,
             waiting: None,
+            active: Weak::new(),
             _registration: reg,
         })
     }
@@ -83,6 +89,13 @@ impl FifoListener {
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         let err = |e| Error::io("accept", e).at(ep);
+        while self.active.strong_count() > 0 {
+            // A second reader would steal the current peer's bytes.
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let rd = match self.waiting.take() {
             Some(rd) => rd,
             None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
@@ -100,13 +113,33 @@ impl FifoListener {
             }
             None => None,
         };
-        let mut link = Link::new(ep, Some(Channel::pipe(rd)), wr);
+        let rd = Channel::pipe(rd);
+        self.active = Arc::downgrade(&rd);
+        let mut link = Link::new(ep, Some(rd), wr);
         if o.codec == Codec::Framed {
             link.begin_handshake(o.crc, o.max_msg)?;
             link.finish_handshake(Instant::now() + o.handshake_timeout)?;
         }
         Ok(link)
     }
+}
+
+/// Refuses a FIFO that belongs to another user or is open to more than
+/// `mode` allows: whoever made it could read or inject the traffic.
+fn check_existing(ep: &Endpoint, path: &Path, mode: u32) -> Result<()> {
+    let (uid, bits) = sys::fs::owner_and_mode(path).map_err(|e| Error::io("bind", e).at(ep))?;
+    if uid != sys::process::euid() || bits & !mode != 0 {
+        return Err(Error::new(
+            ErrorKind::Occupied(format!(
+                "{} is a FIFO of uid {uid} with mode {bits:04o}; ipcx uses an existing FIFO only if \
+                 it is this user's and no more open than ?mode={mode:04o}",
+                path.display()
+            )),
+            "bind",
+        )
+        .at(ep));
+    }
+    Ok(())
 }
 
 /// Opens the connecting side: the reply FIFO for reading (duplex), then the

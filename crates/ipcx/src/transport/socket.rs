@@ -1,8 +1,8 @@
 //! `unix:`, `unixseq:` and `tcp:`: binding, connecting, and the socket file.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
@@ -189,7 +189,10 @@ fn clear_stale_socket(ep: &Endpoint, path: &Path, kind: FdKind) -> Result<()> {
 
 /// Binds in a private directory beside `path`, sets the mode, then renames
 /// into place: the socket is never reachable with wider permissions than
-/// `mode` (bind itself would create it as 0777 minus the umask).
+/// `mode` (bind itself would create it as 0777 minus the umask). The bind
+/// goes through `/proc/self/fd/N/s`, N the directory's descriptor, so the
+/// detour never makes the address longer than the 107 bytes a socket
+/// address holds.
 fn bind_path_with_mode(path: &Path, kind: FdKind, mode: u32) -> std::io::Result<OwnedFd> {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let parent = match path.parent() {
@@ -201,22 +204,22 @@ fn bind_path_with_mode(path: &Path, kind: FdKind, mode: u32) -> std::io::Result<
         sys::process::pid(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
-    let tmp = dir.join("s");
-    if tmp.as_os_str().len() > 107 {
-        // No room for the detour: bind in place (the umask decides the
-        // brief initial mode) and narrow it at once.
-        let fd = sys::socket::unix_listen(UnixAddr::Path(path), kind.is_packet())?;
-        sys::fs::chmod(path, mode)?;
-        return Ok(fd);
-    }
     sys::fs::private_dir(&dir)?;
-    let result = (|| {
-        let fd = sys::socket::unix_listen(UnixAddr::Path(&tmp), kind.is_packet())?;
-        sys::fs::chmod(&tmp, mode)?;
-        sys::fs::rename_noreplace(&tmp, path)?;
+    let dirfd = sys::fs::open_dir(&dir);
+    let result = dirfd.as_ref().map_err(clone_err).and_then(|dirfd| {
+        let short = PathBuf::from(format!("/proc/self/fd/{}/s", dirfd.as_raw_fd()));
+        let fd = sys::socket::unix_listen(UnixAddr::Path(&short), kind.is_packet())?;
+        sys::fs::chmod_in(dirfd.as_fd(), "s", mode)?;
+        sys::fs::rename_from_noreplace(dirfd.as_fd(), "s", path)?;
         Ok(fd)
-    })();
-    let _ = sys::fs::remove(&tmp);
+    });
+    if let Ok(dirfd) = &dirfd {
+        let _ = sys::fs::remove_in(dirfd.as_fd(), "s");
+    }
     let _ = std::fs::remove_dir(&dir);
     result
+}
+
+fn clone_err(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
 }
