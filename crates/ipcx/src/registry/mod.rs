@@ -62,6 +62,34 @@ pub struct Record {
     pub owner_start: u64,
     /// Kept when the owner exits (`?persist=true`).
     pub persist: bool,
+    /// The objects the owner created, by device and inode: only these are
+    /// ever removed (a FIFO the user made and ipcx reused is left alone,
+    /// and so is anything put at the path later).
+    #[serde(default)]
+    pub created: Vec<Created>,
+}
+
+/// One object an owner created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its device.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+}
+
+impl Record {
+    /// Removes the objects this record's owner created and that are still
+    /// the same objects.
+    fn remove_created(&self) {
+        for c in &self.created {
+            if sys::fs::identity(&c.path).ok() == Some((c.dev, c.ino)) {
+                remove_object(self.kind, &c.path);
+            }
+        }
+    }
 }
 
 /// A record and whether its owner still lives.
@@ -127,12 +155,29 @@ impl Registry {
         paths: Vec<PathBuf>,
         persist: bool,
     ) -> Result<Registration> {
+        // Absolute, so that a relative path names one object whatever the
+        // working directory of whoever reads the record.
+        let paths: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .collect();
         let file_path = self.record_path(kind, &paths[0]);
         let ioerr = |e| Error::io("claim", e).at(url);
+        let mut busy = 0;
         loop {
             let mut file = sys::fs::open_private_file(&file_path, true).map_err(ioerr)?;
             if !sys::fs::try_lock(&file).map_err(ioerr)? {
-                let pid = read_record(&mut file).map(|r| r.owner_pid).unwrap_or(0);
+                let owner = read_record(&mut file);
+                let alive = owner
+                    .as_ref()
+                    .is_some_and(|r| sys::process::is_alive(r.owner_pid, r.owner_start));
+                // A dead owner's lock held for a moment: `ipcx ls` probing it.
+                if !alive && busy < 100 {
+                    busy += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                let pid = owner.map(|r| r.owner_pid).unwrap_or(0);
                 return Err(Error::new(ErrorKind::InUse { pid }, "bind").at(url));
             }
             // The previous owner may have removed the file between our open
@@ -142,9 +187,7 @@ impl Registry {
             }
             if let Some(stale) = read_record(&mut file) {
                 tracing::info!(url = %stale.url, pid = stale.owner_pid, "reclaiming object of dead owner");
-                for p in &stale.paths {
-                    remove_object(stale.kind, p);
-                }
+                stale.remove_created();
             }
             let pid = sys::process::pid();
             let record = Record {
@@ -154,13 +197,13 @@ impl Registry {
                 owner_pid: pid,
                 owner_start: sys::process::start_time(pid).unwrap_or(0),
                 persist,
+                created: Vec::new(),
             };
             write_record(&mut file, &record).map_err(ioerr)?;
             return Ok(Registration {
                 file,
                 file_path,
                 record,
-                identities: Vec::new(),
             });
         }
     }
@@ -209,12 +252,17 @@ impl Registry {
         Ok(removed)
     }
 
-    /// Removes the object created for `url` (durable or not), unless its
-    /// owner is alive. Returns what was removed; an [`ErrorKind::InUse`]
+    /// Removes the object created for `url` (durable or not; options in the
+    /// query do not matter), unless its owner is alive. Returns what was removed; an [`ErrorKind::InUse`]
     /// error names a live owner.
     pub fn remove(&self, url: &str) -> Result<Vec<Entry>> {
         let mut removed = Vec::new();
-        for entry in self.list()?.into_iter().filter(|e| e.record.url == url) {
+        let base = |u: &str| u.split('?').next().unwrap_or(u).to_string();
+        for entry in self
+            .list()?
+            .into_iter()
+            .filter(|e| base(&e.record.url) == base(url))
+        {
             if entry.alive {
                 let pid = entry.record.owner_pid;
                 return Err(Error::new(ErrorKind::InUse { pid }, "rm").at(url));
@@ -236,9 +284,7 @@ impl Registry {
         if !sys::fs::try_lock(&file).map_err(|e| Error::io("clean", e))? {
             return Ok(false);
         }
-        for p in &entry.record.paths {
-            remove_object(entry.record.kind, p);
-        }
+        entry.record.remove_created();
         let _ = std::fs::remove_file(&entry.file);
         Ok(true)
     }
@@ -287,15 +333,18 @@ pub struct Registration {
     file: File,
     file_path: PathBuf,
     record: Record,
-    identities: Vec<(PathBuf, (u64, u64))>,
 }
 
 impl Registration {
     /// Notes that an object now exists at `path`, so that drop removes that
     /// very object and not one someone else put there later.
     pub fn created(&mut self, path: &Path) {
-        if let Ok(id) = sys::fs::identity(path) {
-            self.identities.push((path.to_path_buf(), id));
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Ok((dev, ino)) = sys::fs::identity(&path) {
+            self.record.created.push(Created { path, dev, ino });
+            if let Err(e) = write_record(&mut self.file, &self.record) {
+                tracing::warn!(error = %e, "cannot update a registry record");
+            }
         }
     }
 
@@ -308,11 +357,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if !self.record.persist {
-            for (path, id) in &self.identities {
-                if sys::fs::identity(path).ok() == Some(*id) {
-                    let _ = sys::fs::remove(path);
-                }
-            }
+            self.record.remove_created();
             let _ = std::fs::remove_file(&self.file_path);
         }
         // Closing `file` releases the lock; a persistent object's record
