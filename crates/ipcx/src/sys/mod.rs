@@ -3,9 +3,9 @@
 //! The contract: each function is a thin, safe wrapper over one system call
 //! (or a short fixed sequence of them), returns `std::io::Result`, and
 //! documents the man page it wraps. rustix is used first; libc only where
-//! rustix has no call. Descriptors are created close-on-exec and, for links,
-//! non-blocking: waiting is done here with `poll(2)`, never by a blocking read,
-//! so every wait can have a deadline.
+//! rustix has no call. Descriptors are created close-on-exec. A wait with a
+//! deadline is a `poll(2)` here; a link that waits without one (the default
+//! `?wait=block`) sleeps in a blocking `read`, as a bare program would.
 
 pub mod fd;
 pub mod fs;

@@ -253,10 +253,7 @@ impl Link {
 
     /// The largest message the peer accepts, once its handshake arrived.
     pub fn peer_max_msg(&self) -> Option<u64> {
-        match self.rx.shared.peer_max.load(Ordering::Acquire) {
-            u64::MAX => None,
-            n => Some(n),
-        }
+        self.tx.peer_max_msg()
     }
 
     /// The receiving descriptor, to wait on it in an event loop.
@@ -389,10 +386,7 @@ impl RecvHalf {
     /// Puts the descriptor in non-blocking mode, for an event loop.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
-        match &self.ch {
-            Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
-            None => Ok(()),
-        }
+        set_nonblocking(&self.ch)
     }
 
     /// Takes the message the last successful [`RecvHalf::next`] or
@@ -701,10 +695,15 @@ impl SendHalf {
     /// Puts the descriptor in non-blocking mode, for an event loop.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
-        match &self.ch {
-            Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
-            None => Ok(()),
-        }
+        set_nonblocking(&self.ch)
+    }
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+fn set_nonblocking(ch: &Option<Arc<Channel>>) -> Result<()> {
+    match ch {
+        Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
+        None => Ok(()),
     }
 }
 

@@ -146,7 +146,8 @@ impl Listener {
         Capabilities::of(self.endpoint.scheme())
     }
 
-    /// Connections accepted and still open (sockets).
+    /// Connections accepted (or still in their handshake) and not yet
+    /// dropped (sockets).
     pub fn connections(&self) -> usize {
         match &self.inner {
             Inner::Socket(s) => s.live.load(Ordering::Acquire),
@@ -175,9 +176,12 @@ impl SocketListener {
     fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         loop {
-            while let Some(fd) =
-                sys::socket::accept(self.fd.as_fd()).map_err(|e| Error::io("accept", e).at(ep))?
-            {
+            // A bounded batch, so a flood of connects cannot starve the
+            // handshakes already under way.
+            for _ in 0..64 {
+                let accepted = sys::socket::accept(self.fd.as_fd())
+                    .map_err(|e| Error::io("accept", e).at(ep))?;
+                let Some(fd) = accepted else { break };
                 let Some(slot) = ConnSlot::take(&self.live, o.max_conns) else {
                     self.refused += 1;
                     tracing::warn!(url = %ep, max_conns = o.max_conns, refused = self.refused, "connection refused: limit reached");
