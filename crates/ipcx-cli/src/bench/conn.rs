@@ -10,6 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
+use ipcx::shm::Segment;
 use ipcx::{Link, Listener};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -21,10 +22,18 @@ pub enum Mech {
     Unix,
     Unixseq,
     Tcp,
+    Shm,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 5] = [Mech::Pipe, Mech::Fifo, Mech::Unix, Mech::Unixseq, Mech::Tcp];
+    pub const ALL: [Mech; 6] = [
+        Mech::Pipe,
+        Mech::Fifo,
+        Mech::Unix,
+        Mech::Unixseq,
+        Mech::Tcp,
+        Mech::Shm,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +42,26 @@ impl Mech {
             Mech::Unix => "unix",
             Mech::Unixseq => "unixseq",
             Mech::Tcp => "tcp",
+            Mech::Shm => "shm",
+        }
+    }
+
+    /// The ways a cell is measured, in the order they run: ipcx waiting
+    /// as the raw baseline does, the raw baseline, then the other waits.
+    /// Bare shared memory has no way to block, so its baseline spins.
+    pub fn variants(self) -> &'static [(Impl, &'static str)] {
+        match self {
+            Mech::Shm => &[
+                (Impl::Ipcx, "spin"),
+                (Impl::Raw, "spin"),
+                (Impl::Ipcx, "adaptive"),
+                (Impl::Ipcx, "block"),
+            ],
+            _ => &[
+                (Impl::Ipcx, "block"),
+                (Impl::Raw, "block"),
+                (Impl::Ipcx, "adaptive"),
+            ],
         }
     }
 
@@ -124,12 +153,20 @@ enum Pending {
     Tcp(TcpListener),
     Packet(OwnedFd),
     Fifo(PathBuf, PathBuf),
+    Shm(Segment),
     PipeRaw,
     PipeIpcx(String),
 }
 
 /// Creates the endpoint before the child starts.
-pub fn prepare(mech: Mech, imp: Impl, wait: &str, dir: &Path, n: usize) -> Result<Setup> {
+pub fn prepare(
+    mech: Mech,
+    imp: Impl,
+    wait: &str,
+    size: usize,
+    dir: &Path,
+    n: usize,
+) -> Result<Setup> {
     let base = dir.join(format!("{}{n}", mech.name()));
     let url_of = |scheme: &str| format!("{scheme}:{}?wait={wait}", base.display());
     let listen = |url: String| -> Result<Setup> {
@@ -152,6 +189,19 @@ pub fn prepare(mech: Mech, imp: Impl, wait: &str, dir: &Path, n: usize) -> Resul
         (Mech::Unix, Impl::Ipcx) => listen(url_of("unix")),
         (Mech::Unixseq, Impl::Ipcx) => listen(url_of("unixseq")),
         (Mech::Tcp, Impl::Ipcx) => listen(format!("tcp://127.0.0.1:0?wait={wait}")),
+        // 4 MiB rings: a 1 MiB message is one record.
+        (Mech::Shm, Impl::Ipcx) => listen(format!(
+            "shm:ipcx-bench-{}-{n}?size=4MiB&wait={wait}",
+            std::process::id()
+        )),
+        (Mech::Shm, Impl::Raw) => {
+            let url = format!("shm:ipcx-bench-{}-{n}", std::process::id());
+            let seg = Segment::create(&format!("{url}?size={}", RawShm::segment_size(size)))?;
+            Ok(Setup {
+                args: vec!["--url".into(), url],
+                pending: Pending::Shm(seg),
+            })
+        }
         (Mech::Fifo, Impl::Raw) => {
             let (down, up) = (base.with_extension("down"), base.with_extension("up"));
             for p in [&down, &up] {
@@ -259,6 +309,10 @@ impl Setup {
                 let s = rustix::net::accept_with(&fd, SocketFlags::CLOEXEC)?;
                 (child, Box::new(RawPacket(s)))
             }
+            Pending::Shm(seg) => {
+                let child = cmd.spawn()?;
+                (child, Box::new(RawShm::new(seg, true)))
+            }
             Pending::Fifo(down, up) => {
                 let child = cmd.spawn()?;
                 // Same order on both sides: down first, then up.
@@ -324,5 +378,99 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str) -> Result<Box<dyn C
             rustix::net::connect(&fd, &SocketAddrUnix::new(url)?)?;
             Box::new(RawPacket(fd))
         }
+        (Mech::Shm, Impl::Raw) => Box::new(RawShm::new(
+            Segment::open(&format!("{url}?timeout=10s"))?,
+            false,
+        )),
     })
+}
+
+/// Bare shared memory: one mailbox per direction, each a sequence counter,
+/// an acknowledgement counter (each on its own cache line) and the payload.
+/// The sender waits (spinning) until its last message was taken, copies the
+/// payload in and bumps the sequence; the receiver spins on the sequence,
+/// copies the payload out and acknowledges. One copy on each side, as in
+/// ipc-bench's shared-memory test.
+pub struct RawShm {
+    seg: Segment,
+    out: usize,
+    inn: usize,
+    sent: u64,
+    received: u64,
+}
+
+/// The two cache lines before each mailbox's payload.
+const MAILBOX_HEAD: usize = 128;
+
+impl RawShm {
+    fn mailbox_len(size: usize) -> usize {
+        MAILBOX_HEAD + size.div_ceil(64) * 64
+    }
+
+    pub fn segment_size(size: usize) -> usize {
+        2 * RawShm::mailbox_len(size)
+    }
+
+    fn new(seg: Segment, driver: bool) -> RawShm {
+        let half = seg.len() / 2;
+        let (out, inn) = if driver { (0, half) } else { (half, 0) };
+        RawShm {
+            seg,
+            out,
+            inn,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    fn spin_until(&self, mut ready: impl FnMut() -> bool) -> io::Result<()> {
+        let start = std::time::Instant::now();
+        let mut n = 0u32;
+        while !ready() {
+            std::hint::spin_loop();
+            n = n.wrapping_add(1);
+            if n % (1 << 20) == 0 && start.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "raw shm peer silent for 10 s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Conn for RawShm {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        let seq = self.seg.atomic_u64(self.out).map_err(io::Error::other)?;
+        let ack = self
+            .seg
+            .atomic_u64(self.out + 64)
+            .map_err(io::Error::other)?;
+        let sent = self.sent;
+        self.spin_until(|| ack.load(std::sync::atomic::Ordering::Acquire) == sent)?;
+        self.seg
+            .write_at(self.out + MAILBOX_HEAD, msg)
+            .map_err(io::Error::other)?;
+        self.sent += 1;
+        seq.store(self.sent, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        let seq = self.seg.atomic_u64(self.inn).map_err(io::Error::other)?;
+        let ack = self
+            .seg
+            .atomic_u64(self.inn + 64)
+            .map_err(io::Error::other)?;
+        let want = self.received + 1;
+        self.spin_until(|| seq.load(std::sync::atomic::Ordering::Acquire) >= want)?;
+        buf.resize(size, 0);
+        self.seg
+            .read_at(self.inn + MAILBOX_HEAD, buf)
+            .map_err(io::Error::other)?;
+        self.received = want;
+        ack.store(want, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }

@@ -15,6 +15,7 @@
 //! both alike.
 
 mod conn;
+mod floor;
 mod report;
 
 use std::path::PathBuf;
@@ -61,35 +62,31 @@ enum Pin {
 /// Arguments of the child side of a cell.
 #[derive(Args)]
 pub struct PeerArgs {
-    #[arg(long, value_enum)]
+    /// Bounce the cache line of the floor measurement instead.
+    #[arg(long)]
+    floor: bool,
+    #[arg(long, value_enum, default_value = "shm")]
     mech: Mech,
-    #[arg(long = "impl", value_enum)]
+    #[arg(long = "impl", value_enum, default_value = "raw")]
     imp: Impl,
     #[arg(long, default_value = "")]
     url: String,
     #[arg(long, default_value = "")]
     url2: String,
-    #[arg(long)]
+    #[arg(long, default_value_t = 64)]
     size: usize,
     #[arg(long)]
     cpu: Option<usize>,
 }
 
-/// The ways one cell is measured, in the order they run.
-const VARIANTS: [(Impl, &str); 3] = [
-    (Impl::Ipcx, "block"),
-    (Impl::Raw, "block"),
-    (Impl::Ipcx, "adaptive"),
-];
-
 /// Marks the end of the latency phase; bytes 8..16 then hold the number of
 /// messages for the throughput phase.
 const STOP: u64 = u64::MAX;
 
-struct Budget {
-    rounds: usize,
-    time: Duration,
-    bytes: usize,
+pub(crate) struct Budget {
+    pub(crate) rounds: usize,
+    pub(crate) time: Duration,
+    pub(crate) bytes: usize,
     min_msgs: usize,
     max_msgs: usize,
 }
@@ -134,7 +131,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&dir)?;
     let _cleanup = RemoveDir(dir.clone());
 
-    let total = mechs.len() * sizes.len() * VARIANTS.len();
+    let total: usize = mechs.iter().map(|m| m.variants().len() * sizes.len()).sum();
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"),
@@ -144,7 +141,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     for &mech in &mechs {
         for (si, &size) in sizes.iter().enumerate() {
             // Alternate the order so neither side always runs first.
-            let mut order = VARIANTS.to_vec();
+            let mut order = mech.variants().to_vec();
             if si % 2 == 1 {
                 order.reverse();
             }
@@ -157,7 +154,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 ));
                 n += 1;
                 let cell = if imp == Impl::Raw && size > mech.raw_limit() {
-                    Cell::not_applicable(mech.name(), size, imp, wait)
+                    Cell::not_applicable(mech.name(), size, report::impl_name(imp), wait)
                 } else {
                     measure_cell(mech, imp, wait, size, &budget, &dir, n, theirs)
                         .with_context(|| format!("{} {size} B {imp:?} {wait}", mech.name()))?
@@ -166,6 +163,11 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 bar.inc(1);
             }
         }
+    }
+    if mechs.contains(&Mech::Shm) {
+        bar.set_message("physical floor: cache line, memcpy");
+        cells.push(floor::cache_line(&budget, theirs).context("cache-line floor")?);
+        cells.extend(sizes.iter().map(|&s| floor::memcpy(s, &budget)));
     }
     bar.finish_and_clear();
     println!("{}", report::table(&cells));
@@ -200,7 +202,7 @@ fn measure_cell(
     n: usize,
     peer_cpu: Option<usize>,
 ) -> Result<Cell> {
-    let setup = conn::prepare(mech, imp, wait, dir, n)?;
+    let setup = conn::prepare(mech, imp, wait, size, dir, n)?;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args([
         "bench-peer",
@@ -221,7 +223,14 @@ fn measure_cell(
     if !status.success() {
         bail!("benchmark peer failed: {status}");
     }
-    Ok(Cell::new(mech.name(), size, imp, wait, &hist, msgs_per_s))
+    Ok(Cell::new(
+        mech.name(),
+        size,
+        report::impl_name(imp),
+        wait,
+        &hist,
+        Some(msgs_per_s),
+    ))
 }
 
 /// The driver's side: latency, then throughput.
@@ -277,6 +286,9 @@ fn touch(msg: &[u8]) -> u64 {
 pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     if let Some(c) = a.cpu {
         ipcx::sys::process::pin_to_cpu(c)?;
+    }
+    if a.floor {
+        return floor::bounce(&a.url).map(|()| ExitCode::SUCCESS);
     }
     let mut conn = conn::connect(a.mech, a.imp, &a.url, &a.url2)?;
     let mut buf = Vec::with_capacity(a.size);

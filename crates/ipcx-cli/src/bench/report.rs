@@ -24,7 +24,7 @@ pub struct Cell {
     pub mb_per_s: Option<f64>,
 }
 
-fn impl_name(i: Impl) -> &'static str {
+pub fn impl_name(i: Impl) -> &'static str {
     match i {
         Impl::Ipcx => "ipcx",
         Impl::Raw => "raw",
@@ -35,31 +35,49 @@ impl Cell {
     pub fn new(
         mech: &str,
         size: usize,
-        imp: Impl,
+        imp: &'static str,
         wait: &str,
         h: &Histogram<u64>,
-        msgs_per_s: f64,
+        msgs_per_s: Option<f64>,
     ) -> Cell {
         Cell {
             mechanism: mech.into(),
             size,
-            imp: impl_name(imp),
+            imp,
             wait: wait.into(),
             samples: h.len(),
             p50_ns: Some(h.value_at_quantile(0.5)),
             p99_ns: Some(h.value_at_quantile(0.99)),
             p999_ns: Some(h.value_at_quantile(0.999)),
             max_ns: Some(h.max()),
-            msgs_per_s: Some(msgs_per_s),
-            mb_per_s: Some(msgs_per_s * size as f64 / 1e6),
+            msgs_per_s,
+            mb_per_s: msgs_per_s.map(|m| m * size as f64 / 1e6),
         }
     }
 
-    pub fn not_applicable(mech: &str, size: usize, imp: Impl, wait: &str) -> Cell {
+    /// A cell measured as time per operation (memcpy).
+    pub fn timed(mech: &str, size: usize, imp: &'static str, wait: &str, secs_per_op: f64) -> Cell {
+        let ns = (secs_per_op * 1e9).round() as u64;
         Cell {
             mechanism: mech.into(),
             size,
-            imp: impl_name(imp),
+            imp,
+            wait: wait.into(),
+            samples: 1,
+            p50_ns: Some(ns),
+            p99_ns: None,
+            p999_ns: None,
+            max_ns: None,
+            msgs_per_s: Some(1.0 / secs_per_op),
+            mb_per_s: Some(size as f64 / secs_per_op / 1e6),
+        }
+    }
+
+    pub fn not_applicable(mech: &str, size: usize, imp: &'static str, wait: &str) -> Cell {
+        Cell {
+            mechanism: mech.into(),
+            size,
+            imp,
             wait: wait.into(),
             samples: 0,
             p50_ns: None,
@@ -126,33 +144,47 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Per mechanism and size: ipcx against raw, from the same run.
+/// Per mechanism and size: ipcx against raw, from the same run; for
+/// shared memory also against the cache-line floor.
 pub fn ratios(cells: &[Cell]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY).set_header([
         "mechanism",
         "size",
-        "p50 ipcx block / raw",
-        "p50 ipcx adaptive / raw",
-        "throughput ipcx block / raw",
+        "p50 ipcx/raw: block",
+        "adaptive",
+        "spin",
+        "throughput ipcx/raw: block",
+        "spin",
+        "p50 ipcx spin / floor",
     ]);
     let find = |m: &str, s: usize, imp: &str, w: &str| {
         cells
             .iter()
             .find(|c| c.mechanism == m && c.size == s && c.imp == imp && c.wait == w)
     };
-    for raw in cells.iter().filter(|c| c.imp == "raw") {
+    let floor = cells
+        .iter()
+        .find(|c| c.mechanism == "floor")
+        .and_then(|c| c.p50_ns)
+        .map(|n| n as f64);
+    let p50 = |c: Option<&Cell>| c.and_then(|c| c.p50_ns).map(|n| n as f64);
+    let thr = |c: Option<&Cell>| c.and_then(|c| c.msgs_per_s);
+    for raw in cells
+        .iter()
+        .filter(|c| c.imp == "raw" && c.samples > 0 && c.wait != "none" && c.mechanism != "floor")
+    {
         let (m, s) = (raw.mechanism.as_str(), raw.size);
-        let p50 = |c: Option<&Cell>| c.and_then(|c| c.p50_ns).map(|n| n as f64);
-        let thr = |c: Option<&Cell>| c.and_then(|c| c.msgs_per_s);
-        let block = find(m, s, "ipcx", "block");
-        let adaptive = find(m, s, "ipcx", "adaptive");
+        let ipcx = |w| find(m, s, "ipcx", w);
         t.add_row([
             m.to_string(),
             size_name(s),
-            num(ratio(p50(block), p50(Some(raw))), 2),
-            num(ratio(p50(adaptive), p50(Some(raw))), 2),
-            num(ratio(thr(block), thr(Some(raw))), 2),
+            num(ratio(p50(ipcx("block")), p50(Some(raw))), 2),
+            num(ratio(p50(ipcx("adaptive")), p50(Some(raw))), 2),
+            num(ratio(p50(ipcx("spin")), p50(Some(raw))), 2),
+            num(ratio(thr(ipcx("block")), thr(Some(raw))), 2),
+            num(ratio(thr(ipcx("spin")), thr(Some(raw))), 2),
+            num(ratio(p50(ipcx("spin")), floor), 2),
         ]);
     }
     t

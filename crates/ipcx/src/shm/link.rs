@@ -93,6 +93,16 @@ impl Conn {
         peer_gone(self.header(), self.side)
     }
 
+    /// Whether the peer left normally (its `gone` flag): one load.
+    fn peer_left(&self) -> bool {
+        let h = self.header();
+        let gone = match self.side {
+            Side::Server => &h.client_gone,
+            Side::Client => &h.server_gone,
+        };
+        gone.load(Ordering::Acquire) != 0
+    }
+
     fn peer_max_msg(&self) -> u64 {
         let h = self.header();
         match self.side {
@@ -429,7 +439,9 @@ impl ShmTx {
                 "send",
             ));
         }
-        if self.failed || self.conn.peer_gone() {
+        // The flag only: checking that the peer process lives reads /proc,
+        // too slow for every message; waits below do that.
+        if self.failed || self.conn.peer_left() {
             self.failed = true;
             return Err(Error::new(ErrorKind::Closed, "send"));
         }

@@ -284,6 +284,7 @@ fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), Wa
     };
     if let Some(until) = spin_until {
         let mut n = 0u32;
+        let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
         loop {
             if ready() {
                 return Ok(());
@@ -298,8 +299,12 @@ fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), Wa
                 if until.is_some_and(|u| now >= u) {
                     break;
                 }
-                if (how.peer_gone)() {
-                    return Err(WaitEnd::PeerGone);
+                // Reading /proc costs microseconds: not on every round.
+                if now >= next_liveness_check {
+                    if (how.peer_gone)() {
+                        return Err(WaitEnd::PeerGone);
+                    }
+                    next_liveness_check = now + LIVENESS_INTERVAL;
                 }
             }
         }

@@ -67,6 +67,9 @@ pub fn anonymous(len: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Largest mapping populated when it is made.
+const POPULATE_MAX: usize = 64 << 20;
+
 /// A shared, read-write mapping of a whole object, unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
@@ -81,7 +84,9 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps the first `len` bytes of `fd`, shared. See `mmap(2)`.
+    /// Maps the first `len` bytes of `fd`, shared. Mappings up to 64 MiB
+    /// are populated at once (`MAP_POPULATE`), so the first pass over a
+    /// ring does not page-fault on every new page. See `mmap(2)`.
     pub fn new(fd: impl AsFd, len: usize) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(
@@ -96,7 +101,11 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
+                if len <= POPULATE_MAX {
+                    MapFlags::SHARED | MapFlags::POPULATE
+                } else {
+                    MapFlags::SHARED
+                },
                 fd,
                 0,
             )?
