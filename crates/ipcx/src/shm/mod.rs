@@ -13,6 +13,7 @@
 //! come next; see `docs/ARCHITECTURE.md`.
 
 pub(crate) mod link;
+mod primitive;
 mod ring;
 mod segment;
 

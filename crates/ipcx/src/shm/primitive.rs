@@ -1,0 +1,47 @@
+//! The atomics and futex the ring uses: the real ones, or under `cfg(ipcx_loom)`
+//! loom's, so the model checker can explore every interleaving of the ring
+//! protocol (see the model in `ring.rs`).
+
+#[cfg(not(ipcx_loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+#[cfg(ipcx_loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+#[cfg(not(ipcx_loom))]
+pub(crate) use crate::sys::futex;
+
+/// A stand-in for the futex that loom can model: `wait` sleeps on a
+/// condition variable unless the word already changed, checked under the
+/// lock that `wake` takes, as the kernel checks under its bucket lock.
+/// Timeouts are ignored, so a lost wake-up shows up as a deadlock.
+#[cfg(ipcx_loom)]
+pub(crate) mod futex {
+    use std::time::Duration;
+
+    use loom::sync::{Condvar, Mutex};
+
+    use super::{AtomicU32, Ordering};
+
+    loom::lazy_static! {
+        static ref BUCKET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+
+    pub(crate) fn wait(
+        word: &AtomicU32,
+        expected: u32,
+        _timeout: Option<Duration>,
+    ) -> std::io::Result<()> {
+        let guard = BUCKET.0.lock().unwrap();
+        if word.load(Ordering::SeqCst) == expected {
+            drop(BUCKET.1.wait(guard).unwrap());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake(_word: &AtomicU32, _n: u32) -> std::io::Result<usize> {
+        let _guard = BUCKET.0.lock().unwrap();
+        BUCKET.1.notify_all();
+        Ok(0)
+    }
+}
