@@ -62,6 +62,10 @@ pub enum ErrorKind {
         /// The limit.
         max: u64,
     },
+    /// The queue is full and its overflow policy is `fail`; the message was
+    /// not sent (the caller still has it).
+    #[error("the queue is full (?overflow=fail); the message was not sent")]
+    Full,
     /// The OS refused access.
     #[error("permission denied")]
     PermissionDenied,

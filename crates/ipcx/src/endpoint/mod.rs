@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
-pub use options::{Codec, Options, WaitStrategy, parse_duration, parse_size};
+pub use options::{Codec, Options, Overflow, WaitStrategy, parse_duration, parse_size};
 
 use crate::error::{Error, ErrorKind, Result};
 

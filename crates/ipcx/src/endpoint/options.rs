@@ -72,6 +72,24 @@ pub struct Options {
     pub duplex: bool,
     /// Data bytes of a created shared-memory segment (`size`, default 1 MiB).
     pub size: usize,
+    /// Messages a publish/subscribe ring holds (`slots`, a power of two,
+    /// default 256).
+    pub slots: usize,
+    /// What a full queue does (`overflow`, default block).
+    pub overflow: Overflow,
+}
+
+/// What a publisher does when the slowest subscriber has not caught up.
+/// The same names wherever ipcx queues (`?overflow=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait for the slowest live subscriber (a dead one is retired).
+    Block,
+    /// Overwrite the oldest message; a subscriber that missed some is told
+    /// how many.
+    DropOldest,
+    /// Refuse the message: `send` returns [`crate::ErrorKind::Full`].
+    Fail,
 }
 
 impl Default for Options {
@@ -91,6 +109,8 @@ impl Default for Options {
             persist: false,
             duplex: true,
             size: 1 << 20,
+            slots: 256,
+            overflow: Overflow::Block,
         }
     }
 }
@@ -122,6 +142,8 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("persist", DURABLE),
     ("duplex", &[Fifo]),
     ("size", &[Shm, Journal]),
+    ("slots", &[Shm]),
+    ("overflow", &[Shm, Mq, SysvMq]),
 ];
 
 impl Options {
@@ -161,6 +183,22 @@ impl Options {
             }
             match key {
                 "max_msg" => o.max_msg = parse_size(value).map_err(err)?,
+                "slots" => {
+                    o.slots = parse_count(value).map_err(err)?;
+                    if !o.slots.is_power_of_two() || o.slots > 1 << 20 {
+                        return Err(err("must be a power of two up to 1048576".into()));
+                    }
+                }
+                "overflow" => {
+                    o.overflow = match value {
+                        "block" => Overflow::Block,
+                        "drop_oldest" => Overflow::DropOldest,
+                        "fail" => Overflow::Fail,
+                        _ => {
+                            return Err(err(format!("`{value}` is not block, drop_oldest or fail")));
+                        }
+                    }
+                }
                 "size" => {
                     o.size = parse_size(value).map_err(err)?;
                     if o.size == 0 || o.size > 1 << 40 {

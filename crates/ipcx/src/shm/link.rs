@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::ring::{MORE, RING_HEADER_LEN, Ring, WaitEnd, Waiting};
+use super::event::{WaitEnd, Waiting};
+use super::ring::{MORE, RING_HEADER_LEN, Ring};
 use super::segment::Segment;
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};

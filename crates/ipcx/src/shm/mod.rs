@@ -12,6 +12,7 @@
 //! segment, copying once on each side. Zero-copy loans and publish/subscribe
 //! come next; see `docs/ARCHITECTURE.md`.
 
+mod event;
 pub(crate) mod link;
 mod primitive;
 mod ring;

@@ -16,10 +16,8 @@
 //! wakes it only when someone announced, so the fast path makes no system
 //! call.
 
-use std::time::{Duration, Instant};
-
-use super::primitive::{AtomicU32, AtomicU64, Ordering, fence, futex};
-use crate::endpoint::WaitStrategy;
+use super::event::{Event, WaitEnd, Waiting, notify, wait};
+use super::primitive::{AtomicU64, Ordering, fence};
 
 /// The record continues in the next record (a chunked message).
 pub(crate) const MORE: u32 = 1;
@@ -27,21 +25,7 @@ pub(crate) const MORE: u32 = 1;
 const WRAP: u32 = 2;
 const RECORD_HEADER: u64 = 8;
 
-/// How often a sleeping waiter wakes to check that its peer still lives.
-const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
-
-/// One cache line holding one counter, so the two sides never share a line.
-#[repr(C, align(64))]
-#[derive(Debug)]
-struct Line<T>(T);
-
-/// Futex word and "someone sleeps" flag of one waiting direction.
-#[repr(C)]
-#[derive(Debug)]
-struct Event {
-    word: AtomicU32,
-    waiting: AtomicU32,
-}
+use super::event::Line;
 
 /// The shared header of a ring, followed in memory by its data bytes.
 #[repr(C)]
@@ -67,13 +51,6 @@ const _: () = {
     assert!(std::mem::offset_of!(RingHeader, data) == 128);
     assert!(std::mem::offset_of!(RingHeader, capacity) == 256);
 };
-
-/// Why a wait ended without success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitEnd {
-    TimedOut,
-    PeerGone,
-}
 
 /// A view of a ring inside a mapped segment.
 #[derive(Debug)]
@@ -250,92 +227,13 @@ impl Ring {
     /// Wakes whoever sleeps on either side (used when a side goes away).
     pub(crate) fn wake_all(&self) {
         let h = self.hdr();
-        for e in [&h.data.0, &h.space.0] {
-            e.word.fetch_add(1, Ordering::Release);
-            let _ = futex::wake(&e.word, u32::MAX);
-        }
+        h.data.0.wake_all();
+        h.space.0.wake_all();
     }
 }
 
 fn pad8(n: u64) -> u64 {
     (n + 7) & !7
-}
-
-/// How a side waits: strategy, deadline, and how to tell the peer is gone.
-pub(crate) struct Waiting<'a> {
-    pub(crate) strategy: WaitStrategy,
-    pub(crate) spin: Duration,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) peer_gone: &'a dyn Fn() -> bool,
-}
-
-fn notify(e: &Event) {
-    // Pairs with the fence in `wait`: either the waiter sees our update, or
-    // we see its `waiting` flag (Dekker's pattern).
-    fence(Ordering::SeqCst);
-    if e.waiting.load(Ordering::Relaxed) != 0 {
-        e.word.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&e.word, 1);
-    }
-}
-
-fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), WaitEnd> {
-    let spin_until = match how.strategy {
-        WaitStrategy::Block => None,
-        WaitStrategy::Spin => Some(how.deadline),
-        WaitStrategy::Adaptive => Some(Some(Instant::now() + how.spin)),
-    };
-    if let Some(until) = spin_until {
-        let mut n = 0u32;
-        let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
-        loop {
-            if ready() {
-                return Ok(());
-            }
-            std::hint::spin_loop();
-            n = n.wrapping_add(1);
-            if n % 1024 == 0 {
-                let now = Instant::now();
-                if how.deadline.is_some_and(|d| now >= d) && how.strategy == WaitStrategy::Spin {
-                    return Err(WaitEnd::TimedOut);
-                }
-                if until.is_some_and(|u| now >= u) {
-                    break;
-                }
-                // Reading /proc costs microseconds: not on every round.
-                if now >= next_liveness_check {
-                    if (how.peer_gone)() {
-                        return Err(WaitEnd::PeerGone);
-                    }
-                    next_liveness_check = now + LIVENESS_INTERVAL;
-                }
-            }
-        }
-    }
-    loop {
-        let seen = e.word.load(Ordering::Acquire);
-        e.waiting.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        if ready() {
-            e.waiting.store(0, Ordering::Relaxed);
-            return Ok(());
-        }
-        let mut slice = LIVENESS_INTERVAL;
-        if let Some(d) = how.deadline {
-            slice = slice.min(d.saturating_duration_since(Instant::now()));
-        }
-        let _ = futex::wait(&e.word, seen, Some(slice));
-        e.waiting.store(0, Ordering::Relaxed);
-        if ready() {
-            return Ok(());
-        }
-        if (how.peer_gone)() {
-            return Err(WaitEnd::PeerGone);
-        }
-        if how.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(WaitEnd::TimedOut);
-        }
-    }
 }
 
 /// A loom model of the ring protocol: a producer pushes three records of
@@ -347,6 +245,9 @@ fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), Wa
 #[cfg(all(test, ipcx_loom))]
 mod model {
     use super::*;
+    use crate::endpoint::WaitStrategy;
+    use crate::shm::primitive::AtomicU32;
+    use std::time::Duration;
 
     #[repr(C, align(64))]
     struct Memory {

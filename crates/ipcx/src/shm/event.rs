@@ -1,0 +1,127 @@
+//! Event counts: how a side of a shared-memory queue sleeps until the other
+//! changes something, with no system call while both are busy.
+//!
+//! The waiter announces itself (`waiting += 1`), fences, re-checks its
+//! condition, and sleeps on the futex word unless the word moved; the
+//! notifier changes the shared state, fences, and only if someone announced
+//! bumps the word and wakes. The two fences are Dekker's pattern: either
+//! the waiter sees the change, or the notifier sees the waiter.
+
+use std::time::{Duration, Instant};
+
+use super::primitive::{AtomicU32, Ordering, fence, futex};
+use crate::endpoint::WaitStrategy;
+
+/// One cache line holding one value, so two sides never share a line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct Line<T>(pub(crate) T);
+
+/// How often a sleeping waiter wakes to check that its peer still lives.
+pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A futex word and a count of those sleeping on it: an event count.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub(crate) word: AtomicU32,
+    /// How many sleep (or are about to).
+    pub(crate) waiting: AtomicU32,
+}
+
+impl Event {
+    #[cfg(ipcx_loom)]
+    pub(crate) fn new(word: AtomicU32, waiting: AtomicU32) -> Event {
+        Event { word, waiting }
+    }
+
+    /// Wakes everyone who sleeps on it (a side going away).
+    pub(crate) fn wake_all(&self) {
+        self.word.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&self.word, u32::MAX);
+    }
+}
+
+/// Why a wait ended without success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitEnd {
+    TimedOut,
+    PeerGone,
+}
+
+/// How a side waits: strategy, deadline, and how to tell the peer is gone.
+pub(crate) struct Waiting<'a> {
+    pub(crate) strategy: WaitStrategy,
+    pub(crate) spin: Duration,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer_gone: &'a dyn Fn() -> bool,
+}
+
+pub(crate) fn notify(e: &Event) {
+    // Pairs with the fence in `wait`: either the waiter sees our update, or
+    // we see its `waiting` flag (Dekker's pattern).
+    fence(Ordering::SeqCst);
+    if e.waiting.load(Ordering::Relaxed) != 0 {
+        e.word.fetch_add(1, Ordering::Release);
+        let _ = futex::wake(&e.word, u32::MAX);
+    }
+}
+
+pub(crate) fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), WaitEnd> {
+    let spin_until = match how.strategy {
+        WaitStrategy::Block => None,
+        WaitStrategy::Spin => Some(how.deadline),
+        WaitStrategy::Adaptive => Some(Some(Instant::now() + how.spin)),
+    };
+    if let Some(until) = spin_until {
+        let mut n = 0u32;
+        let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            std::hint::spin_loop();
+            n = n.wrapping_add(1);
+            if n % 1024 == 0 {
+                let now = Instant::now();
+                if how.deadline.is_some_and(|d| now >= d) && how.strategy == WaitStrategy::Spin {
+                    return Err(WaitEnd::TimedOut);
+                }
+                if until.is_some_and(|u| now >= u) {
+                    break;
+                }
+                // Reading /proc costs microseconds: not on every round.
+                if now >= next_liveness_check {
+                    if (how.peer_gone)() {
+                        return Err(WaitEnd::PeerGone);
+                    }
+                    next_liveness_check = now + LIVENESS_INTERVAL;
+                }
+            }
+        }
+    }
+    loop {
+        let seen = e.word.load(Ordering::Acquire);
+        e.waiting.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if ready() {
+            e.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let mut slice = LIVENESS_INTERVAL;
+        if let Some(d) = how.deadline {
+            slice = slice.min(d.saturating_duration_since(Instant::now()));
+        }
+        let _ = futex::wait(&e.word, seen, Some(slice));
+        e.waiting.fetch_sub(1, Ordering::Relaxed);
+        if ready() {
+            return Ok(());
+        }
+        if (how.peer_gone)() {
+            return Err(WaitEnd::PeerGone);
+        }
+        if how.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(WaitEnd::TimedOut);
+        }
+    }
+}
