@@ -77,6 +77,9 @@ pub struct Options {
     pub slots: usize,
     /// What a full queue does (`overflow`, default block).
     pub overflow: Overflow,
+    /// Whether the URL set `max_msg` (some mechanisms size memory by it,
+    /// with a smaller default of their own).
+    pub(crate) max_msg_given: bool,
 }
 
 /// What a publisher does when the slowest subscriber has not caught up.
@@ -111,6 +114,7 @@ impl Default for Options {
             size: 1 << 20,
             slots: 256,
             overflow: Overflow::Block,
+            max_msg_given: false,
         }
     }
 }
@@ -182,7 +186,10 @@ impl Options {
                 )));
             }
             match key {
-                "max_msg" => o.max_msg = parse_size(value).map_err(err)?,
+                "max_msg" => {
+                    o.max_msg = parse_size(value).map_err(err)?;
+                    o.max_msg_given = true;
+                }
                 "slots" => {
                     o.slots = parse_count(value).map_err(err)?;
                     if !o.slots.is_power_of_two() || o.slots > 1 << 20 {
@@ -195,7 +202,9 @@ impl Options {
                         "drop_oldest" => Overflow::DropOldest,
                         "fail" => Overflow::Fail,
                         _ => {
-                            return Err(err(format!("`{value}` is not block, drop_oldest or fail")));
+                            return Err(err(format!(
+                                "`{value}` is not block, drop_oldest or fail"
+                            )));
                         }
                     }
                 }

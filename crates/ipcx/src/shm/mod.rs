@@ -15,9 +15,11 @@
 mod event;
 pub(crate) mod link;
 mod primitive;
+mod pubsub;
 mod ring;
 mod segment;
 
 pub use link::LinkHeader;
+pub use pubsub::{ChannelHeader, Loan, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber};
 pub use ring::RingHeader;
 pub use segment::{Segment, SegmentHeader};

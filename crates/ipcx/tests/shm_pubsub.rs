@@ -1,0 +1,180 @@
+//! Zero-copy publish/subscribe over shared memory between real processes:
+//! fan-out without loss, the three overflow policies, and crashes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Test, param, ready, set_param};
+use ipcx::ErrorKind;
+use ipcx::shm::{Publisher, Subscriber};
+
+fn unique() -> String {
+    format!("shm:{}", common::abstract_name())
+}
+
+const FAN_OUT: u64 = 1_000_000;
+
+/// One publisher, four subscribers, a million messages with `block`: every
+/// subscriber gets every message, in order.
+#[test]
+fn one_publisher_four_subscribers_lose_nothing() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let sub =
+            Subscriber::open(&format!("{}?timeout=30s&wait=adaptive", param("URL"))).expect("open");
+        ready("subscribed");
+        for want in 0..FAN_OUT {
+            let sample = sub.recv().expect("recv");
+            let got = u64::from_le_bytes(sample[..8].try_into().unwrap());
+            assert_eq!(got, want, "message out of order or lost");
+        }
+        assert_eq!(sub.lost(), 0);
+        return;
+    }
+    let url = unique();
+    let mut publisher =
+        Publisher::create(&format!("{url}?slots=1024&max_msg=64&wait=adaptive")).expect("create");
+    let mut subs: Vec<_> = (0..4)
+        .map(|_| t.spawn("subscriber", |c| set_param(c, "URL", &url)))
+        .collect();
+    for s in &mut subs {
+        s.wait_ready();
+    }
+    publisher
+        .wait_for_subscribers(4, Duration::from_secs(30))
+        .expect("four subscribers");
+    for i in 0..FAN_OUT {
+        let mut loan = publisher.loan(8).expect("loan");
+        loan.copy_from_slice(&i.to_le_bytes());
+        loan.send().expect("send");
+    }
+    for s in subs {
+        s.finish();
+    }
+}
+
+/// The subscriber reads the message where the publisher wrote it.
+#[test]
+fn samples_are_read_in_place() {
+    let _t = Test::start();
+    let url = unique();
+    let mut publisher = Publisher::create(&format!("{url}?max_msg=4KiB")).expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    let mut loan = publisher.loan(4096).expect("loan");
+    loan.fill(0xab);
+    let at = loan.offset();
+    loan.send().expect("send");
+    let sample = sub.recv().expect("recv");
+    assert_eq!(
+        sample.offset(),
+        at,
+        "no copy: the same place in the segment"
+    );
+    assert!(sample.iter().all(|&b| b == 0xab));
+}
+
+/// `drop_oldest`: a subscriber that fell behind gets the newest messages,
+/// in order, and is told how many it lost.
+#[test]
+fn drop_oldest_counts_what_was_lost() {
+    let _t = Test::start();
+    let url = unique();
+    let mut publisher = Publisher::create(&format!("{url}?slots=4&max_msg=8&overflow=drop_oldest"))
+        .expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    for i in 0u64..10 {
+        publisher.send(&i.to_le_bytes()).expect("send never waits");
+    }
+    let got: Vec<u64> = (0..4)
+        .map(|_| u64::from_le_bytes(sub.recv().expect("recv")[..8].try_into().unwrap()))
+        .collect();
+    assert_eq!(got, [6, 7, 8, 9]);
+    assert_eq!(sub.lost(), 6);
+}
+
+/// `fail`: a full ring refuses the message instead of waiting.
+#[test]
+fn fail_refuses_when_the_ring_is_full() {
+    let _t = Test::start();
+    let url = unique();
+    let mut publisher =
+        Publisher::create(&format!("{url}?slots=4&max_msg=8&overflow=fail")).expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    for i in 0u64..4 {
+        publisher.send(&i.to_le_bytes()).expect("room for four");
+    }
+    let err = publisher.send(b"fifth").expect_err("the ring is full");
+    assert_eq!(*err.kind(), ErrorKind::Full);
+    drop(sub.recv().expect("recv"));
+    publisher.send(b"now fits").expect("room again");
+}
+
+/// A subscriber killed while holding samples never blocks a `block`
+/// publisher for long: it is retired and its chunks come back.
+#[test]
+fn killed_subscriber_is_retired_and_its_chunks_return() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let sub = Subscriber::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+        let held: Vec<_> = (0..3).map(|_| sub.recv().expect("recv")).collect();
+        ready(&held.len().to_string());
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let url = unique();
+    let mut publisher = Publisher::create(&format!("{url}?slots=16&max_msg=64")).expect("create");
+    let all_free = publisher.free_chunks();
+    let mut child = t.spawn("holder", |c| set_param(c, "URL", &url));
+    publisher
+        .wait_for_subscribers(1, Duration::from_secs(30))
+        .expect("subscriber");
+    for i in 0u64..3 {
+        publisher.send(&i.to_le_bytes()).expect("send");
+    }
+    assert_eq!(child.wait_ready(), "3");
+    child.kill();
+    // Far more than the ring holds: only possible once the dead one is retired.
+    for i in 3u64..200 {
+        publisher
+            .send(&i.to_le_bytes())
+            .expect("send past a dead subscriber");
+    }
+    assert_eq!(publisher.subscribers(), 0);
+    assert_eq!(
+        publisher.free_chunks(),
+        all_free - 16,
+        "only the ring holds chunks: none leaked"
+    );
+}
+
+/// A publisher killed between `loan` and `send` never delivers the
+/// half-written message; the subscriber gets `Closed`, and a new publisher
+/// takes the name over with no manual step.
+#[test]
+fn killed_publisher_never_delivers_a_loan() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut publisher = Publisher::create(&param("URL")).expect("create");
+        publisher
+            .wait_for_subscribers(1, Duration::from_secs(30))
+            .expect("subscriber");
+        publisher.send(b"whole").expect("send");
+        let mut loan = publisher.loan(4).expect("loan");
+        loan.copy_from_slice(b"half");
+        ready("loaned");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let url = unique();
+    let mut child = t.spawn("publisher", |c| set_param(c, "URL", &url));
+    let sub = Subscriber::open(&format!("{url}?timeout=30s")).expect("open");
+    assert_eq!(&*sub.recv().expect("recv"), b"whole");
+    child.wait_ready();
+    child.kill();
+    let err = sub.recv().expect_err("nothing more may arrive");
+    assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
+    drop(sub);
+    let mut again = Publisher::create(&url).expect("a new publisher reclaims the name");
+    again.send(b"fresh").expect("send");
+}
