@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
-use ipcx::shm::Segment;
+use ipcx::shm::{Publisher, Segment, Subscriber};
 use ipcx::{Link, Listener};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
@@ -23,16 +23,24 @@ pub enum Mech {
     Unixseq,
     Tcp,
     Shm,
+    /// Zero-copy publish/subscribe, payload written and read whole.
+    #[value(name = "shm-zc")]
+    ShmZc,
+    /// Zero-copy publish/subscribe, only the stamp written and read.
+    #[value(name = "shm-zc-untouched")]
+    ShmZcUntouched,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 6] = [
+    pub const ALL: [Mech; 8] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
         Mech::Unixseq,
         Mech::Tcp,
         Mech::Shm,
+        Mech::ShmZc,
+        Mech::ShmZcUntouched,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +51,8 @@ impl Mech {
             Mech::Unixseq => "unixseq",
             Mech::Tcp => "tcp",
             Mech::Shm => "shm",
+            Mech::ShmZc => "shm-zc",
+            Mech::ShmZcUntouched => "shm-zc-untouched",
         }
     }
 
@@ -51,6 +61,9 @@ impl Mech {
     /// Bare shared memory has no way to block, so its baseline spins.
     pub fn variants(self) -> &'static [(Impl, &'static str)] {
         match self {
+            // Zero copy has no bare equivalent in the table; the floor and
+            // memcpy rows of the same run are its yardsticks.
+            Mech::ShmZc | Mech::ShmZcUntouched => &[(Impl::Ipcx, "spin"), (Impl::Ipcx, "adaptive")],
             Mech::Shm => &[
                 (Impl::Ipcx, "spin"),
                 (Impl::Raw, "spin"),
@@ -62,6 +75,15 @@ impl Mech {
                 (Impl::Raw, "block"),
                 (Impl::Ipcx, "adaptive"),
             ],
+        }
+    }
+
+    /// Whether (latency, throughput) messages are written and read whole.
+    pub fn touches(self) -> (bool, bool) {
+        match self {
+            Mech::ShmZc => (true, true),
+            Mech::ShmZcUntouched => (false, false),
+            _ => (false, true),
         }
     }
 
@@ -82,11 +104,65 @@ pub enum Impl {
     Raw,
 }
 
+/// What [`Conn::recv_seq`] read of a message.
+pub struct Got {
+    pub seq: u64,
+    pub extra: u64,
+    pub len: usize,
+    /// Sum of one byte per cache line, when the message was touched.
+    pub sum: u64,
+}
+
 /// One side of a connection that moves fixed-size messages.
 pub trait Conn {
     fn send(&mut self, msg: &[u8]) -> io::Result<()>;
     /// Receives one whole message of `size` bytes into `buf`.
     fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()>;
+
+    /// Sends a `size`-byte message starting with `seq` and `extra`; with
+    /// `fill`, every byte is written first.
+    fn send_seq(
+        &mut self,
+        size: usize,
+        seq: u64,
+        extra: u64,
+        fill: bool,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        scratch.resize(size, 0);
+        if fill {
+            scratch.fill(seq as u8);
+        }
+        stamp(scratch, seq, extra);
+        self.send(scratch)
+    }
+
+    /// Receives one message; with `touch`, reads one byte per cache line.
+    fn recv_seq(&mut self, size: usize, touch: bool, buf: &mut Vec<u8>) -> io::Result<Got> {
+        self.recv(buf, size)?;
+        Ok(read(buf, touch))
+    }
+}
+
+/// Writes the sequence number and extra word at the start of a message.
+fn stamp(msg: &mut [u8], seq: u64, extra: u64) {
+    msg[..8].copy_from_slice(&seq.to_le_bytes());
+    msg[8..16].copy_from_slice(&extra.to_le_bytes());
+}
+
+/// Reads a message's stamp and, with `touch`, every cache line.
+fn read(msg: &[u8], touch: bool) -> Got {
+    let word = |i: usize| u64::from_le_bytes(msg[i..i + 8].try_into().expect("8 bytes"));
+    Got {
+        seq: word(0),
+        extra: word(8),
+        len: msg.len(),
+        sum: if touch {
+            msg.iter().step_by(64).map(|&b| u64::from(b)).sum()
+        } else {
+            0
+        },
+    }
 }
 
 impl Conn for Link {
@@ -154,6 +230,7 @@ enum Pending {
     Packet(OwnedFd),
     Fifo(PathBuf, PathBuf),
     Shm(Segment),
+    ZeroCopy(Box<Publisher>, String, String),
     PipeRaw,
     PipeIpcx(String),
 }
@@ -194,6 +271,15 @@ pub fn prepare(
             "shm:ipcx-bench-{}-{n}?size=4MiB&wait={wait}",
             std::process::id()
         )),
+        (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
+            let url = format!("shm:ipcx-bench-{}-{n}", std::process::id());
+            let ping =
+                Publisher::create(&format!("{url}-ping?slots=64&max_msg={size}&wait={wait}"))?;
+            Ok(Setup {
+                args: vec!["--url".into(), format!("{url}?wait={wait}")],
+                pending: Pending::ZeroCopy(Box::new(ping), url, wait.to_string()),
+            })
+        }
         (Mech::Shm, Impl::Raw) => {
             let url = format!("shm:ipcx-bench-{}-{n}", std::process::id());
             let seg = Segment::create(&format!("{url}?size={}", RawShm::segment_size(size)))?;
@@ -309,6 +395,18 @@ impl Setup {
                 let s = rustix::net::accept_with(&fd, SocketFlags::CLOEXEC)?;
                 (child, Box::new(RawPacket(s)))
             }
+            Pending::ZeroCopy(ping, url, wait) => {
+                let child = cmd.spawn()?;
+                let pong = Subscriber::open(&format!("{url}-pong?timeout=30s&wait={wait}"))?;
+                ping.wait_for_subscribers(1, std::time::Duration::from_secs(30))?;
+                (
+                    child,
+                    Box::new(ZeroCopy {
+                        publisher: *ping,
+                        subscriber: pong,
+                    }),
+                )
+            }
             Pending::Shm(seg) => {
                 let child = cmd.spawn()?;
                 (child, Box::new(RawShm::new(seg, true)))
@@ -342,8 +440,19 @@ impl Conn for ListenerLink {
 }
 
 /// The child's side: connects as `prepare` told it.
-pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str) -> Result<Box<dyn Conn>> {
+pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Result<Box<dyn Conn>> {
     Ok(match (mech, imp) {
+        (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
+            // The driver publishes on `-ping`; the peer answers on `-pong`.
+            let (base, query) = url.split_once('?').unwrap_or((url, ""));
+            let pong = Publisher::create(&format!("{base}-pong?slots=64&max_msg={size}&{query}"))?;
+            let ping = Subscriber::open(&format!("{base}-ping?timeout=30s&{query}"))?;
+            pong.wait_for_subscribers(1, std::time::Duration::from_secs(30))?;
+            Box::new(ZeroCopy {
+                publisher: pong,
+                subscriber: ping,
+            })
+        }
         (Mech::Pipe, Impl::Ipcx) => Box::new(Link::from_inherited()?),
         (_, Impl::Ipcx) => Box::new(Link::connect(url)?),
         (Mech::Pipe, Impl::Raw) => {
@@ -472,5 +581,46 @@ impl Conn for RawShm {
         self.received = want;
         ack.store(want, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+}
+
+/// Zero-copy publish/subscribe, one channel each way: a message is written
+/// where it will be read (a loan) and read where it was written (a sample).
+pub struct ZeroCopy {
+    publisher: Publisher,
+    subscriber: Subscriber,
+}
+
+impl Conn for ZeroCopy {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.publisher.send(msg).map_err(io::Error::other)
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        let sample = self.subscriber.recv().map_err(io::Error::other)?;
+        buf.clear();
+        buf.extend_from_slice(&sample);
+        Ok(())
+    }
+
+    fn send_seq(
+        &mut self,
+        size: usize,
+        seq: u64,
+        extra: u64,
+        fill: bool,
+        _: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let mut loan = self.publisher.loan(size).map_err(io::Error::other)?;
+        if fill {
+            loan.fill(seq as u8);
+        }
+        stamp(&mut loan, seq, extra);
+        loan.send().map_err(io::Error::other)
+    }
+
+    fn recv_seq(&mut self, _size: usize, touch: bool, _: &mut Vec<u8>) -> io::Result<Got> {
+        let sample = self.subscriber.recv().map_err(io::Error::other)?;
+        Ok(read(&sample, touch))
     }
 }

@@ -216,7 +216,7 @@ fn measure_cell(
         cmd.args(["--cpu", &c.to_string()]);
     }
     let (mut child, mut conn) = setup.start(cmd)?;
-    let result = drive(&mut *conn, size, budget);
+    let result = drive(&mut *conn, mech, size, budget);
     drop(conn);
     let status = child.wait()?;
     let (hist, msgs_per_s) = result?;
@@ -233,21 +233,29 @@ fn measure_cell(
     ))
 }
 
-/// The driver's side: latency, then throughput.
-fn drive(conn: &mut dyn Conn, size: usize, b: &Budget) -> Result<(Histogram<u64>, f64)> {
+/// The driver's side: latency, then throughput. Throughput messages are
+/// written whole by the sender and read whole by the receiver; latency
+/// messages too in the zero-copy cells, and nothing but the stamp in the
+/// untouched ones (see [`Mech::touches`]).
+fn drive(
+    conn: &mut dyn Conn,
+    mech: Mech,
+    size: usize,
+    b: &Budget,
+) -> Result<(Histogram<u64>, f64)> {
+    let (lat_touch, thr_touch) = mech.touches();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
-    let mut msg = vec![0u8; size];
+    let mut scratch = Vec::with_capacity(size);
     let mut back = Vec::with_capacity(size);
-    let warmup = 20;
+    let warmup = 20u64;
     let start = Instant::now();
-    for i in 0..(warmup + b.rounds) {
-        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    for i in 0..warmup + b.rounds as u64 {
         let t = Instant::now();
-        conn.send(&msg)?;
-        conn.recv(&mut back, size)?;
+        conn.send_seq(size, i, 0, lat_touch, &mut scratch)?;
+        let got = conn.recv_seq(size, lat_touch, &mut back)?;
         let rt = t.elapsed().as_nanos() as u64;
-        if back.len() != size || back[..8] != msg[..8] {
-            bail!("echo came back wrong ({} bytes)", back.len());
+        if got.len != size || got.seq != i {
+            bail!("echo came back wrong ({} bytes, seq {})", got.len, got.seq);
         }
         if i >= warmup {
             hist.record((rt / 2).max(1))?;
@@ -257,29 +265,19 @@ fn drive(conn: &mut dyn Conn, size: usize, b: &Budget) -> Result<(Histogram<u64>
         }
     }
     let count = (b.bytes / size).clamp(b.min_msgs, b.max_msgs);
-    msg[..8].copy_from_slice(&STOP.to_le_bytes());
-    msg[8..16].copy_from_slice(&(count as u64).to_le_bytes());
-    conn.send(&msg)?;
+    conn.send_seq(size, STOP, count as u64, false, &mut scratch)?;
     let t = Instant::now();
     let mut sum = 0u64;
     for _ in 0..count {
-        conn.recv(&mut back, size)?;
-        if back.len() != size {
-            bail!(
-                "throughput message of {} bytes, expected {size}",
-                back.len()
-            );
+        let got = conn.recv_seq(size, thr_touch, &mut back)?;
+        if got.len != size {
+            bail!("throughput message of {} bytes, expected {size}", got.len);
         }
-        sum = sum.wrapping_add(touch(&back));
+        sum = sum.wrapping_add(got.sum);
     }
     let secs = t.elapsed().as_secs_f64();
     std::hint::black_box(sum);
     Ok((hist, count as f64 / secs))
-}
-
-/// Reads every cache line of a message.
-fn touch(msg: &[u8]) -> u64 {
-    msg.iter().step_by(64).map(|&b| u64::from(b)).sum()
 }
 
 /// The child's side: echo until told to stop, then send the throughput run.
@@ -290,23 +288,21 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     if a.floor {
         return floor::bounce(&a.url).map(|()| ExitCode::SUCCESS);
     }
-    let mut conn = conn::connect(a.mech, a.imp, &a.url, &a.url2)?;
+    let mut conn = conn::connect(a.mech, a.imp, &a.url, &a.url2, a.size)?;
+    let (lat_touch, thr_touch) = a.mech.touches();
     let mut buf = Vec::with_capacity(a.size);
+    let mut scratch = Vec::with_capacity(a.size);
     let count = loop {
-        conn.recv(&mut buf, a.size)?;
-        let seq = u64::from_le_bytes(buf[..8].try_into()?);
-        if seq == STOP {
-            break u64::from_le_bytes(buf[8..16].try_into()?);
+        let got = conn.recv_seq(a.size, lat_touch, &mut buf)?;
+        if got.seq == STOP {
+            break got.extra;
         }
-        conn.send(&buf)?;
+        conn.send_seq(a.size, got.seq, 0, lat_touch, &mut scratch)?;
     };
-    let mut msg = vec![0u8; a.size];
     for i in 0..count {
-        msg.fill(i as u8);
-        msg[..8].copy_from_slice(&i.to_le_bytes());
-        conn.send(&msg)?;
+        conn.send_seq(a.size, i, 0, thr_touch, &mut scratch)?;
     }
     // Wait for the driver to hang up, so nothing is cut off in flight.
-    let _ = conn.recv(&mut buf, a.size);
+    let _ = conn.recv_seq(a.size, false, &mut buf);
     Ok(ExitCode::SUCCESS)
 }

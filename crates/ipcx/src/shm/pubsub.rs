@@ -43,6 +43,8 @@ const VERSION: u32 = 1;
 pub const MAX_SUBSCRIBERS: usize = 62;
 const LOANED: u64 = 1 << 62;
 const IN_RING: u64 = 1 << 63;
+/// A ring slot whose chunk was already given back.
+const NO_CHUNK: u32 = u32::MAX;
 /// Chunks beyond one per slot: samples held by subscribers, and loans.
 const SPARE_CHUNKS: usize = 64;
 /// Chunk size when the URL does not set `?max_msg=`.
@@ -66,6 +68,8 @@ struct Info {
     publisher_pid: AtomicU32,
     publisher_start: AtomicU64,
     publisher_gone: AtomicU32,
+    /// One bit per attached subscriber, so the publisher visits only those.
+    active: AtomicU64,
 }
 
 /// The head of a channel segment: facts, the publish count, two events.
@@ -200,13 +204,44 @@ impl Channel {
         }
     }
 
+    /// Whether the publisher left normally (one load).
+    fn publisher_left(&self) -> bool {
+        self.info().publisher_gone.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the publisher left or died (reads /proc: not per message).
     fn publisher_gone(&self) -> bool {
         let i = self.info();
-        i.publisher_gone.load(Ordering::Acquire) != 0
+        self.publisher_left()
             || !sys::process::is_alive(
                 i.publisher_pid.load(Ordering::Relaxed),
                 i.publisher_start.load(Ordering::Relaxed),
             )
+    }
+
+    /// Attached subscribers, as indices.
+    fn active(&self) -> impl Iterator<Item = usize> {
+        let mut bits = self.info().active.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                i
+            })
+        })
+    }
+
+    /// Detaches subscriber `i` and gives back every chunk it held.
+    fn detach(&self, i: usize) {
+        let e = self.subscriber(i);
+        if e.state
+            .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.info().active.fetch_and(!(1u64 << i), Ordering::AcqRel);
+            self.release_all(i);
+            e.state.store(FREE, Ordering::Release);
+        }
     }
 
     /// Clears subscriber `i`'s bit from every chunk; true if a chunk came free.
@@ -261,7 +296,8 @@ pub struct Publisher {
     overflow: Overflow,
     wait: WaitStrategy,
     spin: Duration,
-    next_chunk: u32,
+    /// Ring slots below this sequence number gave their chunk back.
+    released: u64,
 }
 
 impl Publisher {
@@ -302,7 +338,7 @@ impl Publisher {
             overflow: o.overflow,
             wait: o.wait,
             spin: o.spin,
-            next_chunk: 0,
+            released: 0,
         })
     }
 
@@ -313,9 +349,7 @@ impl Publisher {
 
     /// Subscribers attached now.
     pub fn subscribers(&self) -> usize {
-        (0..MAX_SUBSCRIBERS)
-            .filter(|&i| self.ch.subscriber(i).state.load(Ordering::Acquire) == ACTIVE)
-            .count()
+        self.ch.active().count()
     }
 
     /// Waits until at least `n` subscribers are attached (so that nothing
@@ -353,6 +387,9 @@ impl Publisher {
             if let Some(c) = self.alloc() {
                 break c;
             }
+            if self.release_consumed() {
+                continue;
+            }
             if self.overflow == Overflow::Fail {
                 return Err(Error::new(ErrorKind::Full, "loan"));
             }
@@ -373,23 +410,36 @@ impl Publisher {
         loan.send()
     }
 
+    /// Takes the lowest free chunk: recently used chunks come back first,
+    /// so the memory a busy channel touches stays small and in cache.
     fn alloc(&mut self) -> Option<u32> {
-        let chunks = self.ch.layout.chunks as u32;
-        for k in 0..chunks {
-            let c = (self.next_chunk + k) % chunks;
+        (0..self.ch.layout.chunks as u32).find(|&c| {
             let mask = self.ch.mask(c);
             // Acquire: readers' last bit clears (release) happen before we
             // overwrite the chunk.
-            if mask.load(Ordering::Relaxed) == 0
+            mask.load(Ordering::Relaxed) == 0
                 && mask
                     .compare_exchange(0, LOANED, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
-            {
-                self.next_chunk = c + 1;
-                return Some(c);
+        })
+    }
+
+    /// Gives back the ring's hold on chunks every subscriber has read
+    /// (new subscribers start at the tail, so nobody will read them again).
+    /// True if any chunk came free.
+    fn release_consumed(&mut self) -> bool {
+        let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
+        let upto = self.slowest().unwrap_or(tail).min(tail);
+        let mut freed = false;
+        while self.released < upto {
+            let slot = self.ch.slot(self.released);
+            let chunk = slot.chunk.swap(NO_CHUNK, Ordering::Relaxed);
+            if chunk != NO_CHUNK {
+                freed |= self.ch.mask(chunk).fetch_and(!IN_RING, Ordering::AcqRel) == IN_RING;
             }
+            self.released += 1;
         }
-        None
+        freed
     }
 
     fn publish(&mut self, chunk: u32, len: usize) -> Result<()> {
@@ -408,7 +458,8 @@ impl Publisher {
             }
         }
         let slot = self.ch.slot(s);
-        let old = (s >= n).then(|| slot.chunk.load(Ordering::Relaxed));
+        // Under drop_oldest, the message overwritten may still hold its chunk.
+        let old = Some(slot.chunk.load(Ordering::Relaxed)).filter(|&c| s >= n && c != NO_CHUNK);
         // Seqlock write: readers that see the new sequence see the new chunk.
         slot.seq.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -423,15 +474,17 @@ impl Publisher {
         }
         h.tail.0.store(s + 1, Ordering::Release);
         notify(&h.data.0);
+        // Slots overwritten (drop_oldest) gave their chunk back above.
+        self.released = self.released.max((s + 1).saturating_sub(n));
+        self.release_consumed();
         Ok(())
     }
 
     /// The lowest cursor among attached subscribers.
     fn slowest(&self) -> Option<u64> {
-        (0..MAX_SUBSCRIBERS)
-            .map(|i| self.ch.subscriber(i))
-            .filter(|e| e.state.load(Ordering::Acquire) == ACTIVE)
-            .map(|e| e.cursor.load(Ordering::Acquire))
+        self.ch
+            .active()
+            .map(|i| self.ch.subscriber(i).cursor.load(Ordering::Acquire))
             .min()
     }
 
@@ -455,26 +508,17 @@ impl Publisher {
     /// Retires subscribers whose process died; true if any was.
     fn retire_dead(&self) -> bool {
         let mut any = false;
-        for i in 0..MAX_SUBSCRIBERS {
+        for i in self.ch.active() {
             let e = self.ch.subscriber(i);
-            if e.state.load(Ordering::Acquire) != ACTIVE
-                || sys::process::is_alive(
-                    e.pid.load(Ordering::Relaxed),
-                    e.start.load(Ordering::Relaxed),
-                )
-            {
-                continue;
-            }
-            if e.state
-                .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            if !sys::process::is_alive(
+                e.pid.load(Ordering::Relaxed),
+                e.start.load(Ordering::Relaxed),
+            ) {
                 tracing::info!(
                     pid = e.pid.load(Ordering::Relaxed),
                     "retiring dead subscriber"
                 );
-                self.ch.release_all(i);
-                e.state.store(FREE, Ordering::Release);
+                self.ch.detach(i);
                 any = true;
             }
         }
@@ -621,6 +665,7 @@ impl Subscriber {
             // Holds the publisher back until we know where we start...
             e.cursor.store(0, Ordering::Relaxed);
             e.state.store(ACTIVE, Ordering::Release);
+            ch.info().active.fetch_or(1 << index, Ordering::AcqRel);
             // ...then start at the tail: with the publisher's fence after
             // each publish, it either sees us active or we see its message.
             fence(Ordering::SeqCst);
@@ -693,7 +738,7 @@ impl Subscriber {
                 }
                 continue;
             }
-            if self.ch.publisher_gone() && h.tail.0.load(Ordering::Acquire) == cur {
+            if self.ch.publisher_left() && h.tail.0.load(Ordering::Acquire) == cur {
                 return Err(Error::new(ErrorKind::Closed, "recv"));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -705,8 +750,14 @@ impl Subscriber {
                 deadline,
                 peer_gone: &|| self.ch.publisher_gone(),
             };
-            // Woken, timed out, or the publisher went: the loop re-checks.
-            let _ = wait(&h.data.0, || h.tail.0.load(Ordering::Acquire) > cur, &how);
+            match wait(&h.data.0, || h.tail.0.load(Ordering::Acquire) > cur, &how) {
+                Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) == cur => {
+                    return Err(Error::new(ErrorKind::Closed, "recv"));
+                }
+                // A message came, the wait timed out, or a dead publisher
+                // left messages behind: the loop looks again.
+                _ => {}
+            }
         }
     }
 
@@ -762,14 +813,7 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         // Samples borrow the subscriber, so none is alive; clear any bit a
         // forgotten sample left behind.
-        let e = self.entry();
-        if e.state
-            .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.ch.release_all(self.index);
-            e.state.store(FREE, Ordering::Release);
-        }
+        self.ch.detach(self.index);
         notify(&self.ch.header().space.0);
     }
 }
