@@ -164,7 +164,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    if mechs.contains(&Mech::Shm) {
+    if mechs
+        .iter()
+        .any(|m| matches!(m, Mech::Shm | Mech::ShmZc | Mech::ShmZcUntouched))
+    {
         bar.set_message("physical floor: cache line, memcpy");
         cells.push(floor::cache_line(&budget, theirs).context("cache-line floor")?);
         cells.extend(sizes.iter().map(|&s| floor::memcpy(s, &budget)));
@@ -172,6 +175,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     println!("{}", report::table(&cells));
     println!("{}", report::ratios(&cells));
+    if let Some(t) = report::zero_copy(&cells) {
+        println!("{t}");
+    }
     println!(
         "one-way latency = round trip / 2; throughput = messages received per second, each read whole;\n\
          driver pinned to CPU {mine:?}, peer to CPU {theirs:?}"

@@ -189,3 +189,59 @@ pub fn ratios(cells: &[Cell]) -> Table {
     }
     t
 }
+
+/// Zero-copy cells against their yardsticks from the same run: the
+/// cache-line floor, their own 64 B latency, and memcpy.
+pub fn zero_copy(cells: &[Cell]) -> Option<Table> {
+    let p50 = |m: &str, s: usize| {
+        cells
+            .iter()
+            .find(|c| c.mechanism == m && c.size == s && c.wait == "spin")
+            .and_then(|c| c.p50_ns)
+            .map(|n| n as f64)
+    };
+    let floor = cells
+        .iter()
+        .find(|c| c.mechanism == "floor")
+        .and_then(|c| c.p50_ns)
+        .map(|n| n as f64);
+    let memcpy = |s: usize| {
+        cells
+            .iter()
+            .find(|c| c.mechanism == "memcpy" && c.size == s)
+            .and_then(|c| c.p50_ns)
+            .map(|n| n as f64)
+    };
+    let mut sizes: Vec<usize> = cells
+        .iter()
+        .filter(|c| c.mechanism.starts_with("shm-zc"))
+        .map(|c| c.size)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let smallest = *sizes.first()?;
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header([
+        "zero-copy, spin",
+        "size",
+        "p50 / floor",
+        "untouched p50 / own smallest",
+        "touched p50 / two memcpy",
+    ]);
+    for s in sizes {
+        t.add_row([
+            "shm-zc".to_string(),
+            size_name(s),
+            num(ratio(p50("shm-zc", s), floor), 2),
+            num(
+                ratio(
+                    p50("shm-zc-untouched", s),
+                    p50("shm-zc-untouched", smallest),
+                ),
+                2,
+            ),
+            num(ratio(p50("shm-zc", s), memcpy(s).map(|m| 2.0 * m)), 2),
+        ]);
+    }
+    Some(t)
+}
