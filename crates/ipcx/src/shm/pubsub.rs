@@ -47,6 +47,8 @@ const IN_RING: u64 = 1 << 63;
 const NO_CHUNK: u32 = u32::MAX;
 /// Chunks beyond one per slot: samples held by subscribers, and loans.
 const SPARE_CHUNKS: usize = 64;
+/// Publishes between two passes over the subscribers' cursors.
+const RELEASE_BATCH: u64 = 8;
 /// Chunk size when the URL does not set `?max_msg=`.
 const DEFAULT_CHUNK: usize = 64 << 10;
 
@@ -476,7 +478,11 @@ impl Publisher {
         notify(&h.data.0);
         // Slots overwritten (drop_oldest) gave their chunk back above.
         self.released = self.released.max((s + 1).saturating_sub(n));
-        self.release_consumed();
+        // Reading every cursor moves their cache lines here: do it in
+        // batches (and whenever a loan finds no free chunk).
+        if (s + 1) % RELEASE_BATCH == 0 {
+            self.release_consumed();
+        }
         Ok(())
     }
 
