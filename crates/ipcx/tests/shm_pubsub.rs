@@ -74,6 +74,28 @@ fn samples_are_read_in_place() {
     assert!(sample.iter().all(|&b| b == 0xab));
 }
 
+/// Plain-data types travel typed, written and read in place; a message of
+/// the wrong size is refused, not misread.
+#[test]
+fn typed_messages_round_trip_and_are_checked() {
+    let _t = Test::start();
+    let url = unique();
+    let mut publisher = Publisher::create(&format!("{url}?max_msg=64")).expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    let mut tick = publisher.loan_as::<[u64; 2]>().expect("loan a [u64; 2]");
+    *tick = [1_700_000_000, 4242];
+    tick.send().expect("send");
+    assert_eq!(
+        *sub.recv_as::<[u64; 2]>().expect("recv a [u64; 2]"),
+        [1_700_000_000, 4242]
+    );
+    publisher.send(&[0u8; 16]).expect("send 16 bytes");
+    let err = sub
+        .recv_as::<[u64; 4]>()
+        .expect_err("16 bytes are not a [u64; 4]");
+    assert!(err.to_string().contains("16 bytes"), "{err}");
+}
+
 /// `drop_oldest`: a subscriber that fell behind gets the newest messages,
 /// in order, and is told how many it lost.
 #[test]

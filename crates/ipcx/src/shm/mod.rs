@@ -20,6 +20,8 @@ mod ring;
 mod segment;
 
 pub use link::LinkHeader;
-pub use pubsub::{ChannelHeader, Loan, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber};
+pub use pubsub::{
+    ChannelHeader, Loan, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan, TypedSample,
+};
 pub use ring::RingHeader;
 pub use segment::{Segment, SegmentHeader};

@@ -35,6 +35,7 @@ use super::segment::Segment;
 use crate::endpoint::{Endpoint, Overflow, Scheme, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
 const VERSION: u32 = 1;
@@ -405,6 +406,37 @@ impl Publisher {
         })
     }
 
+    /// Loans memory for one `T`, a plain-data type (zerocopy's traits: any
+    /// bit pattern is valid, no padding, no references), to fill in place.
+    ///
+    /// ```no_run
+    /// # fn main() -> ipcx::Result<()> {
+    /// let mut publisher = ipcx::shm::Publisher::create("shm:ticks?max_msg=64")?;
+    /// let mut tick = publisher.loan_as::<[u64; 2]>()?;
+    /// *tick = [1_700_000_000, 4242]; // written straight into shared memory
+    /// tick.send()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn loan_as<T: FromBytes + IntoBytes + KnownLayout + Immutable>(
+        &mut self,
+    ) -> Result<TypedLoan<'_, T>> {
+        if std::mem::align_of::<T>() > 64 {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "{} needs {}-byte alignment; chunks are 64-byte aligned",
+                    std::any::type_name::<T>(),
+                    std::mem::align_of::<T>()
+                )),
+                "loan",
+            ));
+        }
+        let loan = self.loan(size_of::<T>())?;
+        Ok(TypedLoan {
+            loan,
+            _type: PhantomData,
+        })
+    }
+
     /// Sends a copy of `msg` (a loan filled from it).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         let mut loan = self.loan(msg.len())?;
@@ -595,6 +627,34 @@ impl Drop for Loan<'_> {
     }
 }
 
+/// A [`Loan`] seen as one `T` (see [`Publisher::loan_as`]).
+#[derive(Debug)]
+pub struct TypedLoan<'a, T> {
+    loan: Loan<'a>,
+    _type: PhantomData<T>,
+}
+
+impl<T> TypedLoan<'_, T> {
+    /// Publishes the value to every subscriber.
+    pub fn send(self) -> Result<()> {
+        self.loan.send()
+    }
+}
+
+impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedLoan<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Chunks are 64-byte aligned and exactly size_of::<T>() long here.
+        T::ref_from_bytes(&self.loan).expect("a loan sized and aligned for T")
+    }
+}
+
+impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> DerefMut for TypedLoan<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        T::mut_from_bytes(&mut self.loan).expect("a loan sized and aligned for T")
+    }
+}
+
 /// A reader of a channel.
 #[derive(Debug)]
 pub struct Subscriber {
@@ -711,6 +771,27 @@ impl Subscriber {
     /// error is [`ErrorKind::Closed`].
     pub fn recv(&self) -> Result<Sample<'_>> {
         self.recv_until(None)
+    }
+
+    /// Receives one message as a `T` read in place; a message of another
+    /// size (or alignment) is an error naming both, and is consumed.
+    pub fn recv_as<T: FromBytes + KnownLayout + Immutable>(&self) -> Result<TypedSample<'_, T>> {
+        let sample = self.recv()?;
+        if T::ref_from_bytes(&sample).is_err() {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "a message of {} bytes is not a {} ({} bytes)",
+                    sample.len(),
+                    std::any::type_name::<T>(),
+                    size_of::<T>()
+                )),
+                "recv",
+            ));
+        }
+        Ok(TypedSample {
+            sample,
+            _type: PhantomData,
+        })
     }
 
     /// [`Subscriber::recv`], waiting at most `timeout`.
@@ -838,6 +919,21 @@ impl Sample<'_> {
     /// publisher's [`Loan::offset`] had, since nothing was copied.
     pub fn offset(&self) -> usize {
         self.sub.ch.layout.data + self.chunk as usize * self.sub.ch.layout.chunk_size
+    }
+}
+
+/// A [`Sample`] seen as one `T` (see [`Subscriber::recv_as`]).
+#[derive(Debug)]
+pub struct TypedSample<'a, T> {
+    sample: Sample<'a>,
+    _type: PhantomData<T>,
+}
+
+impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedSample<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Checked by `recv_as`.
+        T::ref_from_bytes(&self.sample).expect("checked when received")
     }
 }
 
