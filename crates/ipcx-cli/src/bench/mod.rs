@@ -15,6 +15,7 @@
 //! both alike.
 
 mod conn;
+mod fanout;
 mod floor;
 mod report;
 
@@ -65,6 +66,9 @@ pub struct PeerArgs {
     /// Bounce the cache line of the floor measurement instead.
     #[arg(long)]
     floor: bool,
+    /// Be fan-out subscriber number N instead.
+    #[arg(long)]
+    fanout: Option<usize>,
     #[arg(long, value_enum, default_value = "shm")]
     mech: Mech,
     #[arg(long = "impl", value_enum, default_value = "raw")]
@@ -171,6 +175,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         bar.set_message("physical floor: cache line, memcpy");
         cells.push(floor::cache_line(&budget, theirs).context("cache-line floor")?);
         cells.extend(sizes.iter().map(|&s| floor::memcpy(s, &budget)));
+        if mechs.contains(&Mech::ShmZc) {
+            bar.set_message("fan-out: one publisher, four subscribers");
+            cells.push(fanout::measure(&budget).context("fan-out")?);
+        }
     }
     bar.finish_and_clear();
     println!("{}", report::table(&cells));
@@ -293,6 +301,9 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     }
     if a.floor {
         return floor::bounce(&a.url).map(|()| ExitCode::SUCCESS);
+    }
+    if let Some(k) = a.fanout {
+        return fanout::subscriber(&a.url, k).map(|()| ExitCode::SUCCESS);
     }
     let mut conn = conn::connect(a.mech, a.imp, &a.url, &a.url2, a.size)?;
     let (lat_touch, thr_touch) = a.mech.touches();

@@ -38,7 +38,7 @@ impl Event {
     /// Wakes everyone who sleeps on it (a side going away).
     pub(crate) fn wake_all(&self) {
         self.word.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&self.word, u32::MAX);
+        let _ = futex::wake(&self.word, futex::ALL);
     }
 }
 
@@ -63,7 +63,7 @@ pub(crate) fn notify(e: &Event) {
     fence(Ordering::SeqCst);
     if e.waiting.load(Ordering::Relaxed) != 0 {
         e.word.fetch_add(1, Ordering::Release);
-        let _ = futex::wake(&e.word, u32::MAX);
+        let _ = futex::wake(&e.word, futex::ALL);
     }
 }
 

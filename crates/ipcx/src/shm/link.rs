@@ -286,7 +286,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 h.client_max_msg
                     .store(ep.options().max_msg as u64, Ordering::Relaxed);
                 h.state.store(CONNECTED, Ordering::Release);
-                let _ = sys::futex::wake(&h.state, u32::MAX);
+                let _ = sys::futex::wake(&h.state, sys::futex::ALL);
                 return Ok(halves(
                     Conn {
                         seg,

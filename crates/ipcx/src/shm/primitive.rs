@@ -23,6 +23,8 @@ pub(crate) mod futex {
 
     use super::{AtomicU32, Ordering};
 
+    pub(crate) const ALL: u32 = i32::MAX as u32;
+
     loom::lazy_static! {
         static ref BUCKET: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
     }

@@ -396,8 +396,9 @@ impl Publisher {
             if self.overflow == Overflow::Fail {
                 return Err(Error::new(ErrorKind::Full, "loan"));
             }
-            // Subscribers hold every spare chunk: wait for one to come back.
-            self.wait_space(|p| p.free_chunks() > 0)?;
+            // Subscribers hold every spare chunk: wait for one to come back,
+            // or for the ring to hold chunks everyone has read.
+            self.wait_space(|p| p.free_chunks() > 0 || p.releasable())?;
         };
         Ok(Loan {
             publisher: self,
@@ -516,6 +517,12 @@ impl Publisher {
             self.release_consumed();
         }
         Ok(())
+    }
+
+    /// Whether ring slots every subscriber passed still hold their chunks.
+    fn releasable(&self) -> bool {
+        let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
+        self.slowest().unwrap_or(tail).min(tail) > self.released
     }
 
     /// The lowest cursor among attached subscribers.

@@ -25,6 +25,10 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::R
     }
 }
 
+/// Wake everyone: the kernel reads the count as a signed int, so
+/// `u32::MAX` would be -1 and wake only one.
+pub const ALL: u32 = i32::MAX as u32;
+
 /// Wakes up to `n` processes sleeping on `word`. See `futex(2)` `FUTEX_WAKE`.
 pub fn wake(word: &AtomicU32, n: u32) -> io::Result<usize> {
     Ok(futex::wake(word, futex::Flags::empty(), n)?)
