@@ -116,3 +116,40 @@ fn killed_client_is_seen_and_the_next_is_served() {
     assert_eq!(link.recv().expect("recv"), b"after restart");
     client.finish();
 }
+
+/// The next peer is not accepted while the handler of the last one still
+/// holds its link: resetting the rings under it would hand the new peer's
+/// messages to the old handler.
+#[test]
+fn next_peer_waits_until_the_last_link_is_dropped() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link =
+            Link::connect(&common::with_option(&param("URL"), "timeout=30s")).expect("connect");
+        link.send(param("SAY").as_bytes()).expect("send");
+        return;
+    }
+    let url = unique();
+    let mut listener = Listener::bind(&url).expect("bind");
+    let a = t.spawn("client", |c| {
+        set_param(set_param(c, "URL", &url), "SAY", "a")
+    });
+    let mut first = listener
+        .accept_timeout(Duration::from_secs(30))
+        .expect("accept a");
+    assert_eq!(first.recv().expect("recv a"), b"a");
+    a.finish();
+    let b = t.spawn("client", |c| {
+        set_param(set_param(c, "URL", &url), "SAY", "b")
+    });
+    let err = listener
+        .accept_timeout(Duration::from_millis(300))
+        .expect_err("the first link is still held");
+    assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    drop(first);
+    let mut second = listener
+        .accept_timeout(Duration::from_secs(30))
+        .expect("accept b");
+    assert_eq!(second.recv().expect("recv b"), b"b");
+    b.finish();
+}

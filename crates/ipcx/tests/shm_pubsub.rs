@@ -132,6 +132,34 @@ fn fail_refuses_when_the_ring_is_full() {
     publisher.send(b"now fits").expect("room again");
 }
 
+/// `fail` does not refuse forever because of a dead subscriber.
+#[test]
+fn fail_retires_a_dead_subscriber() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let _sub = Subscriber::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+        ready("subscribed");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let url = unique();
+    let mut publisher =
+        Publisher::create(&format!("{url}?slots=4&max_msg=8&overflow=fail")).expect("create");
+    let mut child = t.spawn("idle", |c| set_param(c, "URL", &url));
+    child.wait_ready();
+    publisher
+        .wait_for_subscribers(1, Duration::from_secs(30))
+        .expect("subscriber");
+    for i in 0u64..4 {
+        publisher.send(&i.to_le_bytes()).expect("room for four");
+    }
+    child.kill();
+    publisher
+        .send(b"fifth")
+        .expect("the dead subscriber is retired, not waited for");
+    assert_eq!(publisher.subscribers(), 0);
+}
+
 /// A subscriber killed while holding samples never blocks a `block`
 /// publisher for long: it is retired and its chunks come back.
 #[test]

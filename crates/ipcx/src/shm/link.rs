@@ -11,8 +11,8 @@
 //! wakes the other at once.
 
 use std::mem::{offset_of, size_of};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::event::{WaitEnd, Waiting};
@@ -114,8 +114,14 @@ impl Conn {
 }
 
 /// The ring `side` reads (`incoming`) or writes.
+/// The ring capacity implied by this process's own mapping (never re-read
+/// from shared memory, where a peer could change it).
+fn capacity_of(seg: &Segment) -> u64 {
+    ((seg.len() - LINK_HEADER_LEN) / 2 - RING_HEADER_LEN) as u64
+}
+
 fn ring(seg: &Arc<Segment>, side: Side, incoming: bool) -> Ring {
-    let cap = header(seg).capacity.load(Ordering::Acquire);
+    let cap = capacity_of(seg);
     let client_to_server = (side == Side::Server) == incoming;
     let offset = LINK_HEADER_LEN
         + if client_to_server {
@@ -172,6 +178,9 @@ pub(crate) struct ShmListener {
     seg: Arc<Segment>,
     /// A peer was accepted, so the rings must be reset before the next.
     used: bool,
+    /// This side of the last connection: the rings are reset only after
+    /// its halves are gone, or an old handler could use the next peer's.
+    last: Weak<Conn>,
 }
 
 impl ShmListener {
@@ -193,7 +202,11 @@ impl ShmListener {
         ring(&seg, Side::Server, true).reset();
         ring(&seg, Side::Server, false).reset();
         header(&seg).magic.store(LINK_MAGIC, Ordering::Release);
-        Ok(ShmListener { seg, used: false })
+        Ok(ShmListener {
+            seg,
+            used: false,
+            last: Weak::new(),
+        })
     }
 
     /// Waits for a peer to connect (after the previous one, if any, left).
@@ -206,7 +219,7 @@ impl ShmListener {
         let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
         if self.used {
             // One peer at a time: wait until the last one left, then reset.
-            while !peer_gone(h, Side::Server) {
+            while !peer_gone(h, Side::Server) || self.last.strong_count() > 0 {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(timed_out());
                 }
@@ -219,10 +232,27 @@ impl ShmListener {
             h.state.store(FREE, Ordering::Release);
             self.used = false;
         }
+        let mut claimed_since = None;
         loop {
             let state = h.state.load(Ordering::Acquire);
             if state == CONNECTED {
                 break;
+            }
+            // A client that died between claiming and connecting must not
+            // block the endpoint: a claim takes microseconds, not a second.
+            if state == CLAIMED {
+                let since = *claimed_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    let _ = h.state.compare_exchange(
+                        CLAIMED,
+                        FREE,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                    claimed_since = None;
+                }
+            } else {
+                claimed_since = None;
             }
             let mut slice = Duration::from_millis(20);
             if let Some(d) = deadline {
@@ -236,13 +266,15 @@ impl ShmListener {
                 .map_err(|e| Error::io("accept", e).at(ep))?;
         }
         self.used = true;
-        Ok(halves(
+        let (rx, tx, conn) = halves(
             Conn {
                 seg: self.seg.clone(),
                 side: Side::Server,
             },
             ep,
-        ))
+        );
+        self.last = conn;
+        Ok((rx, tx))
     }
 }
 
@@ -268,7 +300,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 ));
             }
             let cap = h.capacity.load(Ordering::Relaxed);
-            if !cap.is_power_of_two() || segment_len(cap) != seg.len() {
+            if cap < 4096 || !cap.is_power_of_two() || segment_len(cap) != seg.len() {
                 return Err(bad("the link header disagrees with the segment size".into()));
             }
             let server_alive = sys::process::is_alive(
@@ -287,13 +319,14 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                     .store(ep.options().max_msg as u64, Ordering::Relaxed);
                 h.state.store(CONNECTED, Ordering::Release);
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
-                return Ok(halves(
+                let (rx, tx, _) = halves(
                     Conn {
                         seg,
                         side: Side::Client,
                     },
                     ep,
-                ));
+                );
+                return Ok((rx, tx));
             }
         }
         let now = Instant::now();
@@ -313,9 +346,10 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     }
 }
 
-fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>) {
+fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak<Conn>) {
     let o = ep.options();
     let conn = Arc::new(conn);
+    let weak = Arc::downgrade(&conn);
     let rx = ShmRx {
         ring: conn.ring(true),
         conn: conn.clone(),
@@ -332,7 +366,7 @@ fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>) {
         spin: o.spin,
         failed: false,
     };
-    (Box::new(rx), Box::new(tx))
+    (Box::new(rx), Box::new(tx), weak)
 }
 
 /// The receiving half of a shared-memory link.

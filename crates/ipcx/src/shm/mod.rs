@@ -9,8 +9,13 @@
 //!
 //! `shm:name` links ([`crate::Listener::bind`], [`crate::Link::connect`])
 //! carry messages through two single-producer single-consumer rings in one
-//! segment, copying once on each side. Zero-copy loans and publish/subscribe
-//! come next; see `docs/ARCHITECTURE.md`.
+//! segment, copying once on each side. [`Publisher`] and [`Subscriber`] are
+//! zero-copy publish/subscribe: loans written in place, samples read in
+//! place. See `docs/ARCHITECTURE.md`.
+//!
+//! A named segment is an ordinary file in `/dev/shm`: a process of the same
+//! user that truncates it makes every process mapping it fault (`SIGBUS`)
+//! on the lost pages. Anonymous segments are sealed against that.
 
 mod event;
 pub(crate) mod link;

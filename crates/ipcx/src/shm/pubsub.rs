@@ -193,7 +193,14 @@ impl Channel {
         self.at(self.layout.ring + i * size_of::<Slot>())
     }
 
+    /// The ownership mask of `chunk`. Indices come from shared memory, so
+    /// an out-of-range one (a corrupt slot) gets a harmless stand-in.
     fn mask(&self, chunk: u32) -> &AtomicU64 {
+        #[cfg(not(ipcx_loom))]
+        if chunk as usize >= self.layout.chunks {
+            static NOBODY: AtomicU64 = AtomicU64::new(0);
+            return &NOBODY;
+        }
         self.at(self.layout.masks + chunk as usize * 8)
     }
 
@@ -236,15 +243,30 @@ impl Channel {
 
     /// Detaches subscriber `i` and gives back every chunk it held.
     fn detach(&self, i: usize) {
+        self.detach_if(i, |_| true);
+    }
+
+    /// Detaches subscriber `i` if, once its place is locked (RETIRING),
+    /// `still` holds of it: the place may have changed hands between a
+    /// caller's check and the lock.
+    fn detach_if(&self, i: usize, still: impl Fn(&SubscriberEntry) -> bool) -> bool {
         let e = self.subscriber(i);
         if e.state
             .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .is_err()
+        {
+            return false;
+        }
+        if !still(e) {
+            e.state.store(ACTIVE, Ordering::Release);
+            return false;
+        }
         {
             self.info().active.fetch_and(!(1u64 << i), Ordering::AcqRel);
             self.release_all(i);
             e.state.store(FREE, Ordering::Release);
         }
+        true
     }
 
     /// Clears subscriber `i`'s bit from every chunk; true if a chunk came free.
@@ -313,6 +335,17 @@ impl Publisher {
     pub fn create_endpoint(ep: &Endpoint) -> Result<Publisher> {
         need_shm(ep, "create")?;
         let o = ep.options();
+        if chunk_size_for(ep) > u32::MAX as usize / 2 {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: "shm",
+                    option: "max_msg".into(),
+                    reason: "must be under 2 GiB for publish/subscribe chunks".into(),
+                },
+                "create",
+            )
+            .at(ep));
+        }
         let layout = Layout::new(o.slots, chunk_size_for(ep));
         let mut sized = ep.clone();
         sized.options_mut().size = layout.total;
@@ -485,7 +518,8 @@ impl Publisher {
             // Slot s % n still holds message s - n: every subscriber must be past it.
             let free = |p: &Publisher| p.slowest().is_none_or(|c| c > s - n);
             if !free(self) {
-                if self.overflow == Overflow::Fail {
+                // A dead subscriber must not make `fail` refuse forever.
+                if self.overflow == Overflow::Fail && !(self.retire_dead() && free(self)) {
                     self.ch.mask(chunk).fetch_and(!LOANED, Ordering::Release);
                     return Err(Error::new(ErrorKind::Full, "send"));
                 }
@@ -494,7 +528,8 @@ impl Publisher {
         }
         let slot = self.ch.slot(s);
         // Under drop_oldest, the message overwritten may still hold its chunk.
-        let old = Some(slot.chunk.load(Ordering::Relaxed)).filter(|&c| s >= n && c != NO_CHUNK);
+        let old = Some(slot.chunk.load(Ordering::Relaxed))
+            .filter(|&c| s >= n && (c as usize) < self.ch.layout.chunks);
         // Seqlock write: readers that see the new sequence see the new chunk.
         slot.seq.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -555,15 +590,17 @@ impl Publisher {
         let mut any = false;
         for i in self.ch.active() {
             let e = self.ch.subscriber(i);
-            if !sys::process::is_alive(
-                e.pid.load(Ordering::Relaxed),
-                e.start.load(Ordering::Relaxed),
-            ) {
+            let dead = |e: &SubscriberEntry| {
+                !sys::process::is_alive(
+                    e.pid.load(Ordering::Acquire),
+                    e.start.load(Ordering::Acquire),
+                )
+            };
+            if dead(e) && self.ch.detach_if(i, dead) {
                 tracing::info!(
                     pid = e.pid.load(Ordering::Relaxed),
-                    "retiring dead subscriber"
+                    "retired dead subscriber"
                 );
-                self.ch.detach(i);
                 any = true;
             }
         }
@@ -880,8 +917,11 @@ impl Subscriber {
             || chunk as usize >= self.ch.layout.chunks
             || len > self.ch.layout.chunk_size
         {
-            if s1 == 0 || s2 == 0 {
-                return None; // being rewritten: look again
+            if (s1 == 0 || s2 == 0) && !self.ch.publisher_gone() {
+                // Being rewritten this instant: look again. (A publisher
+                // that died mid-rewrite leaves it so: then it is lost.)
+                std::hint::spin_loop();
+                return None;
             }
             self.skip(1);
             return None;

@@ -143,8 +143,10 @@ impl Ring {
         let h = self.hdr();
         let mut head = h.head.0.load(Ordering::Relaxed);
         let tail = h.tail.0.load(Ordering::Acquire);
-        loop {
-            if head == tail {
+        // At most one filler before a record; anything else (a peer that
+        // wrote nonsense) reads as empty rather than loop or overrun.
+        for _ in 0..2 {
+            if head == tail || tail.wrapping_sub(head) > self.cap {
                 return None;
             }
             let pos = head & (self.cap - 1);
@@ -174,6 +176,7 @@ impl Ring {
                 .store(head + RECORD_HEADER + pad8(len), Ordering::Release);
             return Some(flags);
         }
+        None
     }
 
     /// True when a record is waiting.

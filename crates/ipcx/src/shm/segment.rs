@@ -329,8 +329,9 @@ impl Segment {
             ));
         }
         // SAFETY: in bounds and aligned (checked; the data region starts
-        // cache-line aligned); AtomicU64 is valid for any bit pattern and
-        // is the only way ipcx hands out access to these bytes.
+        // cache-line aligned); AtomicU64 is valid for any bit pattern. The
+        // same bytes stay reachable through `write_at` or `as_ptr`; mixing
+        // those with atomics is the caller's race, not memory unsafety.
         Ok(unsafe { &*self.as_ptr().add(offset).cast::<AtomicU64>() })
     }
 }
