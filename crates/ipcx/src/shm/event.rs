@@ -101,7 +101,9 @@ pub(crate) fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Re
         }
     }
     loop {
-        let seen = e.word.load(Ordering::Acquire);
+        // A read-modify-write reads the newest value: a stale `seen` would
+        // make the futex return at once, again and again.
+        let seen = e.word.fetch_add(0, Ordering::Acquire);
         e.waiting.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if ready() {

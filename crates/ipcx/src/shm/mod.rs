@@ -21,6 +21,7 @@ mod event;
 pub(crate) mod link;
 mod primitive;
 mod pubsub;
+mod queue;
 mod ring;
 mod segment;
 
@@ -28,5 +29,6 @@ pub use link::LinkHeader;
 pub use pubsub::{
     ChannelHeader, Loan, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan, TypedSample,
 };
+pub use queue::{Queue, QueueHeader};
 pub use ring::RingHeader;
 pub use segment::{Segment, SegmentHeader};

@@ -11,6 +11,15 @@ pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 #[cfg(not(ipcx_loom))]
 pub(crate) use crate::sys::futex;
 
+/// Inside a retry loop: a CPU hint, or under loom a yield, which tells the
+/// model checker the loop waits for another thread.
+pub(crate) fn spin_hint() {
+    #[cfg(not(ipcx_loom))]
+    std::hint::spin_loop();
+    #[cfg(ipcx_loom)]
+    loom::thread::yield_now();
+}
+
 /// A stand-in for the futex that loom can model: `wait` sleeps on a
 /// condition variable unless the word already changed, checked under the
 /// lock that `wake` takes, as the kernel checks under its bucket lock.

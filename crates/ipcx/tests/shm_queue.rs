@@ -1,0 +1,106 @@
+//! The shared-memory work queue between real processes: many producers,
+//! many consumers, every message to exactly one consumer.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Test, param, ready, set_param};
+use ipcx::ErrorKind;
+use ipcx::shm::Queue;
+
+fn unique() -> String {
+    format!("shm:{}", common::abstract_name())
+}
+
+const PER_PRODUCER: u64 = 10_000;
+const STOP: u64 = u64::MAX;
+
+/// Two producers and two consumers, each in its own process: the consumers
+/// together get every message exactly once (count and sum of ids match).
+#[test]
+fn many_producers_many_consumers_each_message_once() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("producer") => {
+            let q = Queue::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+            let base: u64 = param("ID").parse().unwrap();
+            for i in 0..PER_PRODUCER {
+                q.push(&(base * 1_000_000 + i).to_le_bytes()).expect("push");
+            }
+            return;
+        }
+        Some(_) => {
+            let q = Queue::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+            let (mut count, mut sum) = (0u64, 0u64);
+            loop {
+                let id = u64::from_le_bytes(q.pop().expect("pop")[..8].try_into().unwrap());
+                if id == STOP {
+                    break;
+                }
+                count += 1;
+                sum = sum.wrapping_add(id);
+            }
+            ready(&format!("{count} {sum}"));
+            return;
+        }
+        None => {}
+    }
+    let url = unique();
+    let q = Queue::create(&format!("{url}?slots=64&max_msg=8")).expect("create");
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| t.spawn("consumer", |c| set_param(c, "URL", &url)))
+        .collect();
+    let producers: Vec<_> = (1..=2u64)
+        .map(|id| {
+            t.spawn("producer", |c| {
+                set_param(set_param(c, "URL", &url), "ID", &id.to_string())
+            })
+        })
+        .collect();
+    for p in producers {
+        p.finish();
+    }
+    for _ in 0..2 {
+        q.push(&STOP.to_le_bytes()).expect("push stop");
+    }
+    let (mut count, mut sum) = (0u64, 0u64);
+    for c in &mut consumers {
+        let said = c.wait_ready();
+        let mut parts = said.split(' ').map(|x| x.parse::<u64>().unwrap());
+        count += parts.next().unwrap();
+        sum = sum.wrapping_add(parts.next().unwrap());
+    }
+    let want: u64 = (1..=2u64)
+        .flat_map(|id| (0..PER_PRODUCER).map(move |i| id * 1_000_000 + i))
+        .fold(0u64, u64::wrapping_add);
+    assert_eq!(count, 2 * PER_PRODUCER, "every message arrived once");
+    assert_eq!(sum, want, "and each exactly once");
+    for c in consumers {
+        c.finish();
+    }
+}
+
+/// `fail` refuses a push to a full queue; a pop makes room; an oversized
+/// message and `drop_oldest` are refused with errors that say why.
+#[test]
+fn limits_are_reported() {
+    let _t = Test::start();
+    let url = unique();
+    let q = Queue::create(&format!("{url}?slots=2&max_msg=8&overflow=fail")).expect("create");
+    q.push(b"one").expect("push");
+    q.push(b"two").expect("push");
+    assert_eq!(*q.push(b"three").unwrap_err().kind(), ErrorKind::Full);
+    assert_eq!(q.pop().expect("pop"), b"one");
+    q.push(b"three").expect("room again");
+    assert!(matches!(
+        q.push(&[0; 9]).unwrap_err().kind(),
+        ErrorKind::MessageTooLarge { .. }
+    ));
+    assert_eq!(q.pop().expect("pop"), b"two");
+    assert_eq!(q.pop().expect("pop"), b"three");
+    let err = q.pop_timeout(Duration::from_millis(10)).unwrap_err();
+    assert_eq!(*err.kind(), ErrorKind::TimedOut);
+    let err = Queue::create(&format!("{}?overflow=drop_oldest", unique())).unwrap_err();
+    assert!(err.to_string().contains("drop_oldest"), "{err}");
+}
