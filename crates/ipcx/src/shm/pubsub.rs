@@ -143,7 +143,9 @@ impl Layout {
         let subscribers = size_of::<ChannelHeader>();
         let ring = subscribers + MAX_SUBSCRIBERS * 64;
         let masks = ring + round64(slots * size_of::<Slot>());
-        let data = masks + round64(chunks * 8);
+        // One cache line per mask: the publisher claiming one chunk and a
+        // subscriber releasing another must not fight over a line.
+        let data = masks + chunks * 64;
         Layout {
             slots,
             chunks,
@@ -201,7 +203,7 @@ impl Channel {
             static NOBODY: AtomicU64 = AtomicU64::new(0);
             return &NOBODY;
         }
-        self.at(self.layout.masks + chunk as usize * 8)
+        self.at(self.layout.masks + chunk as usize * 64)
     }
 
     fn chunk_ptr(&self, chunk: u32) -> *mut u8 {
@@ -857,10 +859,13 @@ impl Subscriber {
         let n = self.ch.layout.slots as u64;
         loop {
             let cur = self.cursor.get();
-            let tail = h.tail.0.load(Ordering::Acquire);
-            if cur < tail {
-                if tail - cur > n {
-                    // Overwritten before we got to them.
+            // The slot itself says whether message `cur` is there: watching
+            // it (not `tail`) moves one cache line less per message.
+            let seq = self.ch.slot(cur).seq.load(Ordering::Acquire);
+            if seq > cur {
+                let tail = h.tail.0.load(Ordering::Acquire);
+                if seq > cur + 1 && tail.saturating_sub(cur) > n {
+                    // Overwritten (drop_oldest) before we got to them.
                     self.skip(tail - n - cur);
                     continue;
                 }
@@ -881,7 +886,8 @@ impl Subscriber {
                 deadline,
                 peer_gone: &|| self.ch.publisher_gone(),
             };
-            match wait(&h.data.0, || h.tail.0.load(Ordering::Acquire) > cur, &how) {
+            let ready = || self.ch.slot(cur).seq.load(Ordering::Acquire) > cur;
+            match wait(&h.data.0, ready, &how) {
                 Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) == cur => {
                     return Err(Error::new(ErrorKind::Closed, "recv"));
                 }
