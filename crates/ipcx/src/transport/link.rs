@@ -2,7 +2,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::IoSlice;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::Capabilities;
 use super::channel::Channel;
+use super::outgoing::{Outgoing, Part};
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::link::{ShmRx, ShmTx};
@@ -667,14 +667,9 @@ impl SendHalf {
                 2
             }
         };
-        Ok(Outgoing {
-            // A datagram socket takes one frame per call; a stream takes all.
-            group: if packet { group } else { parts.len() },
-            parts,
-            next: 0,
-            offset: 0,
-            fds,
-        })
+        // A datagram socket takes one frame per call; a stream takes all.
+        let group = if packet { group } else { parts.len() };
+        Ok(Outgoing::new(parts, group, fds))
     }
 
     fn header(&self, kind: u8, msg: &[u8], nfds: usize) -> Header {
@@ -704,79 +699,6 @@ fn set_nonblocking(ch: &Option<Arc<Channel>>) -> Result<()> {
     match ch {
         Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
         None => Ok(()),
-    }
-}
-
-/// A piece of an outgoing message.
-pub(crate) enum Part<'a> {
-    Head([u8; wire::HEADER_LEN]),
-    Body(&'a [u8]),
-}
-
-impl Part<'_> {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Part::Head(h) => h,
-            Part::Body(b) => b,
-        }
-    }
-}
-
-/// A message on its way out: resumable after a partial or refused write, so
-/// the blocking and the async senders drive the same code.
-pub(crate) struct Outgoing<'a> {
-    parts: Vec<Part<'a>>,
-    /// Parts written per system call (one datagram, or everything).
-    group: usize,
-    next: usize,
-    offset: usize,
-    fds: &'a [BorrowedFd<'a>],
-}
-
-impl Outgoing<'_> {
-    /// Writes what the channel takes; `true` when all is written.
-    pub(crate) fn write_some(&mut self, ch: &Channel) -> std::io::Result<bool> {
-        while self.next < self.parts.len() {
-            // At most IOV_MAX (1024) slices per call.
-            let end = (self.next + self.group.min(1024)).min(self.parts.len());
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(end - self.next);
-            for (i, p) in self.parts[self.next..end].iter().enumerate() {
-                let b = p.bytes();
-                iov.push(IoSlice::new(if i == 0 { &b[self.offset..] } else { b }));
-            }
-            let want: usize = iov.iter().map(|s| s.len()).sum();
-            if want == 0 {
-                self.next = end;
-                continue;
-            }
-            let fds = if self.next == 0 && self.offset == 0 {
-                self.fds
-            } else {
-                &[]
-            };
-            let mut n = loop {
-                match ch.write(&iov, fds) {
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    r => break r?,
-                }
-            };
-            // Advance past what was written.
-            while n > 0 {
-                let left = self.parts[self.next].bytes().len() - self.offset;
-                if n >= left {
-                    n -= left;
-                    self.next += 1;
-                    self.offset = 0;
-                } else {
-                    self.offset += n;
-                    n = 0;
-                }
-            }
-            while self.next < self.parts.len() && self.parts[self.next].bytes().is_empty() {
-                self.next += 1;
-            }
-        }
-        Ok(true)
     }
 }
 

@@ -16,6 +16,7 @@ mod channel;
 mod fifo;
 mod link;
 mod listener;
+mod outgoing;
 mod pipe;
 mod socket;
 

@@ -1,0 +1,305 @@
+//! Publish/subscribe over shared memory, without copying.
+//!
+//! One [`Publisher`] creates the segment `shm:name`; any number of
+//! [`Subscriber`]s (up to [`MAX_SUBSCRIBERS`]) open it. The publisher loans
+//! a chunk of the segment ([`Publisher::loan`]), writes the message in
+//! place and sends it: only the chunk's index goes into the ring. A
+//! subscriber's [`Sample`] borrows the chunk where it lies.
+//!
+//! The design follows iceoryx's: a ring of `?slots=` entries (sequence
+//! number, chunk, length), one cursor per subscriber, and a pool of
+//! fixed-size chunks. Who holds a chunk is a bit mask per chunk: one bit per
+//! subscriber holding a sample of it, one for "in the ring", one for "loaned
+//! to the publisher"; the chunk is free when the mask is zero. Bits make
+//! crash recovery exact: retiring a dead subscriber clears its bit from
+//! every mask, whatever it held.
+//!
+//! A ring slot is rewritten as a seqlock (sequence zeroed, fence, chunk and
+//! length, new sequence with release), so a subscriber racing an overwrite
+//! (`?overflow=drop_oldest`) either sees a consistent slot or retries, and it
+//! takes a chunk by setting its bit and then re-checking the slot: if the
+//! publisher moved on meanwhile, it gives the chunk back and counts the
+//! message as lost. What a full ring does is `?overflow=`: `block` waits
+//! for the slowest live subscriber (retiring dead ones, found through their
+//! pid and start time), `drop_oldest` overwrites, `fail` refuses.
+
+use std::mem::size_of;
+
+use super::event::{Event, Line};
+use super::primitive::{AtomicU32, AtomicU64, Ordering};
+use super::segment::Segment;
+use crate::endpoint::{Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
+const VERSION: u32 = 1;
+
+/// Most subscribers of one channel (one mask bit each).
+pub const MAX_SUBSCRIBERS: usize = 62;
+const LOANED: u64 = 1 << 62;
+const IN_RING: u64 = 1 << 63;
+/// A ring slot whose chunk was already given back.
+const NO_CHUNK: u32 = u32::MAX;
+/// Chunks beyond one per slot: samples held by subscribers, and loans.
+const SPARE_CHUNKS: usize = 64;
+/// Publishes between two passes over the subscribers' cursors.
+const RELEASE_BATCH: u64 = 8;
+/// Chunk size when the URL does not set `?max_msg=`.
+const DEFAULT_CHUNK: usize = 64 << 10;
+
+const FREE: u32 = 0;
+const CLAIMING: u32 = 1;
+const ACTIVE: u32 = 2;
+const RETIRING: u32 = 3;
+
+/// Fixed facts about a channel, written once by the publisher.
+#[repr(C)]
+#[derive(Debug)]
+struct Info {
+    magic: AtomicU64,
+    version: AtomicU32,
+    overflow: AtomicU32,
+    slots: AtomicU32,
+    chunks: AtomicU32,
+    chunk_size: AtomicU32,
+    publisher_pid: AtomicU32,
+    publisher_start: AtomicU64,
+    publisher_gone: AtomicU32,
+    /// One bit per attached subscriber, so the publisher visits only those.
+    active: AtomicU64,
+}
+
+/// The head of a channel segment: facts, the publish count, two events.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ChannelHeader {
+    info: Line<Info>,
+    /// Messages published so far (the next sequence number).
+    tail: Line<AtomicU64>,
+    /// Subscribers sleep here for messages.
+    data: Line<Event>,
+    /// The publisher sleeps here for a free slot or chunk.
+    space: Line<Event>,
+}
+
+/// One subscriber's place (a cache line each).
+#[repr(C)]
+#[derive(Debug)]
+struct SubscriberEntry {
+    state: AtomicU32,
+    pid: AtomicU32,
+    start: AtomicU64,
+    /// The next sequence number it will read.
+    cursor: AtomicU64,
+    /// Messages it missed (overwritten before it read them).
+    lost: AtomicU64,
+}
+
+/// One ring entry.
+#[repr(C)]
+#[derive(Debug)]
+struct Slot {
+    /// Sequence number + 1 of the message here; 0 while being rewritten.
+    seq: AtomicU64,
+    chunk: AtomicU32,
+    len: AtomicU32,
+}
+
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    assert!(size_of::<ChannelHeader>() == 256);
+    assert!(size_of::<Line<SubscriberEntry>>() == 64);
+    assert!(size_of::<Slot>() == 16);
+    assert!(std::mem::offset_of!(ChannelHeader, tail) == 64);
+};
+
+/// Where each part of a channel segment starts.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    slots: usize,
+    chunks: usize,
+    chunk_size: usize,
+    subscribers: usize,
+    ring: usize,
+    masks: usize,
+    data: usize,
+    total: usize,
+}
+
+fn round64(n: usize) -> usize {
+    n.div_ceil(64) * 64
+}
+
+impl Layout {
+    fn new(slots: usize, chunk_size: usize) -> Layout {
+        let chunks = slots + SPARE_CHUNKS;
+        let chunk_size = round64(chunk_size.max(1));
+        let subscribers = size_of::<ChannelHeader>();
+        let ring = subscribers + MAX_SUBSCRIBERS * 64;
+        let masks = ring + round64(slots * size_of::<Slot>());
+        // One cache line per mask: the publisher claiming one chunk and a
+        // subscriber releasing another must not fight over a line.
+        let data = masks + chunks * 64;
+        Layout {
+            slots,
+            chunks,
+            chunk_size,
+            subscribers,
+            ring,
+            masks,
+            data,
+            total: data + chunks * chunk_size,
+        }
+    }
+}
+
+/// A mapped channel segment and typed access to its parts.
+#[derive(Debug)]
+struct Channel {
+    seg: Segment,
+    layout: Layout,
+}
+
+impl Channel {
+    fn at<T>(&self, offset: usize) -> &T {
+        debug_assert!(offset + size_of::<T>() <= self.seg.len() && offset % 8 == 0);
+        // SAFETY: every offset comes from `Layout`, checked against the
+        // segment's length at create/open; the data region is cache-line
+        // aligned and each part 8-aligned; the types hold only atomics,
+        // valid for any bit pattern.
+        unsafe { &*self.seg.as_ptr().add(offset).cast::<T>() }
+    }
+
+    fn header(&self) -> &ChannelHeader {
+        self.at(0)
+    }
+
+    fn info(&self) -> &Info {
+        &self.header().info.0
+    }
+
+    fn subscriber(&self, i: usize) -> &SubscriberEntry {
+        &self
+            .at::<Line<SubscriberEntry>>(self.layout.subscribers + i * 64)
+            .0
+    }
+
+    fn slot(&self, seq: u64) -> &Slot {
+        let i = (seq % self.layout.slots as u64) as usize;
+        self.at(self.layout.ring + i * size_of::<Slot>())
+    }
+
+    /// The ownership mask of `chunk`. Indices come from shared memory, so
+    /// an out-of-range one (a corrupt slot) gets a harmless stand-in.
+    fn mask(&self, chunk: u32) -> &AtomicU64 {
+        #[cfg(not(ipcx_loom))]
+        if chunk as usize >= self.layout.chunks {
+            static NOBODY: AtomicU64 = AtomicU64::new(0);
+            return &NOBODY;
+        }
+        self.at(self.layout.masks + chunk as usize * 64)
+    }
+
+    fn chunk_ptr(&self, chunk: u32) -> *mut u8 {
+        // SAFETY: chunk < chunks (from the ring or the allocator), so the
+        // chunk lies inside the data part of the segment.
+        unsafe {
+            self.seg
+                .as_ptr()
+                .add(self.layout.data + chunk as usize * self.layout.chunk_size)
+        }
+    }
+
+    /// Whether the publisher left normally (one load).
+    fn publisher_left(&self) -> bool {
+        self.info().publisher_gone.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the publisher left or died (reads /proc: not per message).
+    fn publisher_gone(&self) -> bool {
+        let i = self.info();
+        self.publisher_left()
+            || !sys::process::is_alive(
+                i.publisher_pid.load(Ordering::Relaxed),
+                i.publisher_start.load(Ordering::Relaxed),
+            )
+    }
+
+    /// Attached subscribers, as indices.
+    fn active(&self) -> impl Iterator<Item = usize> {
+        let mut bits = self.info().active.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                i
+            })
+        })
+    }
+
+    /// Detaches subscriber `i` and gives back every chunk it held.
+    fn detach(&self, i: usize) {
+        self.detach_if(i, |_| true);
+    }
+
+    /// Detaches subscriber `i` if, once its place is locked (RETIRING),
+    /// `still` holds of it: the place may have changed hands between a
+    /// caller's check and the lock.
+    fn detach_if(&self, i: usize, still: impl Fn(&SubscriberEntry) -> bool) -> bool {
+        let e = self.subscriber(i);
+        if e.state
+            .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if !still(e) {
+            e.state.store(ACTIVE, Ordering::Release);
+            return false;
+        }
+        {
+            self.info().active.fetch_and(!(1u64 << i), Ordering::AcqRel);
+            self.release_all(i);
+            e.state.store(FREE, Ordering::Release);
+        }
+        true
+    }
+
+    /// Clears subscriber `i`'s bit from every chunk; true if a chunk came free.
+    fn release_all(&self, i: usize) -> bool {
+        let bit = 1u64 << i;
+        let mut freed = false;
+        for c in 0..self.layout.chunks as u32 {
+            let before = self.mask(c).fetch_and(!bit, Ordering::AcqRel);
+            freed |= before == bit;
+        }
+        freed
+    }
+}
+
+fn chunk_size_for(ep: &Endpoint) -> usize {
+    let o = ep.options();
+    if o.max_msg_given {
+        o.max_msg
+    } else {
+        DEFAULT_CHUNK
+    }
+}
+
+fn need_shm(ep: &Endpoint, op: &'static str) -> Result<()> {
+    if ep.scheme() != Scheme::Shm {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint("publish/subscribe needs an shm:NAME endpoint".into()),
+            op,
+        )
+        .at(ep));
+    }
+    Ok(())
+}
+
+mod publisher;
+mod subscriber;
+
+pub use publisher::{Loan, Publisher, TypedLoan};
+pub use subscriber::{Sample, Subscriber, TypedSample};

@@ -1,0 +1,414 @@
+//! The writer of a channel: loans, sending, and retiring dead subscribers.
+
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::*;
+use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::event::{WaitEnd, Waiting, notify, wait};
+use crate::shm::primitive::{Ordering, fence};
+use crate::shm::segment::Segment;
+use crate::sys;
+
+/// The one writer of a channel.
+///
+/// ```no_run
+/// use ipcx::shm::{Publisher, Subscriber};
+/// # fn main() -> ipcx::Result<()> {
+/// let mut publisher = Publisher::create("shm:prices?slots=1024&max_msg=4KiB")?;
+/// let subscriber = Subscriber::open("shm:prices")?;
+/// let mut loan = publisher.loan(5)?;
+/// loan.copy_from_slice(b"hello"); // written in place, in shared memory
+/// loan.send()?;
+/// let sample = subscriber.recv()?; // read in place, no copy
+/// assert_eq!(&*sample, b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Publisher {
+    ch: Channel,
+    overflow: Overflow,
+    wait: WaitStrategy,
+    spin: Duration,
+    /// Ring slots below this sequence number gave their chunk back.
+    released: u64,
+}
+
+impl Publisher {
+    /// Creates the channel `url` (`shm:name?slots=256&max_msg=64KiB&overflow=block`).
+    pub fn create(url: &str) -> Result<Publisher> {
+        Publisher::create_endpoint(&Endpoint::parse(url)?)
+    }
+
+    /// [`Publisher::create`] with a parsed endpoint.
+    pub fn create_endpoint(ep: &Endpoint) -> Result<Publisher> {
+        need_shm(ep, "create")?;
+        let o = ep.options();
+        if chunk_size_for(ep) > u32::MAX as usize / 2 {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: "shm",
+                    option: "max_msg".into(),
+                    reason: "must be under 2 GiB for publish/subscribe chunks".into(),
+                },
+                "create",
+            )
+            .at(ep));
+        }
+        let layout = Layout::new(o.slots, chunk_size_for(ep));
+        let mut sized = ep.clone();
+        sized.options_mut().size = layout.total;
+        let ch = Channel {
+            seg: Segment::create_endpoint(&sized)?,
+            layout,
+        };
+        let i = ch.info();
+        let pid = sys::process::pid();
+        i.version.store(VERSION, Ordering::Relaxed);
+        i.overflow.store(o.overflow as u32, Ordering::Relaxed);
+        i.slots.store(layout.slots as u32, Ordering::Relaxed);
+        i.chunks.store(layout.chunks as u32, Ordering::Relaxed);
+        i.chunk_size
+            .store(layout.chunk_size as u32, Ordering::Relaxed);
+        i.publisher_pid.store(pid, Ordering::Relaxed);
+        i.publisher_start.store(
+            sys::process::start_time(pid).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        // The segment is fresh (all zero): every subscriber place is FREE,
+        // every chunk free, every slot empty.
+        i.magic.store(MAGIC, Ordering::Release);
+        Ok(Publisher {
+            ch,
+            overflow: o.overflow,
+            wait: o.wait,
+            spin: o.spin,
+            released: 0,
+        })
+    }
+
+    /// The largest message (the chunk size).
+    pub fn max_msg(&self) -> usize {
+        self.ch.layout.chunk_size
+    }
+
+    /// Subscribers attached now.
+    pub fn subscribers(&self) -> usize {
+        self.ch.active().count()
+    }
+
+    /// Waits until at least `n` subscribers are attached (so that nothing
+    /// is sent into the void), or `timeout` passes ([`ErrorKind::TimedOut`]).
+    pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.subscribers() < n {
+            if Instant::now() >= deadline {
+                return Err(Error::new(ErrorKind::TimedOut, "wait_for_subscribers"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Chunks no one holds (free for loans).
+    pub fn free_chunks(&self) -> usize {
+        (0..self.ch.layout.chunks as u32)
+            .filter(|&c| self.ch.mask(c).load(Ordering::Acquire) == 0)
+            .count()
+    }
+
+    /// Loans `len` bytes of shared memory to write a message into.
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        if len > self.max_msg() {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge {
+                    len: len as u64,
+                    max: self.max_msg() as u64,
+                },
+                "loan",
+            ));
+        }
+        let chunk = loop {
+            if let Some(c) = self.alloc() {
+                break c;
+            }
+            if self.release_consumed() {
+                continue;
+            }
+            if self.overflow == Overflow::Fail {
+                return Err(Error::new(ErrorKind::Full, "loan"));
+            }
+            // Subscribers hold every spare chunk: wait for one to come back,
+            // or for the ring to hold chunks everyone has read.
+            self.wait_space(|p| p.free_chunks() > 0 || p.releasable())?;
+        };
+        Ok(Loan {
+            publisher: self,
+            chunk: Some(chunk),
+            len,
+        })
+    }
+
+    /// Loans memory for one `T`, a plain-data type (zerocopy's traits: any
+    /// bit pattern is valid, no padding, no references), to fill in place.
+    ///
+    /// ```no_run
+    /// # fn main() -> ipcx::Result<()> {
+    /// let mut publisher = ipcx::shm::Publisher::create("shm:ticks?max_msg=64")?;
+    /// let mut tick = publisher.loan_as::<[u64; 2]>()?;
+    /// *tick = [1_700_000_000, 4242]; // written straight into shared memory
+    /// tick.send()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn loan_as<T: FromBytes + IntoBytes + KnownLayout + Immutable>(
+        &mut self,
+    ) -> Result<TypedLoan<'_, T>> {
+        if std::mem::align_of::<T>() > 64 {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "{} needs {}-byte alignment; chunks are 64-byte aligned",
+                    std::any::type_name::<T>(),
+                    std::mem::align_of::<T>()
+                )),
+                "loan",
+            ));
+        }
+        let loan = self.loan(size_of::<T>())?;
+        Ok(TypedLoan {
+            loan,
+            _type: PhantomData,
+        })
+    }
+
+    /// Sends a copy of `msg` (a loan filled from it).
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let mut loan = self.loan(msg.len())?;
+        loan.copy_from_slice(msg);
+        loan.send()
+    }
+
+    /// Takes the lowest free chunk: recently used chunks come back first,
+    /// so the memory a busy channel touches stays small and in cache.
+    fn alloc(&mut self) -> Option<u32> {
+        (0..self.ch.layout.chunks as u32).find(|&c| {
+            let mask = self.ch.mask(c);
+            // Acquire: readers' last bit clears (release) happen before we
+            // overwrite the chunk.
+            mask.load(Ordering::Relaxed) == 0
+                && mask
+                    .compare_exchange(0, LOANED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+
+    /// Gives back the ring's hold on chunks every subscriber has read
+    /// (new subscribers start at the tail, so nobody will read them again).
+    /// True if any chunk came free.
+    fn release_consumed(&mut self) -> bool {
+        let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
+        let upto = self.slowest().unwrap_or(tail).min(tail);
+        let mut freed = false;
+        while self.released < upto {
+            let slot = self.ch.slot(self.released);
+            let chunk = slot.chunk.swap(NO_CHUNK, Ordering::Relaxed);
+            if chunk != NO_CHUNK {
+                freed |= self.ch.mask(chunk).fetch_and(!IN_RING, Ordering::AcqRel) == IN_RING;
+            }
+            self.released += 1;
+        }
+        freed
+    }
+
+    fn publish(&mut self, chunk: u32, len: usize) -> Result<()> {
+        let h = self.ch.header();
+        let s = h.tail.0.load(Ordering::Relaxed);
+        let n = self.ch.layout.slots as u64;
+        if s >= n && self.overflow != Overflow::DropOldest {
+            // Slot s % n still holds message s - n: every subscriber must be past it.
+            let free = |p: &Publisher| p.slowest().is_none_or(|c| c > s - n);
+            if !free(self) {
+                // A dead subscriber must not make `fail` refuse forever.
+                if self.overflow == Overflow::Fail && !(self.retire_dead() && free(self)) {
+                    self.ch.mask(chunk).fetch_and(!LOANED, Ordering::Release);
+                    return Err(Error::new(ErrorKind::Full, "send"));
+                }
+                self.wait_space(free)?;
+            }
+        }
+        let slot = self.ch.slot(s);
+        // Under drop_oldest, the message overwritten may still hold its chunk.
+        let old = Some(slot.chunk.load(Ordering::Relaxed))
+            .filter(|&c| s >= n && (c as usize) < self.ch.layout.chunks);
+        // Seqlock write: readers that see the new sequence see the new chunk.
+        slot.seq.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        slot.chunk.store(chunk, Ordering::Relaxed);
+        slot.len.store(len as u32, Ordering::Relaxed);
+        slot.seq.store(s + 1, Ordering::Release);
+        let mask = self.ch.mask(chunk);
+        mask.fetch_or(IN_RING, Ordering::AcqRel);
+        mask.fetch_and(!LOANED, Ordering::AcqRel);
+        if let Some(old) = old {
+            self.ch.mask(old).fetch_and(!IN_RING, Ordering::AcqRel);
+        }
+        h.tail.0.store(s + 1, Ordering::Release);
+        notify(&h.data.0);
+        // Slots overwritten (drop_oldest) gave their chunk back above.
+        self.released = self.released.max((s + 1).saturating_sub(n));
+        // Reading every cursor moves their cache lines here: do it in
+        // batches (and whenever a loan finds no free chunk).
+        if (s + 1) % RELEASE_BATCH == 0 {
+            self.release_consumed();
+        }
+        Ok(())
+    }
+
+    /// Whether ring slots every subscriber passed still hold their chunks.
+    fn releasable(&self) -> bool {
+        let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
+        self.slowest().unwrap_or(tail).min(tail) > self.released
+    }
+
+    /// The lowest cursor among attached subscribers.
+    fn slowest(&self) -> Option<u64> {
+        self.ch
+            .active()
+            .map(|i| self.ch.subscriber(i).cursor.load(Ordering::Acquire))
+            .min()
+    }
+
+    /// Sleeps until `ready`, retiring dead subscribers on the way.
+    fn wait_space(&self, ready: impl Fn(&Publisher) -> bool) -> Result<()> {
+        loop {
+            let how = Waiting {
+                strategy: self.wait,
+                spin: self.spin,
+                deadline: None,
+                peer_gone: &|| self.retire_dead(),
+            };
+            match wait(&self.ch.header().space.0, || ready(self), &how) {
+                Ok(()) => return Ok(()),
+                // A dead subscriber was retired: look again.
+                Err(WaitEnd::PeerGone) | Err(WaitEnd::TimedOut) => {}
+            }
+        }
+    }
+
+    /// Retires subscribers whose process died; true if any was.
+    fn retire_dead(&self) -> bool {
+        let mut any = false;
+        for i in self.ch.active() {
+            let e = self.ch.subscriber(i);
+            let dead = |e: &SubscriberEntry| {
+                !sys::process::is_alive(
+                    e.pid.load(Ordering::Acquire),
+                    e.start.load(Ordering::Acquire),
+                )
+            };
+            if dead(e) && self.ch.detach_if(i, dead) {
+                tracing::info!(
+                    pid = e.pid.load(Ordering::Relaxed),
+                    "retired dead subscriber"
+                );
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let h = self.ch.header();
+        h.info.0.publisher_gone.store(1, Ordering::Release);
+        h.data.0.wake_all();
+    }
+}
+
+/// Shared memory loaned to the publisher: write the message, then
+/// [`Loan::send`]. Dropped unsent, the chunk goes back to the pool and
+/// nothing is delivered.
+#[derive(Debug)]
+pub struct Loan<'a> {
+    publisher: &'a mut Publisher,
+    chunk: Option<u32>,
+    len: usize,
+}
+
+impl Loan<'_> {
+    /// Where the loaned memory lies in the segment's data region (the same
+    /// place the subscribers' samples will show).
+    pub fn offset(&self) -> usize {
+        let c = self.chunk.expect("a live loan has its chunk");
+        self.publisher.ch.layout.data + c as usize * self.publisher.ch.layout.chunk_size
+    }
+
+    /// Publishes the message to every subscriber.
+    pub fn send(mut self) -> Result<()> {
+        let chunk = self.chunk.take().expect("a loan is sent once");
+        self.publisher.publish(chunk, self.len)
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let c = self.chunk.expect("a live loan has its chunk");
+        // SAFETY: the chunk is loaned (its LOANED bit keeps it from anyone
+        // else) and `len` fits in it (checked by `loan`).
+        unsafe { std::slice::from_raw_parts(self.publisher.ch.chunk_ptr(c), self.len) }
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let c = self.chunk.expect("a live loan has its chunk");
+        // SAFETY: as in `deref`; the loan is the only writer of the chunk,
+        // and `&mut self` makes this the only reference to it in-process.
+        unsafe { std::slice::from_raw_parts_mut(self.publisher.ch.chunk_ptr(c), self.len) }
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.chunk.take() {
+            self.publisher
+                .ch
+                .mask(c)
+                .fetch_and(!LOANED, Ordering::Release);
+        }
+    }
+}
+
+/// A [`Loan`] seen as one `T` (see [`Publisher::loan_as`]).
+#[derive(Debug)]
+pub struct TypedLoan<'a, T> {
+    loan: Loan<'a>,
+    _type: PhantomData<T>,
+}
+
+impl<T> TypedLoan<'_, T> {
+    /// Publishes the value to every subscriber.
+    pub fn send(self) -> Result<()> {
+        self.loan.send()
+    }
+}
+
+impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedLoan<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Chunks are 64-byte aligned and exactly size_of::<T>() long here.
+        T::ref_from_bytes(&self.loan).expect("a loan sized and aligned for T")
+    }
+}
+
+impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> DerefMut for TypedLoan<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        T::mut_from_bytes(&mut self.loan).expect("a loan sized and aligned for T")
+    }
+}

@@ -1,0 +1,331 @@
+//! A reader of a channel: joining, receiving in place, samples.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromBytes, Immutable, KnownLayout};
+
+use super::*;
+use crate::endpoint::{Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::event::{WaitEnd, Waiting, notify, wait};
+use crate::shm::primitive::{Ordering, fence};
+use crate::shm::segment::Segment;
+use crate::sys;
+
+/// A reader of a channel.
+#[derive(Debug)]
+pub struct Subscriber {
+    ch: Channel,
+    index: usize,
+    cursor: Cell<u64>,
+    wait: WaitStrategy,
+    spin: Duration,
+    /// One thread receives: a subscriber is `Send`, not `Sync`.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Subscriber {
+    /// Attaches to the channel `url`, waiting up to `?timeout=` for the
+    /// publisher to create it. Messages published from now on arrive.
+    pub fn open(url: &str) -> Result<Subscriber> {
+        Subscriber::open_endpoint(&Endpoint::parse(url)?)
+    }
+
+    /// [`Subscriber::open`] with a parsed endpoint.
+    pub fn open_endpoint(ep: &Endpoint) -> Result<Subscriber> {
+        need_shm(ep, "open")?;
+        let deadline = Instant::now() + ep.options().timeout;
+        let seg = Segment::open_endpoint(ep)?;
+        let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(ep);
+        if seg.len() < size_of::<ChannelHeader>() {
+            return Err(bad("the segment is not a publish/subscribe channel"));
+        }
+        // SAFETY (of the reads below): checked to hold at least the header.
+        let info = Channel {
+            layout: Layout::new(1, 64),
+            seg,
+        };
+        while info.info().magic.load(Ordering::Acquire) != MAGIC {
+            if Instant::now() >= deadline {
+                return Err(bad("the segment is not (yet) a publish/subscribe channel"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let i = info.info();
+        if i.version.load(Ordering::Relaxed) != VERSION {
+            return Err(bad(
+                "channel layout version differs; use the same ipcx on both sides",
+            ));
+        }
+        let slots = i.slots.load(Ordering::Relaxed) as usize;
+        let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);
+        if !slots.is_power_of_two()
+            || layout.chunks != i.chunks.load(Ordering::Relaxed) as usize
+            || layout.total != info.seg.len()
+        {
+            return Err(bad("the channel header disagrees with the segment size"));
+        }
+        let ch = Channel {
+            seg: info.seg,
+            layout,
+        };
+        let o = ep.options();
+        let pid = sys::process::pid();
+        for index in 0..MAX_SUBSCRIBERS {
+            let e = ch.subscriber(index);
+            if e.state
+                .compare_exchange(FREE, CLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            e.pid.store(pid, Ordering::Relaxed);
+            e.start.store(
+                sys::process::start_time(pid).unwrap_or(0),
+                Ordering::Relaxed,
+            );
+            e.lost.store(0, Ordering::Relaxed);
+            // Holds the publisher back until we know where we start...
+            e.cursor.store(0, Ordering::Relaxed);
+            e.state.store(ACTIVE, Ordering::Release);
+            ch.info().active.fetch_or(1 << index, Ordering::AcqRel);
+            // ...then start at the tail: with the publisher's fence after
+            // each publish, it either sees us active or we see its message.
+            fence(Ordering::SeqCst);
+            let start = ch.header().tail.0.load(Ordering::Acquire);
+            e.cursor.store(start, Ordering::Release);
+            notify(&ch.header().space.0);
+            return Ok(Subscriber {
+                ch,
+                index,
+                cursor: Cell::new(start),
+                wait: o.wait,
+                spin: o.spin,
+                _not_sync: PhantomData,
+            });
+        }
+        Err(Error::new(
+            ErrorKind::Unsupported(format!(
+                "the channel already has {MAX_SUBSCRIBERS} subscribers"
+            )),
+            "open",
+        )
+        .at(ep))
+    }
+
+    /// Messages this subscriber missed because they were overwritten
+    /// before it read them (`?overflow=drop_oldest`).
+    pub fn lost(&self) -> u64 {
+        self.entry().lost.load(Ordering::Relaxed)
+    }
+
+    fn entry(&self) -> &SubscriberEntry {
+        self.ch.subscriber(self.index)
+    }
+
+    /// Waits for the next message; the sample borrows it in shared memory.
+    /// When the publisher is gone and everything it sent was read, the
+    /// error is [`ErrorKind::Closed`].
+    pub fn recv(&self) -> Result<Sample<'_>> {
+        self.recv_until(None)
+    }
+
+    /// Receives one message as a `T` read in place; a message of another
+    /// size (or alignment) is an error naming both, and is consumed.
+    pub fn recv_as<T: FromBytes + KnownLayout + Immutable>(&self) -> Result<TypedSample<'_, T>> {
+        let sample = self.recv()?;
+        if T::ref_from_bytes(&sample).is_err() {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "a message of {} bytes is not a {} ({} bytes)",
+                    sample.len(),
+                    std::any::type_name::<T>(),
+                    size_of::<T>()
+                )),
+                "recv",
+            ));
+        }
+        Ok(TypedSample {
+            sample,
+            _type: PhantomData,
+        })
+    }
+
+    /// [`Subscriber::recv`], waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_>> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// A message if one is ready.
+    pub fn try_recv(&self) -> Result<Option<Sample<'_>>> {
+        match self.recv_until(Some(Instant::now())) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if *e.kind() == ErrorKind::TimedOut => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Sample<'_>> {
+        let h = self.ch.header();
+        let n = self.ch.layout.slots as u64;
+        loop {
+            let cur = self.cursor.get();
+            // The slot itself says whether message `cur` is there: watching
+            // it (not `tail`) moves one cache line less per message.
+            let seq = self.ch.slot(cur).seq.load(Ordering::Acquire);
+            if seq > cur {
+                let tail = h.tail.0.load(Ordering::Acquire);
+                if seq > cur + 1 && tail.saturating_sub(cur) > n {
+                    // Overwritten (drop_oldest) before we got to them.
+                    self.skip(tail - n - cur);
+                    continue;
+                }
+                if let Some(sample) = self.take(cur) {
+                    return Ok(sample);
+                }
+                continue;
+            }
+            if self.ch.publisher_left() && h.tail.0.load(Ordering::Acquire) == cur {
+                return Err(Error::new(ErrorKind::Closed, "recv"));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "recv"));
+            }
+            let how = Waiting {
+                strategy: self.wait,
+                spin: self.spin,
+                deadline,
+                peer_gone: &|| self.ch.publisher_gone(),
+            };
+            let ready = || self.ch.slot(cur).seq.load(Ordering::Acquire) > cur;
+            match wait(&h.data.0, ready, &how) {
+                Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) == cur => {
+                    return Err(Error::new(ErrorKind::Closed, "recv"));
+                }
+                // A message came, the wait timed out, or a dead publisher
+                // left messages behind: the loop looks again.
+                _ => {}
+            }
+        }
+    }
+
+    fn skip(&self, missed: u64) {
+        let e = self.entry();
+        e.lost.fetch_add(missed, Ordering::Relaxed);
+        self.advance(self.cursor.get() + missed);
+    }
+
+    fn advance(&self, to: u64) {
+        self.cursor.set(to);
+        self.entry().cursor.store(to, Ordering::Release);
+        notify(&self.ch.header().space.0);
+    }
+
+    /// Takes message `seq` (`None`: it was overwritten; counted as lost).
+    fn take(&self, seq: u64) -> Option<Sample<'_>> {
+        let slot = self.ch.slot(seq);
+        let s1 = slot.seq.load(Ordering::Acquire);
+        let chunk = slot.chunk.load(Ordering::Relaxed);
+        let len = slot.len.load(Ordering::Relaxed) as usize;
+        fence(Ordering::Acquire);
+        let s2 = slot.seq.load(Ordering::Relaxed);
+        if s1 != seq + 1
+            || s2 != s1
+            || chunk as usize >= self.ch.layout.chunks
+            || len > self.ch.layout.chunk_size
+        {
+            if (s1 == 0 || s2 == 0) && !self.ch.publisher_gone() {
+                // Being rewritten this instant: look again. (A publisher
+                // that died mid-rewrite leaves it so: then it is lost.)
+                std::hint::spin_loop();
+                return None;
+            }
+            self.skip(1);
+            return None;
+        }
+        let bit = 1u64 << self.index;
+        self.ch.mask(chunk).fetch_or(bit, Ordering::AcqRel);
+        // If the publisher moved on while we took the chunk, give it back.
+        if slot.seq.load(Ordering::Acquire) != seq + 1 {
+            self.ch.mask(chunk).fetch_and(!bit, Ordering::Release);
+            self.skip(1);
+            return None;
+        }
+        self.advance(seq + 1);
+        Some(Sample {
+            sub: self,
+            chunk,
+            len,
+        })
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Samples borrow the subscriber, so none is alive; clear any bit a
+        // forgotten sample left behind.
+        self.ch.detach(self.index);
+        notify(&self.ch.header().space.0);
+    }
+}
+
+/// A received message, read in place in shared memory; the chunk returns
+/// to the pool when every subscriber dropped its sample.
+#[derive(Debug)]
+pub struct Sample<'a> {
+    sub: &'a Subscriber,
+    chunk: u32,
+    len: usize,
+}
+
+impl Sample<'_> {
+    /// Where the message lies in the segment's data region: the offset the
+    /// publisher's [`Loan::offset`] had, since nothing was copied.
+    pub fn offset(&self) -> usize {
+        self.sub.ch.layout.data + self.chunk as usize * self.sub.ch.layout.chunk_size
+    }
+}
+
+/// A [`Sample`] seen as one `T` (see [`Subscriber::recv_as`]).
+#[derive(Debug)]
+pub struct TypedSample<'a, T> {
+    sample: Sample<'a>,
+    _type: PhantomData<T>,
+}
+
+impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedSample<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Checked by `recv_as`.
+        T::ref_from_bytes(&self.sample).expect("checked when received")
+    }
+}
+
+impl Deref for Sample<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: our bit in the chunk's mask keeps the publisher from
+        // reusing it until the sample drops; `len` was checked against the
+        // chunk size when the sample was taken.
+        unsafe { std::slice::from_raw_parts(self.sub.ch.chunk_ptr(self.chunk), self.len) }
+    }
+}
+
+impl Drop for Sample<'_> {
+    fn drop(&mut self) {
+        let bit = 1u64 << self.sub.index;
+        let before = self
+            .sub
+            .ch
+            .mask(self.chunk)
+            .fetch_and(!bit, Ordering::Release);
+        if before == bit {
+            // The last holder of a chunk no longer in the ring: it is free.
+            notify(&self.sub.ch.header().space.0);
+        }
+    }
+}
