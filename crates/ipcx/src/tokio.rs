@@ -234,3 +234,98 @@ impl AsyncListener {
         }
     }
 }
+
+/// A shared-memory [`Subscriber`](crate::shm::Subscriber) for tokio: it
+/// awaits a message without a thread of its own.
+///
+/// While it waits, it asks the publisher (through a bit in the channel
+/// header) to ring its doorbell: a FIFO beside the segment
+/// (`/dev/shm/NAME.bellK`) that tokio's reactor watches. A busy channel
+/// rings nobody: the subscriber finds messages without waiting.
+///
+/// ```no_run
+/// # async fn demo() -> ipcx::Result<()> {
+/// let prices = ipcx::tokio::AsyncSubscriber::open("shm:prices")?;
+/// let sample = prices.recv().await?;
+/// println!("{} bytes", sample.len());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncSubscriber {
+    // Dropped before the subscriber, whose drop disarms the doorbell.
+    bell: AsyncFd<OwnedFd>,
+    path: std::path::PathBuf,
+    sub: crate::shm::Subscriber,
+}
+
+/// How often a waiting async subscriber checks that the publisher lives.
+const PUBLISHER_CHECK: Duration = Duration::from_millis(20);
+
+impl AsyncSubscriber {
+    /// Attaches to the channel `url` (see
+    /// [`Subscriber::open`](crate::shm::Subscriber::open); this waits, up to
+    /// `?timeout=`, on the calling thread) and makes its doorbell. Must run
+    /// inside a tokio runtime.
+    pub fn open(url: &str) -> Result<AsyncSubscriber> {
+        let sub = crate::shm::Subscriber::open(url)?;
+        let path = sub.doorbell_path().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported("async subscribers need a named channel".into()),
+                "open",
+            )
+        })?;
+        let io = |e| Error::io("open", e).at(url);
+        // A doorbell left by a dead subscriber in this place is stale.
+        crate::sys::fs::remove(&path).map_err(io)?;
+        crate::sys::fs::create_fifo(&path, 0o600).map_err(io)?;
+        let fd = crate::sys::fs::open_fifo_rw(&path).map_err(io)?;
+        let bell =
+            crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
+        Ok(AsyncSubscriber { bell, path, sub })
+    }
+
+    /// Waits for the next message; the sample borrows it in shared memory.
+    pub async fn recv(&self) -> Result<crate::shm::Sample<'_>> {
+        loop {
+            if let Some(sample) = self.sub.try_recv()? {
+                return Ok(sample);
+            }
+            self.sub.arm_doorbell();
+            // Armed: a message published from now on rings; one published
+            // before is seen here.
+            if let Some(sample) = self.sub.try_recv()? {
+                self.sub.disarm_doorbell();
+                return Ok(sample);
+            }
+            match tokio::time::timeout(PUBLISHER_CHECK, self.bell.readable()).await {
+                Ok(guard) => {
+                    let mut guard = guard.map_err(|e| Error::io("recv", e))?;
+                    // Empty the FIFO; the next wait needs a fresh ring.
+                    let mut buf = [0u8; 256];
+                    while matches!(crate::sys::fd::read(std::os::fd::AsFd::as_fd(self.bell.get_ref()), &mut buf), Ok(n) if n > 0)
+                    {
+                    }
+                    guard.clear_ready();
+                }
+                Err(_) if self.sub.closed() => {
+                    self.sub.disarm_doorbell();
+                    return Err(Error::new(ErrorKind::Closed, "recv"));
+                }
+                Err(_) => {}
+            }
+            self.sub.disarm_doorbell();
+        }
+    }
+
+    /// The subscriber underneath, for `lost()` and the blocking API.
+    pub fn get_ref(&self) -> &crate::shm::Subscriber {
+        &self.sub
+    }
+}
+
+impl Drop for AsyncSubscriber {
+    fn drop(&mut self) {
+        self.sub.disarm_doorbell();
+        let _ = crate::sys::fs::remove(&self.path);
+    }
+}

@@ -225,3 +225,45 @@ fn killed_publisher_never_delivers_a_loan() {
     let mut again = Publisher::create(&url).expect("a new publisher reclaims the name");
     again.send(b"fresh").expect("send");
 }
+
+/// A tokio task awaits messages from a publisher in another process; each
+/// one arrives after the subscriber went to sleep on its doorbell, and the
+/// publisher's exit ends the stream with `Closed`.
+#[cfg(feature = "async")]
+#[test]
+fn async_subscriber_awaits_without_a_thread() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut publisher = Publisher::create(&param("URL")).expect("create");
+        publisher
+            .wait_for_subscribers(1, Duration::from_secs(30))
+            .expect("subscriber");
+        for i in 0u64..50 {
+            // Give the subscriber time to fall asleep between messages.
+            std::thread::sleep(Duration::from_millis(2));
+            publisher.send(&i.to_le_bytes()).expect("send");
+        }
+        return;
+    }
+    let url = unique();
+    let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s")).expect("open");
+        let bell = std::path::Path::new("/dev/shm")
+            .join(format!("{}.bell0", url.trim_start_matches("shm:")));
+        assert!(bell.exists(), "the doorbell FIFO exists while subscribed");
+        for want in 0u64..50 {
+            let sample = sub.recv().await.expect("recv");
+            assert_eq!(u64::from_le_bytes(sample[..8].try_into().unwrap()), want);
+        }
+        let err = sub.recv().await.expect_err("the publisher is gone");
+        assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
+        drop(sub);
+        assert!(!bell.exists(), "and is removed with the subscriber");
+    });
+    child.finish();
+}

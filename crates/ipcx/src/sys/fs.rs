@@ -77,6 +77,26 @@ pub fn open_fifo(path: &Path, write: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Opens a FIFO for reading and writing, non-blocking, refusing a symlink.
+/// Linux allows it (POSIX leaves it open): the opener is then a reader and
+/// a writer, so its writes never fail for want of a reader.
+/// See `fifo(7)`.
+pub fn open_fifo_rw(path: &Path) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::Fifo {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a FIFO", path.display()),
+        ));
+    }
+    Ok(fd)
+}
+
 /// Opens a directory as a path-only descriptor, refusing a symlink.
 /// See `open(2)` `O_PATH`.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {

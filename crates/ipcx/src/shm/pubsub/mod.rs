@@ -68,6 +68,9 @@ struct Info {
     publisher_gone: AtomicU32,
     /// One bit per attached subscriber, so the publisher visits only those.
     active: AtomicU64,
+    /// One bit per subscriber that awaits on tokio: the publisher rings its
+    /// doorbell (a FIFO) after each message.
+    doorbells: AtomicU64,
 }
 
 /// The head of a channel segment: facts, the publish count, two events.
@@ -106,8 +109,14 @@ struct Slot {
     len: AtomicU32,
 }
 
+/// The doorbell FIFO of subscriber `k` of the channel segment `name`.
+pub(crate) fn doorbell_path(name: &str, k: usize) -> std::path::PathBuf {
+    std::path::Path::new(sys::shm::SHM_DIR).join(format!("{name}.bell{k}"))
+}
+
 #[cfg(not(ipcx_loom))]
 const _: () = {
+    assert!(size_of::<Info>() <= 64);
     assert!(size_of::<ChannelHeader>() == 256);
     assert!(size_of::<Line<SubscriberEntry>>() == 64);
     assert!(size_of::<Slot>() == 16);

@@ -37,6 +37,8 @@ pub struct Publisher {
     spin: Duration,
     /// Ring slots below this sequence number gave their chunk back.
     released: u64,
+    /// Doorbells of async subscribers, opened on first use: (pid, FIFO).
+    doorbells: Vec<Option<(u32, std::os::fd::OwnedFd)>>,
 }
 
 impl Publisher {
@@ -89,6 +91,7 @@ impl Publisher {
             wait: o.wait,
             spin: o.spin,
             released: 0,
+            doorbells: (0..MAX_SUBSCRIBERS).map(|_| None).collect(),
         })
     }
 
@@ -258,6 +261,12 @@ impl Publisher {
         }
         h.tail.0.store(s + 1, Ordering::Release);
         notify(&h.data.0);
+        // After notify's fence: an async subscriber either sees this message
+        // or has its doorbell bit seen here (the same Dekker pairing).
+        let bells = self.ch.info().doorbells.load(Ordering::Relaxed);
+        if bells != 0 {
+            self.ring_doorbells(bells);
+        }
         // Slots overwritten (drop_oldest) gave their chunk back above.
         self.released = self.released.max((s + 1).saturating_sub(n));
         // Reading every cursor moves their cache lines here: do it in
@@ -295,6 +304,30 @@ impl Publisher {
                 Ok(()) => return Ok(()),
                 // A dead subscriber was retired: look again.
                 Err(WaitEnd::PeerGone) | Err(WaitEnd::TimedOut) => {}
+            }
+        }
+    }
+
+    /// Writes a byte into the doorbell FIFO of each subscriber in `bells`.
+    /// The FIFO is opened read-write, so a vanished reader can never make a
+    /// write fail with `EPIPE` (and `SIGPIPE`); a full FIFO already rings.
+    fn ring_doorbells(&mut self, mut bells: u64) {
+        let Some(name) = self.ch.seg.name().map(str::to_string) else {
+            return;
+        };
+        while bells != 0 {
+            let k = bells.trailing_zeros() as usize;
+            bells &= bells - 1;
+            let pid = self.ch.subscriber(k).pid.load(Ordering::Relaxed);
+            let stale = !matches!(&self.doorbells[k], Some((p, _)) if *p == pid);
+            if stale {
+                self.doorbells[k] = sys::fs::open_fifo_rw(&doorbell_path(&name, k))
+                    .ok()
+                    .map(|fd| (pid, fd));
+            }
+            if let Some((_, fd)) = &self.doorbells[k] {
+                use std::os::fd::AsFd;
+                let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
             }
         }
     }

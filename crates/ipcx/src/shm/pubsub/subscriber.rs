@@ -213,6 +213,39 @@ impl Subscriber {
         }
     }
 
+    /// The path of this subscriber's doorbell FIFO (named channels only).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn doorbell_path(&self) -> Option<std::path::PathBuf> {
+        self.ch.seg.name().map(|n| doorbell_path(n, self.index))
+    }
+
+    /// Asks the publisher to ring the doorbell after each message, and
+    /// fences, so that a message published before this is seen by the
+    /// check that follows, or the publisher sees the request.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn arm_doorbell(&self) {
+        self.ch
+            .info()
+            .doorbells
+            .fetch_or(1 << self.index, Ordering::AcqRel);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Stops the doorbell.
+    pub(crate) fn disarm_doorbell(&self) {
+        self.ch
+            .info()
+            .doorbells
+            .fetch_and(!(1 << self.index), Ordering::AcqRel);
+    }
+
+    /// Whether the publisher left or died and nothing more is to come.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn closed(&self) -> bool {
+        self.ch.publisher_gone()
+            && self.ch.header().tail.0.load(Ordering::Acquire) == self.cursor.get()
+    }
+
     fn skip(&self, missed: u64) {
         let e = self.entry();
         e.lost.fetch_add(missed, Ordering::Relaxed);
@@ -268,6 +301,7 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         // Samples borrow the subscriber, so none is alive; clear any bit a
         // forgotten sample left behind.
+        self.disarm_doorbell();
         self.ch.detach(self.index);
         notify(&self.ch.header().space.0);
     }
