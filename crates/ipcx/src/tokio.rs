@@ -255,11 +255,10 @@ pub struct AsyncSubscriber {
     // Dropped before the subscriber, whose drop disarms the doorbell.
     bell: AsyncFd<OwnedFd>,
     path: std::path::PathBuf,
+    /// How often a wait checks that the publisher lives (`?liveness=`).
+    liveness: Duration,
     sub: crate::shm::Subscriber,
 }
-
-/// How often a waiting async subscriber checks that the publisher lives.
-const PUBLISHER_CHECK: Duration = Duration::from_millis(20);
 
 impl AsyncSubscriber {
     /// Attaches to the channel `url` (see
@@ -267,6 +266,7 @@ impl AsyncSubscriber {
     /// `?timeout=`, on the calling thread) and makes its doorbell. Must run
     /// inside a tokio runtime.
     pub fn open(url: &str) -> Result<AsyncSubscriber> {
+        let liveness = crate::Endpoint::parse(url)?.options().liveness;
         let sub = crate::shm::Subscriber::open(url)?;
         let path = sub.doorbell_path().ok_or_else(|| {
             Error::new(
@@ -281,7 +281,12 @@ impl AsyncSubscriber {
         let fd = crate::sys::fs::open_fifo_rw(&path).map_err(io)?;
         let bell =
             crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
-        Ok(AsyncSubscriber { bell, path, sub })
+        Ok(AsyncSubscriber {
+            bell,
+            path,
+            liveness,
+            sub,
+        })
     }
 
     /// Waits for the next message; the sample borrows it in shared memory.
@@ -297,7 +302,7 @@ impl AsyncSubscriber {
                 self.sub.disarm_doorbell();
                 return Ok(sample);
             }
-            match tokio::time::timeout(PUBLISHER_CHECK, self.bell.readable()).await {
+            match tokio::time::timeout(self.liveness, self.bell.readable()).await {
                 Ok(guard) => {
                     let mut guard = guard.map_err(|e| Error::io("recv", e))?;
                     // Empty the FIFO; the next wait needs a fresh ring.

@@ -228,7 +228,9 @@ fn killed_publisher_never_delivers_a_loan() {
 
 /// A tokio task awaits messages from a publisher in another process; each
 /// one arrives after the subscriber went to sleep on its doorbell, and the
-/// publisher's exit ends the stream with `Closed`.
+/// publisher's exit ends the stream with `Closed`. The liveness poll is an
+/// hour, so only the doorbell can wake the subscriber in time: if it did
+/// not ring, the watchdog would fail the test.
 #[cfg(feature = "async")]
 #[test]
 fn async_subscriber_awaits_without_a_thread() {
@@ -252,7 +254,8 @@ fn async_subscriber_awaits_without_a_thread() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s")).expect("open");
+        let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
+            .expect("open");
         let bell = std::path::Path::new("/dev/shm")
             .join(format!("{}.bell0", url.trim_start_matches("shm:")));
         assert!(bell.exists(), "the doorbell FIFO exists while subscribed");

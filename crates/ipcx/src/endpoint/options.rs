@@ -77,6 +77,9 @@ pub struct Options {
     pub slots: usize,
     /// What a full queue does (`overflow`, default block).
     pub overflow: Overflow,
+    /// How often an async shared-memory subscriber that waits checks that
+    /// its publisher still lives (`liveness`, default 20ms).
+    pub liveness: Duration,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).
     pub(crate) max_msg_given: bool,
@@ -114,6 +117,7 @@ impl Default for Options {
             size: 1 << 20,
             slots: 256,
             overflow: Overflow::Block,
+            liveness: Duration::from_millis(20),
             max_msg_given: false,
         }
     }
@@ -148,6 +152,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("size", &[Shm, Journal]),
     ("slots", &[Shm]),
     ("overflow", &[Shm, Mq, SysvMq]),
+    ("liveness", &[Shm]),
 ];
 
 impl Options {
@@ -223,6 +228,7 @@ impl Options {
                 "timeout" => o.timeout = parse_duration(value).map_err(err)?,
                 "handshake_timeout" => o.handshake_timeout = parse_duration(value).map_err(err)?,
                 "spin" => o.spin = parse_duration(value).map_err(err)?,
+                "liveness" => o.liveness = parse_duration(value).map_err(err)?,
                 "heartbeat" => {
                     let d = parse_duration(value).map_err(err)?;
                     if d < Duration::from_secs(1) {

@@ -360,6 +360,9 @@ impl Drop for Publisher {
         let h = self.ch.header();
         h.info.0.publisher_gone.store(1, Ordering::Release);
         h.data.0.wake_all();
+        fence(Ordering::SeqCst);
+        let bells = self.ch.info().doorbells.load(Ordering::Relaxed);
+        self.ring_doorbells(bells);
     }
 }
 
