@@ -270,3 +270,34 @@ fn async_subscriber_awaits_without_a_thread() {
     });
     child.finish();
 }
+
+/// A killed async subscriber leaves its doorbell FIFO; the channel's owner
+/// removes it with the segment.
+#[cfg(feature = "async")]
+#[test]
+fn doorbells_of_killed_subscribers_are_cleaned_up() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let _sub = ipcx::tokio::AsyncSubscriber::open(&format!("{}?timeout=30s", param("URL")))
+                .expect("open");
+            ready("subscribed");
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        });
+        return;
+    }
+    let url = unique();
+    let publisher = Publisher::create(&url).expect("create");
+    let mut child = t.spawn("async-subscriber", |c| set_param(c, "URL", &url));
+    child.wait_ready();
+    child.kill();
+    let bell =
+        std::path::Path::new("/dev/shm").join(format!("{}.bell0", url.trim_start_matches("shm:")));
+    assert!(bell.exists(), "SIGKILL leaves the doorbell behind");
+    drop(publisher);
+    assert!(!bell.exists(), "the owner removes it with the channel");
+}

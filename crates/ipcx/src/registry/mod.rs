@@ -88,6 +88,9 @@ impl Record {
             if sys::fs::identity(&c.path).ok() == Some((c.dev, c.ino)) {
                 remove_object(self.kind, &c.path);
             }
+            if self.kind == ObjectKind::Shm {
+                remove_doorbells(&c.path);
+            }
         }
     }
 }
@@ -306,6 +309,30 @@ fn remove_object(kind: ObjectKind, path: &Path) {
     };
     if ours {
         let _ = sys::fs::remove(path);
+    }
+}
+
+/// Removes the doorbell FIFOs (`NAME.bellK`) async subscribers of the
+/// shared-memory channel at `path` left behind (only FIFOs, only there).
+fn remove_doorbells(path: &Path) {
+    use rustix::fs::FileType;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.bell", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let ours = e
+            .file_name()
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .is_some_and(|k| k.parse::<u32>().is_ok());
+        if ours && matches!(sys::fs::object_type(&p), Ok(Some(FileType::Fifo))) {
+            let _ = sys::fs::remove(&p);
+        }
     }
 }
 
