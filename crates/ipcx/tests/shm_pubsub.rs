@@ -301,3 +301,46 @@ fn doorbells_of_killed_subscribers_are_cleaned_up() {
     drop(publisher);
     assert!(!bell.exists(), "the owner removes it with the channel");
 }
+
+/// An async subscriber that is dropped and opened again (the same place,
+/// the same pid, a new doorbell FIFO) is still rung.
+#[cfg(feature = "async")]
+#[test]
+fn a_reopened_async_subscriber_is_rung() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut publisher = Publisher::create(&param("URL")).expect("create");
+        publisher
+            .wait_for_subscribers(1, Duration::from_secs(30))
+            .expect("first");
+        std::thread::sleep(Duration::from_millis(50));
+        publisher.send(b"a").expect("send a");
+        // Then "b" every 10 ms until the second subscriber got one and left.
+        for i in 0..6000 {
+            std::thread::sleep(Duration::from_millis(10));
+            publisher.send(b"b").expect("send b");
+            if i > 5 && publisher.subscribers() == 0 {
+                break;
+            }
+        }
+        return;
+    }
+    let url = unique();
+    let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let open = || {
+            ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
+                .expect("open")
+        };
+        let first = open();
+        assert_eq!(&*first.recv().await.expect("recv a"), b"a");
+        drop(first);
+        let second = open();
+        assert_eq!(&*second.recv().await.expect("recv b"), b"b");
+    });
+    child.finish();
+}

@@ -37,8 +37,6 @@ pub struct Publisher {
     spin: Duration,
     /// Ring slots below this sequence number gave their chunk back.
     released: u64,
-    /// Doorbells of async subscribers, opened on first use: (pid, FIFO).
-    doorbells: Vec<Option<(u32, std::os::fd::OwnedFd)>>,
 }
 
 impl Publisher {
@@ -91,7 +89,6 @@ impl Publisher {
             wait: o.wait,
             spin: o.spin,
             released: 0,
-            doorbells: (0..MAX_SUBSCRIBERS).map(|_| None).collect(),
         })
     }
 
@@ -309,23 +306,18 @@ impl Publisher {
     }
 
     /// Writes a byte into the doorbell FIFO of each subscriber in `bells`.
-    /// The FIFO is opened read-write, so a vanished reader can never make a
-    /// write fail with `EPIPE` (and `SIGPIPE`); a full FIFO already rings.
-    fn ring_doorbells(&mut self, mut bells: u64) {
-        let Some(name) = self.ch.seg.name().map(str::to_string) else {
+    /// The FIFO is opened anew each time (a subscriber place may get a new
+    /// FIFO under the same pid), and read-write, so a vanished reader can
+    /// never make the write fail with `EPIPE` (and `SIGPIPE`); a full FIFO
+    /// has rung already. Only subscribers that sleep are rung.
+    fn ring_doorbells(&self, mut bells: u64) {
+        let Some(name) = self.ch.seg.name() else {
             return;
         };
         while bells != 0 {
             let k = bells.trailing_zeros() as usize;
             bells &= bells - 1;
-            let pid = self.ch.subscriber(k).pid.load(Ordering::Relaxed);
-            let stale = !matches!(&self.doorbells[k], Some((p, _)) if *p == pid);
-            if stale {
-                self.doorbells[k] = sys::fs::open_fifo_rw(&doorbell_path(&name, k))
-                    .ok()
-                    .map(|fd| (pid, fd));
-            }
-            if let Some((_, fd)) = &self.doorbells[k] {
+            if let Ok(fd) = sys::fs::open_fifo_rw(&doorbell_path(name, k)) {
                 use std::os::fd::AsFd;
                 let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
             }
