@@ -344,3 +344,51 @@ fn a_reopened_async_subscriber_is_rung() {
     });
     child.finish();
 }
+
+const PER_PUBLISHER: u64 = 5_000;
+
+/// Two more publishers, each in its own process, attach to a channel and
+/// publish at once: the subscriber gets every message of each, in each
+/// publisher's order, none torn or lost.
+#[test]
+fn several_publishers_take_turns() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut publisher =
+            Publisher::open(&format!("{}?timeout=30s", param("URL"))).expect("attach");
+        publisher
+            .wait_for_subscribers(1, Duration::from_secs(30))
+            .expect("subscriber");
+        let id: u64 = param("ID").parse().unwrap();
+        for seq in 0..PER_PUBLISHER {
+            let mut loan = publisher.loan(16).expect("loan");
+            loan[..8].copy_from_slice(&id.to_le_bytes());
+            loan[8..].copy_from_slice(&seq.to_le_bytes());
+            loan.send().expect("send");
+        }
+        return;
+    }
+    let url = unique();
+    let _creator = Publisher::create(&format!("{url}?slots=64&max_msg=16")).expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    let children: Vec<_> = (1..=2u64)
+        .map(|id| {
+            t.spawn("publisher", |c| {
+                set_param(set_param(c, "URL", &url), "ID", &id.to_string())
+            })
+        })
+        .collect();
+    let mut next = [0u64; 3];
+    for _ in 0..2 * PER_PUBLISHER {
+        let sample = sub.recv().expect("recv");
+        let id = u64::from_le_bytes(sample[..8].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(sample[8..16].try_into().unwrap());
+        assert!(id == 1 || id == 2, "a torn message: id {id}");
+        assert_eq!(seq, next[id], "publisher {id} out of order");
+        next[id] += 1;
+    }
+    assert_eq!(next[1..], [PER_PUBLISHER, PER_PUBLISHER]);
+    for c in children {
+        c.finish();
+    }
+}

@@ -27,7 +27,8 @@ mod segment;
 
 pub use link::LinkHeader;
 pub use pubsub::{
-    ChannelHeader, Loan, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan, TypedSample,
+    ChannelHeader, Loan, MAX_PUBLISHERS, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan,
+    TypedSample,
 };
 pub use queue::{Queue, QueueHeader};
 pub use ring::RingHeader;

@@ -33,7 +33,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+
+/// Most publishers of one channel.
+pub const MAX_PUBLISHERS: usize = 4;
 
 /// Most subscribers of one channel (one mask bit each).
 pub const MAX_SUBSCRIBERS: usize = 62;
@@ -63,8 +66,7 @@ struct Info {
     slots: AtomicU32,
     chunks: AtomicU32,
     chunk_size: AtomicU32,
-    publisher_pid: AtomicU32,
-    publisher_start: AtomicU64,
+    /// Set when the last publisher left.
     publisher_gone: AtomicU32,
     /// One bit per attached subscriber, so the publisher visits only those.
     active: AtomicU64,
@@ -84,6 +86,29 @@ pub struct ChannelHeader {
     data: Line<Event>,
     /// The publisher sleeps here for a free slot or chunk.
     space: Line<Event>,
+    publishers: Line<Publishers>,
+}
+
+/// One publisher's place.
+#[repr(C)]
+#[derive(Debug)]
+struct PublisherEntry {
+    /// 0 when free.
+    pid: AtomicU32,
+    _pad: AtomicU32,
+    start: AtomicU64,
+}
+
+/// What the publishers share: who they are, the lock each takes to
+/// publish, and how far the ring has given its chunks back.
+#[repr(C)]
+#[derive(Debug)]
+struct Publishers {
+    /// Pid of the publisher inside its publish step, or 0.
+    lock: AtomicU32,
+    count: AtomicU32,
+    released: AtomicU64,
+    entries: [PublisherEntry; MAX_PUBLISHERS],
 }
 
 /// One subscriber's place (a cache line each).
@@ -117,7 +142,8 @@ pub(crate) fn doorbell_path(name: &str, k: usize) -> std::path::PathBuf {
 #[cfg(not(ipcx_loom))]
 const _: () = {
     assert!(size_of::<Info>() <= 64);
-    assert!(size_of::<ChannelHeader>() == 256);
+    assert!(size_of::<ChannelHeader>() == 384);
+    assert!(std::mem::offset_of!(ChannelHeader, publishers) == 256);
     assert!(size_of::<Line<SubscriberEntry>>() == 64);
     assert!(size_of::<Slot>() == 16);
     assert!(std::mem::offset_of!(ChannelHeader, tail) == 64);
@@ -225,14 +251,27 @@ impl Channel {
         self.info().publisher_gone.load(Ordering::Acquire) != 0
     }
 
-    /// Whether the publisher left or died (reads /proc: not per message).
+    /// Whether every publisher left or died (reads /proc: not per message).
     fn publisher_gone(&self) -> bool {
-        let i = self.info();
         self.publisher_left()
-            || !sys::process::is_alive(
-                i.publisher_pid.load(Ordering::Relaxed),
-                i.publisher_start.load(Ordering::Relaxed),
-            )
+            || !self.publishers().entries.iter().any(|e| {
+                sys::process::is_alive(
+                    e.pid.load(Ordering::Acquire),
+                    e.start.load(Ordering::Acquire),
+                )
+            })
+    }
+
+    fn publishers(&self) -> &Publishers {
+        &self.header().publishers.0
+    }
+
+    /// Whether the publisher `pid` is attached and alive.
+    fn publisher_alive(&self, pid: u32) -> bool {
+        self.publishers().entries.iter().any(|e| {
+            e.pid.load(Ordering::Acquire) == pid
+                && sys::process::is_alive(pid, e.start.load(Ordering::Acquire))
+        })
     }
 
     /// Attached subscribers, as indices.
@@ -305,6 +344,47 @@ fn need_shm(ep: &Endpoint, op: &'static str) -> Result<()> {
         .at(ep));
     }
     Ok(())
+}
+
+/// Maps the channel `ep` names, waiting up to its `?timeout=` for it to
+/// exist and be initialized, and checks its header.
+fn open_channel(ep: &Endpoint) -> Result<Channel> {
+    need_shm(ep, "open")?;
+    let deadline = std::time::Instant::now() + ep.options().timeout;
+    let seg = Segment::open_endpoint(ep)?;
+    let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(ep);
+    if seg.len() < size_of::<ChannelHeader>() {
+        return Err(bad("the segment is not a publish/subscribe channel"));
+    }
+    // Only the header is read until the layout is known.
+    let probe = Channel {
+        layout: Layout::new(1, 64),
+        seg,
+    };
+    while probe.info().magic.load(Ordering::Acquire) != MAGIC {
+        if std::time::Instant::now() >= deadline {
+            return Err(bad("the segment is not (yet) a publish/subscribe channel"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let i = probe.info();
+    if i.version.load(Ordering::Relaxed) != VERSION {
+        return Err(bad(
+            "channel layout version differs; use the same ipcx on both sides",
+        ));
+    }
+    let slots = i.slots.load(Ordering::Relaxed) as usize;
+    let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);
+    if !slots.is_power_of_two()
+        || layout.chunks != i.chunks.load(Ordering::Relaxed) as usize
+        || layout.total != probe.seg.len()
+    {
+        return Err(bad("the channel header disagrees with the segment size"));
+    }
+    Ok(Channel {
+        seg: probe.seg,
+        layout,
+    })
 }
 
 mod publisher;

@@ -35,8 +35,11 @@ pub struct Publisher {
     overflow: Overflow,
     wait: WaitStrategy,
     spin: Duration,
-    /// Ring slots below this sequence number gave their chunk back.
-    released: u64,
+    /// This publisher's place among the channel's publishers.
+    entry: usize,
+    /// Our pid, the publish lock's value while we hold it (getpid is a
+    /// system call: not one per message).
+    pid: u32,
 }
 
 impl Publisher {
@@ -75,11 +78,13 @@ impl Publisher {
         i.chunks.store(layout.chunks as u32, Ordering::Relaxed);
         i.chunk_size
             .store(layout.chunk_size as u32, Ordering::Relaxed);
-        i.publisher_pid.store(pid, Ordering::Relaxed);
-        i.publisher_start.store(
+        let me = &ch.publishers().entries[0];
+        me.pid.store(pid, Ordering::Relaxed);
+        me.start.store(
             sys::process::start_time(pid).unwrap_or(0),
             Ordering::Relaxed,
         );
+        ch.publishers().count.store(1, Ordering::Relaxed);
         // The segment is fresh (all zero): every subscriber place is FREE,
         // every chunk free, every slot empty.
         i.magic.store(MAGIC, Ordering::Release);
@@ -88,8 +93,83 @@ impl Publisher {
             overflow: o.overflow,
             wait: o.wait,
             spin: o.spin,
-            released: 0,
+            entry: 0,
+            pid,
         })
+    }
+
+    /// Attaches another publisher to the existing channel `url` (up to
+    /// [`MAX_PUBLISHERS`]); publishers take turns through a lock in the
+    /// channel, each message whole. The creator keeps the name: when it
+    /// exits, others attached carry on, but nobody new can open the channel.
+    pub fn open(url: &str) -> Result<Publisher> {
+        let ep = Endpoint::parse(url)?;
+        let ch = open_channel(&ep)?;
+        let pid = sys::process::pid();
+        let start = sys::process::start_time(pid).unwrap_or(0);
+        let p = ch.publishers();
+        let Some(entry) = (0..MAX_PUBLISHERS).find(|&k| {
+            let e = &p.entries[k];
+            let free = e.pid.load(Ordering::Acquire);
+            // A place is free, or its publisher died.
+            (free == 0 || !sys::process::is_alive(free, e.start.load(Ordering::Acquire)))
+                && e.pid
+                    .compare_exchange(free, pid, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+        }) else {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "the channel already has {MAX_PUBLISHERS} publishers"
+                )),
+                "open",
+            )
+            .at(&ep));
+        };
+        p.entries[entry].start.store(start, Ordering::Release);
+        p.count.fetch_add(1, Ordering::AcqRel);
+        ch.info().publisher_gone.store(0, Ordering::Release);
+        let o = ep.options();
+        let overflow = match ch.info().overflow.load(Ordering::Relaxed) {
+            x if x == Overflow::DropOldest as u32 => Overflow::DropOldest,
+            x if x == Overflow::Fail as u32 => Overflow::Fail,
+            _ => Overflow::Block,
+        };
+        Ok(Publisher {
+            ch,
+            overflow,
+            wait: o.wait,
+            spin: o.spin,
+            entry,
+            pid,
+        })
+    }
+
+    /// Takes the channel's publish lock; a holder that died is pushed aside.
+    fn lock(&self) -> PublishLock<'_> {
+        let me = self.pid;
+        let p = self.ch.publishers();
+        let mut spins = 0u32;
+        loop {
+            match p
+                .lock
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return PublishLock(p),
+                Err(holder) => {
+                    spins = spins.wrapping_add(1);
+                    if spins % 4096 == 0 && !self.ch.publisher_alive(holder) {
+                        let _ =
+                            p.lock
+                                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
+                    }
+                    if spins > 64 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+        }
     }
 
     /// The largest message (the chunk size).
@@ -137,7 +217,11 @@ impl Publisher {
             if let Some(c) = self.alloc() {
                 break c;
             }
-            if self.release_consumed() {
+            let freed = {
+                let _lock = self.lock();
+                self.release_consumed()
+            };
+            if freed {
                 continue;
             }
             if self.overflow == Overflow::Fail {
@@ -209,22 +293,26 @@ impl Publisher {
     /// Gives back the ring's hold on chunks every subscriber has read
     /// (new subscribers start at the tail, so nobody will read them again).
     /// True if any chunk came free.
-    fn release_consumed(&mut self) -> bool {
+    /// Called with the publish lock held.
+    fn release_consumed(&self) -> bool {
         let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
         let upto = self.slowest().unwrap_or(tail).min(tail);
+        let released = &self.ch.publishers().released;
         let mut freed = false;
-        while self.released < upto {
-            let slot = self.ch.slot(self.released);
+        while released.load(Ordering::Relaxed) < upto {
+            let slot = self.ch.slot(released.load(Ordering::Relaxed));
             let chunk = slot.chunk.swap(NO_CHUNK, Ordering::Relaxed);
             if chunk != NO_CHUNK {
                 freed |= self.ch.mask(chunk).fetch_and(!IN_RING, Ordering::AcqRel) == IN_RING;
             }
-            self.released += 1;
+            released.fetch_add(1, Ordering::Relaxed);
         }
         freed
     }
 
     fn publish(&mut self, chunk: u32, len: usize) -> Result<()> {
+        // One publisher at a time from here to the new tail.
+        let _lock = self.lock();
         let h = self.ch.header();
         let s = h.tail.0.load(Ordering::Relaxed);
         let n = self.ch.layout.slots as u64;
@@ -265,7 +353,10 @@ impl Publisher {
             self.ring_doorbells(bells);
         }
         // Slots overwritten (drop_oldest) gave their chunk back above.
-        self.released = self.released.max((s + 1).saturating_sub(n));
+        self.ch
+            .publishers()
+            .released
+            .fetch_max((s + 1).saturating_sub(n), Ordering::Relaxed);
         // Reading every cursor moves their cache lines here: do it in
         // batches (and whenever a loan finds no free chunk).
         if (s + 1) % RELEASE_BATCH == 0 {
@@ -277,7 +368,8 @@ impl Publisher {
     /// Whether ring slots every subscriber passed still hold their chunks.
     fn releasable(&self) -> bool {
         let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
-        self.slowest().unwrap_or(tail).min(tail) > self.released
+        self.slowest().unwrap_or(tail).min(tail)
+            > self.ch.publishers().released.load(Ordering::Relaxed)
     }
 
     /// The lowest cursor among attached subscribers.
@@ -349,6 +441,11 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
+        let p = self.ch.publishers();
+        p.entries[self.entry].pid.store(0, Ordering::Release);
+        if p.count.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return; // others still publish
+        }
         let h = self.ch.header();
         h.info.0.publisher_gone.store(1, Ordering::Release);
         h.data.0.wake_all();
@@ -438,5 +535,14 @@ impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedLoan<'_, T> {
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> DerefMut for TypedLoan<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         T::mut_from_bytes(&mut self.loan).expect("a loan sized and aligned for T")
+    }
+}
+
+/// The channel's publish lock, released on drop.
+struct PublishLock<'a>(&'a Publishers);
+
+impl Drop for PublishLock<'_> {
+    fn drop(&mut self) {
+        self.0.lock.store(0, Ordering::Release);
     }
 }

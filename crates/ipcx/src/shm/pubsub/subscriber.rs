@@ -13,7 +13,6 @@ use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::event::{WaitEnd, Waiting, notify, wait};
 use crate::shm::primitive::{Ordering, fence};
-use crate::shm::segment::Segment;
 use crate::sys;
 
 /// A reader of a channel.
@@ -37,42 +36,7 @@ impl Subscriber {
 
     /// [`Subscriber::open`] with a parsed endpoint.
     pub fn open_endpoint(ep: &Endpoint) -> Result<Subscriber> {
-        need_shm(ep, "open")?;
-        let deadline = Instant::now() + ep.options().timeout;
-        let seg = Segment::open_endpoint(ep)?;
-        let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(ep);
-        if seg.len() < size_of::<ChannelHeader>() {
-            return Err(bad("the segment is not a publish/subscribe channel"));
-        }
-        // SAFETY (of the reads below): checked to hold at least the header.
-        let info = Channel {
-            layout: Layout::new(1, 64),
-            seg,
-        };
-        while info.info().magic.load(Ordering::Acquire) != MAGIC {
-            if Instant::now() >= deadline {
-                return Err(bad("the segment is not (yet) a publish/subscribe channel"));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let i = info.info();
-        if i.version.load(Ordering::Relaxed) != VERSION {
-            return Err(bad(
-                "channel layout version differs; use the same ipcx on both sides",
-            ));
-        }
-        let slots = i.slots.load(Ordering::Relaxed) as usize;
-        let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);
-        if !slots.is_power_of_two()
-            || layout.chunks != i.chunks.load(Ordering::Relaxed) as usize
-            || layout.total != info.seg.len()
-        {
-            return Err(bad("the channel header disagrees with the segment size"));
-        }
-        let ch = Channel {
-            seg: info.seg,
-            layout,
-        };
+        let ch = open_channel(ep)?;
         let o = ep.options();
         let pid = sys::process::pid();
         for index in 0..MAX_SUBSCRIBERS {
