@@ -323,7 +323,7 @@ fn async_round_trip(mech: Mechanism) {
     }
     let dir = t.scratch();
     let (child, link) = child_binds(&t, mech, &dir, "echo");
-    runtime().block_on(async move {
+    common::runtime().block_on(async move {
         let mut link = AsyncLink::from_link(link).expect("AsyncLink::from_link");
         for (seed, size) in sizes(largest_by_default(mech.scheme()))
             .into_iter()
@@ -359,7 +359,7 @@ fn async_serve(mech: Mechanism) {
         return; // no descriptor for the reactor
     }
     let dir = t.scratch();
-    let rt = runtime();
+    let rt = common::runtime();
     let (child, mut link) = match mech.bind_url(&dir) {
         None => {
             let (child, link) = t.spawn_with_pipe("client", |c| c);
@@ -387,14 +387,6 @@ fn async_serve(mech: Mechanism) {
         }
     });
     child.finish();
-}
-
-#[cfg(feature = "async")]
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 /// Runs the whole suite against each mechanism, one module per mechanism.

@@ -15,6 +15,12 @@ fn unique() -> String {
 
 const FAN_OUT: u64 = 1_000_000;
 
+/// The doorbell FIFO of the first subscriber of the channel `url`.
+#[cfg(feature = "async")]
+fn doorbell(url: &str) -> std::path::PathBuf {
+    std::path::Path::new("/dev/shm").join(format!("{}.bell0", url.trim_start_matches("shm:")))
+}
+
 /// One publisher, four subscribers, a million messages with `block`: every
 /// subscriber gets every message, in order.
 #[test]
@@ -249,15 +255,11 @@ fn async_subscriber_awaits_without_a_thread() {
     }
     let url = unique();
     let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
             .expect("open");
-        let bell = std::path::Path::new("/dev/shm")
-            .join(format!("{}.bell0", url.trim_start_matches("shm:")));
+        let bell = doorbell(&url);
         assert!(bell.exists(), "the doorbell FIFO exists while subscribed");
         for want in 0u64..50 {
             let sample = sub.recv().await.expect("recv");
@@ -278,10 +280,7 @@ fn async_subscriber_awaits_without_a_thread() {
 fn doorbells_of_killed_subscribers_are_cleaned_up() {
     let t = Test::start();
     if t.child_role().is_some() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = common::runtime();
         rt.block_on(async {
             let _sub = ipcx::tokio::AsyncSubscriber::open(&format!("{}?timeout=30s", param("URL")))
                 .expect("open");
@@ -295,8 +294,7 @@ fn doorbells_of_killed_subscribers_are_cleaned_up() {
     let mut child = t.spawn("async-subscriber", |c| set_param(c, "URL", &url));
     child.wait_ready();
     child.kill();
-    let bell =
-        std::path::Path::new("/dev/shm").join(format!("{}.bell0", url.trim_start_matches("shm:")));
+    let bell = doorbell(&url);
     assert!(bell.exists(), "SIGKILL leaves the doorbell behind");
     drop(publisher);
     assert!(!bell.exists(), "the owner removes it with the channel");
@@ -327,10 +325,7 @@ fn a_reopened_async_subscriber_is_rung() {
     }
     let url = unique();
     let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let open = || {
             ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))

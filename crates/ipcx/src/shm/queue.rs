@@ -65,6 +65,8 @@ struct CellHeader {
 #[cfg(not(ipcx_loom))]
 const _: () = {
     assert!(size_of::<QueueHeader>() == 320);
+    assert!(size_of::<QueueInfo>() == 24);
+    assert!(std::mem::offset_of!(QueueHeader, enqueue) == 64);
     assert!(size_of::<CellHeader>() == CELL_HEADER);
 };
 
@@ -101,92 +103,69 @@ impl View {
         }
     }
 
-    /// Pushes if a cell is free; `false` when the queue is full.
-    fn try_push(&self, msg: &[u8]) -> bool {
-        let h = self.hdr();
-        let mut pos = h.enqueue.0.load(Ordering::Relaxed);
+    /// Claims the next position on `counter` whose cell reads `pos + lag`
+    /// (0: free for producers; 1: published, for consumers). `None` when
+    /// the cell is a lap behind: the queue is full (or empty).
+    fn claim(&self, counter: &AtomicU64, lag: u64) -> Option<(u64, &CellHeader, *mut u8)> {
+        let mut pos = counter.load(Ordering::Relaxed);
         loop {
             let (cell, data) = self.cell(pos);
             let seq = cell.seq.load(Ordering::Acquire);
-            match seq.cmp(&pos) {
+            match seq.cmp(&(pos + lag)) {
                 std::cmp::Ordering::Equal => {
-                    match h.enqueue.0.compare_exchange(
+                    match counter.compare_exchange(
                         pos,
                         pos + 1,
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     ) {
-                        Ok(_) => {
-                            // SAFETY: this cell is ours until we publish it;
-                            // `msg` fits (checked by the caller).
-                            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
-                            cell.len.store(msg.len() as u32, Ordering::Relaxed);
-                            cell.seq.store(pos + 1, Ordering::Release);
-                            notify(&h.data.0);
-                            return true;
-                        }
-                        Err(now) => {
-                            spin_hint();
-                            pos = now;
-                        }
+                        Ok(_) => return Some((pos, cell, data)),
+                        Err(now) => pos = now,
                     }
                 }
-                // The consumer of the last lap has not freed it: full.
-                std::cmp::Ordering::Less => return false,
-                std::cmp::Ordering::Greater => {
-                    spin_hint();
-                    // Another producer moved on: read the newest position
-                    // (a read-modify-write cannot return a stale value).
-                    pos = h.enqueue.0.fetch_add(0, Ordering::Relaxed);
-                }
+                std::cmp::Ordering::Less => return None,
+                // Another process moved on: read the newest position (a
+                // read-modify-write cannot return a stale value).
+                std::cmp::Ordering::Greater => pos = counter.fetch_add(0, Ordering::Relaxed),
             }
+            spin_hint();
         }
+    }
+
+    /// Pushes if a cell is free; `false` when the queue is full.
+    fn try_push(&self, msg: &[u8]) -> bool {
+        let h = self.hdr();
+        let Some((pos, cell, data)) = self.claim(&h.enqueue.0, 0) else {
+            return false;
+        };
+        // SAFETY: this cell is ours until we publish it; `msg` fits (checked
+        // by the caller).
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), data, msg.len()) };
+        cell.len.store(msg.len() as u32, Ordering::Relaxed);
+        cell.seq.store(pos + 1, Ordering::Release);
+        notify(&h.data.0);
+        true
     }
 
     /// Pops into `out` if a message is ready; `false` when empty.
     fn try_pop(&self, out: &mut Vec<u8>) -> bool {
         let h = self.hdr();
-        let mut pos = h.dequeue.0.load(Ordering::Relaxed);
-        loop {
-            let (cell, data) = self.cell(pos);
-            let seq = cell.seq.load(Ordering::Acquire);
-            match seq.cmp(&(pos + 1)) {
-                std::cmp::Ordering::Equal => {
-                    match h.dequeue.0.compare_exchange(
-                        pos,
-                        pos + 1,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    ) {
-                        Ok(_) => {
-                            // A length from shared memory: clamp it to the cell.
-                            let len =
-                                (cell.len.load(Ordering::Relaxed) as usize).min(self.cell_size);
-                            out.clear();
-                            out.reserve(len);
-                            // SAFETY: the cell is ours until we free it; `out`
-                            // has room for `len` bytes, which we initialize.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(data, out.as_mut_ptr(), len);
-                                out.set_len(len);
-                            }
-                            cell.seq.store(pos + self.n, Ordering::Release);
-                            notify(&h.space.0);
-                            return true;
-                        }
-                        Err(now) => {
-                            spin_hint();
-                            pos = now;
-                        }
-                    }
-                }
-                std::cmp::Ordering::Less => return false,
-                std::cmp::Ordering::Greater => {
-                    spin_hint();
-                    pos = h.dequeue.0.fetch_add(0, Ordering::Relaxed);
-                }
-            }
+        let Some((pos, cell, data)) = self.claim(&h.dequeue.0, 1) else {
+            return false;
+        };
+        // A length from shared memory: clamp it to the cell.
+        let len = (cell.len.load(Ordering::Relaxed) as usize).min(self.cell_size);
+        out.clear();
+        out.reserve(len);
+        // SAFETY: the cell is ours until we free it; `out` has room for `len`
+        // bytes, which we initialize.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data, out.as_mut_ptr(), len);
+            out.set_len(len);
         }
+        cell.seq.store(pos + self.n, Ordering::Release);
+        notify(&h.space.0);
+        true
     }
 
     // The waits' conditions read the newest position (read-modify-write),

@@ -227,7 +227,7 @@ impl Segment {
             0 => return Err(Attach::NotReady("not yet initialized by its creator")),
             other => {
                 return Err(fatal(format!(
-                    "not an ipcx segment (magic {:?})",
+                    "not an ipcx segment (magic {:?}): another program made it; pick another name",
                     other.to_le_bytes().map(char::from)
                 )));
             }

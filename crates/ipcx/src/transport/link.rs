@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::Capabilities;
 use super::channel::Channel;
-use super::outgoing::{Outgoing, Part};
+use super::outgoing::{Outgoing, Part, Parts};
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::link::{ShmRx, ShmTx};
@@ -628,20 +628,15 @@ impl SendHalf {
         packet: bool,
     ) -> Result<Outgoing<'a>> {
         let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
-        let mut parts = Vec::with_capacity(2);
-        let group = match self.codec {
-            Codec::Raw => {
-                parts.push(Part::Body(msg));
-                1
-            }
+        let (parts, group) = match self.codec {
+            Codec::Raw => (Parts::one(Part::Body(msg)), 1),
             Codec::Lines => {
                 if msg.contains(&b'\n') {
                     return err(ErrorKind::Unsupported(
-                        "a message on a codec=lines link may not contain a newline".into(),
+                        "a message on a codec=lines link may not contain a newline; send it on a framed link or split it".into(),
                     ));
                 }
-                parts.extend([Part::Body(msg), Part::Body(b"\n")]);
-                2
+                (Parts::two(Part::Body(msg), Part::Body(b"\n")), 2)
             }
             Codec::Framed => {
                 let max = self.shared.peer_max.load(Ordering::Acquire);
@@ -652,23 +647,22 @@ impl SendHalf {
                     });
                 }
                 if msg.len() <= self.chunk {
-                    parts.extend([
-                        Part::Head(self.header(kind, msg, fds.len()).encode()),
-                        Part::Body(msg),
-                    ]);
+                    let head = Part::Head(self.header(kind, msg, fds.len()).encode());
+                    (Parts::two(head, Part::Body(msg)), 2)
                 } else {
+                    let mut parts = Vec::new();
                     wire::for_each_chunk(msg, self.chunk, self.crc, |h, part| {
                         parts.extend([Part::Head(h.encode()), Part::Body(part)]);
                     });
                     if let Some(Part::Head(h)) = parts.first_mut() {
                         h[7] = fds.len() as u8;
                     }
+                    (Parts::Heap(parts), 2)
                 }
-                2
             }
         };
         // A datagram socket takes one frame per call; a stream takes all.
-        let group = if packet { group } else { parts.len() };
+        let group = if packet { group } else { usize::MAX };
         Ok(Outgoing::new(parts, group, fds))
     }
 

@@ -8,7 +8,11 @@ use std::os::fd::BorrowedFd;
 use super::channel::Channel;
 use crate::wire;
 
+/// Most slices handed to one `writev`/`sendmsg` (a 16 MiB message is 32).
+const MAX_IOV: usize = 64;
+
 /// A piece of an outgoing message.
+#[derive(Clone, Copy)]
 pub(crate) enum Part<'a> {
     Head([u8; wire::HEADER_LEN]),
     Body(&'a [u8]),
@@ -23,10 +27,35 @@ impl Part<'_> {
     }
 }
 
+/// The pieces of one message: inline for the usual one or two (a header
+/// and a payload), so sending allocates nothing; on the heap for a message
+/// split into chunks.
+pub(crate) enum Parts<'a> {
+    Inline([Part<'a>; 2], usize),
+    Heap(Vec<Part<'a>>),
+}
+
+impl<'a> Parts<'a> {
+    pub(crate) fn one(a: Part<'a>) -> Parts<'a> {
+        Parts::Inline([a, Part::Body(&[])], 1)
+    }
+
+    pub(crate) fn two(a: Part<'a>, b: Part<'a>) -> Parts<'a> {
+        Parts::Inline([a, b], 2)
+    }
+
+    fn as_slice(&self) -> &[Part<'a>] {
+        match self {
+            Parts::Inline(p, n) => &p[..*n],
+            Parts::Heap(v) => v,
+        }
+    }
+}
+
 /// A message on its way out: resumable after a partial or refused write, so
 /// the blocking and the async senders drive the same code.
 pub(crate) struct Outgoing<'a> {
-    parts: Vec<Part<'a>>,
+    parts: Parts<'a>,
     /// Parts written per system call (one datagram, or everything).
     group: usize,
     next: usize,
@@ -37,11 +66,7 @@ pub(crate) struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// The message made of `parts`, written `group` parts per system call,
     /// with `fds` attached to its first byte.
-    pub(crate) fn new(
-        parts: Vec<Part<'a>>,
-        group: usize,
-        fds: &'a [BorrowedFd<'a>],
-    ) -> Outgoing<'a> {
+    pub(crate) fn new(parts: Parts<'a>, group: usize, fds: &'a [BorrowedFd<'a>]) -> Outgoing<'a> {
         Outgoing {
             parts,
             group,
@@ -53,14 +78,15 @@ impl<'a> Outgoing<'a> {
 
     /// Writes what the channel takes; `true` when all is written.
     pub(crate) fn write_some(&mut self, ch: &Channel) -> std::io::Result<bool> {
-        while self.next < self.parts.len() {
-            // At most IOV_MAX (1024) slices per call.
-            let end = (self.next + self.group.min(1024)).min(self.parts.len());
-            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(end - self.next);
-            for (i, p) in self.parts[self.next..end].iter().enumerate() {
+        let parts = self.parts.as_slice();
+        while self.next < parts.len() {
+            let end = (self.next + self.group.min(MAX_IOV)).min(parts.len());
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            for (i, p) in parts[self.next..end].iter().enumerate() {
                 let b = p.bytes();
-                iov.push(IoSlice::new(if i == 0 { &b[self.offset..] } else { b }));
+                slices[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
             }
+            let iov = &slices[..end - self.next];
             let want: usize = iov.iter().map(|s| s.len()).sum();
             if want == 0 {
                 self.next = end;
@@ -72,14 +98,14 @@ impl<'a> Outgoing<'a> {
                 &[]
             };
             let mut n = loop {
-                match ch.write(&iov, fds) {
+                match ch.write(iov, fds) {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     r => break r?,
                 }
             };
             // Advance past what was written.
             while n > 0 {
-                let left = self.parts[self.next].bytes().len() - self.offset;
+                let left = parts[self.next].bytes().len() - self.offset;
                 if n >= left {
                     n -= left;
                     self.next += 1;
@@ -89,7 +115,7 @@ impl<'a> Outgoing<'a> {
                     n = 0;
                 }
             }
-            while self.next < self.parts.len() && self.parts[self.next].bytes().is_empty() {
+            while self.next < parts.len() && parts[self.next].bytes().is_empty() {
                 self.next += 1;
             }
         }

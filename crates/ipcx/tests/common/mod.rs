@@ -585,3 +585,12 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
         );
     }
 }
+
+/// A single-threaded tokio runtime for the async tests.
+#[cfg(feature = "async")]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}

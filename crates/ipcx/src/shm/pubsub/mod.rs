@@ -143,6 +143,11 @@ pub(crate) fn doorbell_path(name: &str, k: usize) -> std::path::PathBuf {
 const _: () = {
     assert!(size_of::<Info>() <= 64);
     assert!(size_of::<ChannelHeader>() == 384);
+    assert!(size_of::<PublisherEntry>() == 16);
+    assert!(size_of::<Publishers>() == 16 + 16 * MAX_PUBLISHERS);
+    assert!(std::mem::offset_of!(Publishers, entries) == 16);
+    assert!(std::mem::offset_of!(Info, active) == 32);
+    assert!(std::mem::offset_of!(Info, doorbells) == 40);
     assert!(std::mem::offset_of!(ChannelHeader, publishers) == 256);
     assert!(size_of::<Line<SubscriberEntry>>() == 64);
     assert!(size_of::<Slot>() == 16);

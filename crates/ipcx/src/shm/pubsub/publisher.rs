@@ -119,7 +119,7 @@ impl Publisher {
         }) else {
             return Err(Error::new(
                 ErrorKind::Unsupported(format!(
-                    "the channel already has {MAX_PUBLISHERS} publishers"
+                    "the channel already has {MAX_PUBLISHERS} publishers; close one, or send through one of them"
                 )),
                 "open",
             )

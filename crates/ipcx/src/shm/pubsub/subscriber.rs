@@ -74,7 +74,7 @@ impl Subscriber {
         }
         Err(Error::new(
             ErrorKind::Unsupported(format!(
-                "the channel already has {MAX_SUBSCRIBERS} subscribers"
+                "the channel already has {MAX_SUBSCRIBERS} subscribers; close one, or publish on a second channel"
             )),
             "open",
         )
