@@ -299,9 +299,10 @@ impl Registry {
 fn remove_object(kind: ObjectKind, path: &Path) {
     use rustix::fs::FileType;
     let ours = match (kind, sys::fs::object_type(path)) {
-        (ObjectKind::Socket | ObjectKind::Fifo, Ok(Some(FileType::Socket | FileType::Fifo))) => {
-            true
-        }
+        // Exactly the recorded type: an inode number can be reused by the
+        // next object made at the path once ours is gone.
+        (ObjectKind::Socket, Ok(Some(FileType::Socket))) => true,
+        (ObjectKind::Fifo, Ok(Some(FileType::Fifo))) => true,
         (ObjectKind::Shm, Ok(Some(FileType::RegularFile))) => {
             path.parent() == Some(Path::new(sys::shm::SHM_DIR))
         }
