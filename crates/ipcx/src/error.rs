@@ -66,6 +66,17 @@ pub enum ErrorKind {
     /// not sent (the caller still has it).
     #[error("the queue is full (?overflow=fail); the message was not sent")]
     Full,
+    /// A holder of a lock died holding it; its data may be half-updated
+    /// (see [`crate::sync::LockError::OwnerDied`], which hands over the lock).
+    #[error("the previous holder died holding the lock")]
+    OwnerDied,
+    /// A lock whose dead holder's data was never repaired can not be taken
+    /// again; remove and recreate it.
+    #[error("the lock is not recoverable (a holder died and nobody repaired it); recreate it")]
+    NotRecoverable,
+    /// A party of a barrier died: its generation can never complete.
+    #[error("the barrier is broken: a party died")]
+    BarrierBroken,
     /// The OS refused access.
     #[error("permission denied")]
     PermissionDenied,

@@ -32,6 +32,8 @@ pub mod registry;
 #[allow(unsafe_code)]
 pub mod shm;
 #[allow(unsafe_code)]
+pub mod sync;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod transport;
 pub mod wire;

@@ -34,6 +34,8 @@ pub enum ObjectKind {
     Fifo,
     /// A POSIX shared-memory object (in `/dev/shm`).
     Shm,
+    /// A POSIX named semaphore (`/dev/shm/sem.NAME`).
+    Sem,
 }
 
 impl ObjectKind {
@@ -43,6 +45,7 @@ impl ObjectKind {
             ObjectKind::Socket => "socket",
             ObjectKind::Fifo => "fifo",
             ObjectKind::Shm => "shm",
+            ObjectKind::Sem => "sem",
         }
     }
 }
@@ -305,6 +308,12 @@ fn remove_object(kind: ObjectKind, path: &Path) {
         (ObjectKind::Fifo, Ok(Some(FileType::Fifo))) => true,
         (ObjectKind::Shm, Ok(Some(FileType::RegularFile))) => {
             path.parent() == Some(Path::new(sys::shm::SHM_DIR))
+        }
+        (ObjectKind::Sem, Ok(Some(FileType::RegularFile))) => {
+            path.parent() == Some(Path::new(sys::shm::SHM_DIR))
+                && path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("sem."))
         }
         _ => false,
     };

@@ -17,9 +17,9 @@
 //! user that truncates it makes every process mapping it fault (`SIGBUS`)
 //! on the lost pages. Anonymous segments are sealed against that.
 
-mod event;
+pub(crate) mod event;
 pub(crate) mod link;
-mod primitive;
+pub(crate) mod primitive;
 mod pubsub;
 mod queue;
 mod ring;

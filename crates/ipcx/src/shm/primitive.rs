@@ -56,3 +56,17 @@ pub(crate) mod futex {
         Ok(0)
     }
 }
+
+/// The calling thread's id, as a lock word holds it. Under loom, whose
+/// threads share one OS thread, a number unique to each model thread.
+#[cfg(not(ipcx_loom))]
+pub(crate) fn tid() -> u32 {
+    crate::sys::process::tid()
+}
+
+#[cfg(ipcx_loom)]
+pub(crate) fn tid() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    loom::thread_local!(static TID: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    TID.with(|t| *t)
+}

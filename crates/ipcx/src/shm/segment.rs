@@ -89,6 +89,15 @@ impl Segment {
 
     /// [`Segment::create`] with a parsed endpoint.
     pub fn create_endpoint(ep: &Endpoint) -> Result<Segment> {
+        Segment::create_endpoint_with(ep, |_| Ok(()))
+    }
+
+    /// [`Segment::create_endpoint`], running `init` on the data region
+    /// before anyone but the creator can open the segment.
+    pub(crate) fn create_endpoint_with(
+        ep: &Endpoint,
+        init: impl FnOnce(&Segment) -> Result<()>,
+    ) -> Result<Segment> {
         let name = shm_name(ep)?;
         let o = ep.options();
         let err = |e| Error::io("create", e).at(ep);
@@ -115,6 +124,7 @@ impl Segment {
         sys::shm::set_len(fd.as_fd(), total as u64).map_err(err)?;
         let seg =
             Segment::init(fd, total, Some(name.to_string()), Some(reg)).map_err(|e| e.at(ep))?;
+        init(&seg).map_err(|e| e.at(ep))?;
         sys::shm::set_mode(seg.fd.as_fd(), o.mode).map_err(err)?;
         Ok(seg)
     }

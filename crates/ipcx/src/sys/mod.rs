@@ -11,5 +11,7 @@ pub mod fd;
 pub mod fs;
 pub mod futex;
 pub mod process;
+pub mod pthread;
+pub mod sem;
 pub mod shm;
 pub mod socket;

@@ -113,3 +113,26 @@ pub fn cpus_allowed() -> Vec<usize> {
 pub fn is_alive(pid: u32, start: u64) -> bool {
     pid != 0 && stat(pid).is_ok_and(|(state, s)| s == start && !matches!(state, 'Z' | 'X' | 'x'))
 }
+
+/// The calling thread's id (`gettid(2)`), cached per thread: it is asked
+/// for on every lock of a futex-based primitive.
+pub fn tid() -> u32 {
+    thread_local!(static TID: u32 = rustix::thread::gettid().as_raw_nonzero().get() as u32);
+    TID.with(|t| *t)
+}
+
+/// The calling thread's start time (see [`start_time`]), cached per thread.
+pub fn thread_start_time() -> u64 {
+    thread_local!(static START: u64 = start_time(tid()).unwrap_or(0));
+    START.with(|s| *s)
+}
+
+/// Whether thread `tid` still runs: `/proc/TID/stat` (reachable for every
+/// thread, though only process leaders are listed) exists, is no zombie, and,
+/// when `start` is given, started then (a reused id started later).
+pub fn thread_alive(tid: u32, start: Option<u64>) -> bool {
+    tid != 0
+        && stat(tid).is_ok_and(|(state, s)| {
+            start.is_none_or(|st| st == s) && !matches!(state, 'Z' | 'X' | 'x')
+        })
+}

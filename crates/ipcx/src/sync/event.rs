@@ -1,0 +1,210 @@
+//! [`Event`]: a named notification, manual or auto reset, on a futex word.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::place::{Kind, Place, State, ValueLayout, footprint};
+use crate::error::Result;
+use crate::shm::Segment;
+use crate::shm::primitive::{AtomicU32, Ordering, fence, futex};
+
+/// What setting an [`Event`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventMode {
+    /// Stays set, releasing every waiter, until [`Event::reset`].
+    Manual,
+    /// Releases one waiter, and is reset by that waiter's wake-up.
+    Auto,
+}
+
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct EventState {
+    /// 1 set, 0 not: the futex word.
+    set: AtomicU32,
+    waiting: AtomicU32,
+    /// 1 auto reset, 0 manual.
+    auto: AtomicU32,
+}
+
+// SAFETY: repr(C), align 64, atomics only.
+unsafe impl State for EventState {
+    const KIND: Kind = Kind::Event;
+}
+
+impl EventState {
+    #[cfg(ipcx_loom)]
+    pub(crate) fn new(mode: EventMode) -> EventState {
+        EventState {
+            set: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            auto: AtomicU32::new(u32::from(mode == EventMode::Auto)),
+        }
+    }
+
+    fn mode(&self) -> EventMode {
+        if self.auto.load(Ordering::Relaxed) != 0 {
+            EventMode::Auto
+        } else {
+            EventMode::Manual
+        }
+    }
+
+    pub(crate) fn set(&self) {
+        self.set.store(1, Ordering::SeqCst);
+        // Dekker with `wait`: either it sees the store, or we see it waiting.
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) != 0 {
+            let n = match self.mode() {
+                EventMode::Manual => futex::ALL,
+                EventMode::Auto => 1,
+            };
+            let _ = futex::wake(&self.set, n);
+        }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.set.store(0, Ordering::Release);
+    }
+
+    /// Consumes (auto) or observes (manual) a set event.
+    fn try_take(&self) -> bool {
+        match self.mode() {
+            EventMode::Manual => self.set.load(Ordering::Acquire) != 0,
+            EventMode::Auto => self
+                .set
+                .compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok(),
+        }
+    }
+
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            if self.try_take() {
+                return true;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return false;
+            }
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            let _ = futex::wait(&self.set, 0, left);
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            // An auto event woke us, but another waiter may take it first:
+            // then sleep again (the set that woke us was consumed once).
+        }
+    }
+}
+
+/// A notification shared between processes: [`Event::set`] releases
+/// waiters; [`EventMode::Manual`] stays set until [`Event::reset`],
+/// [`EventMode::Auto`] releases one waiter per set.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ipcx::sync::{Event, EventMode};
+/// # fn main() -> ipcx::Result<()> {
+/// let ready = Event::create("cache-warm", EventMode::Manual)?;
+/// // Other processes: Event::open("cache-warm")?.wait()?;
+/// ready.set();
+/// assert!(ready.wait_timeout(Duration::ZERO)?);
+/// # Ok(()) }
+/// ```
+///
+/// Awaiting an event on tokio without a thread (an eventfd-backed
+/// notifier) is not built yet.
+#[derive(Debug)]
+pub struct Event {
+    place: Place<EventState>,
+}
+
+impl Event {
+    /// Creates the event `NAME`, not set.
+    pub fn create(name: &str, mode: EventMode) -> Result<Event> {
+        Ok(Event {
+            place: Place::create_named(name, ValueLayout::NONE, 0, initializer(mode))?,
+        })
+    }
+
+    /// Opens the event `NAME`, waiting up to `?timeout=` for it.
+    pub fn open(name: &str) -> Result<Event> {
+        Ok(Event {
+            place: Place::open_named(name, ValueLayout::NONE)?,
+        })
+    }
+
+    /// Creates one at `offset` in `seg` ([`Event::footprint`] bytes).
+    pub fn create_in(seg: &Arc<Segment>, offset: usize, mode: EventMode) -> Result<Event> {
+        Ok(Event {
+            place: Place::create_in(seg, offset, ValueLayout::NONE, 0, initializer(mode))?,
+        })
+    }
+
+    /// Opens the one created at `offset` in `seg`.
+    pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<Event> {
+        Ok(Event {
+            place: Place::open_in(seg, offset, ValueLayout::NONE)?,
+        })
+    }
+
+    /// Bytes an `Event` takes in a segment.
+    pub const fn footprint() -> usize {
+        footprint::<EventState>(0)
+    }
+
+    /// Sets the event, waking every waiter (manual) or one (auto).
+    pub fn set(&self) {
+        self.place.state().set();
+    }
+
+    /// Clears a manual event.
+    pub fn reset(&self) {
+        self.place.state().reset();
+    }
+
+    /// Whether it is set now.
+    pub fn is_set(&self) -> bool {
+        self.place.state().set.load(Ordering::Acquire) != 0
+    }
+
+    /// The event's mode.
+    pub fn mode(&self) -> EventMode {
+        self.place.state().mode()
+    }
+
+    /// Waits until the event is set (and, auto, takes it).
+    pub fn wait(&self) -> Result<()> {
+        self.place.state().wait(None);
+        Ok(())
+    }
+
+    /// [`Event::wait`] for at most `timeout`; `false` if it was not set.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        Ok(self.place.state().wait(Some(Instant::now() + timeout)))
+    }
+}
+
+fn initializer(mode: EventMode) -> impl FnOnce(&EventState, *mut u8) -> Result<()> {
+    move |s, _| {
+        s.auto
+            .store(u32::from(mode == EventMode::Auto), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// `ipcx ls`'s view.
+pub(crate) fn describe(place: &Place<EventState>) -> String {
+    let s = place.state();
+    let mode = match s.mode() {
+        EventMode::Manual => "manual",
+        EventMode::Auto => "auto",
+    };
+    let set = if s.set.load(Ordering::Relaxed) != 0 {
+        "set"
+    } else {
+        "not set"
+    };
+    format!("{mode}, {set}")
+}

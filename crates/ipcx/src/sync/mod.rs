@@ -1,0 +1,54 @@
+//! Synchronization across processes: locks, semaphores, condition
+//! variables, barriers and events that live in shared memory and survive
+//! the death of a holder.
+//!
+//! Every primitive is created by name (a small segment `shm:NAME` of its
+//! own, in the registry, so `ipcx ls` shows it and its state) or placed at
+//! an offset inside a [`Segment`] the application already shares
+//! (`create_in` / `open_in`, with [`Mutex::footprint`] and friends telling
+//! how many bytes it takes).
+//!
+//! | primitive | algorithm | a holder dies |
+//! |---|---|---|
+//! | [`Mutex`] | robust process-shared pthread mutex | next `lock` gets [`LockError::OwnerDied`] at once (the kernel marks it) |
+//! | [`Condvar`], [`Monitor`] | futex sequence word | nothing to recover: waiters hold nothing |
+//! | [`Semaphore`] | futex counter; tracked mode: per-process permit table | tracked: the dead process's permits return |
+//! | [`RwLock`] | writer word + per-process reader counts | dead writer: [`LockError::OwnerDied`]; dead reader: hold released |
+//! | [`Barrier`] | futex word (generation, arrivals) + party table | waiters get [`crate::ErrorKind::BarrierBroken`] |
+//! | [`SpinLock`] | owner word, bounded spin then yield | [`LockError::OwnerDied`] |
+//! | [`Event`] | futex word, manual or auto reset | nothing to recover |
+//! | [`NamedSemaphore`], [`SysVSemaphoreSet`] | the OS's own, for other languages | POSIX: permits lost; SysV: undone by `SEM_UNDO` |
+//!
+//! Liveness of a holder comes from its thread (or process) id and start
+//! time, read from `/proc`, checked only by a waiter that has waited a
+//! while (every 20 ms), never on an uncontended path.
+//!
+//! [`Segment`]: crate::shm::Segment
+
+mod barrier;
+mod condvar;
+mod error;
+mod event;
+mod monitor;
+mod mutex;
+mod named;
+mod owner;
+mod place;
+mod rwlock;
+mod semaphore;
+mod signal;
+mod spin;
+mod value;
+
+pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use error::{LockError, LockResult};
+pub use event::{Event, EventMode};
+pub use monitor::Monitor;
+pub use mutex::{Mutex, MutexGuard};
+pub use named::{NamedSemaphore, SysVSemaphoreSet};
+pub use place::{Kind, SyncHeader, describe};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use semaphore::Semaphore;
+pub use spin::{SpinLock, SpinLockGuard};
+pub use value::{SharedAtomicBool, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};

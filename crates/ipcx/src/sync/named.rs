@@ -1,0 +1,240 @@
+//! The OS's own named semaphores, for sharing with programs in other
+//! languages: [`NamedSemaphore`] (POSIX, `sem_open`) and
+//! [`SysVSemaphoreSet`] (System V, `semget`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::registry::{ObjectKind, Registration, Registry};
+use crate::sys::sem::{self, PosixSem, SysVSemId};
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.len() > 250 {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint(format!(
+                "a named semaphore is 1 to 250 bytes without '/', not {name:?}"
+            )),
+            "semaphore",
+        ));
+    }
+    Ok(())
+}
+
+/// A POSIX named semaphore (`sem_open("/NAME")`, the file
+/// `/dev/shm/sem.NAME`), so a C program's `sem_open("/NAME", 0)` or
+/// Python's `posix_ipc.Semaphore("/NAME")` opens the same one.
+///
+/// It has no owner: permits a process took are **not** returned when it
+/// dies (use a tracked [`super::Semaphore`], or a [`SysVSemaphoreSet`],
+/// whose `SEM_UNDO` does that).
+///
+/// ```no_run
+/// use ipcx::sync::NamedSemaphore;
+/// # fn main() -> ipcx::Result<()> {
+/// let sem = NamedSemaphore::create("print-jobs", 0)?;
+/// sem.post()?; // a C program blocked in sem_wait() wakes
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct NamedSemaphore {
+    sem: PosixSem,
+    name: String,
+    _registration: Option<Registration>,
+}
+
+impl NamedSemaphore {
+    /// Creates `NAME` (mode 0600) with `value`; it is removed when this
+    /// handle drops. A name left by a dead ipcx process is reclaimed.
+    pub fn create(name: &str, value: u32) -> Result<NamedSemaphore> {
+        NamedSemaphore::create_with(name, value, false)
+    }
+
+    /// Creates `NAME` with `value` to outlive this process (until
+    /// [`NamedSemaphore::unlink`], `ipcx rm` or `ipcx clean`).
+    pub fn create_persistent(name: &str, value: u32) -> Result<NamedSemaphore> {
+        NamedSemaphore::create_with(name, value, true)
+    }
+
+    fn create_with(name: &str, value: u32, persist: bool) -> Result<NamedSemaphore> {
+        check_name(name)?;
+        let url = format!("sem:{name}");
+        let path = PathBuf::from(crate::sys::shm::SHM_DIR).join(format!("sem.{name}"));
+        let mut reg =
+            Registry::open()?.claim(ObjectKind::Sem, &url, vec![path.clone()], persist)?;
+        let sem = PosixSem::create(name, 0o600, value).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::new(
+                    ErrorKind::Occupied(format!(
+                        "{} exists and ipcx has no record of it; if it is stale, remove it with `rm {}`",
+                        path.display(),
+                        path.display()
+                    )),
+                    "create",
+                )
+            } else {
+                Error::io("create", e).at(&url)
+            }
+        })?;
+        reg.created(&path);
+        Ok(NamedSemaphore {
+            sem,
+            name: name.to_string(),
+            _registration: Some(reg),
+        })
+    }
+
+    /// Opens the existing `NAME`.
+    pub fn open(name: &str) -> Result<NamedSemaphore> {
+        check_name(name)?;
+        let sem =
+            PosixSem::open(name).map_err(|e| Error::io("open", e).at(format!("sem:{name}")))?;
+        Ok(NamedSemaphore {
+            sem,
+            name: name.to_string(),
+            _registration: None,
+        })
+    }
+
+    /// Removes `NAME`; processes that have it open keep using it.
+    pub fn unlink(name: &str) -> Result<()> {
+        check_name(name)?;
+        PosixSem::unlink(name).map_err(|e| Error::io("unlink", e).at(format!("sem:{name}")))
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds one, waking a waiter.
+    pub fn post(&self) -> Result<()> {
+        self.sem.post().map_err(|e| Error::io("post", e))
+    }
+
+    /// Takes one, waiting as long as it takes.
+    pub fn wait(&self) -> Result<()> {
+        self.sem
+            .wait(None)
+            .map(drop)
+            .map_err(|e| Error::io("wait", e))
+    }
+
+    /// Takes one if the value is above 0.
+    pub fn try_wait(&self) -> Result<bool> {
+        self.sem
+            .wait(Some(Duration::ZERO))
+            .map_err(|e| Error::io("wait", e))
+    }
+
+    /// Takes one, waiting at most `timeout`; `false` if none came.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.sem
+            .wait(Some(timeout))
+            .map_err(|e| Error::io("wait", e))
+    }
+
+    /// The value now.
+    pub fn value(&self) -> Result<u32> {
+        self.sem.value().map_err(|e| Error::io("get", e))
+    }
+}
+
+/// A System V semaphore set (`semget(KEY)`): `count` semaphores in one
+/// kernel object, opened by numeric key from any language (`ipcs -s`
+/// lists them). Every operation is made with `SEM_UNDO`, so what a process
+/// did is undone by the kernel when it dies: a dead holder's permits come
+/// back.
+///
+/// A set lives until [`SysVSemaphoreSet::remove`] (or `ipcrm -s`); it is
+/// not in ipcx's registry, which records objects by path.
+///
+/// ```no_run
+/// use ipcx::sync::SysVSemaphoreSet;
+/// # fn main() -> ipcx::Result<()> {
+/// let key = SysVSemaphoreSet::key_for("print-jobs");
+/// let set = SysVSemaphoreSet::create(key, 1, 1)?;
+/// set.wait(0)?; // taken; returned by the kernel if we die
+/// set.post(0)?;
+/// set.remove()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SysVSemaphoreSet {
+    id: SysVSemId,
+    key: i32,
+}
+
+impl SysVSemaphoreSet {
+    /// The key ipcx uses for a set named `name`: CRC-32C of the name,
+    /// top bit cleared (never `IPC_PRIVATE`).
+    pub fn key_for(name: &str) -> i32 {
+        ((crc32c::crc32c(name.as_bytes()) & 0x7fff_ffff) | 1) as i32
+    }
+
+    /// Creates a set of `count` semaphores under `key`, each `value`
+    /// (mode 0600), failing if the key is taken.
+    pub fn create(key: i32, count: u16, value: u16) -> Result<SysVSemaphoreSet> {
+        let id = sem::sysv_create(key, count, 0o600, value)
+            .map_err(|e| Error::io("create", e).at(format!("sysv semaphore key {key:#x}")))?;
+        Ok(SysVSemaphoreSet { id, key })
+    }
+
+    /// Opens the set under `key`.
+    pub fn open(key: i32) -> Result<SysVSemaphoreSet> {
+        let id = sem::sysv_open(key)
+            .map_err(|e| Error::io("open", e).at(format!("sysv semaphore key {key:#x}")))?;
+        Ok(SysVSemaphoreSet { id, key })
+    }
+
+    /// The key.
+    pub fn key(&self) -> i32 {
+        self.key
+    }
+
+    fn op(
+        &self,
+        n: u16,
+        delta: i16,
+        timeout: Option<Duration>,
+        what: &'static str,
+    ) -> Result<bool> {
+        sem::sysv_op(self.id, n, delta, timeout)
+            .map_err(|e| Error::io(what, e).at(format!("sysv semaphore key {:#x}", self.key)))
+    }
+
+    /// Adds one to semaphore `n`.
+    pub fn post(&self, n: u16) -> Result<()> {
+        self.op(n, 1, None, "post").map(drop)
+    }
+
+    /// Takes one from semaphore `n`, waiting as long as it takes.
+    pub fn wait(&self, n: u16) -> Result<()> {
+        self.op(n, -1, None, "wait").map(drop)
+    }
+
+    /// Takes one from semaphore `n` if it is above 0.
+    pub fn try_wait(&self, n: u16) -> Result<bool> {
+        self.op(n, -1, Some(Duration::ZERO), "wait")
+    }
+
+    /// Takes one from semaphore `n`, waiting at most `timeout`.
+    pub fn wait_timeout(&self, n: u16, timeout: Duration) -> Result<bool> {
+        self.op(n, -1, Some(timeout), "wait")
+    }
+
+    /// The value of semaphore `n`.
+    pub fn value(&self, n: u16) -> Result<u32> {
+        sem::sysv_get(self.id, n).map_err(|e| Error::io("get", e))
+    }
+
+    /// Sets semaphore `n` to `value`.
+    pub fn set_value(&self, n: u16, value: u16) -> Result<()> {
+        sem::sysv_set(self.id, n, value).map_err(|e| Error::io("set", e))
+    }
+
+    /// Removes the set; processes waiting on it get an error.
+    pub fn remove(self) -> Result<()> {
+        sem::sysv_remove(self.id).map_err(|e| Error::io("remove", e))
+    }
+}

@@ -1,0 +1,485 @@
+//! Who holds a lock, and what happens when they die.
+//!
+//! [`OwnerLock`] is a futex lock whose word holds the holder's thread id,
+//! with a waiters bit, as the kernel's robust futexes do (`futex(2)`,
+//! "Robust futexes"), but without the robust list: a waiter that has waited
+//! a while checks in `/proc` whether the holder still lives, and if not,
+//! takes the lock over and reports [`Acquired::OwnerDied`]. A side record
+//! of the holder's start time tells a dead holder from a new thread that
+//! got its id.
+//!
+//! [`Slots`] is a table of processes, each with a count (reader holds,
+//! permits), that a survivor can clear when the process is gone.
+
+use std::time::{Duration, Instant};
+
+use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, futex, spin_hint, tid};
+
+const TID_MASK: u32 = 0x3fff_ffff;
+const WAITERS: u32 = 0x8000_0000;
+
+/// `consistency`: the data is sound.
+const CONSISTENT: u32 = 0;
+/// `consistency`: a holder died; its successor has not repaired yet.
+const INCONSISTENT: u32 = 1;
+/// `consistency`: a successor released without repairing: closed for good.
+const NOT_RECOVERABLE: u32 = 2;
+
+/// A thread or process id and its start time in one word: start time
+/// (clock ticks since boot) above bit 22, the id (< 2^22, `pid_max`'s
+/// ceiling) below, so both change together.
+pub(crate) fn pack(id: u32, start: u64) -> u64 {
+    (start << 22) | u64::from(id & 0x3f_ffff)
+}
+
+pub(crate) fn unpack(v: u64) -> (u32, u64) {
+    ((v & 0x3f_ffff) as u32, v >> 22)
+}
+
+#[cfg(not(ipcx_loom))]
+fn this_thread() -> u64 {
+    pack(tid(), crate::sys::process::thread_start_time())
+}
+
+#[cfg(ipcx_loom)]
+fn this_thread() -> u64 {
+    pack(tid(), 1)
+}
+
+/// Whether the holder `word_tid`, recorded as `record`, has died.
+#[cfg(not(ipcx_loom))]
+fn holder_dead(word_tid: u32, record: u64) -> bool {
+    let (rec_tid, start) = unpack(record);
+    // A record of another thread: the holder has not written its own yet;
+    // only its id can be checked.
+    let start = (rec_tid == word_tid).then_some(start);
+    !crate::sys::process::thread_alive(word_tid, start)
+}
+
+#[cfg(ipcx_loom)]
+fn holder_dead(_: u32, _: u64) -> bool {
+    false
+}
+
+/// The identity of this process, as [`Slots`] record it.
+#[cfg(not(ipcx_loom))]
+pub(crate) fn this_process() -> u64 {
+    use std::sync::OnceLock;
+    static ME: OnceLock<u64> = OnceLock::new();
+    let pid = crate::sys::process::pid();
+    let me = *ME.get_or_init(|| pack(pid, crate::sys::process::start_time(pid).unwrap_or(0)));
+    // After a fork the child has another pid.
+    if unpack(me).0 == pid {
+        me
+    } else {
+        pack(pid, crate::sys::process::start_time(pid).unwrap_or(0))
+    }
+}
+
+#[cfg(ipcx_loom)]
+pub(crate) fn this_process() -> u64 {
+    pack(tid(), 1)
+}
+
+/// Whether the process recorded as `who` (see [`pack`]) has died.
+#[cfg(not(ipcx_loom))]
+pub(crate) fn process_dead(who: u64) -> bool {
+    let (pid, start) = unpack(who);
+    !crate::sys::process::is_alive(pid, start)
+}
+
+#[cfg(ipcx_loom)]
+pub(crate) fn process_dead(_: u64) -> bool {
+    false
+}
+
+/// Whether a lock's data can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consistency {
+    Consistent,
+    /// A holder died; nobody has repaired the data yet.
+    OwnerDied,
+    NotRecoverable,
+}
+
+/// The lock was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    Yes,
+    /// Taken over from a holder that died.
+    OwnerDied,
+}
+
+/// The lock was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotAcquired {
+    WouldBlock,
+    TimedOut,
+    NotRecoverable,
+}
+
+/// How a locker waits for a held lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spinning {
+    /// Spin with backoff, then yield the CPU; never sleep in the kernel.
+    Only,
+    /// Spin briefly, then sleep on the futex.
+    ThenSleep,
+}
+
+/// A lock word with its holder's thread id (see the module docs).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct OwnerLock {
+    word: AtomicU32,
+    consistency: AtomicU32,
+    /// [`pack`]ed id and start time of the holder (written just after
+    /// taking the word).
+    owner: AtomicU64,
+}
+
+impl OwnerLock {
+    #[cfg(ipcx_loom)]
+    pub(crate) fn new() -> OwnerLock {
+        OwnerLock {
+            word: AtomicU32::new(0),
+            consistency: AtomicU32::new(CONSISTENT),
+            owner: AtomicU64::new(0),
+        }
+    }
+
+    /// `ipcx ls`'s view: free, or held by which thread, and whether a
+    /// holder died.
+    pub(crate) fn describe(&self) -> String {
+        let word = self.word.load(Ordering::Relaxed);
+        let held = super::mutex::lock_word_state(word & !WAITERS);
+        match self.consistency() {
+            Consistency::Consistent => held,
+            Consistency::OwnerDied => format!("{held}, a holder died (not yet repaired)"),
+            Consistency::NotRecoverable => format!("{held}, not recoverable"),
+        }
+    }
+
+    fn took(&self) -> Acquired {
+        self.owner.store(this_thread(), Ordering::Relaxed);
+        if self.consistency.load(Ordering::Relaxed) == INCONSISTENT {
+            Acquired::OwnerDied
+        } else {
+            Acquired::Yes
+        }
+    }
+
+    /// Takes the lock if it is free, or held by a thread that died.
+    pub(crate) fn try_lock(&self) -> Result<Acquired, NotAcquired> {
+        self.attempt(0, true)
+    }
+
+    /// One attempt; `keep` is the waiters bit to keep set when taking it.
+    fn attempt(&self, keep: u32, check_holder: bool) -> Result<Acquired, NotAcquired> {
+        if self.consistency.load(Ordering::Acquire) == NOT_RECOVERABLE {
+            return Err(NotAcquired::NotRecoverable);
+        }
+        let me = tid();
+        match self
+            .word
+            .compare_exchange(0, me | keep, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Ok(self.took()),
+            Err(w) if check_holder => self.take_over(w, me),
+            Err(_) => Err(NotAcquired::WouldBlock),
+        }
+    }
+
+    /// Takes the lock from a dead holder (the word still as `seen`).
+    fn take_over(&self, seen: u32, me: u32) -> Result<Acquired, NotAcquired> {
+        if !self.seize_from_dead(seen, me | (seen & WAITERS)) {
+            return Err(NotAcquired::WouldBlock);
+        }
+        self.owner.store(this_thread(), Ordering::Relaxed);
+        Ok(Acquired::OwnerDied)
+    }
+
+    /// If the holder in `seen` is dead, swaps the word to `new` and marks
+    /// the data inconsistent (the dead holder may have been the one
+    /// repairing: then it stays so). True if it did.
+    fn seize_from_dead(&self, seen: u32, new: u32) -> bool {
+        let holder = seen & TID_MASK;
+        if holder == 0 || !holder_dead(holder, self.owner.load(Ordering::Relaxed)) {
+            return false;
+        }
+        if self
+            .word
+            .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let _ = self.consistency.compare_exchange(
+            CONSISTENT,
+            INCONSISTENT,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        tracing::warn!(dead = holder, "a lock's holder died holding it");
+        true
+    }
+
+    /// Frees the lock if its holder died, leaving the data marked
+    /// inconsistent for the next taker. True if it did.
+    pub(crate) fn retire_dead(&self) -> bool {
+        let seen = self.word.load(Ordering::Acquire);
+        if !self.seize_from_dead(seen, 0) {
+            return false;
+        }
+        let _ = futex::wake(&self.word, futex::ALL);
+        true
+    }
+
+    /// Takes the lock, waiting until `deadline` (forever with `None`).
+    pub(crate) fn lock(
+        &self,
+        how: Spinning,
+        deadline: Option<Instant>,
+    ) -> Result<Acquired, NotAcquired> {
+        // Spin with exponential backoff first: a holder of a short critical
+        // section leaves within a microsecond.
+        for round in 0..if how == Spinning::Only { 10 } else { 6 } {
+            match self.attempt(0, false) {
+                Err(NotAcquired::WouldBlock) => {}
+                done => return done,
+            }
+            for _ in 0..(1u32 << round) {
+                spin_hint();
+            }
+        }
+        let mut next_check = Instant::now();
+        loop {
+            // After sleeping, others may sleep too: keep the waiters bit.
+            let keep = if how == Spinning::ThenSleep {
+                WAITERS
+            } else {
+                0
+            };
+            let now = Instant::now();
+            let check = now >= next_check;
+            if check {
+                next_check = now + LIVENESS_INTERVAL;
+            }
+            match self.attempt(keep, check) {
+                Err(NotAcquired::WouldBlock) => {}
+                done => return done,
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(NotAcquired::TimedOut);
+            }
+            match how {
+                Spinning::Only => yield_now(),
+                Spinning::ThenSleep => {
+                    let w = self.word.load(Ordering::Relaxed);
+                    if w == 0 {
+                        continue;
+                    }
+                    if w & WAITERS == 0
+                        && self
+                            .word
+                            .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_err()
+                    {
+                        continue;
+                    }
+                    let mut slice = LIVENESS_INTERVAL;
+                    if let Some(d) = deadline {
+                        slice = slice.min(d.saturating_duration_since(now));
+                    }
+                    let _ = futex::wait(&self.word, w | WAITERS, Some(slice));
+                }
+            }
+        }
+    }
+
+    /// Releases the lock. A holder that took it from a dead one and did not
+    /// call [`OwnerLock::make_consistent`] closes it for good.
+    pub(crate) fn unlock(&self) {
+        let n = if self.consistency.load(Ordering::Relaxed) == INCONSISTENT {
+            self.consistency.store(NOT_RECOVERABLE, Ordering::Release);
+            futex::ALL
+        } else {
+            1
+        };
+        if self.word.swap(0, Ordering::Release) & WAITERS != 0 || n != 1 {
+            let _ = futex::wake(&self.word, n);
+        }
+    }
+
+    /// Releases the lock and leaves the consistency as it is (a taker
+    /// that gives up without having touched the data).
+    pub(crate) fn unlock_unchanged(&self) {
+        if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
+            let _ = futex::wake(&self.word, 1);
+        }
+    }
+
+    /// Whether the lock is free (a sequentially consistent read, for
+    /// Dekker-style checks against other counters).
+    pub(crate) fn is_free(&self) -> bool {
+        self.word.load(Ordering::SeqCst) & TID_MASK == 0
+    }
+
+    /// [`CONSISTENT`], [`INCONSISTENT`] or [`NOT_RECOVERABLE`], as a
+    /// [`Consistency`].
+    pub(crate) fn consistency(&self) -> Consistency {
+        match self.consistency.load(Ordering::Acquire) {
+            CONSISTENT => Consistency::Consistent,
+            INCONSISTENT => Consistency::OwnerDied,
+            _ => Consistency::NotRecoverable,
+        }
+    }
+
+    /// Marks the data repaired after [`Acquired::OwnerDied`].
+    pub(crate) fn make_consistent(&self) {
+        self.consistency.store(CONSISTENT, Ordering::Relaxed);
+    }
+}
+
+fn yield_now() {
+    #[cfg(not(ipcx_loom))]
+    std::thread::yield_now();
+    #[cfg(ipcx_loom)]
+    loom::thread::yield_now();
+}
+
+/// How many processes a [`Slots`] table holds.
+pub(crate) const SLOTS: usize = 64;
+
+/// One process's entry: who, and how many it holds; a cache line each, so
+/// processes counting in their own never contend.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// [`pack`]ed pid and start time; 0 free, [`RECLAIMING`] being cleared.
+    who: AtomicU64,
+    pub(crate) count: AtomicU32,
+}
+
+const RECLAIMING: u64 = u64::MAX;
+
+/// A table of processes with a count each (see the module docs).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct Slots {
+    slots: [Slot; SLOTS],
+}
+
+impl Slots {
+    #[cfg(ipcx_loom)]
+    pub(crate) fn new() -> Slots {
+        Slots {
+            slots: std::array::from_fn(|_| Slot {
+                who: AtomicU64::new(0),
+                count: AtomicU32::new(0),
+            }),
+        }
+    }
+
+    /// This process's slot, claiming a free one (or a dead process's) if
+    /// it has none; `None` when all are taken by live processes.
+    pub(crate) fn mine(&self) -> Option<usize> {
+        let me = this_process();
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.who.load(Ordering::Acquire) == me)
+        {
+            return Some(i);
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            let who = s.who.load(Ordering::Acquire);
+            if who != 0 && who != RECLAIMING && process_dead(who) {
+                self.reclaim(i, who);
+            }
+            if s.who
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn get(&self, i: usize) -> &Slot {
+        &self.slots[i]
+    }
+
+    /// Clears slot `i` of the dead process `who`; returns the count it held
+    /// (0 if someone else cleared it first).
+    pub(crate) fn reclaim(&self, i: usize, who: u64) -> u32 {
+        let s = &self.slots[i];
+        if s.who
+            .compare_exchange(who, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return 0;
+        }
+        let held = s.count.swap(0, Ordering::AcqRel);
+        s.who.store(0, Ordering::Release);
+        held
+    }
+
+    /// Clears every dead process's slot; calls `freed` with each count
+    /// returned. Reads `/proc` once per occupied slot.
+    pub(crate) fn reclaim_dead(&self, mut freed: impl FnMut(u32)) {
+        for i in 0..SLOTS {
+            let who = self.slots[i].who.load(Ordering::Acquire);
+            if who != 0 && who != RECLAIMING && process_dead(who) {
+                let held = self.reclaim(i, who);
+                if held > 0 {
+                    freed(held);
+                }
+            }
+        }
+    }
+
+    /// The sum of all counts.
+    pub(crate) fn total(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|s| u64::from(s.count.load(Ordering::SeqCst)))
+            .sum()
+    }
+
+    /// Occupied slots with a count, as (who, count).
+    pub(crate) fn holders(&self) -> Vec<(u64, u32)> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let who = s.who.load(Ordering::Relaxed);
+                let n = s.count.load(Ordering::Relaxed);
+                (who != 0 && who != RECLAIMING && n > 0).then_some((who, n))
+            })
+            .collect()
+    }
+}
+
+/// `, pid 12 holds 2, pid 40 (dead) holds 1` for `ipcx ls`.
+pub(crate) fn describe_holders(slots: &Slots, verb: &str) -> String {
+    slots
+        .holders()
+        .into_iter()
+        .map(|(who, n)| {
+            let dead = if process_dead(who) { " (dead)" } else { "" };
+            format!(", pid {}{dead} {verb} {n}", unpack(who).0)
+        })
+        .collect()
+}
+
+/// Sleeps on `word` while it equals `seen`, at most until `deadline` and
+/// at most one liveness interval (so the caller can look for the dead).
+pub(crate) fn sleep_slice(word: &AtomicU32, seen: u32, deadline: Option<Instant>) {
+    let mut slice: Duration = LIVENESS_INTERVAL;
+    if let Some(d) = deadline {
+        slice = slice.min(d.saturating_duration_since(Instant::now()));
+    }
+    let _ = futex::wait(word, seen, Some(slice));
+}

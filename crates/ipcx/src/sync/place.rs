@@ -1,0 +1,421 @@
+//! Where a primitive lives: a [`SyncHeader`], the primitive's state, and the
+//! value it guards, at an offset in a shared segment — its own named one, or
+//! one the application already has.
+
+use std::marker::PhantomData;
+use std::mem::{offset_of, size_of};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::endpoint::{Endpoint, Scheme};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Segment;
+
+/// `IPCXSYN1`, little-endian: the first bytes of every primitive.
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCXSYN1");
+/// Layout version of [`SyncHeader`] and of every primitive's state.
+const VERSION: u32 = 1;
+const LINE: usize = 64;
+
+/// Which primitive a [`SyncHeader`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// [`super::Mutex`].
+    Mutex = 1,
+    /// [`super::Condvar`].
+    Condvar = 2,
+    /// [`super::Semaphore`].
+    Semaphore = 3,
+    /// [`super::RwLock`].
+    RwLock = 4,
+    /// [`super::Barrier`].
+    Barrier = 5,
+    /// [`super::SpinLock`].
+    SpinLock = 6,
+    /// [`super::Event`].
+    Event = 7,
+    /// [`super::SharedAtomicU64`] and the other shared atomics.
+    Value = 8,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Mutex,
+            2 => Kind::Condvar,
+            3 => Kind::Semaphore,
+            4 => Kind::RwLock,
+            5 => Kind::Barrier,
+            6 => Kind::SpinLock,
+            7 => Kind::Event,
+            8 => Kind::Value,
+            _ => return None,
+        })
+    }
+
+    /// The name `ipcx ls` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mutex => "mutex",
+            Kind::Condvar => "condvar",
+            Kind::Semaphore => "semaphore",
+            Kind::RwLock => "rwlock",
+            Kind::Barrier => "barrier",
+            Kind::SpinLock => "spinlock",
+            Kind::Event => "event",
+            Kind::Value => "value",
+        }
+    }
+}
+
+/// The cache line in front of every primitive (64 bytes).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SyncHeader {
+    /// [`MAGIC`]; 0 until the creator has initialized the state.
+    magic: AtomicU64,
+    version: AtomicU32,
+    /// A [`Kind`].
+    kind: AtomicU32,
+    /// Size and alignment of the guarded value (0 for none): a process
+    /// that opens it with another type is refused.
+    value_size: AtomicU32,
+    value_align: AtomicU32,
+    /// The primitive's creation parameter (permits, parties, mode).
+    param: AtomicU32,
+    _reserved: [u32; 9],
+}
+
+const _: () = assert!(size_of::<SyncHeader>() == LINE);
+const _: () = assert!(offset_of!(SyncHeader, magic) == 0);
+const _: () = assert!(offset_of!(SyncHeader, version) == 8);
+const _: () = assert!(offset_of!(SyncHeader, kind) == 12);
+const _: () = assert!(offset_of!(SyncHeader, value_size) == 16);
+const _: () = assert!(offset_of!(SyncHeader, value_align) == 20);
+const _: () = assert!(offset_of!(SyncHeader, param) == 24);
+
+/// A primitive's state: `#[repr(C)]`, cache-line aligned, only atomics (or
+/// OS objects initialized by the creator), valid once zeroed and
+/// initialized, shared by reference between processes.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, aligned to at most 64, and sound to
+/// reach through `&Self` from many processes at once.
+pub(crate) unsafe trait State: Sized {
+    const KIND: Kind;
+}
+
+const fn round_up(n: usize) -> usize {
+    n.div_ceil(LINE) * LINE
+}
+
+/// Bytes a primitive of state `S` guarding `value_size` bytes takes.
+pub(crate) const fn footprint<S>(value_size: usize) -> usize {
+    LINE + round_up(size_of::<S>()) + round_up(value_size)
+}
+
+/// The size and alignment of the value a primitive guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValueLayout {
+    pub(crate) size: usize,
+    pub(crate) align: usize,
+}
+
+impl ValueLayout {
+    pub(crate) const NONE: ValueLayout = ValueLayout { size: 0, align: 1 };
+
+    pub(crate) fn of<T>() -> ValueLayout {
+        ValueLayout {
+            size: size_of::<T>(),
+            align: std::mem::align_of::<T>(),
+        }
+    }
+}
+
+fn refused(why: String) -> Error {
+    Error::new(ErrorKind::Unsupported(why), "sync")
+}
+
+/// `NAME` or a full `shm:NAME?...` URL, as an endpoint of a segment sized
+/// for `len` bytes.
+fn endpoint(name: &str, len: usize) -> Result<Endpoint> {
+    let mut ep = if name.contains(':') {
+        Endpoint::parse(name)?
+    } else {
+        Endpoint::parse(&format!("shm:{name}"))?
+    };
+    if ep.scheme() != Scheme::Shm {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint("a primitive is named NAME or shm:NAME".into()),
+            "sync",
+        )
+        .at(&ep));
+    }
+    ep.options_mut().size = len;
+    Ok(ep)
+}
+
+/// Creates the segment `shm:NAME` (or the full URL `name`) with `len` data
+/// bytes, running `init` before any other process can open it.
+pub(crate) fn named_segment(
+    name: &str,
+    len: usize,
+    init: impl FnOnce(&Segment) -> Result<()>,
+) -> Result<Arc<Segment>> {
+    let ep = endpoint(name, len)?;
+    Ok(Arc::new(Segment::create_endpoint_with(&ep, init)?))
+}
+
+/// Opens the segment `shm:NAME`, waiting up to the URL's `?timeout=`.
+pub(crate) fn open_segment(name: &str) -> Result<(Arc<Segment>, Endpoint)> {
+    let ep = endpoint(name, 0)?;
+    let seg = Segment::open_endpoint(&ep)?;
+    Ok((Arc::new(seg), ep))
+}
+
+/// A primitive of state `S` at `offset` in a segment.
+#[derive(Debug)]
+pub(crate) struct Place<S> {
+    seg: Arc<Segment>,
+    offset: usize,
+    _state: PhantomData<fn() -> S>,
+}
+
+impl<S: State> Place<S> {
+    /// Creates the primitive in a segment of its own, `shm:NAME`; `init`
+    /// runs on the zeroed state and value before any other process can
+    /// open it.
+    pub(crate) fn create_named(
+        name: &str,
+        value: ValueLayout,
+        param: u32,
+        init: impl FnOnce(&S, *mut u8) -> Result<()>,
+    ) -> Result<Place<S>> {
+        let seg = named_segment(name, footprint::<S>(value.size), |seg| {
+            Place::<S>::init_at(seg, 0, value, param, init)
+        })?;
+        Place::open_in(&seg, 0, value)
+    }
+
+    /// Opens the primitive `shm:NAME`, waiting up to the URL's `?timeout=`
+    /// for it to exist.
+    pub(crate) fn open_named(name: &str, value: ValueLayout) -> Result<Place<S>> {
+        let (seg, ep) = open_segment(name)?;
+        Place::open_in(&seg, 0, value).map_err(|e| e.at(&ep))
+    }
+
+    /// Creates the primitive at `offset` in `seg` (zeroing what was there).
+    pub(crate) fn create_in(
+        seg: &Arc<Segment>,
+        offset: usize,
+        value: ValueLayout,
+        param: u32,
+        init: impl FnOnce(&S, *mut u8) -> Result<()>,
+    ) -> Result<Place<S>> {
+        Place::init_at(seg, offset, value, param, init)?;
+        Ok(Place {
+            seg: seg.clone(),
+            offset,
+            _state: PhantomData,
+        })
+    }
+
+    /// Initializes the primitive at `offset` in `seg`, publishing it last.
+    pub(crate) fn init_at(
+        seg: &Segment,
+        offset: usize,
+        value: ValueLayout,
+        param: u32,
+        init: impl FnOnce(&S, *mut u8) -> Result<()>,
+    ) -> Result<()> {
+        check_room::<S>(seg, offset, value)?;
+        // SAFETY: the range is inside the segment (checked); the primitive
+        // is not yet published (magic 0), so no process uses these bytes.
+        let base = unsafe { seg.as_ptr().add(offset) };
+        // SAFETY: as above.
+        unsafe { std::ptr::write_bytes(base, 0, footprint::<S>(value.size)) };
+        let place = PlaceRef::<S> {
+            base,
+            _state: PhantomData,
+        };
+        init(place.state(), place.value())?;
+        let h = place.header();
+        h.version.store(VERSION, Ordering::Relaxed);
+        h.kind.store(S::KIND as u32, Ordering::Relaxed);
+        h.value_size.store(value.size as u32, Ordering::Relaxed);
+        h.value_align.store(value.align as u32, Ordering::Relaxed);
+        h.param.store(param, Ordering::Relaxed);
+        // Last, with release: whoever sees the magic sees the state.
+        h.magic.store(MAGIC, Ordering::Release);
+        Ok(())
+    }
+
+    /// Opens the primitive at `offset` in `seg`, checking what it is.
+    pub(crate) fn open_in(
+        seg: &Arc<Segment>,
+        offset: usize,
+        value: ValueLayout,
+    ) -> Result<Place<S>> {
+        // The header first, to say what is there if it is something else.
+        check_room::<()>(seg, offset, ValueLayout::NONE)?;
+        let place = Place {
+            seg: seg.clone(),
+            offset,
+            _state: PhantomData,
+        };
+        let h = place.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(refused(format!(
+                "no ipcx primitive at offset {offset} (not created yet, or other data)"
+            )));
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(refused(format!(
+                "primitive layout version {version}, this build reads {VERSION}; use the same ipcx everywhere"
+            )));
+        }
+        let kind = h.kind.load(Ordering::Relaxed);
+        if kind != S::KIND as u32 {
+            let found = Kind::from_u32(kind).map_or("unknown", Kind::name);
+            return Err(refused(format!(
+                "this is a {found}, not a {}",
+                S::KIND.name()
+            )));
+        }
+        let (size, align) = (
+            h.value_size.load(Ordering::Relaxed) as usize,
+            h.value_align.load(Ordering::Relaxed) as usize,
+        );
+        if (size, align) != (value.size, value.align) {
+            return Err(refused(format!(
+                "it guards a value of {size} bytes (align {align}), this type has {} bytes (align {}); open it with the type it was created with",
+                value.size, value.align
+            )));
+        }
+        check_room::<S>(seg, offset, value)?;
+        Ok(place)
+    }
+
+    fn as_ref(&self) -> PlaceRef<'_, S> {
+        PlaceRef {
+            // SAFETY: in bounds, checked when the place was made.
+            base: unsafe { self.seg.as_ptr().add(self.offset) },
+            _state: PhantomData,
+        }
+    }
+
+    pub(crate) fn header(&self) -> &SyncHeader {
+        self.as_ref().header()
+    }
+
+    pub(crate) fn state(&self) -> &S {
+        self.as_ref().state()
+    }
+
+    /// The guarded value's first byte (64-byte aligned).
+    pub(crate) fn value(&self) -> *mut u8 {
+        self.as_ref().value()
+    }
+
+    /// The creation parameter.
+    pub(crate) fn param(&self) -> u32 {
+        self.header().param.load(Ordering::Relaxed)
+    }
+
+    /// The segment's name, for messages.
+    pub(crate) fn name(&self) -> &str {
+        self.seg.name().unwrap_or("(anonymous)")
+    }
+}
+
+fn check_room<S>(seg: &Segment, offset: usize, value: ValueLayout) -> Result<()> {
+    if value.align > LINE {
+        return Err(refused(format!(
+            "values aligned to more than {LINE} bytes are not supported"
+        )));
+    }
+    let end = offset.checked_add(footprint::<S>(value.size));
+    if offset % LINE != 0 || end.is_none_or(|e| e > seg.len()) {
+        return Err(refused(format!(
+            "a primitive needs {} bytes at a 64-byte aligned offset; {offset} in a segment of {} bytes does not fit",
+            footprint::<S>(value.size),
+            seg.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Borrowed view of a place's bytes.
+struct PlaceRef<'a, S> {
+    base: *mut u8,
+    _state: PhantomData<&'a S>,
+}
+
+impl<'a, S> PlaceRef<'a, S> {
+    fn header(&self) -> &'a SyncHeader {
+        // SAFETY: `base` is 64-byte aligned with a footprint in bounds
+        // (checked); SyncHeader is atomics and integers, valid for any bits.
+        unsafe { &*self.base.cast::<SyncHeader>() }
+    }
+
+    fn state(&self) -> &'a S {
+        // SAFETY: in bounds and aligned as above; `S: State` is sound to
+        // share by reference, and was zeroed then initialized by its creator
+        // before the magic was published.
+        unsafe { &*self.base.add(LINE).cast::<S>() }
+    }
+
+    fn value(&self) -> *mut u8 {
+        // SAFETY: in bounds (the footprint covers it).
+        unsafe { self.base.add(LINE + round_up(size_of::<S>())) }
+    }
+}
+
+/// What `ipcx ls` says of the primitive at the start of `seg`, if one is
+/// there: its kind and state (who holds it, its value, its generation).
+pub fn describe(seg: Segment) -> Option<String> {
+    let seg = Arc::new(seg);
+    let any = Place::<super::event::EventState> {
+        seg: seg.clone(),
+        offset: 0,
+        _state: PhantomData,
+    };
+    if seg.len() < LINE || any.header().magic.load(Ordering::Acquire) != MAGIC {
+        return None;
+    }
+    let kind = Kind::from_u32(any.header().kind.load(Ordering::Relaxed))?;
+    let value = ValueLayout {
+        size: any.header().value_size.load(Ordering::Relaxed) as usize,
+        align: any.header().value_align.load(Ordering::Relaxed) as usize,
+    };
+    fn open<S: State>(seg: &Arc<Segment>, value: ValueLayout) -> Option<Place<S>> {
+        Place::open_in(seg, 0, value).ok()
+    }
+    let state = match kind {
+        Kind::Mutex => super::mutex::describe(&open(&seg, value)?),
+        Kind::Condvar => String::new(),
+        Kind::Semaphore => super::semaphore::describe(&open(&seg, value)?),
+        Kind::RwLock => super::rwlock::describe(&open(&seg, value)?),
+        Kind::Barrier => super::barrier::describe(&open(&seg, value)?),
+        Kind::SpinLock => super::spin::describe(&open(&seg, value)?),
+        Kind::Event => super::event::describe(&open(&seg, value)?),
+        Kind::Value => String::new(),
+    };
+    Some(if state.is_empty() {
+        kind.name().to_string()
+    } else {
+        format!("{} {state}", kind.name())
+    })
+}
+
+/// An initializer that writes `init` as the guarded value.
+pub(crate) fn write_value<S, T>(init: T) -> impl FnOnce(&S, *mut u8) -> Result<()> {
+    move |_, value| {
+        // SAFETY: `value` is 64-byte aligned room for a `T` (the footprint
+        // covers it; alignment above 64 is refused), not yet shared.
+        unsafe { value.cast::<T>().write(init) };
+        Ok(())
+    }
+}

@@ -1,0 +1,420 @@
+//! [`RwLock`]: many readers or one writer, writer-preferring, across
+//! processes.
+//!
+//! The writer's side is an [`OwnerLock`]; each process has its own reader
+//! count (a [`Slots`] entry on a cache line of its own), so readers of
+//! different processes never write a shared line. A reader counts itself
+//! in, then checks the writer word; a writer takes the word, then waits for
+//! every count to reach 0. Both sides use sequentially consistent
+//! operations, so one of them always sees the other (Dekker). A reader that
+//! finds the writer word taken backs out and waits: once a writer asks,
+//! no new reader gets in, so writers never starve.
+//!
+//! Death: a dead writer's word is freed by whoever notices (readers check
+//! every 20 ms while they wait), and the lock is marked owner-died until a
+//! writer repairs it; a dead process's reader count is cleared by the
+//! waiting writer.
+
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use zerocopy::FromBytes;
+
+use super::error::{LockError, LockResult, from_owner};
+use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, Slots, Spinning};
+use super::place::{Kind, Place, State, ValueLayout, footprint, write_value};
+use super::signal::Signal;
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Segment;
+use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::primitive::{Ordering, futex};
+
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub(crate) struct RwState {
+    /// Held (or wanted) by the writer.
+    writer: OwnerLock,
+    /// Bumped when a writer leaves: readers wait on it.
+    gate: Signal,
+    /// Bumped when a reader leaves while a writer waits.
+    drain: Signal,
+    readers: Slots,
+}
+
+// SAFETY: repr(C), align 64, atomics only.
+unsafe impl State for RwState {
+    const KIND: Kind = Kind::RwLock;
+}
+
+/// How a lock attempt waits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Patience {
+    Try,
+    Until(Option<Instant>),
+}
+
+impl RwState {
+    #[cfg(ipcx_loom)]
+    pub(crate) fn new() -> RwState {
+        RwState {
+            writer: OwnerLock::new(),
+            gate: Signal::new(),
+            drain: Signal::new(),
+            readers: Slots::new(),
+        }
+    }
+
+    /// Takes a read hold for the process of `slot`; `Ok(true)` when a
+    /// writer died and nobody repaired yet.
+    pub(crate) fn read(&self, slot: usize, how: Patience) -> Result<bool, NotAcquired> {
+        let count = &self.readers.get(slot).count;
+        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        loop {
+            count.fetch_add(1, Ordering::SeqCst);
+            if self.writer.is_free() {
+                match self.writer.consistency() {
+                    Consistency::Consistent => return Ok(false),
+                    Consistency::OwnerDied => return Ok(true),
+                    Consistency::NotRecoverable => {
+                        self.read_unlock(slot);
+                        return Err(NotAcquired::NotRecoverable);
+                    }
+                }
+            }
+            self.read_unlock(slot);
+            let deadline = match how {
+                Patience::Try => return Err(NotAcquired::WouldBlock),
+                Patience::Until(d) => d,
+            };
+            let seen = self.gate.prepare();
+            if self.writer.is_free() {
+                self.gate.cancel();
+                continue;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.gate.cancel();
+                return Err(NotAcquired::TimedOut);
+            }
+            let mut slice = LIVENESS_INTERVAL;
+            if let Some(d) = deadline {
+                slice = slice.min(d - now);
+            }
+            self.gate.sleep(seen, Some(slice));
+            if Instant::now() >= next_check {
+                self.writer.retire_dead();
+                next_check = Instant::now() + LIVENESS_INTERVAL;
+            }
+        }
+    }
+
+    pub(crate) fn read_unlock(&self, slot: usize) {
+        self.readers.get(slot).count.fetch_sub(1, Ordering::SeqCst);
+        if !self.writer.is_free() {
+            self.drain.notify(1);
+        }
+    }
+
+    /// Takes the write lock.
+    pub(crate) fn write(&self, how: Patience) -> Result<Acquired, NotAcquired> {
+        let (got, deadline) = match how {
+            Patience::Try => (self.writer.try_lock()?, None),
+            Patience::Until(d) => (self.writer.lock(Spinning::ThenSleep, d)?, d),
+        };
+        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        loop {
+            if self.readers.total() == 0 {
+                return Ok(got);
+            }
+            if matches!(how, Patience::Try) {
+                self.give_up_write();
+                return Err(NotAcquired::WouldBlock);
+            }
+            let seen = self.drain.prepare();
+            if self.readers.total() == 0 {
+                self.drain.cancel();
+                return Ok(got);
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                self.drain.cancel();
+                self.give_up_write();
+                return Err(NotAcquired::TimedOut);
+            }
+            let mut slice = LIVENESS_INTERVAL;
+            if let Some(d) = deadline {
+                slice = slice.min(d - now);
+            }
+            self.drain.sleep(seen, Some(slice));
+            if Instant::now() >= next_check {
+                self.readers.reclaim_dead(|n| {
+                    tracing::warn!(holds = n, "released the read holds of a dead process");
+                });
+                next_check = Instant::now() + LIVENESS_INTERVAL;
+            }
+        }
+    }
+
+    /// Leaves without having written: consistency unchanged.
+    fn give_up_write(&self) {
+        self.writer.unlock_unchanged();
+        self.gate.notify(futex::ALL);
+    }
+
+    pub(crate) fn write_unlock(&self) {
+        self.writer.unlock();
+        self.gate.notify(futex::ALL);
+    }
+
+    pub(crate) fn make_consistent(&self) {
+        self.writer.make_consistent();
+    }
+
+    pub(crate) fn writer_free(&self) -> bool {
+        self.writer.is_free()
+    }
+}
+
+/// A reader-writer lock shared between processes, guarding a `T`.
+///
+/// Writer-preferring: once a writer asks, new readers wait, so a writer
+/// gets in after at most one read per reading thread already inside. A
+/// writer that dies is reported to the next locker as
+/// [`LockError::OwnerDied`] (a writer can repair and call
+/// [`RwLockWriteGuard::make_consistent`]; readers only learn of it); a
+/// reader process that dies has its holds released.
+///
+/// ```no_run
+/// use ipcx::sync::RwLock;
+/// # fn main() -> ipcx::Result<()> {
+/// let config = RwLock::<[u8; 256]>::create("config", [0; 256])?;
+/// config.write()?[0] = 1;
+/// assert_eq!(config.read()?[0], 1);
+/// # Ok(()) }
+/// ```
+pub struct RwLock<T> {
+    place: Place<RwState>,
+    slot: OnceLock<Option<usize>>,
+    _value: PhantomData<T>,
+}
+
+// SAFETY: readers share `&T` (so `T: Sync`), a writer gets `&mut T`
+// exclusively (so `T: Send`), as with `std::sync::RwLock`.
+unsafe impl<T: Send> Send for RwLock<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+
+impl<T> std::fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RwLock")
+            .field("name", &self.place.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: FromBytes + Send + Sync> RwLock<T> {
+    /// Creates the lock `NAME` (a segment `shm:NAME`) holding `init`.
+    pub fn create(name: &str, init: T) -> Result<RwLock<T>> {
+        Ok(RwLock::from_place(Place::create_named(
+            name,
+            ValueLayout::of::<T>(),
+            0,
+            write_value(init),
+        )?))
+    }
+
+    /// Opens the lock `NAME`, waiting up to `?timeout=` for it.
+    pub fn open(name: &str) -> Result<RwLock<T>> {
+        Ok(RwLock::from_place(Place::open_named(
+            name,
+            ValueLayout::of::<T>(),
+        )?))
+    }
+
+    /// Creates one at `offset` in `seg` ([`RwLock::footprint`] bytes).
+    pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<RwLock<T>> {
+        Ok(RwLock::from_place(Place::create_in(
+            seg,
+            offset,
+            ValueLayout::of::<T>(),
+            0,
+            write_value(init),
+        )?))
+    }
+
+    /// Opens the one created at `offset` in `seg`.
+    pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<RwLock<T>> {
+        Ok(RwLock::from_place(Place::open_in(
+            seg,
+            offset,
+            ValueLayout::of::<T>(),
+        )?))
+    }
+
+    /// Bytes an `RwLock<T>` takes in a segment.
+    pub const fn footprint() -> usize {
+        footprint::<RwState>(size_of::<T>())
+    }
+
+    fn from_place(place: Place<RwState>) -> RwLock<T> {
+        RwLock {
+            place,
+            slot: OnceLock::new(),
+            _value: PhantomData,
+        }
+    }
+
+    fn slot(&self) -> std::result::Result<usize, Error> {
+        self.slot
+            .get_or_init(|| self.place.state().readers.mine())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unsupported(format!(
+                        "the lock's reader table is full ({} live processes)",
+                        super::owner::SLOTS
+                    )),
+                    "read",
+                )
+            })
+    }
+
+    fn read_with(&self, how: Patience) -> LockResult<RwLockReadGuard<'_, T>> {
+        let slot = self.slot().map_err(LockError::Failed)?;
+        let r = self.place.state().read(slot, how).map(|died| {
+            if died {
+                Acquired::OwnerDied
+            } else {
+                Acquired::Yes
+            }
+        });
+        from_owner(r, || RwLockReadGuard { lock: self, slot })
+    }
+
+    fn write_with(&self, how: Patience) -> LockResult<RwLockWriteGuard<'_, T>> {
+        from_owner(self.place.state().write(how), || RwLockWriteGuard {
+            lock: self,
+        })
+    }
+
+    /// Takes a read hold, waiting while a writer holds or wants the lock.
+    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        self.read_with(Patience::Until(None))
+    }
+
+    /// Takes a read hold if no writer holds or wants the lock.
+    pub fn try_read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        self.read_with(Patience::Try)
+    }
+
+    /// [`RwLock::read`], waiting at most `timeout`.
+    pub fn read_timeout(&self, timeout: Duration) -> LockResult<RwLockReadGuard<'_, T>> {
+        self.read_with(Patience::Until(Some(Instant::now() + timeout)))
+    }
+
+    /// Takes the write lock, waiting for every reader to leave.
+    pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        self.write_with(Patience::Until(None))
+    }
+
+    /// Takes the write lock if nobody holds the lock.
+    pub fn try_write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        self.write_with(Patience::Try)
+    }
+
+    /// [`RwLock::write`], waiting at most `timeout`.
+    pub fn write_timeout(&self, timeout: Duration) -> LockResult<RwLockWriteGuard<'_, T>> {
+        self.write_with(Patience::Until(Some(Instant::now() + timeout)))
+    }
+
+    /// Whether a writer holds the lock or waits for readers to leave
+    /// (while it does, no new reader gets in).
+    pub fn writer_waiting(&self) -> bool {
+        !self.place.state().writer_free()
+    }
+
+    fn value(&self) -> *mut T {
+        self.place.value().cast::<T>()
+    }
+}
+
+/// A read hold on an [`RwLock`]; released when dropped.
+#[must_use = "the hold is released when the guard is dropped"]
+pub struct RwLockReadGuard<'a, T: FromBytes + Send + Sync> {
+    lock: &'a RwLock<T>,
+    slot: usize,
+}
+
+impl<T: FromBytes + Send + Sync> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: any bytes are a valid T; while a read hold exists no
+        // writer is inside (the protocol above), so nobody writes it.
+        unsafe { &*self.lock.value() }
+    }
+}
+
+impl<T: FromBytes + Send + Sync> Drop for RwLockReadGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.place.state().read_unlock(self.slot);
+    }
+}
+
+impl<T: FromBytes + Send + Sync> std::fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RwLockReadGuard")
+    }
+}
+
+/// The write lock on an [`RwLock`]; released when dropped.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct RwLockWriteGuard<'a, T: FromBytes + Send + Sync> {
+    lock: &'a RwLock<T>,
+}
+
+impl<T: FromBytes + Send + Sync> RwLockWriteGuard<'_, T> {
+    /// Marks the data repaired after [`LockError::OwnerDied`]. Without it,
+    /// dropping this guard makes the lock [`LockError::NotRecoverable`].
+    pub fn make_consistent(&mut self) {
+        self.lock.place.state().make_consistent();
+    }
+}
+
+impl<T: FromBytes + Send + Sync> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: any bytes are a valid T; the write lock excludes all.
+        unsafe { &*self.lock.value() }
+    }
+}
+
+impl<T: FromBytes + Send + Sync> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`.
+        unsafe { &mut *self.lock.value() }
+    }
+}
+
+impl<T: FromBytes + Send + Sync> Drop for RwLockWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.place.state().write_unlock();
+    }
+}
+
+impl<T: FromBytes + Send + Sync> std::fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RwLockWriteGuard")
+    }
+}
+
+/// `ipcx ls`'s view: the writer, and each process's read holds.
+pub(crate) fn describe(place: &Place<RwState>) -> String {
+    let s = place.state();
+    format!(
+        "writer {}{}",
+        s.writer.describe(),
+        super::owner::describe_holders(&s.readers, "reads")
+    )
+}
