@@ -40,6 +40,9 @@ mod signal;
 mod spin;
 mod value;
 
+#[cfg(all(test, ipcx_loom))]
+mod model;
+
 pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{LockError, LockResult};

@@ -181,9 +181,11 @@ impl OwnerLock {
             return Err(NotAcquired::NotRecoverable);
         }
         let me = tid();
+        // SeqCst, not just Acquire: a reader-writer lock pairs this store
+        // with its readers' counts (Dekker), which needs a total order.
         match self
             .word
-            .compare_exchange(0, me | keep, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, me | keep, Ordering::SeqCst, Ordering::Relaxed)
         {
             Ok(_) => Ok(self.took()),
             Err(w) if check_holder => self.take_over(w, me),
@@ -210,7 +212,7 @@ impl OwnerLock {
         }
         if self
             .word
-            .compare_exchange(seen, new, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(seen, new, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
             return false;
@@ -244,7 +246,7 @@ impl OwnerLock {
     ) -> Result<Acquired, NotAcquired> {
         // Spin with exponential backoff first: a holder of a short critical
         // section leaves within a microsecond.
-        for round in 0..if how == Spinning::Only { 10 } else { 6 } {
+        for round in 0..spin_rounds(how) {
             match self.attempt(0, false) {
                 Err(NotAcquired::WouldBlock) => {}
                 done => return done,
@@ -342,6 +344,18 @@ impl OwnerLock {
     }
 }
 
+/// Rounds of exponential backoff before yielding or sleeping. Under loom
+/// one: every spin there is a scheduling point the model explores.
+fn spin_rounds(how: Spinning) -> u32 {
+    if cfg!(ipcx_loom) {
+        1
+    } else if how == Spinning::Only {
+        10
+    } else {
+        6
+    }
+}
+
 fn yield_now() {
     #[cfg(not(ipcx_loom))]
     std::thread::yield_now();
@@ -350,7 +364,7 @@ fn yield_now() {
 }
 
 /// How many processes a [`Slots`] table holds.
-pub(crate) const SLOTS: usize = 64;
+pub(crate) const SLOTS: usize = if cfg!(ipcx_loom) { 2 } else { 64 };
 
 /// One process's entry: who, and how many it holds; a cache line each, so
 /// processes counting in their own never contend.

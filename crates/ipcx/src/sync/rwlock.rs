@@ -30,7 +30,7 @@ use super::signal::Signal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 use crate::shm::event::LIVENESS_INTERVAL;
-use crate::shm::primitive::{Ordering, futex};
+use crate::shm::primitive::{Ordering, fence, futex};
 
 #[repr(C, align(64))]
 #[derive(Debug)]
@@ -74,6 +74,9 @@ impl RwState {
         let mut next_check = Instant::now() + LIVENESS_INTERVAL;
         loop {
             count.fetch_add(1, Ordering::SeqCst);
+            // Dekker with `write`: either it sees our count, or we see its
+            // word. (Fences, not only SeqCst accesses: loom models those.)
+            fence(Ordering::SeqCst);
             if self.writer.is_free() {
                 match self.writer.consistency() {
                     Consistency::Consistent => return Ok(false),
@@ -113,6 +116,7 @@ impl RwState {
 
     pub(crate) fn read_unlock(&self, slot: usize) {
         self.readers.get(slot).count.fetch_sub(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if !self.writer.is_free() {
             self.drain.notify(1);
         }
@@ -124,6 +128,7 @@ impl RwState {
             Patience::Try => (self.writer.try_lock()?, None),
             Patience::Until(d) => (self.writer.lock(Spinning::ThenSleep, d)?, d),
         };
+        fence(Ordering::SeqCst);
         let mut next_check = Instant::now() + LIVENESS_INTERVAL;
         loop {
             if self.readers.total() == 0 {

@@ -1,0 +1,165 @@
+//! The OS's own named semaphores, shared with a C program compiled here,
+//! and the kernel undoing a killed process's SysV operations.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Scratch, Test, param, ready, set_param};
+use ipcx::ErrorKind;
+use ipcx::sync::{NamedSemaphore, SysVSemaphoreSet};
+
+/// A C program that opens a semaphore by name (POSIX) or key (SysV) and
+/// posts to it or waits on it (30 s at most).
+const PEER_C: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sem.h>
+#include <time.h>
+
+int main(int argc, char **argv) {
+    if (argc != 4) return 64;
+    int post = strcmp(argv[3], "post") == 0;
+    if (strcmp(argv[1], "posix") == 0) {
+        sem_t *s = sem_open(argv[2], 0);
+        if (s == SEM_FAILED) { perror("sem_open"); return 2; }
+        if (post) return sem_post(s) == 0 ? 0 : 3;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 30;
+        if (sem_timedwait(s, &ts) != 0) { perror("sem_timedwait"); return 4; }
+        return 0;
+    }
+    int id = semget((key_t)strtol(argv[2], NULL, 0), 0, 0);
+    if (id < 0) { perror("semget"); return 5; }
+    struct sembuf op = { 0, (short)(post ? 1 : -1), 0 };
+    struct timespec ts = { 30, 0 };
+    if (semtimedop(id, &op, 1, &ts) != 0) { perror("semtimedop"); return 6; }
+    return 0;
+}
+"#;
+
+/// Compiles the C peer with the system's C compiler (the one Rust links
+/// with).
+fn compile_peer(dir: &Scratch) -> PathBuf {
+    let src = dir.path("peer.c");
+    std::fs::write(&src, PEER_C).unwrap();
+    let exe = dir.path("peer");
+    let out = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-pthread")
+        .output()
+        .expect("run cc (the C compiler Rust links with)");
+    assert!(
+        out.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn run_peer(exe: &Path, args: &[&str]) {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run the C peer");
+    assert!(
+        out.status.success(),
+        "C peer {args:?}: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn unique() -> String {
+    common::abstract_name()
+}
+
+#[test]
+fn posix_named_semaphore_shared_with_a_c_program() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let exe = compile_peer(&dir);
+    let name = unique();
+    let sem = NamedSemaphore::create(&name, 0).expect("create");
+    let path = format!("/dev/shm/sem.{name}");
+    assert!(Path::new(&path).exists());
+    let c_name = format!("/{name}");
+    run_peer(&exe, &["posix", &c_name, "post"]);
+    assert!(
+        sem.wait_timeout(Duration::from_secs(30)).expect("wait"),
+        "the C post arrived"
+    );
+    sem.post().expect("post");
+    run_peer(&exe, &["posix", &c_name, "wait"]);
+    assert_eq!(sem.value().unwrap(), 0, "the C program took it");
+
+    // The name is ours: a second create is refused while we live; a file
+    // of the same name that ipcx did not make is not touched.
+    let err = NamedSemaphore::create(&name, 0).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::InUse { .. }), "{err}");
+    drop(sem);
+    assert!(!Path::new(&path).exists(), "removed with its creator");
+    let foreign = unique();
+    let c_made = ipcx::sys::sem::PosixSem::create(&foreign, 0o600, 0).expect("sem_open");
+    let err = NamedSemaphore::create(&foreign, 0).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Occupied(_)), "{err}");
+    drop(c_made);
+    NamedSemaphore::unlink(&foreign).unwrap();
+}
+
+/// Removes a SysV set when dropped, even if the test fails.
+struct RemoveSet(i32);
+
+impl Drop for RemoveSet {
+    fn drop(&mut self) {
+        if let Ok(set) = SysVSemaphoreSet::open(self.0) {
+            let _ = set.remove();
+        }
+    }
+}
+
+#[test]
+fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let set = SysVSemaphoreSet::open(param("KEY").parse().unwrap()).expect("open");
+        set.wait(0).expect("wait");
+        set.wait(0).expect("wait");
+        ready("holding");
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    let dir = t.scratch();
+    let exe = compile_peer(&dir);
+    let key = SysVSemaphoreSet::key_for(&unique());
+    let _cleanup = RemoveSet(key);
+    let set = SysVSemaphoreSet::create(key, 2, 0).expect("create");
+    let key_arg = key.to_string();
+    run_peer(&exe, &["sysv", &key_arg, "post"]);
+    assert!(
+        set.wait_timeout(0, Duration::from_secs(30)).unwrap(),
+        "the C post arrived"
+    );
+    set.post(0).unwrap();
+    run_peer(&exe, &["sysv", &key_arg, "wait"]);
+    assert_eq!(set.value(0).unwrap(), 0);
+
+    set.set_value(0, 2).unwrap();
+    let mut child = t.spawn("holder", |c| set_param(c, "KEY", &key_arg));
+    child.wait_ready();
+    assert_eq!(set.value(0).unwrap(), 0, "the child took both");
+    child.kill();
+    assert_eq!(set.value(0).unwrap(), 2, "SEM_UNDO gave them back");
+    assert!(!set.try_wait(1).unwrap(), "semaphore 1 is still 0");
+    let err = SysVSemaphoreSet::create(key, 1, 0).unwrap_err();
+    assert!(err.to_string().contains("exists"), "{err}");
+}
