@@ -5,6 +5,7 @@
 mod bench;
 mod objects;
 mod recv;
+mod sem;
 mod send;
 
 use std::process::ExitCode;
@@ -60,7 +61,7 @@ enum Command {
         after_help = "Examples:\n  ipcx send unix:/tmp/app.sock hello world     # two messages\n  echo hi | ipcx send tcp://127.0.0.1:7000     # stdin as one message\n  ipcx send 'fifo:/tmp/f?codec=lines' --lines < file.txt"
     )]
     Send(send::SendArgs),
-    /// List the objects ipcx created (sockets, FIFOs, shared memory) with owner and liveness.
+    /// List the objects ipcx created (sockets, FIFOs, shared memory, locks, semaphores) with owner, liveness and state.
     #[command(
         after_help = "Examples:\n  ipcx ls\n  ipcx ls --json | jq '.[] | select(.alive == false)'"
     )]
@@ -76,6 +77,11 @@ enum Command {
         after_help = "Examples:\n  ipcx bench --quick\n  ipcx bench --mech unix,tcp --sizes 64,64KiB --json out.json\n  ipcx bench --quick --pin same"
     )]
     Bench(bench::BenchArgs),
+    /// Create, post, wait on and read semaphores: ipcx's own, POSIX named or System V.
+    #[command(
+        after_help = "Examples:\n  ipcx sem create jobs --value 2\n  ipcx sem wait jobs --timeout 5s && run-job; ipcx sem post jobs\n  ipcx sem create printer --posix      # a C program's sem_open(\"/printer\", 0) opens it\n  ipcx sem get 0x1234 --sysv\n  ipcx sem rm jobs"
+    )]
+    Sem(sem::SemArgs),
     /// One side of a benchmark cell (started by `ipcx bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
         Command::Ls(a) => objects::ls(a),
         Command::Clean(a) => objects::clean(a),
         Command::Rm(a) => objects::rm(a),
+        Command::Sem(a) => sem::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

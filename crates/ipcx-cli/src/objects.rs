@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use ipcx::registry::{Entry, Registry};
+use ipcx::registry::{Entry, ObjectKind, Registry};
 
 #[derive(Args)]
 pub struct LsArgs {
@@ -21,6 +21,34 @@ pub struct CleanArgs {
     dry_run: bool,
 }
 
+/// What the object is doing now: a primitive's holder, value or
+/// generation, read from the object itself; empty when there is nothing
+/// to say (or it cannot be opened).
+fn state(e: &Entry) -> String {
+    let Some(name) = e
+        .record
+        .paths
+        .first()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
+        return String::new();
+    };
+    match e.record.kind {
+        ObjectKind::Shm => ipcx::shm::Segment::open(&format!("shm:{name}?timeout=0s"))
+            .ok()
+            .and_then(ipcx::sync::describe)
+            .unwrap_or_default(),
+        ObjectKind::Sem => name
+            .strip_prefix("sem.")
+            .and_then(|n| ipcx::sync::NamedSemaphore::open(n).ok())
+            .and_then(|s| s.value().ok())
+            .map(|v| format!("posix semaphore value {v}"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 fn to_json(entries: &[Entry]) -> serde_json::Value {
     entries
         .iter()
@@ -33,6 +61,7 @@ fn to_json(entries: &[Entry]) -> serde_json::Value {
                 "owner_pid": e.record.owner_pid,
                 "alive": e.alive,
                 "persist": e.record.persist,
+                "state": state(e),
             })
         })
         .collect()
@@ -40,8 +69,14 @@ fn to_json(entries: &[Entry]) -> serde_json::Value {
 
 fn table(entries: &[Entry]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY)
-        .set_header(["url", "kind", "path", "owner_pid", "alive"]);
+    t.load_preset(UTF8_BORDERS_ONLY).set_header([
+        "url",
+        "kind",
+        "path",
+        "owner_pid",
+        "alive",
+        "state",
+    ]);
     for e in entries {
         t.add_row([
             e.record.url.clone(),
@@ -52,7 +87,13 @@ fn table(entries: &[Entry]) -> Table {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
             e.record.owner_pid.to_string(),
-            if e.alive { "yes" } else { "no (stale)" }.to_string(),
+            match (e.alive, e.record.persist) {
+                (true, _) => "yes",
+                (false, true) => "no (persists)",
+                (false, false) => "no (stale)",
+            }
+            .to_string(),
+            state(e),
         ]);
     }
     t
@@ -75,14 +116,42 @@ pub fn rm(a: RmArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The user's System V semaphore sets (not in the registry, which records
+/// objects by path): `sysvsem:0xKEY` and their values.
+fn sysv_sets() -> Vec<(String, String)> {
+    ipcx::sync::SysVSemaphoreSet::list()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, values)| (format!("sysvsem:{key:#x}"), format!("values {values:?}")))
+        .collect()
+}
+
 pub fn ls(a: LsArgs) -> Result<ExitCode> {
     let entries = Registry::open()?.list()?;
+    let sets = sysv_sets();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&entries))?);
-    } else if entries.is_empty() {
+        let mut all = to_json(&entries);
+        if let serde_json::Value::Array(list) = &mut all {
+            list.extend(sets.iter().map(
+                |(url, state)| serde_json::json!({"url": url, "kind": "sysvsem", "state": state}),
+            ));
+        }
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else if entries.is_empty() && sets.is_empty() {
         println!("no objects");
     } else {
-        println!("{}", table(&entries));
+        let mut t = table(&entries);
+        for (url, state) in sets {
+            t.add_row([
+                url,
+                "sysvsem".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                state,
+            ]);
+        }
+        println!("{t}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -361,7 +361,7 @@ fn unknown_scheme_is_rejected() {
 #[test]
 fn every_command_help_has_examples() {
     let s = Scratch::new();
-    for cmd in ["recv", "send", "ls", "clean", "bench"] {
+    for cmd in ["recv", "send", "ls", "clean", "bench", "sem"] {
         let got = s.run([cmd, "--help"]).success();
         let out = got.stdout();
         assert!(out.contains("Examples:"), "{got}");
@@ -428,4 +428,61 @@ fn read_cells(path: &Path) -> Vec<Value> {
         }
     }
     cells
+}
+
+/// `ipcx sem` on each kind of semaphore: create, post, wait (with and
+/// without a timeout that passes), get, and `ls` showing the value.
+#[test]
+fn sem_commands_on_every_kind() {
+    let s = Scratch::new();
+    for flavor in [None, Some("--posix"), Some("--sysv")] {
+        let name = abstract_name();
+        let with = |args: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            v.extend(flavor.map(str::to_string));
+            v
+        };
+        s.run(with(&["sem", "create", &name, "--value", "1"]))
+            .success();
+        s.run(with(&["sem", "post", &name])).success();
+        assert_eq!(
+            s.run(with(&["sem", "get", &name]))
+                .success()
+                .stdout()
+                .trim(),
+            "2"
+        );
+        s.run(with(&["sem", "wait", &name])).success();
+        s.run(with(&["sem", "wait", &name, "--timeout", "10ms"]))
+            .success();
+        let empty = s
+            .run(with(&["sem", "wait", &name, "--timeout", "10ms"]))
+            .failure();
+        assert!(empty.stderr.contains("timed out"), "{empty}");
+        assert_eq!(
+            s.run(with(&["sem", "get", &name]))
+                .success()
+                .stdout()
+                .trim(),
+            "0"
+        );
+        {
+            let url = match flavor {
+                None => format!("shm:{name}?persist"),
+                Some("--posix") => format!("sem:{name}"),
+                _ => format!(
+                    "sysvsem:{:#x}",
+                    ipcx::sync::SysVSemaphoreSet::key_for(&name)
+                ),
+            };
+            let entry = entry_for(&s, &url).expect("in ls");
+            let state = entry["state"].as_str().unwrap_or_default().to_string();
+            assert!(
+                state.ends_with("value 0") || state.ends_with("values [0]"),
+                "{entry}"
+            );
+        }
+        s.run(with(&["sem", "rm", &name])).success();
+        s.run(with(&["sem", "get", &name])).failure();
+    }
 }

@@ -401,3 +401,47 @@ fn writer_gets_in_under_continuous_reads() {
     );
     assert!(reads > 0, "the readers read");
 }
+
+/// What `ipcx ls` shows of a primitive (`ipcx::sync::describe`): who holds
+/// a mutex, and that its holder died; a spin lock's and a semaphore's
+/// state.
+#[test]
+fn describe_tells_holder_and_state() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        hold_until_killed();
+        return;
+    }
+    let describe = |name: &str| {
+        ipcx::sync::describe(Segment::open(&format!("shm:{name}")).expect("open segment"))
+            .expect("a primitive")
+    };
+    let name = unique();
+    let m = Mutex::<u64>::create(&name, 0).expect("create");
+    assert_eq!(describe(&name), "mutex free");
+    let mut child = t.spawn("hold", |c| {
+        set_param(set_param(c, "KIND", "mutex"), "NAME", &name)
+    });
+    child.wait_ready();
+    let held = describe(&name);
+    assert!(held.starts_with("mutex locked by live thread "), "{held}");
+    child.kill();
+    assert_eq!(describe(&name), "mutex free (a holder died)");
+    drop(m);
+
+    let name = unique();
+    let _s = SpinLock::<u64>::create(&name, 0).expect("create");
+    kill_holder(&t, "spinlock", &name);
+    let dead = describe(&name);
+    assert!(
+        dead.starts_with("spinlock locked by dead thread "),
+        "{dead}"
+    );
+
+    let name = unique();
+    let sem = Semaphore::create_tracked(&name, 3).expect("create");
+    sem.acquire().unwrap();
+    let d = describe(&name);
+    assert!(d.starts_with("semaphore value 2 of 3, pid "), "{d}");
+    assert!(d.ends_with(" holds 1"), "{d}");
+}

@@ -30,7 +30,7 @@ pub(crate) struct Event {
 }
 
 impl Event {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new(word: AtomicU32, waiting: AtomicU32) -> Event {
         Event { word, waiting }
     }

@@ -67,7 +67,7 @@ fn broken() -> Error {
 }
 
 impl BarrierState {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new(parties: u32) -> BarrierState {
         BarrierState {
             word: AtomicU32::new(0),

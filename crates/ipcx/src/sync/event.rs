@@ -33,7 +33,7 @@ unsafe impl State for EventState {
 }
 
 impl EventState {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new(mode: EventMode) -> EventState {
         EventState {
             set: AtomicU32::new(0),

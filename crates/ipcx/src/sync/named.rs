@@ -142,12 +142,13 @@ impl NamedSemaphore {
 
 /// A System V semaphore set (`semget(KEY)`): `count` semaphores in one
 /// kernel object, opened by numeric key from any language (`ipcs -s`
-/// lists them). Every operation is made with `SEM_UNDO`, so what a process
-/// did is undone by the kernel when it dies: a dead holder's permits come
-/// back.
+/// lists them). Operations are made with `SEM_UNDO` (unless
+/// [`SysVSemaphoreSet::set_undo`] turns it off), so what a process did is
+/// undone by the kernel when it dies: a dead holder's permits come back.
 ///
 /// A set lives until [`SysVSemaphoreSet::remove`] (or `ipcrm -s`); it is
-/// not in ipcx's registry, which records objects by path.
+/// not in ipcx's registry, which records objects by path, but `ipcx ls`
+/// lists the user's sets ([`SysVSemaphoreSet::list`]).
 ///
 /// ```no_run
 /// use ipcx::sync::SysVSemaphoreSet;
@@ -163,6 +164,7 @@ impl NamedSemaphore {
 pub struct SysVSemaphoreSet {
     id: SysVSemId,
     key: i32,
+    undo: bool,
 }
 
 impl SysVSemaphoreSet {
@@ -177,14 +179,44 @@ impl SysVSemaphoreSet {
     pub fn create(key: i32, count: u16, value: u16) -> Result<SysVSemaphoreSet> {
         let id = sem::sysv_create(key, count, 0o600, value)
             .map_err(|e| Error::io("create", e).at(format!("sysv semaphore key {key:#x}")))?;
-        Ok(SysVSemaphoreSet { id, key })
+        Ok(SysVSemaphoreSet {
+            id,
+            key,
+            undo: true,
+        })
     }
 
     /// Opens the set under `key`.
     pub fn open(key: i32) -> Result<SysVSemaphoreSet> {
         let id = sem::sysv_open(key)
             .map_err(|e| Error::io("open", e).at(format!("sysv semaphore key {key:#x}")))?;
-        Ok(SysVSemaphoreSet { id, key })
+        Ok(SysVSemaphoreSet {
+            id,
+            key,
+            undo: true,
+        })
+    }
+
+    /// The sets this user owns (any program's), with their values, for
+    /// `ipcx ls`.
+    pub fn list() -> Result<Vec<(i32, Vec<u32>)>> {
+        let sets = sem::sysv_list(crate::sys::process::euid()).map_err(|e| Error::io("list", e))?;
+        Ok(sets
+            .into_iter()
+            .map(|(key, id, count)| {
+                let values = (0..count)
+                    .filter_map(|n| sem::sysv_get(id, n).ok())
+                    .collect();
+                (key, values)
+            })
+            .collect())
+    }
+
+    /// Whether operations are made with `SEM_UNDO` (the default), so the
+    /// kernel reverts them when this process exits. A command-line tool
+    /// whose `wait` must outlive it turns it off.
+    pub fn set_undo(&mut self, undo: bool) {
+        self.undo = undo;
     }
 
     /// The key.
@@ -199,7 +231,7 @@ impl SysVSemaphoreSet {
         timeout: Option<Duration>,
         what: &'static str,
     ) -> Result<bool> {
-        sem::sysv_op(self.id, n, delta, timeout)
+        sem::sysv_op(self.id, n, delta, timeout, self.undo)
             .map_err(|e| Error::io(what, e).at(format!("sysv semaphore key {:#x}", self.key)))
     }
 

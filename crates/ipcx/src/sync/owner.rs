@@ -140,7 +140,7 @@ pub(crate) struct OwnerLock {
 }
 
 impl OwnerLock {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> OwnerLock {
         OwnerLock {
             word: AtomicU32::new(0),
@@ -386,7 +386,7 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> Slots {
         Slots {
             slots: std::array::from_fn(|_| Slot {

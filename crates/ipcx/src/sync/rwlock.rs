@@ -57,7 +57,7 @@ pub(crate) enum Patience {
 }
 
 impl RwState {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> RwState {
         RwState {
             writer: OwnerLock::new(),

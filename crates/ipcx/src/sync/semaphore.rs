@@ -46,7 +46,7 @@ unsafe impl State for SemState {
 }
 
 impl SemState {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new(permits: u32, tracked: bool) -> SemState {
         SemState {
             count: AtomicU32::new(permits),

@@ -20,7 +20,7 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    #[cfg(ipcx_loom)]
+    #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> Signal {
         Signal {
             seq: AtomicU32::new(0),

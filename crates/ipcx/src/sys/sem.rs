@@ -205,12 +205,22 @@ pub fn sysv_remove(set: SysVSemId) -> io::Result<()> {
     cvt(unsafe { libc::semctl(set.0, 0, libc::IPC_RMID) }).map(drop)
 }
 
-/// Adds `delta` to semaphore `n` (negative: waits until it can take), with
-/// `SEM_UNDO`, so the kernel reverts it if this process dies. Waits at most
+/// Adds `delta` to semaphore `n` (negative: waits until it can take); with
+/// `undo`, `SEM_UNDO`, so the kernel reverts it when this process exits. Waits at most
 /// `timeout` (forever with `None`, not at all with zero); `false` when the
 /// time ran out. Retries after signals. See `semop(2)`, `semtimedop(2)`.
-pub fn sysv_op(set: SysVSemId, n: u16, delta: i16, timeout: Option<Duration>) -> io::Result<bool> {
-    let mut flags = libc::SEM_UNDO as libc::c_short;
+pub fn sysv_op(
+    set: SysVSemId,
+    n: u16,
+    delta: i16,
+    timeout: Option<Duration>,
+    undo: bool,
+) -> io::Result<bool> {
+    let mut flags = if undo {
+        libc::SEM_UNDO as libc::c_short
+    } else {
+        0
+    };
     if timeout == Some(Duration::ZERO) {
         flags |= libc::IPC_NOWAIT as libc::c_short;
     }
@@ -243,4 +253,24 @@ pub fn sysv_op(set: SysVSemId, n: u16, delta: i16, timeout: Option<Duration>) ->
             _ => return Err(e),
         }
     }
+}
+
+/// The System V semaphore sets whose owner is `uid`, as (key, id, count),
+/// from `/proc/sysvipc/sem`. See `proc(5)`.
+pub fn sysv_list(uid: u32) -> io::Result<Vec<(i32, SysVSemId, u16)>> {
+    let text = std::fs::read_to_string("/proc/sysvipc/sem")?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (key, id, nsems, owner) = (
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+                f.get(4)?.parse::<u32>().ok()?,
+            );
+            (owner == uid).then_some((key, SysVSemId(id), nsems))
+        })
+        .collect())
 }
