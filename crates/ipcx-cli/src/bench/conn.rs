@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use ipcx::shm::{Publisher, Segment, Subscriber};
 use ipcx::{Link, Listener};
@@ -29,10 +29,13 @@ pub enum Mech {
     /// Zero-copy publish/subscribe, only the stamp written and read.
     #[value(name = "shm-zc-untouched")]
     ShmZcUntouched,
+    /// Cross-process mutex and semaphore against the bare pthread and
+    /// POSIX ones (cells of their own, not links).
+    Sync,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 8] = [
+    pub const ALL: [Mech; 9] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -41,6 +44,7 @@ impl Mech {
         Mech::Shm,
         Mech::ShmZc,
         Mech::ShmZcUntouched,
+        Mech::Sync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Mech {
             Mech::Shm => "shm",
             Mech::ShmZc => "shm-zc",
             Mech::ShmZcUntouched => "shm-zc-untouched",
+            Mech::Sync => "sync",
         }
     }
 
@@ -64,6 +69,7 @@ impl Mech {
             // Zero copy has no bare equivalent in the table; the floor and
             // memcpy rows of the same run are its yardsticks.
             Mech::ShmZc | Mech::ShmZcUntouched => &[(Impl::Ipcx, "spin"), (Impl::Ipcx, "adaptive")],
+            Mech::Sync => &[],
             Mech::Shm => &[
                 (Impl::Ipcx, "spin"),
                 (Impl::Raw, "spin"),
@@ -254,6 +260,7 @@ pub fn prepare(
         })
     };
     match (mech, imp) {
+        (Mech::Sync, _) => bail!("sync cells are measured by bench::sync, not over links"),
         (Mech::Pipe, Impl::Ipcx) => Ok(Setup {
             args: vec![],
             pending: Pending::PipeIpcx(format!("pipe:?wait={wait}")),
@@ -442,6 +449,7 @@ impl Conn for ListenerLink {
 /// The child's side: connects as `prepare` told it.
 pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Result<Box<dyn Conn>> {
     Ok(match (mech, imp) {
+        (Mech::Sync, _) => bail!("sync cells are measured by bench::sync, not over links"),
         (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
             // The driver publishes on `-ping`; the peer answers on `-pong`.
             let (base, query) = url.split_once('?').unwrap_or((url, ""));

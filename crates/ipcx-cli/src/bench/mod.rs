@@ -18,6 +18,7 @@ mod conn;
 mod fanout;
 mod floor;
 mod report;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -69,6 +70,9 @@ pub struct PeerArgs {
     /// Be fan-out subscriber number N instead.
     #[arg(long)]
     fanout: Option<usize>,
+    /// Be the peer of a synchronization cell instead (ROLE:N).
+    #[arg(long)]
+    sync: Option<String>,
     #[arg(long, value_enum, default_value = "shm")]
     mech: Mech,
     #[arg(long = "impl", value_enum, default_value = "raw")]
@@ -180,9 +184,16 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             cells.push(fanout::measure(&budget).context("fan-out")?);
         }
     }
+    if mechs.contains(&Mech::Sync) {
+        bar.set_message("sync: mutex, semaphore");
+        cells.extend(sync::measure(&budget, theirs).context("sync")?);
+    }
     bar.finish_and_clear();
     println!("{}", report::table(&cells));
     println!("{}", report::ratios(&cells));
+    if let Some(t) = sync::ratios(&cells) {
+        println!("{t}");
+    }
     if let Some(t) = report::zero_copy(&cells) {
         println!("{t}");
     }
@@ -301,6 +312,9 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     }
     if a.floor {
         return floor::bounce(&a.url).map(|()| ExitCode::SUCCESS);
+    }
+    if let Some(role) = &a.sync {
+        return sync::peer_side(role, &a.url).map(|()| ExitCode::SUCCESS);
     }
     if let Some(k) = a.fanout {
         return fanout::subscriber(&a.url, k).map(|()| ExitCode::SUCCESS);

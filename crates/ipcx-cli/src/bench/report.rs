@@ -170,10 +170,12 @@ pub fn ratios(cells: &[Cell]) -> Table {
         .map(|n| n as f64);
     let p50 = |c: Option<&Cell>| c.and_then(|c| c.p50_ns).map(|n| n as f64);
     let thr = |c: Option<&Cell>| c.and_then(|c| c.msgs_per_s);
-    for raw in cells
-        .iter()
-        .filter(|c| c.imp == "raw" && c.samples > 0 && c.wait != "none" && c.mechanism != "floor")
-    {
+    for raw in cells.iter().filter(|c| {
+        c.imp == "raw"
+            && c.samples > 0
+            && c.wait != "none"
+            && !matches!(c.mechanism.as_str(), "floor" | "mutex" | "semaphore")
+    }) {
         let (m, s) = (raw.mechanism.as_str(), raw.size);
         let ipcx = |w| find(m, s, "ipcx", w);
         t.add_row([

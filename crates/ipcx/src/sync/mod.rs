@@ -26,6 +26,8 @@
 //! [`Segment`]: crate::shm::Segment
 
 mod barrier;
+#[doc(hidden)]
+pub mod baseline;
 mod condvar;
 mod error;
 mod event;

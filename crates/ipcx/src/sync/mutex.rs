@@ -79,6 +79,10 @@ impl MutexState {
 /// ```
 pub struct Mutex<T> {
     place: Place<MutexState>,
+    /// The pthread mutex and the value, both in `place`: computed once, as
+    /// every lock needs them.
+    raw: *mut libc::pthread_mutex_t,
+    value: *mut T,
     _value: PhantomData<T>,
 }
 
@@ -154,12 +158,15 @@ impl<T: FromBytes + Send> Mutex<T> {
 
     fn from_place(place: Place<MutexState>) -> Mutex<T> {
         Mutex {
+            raw: place.state().raw(),
+            value: place.value().cast::<T>(),
             place,
             _value: PhantomData,
         }
     }
 
     /// Locks, waiting as long as it takes.
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         // SAFETY: the mutex was initialized before it was published and
         // stays mapped while `self` lives.
@@ -178,6 +185,7 @@ impl<T: FromBytes + Send> Mutex<T> {
         self.guard(unsafe { pthread::lock_timeout(self.raw(), timeout) }, true)
     }
 
+    #[inline]
     pub(crate) fn guard(
         &self,
         r: std::io::Result<Locked>,
@@ -206,8 +214,9 @@ impl<T: FromBytes + Send> Mutex<T> {
         }
     }
 
+    #[inline]
     pub(crate) fn raw(&self) -> *mut libc::pthread_mutex_t {
-        self.place.state().raw()
+        self.raw
     }
 }
 
@@ -236,14 +245,14 @@ impl<T: FromBytes + Send> Deref for MutexGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: the value is a valid `T` for any bytes (`FromBytes`),
         // aligned, and only reached under the lock this guard holds.
-        unsafe { &*self.mutex.place.value().cast::<T>() }
+        unsafe { &*self.mutex.value }
     }
 }
 
 impl<T: FromBytes + Send> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; the lock excludes every other thread.
-        unsafe { &mut *self.mutex.place.value().cast::<T>() }
+        unsafe { &mut *self.mutex.value }
     }
 }
 

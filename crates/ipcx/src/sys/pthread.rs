@@ -20,6 +20,7 @@ pub enum Locked {
     NotRecoverable,
 }
 
+#[inline]
 fn check(rc: libc::c_int) -> io::Result<()> {
     match rc {
         0 => Ok(()),
@@ -27,6 +28,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+#[inline]
 fn locked(rc: libc::c_int) -> io::Result<Locked> {
     match rc {
         0 => Ok(Locked::Yes),
@@ -71,6 +73,7 @@ pub unsafe fn init_robust(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
 /// # Safety
 /// `m` must point to a mutex initialized by [`init_robust`] that stays
 /// mapped for the duration of the call.
+#[inline]
 pub unsafe fn lock(m: *mut libc::pthread_mutex_t) -> io::Result<Locked> {
     // SAFETY: the caller's contract.
     locked(unsafe { libc::pthread_mutex_lock(m) })
@@ -107,6 +110,7 @@ pub unsafe fn lock_timeout(m: *mut libc::pthread_mutex_t, timeout: Duration) -> 
 ///
 /// # Safety
 /// As for [`lock`], and this thread must hold the mutex.
+#[inline]
 pub unsafe fn unlock(m: *mut libc::pthread_mutex_t) -> io::Result<()> {
     // SAFETY: the caller's contract.
     check(unsafe { libc::pthread_mutex_unlock(m) })
