@@ -190,7 +190,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     println!("{}", report::table(&cells));
-    println!("{}", report::ratios(&cells));
+    let ratios = report::ratios(&cells);
+    if ratios.row_iter().next().is_some() {
+        println!("{ratios}");
+    }
     if let Some(t) = sync::ratios(&cells) {
         println!("{t}");
     }
