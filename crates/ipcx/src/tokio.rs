@@ -253,8 +253,7 @@ impl AsyncListener {
 #[derive(Debug)]
 pub struct AsyncSubscriber {
     // Dropped before the subscriber, whose drop disarms the doorbell.
-    bell: AsyncFd<OwnedFd>,
-    path: std::path::PathBuf,
+    bell: Bell,
     /// How often a wait checks that the publisher lives (`?liveness=`).
     liveness: Duration,
     sub: crate::shm::Subscriber,
@@ -268,22 +267,15 @@ impl AsyncSubscriber {
     pub fn open(url: &str) -> Result<AsyncSubscriber> {
         let liveness = crate::Endpoint::parse(url)?.options().liveness;
         let sub = crate::shm::Subscriber::open(url)?;
-        let path = sub.doorbell_path().ok_or_else(|| {
+        let (name, k) = sub.doorbell_place().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported("async subscribers need a named channel".into()),
                 "open",
             )
         })?;
-        let io = |e| Error::io("open", e).at(url);
-        // A doorbell left by a dead subscriber in this place is stale.
-        crate::sys::fs::remove(&path).map_err(io)?;
-        crate::sys::fs::create_fifo(&path, 0o600).map_err(io)?;
-        let fd = crate::sys::fs::open_fifo_rw(&path).map_err(io)?;
-        let bell =
-            crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
+        let bell = Bell::make(name, k).map_err(|e| e.at(url))?;
         Ok(AsyncSubscriber {
             bell,
-            path,
             liveness,
             sub,
         })
@@ -302,23 +294,11 @@ impl AsyncSubscriber {
                 self.sub.disarm_doorbell();
                 return Ok(sample);
             }
-            match tokio::time::timeout(self.liveness, self.bell.readable()).await {
-                Ok(guard) => {
-                    let mut guard = guard.map_err(|e| Error::io("recv", e))?;
-                    // Empty the FIFO; the next wait needs a fresh ring.
-                    let mut buf = [0u8; 256];
-                    while matches!(crate::sys::fd::read(std::os::fd::AsFd::as_fd(self.bell.get_ref()), &mut buf), Ok(n) if n > 0)
-                    {
-                    }
-                    guard.clear_ready();
-                }
-                Err(_) if self.sub.closed() => {
-                    self.sub.disarm_doorbell();
-                    return Err(Error::new(ErrorKind::Closed, "recv"));
-                }
-                Err(_) => {}
-            }
+            let rung = self.bell.rung(Some(self.liveness)).await;
             self.sub.disarm_doorbell();
+            if !rung? && self.sub.closed() {
+                return Err(Error::new(ErrorKind::Closed, "recv"));
+            }
         }
     }
 
@@ -331,6 +311,50 @@ impl AsyncSubscriber {
 impl Drop for AsyncSubscriber {
     fn drop(&mut self) {
         self.sub.disarm_doorbell();
+    }
+}
+
+/// A doorbell FIFO this process awaits in tokio's reactor (see
+/// `shm/doorbell.rs`); removed when dropped.
+#[derive(Debug)]
+struct Bell {
+    fd: AsyncFd<OwnedFd>,
+    path: std::path::PathBuf,
+}
+
+impl Bell {
+    fn make(name: &str, k: usize) -> Result<Bell> {
+        let io = |e| Error::io("open", e);
+        let (path, fd) = crate::shm::doorbell::make(name, k).map_err(io)?;
+        let fd = crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd))
+            .map_err(io)?;
+        Ok(Bell { fd, path })
+    }
+
+    /// Waits until rung (then empties the FIFO) or `timeout` passes; true
+    /// if rung.
+    async fn rung(&self, timeout: Option<Duration>) -> Result<bool> {
+        let readable = async {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| Error::io("wait", e))?;
+            crate::shm::doorbell::drain(self.fd.get_ref());
+            guard.clear_ready();
+            Ok(true)
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, readable)
+                .await
+                .unwrap_or(Ok(false)),
+            None => readable.await,
+        }
+    }
+}
+
+impl Drop for Bell {
+    fn drop(&mut self) {
         let _ = crate::sys::fs::remove(&self.path);
     }
 }

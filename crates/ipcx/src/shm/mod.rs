@@ -17,6 +17,7 @@
 //! user that truncates it makes every process mapping it fault (`SIGBUS`)
 //! on the lost pages. Anonymous segments are sealed against that.
 
+pub(crate) mod doorbell;
 pub(crate) mod event;
 pub(crate) mod link;
 pub(crate) mod primitive;

@@ -134,11 +134,6 @@ struct Slot {
     len: AtomicU32,
 }
 
-/// The doorbell FIFO of subscriber `k` of the channel segment `name`.
-pub(crate) fn doorbell_path(name: &str, k: usize) -> std::path::PathBuf {
-    std::path::Path::new(sys::shm::SHM_DIR).join(format!("{name}.bell{k}"))
-}
-
 #[cfg(not(ipcx_loom))]
 const _: () = {
     assert!(size_of::<Info>() <= 64);

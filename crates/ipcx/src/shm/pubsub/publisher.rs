@@ -397,22 +397,11 @@ impl Publisher {
         }
     }
 
-    /// Writes a byte into the doorbell FIFO of each subscriber in `bells`.
-    /// The FIFO is opened anew each time (a subscriber place may get a new
-    /// FIFO under the same pid), and read-write, so a vanished reader can
-    /// never make the write fail with `EPIPE` (and `SIGPIPE`); a full FIFO
-    /// has rung already. Only subscribers that sleep are rung.
-    fn ring_doorbells(&self, mut bells: u64) {
-        let Some(name) = self.ch.seg.name() else {
-            return;
-        };
-        while bells != 0 {
-            let k = bells.trailing_zeros() as usize;
-            bells &= bells - 1;
-            if let Ok(fd) = sys::fs::open_fifo_rw(&doorbell_path(name, k)) {
-                use std::os::fd::AsFd;
-                let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
-            }
+    /// Rings the doorbells of the subscribers in `bells` (only those
+    /// that sleep ask for it).
+    fn ring_doorbells(&self, bells: u64) {
+        if let Some(name) = self.ch.seg.name() {
+            crate::shm::doorbell::ring(name, bells);
         }
     }
 

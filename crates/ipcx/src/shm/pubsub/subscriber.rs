@@ -177,10 +177,11 @@ impl Subscriber {
         }
     }
 
-    /// The path of this subscriber's doorbell FIFO (named channels only).
+    /// The segment's name and this subscriber's place, which name its
+    /// doorbell (named channels only).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn doorbell_path(&self) -> Option<std::path::PathBuf> {
-        self.ch.seg.name().map(|n| doorbell_path(n, self.index))
+    pub(crate) fn doorbell_place(&self) -> Option<(&str, usize)> {
+        self.ch.seg.name().map(|n| (n, self.index))
     }
 
     /// Asks the publisher to ring the doorbell after each message, and
