@@ -326,8 +326,8 @@ impl Bell {
     fn make(name: &str, k: usize) -> Result<Bell> {
         let io = |e| Error::io("open", e);
         let (path, fd) = crate::shm::doorbell::make(name, k).map_err(io)?;
-        let fd = crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd))
-            .map_err(io)?;
+        let fd =
+            crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
         Ok(Bell { fd, path })
     }
 
@@ -335,19 +335,13 @@ impl Bell {
     /// if rung.
     async fn rung(&self, timeout: Option<Duration>) -> Result<bool> {
         let readable = async {
-            let mut guard = self
-                .fd
-                .readable()
-                .await
-                .map_err(|e| Error::io("wait", e))?;
+            let mut guard = self.fd.readable().await.map_err(|e| Error::io("wait", e))?;
             crate::shm::doorbell::drain(self.fd.get_ref());
             guard.clear_ready();
             Ok(true)
         };
         match timeout {
-            Some(t) => tokio::time::timeout(t, readable)
-                .await
-                .unwrap_or(Ok(false)),
+            Some(t) => tokio::time::timeout(t, readable).await.unwrap_or(Ok(false)),
             None => readable.await,
         }
     }
@@ -356,5 +350,85 @@ impl Bell {
 impl Drop for Bell {
     fn drop(&mut self) {
         let _ = crate::sys::fs::remove(&self.path);
+    }
+}
+
+/// A named [`Event`](crate::sync::Event) awaited on tokio, without a thread
+/// of its own: while it waits, it asks `set` (through a bit in the event)
+/// to ring its doorbell, a FIFO tokio's reactor watches. Up to 64 async
+/// waiters per event; blocking waiters are not counted.
+///
+/// ```no_run
+/// # async fn demo() -> ipcx::Result<()> {
+/// let warm = ipcx::tokio::AsyncEvent::open("cache-warm")?;
+/// warm.wait().await?; // another process: Event::open("cache-warm")?.set()
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncEvent {
+    /// Taken in `drop`, so the FIFO goes before the place is given up.
+    bell: Option<Bell>,
+    place: usize,
+    event: crate::sync::Event,
+}
+
+impl AsyncEvent {
+    /// Opens the event `NAME` (waiting up to `?timeout=` for it, on the
+    /// calling thread) and makes its doorbell. Must run inside a tokio
+    /// runtime.
+    pub fn open(name: &str) -> Result<AsyncEvent> {
+        AsyncEvent::from_event(crate::sync::Event::open(name)?)
+    }
+
+    /// Awaits an event this process already has open.
+    pub fn from_event(event: crate::sync::Event) -> Result<AsyncEvent> {
+        let (name, place) = event.claim_bell()?;
+        let bell = Bell::make(name, place).inspect_err(|_| event.state().release_bell(place))?;
+        Ok(AsyncEvent {
+            bell: Some(bell),
+            place,
+            event,
+        })
+    }
+
+    /// Waits until the event is set (an auto-reset event is taken, as by
+    /// [`Event::wait`](crate::sync::Event::wait)). Cancel-safe: dropping the
+    /// future takes nothing.
+    pub async fn wait(&self) -> Result<()> {
+        let state = self.event.state();
+        struct Disarm<'a>(&'a crate::sync::event::EventState, usize);
+        impl Drop for Disarm<'_> {
+            fn drop(&mut self) {
+                self.0.disarm(self.1);
+            }
+        }
+        loop {
+            if state.try_take() {
+                return Ok(());
+            }
+            state.arm(self.place);
+            let _armed = Disarm(state, self.place);
+            // Armed: a set from now on rings; one before is seen here.
+            if state.try_take() {
+                return Ok(());
+            }
+            if let Some(bell) = &self.bell {
+                bell.rung(None).await?;
+            }
+        }
+    }
+
+    /// The event underneath, to set, reset or wait on blocking.
+    pub fn get_ref(&self) -> &crate::sync::Event {
+        &self.event
+    }
+}
+
+impl Drop for AsyncEvent {
+    fn drop(&mut self) {
+        // The FIFO first: once the place is free, another process may make
+        // its own at the same path.
+        drop(self.bell.take());
+        self.event.state().release_bell(self.place);
     }
 }

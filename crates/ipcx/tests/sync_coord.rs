@@ -321,3 +321,59 @@ fn primitives_in_an_existing_segment() {
     child.finish();
     assert_eq!(*m.lock().unwrap(), 1000);
 }
+
+/// An event awaited on tokio in this process and set by another: only the
+/// doorbell can wake the wait (it has no timeout to poll by), so a lost
+/// ring hangs the test and its watchdog fails it. Cancelling a wait takes
+/// nothing.
+#[cfg(feature = "async")]
+#[test]
+fn async_event_is_woken_by_another_process() {
+    use ipcx::tokio::AsyncEvent;
+    let t = Test::start();
+    const ROUNDS: u32 = 50;
+    if t.child_role().is_some() {
+        let go = Event::open(&waiting(&format!("{}-go", param("NAME")))).expect("open");
+        let ack = Event::open(&waiting(&format!("{}-ack", param("NAME")))).expect("open");
+        for _ in 0..ROUNDS {
+            ack.wait().expect("wait");
+            // Give the parent time to fall asleep in the reactor.
+            std::thread::sleep(Duration::from_millis(2));
+            go.set();
+        }
+        return;
+    }
+    let name = unique();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let go = AsyncEvent::from_event(
+            Event::create(&format!("{name}-go"), EventMode::Auto).expect("create"),
+        )
+        .expect("async");
+        let ack = Event::create(&format!("{name}-ack"), EventMode::Auto).expect("create");
+        let child = t.spawn("setter", |c| set_param(c, "NAME", &name));
+        // A cancelled wait leaves nothing armed and takes nothing.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), go.wait())
+                .await
+                .is_err()
+        );
+        for _ in 0..ROUNDS {
+            ack.set();
+            go.wait().await.expect("wait");
+        }
+        assert!(!go.get_ref().is_set(), "each set was taken once");
+        child.finish();
+        // Two async waiters on a manual event are both released.
+        let manual = format!("{name}-manual");
+        let a = AsyncEvent::from_event(Event::create(&manual, EventMode::Manual).unwrap()).unwrap();
+        let b = AsyncEvent::open(&manual).unwrap();
+        let setter = Event::open(&manual).unwrap();
+        let (ra, rb, ()) = tokio::join!(a.wait(), b.wait(), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            setter.set();
+        });
+        ra.unwrap();
+        rb.unwrap();
+    });
+}

@@ -9,7 +9,7 @@
 //! unrelated process without a socket or ptrace rights. The registry
 //! removes a segment's doorbells with the segment.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use crate::sys;
@@ -37,7 +37,7 @@ pub(crate) fn ring(name: &str, mut bells: u64) {
 /// Makes the doorbell of place `k` of `name` afresh (one left by a dead
 /// waiter in this place is stale) and opens it.
 #[cfg(feature = "async")]
-pub(crate) fn make(name: &str, k: usize) -> std::io::Result<(PathBuf, OwnedFd)> {
+pub(crate) fn make(name: &str, k: usize) -> std::io::Result<(PathBuf, std::os::fd::OwnedFd)> {
     let p = path(name, k);
     sys::fs::remove(&p)?;
     sys::fs::create_fifo(&p, 0o600)?;
@@ -47,7 +47,7 @@ pub(crate) fn make(name: &str, k: usize) -> std::io::Result<(PathBuf, OwnedFd)> 
 
 /// Empties a doorbell, so the next wait needs a fresh ring.
 #[cfg(feature = "async")]
-pub(crate) fn drain(fd: &OwnedFd) {
+pub(crate) fn drain(fd: &std::os::fd::OwnedFd) {
     let mut buf = [0u8; 256];
     while matches!(sys::fd::read(fd.as_fd(), &mut buf), Ok(n) if n > 0) {}
 }

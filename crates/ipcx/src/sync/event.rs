@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::owner::{process_dead, this_process};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::Result;
+use crate::error::{Error, ErrorKind};
 use crate::shm::Segment;
-use crate::shm::primitive::{AtomicU32, Ordering, fence, futex};
+use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, fence, futex};
 
 /// What setting an [`Event`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +27,17 @@ pub(crate) struct EventState {
     waiting: AtomicU32,
     /// 1 auto reset, 0 manual.
     auto: AtomicU32,
+    /// Places of async waiters asking `set` to ring their doorbell.
+    armed: AtomicU64,
+    /// Which process holds each async waiter place ([`pack`]ed pid and
+    /// start time; 0 free).
+    ///
+    /// [`pack`]: super::owner::pack
+    bell_owners: [AtomicU64; MAX_ASYNC_WAITERS],
 }
+
+/// Async waiters an event can have at once (doorbell places).
+pub(crate) const MAX_ASYNC_WAITERS: usize = 64;
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for EventState {
@@ -39,6 +51,8 @@ impl EventState {
             set: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
             auto: AtomicU32::new(u32::from(mode == EventMode::Auto)),
+            armed: AtomicU64::new(0),
+            bell_owners: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -50,9 +64,12 @@ impl EventState {
         }
     }
 
-    pub(crate) fn set(&self) {
+    /// Sets the event and wakes futex sleepers; returns the doorbells to
+    /// ring (async waiters that sleep).
+    pub(crate) fn set(&self) -> u64 {
         self.set.store(1, Ordering::SeqCst);
-        // Dekker with `wait`: either it sees the store, or we see it waiting.
+        // Dekker with `wait` and `arm`: either they see the store, or we
+        // see them waiting.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::Relaxed) != 0 {
             let n = match self.mode() {
@@ -61,6 +78,38 @@ impl EventState {
             };
             let _ = futex::wake(&self.set, n);
         }
+        self.armed.load(Ordering::Relaxed)
+    }
+
+    /// Claims an async waiter place for this process (a free one, or one a
+    /// dead process held).
+    pub(crate) fn claim_bell(&self) -> Option<usize> {
+        let me = this_process();
+        self.bell_owners.iter().position(|o| {
+            let who = o.load(Ordering::Acquire);
+            (who == 0 || process_dead(who))
+                && o.compare_exchange(who, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+        })
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn release_bell(&self, k: usize) {
+        self.disarm(k);
+        self.bell_owners[k].store(0, Ordering::Release);
+    }
+
+    /// Asks `set` to ring place `k`'s doorbell; fences, so a `set` before
+    /// this is seen by the check that follows, or `set` sees the bit.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn arm(&self, k: usize) {
+        self.armed.fetch_or(1 << k, Ordering::AcqRel);
+        fence(Ordering::SeqCst);
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn disarm(&self, k: usize) {
+        self.armed.fetch_and(!(1 << k), Ordering::AcqRel);
     }
 
     pub(crate) fn reset(&self) {
@@ -68,7 +117,7 @@ impl EventState {
     }
 
     /// Consumes (auto) or observes (manual) a set event.
-    fn try_take(&self) -> bool {
+    pub(crate) fn try_take(&self) -> bool {
         match self.mode() {
             EventMode::Manual => self.set.load(Ordering::Acquire) != 0,
             EventMode::Auto => self
@@ -113,8 +162,8 @@ impl EventState {
 /// # Ok(()) }
 /// ```
 ///
-/// Awaiting an event on tokio without a thread (an eventfd-backed
-/// notifier) is not built yet.
+/// On tokio, `ipcx::tokio::AsyncEvent` awaits it without a thread (feature
+/// `async`).
 #[derive(Debug)]
 pub struct Event {
     place: Place<EventState>,
@@ -156,7 +205,38 @@ impl Event {
 
     /// Sets the event, waking every waiter (manual) or one (auto).
     pub fn set(&self) {
-        self.place.state().set();
+        let bells = self.place.state().set();
+        if bells != 0 {
+            crate::shm::doorbell::ring(self.place.name(), bells);
+        }
+    }
+
+    /// Claims a doorbell place for an async waiter (see
+    /// `ipcx::tokio::AsyncEvent`): the segment's name and the place.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn claim_bell(&self) -> Result<(&str, usize)> {
+        if !self.place.is_named_whole() {
+            return Err(Error::new(
+                ErrorKind::Unsupported(
+                    "awaiting an event on tokio needs a named event (Event::create), not one placed in a segment".into(),
+                ),
+                "open",
+            ));
+        }
+        let k = self.place.state().claim_bell().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported(format!(
+                    "the event already has {MAX_ASYNC_WAITERS} async waiters"
+                )),
+                "open",
+            )
+        })?;
+        Ok((self.place.name(), k))
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn state(&self) -> &EventState {
+        self.place.state()
     }
 
     /// Clears a manual event.

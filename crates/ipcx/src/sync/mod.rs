@@ -30,7 +30,7 @@ mod barrier;
 pub mod baseline;
 mod condvar;
 mod error;
-mod event;
+pub(crate) mod event;
 mod monitor;
 mod mutex;
 mod named;

@@ -324,6 +324,12 @@ impl<S: State> Place<S> {
         self.header().param.load(Ordering::Relaxed)
     }
 
+    /// Whether the primitive has its named segment to itself (it starts
+    /// the segment, and the segment has a name).
+    pub(crate) fn is_named_whole(&self) -> bool {
+        self.offset == 0 && self.seg.name().is_some()
+    }
+
     /// The segment's name, for messages.
     pub(crate) fn name(&self) -> &str {
         self.seg.name().unwrap_or("(anonymous)")
