@@ -424,7 +424,8 @@ fn describe_tells_holder_and_state() {
     });
     child.wait_ready();
     let held = describe(&name);
-    assert!(held.starts_with("mutex locked by live thread "), "{held}");
+    let want = format!("mutex locked by live pid {} (thread ", child.id());
+    assert!(held.starts_with(&want), "{held}");
     child.kill();
     assert_eq!(describe(&name), "mutex free (a holder died)");
     drop(m);

@@ -292,10 +292,10 @@ pub(crate) fn lock_word_state(word: u32) -> String {
             "free".into()
         };
     }
-    let alive = if crate::sys::process::thread_alive(tid, None) {
-        "live"
-    } else {
-        "dead"
-    };
-    format!("locked by {alive} thread {tid}")
+    match crate::sys::process::thread_group(tid) {
+        Some(pid) if crate::sys::process::thread_alive(tid, None) => {
+            format!("locked by live pid {pid} (thread {tid})")
+        }
+        _ => format!("locked by dead thread {tid}"),
+    }
 }

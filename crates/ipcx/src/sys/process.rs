@@ -136,3 +136,13 @@ pub fn thread_alive(tid: u32, start: Option<u64>) -> bool {
             start.is_none_or(|st| st == s) && !matches!(state, 'Z' | 'X' | 'x')
         })
 }
+
+/// The process (thread group) thread `tid` belongs to, from
+/// `/proc/TID/status`; `None` once it is gone. See `proc(5)`.
+pub fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
