@@ -21,7 +21,18 @@
 //!
 //! Liveness of a holder comes from its thread (or process) id and start
 //! time, read from `/proc`, checked only by a waiter that has waited a
-//! while (every 20 ms), never on an uncontended path.
+//! while (every 20 ms), never on an uncontended path. Guards are not
+//! `Send`: the thread that locks unlocks.
+//!
+//! The process that creates a named primitive owns the name, as with every
+//! ipcx object: it is removed when the creator's handle drops (processes
+//! that have it open keep using it), unless the name is given as
+//! `shm:NAME?persist`; a name left by a dead creator is reclaimed by the
+//! next `create`.
+//!
+//! As with `std`, a thread that locks a lock it holds deadlocks, and a
+//! thread that takes a second read hold while a writer waits does too
+//! (writers are preferred).
 //!
 //! [`Segment`]: crate::shm::Segment
 

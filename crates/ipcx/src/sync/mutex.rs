@@ -191,7 +191,10 @@ impl<T: FromBytes + Send> Mutex<T> {
         r: std::io::Result<Locked>,
         timed: bool,
     ) -> LockResult<MutexGuard<'_, T>> {
-        let guard = MutexGuard { mutex: self };
+        let guard = MutexGuard {
+            mutex: self,
+            _thread: PhantomData,
+        };
         match r {
             Ok(Locked::Yes) => Ok(guard),
             Ok(Locked::OwnerDied) => Err(LockError::OwnerDied(guard)),
@@ -220,10 +223,20 @@ impl<T: FromBytes + Send> Mutex<T> {
     }
 }
 
-/// Holds a [`Mutex`] locked; unlocks when dropped.
+/// Holds a [`Mutex`] locked; unlocks when dropped, on the thread that
+/// locked it:
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let m = ipcx::sync::Mutex::<u64>::create("doc-not-send", 0).unwrap();
+/// send(m.lock().unwrap()); // a guard cannot move to another thread
+/// ```
 #[must_use = "the mutex unlocks when the guard is dropped"]
 pub struct MutexGuard<'a, T: FromBytes + Send> {
     mutex: &'a Mutex<T>,
+    /// Not `Send`: only the locking thread may unlock (the kernel's robust
+    /// list is per thread).
+    _thread: PhantomData<*const ()>,
 }
 
 impl<'a, T: FromBytes + Send> MutexGuard<'a, T> {

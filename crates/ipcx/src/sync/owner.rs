@@ -255,7 +255,9 @@ impl OwnerLock {
                 spin_hint();
             }
         }
-        let mut next_check = Instant::now();
+        // A holder's liveness costs a /proc read: not before it has kept
+        // us waiting for an interval.
+        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
         loop {
             // After sleeping, others may sleep too: keep the waiters bit.
             let keep = if how == Spinning::ThenSleep {

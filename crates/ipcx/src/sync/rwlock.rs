@@ -295,12 +295,17 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
                 Acquired::Yes
             }
         });
-        from_owner(r, || RwLockReadGuard { lock: self, slot })
+        from_owner(r, || RwLockReadGuard {
+            lock: self,
+            slot,
+            _thread: PhantomData,
+        })
     }
 
     fn write_with(&self, how: Patience) -> LockResult<RwLockWriteGuard<'_, T>> {
         from_owner(self.place.state().write(how), || RwLockWriteGuard {
             lock: self,
+            _thread: PhantomData,
         })
     }
 
@@ -350,6 +355,8 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
 pub struct RwLockReadGuard<'a, T: FromBytes + Send + Sync> {
     lock: &'a RwLock<T>,
     slot: usize,
+    /// Not `Send`, like the write guard.
+    _thread: PhantomData<*const ()>,
 }
 
 impl<T: FromBytes + Send + Sync> Deref for RwLockReadGuard<'_, T> {
@@ -377,6 +384,9 @@ impl<T: FromBytes + Send + Sync> std::fmt::Debug for RwLockReadGuard<'_, T> {
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct RwLockWriteGuard<'a, T: FromBytes + Send + Sync> {
     lock: &'a RwLock<T>,
+    /// Not `Send`: the writer word names the locking thread, whose death
+    /// frees it.
+    _thread: PhantomData<*const ()>,
 }
 
 impl<T: FromBytes + Send + Sync> RwLockWriteGuard<'_, T> {

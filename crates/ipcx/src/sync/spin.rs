@@ -114,7 +114,10 @@ impl<T: FromBytes + Send> SpinLock<T> {
         &self,
         r: std::result::Result<Acquired, NotAcquired>,
     ) -> LockResult<SpinLockGuard<'_, T>> {
-        from_owner(r, || SpinLockGuard { lock: self })
+        from_owner(r, || SpinLockGuard {
+            lock: self,
+            _thread: PhantomData,
+        })
     }
 
     /// Locks, spinning (then yielding) as long as it takes.
@@ -138,6 +141,9 @@ impl<T: FromBytes + Send> SpinLock<T> {
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct SpinLockGuard<'a, T: FromBytes + Send> {
     lock: &'a SpinLock<T>,
+    /// Not `Send`: the lock word names the locking thread, whose death
+    /// frees it.
+    _thread: PhantomData<*const ()>,
 }
 
 impl<T: FromBytes + Send> SpinLockGuard<'_, T> {
