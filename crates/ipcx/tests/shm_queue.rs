@@ -104,3 +104,61 @@ fn limits_are_reported() {
     let err = Queue::create(&format!("{}?overflow=drop_oldest", unique())).unwrap_err();
     assert!(err.to_string().contains("drop_oldest"), "{err}");
 }
+
+/// A producer killed between claiming a cell and publishing it, and a
+/// consumer killed holding a claimed message: the survivors' waits release
+/// those cells (no half-written message is ever delivered) and the queue
+/// goes on.
+#[test]
+fn cells_claimed_by_killed_processes_are_released() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("producer") => {
+            let q = Queue::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+            q.push(b"first").expect("push");
+            assert!(q.abandon_push(), "claimed a cell");
+            q.push(b"third").expect("push");
+            ready("stuck");
+            std::thread::sleep(Duration::from_secs(600));
+            return;
+        }
+        Some(_) => {
+            let q = Queue::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+            assert!(q.abandon_pop(), "claimed a message");
+            ready("stuck");
+            std::thread::sleep(Duration::from_secs(600));
+            return;
+        }
+        None => {}
+    }
+    let url = unique();
+    let q = Queue::create(&format!("{url}?slots=4&max_msg=16")).expect("create");
+    let mut producer = t.spawn("producer", |c| set_param(c, "URL", &url));
+    producer.wait_ready();
+    assert_eq!(q.pop().expect("pop"), b"first");
+    assert!(
+        q.pop_timeout(Duration::from_millis(50)).is_err(),
+        "stuck behind the claim"
+    );
+    producer.kill();
+    assert_eq!(
+        q.pop_timeout(Duration::from_secs(30))
+            .expect("pop after recovery"),
+        b"third",
+        "the dead producer's cell is stepped over"
+    );
+
+    let url = unique();
+    let q = Queue::create(&format!("{url}?slots=2&max_msg=16")).expect("create");
+    q.push(b"x").expect("push");
+    q.push(b"y").expect("push");
+    let mut consumer = t.spawn("consumer", |c| set_param(c, "URL", &url));
+    consumer.wait_ready();
+    assert_eq!(q.pop().expect("pop"), b"y");
+    consumer.kill();
+    // The next push needs the cell the dead consumer held: the wait frees it.
+    q.push(b"z").expect("push after recovery");
+    q.push(b"w").expect("push");
+    assert_eq!(q.pop().expect("pop"), b"z");
+    assert_eq!(q.pop().expect("pop"), b"w");
+}

@@ -12,10 +12,17 @@
 //! shared-memory queues. Messages are copied in and out (up to the cell
 //! size, `?max_msg=`, 4 KiB by default).
 //!
-//! A producer killed between its claim and its publish leaves that one cell
-//! unpublished, so consumers wait there: never a half-written message, but
-//! the queue stalls until recreated. The single-writer rings do not have
-//! this problem; a work queue with crash recovery of claims is future work.
+//! Crash recovery: right after its claim, a process records in the cell
+//! the position it claimed and who it is. A process killed between claim
+//! and release leaves the cell at the head of the queue stuck: a producer's
+//! unpublished, a consumer's unfreed. Waiters (and [`Queue::recover`]) look
+//! at the head cells once per liveness interval; one claimed by a dead
+//! process is released — an unpublished cell is published as a skip
+//! marker consumers step over (never a half-written message), an unfreed
+//! one is freed (the message its consumer died holding is lost, as any
+//! work a killed worker took). A claimer killed in the few instructions
+//! between its claim and its record cannot be told from a slow one, so
+//! that cell still waits for it.
 
 use std::mem::size_of;
 use std::time::{Duration, Instant};
@@ -27,9 +34,11 @@ use crate::endpoint::{Endpoint, Overflow, Scheme, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXMPQ1");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The length of a cell whose dead producer never published it.
+const SKIP: u32 = u32::MAX;
 const DEFAULT_CELL: usize = 4 << 10;
-/// Bytes before a cell's payload (16 with real atomics; loom's are larger).
+/// Bytes before a cell's payload (32 with real atomics; loom's are larger).
 const CELL_HEADER: usize = size_of::<CellHeader>();
 
 #[repr(C)]
@@ -60,6 +69,11 @@ struct CellHeader {
     seq: AtomicU64,
     len: AtomicU32,
     _pad: u32,
+    /// Position + 1 of the last claim, written (after `owner`) by the
+    /// claimer: `owner` is the claimer of that position.
+    claim: AtomicU64,
+    /// Packed pid and start time of the last claimer.
+    owner: AtomicU64,
 }
 
 #[cfg(not(ipcx_loom))]
@@ -68,6 +82,8 @@ const _: () = {
     assert!(size_of::<QueueInfo>() == 24);
     assert!(std::mem::offset_of!(QueueHeader, enqueue) == 64);
     assert!(size_of::<CellHeader>() == CELL_HEADER);
+    assert!(CELL_HEADER == 32);
+    assert!(std::mem::offset_of!(CellHeader, claim) == 16);
 };
 
 fn stride(cell_size: usize) -> usize {
@@ -81,6 +97,8 @@ struct View {
     cells: *mut u8,
     n: u64,
     cell_size: usize,
+    /// This process's packed identity, recorded in each cell it claims.
+    me: u64,
 }
 
 // SAFETY: pointers into a mapping the owner keeps alive; shared state is
@@ -119,7 +137,11 @@ impl View {
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     ) {
-                        Ok(_) => return Some((pos, cell, data)),
+                        Ok(_) => {
+                            cell.owner.store(self.me, Ordering::Relaxed);
+                            cell.claim.store(pos + 1, Ordering::Release);
+                            return Some((pos, cell, data));
+                        }
                         Err(now) => pos = now,
                     }
                 }
@@ -150,11 +172,27 @@ impl View {
     /// Pops into `out` if a message is ready; `false` when empty.
     fn try_pop(&self, out: &mut Vec<u8>) -> bool {
         let h = self.hdr();
-        let Some((pos, cell, data)) = self.claim(&h.dequeue.0, 1) else {
+        loop {
+            let Some((pos, cell, data)) = self.claim(&h.dequeue.0, 1) else {
+                return false;
+            };
+            if self.take(pos, cell, data, out) {
+                return true;
+            }
+        }
+    }
+
+    /// Copies a claimed cell's message into `out` and frees the cell;
+    /// `false` for a skip marker (nothing to deliver).
+    fn take(&self, pos: u64, cell: &CellHeader, data: *mut u8, out: &mut Vec<u8>) -> bool {
+        let raw = cell.len.load(Ordering::Relaxed);
+        if raw == SKIP {
+            cell.seq.store(pos + self.n, Ordering::Release);
+            notify(&self.hdr().space.0);
             return false;
-        };
+        }
         // A length from shared memory: clamp it to the cell.
-        let len = (cell.len.load(Ordering::Relaxed) as usize).min(self.cell_size);
+        let len = (raw as usize).min(self.cell_size);
         out.clear();
         out.reserve(len);
         // SAFETY: the cell is ours until we free it; `out` has room for `len`
@@ -164,8 +202,63 @@ impl View {
             out.set_len(len);
         }
         cell.seq.store(pos + self.n, Ordering::Release);
-        notify(&h.space.0);
+        notify(&self.hdr().space.0);
         true
+    }
+
+    /// Releases the head cells if a dead process claimed them and never
+    /// let go (see the module docs); true if it released one.
+    fn recover(&self) -> bool {
+        let h = self.hdr();
+        // The producer's side: the consumers' next cell, claimed but never
+        // published.
+        let d = h.dequeue.0.fetch_add(0, Ordering::Relaxed);
+        let (cell, _) = self.cell(d);
+        let mut released = false;
+        if cell.seq.load(Ordering::Acquire) == d
+            && h.enqueue.0.fetch_add(0, Ordering::Relaxed) > d
+            && self.claimed_by_dead(cell, d)
+        {
+            cell.len.store(SKIP, Ordering::Relaxed);
+            released |= cell
+                .seq
+                .compare_exchange(d, d + 1, Ordering::Release, Ordering::Relaxed)
+                .is_ok();
+            notify(&h.data.0);
+        }
+        // The consumer's side: the producers' next cell, still holding the
+        // message a consumer claimed a lap ago and never freed.
+        let e = h.enqueue.0.fetch_add(0, Ordering::Relaxed);
+        if let Some(prev) = e.checked_sub(self.n) {
+            let (cell, _) = self.cell(e);
+            if cell.seq.load(Ordering::Acquire) == prev + 1
+                && h.dequeue.0.fetch_add(0, Ordering::Relaxed) > prev
+                && self.claimed_by_dead(cell, prev)
+            {
+                released |= cell
+                    .seq
+                    .compare_exchange(prev + 1, e, Ordering::Release, Ordering::Relaxed)
+                    .is_ok();
+                notify(&h.space.0);
+            }
+        }
+        if released {
+            tracing::warn!("released a queue cell a dead process had claimed");
+        }
+        released
+    }
+
+    /// Whether `cell` was claimed at `pos` by a process that has died.
+    #[cfg(not(ipcx_loom))]
+    fn claimed_by_dead(&self, cell: &CellHeader, pos: u64) -> bool {
+        cell.claim.load(Ordering::Acquire) == pos + 1
+            && !crate::sys::process::identity_alive(cell.owner.load(Ordering::Relaxed))
+    }
+
+    /// Under loom nobody dies.
+    #[cfg(ipcx_loom)]
+    fn claimed_by_dead(&self, _: &CellHeader, _: u64) -> bool {
+        false
     }
 
     // The waits' conditions read the newest position (read-modify-write),
@@ -201,6 +294,9 @@ pub struct Queue {
     overflow: Overflow,
     wait: WaitStrategy,
     spin: Duration,
+    /// When a waiter next looks for cells dead processes hold (it reads
+    /// `/proc`: once per liveness interval, not after every wake-up).
+    next_recovery: std::cell::Cell<Instant>,
 }
 
 fn cell_size_for(ep: &Endpoint) -> usize {
@@ -300,11 +396,13 @@ impl Queue {
                 cells: unsafe { base.add(size_of::<QueueHeader>()) },
                 n: n as u64,
                 cell_size,
+                me: crate::sys::process::identity(),
             },
             _seg: seg,
             overflow: o.overflow,
             wait: o.wait,
             spin: o.spin,
+            next_recovery: std::cell::Cell::new(Instant::now()),
         }
     }
 
@@ -329,7 +427,8 @@ impl Queue {
             if self.overflow != Overflow::Block {
                 return Err(Error::new(ErrorKind::Full, "push"));
             }
-            let how = self.waiting(None);
+            let recover = || self.recover_if_due();
+            let how = self.waiting(None, &recover);
             let _ = wait(&self.view.hdr().space.0, || self.view.has_room(), &how);
         }
         Ok(())
@@ -358,18 +457,52 @@ impl Queue {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::new(ErrorKind::TimedOut, "pop"));
             }
-            let how = self.waiting(deadline);
+            let recover = || self.recover_if_due();
+            let how = self.waiting(deadline, &recover);
             let _ = wait(&self.view.hdr().data.0, || self.view.has_data(), &how);
         }
     }
 
-    fn waiting(&self, deadline: Option<Instant>) -> Waiting<'static> {
+    /// How to wait; every liveness interval, `recover` looks for cells
+    /// dead processes hold (it returns false: the wait goes on).
+    fn waiting<'a>(&self, deadline: Option<Instant>, recover: &'a dyn Fn() -> bool) -> Waiting<'a> {
         Waiting {
             strategy: self.wait,
             spin: self.spin,
             deadline,
-            peer_gone: &|| false,
+            peer_gone: recover,
         }
+    }
+
+    fn recover_if_due(&self) -> bool {
+        let now = Instant::now();
+        if now >= self.next_recovery.get() {
+            self.next_recovery
+                .set(now + super::event::LIVENESS_INTERVAL);
+            self.view.recover();
+        }
+        false
+    }
+
+    /// Claims a cell for a push and never publishes it, as a producer
+    /// killed there would: for crash tests.
+    #[doc(hidden)]
+    pub fn abandon_push(&self) -> bool {
+        self.view.claim(&self.view.hdr().enqueue.0, 0).is_some()
+    }
+
+    /// Claims a message and never frees its cell, as a consumer killed
+    /// there would: for crash tests.
+    #[doc(hidden)]
+    pub fn abandon_pop(&self) -> bool {
+        self.view.claim(&self.view.hdr().dequeue.0, 1).is_some()
+    }
+
+    /// Releases the cells at the head of the queue that a dead process
+    /// claimed and never let go (waiters do this every liveness interval by
+    /// themselves); true if one was.
+    pub fn recover(&self) -> bool {
+        self.view.recover()
     }
 }
 
@@ -432,6 +565,8 @@ mod model {
                     seq: AtomicU64::new(seq),
                     len: AtomicU32::new(0),
                     _pad: 0,
+                    claim: AtomicU64::new(0),
+                    owner: AtomicU64::new(0),
                 },
                 data: [0; 48],
             })));
@@ -441,6 +576,7 @@ mod model {
                 cells: c as *mut u8,
                 n: 2,
                 cell_size: 48,
+                me: 1,
             };
             let how = || Waiting {
                 strategy: WaitStrategy::Block,

@@ -26,16 +26,7 @@ const INCONSISTENT: u32 = 1;
 /// `consistency`: a successor released without repairing: closed for good.
 const NOT_RECOVERABLE: u32 = 2;
 
-/// A thread or process id and its start time in one word: start time
-/// (clock ticks since boot) above bit 22, the id (< 2^22, `pid_max`'s
-/// ceiling) below, so both change together.
-pub(crate) fn pack(id: u32, start: u64) -> u64 {
-    (start << 22) | u64::from(id & 0x3f_ffff)
-}
-
-pub(crate) fn unpack(v: u64) -> (u32, u64) {
-    ((v & 0x3f_ffff) as u32, v >> 22)
-}
+pub(crate) use crate::sys::process::{pack_identity as pack, unpack_identity as unpack};
 
 #[cfg(not(ipcx_loom))]
 fn this_thread() -> u64 {
@@ -67,13 +58,12 @@ fn holder_dead(_: u32, _: u64) -> bool {
 pub(crate) fn this_process() -> u64 {
     use std::sync::OnceLock;
     static ME: OnceLock<u64> = OnceLock::new();
-    let pid = crate::sys::process::pid();
-    let me = *ME.get_or_init(|| pack(pid, crate::sys::process::start_time(pid).unwrap_or(0)));
+    let me = *ME.get_or_init(crate::sys::process::identity);
     // After a fork the child has another pid.
-    if unpack(me).0 == pid {
+    if unpack(me).0 == crate::sys::process::pid() {
         me
     } else {
-        pack(pid, crate::sys::process::start_time(pid).unwrap_or(0))
+        crate::sys::process::identity()
     }
 }
 
@@ -85,8 +75,7 @@ pub(crate) fn this_process() -> u64 {
 /// Whether the process recorded as `who` (see [`pack`]) has died.
 #[cfg(not(ipcx_loom))]
 pub(crate) fn process_dead(who: u64) -> bool {
-    let (pid, start) = unpack(who);
-    !crate::sys::process::is_alive(pid, start)
+    !crate::sys::process::identity_alive(who)
 }
 
 #[cfg(ipcx_loom)]

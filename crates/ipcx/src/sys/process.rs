@@ -146,3 +146,28 @@ pub fn thread_group(tid: u32) -> Option<u32> {
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// A process (or thread) id and its start time packed in one word, so both
+/// are read and written together: the start time (clock ticks since boot)
+/// above bit 22, the id (below 2^22, `pid_max`'s ceiling) under it.
+pub fn pack_identity(id: u32, start: u64) -> u64 {
+    (start << 22) | u64::from(id & 0x3f_ffff)
+}
+
+/// The id and start time of a [`pack_identity`] word.
+pub fn unpack_identity(v: u64) -> (u32, u64) {
+    ((v & 0x3f_ffff) as u32, v >> 22)
+}
+
+/// This process's packed identity (two `/proc` and system-call reads:
+/// callers on a hot path keep it).
+pub fn identity() -> u64 {
+    let me = pid();
+    pack_identity(me, start_time(me).unwrap_or(0))
+}
+
+/// Whether the process a [`pack_identity`] word names still runs.
+pub fn identity_alive(who: u64) -> bool {
+    let (pid, start) = unpack_identity(who);
+    is_alive(pid, start)
+}
