@@ -267,13 +267,13 @@ impl AsyncSubscriber {
     pub fn open(url: &str) -> Result<AsyncSubscriber> {
         let liveness = crate::Endpoint::parse(url)?.options().liveness;
         let sub = crate::shm::Subscriber::open(url)?;
-        let (name, k) = sub.doorbell_place().ok_or_else(|| {
+        let (seg, k) = sub.doorbell_place().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported("async subscribers need a named channel".into()),
                 "open",
             )
         })?;
-        let bell = Bell::make(name, k).map_err(|e| e.at(url))?;
+        let bell = Bell::make(seg, k).map_err(|e| e.at(url))?;
         Ok(AsyncSubscriber {
             bell,
             liveness,
@@ -323,9 +323,15 @@ struct Bell {
 }
 
 impl Bell {
-    fn make(name: &str, k: usize) -> Result<Bell> {
+    fn make(seg: &crate::shm::Segment, k: usize) -> Result<Bell> {
         let io = |e| Error::io("open", e);
-        let (path, fd) = crate::shm::doorbell::make(name, k).map_err(io)?;
+        let name = seg.name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported("a doorbell needs a named segment".into()),
+                "open",
+            )
+        })?;
+        let (path, fd) = crate::shm::doorbell::make(name, k, seg.mode()?).map_err(io)?;
         let fd =
             crate::sys::fd::register_with_reactor(std::os::fd::AsFd::as_fd(&fd)).map_err(io)?;
         Ok(Bell { fd, path })
@@ -360,7 +366,7 @@ impl Drop for Bell {
 ///
 /// ```no_run
 /// # async fn demo() -> ipcx::Result<()> {
-/// let warm = ipcx::tokio::AsyncEvent::open("cache-warm")?;
+/// let mut warm = ipcx::tokio::AsyncEvent::open("cache-warm")?;
 /// warm.wait().await?; // another process: Event::open("cache-warm")?.set()
 /// # Ok(()) }
 /// ```
@@ -369,32 +375,45 @@ pub struct AsyncEvent {
     /// Taken in `drop`, so the FIFO goes before the place is given up.
     bell: Option<Bell>,
     place: usize,
+    /// How often a wait looks at the event without being rung.
+    liveness: Duration,
     event: crate::sync::Event,
 }
 
 impl AsyncEvent {
-    /// Opens the event `NAME` (waiting up to `?timeout=` for it, on the
-    /// calling thread) and makes its doorbell. Must run inside a tokio
-    /// runtime.
+    /// Opens the event `NAME` or `shm:NAME?liveness=20ms` (waiting up to
+    /// `?timeout=` for it, on the calling thread) and makes its doorbell.
+    /// A wait that is not rung looks at the event every `?liveness=`
+    /// anyway (a setter of another user may be unable to ring). Must run
+    /// inside a tokio runtime.
     pub fn open(name: &str) -> Result<AsyncEvent> {
-        AsyncEvent::from_event(crate::sync::Event::open(name)?)
+        let liveness = if name.contains(':') {
+            crate::Endpoint::parse(name)?.options().liveness
+        } else {
+            crate::shm::event::LIVENESS_INTERVAL
+        };
+        let mut e = AsyncEvent::from_event(crate::sync::Event::open(name)?)?;
+        e.liveness = liveness;
+        Ok(e)
     }
 
     /// Awaits an event this process already has open.
     pub fn from_event(event: crate::sync::Event) -> Result<AsyncEvent> {
-        let (name, place) = event.claim_bell()?;
-        let bell = Bell::make(name, place).inspect_err(|_| event.state().release_bell(place))?;
+        let (seg, place) = event.claim_bell()?;
+        let bell = Bell::make(seg, place).inspect_err(|_| event.state().release_bell(place))?;
         Ok(AsyncEvent {
             bell: Some(bell),
             place,
+            liveness: crate::shm::event::LIVENESS_INTERVAL,
             event,
         })
     }
 
     /// Waits until the event is set (an auto-reset event is taken, as by
     /// [`Event::wait`](crate::sync::Event::wait)). Cancel-safe: dropping the
-    /// future takes nothing.
-    pub async fn wait(&self) -> Result<()> {
+    /// future takes nothing. One wait at a time per `AsyncEvent` (`&mut`):
+    /// they share one doorbell.
+    pub async fn wait(&mut self) -> Result<()> {
         let state = self.event.state();
         struct Disarm<'a>(&'a crate::sync::event::EventState, usize);
         impl Drop for Disarm<'_> {
@@ -412,8 +431,11 @@ impl AsyncEvent {
             if state.try_take() {
                 return Ok(());
             }
+            // Rung, or a look every liveness interval anyway: a setter
+            // that could not ring (another user without access to the
+            // FIFO) costs latency, never a hang.
             if let Some(bell) = &self.bell {
-                bell.rung(None).await?;
+                bell.rung(Some(self.liveness)).await?;
             }
         }
     }

@@ -322,10 +322,9 @@ fn primitives_in_an_existing_segment() {
     assert_eq!(*m.lock().unwrap(), 1000);
 }
 
-/// An event awaited on tokio in this process and set by another: only the
-/// doorbell can wake the wait (it has no timeout to poll by), so a lost
-/// ring hangs the test and its watchdog fails it. Cancelling a wait takes
-/// nothing.
+/// An event awaited on tokio in this process and set by another: with
+/// `?liveness=1h` only the doorbell can wake the wait, so a lost ring hangs
+/// the test and its watchdog fails it. Cancelling a wait takes nothing.
 #[cfg(feature = "async")]
 #[test]
 fn async_event_is_woken_by_another_process() {
@@ -346,10 +345,8 @@ fn async_event_is_woken_by_another_process() {
     let name = unique();
     let rt = common::runtime();
     rt.block_on(async {
-        let go = AsyncEvent::from_event(
-            Event::create(&format!("{name}-go"), EventMode::Auto).expect("create"),
-        )
-        .expect("async");
+        let _created = Event::create(&format!("{name}-go"), EventMode::Auto).expect("create");
+        let mut go = AsyncEvent::open(&format!("shm:{name}-go?liveness=1h")).expect("async");
         let ack = Event::create(&format!("{name}-ack"), EventMode::Auto).expect("create");
         let child = t.spawn("setter", |c| set_param(c, "NAME", &name));
         // A cancelled wait leaves nothing armed and takes nothing.
@@ -366,8 +363,9 @@ fn async_event_is_woken_by_another_process() {
         child.finish();
         // Two async waiters on a manual event are both released.
         let manual = format!("{name}-manual");
-        let a = AsyncEvent::from_event(Event::create(&manual, EventMode::Manual).unwrap()).unwrap();
-        let b = AsyncEvent::open(&manual).unwrap();
+        let mut a =
+            AsyncEvent::from_event(Event::create(&manual, EventMode::Manual).unwrap()).unwrap();
+        let mut b = AsyncEvent::open(&manual).unwrap();
         let setter = Event::open(&manual).unwrap();
         let (ra, rb, ()) = tokio::join!(a.wait(), b.wait(), async {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -376,4 +374,34 @@ fn async_event_is_woken_by_another_process() {
         ra.unwrap();
         rb.unwrap();
     });
+}
+
+/// A process in another PID namespace (a container sharing `/dev/shm`)
+/// cannot tell whether holders it sees by pid live: opening is refused
+/// instead of taking live holders' locks for dead.
+#[test]
+fn a_primitive_from_another_pid_namespace_is_refused() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let err = Mutex::<u64>::open(&waiting(&param("NAME"))).unwrap_err();
+        assert!(err.to_string().contains("PID namespace"), "{err}");
+        return;
+    }
+    let name = unique();
+    let _m = Mutex::<u64>::create(&name, 0).expect("create");
+    let mut inner = t.command("opener");
+    set_param(&mut inner, "NAME", &name);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork"])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    common::ChildProcess::spawn(cmd, "opener").finish();
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use common::{Test, param, ready, set_param};
 use ipcx::shm::Segment;
 use ipcx::sync::{
-    Event, EventMode, LockError, Monitor, Mutex, RwLock, Semaphore, SharedAtomicBool,
+    Event, EventMode, LockError, Monitor, Mutex, RwLock, Semaphore, SharedAtomicU32,
     SharedAtomicU64, SpinLock,
 };
 
@@ -351,11 +351,11 @@ fn writer_gets_in_under_continuous_reads() {
         let base = param("NAME");
         let m = RwLock::<u64>::open(&waiting(&base)).expect("open");
         let overtakes = SharedAtomicU64::open(&waiting(&format!("{base}-over"))).expect("open");
-        let stop = SharedAtomicBool::open(&waiting(&format!("{base}-stop"))).expect("open");
+        let stop = SharedAtomicU32::open(&waiting(&format!("{base}-stop"))).expect("open");
         let mut reads = 0u64;
         drop(m.read().expect("read"));
         ready("reading");
-        while !stop.load(Ordering::Relaxed) {
+        while stop.load(Ordering::Relaxed) == 0 {
             let g = m.read().expect("read");
             if m.writer_waiting() {
                 overtakes.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +373,7 @@ fn writer_gets_in_under_continuous_reads() {
     let base = unique();
     let m = Arc::new(RwLock::<u64>::create(&base, 0).expect("create"));
     let overtakes = SharedAtomicU64::create(&format!("{base}-over"), 0).expect("create");
-    let stop = SharedAtomicBool::create(&format!("{base}-stop"), false).expect("create");
+    let stop = SharedAtomicU32::create(&format!("{base}-stop"), 0).expect("create");
     let mut readers: Vec<_> = (0..READERS)
         .map(|_| t.spawn("reader", |c| set_param(c, "NAME", &base)))
         .collect();
@@ -384,7 +384,7 @@ fn writer_gets_in_under_continuous_reads() {
         std::thread::sleep(std::time::Duration::from_millis(2));
         *m.write().expect("write") += 1;
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.store(1, Ordering::Relaxed);
     let reads: u64 = readers
         .iter_mut()
         .map(|r| r.wait_ready().parse::<u64>().unwrap())

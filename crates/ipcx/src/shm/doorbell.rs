@@ -28,19 +28,29 @@ pub(crate) fn ring(name: &str, mut bells: u64) {
     while bells != 0 {
         let k = bells.trailing_zeros() as usize;
         bells &= bells - 1;
-        if let Ok(fd) = sys::fs::open_fifo_rw(&path(name, k)) {
-            let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
+        match sys::fs::open_fifo_rw(&path(name, k)) {
+            Ok(fd) => {
+                let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
+            }
+            // The waiter's periodic re-check finds the change anyway.
+            Err(e) => tracing::debug!(error = %e, place = k, "a doorbell could not be rung"),
         }
     }
 }
 
 /// Makes the doorbell of place `k` of `name` afresh (one left by a dead
-/// waiter in this place is stale) and opens it.
+/// waiter in this place is stale) and opens it. It gets the segment's
+/// read and write bits (`mode`), since whoever may write the segment must
+/// be able to ring (open the FIFO read-write).
 #[cfg(feature = "async")]
-pub(crate) fn make(name: &str, k: usize) -> std::io::Result<(PathBuf, std::os::fd::OwnedFd)> {
+pub(crate) fn make(
+    name: &str,
+    k: usize,
+    mode: u32,
+) -> std::io::Result<(PathBuf, std::os::fd::OwnedFd)> {
     let p = path(name, k);
     sys::fs::remove(&p)?;
-    sys::fs::create_fifo(&p, 0o600)?;
+    sys::fs::create_fifo(&p, mode & 0o666)?;
     let fd = sys::fs::open_fifo_rw(&p)?;
     Ok((p, fd))
 }

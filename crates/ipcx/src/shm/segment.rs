@@ -281,6 +281,11 @@ impl Segment {
         self.name.as_deref()
     }
 
+    /// The permission bits (`?mode=` at creation).
+    pub fn mode(&self) -> Result<u32> {
+        sys::shm::mode(self.fd.as_fd()).map_err(|e| Error::io("stat", e))
+    }
+
     /// The pid of the process that created the segment.
     pub fn creator_pid(&self) -> u32 {
         self.header().creator_pid.load(Ordering::Relaxed)

@@ -76,9 +76,15 @@ impl BarrierState {
         }
     }
 
+    /// Parties, as written at creation; clamped to the table (another
+    /// process may have written anything there).
+    fn parties(&self) -> u32 {
+        self.parties.load(Ordering::Relaxed).clamp(1, MAX_PARTIES)
+    }
+
     /// Claims a member entry for a new party.
     pub(crate) fn join(&self) -> Result<usize> {
-        let n = self.parties.load(Ordering::Relaxed) as usize;
+        let n = self.parties() as usize;
         let me = this_process();
         for (i, m) in self.members[..n].iter().enumerate() {
             if m.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
@@ -100,7 +106,7 @@ impl BarrierState {
 
     /// Breaks the barrier if a member died; true if broken.
     fn check_members(&self) -> bool {
-        let n = self.parties.load(Ordering::Relaxed) as usize;
+        let n = self.parties() as usize;
         let dead = self.members[..n].iter().any(|m| {
             let who = m.load(Ordering::Acquire);
             who != 0 && process_dead(who)
@@ -120,7 +126,7 @@ impl BarrierState {
 
     /// Arrives and waits for the generation to complete.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<BarrierWaitResult> {
-        let n = self.parties.load(Ordering::Relaxed);
+        let n = self.parties();
         let mut w = self.word.load(Ordering::Acquire);
         let seen_gen = loop {
             if w & BROKEN != 0 {
@@ -170,7 +176,9 @@ impl BarrierState {
             }
             let _ = futex::wait(&self.word, w, Some(slice));
             if Instant::now() >= next_check {
-                if self.check_members() {
+                // Broken only if our generation has not completed first.
+                if self.check_members() && generation(self.word.load(Ordering::Acquire)) == seen_gen
+                {
                     return Err(broken());
                 }
                 next_check = Instant::now() + LIVENESS_INTERVAL;
@@ -272,7 +280,7 @@ impl Barrier {
     /// [`Barrier::wait`] for at most `timeout`; on
     /// [`ErrorKind::TimedOut`] this party's arrival is taken back.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.place.state().wait(Some(Instant::now() + timeout))
+        self.place.state().wait(super::deadline_after(timeout))
     }
 
     /// The number of parties.
@@ -310,8 +318,8 @@ fn initializer(parties: u32) -> impl FnOnce(&BarrierState, *mut u8) -> Result<()
 pub(crate) fn describe(place: &Place<BarrierState>) -> String {
     let s = place.state();
     let w = s.word.load(Ordering::Relaxed);
-    let n = s.parties.load(Ordering::Relaxed);
-    let members = s.members[..n.min(MAX_PARTIES) as usize]
+    let n = s.parties();
+    let members = s.members[..n as usize]
         .iter()
         .filter(|m| m.load(Ordering::Relaxed) != 0)
         .count();

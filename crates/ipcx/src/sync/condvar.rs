@@ -140,14 +140,14 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = super::deadline_after(timeout);
         while condition(&mut guard) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
             guard = self
-                .wait_inner(guard, Some(left))
+                .wait_inner(guard, left)
                 .map_err(|e| e.map(|g| (g, WaitTimeoutResult(false))))?;
         }
         Ok((guard, WaitTimeoutResult(false)))

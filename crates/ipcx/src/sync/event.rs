@@ -120,10 +120,15 @@ impl EventState {
     pub(crate) fn try_take(&self) -> bool {
         match self.mode() {
             EventMode::Manual => self.set.load(Ordering::Acquire) != 0,
-            EventMode::Auto => self
-                .set
-                .compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok(),
+            // Any value but 0 is set (another process may have written 2).
+            EventMode::Auto => {
+                let v = self.set.load(Ordering::Relaxed);
+                v != 0
+                    && self
+                        .set
+                        .compare_exchange(v, 0, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+            }
         }
     }
 
@@ -214,7 +219,7 @@ impl Event {
     /// Claims a doorbell place for an async waiter (see
     /// `ipcx::tokio::AsyncEvent`): the segment's name and the place.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn claim_bell(&self) -> Result<(&str, usize)> {
+    pub(crate) fn claim_bell(&self) -> Result<(&crate::shm::Segment, usize)> {
         if !self.place.is_named_whole() {
             return Err(Error::new(
                 ErrorKind::Unsupported(
@@ -231,7 +236,7 @@ impl Event {
                 "open",
             )
         })?;
-        Ok((self.place.name(), k))
+        Ok((self.place.segment(), k))
     }
 
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
@@ -262,7 +267,7 @@ impl Event {
 
     /// [`Event::wait`] for at most `timeout`; `false` if it was not set.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        Ok(self.place.state().wait(Some(Instant::now() + timeout)))
+        Ok(self.place.state().wait(super::deadline_after(timeout)))
     }
 }
 

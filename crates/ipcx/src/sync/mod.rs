@@ -56,6 +56,12 @@ mod value;
 #[cfg(all(test, ipcx_loom))]
 mod model;
 
+/// The instant `timeout` from now; `None` (no deadline: wait as long as it
+/// takes) when that is beyond what `Instant` can hold.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{LockError, LockResult};
@@ -67,4 +73,4 @@ pub use place::{Kind, SyncHeader, describe};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::Semaphore;
 pub use spin::{SpinLock, SpinLockGuard};
-pub use value::{SharedAtomicBool, SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};
+pub use value::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};

@@ -104,12 +104,12 @@ impl<T: FromBytes + Send> Monitor<T> {
         mut ready: impl FnMut(&T) -> bool,
         timeout: Duration,
     ) -> LockResult<(MutexGuard<'_, T>, WaitTimeoutResult)> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
         let guard = self
             .mutex
             .lock_timeout(timeout)
             .map_err(|e| e.map(|g| (g, WaitTimeoutResult::new(false))))?;
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = timeout.saturating_sub(start.elapsed());
         self.cond.wait_timeout_while(guard, left, |t| !ready(t))
     }
 

@@ -9,6 +9,12 @@
 //! can share the mutex. The cost: a lock and an unlock each also link and
 //! unlink the mutex on that list (about 2x a private futex mutex, see
 //! `docs/BENCHMARKS.md`).
+//!
+//! The trust boundary: the robust list links live in the shared mutex, and
+//! glibc writes through them, so a process that can write the segment can
+//! corrupt the memory of the process holding the lock. Share a mutex only
+//! with processes you trust as much as your own threads (the segment's
+//! `?mode=` decides who can).
 
 use std::cell::UnsafeCell;
 use std::marker::PhantomData;
@@ -100,6 +106,27 @@ impl<T> std::fmt::Debug for Mutex<T> {
     }
 }
 
+impl<T> Drop for Mutex<T> {
+    /// A guard this process forgot (`mem::forget`) leaves the mutex on its
+    /// thread's robust list, which glibc and the kernel write through: then
+    /// the mapping is kept for the life of the process instead of unmapped.
+    fn drop(&mut self) {
+        // SAFETY: the first 4 bytes of the mutex, aligned, read atomically.
+        let word = unsafe { &*self.raw.cast::<std::sync::atomic::AtomicU32>() }
+            .load(std::sync::atomic::Ordering::Relaxed)
+            & 0x3fff_ffff;
+        let ours = word != 0
+            && (word == crate::sys::process::tid()
+                || crate::sys::process::thread_group(word) == Some(crate::sys::process::pid()));
+        if ours {
+            tracing::warn!(
+                "a shared mutex dropped while this process holds it: its mapping is kept"
+            );
+            self.place.leak_mapping();
+        }
+    }
+}
+
 impl<T: FromBytes + Send> Mutex<T> {
     /// Creates the mutex `NAME` (a segment `shm:NAME`; a full
     /// `shm:NAME?mode=0660` URL works too) holding `init`.
@@ -180,6 +207,8 @@ impl<T: FromBytes + Send> Mutex<T> {
     }
 
     /// Locks, waiting at most `timeout`; [`LockError::TimedOut`] after.
+    /// The deadline is on the wall clock (`pthread_mutex_timedlock` takes
+    /// `CLOCK_REALTIME`): a clock step shortens or stretches the wait.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<MutexGuard<'_, T>> {
         // SAFETY: as in `lock`.
         self.guard(unsafe { pthread::lock_timeout(self.raw(), timeout) }, true)

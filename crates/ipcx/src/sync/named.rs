@@ -146,6 +146,13 @@ impl NamedSemaphore {
 /// [`SysVSemaphoreSet::set_undo`] turns it off), so what a process did is
 /// undone by the kernel when it dies: a dead holder's permits come back.
 ///
+/// The kernel keeps `SEM_UNDO` adjustments per process and semaphore, and
+/// applies them on *every* exit, normal ones too: a process that only
+/// waits (a consumer) gives its takes back when it exits, and one whose
+/// posts outrun its waits by more than 32767 gets `ERANGE`. That suits a
+/// semaphore used as a lock (take, then give back); for producer and
+/// consumer counts, turn it off with [`SysVSemaphoreSet::set_undo`].
+///
 /// A set lives until [`SysVSemaphoreSet::remove`] (or `ipcrm -s`); it is
 /// not in ipcx's registry, which records objects by path, but `ipcx ls`
 /// lists the user's sets ([`SysVSemaphoreSet::list`]).

@@ -56,15 +56,21 @@ fn holder_dead(_: u32, _: u64) -> bool {
 /// The identity of this process, as [`Slots`] record it.
 #[cfg(not(ipcx_loom))]
 pub(crate) fn this_process() -> u64 {
-    use std::sync::OnceLock;
-    static ME: OnceLock<u64> = OnceLock::new();
-    let me = *ME.get_or_init(crate::sys::process::identity);
-    // After a fork the child has another pid.
-    if unpack(me).0 == crate::sys::process::pid() {
-        me
-    } else {
-        crate::sys::process::identity()
+    use std::sync::atomic::AtomicU64 as StdU64;
+    // Cached per fork epoch: a forked child is another process.
+    static ME: StdU64 = StdU64::new(0);
+    static ME_EPOCH: StdU64 = StdU64::new(u64::MAX);
+    let epoch = crate::sys::process::fork_epoch();
+    if ME_EPOCH.load(Ordering::Acquire) == epoch {
+        return ME.load(Ordering::Relaxed);
     }
+    let me = crate::sys::process::identity();
+    // An unknown start time (0) is not kept: the next call tries again.
+    if unpack(me).1 != 0 {
+        ME.store(me, Ordering::Relaxed);
+        ME_EPOCH.store(epoch, Ordering::Release);
+    }
+    me
 }
 
 #[cfg(ipcx_loom)]
@@ -172,11 +178,30 @@ impl OwnerLock {
         let me = tid();
         // SeqCst, not just Acquire: a reader-writer lock pairs this store
         // with its readers' counts (Dekker), which needs a total order.
-        match self
-            .word
-            .compare_exchange(0, me | keep, Ordering::SeqCst, Ordering::Relaxed)
-        {
-            Ok(_) => Ok(self.took()),
+        let cas = |from: u32| {
+            self.word.compare_exchange(
+                from,
+                me | keep | (from & WAITERS),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+        };
+        let taken = match cas(0) {
+            // No holder, but stray bits (the waiters bit left alone, or
+            // bytes another process scribbled): free all the same.
+            Err(w) if w & TID_MASK == 0 => cas(w),
+            other => other,
+        };
+        match taken {
+            Ok(_) => {
+                // A holder that had taken over from a dead one may have
+                // closed the lock for good between our check and our swap.
+                if self.consistency.load(Ordering::Acquire) == NOT_RECOVERABLE {
+                    self.unlock_unchanged();
+                    return Err(NotAcquired::NotRecoverable);
+                }
+                Ok(self.took())
+            }
             Err(w) if check_holder => self.take_over(w, me),
             Err(_) => Err(NotAcquired::WouldBlock),
         }
@@ -300,6 +325,9 @@ impl OwnerLock {
         } else {
             1
         };
+        // No stale record for the next holder's waiters to compare with (a
+        // new thread with our id would look like us, dead).
+        self.owner.store(0, Ordering::Relaxed);
         if self.word.swap(0, Ordering::Release) & WAITERS != 0 || n != 1 {
             let _ = futex::wake(&self.word, n);
         }
@@ -308,6 +336,7 @@ impl OwnerLock {
     /// Releases the lock and leaves the consistency as it is (a taker
     /// that gives up without having touched the data).
     pub(crate) fn unlock_unchanged(&self) {
+        self.owner.store(0, Ordering::Relaxed);
         if self.word.swap(0, Ordering::Release) & WAITERS != 0 {
             let _ = futex::wake(&self.word, 1);
         }
@@ -389,7 +418,16 @@ impl Slots {
 
     /// This process's slot, claiming a free one (or a dead process's) if
     /// it has none; `None` when all are taken by live processes.
+    ///
+    /// Only free slots are claimed: a dead process's count means something
+    /// (permits to return, holds to release), so its slot is cleared only
+    /// by its owner's recovery ([`Slots::reclaim_dead`]); call that and
+    /// try again when this finds none.
     pub(crate) fn mine(&self) -> Option<usize> {
+        // One claimer at a time in this process, so that two threads that
+        // both find no slot do not claim two: the process counts in one.
+        static CLAIMING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CLAIMING.lock().unwrap_or_else(|e| e.into_inner());
         let me = this_process();
         if let Some(i) = self
             .slots
@@ -398,19 +436,11 @@ impl Slots {
         {
             return Some(i);
         }
-        for (i, s) in self.slots.iter().enumerate() {
-            let who = s.who.load(Ordering::Acquire);
-            if who != 0 && who != RECLAIMING && process_dead(who) {
-                self.reclaim(i, who);
-            }
-            if s.who
+        self.slots.iter().position(|s| {
+            s.who
                 .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-            {
-                return Some(i);
-            }
-        }
-        None
+        })
     }
 
     pub(crate) fn get(&self, i: usize) -> &Slot {
@@ -477,6 +507,36 @@ pub(crate) fn describe_holders(slots: &Slots, verb: &str) -> String {
             format!(", pid {}{dead} {verb} {n}", unpack(who).0)
         })
         .collect()
+}
+
+/// A handle's cached slot in a [`Slots`] table, valid for one fork epoch
+/// (a forked child is another process and needs its own).
+#[derive(Debug, Default)]
+pub(crate) struct SlotCache(std::sync::atomic::AtomicU64);
+
+impl SlotCache {
+    /// This process's slot; when the table is full, `recover` runs (to
+    /// clear dead processes' slots) and the claim is tried once more.
+    /// Only a slot found is cached.
+    pub(crate) fn get(&self, slots: &Slots, recover: impl FnOnce()) -> Option<usize> {
+        #[cfg(not(ipcx_loom))]
+        let epoch = crate::sys::process::fork_epoch();
+        #[cfg(ipcx_loom)]
+        let epoch = 0;
+        let cached = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        if cached != 0 && cached >> 8 == epoch {
+            return Some((cached & 0xff) as usize - 1);
+        }
+        let slot = slots.mine().or_else(|| {
+            recover();
+            slots.mine()
+        })?;
+        self.0.store(
+            (epoch << 8) | (slot as u64 + 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Some(slot)
+    }
 }
 
 /// Sleeps on `word` while it equals `seen`, at most until `deadline` and

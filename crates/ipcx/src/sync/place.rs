@@ -84,7 +84,11 @@ pub struct SyncHeader {
     value_align: AtomicU32,
     /// The primitive's creation parameter (permits, parties, mode).
     param: AtomicU32,
-    _reserved: [u32; 9],
+    _pad: u32,
+    /// The creator's PID namespace: holders' ids mean something only
+    /// there (0: unknown).
+    pid_ns: AtomicU64,
+    _reserved: [u32; 6],
 }
 
 const _: () = assert!(size_of::<SyncHeader>() == LINE);
@@ -94,6 +98,7 @@ const _: () = assert!(offset_of!(SyncHeader, kind) == 12);
 const _: () = assert!(offset_of!(SyncHeader, value_size) == 16);
 const _: () = assert!(offset_of!(SyncHeader, value_align) == 20);
 const _: () = assert!(offset_of!(SyncHeader, param) == 24);
+const _: () = assert!(offset_of!(SyncHeader, pid_ns) == 32);
 
 /// A primitive's state: `#[repr(C)]`, cache-line aligned, only atomics (or
 /// OS objects initialized by the creator), valid once zeroed and
@@ -246,6 +251,8 @@ impl<S: State> Place<S> {
         h.value_size.store(value.size as u32, Ordering::Relaxed);
         h.value_align.store(value.align as u32, Ordering::Relaxed);
         h.param.store(param, Ordering::Relaxed);
+        h.pid_ns
+            .store(crate::sys::process::pid_namespace(), Ordering::Relaxed);
         // Last, with release: whoever sees the magic sees the state.
         h.magic.store(MAGIC, Ordering::Release);
         Ok(())
@@ -283,6 +290,17 @@ impl<S: State> Place<S> {
                 "this is a {found}, not a {}",
                 S::KIND.name()
             )));
+        }
+        let (theirs, ours) = (
+            h.pid_ns.load(Ordering::Relaxed),
+            crate::sys::process::pid_namespace(),
+        );
+        if theirs != 0 && ours != 0 && theirs != ours {
+            return Err(refused(
+                "the primitive was created in another PID namespace (another container): \
+                 ipcx could not tell whether its holders live; open it from the creator's namespace"
+                    .into(),
+            ));
         }
         let (size, align) = (
             h.value_size.load(Ordering::Relaxed) as usize,
@@ -322,6 +340,16 @@ impl<S: State> Place<S> {
     /// The creation parameter.
     pub(crate) fn param(&self) -> u32 {
         self.header().param.load(Ordering::Relaxed)
+    }
+
+    /// The segment the primitive lives in.
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keeps the segment mapped until the process exits.
+    pub(crate) fn leak_mapping(&self) {
+        std::mem::forget(self.seg.clone());
     }
 
     /// Whether the primitive has its named segment to itself (it starts

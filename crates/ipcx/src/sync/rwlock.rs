@@ -18,13 +18,13 @@
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zerocopy::FromBytes;
 
 use super::error::{LockError, LockResult, from_owner};
-use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, Slots, Spinning};
+use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
 use super::place::{Kind, Place, State, ValueLayout, footprint, write_value};
 use super::signal::Signal;
 use crate::error::{Error, ErrorKind, Result};
@@ -202,7 +202,7 @@ impl RwState {
 /// ```
 pub struct RwLock<T> {
     place: Place<RwState>,
-    slot: OnceLock<Option<usize>>,
+    slot: SlotCache,
     _value: PhantomData<T>,
 }
 
@@ -267,14 +267,16 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
     fn from_place(place: Place<RwState>) -> RwLock<T> {
         RwLock {
             place,
-            slot: OnceLock::new(),
+            slot: SlotCache::default(),
             _value: PhantomData,
         }
     }
 
     fn slot(&self) -> std::result::Result<usize, Error> {
+        let state = self.place.state();
+        // A full table: the dead's slots are cleared, their holds released.
         self.slot
-            .get_or_init(|| self.place.state().readers.mine())
+            .get(&state.readers, || state.readers.reclaim_dead(|_| {}))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unsupported(format!(
@@ -321,7 +323,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
 
     /// [`RwLock::read`], waiting at most `timeout`.
     pub fn read_timeout(&self, timeout: Duration) -> LockResult<RwLockReadGuard<'_, T>> {
-        self.read_with(Patience::Until(Some(Instant::now() + timeout)))
+        self.read_with(Patience::Until(super::deadline_after(timeout)))
     }
 
     /// Takes the write lock, waiting for every reader to leave.
@@ -336,7 +338,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
 
     /// [`RwLock::write`], waiting at most `timeout`.
     pub fn write_timeout(&self, timeout: Duration) -> LockResult<RwLockWriteGuard<'_, T>> {
-        self.write_with(Patience::Until(Some(Instant::now() + timeout)))
+        self.write_with(Patience::Until(super::deadline_after(timeout)))
     }
 
     /// Whether a writer holds the lock or waits for readers to leave

@@ -13,10 +13,9 @@
 //! live processes hold.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::owner::{Acquired, NotAcquired, OwnerLock, Slots, Spinning, sleep_slice};
+use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning, sleep_slice};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
@@ -62,8 +61,9 @@ impl SemState {
         self.tracked.load(Ordering::Relaxed) != 0
     }
 
-    /// Takes a permit if one is free, without waiting.
-    pub(crate) fn try_take(&self, slot: Option<usize>) -> Result<bool> {
+    /// Takes a permit if one is free, without waiting for one (tracked:
+    /// waiting at most until `deadline` for the tracking lock).
+    pub(crate) fn try_take(&self, slot: Option<usize>, deadline: Option<Instant>) -> Result<bool> {
         if !self.tracked() {
             let mut c = self.count.load(Ordering::Relaxed);
             while c > 0 {
@@ -80,7 +80,7 @@ impl SemState {
             return Ok(false);
         }
         let slot = slot.ok_or_else(table_full)?;
-        self.locked(|| {
+        let took = self.locked(deadline, || {
             let c = self.count.load(Ordering::Relaxed);
             if c == 0 {
                 return false;
@@ -88,14 +88,15 @@ impl SemState {
             self.count.store(c - 1, Ordering::Release);
             self.holders.get(slot).count.fetch_add(1, Ordering::Relaxed);
             true
-        })
+        })?;
+        Ok(took == Some(true))
     }
 
     /// Takes a permit, waiting until `deadline` (forever with `None`).
     pub(crate) fn take(&self, slot: Option<usize>, deadline: Option<Instant>) -> Result<bool> {
         let mut next_recovery = Instant::now() + LIVENESS_INTERVAL;
         loop {
-            if self.try_take(slot)? {
+            if self.try_take(slot, deadline)? {
                 return Ok(true);
             }
             let now = Instant::now();
@@ -125,7 +126,7 @@ impl SemState {
     pub(crate) fn give(&self, slot: Option<usize>) -> Result<()> {
         if self.tracked() {
             let slot = slot.ok_or_else(table_full)?;
-            let held = self.locked(|| {
+            let held = self.locked(None, || {
                 let held = &self.holders.get(slot).count;
                 if held.load(Ordering::Relaxed) == 0 {
                     return false;
@@ -134,7 +135,7 @@ impl SemState {
                 self.count.fetch_add(1, Ordering::Release);
                 true
             })?;
-            if !held {
+            if held != Some(true) {
                 return Err(Error::new(
                     ErrorKind::Unsupported(
                         "this process holds no permit of this tracked semaphore; release only what you acquired"
@@ -163,7 +164,7 @@ impl SemState {
             return Ok(0);
         }
         let mut freed = 0;
-        self.locked(|| {
+        self.locked(None, || {
             self.holders.reclaim_dead(|n| freed += n);
             self.count.fetch_add(freed, Ordering::Release);
         })?;
@@ -175,9 +176,9 @@ impl SemState {
     }
 
     /// Runs `f` under the tracking lock, recounting first if a process
-    /// died inside it.
-    fn locked<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
-        match self.lock.lock(Spinning::ThenSleep, None) {
+    /// died inside it; `None` if the lock was not had by `deadline`.
+    fn locked<R>(&self, deadline: Option<Instant>, f: impl FnOnce() -> R) -> Result<Option<R>> {
+        match self.lock.lock(Spinning::ThenSleep, deadline) {
             Ok(Acquired::Yes) => {}
             Ok(Acquired::OwnerDied) => {
                 self.holders.reclaim_dead(|_| {});
@@ -190,13 +191,11 @@ impl SemState {
             Err(NotAcquired::NotRecoverable) => {
                 return Err(Error::new(ErrorKind::NotRecoverable, "semaphore"));
             }
-            Err(NotAcquired::WouldBlock | NotAcquired::TimedOut) => {
-                unreachable!("an untimed lock waits until it has the lock")
-            }
+            Err(NotAcquired::WouldBlock | NotAcquired::TimedOut) => return Ok(None),
         }
         let r = f();
         self.lock.unlock();
-        Ok(r)
+        Ok(Some(r))
     }
 }
 
@@ -236,7 +235,7 @@ fn table_full() -> Error {
 pub struct Semaphore {
     place: Place<SemState>,
     /// This process's entry in the holder table (tracked only).
-    slot: OnceLock<Option<usize>>,
+    slot: SlotCache,
 }
 
 impl Semaphore {
@@ -300,7 +299,7 @@ impl Semaphore {
     fn from_place(place: Place<SemState>) -> Semaphore {
         Semaphore {
             place,
-            slot: OnceLock::new(),
+            slot: SlotCache::default(),
         }
     }
 
@@ -309,7 +308,11 @@ impl Semaphore {
         if !state.tracked() {
             return None;
         }
-        *self.slot.get_or_init(|| state.holders.mine())
+        // A full table: the dead's slots are cleared by recovery, which
+        // returns their permits.
+        self.slot.get(&state.holders, || {
+            let _ = state.recover();
+        })
     }
 
     /// Takes a permit, waiting as long as it takes.
@@ -319,14 +322,16 @@ impl Semaphore {
 
     /// Takes a permit if one is free; `false` if none is.
     pub fn try_acquire(&self) -> Result<bool> {
-        self.place.state().try_take(self.slot())
+        self.place
+            .state()
+            .try_take(self.slot(), Some(Instant::now()))
     }
 
     /// Takes a permit, waiting at most `timeout`; `false` if none came.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.place
             .state()
-            .take(self.slot(), Some(Instant::now() + timeout))
+            .take(self.slot(), super::deadline_after(timeout))
     }
 
     /// Returns a permit, waking one waiter.

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zerocopy::FromBytes;
 
@@ -132,8 +132,8 @@ impl<T: FromBytes + Send> SpinLock<T> {
 
     /// Locks, trying for at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<SpinLockGuard<'_, T>> {
-        let deadline = Instant::now() + timeout;
-        self.guard(self.place.state().lock.lock(Spinning::Only, Some(deadline)))
+        let deadline = super::deadline_after(timeout);
+        self.guard(self.place.state().lock.lock(Spinning::Only, deadline))
     }
 }
 

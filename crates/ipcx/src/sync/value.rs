@@ -6,11 +6,13 @@
 //! share the same cache-coherent memory. `Relaxed` is enough for a
 //! counter; publishing data written before a store needs `Release` on the
 //! store and `Acquire` on the load that sees it. There is no lock, so there
-//! is nothing a dead process can leave held.
+//! is nothing a dead process can leave held. (There is no shared
+//! `AtomicBool`: another process may store any byte, and a `bool` other
+//! than 0 or 1 is undefined behaviour; use a `SharedAtomicU32` as a flag.)
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
@@ -131,8 +133,4 @@ shared_atomic!(
 shared_atomic!(
     /// An [`AtomicI64`] shared between processes (derefs to it).
     SharedAtomicI64, AtomicI64, i64, 3
-);
-shared_atomic!(
-    /// An [`AtomicBool`] shared between processes (derefs to it).
-    SharedAtomicBool, AtomicBool, bool, 4
 );

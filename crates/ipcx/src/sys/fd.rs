@@ -47,7 +47,7 @@ pub fn wait_many(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Resul
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 Some(Timespec {
-                    tv_sec: left.as_secs() as i64,
+                    tv_sec: super::secs(left),
                     tv_nsec: i64::from(left.subsec_nanos()),
                 })
             }

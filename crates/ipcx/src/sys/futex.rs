@@ -13,7 +13,7 @@ use rustix::thread::futex;
 /// (no `FUTEX_PRIVATE_FLAG`). See `futex(2)` `FUTEX_WAIT`.
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
     let ts = timeout.map(|t| futex::Timespec {
-        tv_sec: t.as_secs() as i64,
+        tv_sec: super::secs(t),
         tv_nsec: i64::from(t.subsec_nanos()),
     });
     match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {

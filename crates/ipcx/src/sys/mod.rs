@@ -15,3 +15,10 @@ pub mod pthread;
 pub mod sem;
 pub mod shm;
 pub mod socket;
+
+/// Whole seconds of `d` for a `timespec`, capped so that a huge timeout
+/// stays a far-away one instead of wrapping negative (which the kernel
+/// reads as an error or an instant timeout).
+pub(crate) fn secs(d: std::time::Duration) -> i64 {
+    d.as_secs().min(i64::MAX as u64 / 2) as i64
+}

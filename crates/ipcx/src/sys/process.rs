@@ -1,10 +1,11 @@
 //! Processes: descriptors handed to a child, liveness, CPU pinning.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Lets `fds` (created close-on-exec) survive into the child `cmd` starts,
 /// by clearing `FD_CLOEXEC` between fork and exec, in the child only.
@@ -80,6 +81,15 @@ fn stat(pid: u32) -> io::Result<(char, u64)> {
     Ok((state, start))
 }
 
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`), 0
+/// when unknown: two processes see each other's pids only within one.
+/// See `pid_namespaces(7)`.
+pub fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino()))
+}
+
 /// This process's id.
 pub fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
@@ -110,31 +120,90 @@ pub fn cpus_allowed() -> Vec<usize> {
 /// Whether the process `pid` that started at `start` (see [`start_time`])
 /// still runs; a reused pid has another start time.
 /// A zombie (exited, not yet reaped) counts as dead.
+///
+/// Only a definite answer counts as death: `/proc` saying the process is
+/// gone, a zombie, or another process with the id. When `/proc` cannot be
+/// read (out of descriptors, hidden), it counts as alive, since a survivor
+/// that takes over a live holder's lock is worse than one that waits.
+/// A `start` of 0 means unknown: only the id is checked. A process whose
+/// main thread exited while other threads run is alive.
 pub fn is_alive(pid: u32, start: u64) -> bool {
-    pid != 0 && stat(pid).is_ok_and(|(state, s)| s == start && !matches!(state, 'Z' | 'X' | 'x'))
+    liveness(pid, start, true)
+}
+
+fn liveness(id: u32, start: u64, whole_process: bool) -> bool {
+    if id == 0 {
+        return false;
+    }
+    match stat(id) {
+        Ok((_, s)) if start != 0 && s != start => false,
+        Ok(('Z' | 'X' | 'x', _)) => {
+            // A leader that is a zombie while its other threads run.
+            whole_process
+                && std::fs::read_dir(format!("/proc/{id}/task")).is_ok_and(|d| d.count() > 1)
+        }
+        Ok(_) => true,
+        Err(e) => !(e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)),
+    }
+}
+
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked() {
+    FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A number that changes in a child after every `fork`, so that caches of
+/// "who am I" (thread id, table slots) can tell they were inherited.
+/// See `pthread_atfork(3)`.
+pub fn fork_epoch() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: `forked` only does an atomic add, which is
+        // async-signal-safe, as a handler run in a forked child must be.
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+    });
+    FORK_EPOCH.load(Ordering::Relaxed)
 }
 
 /// The calling thread's id (`gettid(2)`), cached per thread: it is asked
 /// for on every lock of a futex-based primitive.
+/// A child of `fork` runs on a copy of the forking thread, with its
+/// cache: [`fork_epoch`] tells.
 pub fn tid() -> u32 {
-    thread_local!(static TID: u32 = rustix::thread::gettid().as_raw_nonzero().get() as u32);
-    TID.with(|t| *t)
+    thread_local!(static TID: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) });
+    let epoch = fork_epoch();
+    TID.with(|t| match t.get() {
+        (e, tid) if e == epoch => tid,
+        _ => {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+            t.set((epoch, tid));
+            tid
+        }
+    })
 }
 
-/// The calling thread's start time (see [`start_time`]), cached per thread.
+/// The calling thread's start time (see [`start_time`]), cached per thread
+/// once read; 0 (unknown) while `/proc` cannot be read.
 pub fn thread_start_time() -> u64 {
-    thread_local!(static START: u64 = start_time(tid()).unwrap_or(0));
-    START.with(|s| *s)
+    thread_local!(static START: Cell<(u64, u64)> = const { Cell::new((u64::MAX, 0)) });
+    let epoch = fork_epoch();
+    START.with(|s| match s.get() {
+        (e, start) if e == epoch && start != 0 => start,
+        _ => {
+            let start = start_time(tid()).unwrap_or(0);
+            s.set((epoch, start));
+            start
+        }
+    })
 }
 
 /// Whether thread `tid` still runs: `/proc/TID/stat` (reachable for every
 /// thread, though only process leaders are listed) exists, is no zombie, and,
 /// when `start` is given, started then (a reused id started later).
+/// As with [`is_alive`], only a definite answer counts as death.
 pub fn thread_alive(tid: u32, start: Option<u64>) -> bool {
-    tid != 0
-        && stat(tid).is_ok_and(|(state, s)| {
-            start.is_none_or(|st| st == s) && !matches!(state, 'Z' | 'X' | 'x')
-        })
+    liveness(tid, start.unwrap_or(0), false)
 }
 
 /// The process (thread group) thread `tid` belongs to, from

@@ -99,7 +99,7 @@ pub unsafe fn lock_timeout(m: *mut libc::pthread_mutex_t, timeout: Duration) -> 
         .unwrap_or_default()
         .saturating_add(timeout);
     let ts = libc::timespec {
-        tv_sec: deadline.as_secs() as libc::time_t,
+        tv_sec: super::secs(deadline),
         tv_nsec: deadline.subsec_nanos() as _,
     };
     // SAFETY: the caller's contract; `ts` lives across the call.

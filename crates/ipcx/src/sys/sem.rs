@@ -18,7 +18,7 @@ fn realtime_deadline(timeout: Duration) -> libc::timespec {
         .unwrap_or_default()
         .saturating_add(timeout);
     libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
+        tv_sec: super::secs(d),
         tv_nsec: d.subsec_nanos() as _,
     }
 }
@@ -234,7 +234,7 @@ pub fn sysv_op(
         let ts = deadline.map(|d| {
             let left = d.saturating_duration_since(std::time::Instant::now());
             libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
+                tv_sec: super::secs(left),
                 tv_nsec: left.subsec_nanos() as _,
             }
         });

@@ -49,6 +49,11 @@ pub fn set_len(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     Ok(rustix::fs::ftruncate(fd, len)?)
 }
 
+/// The permission bits of an object. See `fstat(2)`.
+pub fn mode(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(rustix::fs::fstat(fd)?.st_mode & 0o777)
+}
+
 /// The size of an object. See `fstat(2)`.
 pub fn len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)

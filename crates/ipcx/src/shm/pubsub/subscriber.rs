@@ -180,8 +180,8 @@ impl Subscriber {
     /// The segment's name and this subscriber's place, which name its
     /// doorbell (named channels only).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn doorbell_place(&self) -> Option<(&str, usize)> {
-        self.ch.seg.name().map(|n| (n, self.index))
+    pub(crate) fn doorbell_place(&self) -> Option<(&Segment, usize)> {
+        self.ch.seg.name().map(|_| (&self.ch.seg, self.index))
     }
 
     /// Asks the publisher to ring the doorbell after each message, and
