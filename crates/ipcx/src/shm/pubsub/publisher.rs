@@ -40,6 +40,15 @@ pub struct Publisher {
     /// Our pid, the publish lock's value while we hold it (getpid is a
     /// system call: not one per message).
     pid: u32,
+    /// Chunks this publisher saw come free when it released the ring's
+    /// hold on them, most recent last: taken first by the next loans, as
+    /// their mask lines (and payloads) are still in this CPU's cache.
+    recent_free: std::cell::RefCell<Vec<u32>>,
+    /// A lower bound of every subscriber's cursor, as last read: cursors
+    /// only grow, and a new subscriber starts at the tail, so while it is
+    /// past the slot to reuse there is no need to read the cursors (each
+    /// read pulls a subscriber's cache line over).
+    cursor_floor: std::cell::Cell<u64>,
 }
 
 impl Publisher {
@@ -95,6 +104,8 @@ impl Publisher {
             spin: o.spin,
             entry: 0,
             pid,
+            recent_free: Default::default(),
+            cursor_floor: Default::default(),
         })
     }
 
@@ -141,6 +152,8 @@ impl Publisher {
             spin: o.spin,
             entry,
             pid,
+            recent_free: Default::default(),
+            cursor_floor: Default::default(),
         })
     }
 
@@ -279,6 +292,18 @@ impl Publisher {
     /// Takes the lowest free chunk: recently used chunks come back first,
     /// so the memory a busy channel touches stays small and in cache.
     fn alloc(&mut self) -> Option<u32> {
+        let take = |c: u32| {
+            self.ch
+                .mask(c)
+                .compare_exchange(0, LOANED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        };
+        while let Some(c) = self.recent_free.get_mut().pop() {
+            // Another publisher of the channel may have taken it since.
+            if take(c) {
+                return Some(c);
+            }
+        }
         (0..self.ch.layout.chunks as u32).find(|&c| {
             let mask = self.ch.mask(c);
             // Acquire: readers' last bit clears (release) happen before we
@@ -302,8 +327,11 @@ impl Publisher {
         while released.load(Ordering::Relaxed) < upto {
             let slot = self.ch.slot(released.load(Ordering::Relaxed));
             let chunk = slot.chunk.swap(NO_CHUNK, Ordering::Relaxed);
-            if chunk != NO_CHUNK {
-                freed |= self.ch.mask(chunk).fetch_and(!IN_RING, Ordering::AcqRel) == IN_RING;
+            if chunk != NO_CHUNK
+                && self.ch.mask(chunk).fetch_and(!IN_RING, Ordering::AcqRel) == IN_RING
+            {
+                freed = true;
+                self.recent_free.borrow_mut().push(chunk);
             }
             released.fetch_add(1, Ordering::Relaxed);
         }
@@ -318,7 +346,13 @@ impl Publisher {
         let n = self.ch.layout.slots as u64;
         if s >= n && self.overflow != Overflow::DropOldest {
             // Slot s % n still holds message s - n: every subscriber must be past it.
-            let free = |p: &Publisher| p.slowest().is_none_or(|c| c > s - n);
+            let free = |p: &Publisher| {
+                p.cursor_floor.get() > s - n || {
+                    let floor = p.slowest().unwrap_or(s);
+                    p.cursor_floor.set(floor);
+                    floor > s - n
+                }
+            };
             if !free(self) {
                 // A dead subscriber must not make `fail` refuse forever.
                 if self.overflow == Overflow::Fail && !(self.retire_dead() && free(self)) {
