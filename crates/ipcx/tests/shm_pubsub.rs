@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{Test, param, ready, set_param};
 use ipcx::ErrorKind;
-use ipcx::shm::{Publisher, Subscriber};
+use ipcx::shm::{MAX_PUBLISHERS, Publisher, Subscriber};
 
 fn unique() -> String {
     format!("shm:{}", common::abstract_name())
@@ -386,4 +386,49 @@ fn several_publishers_take_turns() {
     for c in children {
         c.finish();
     }
+}
+
+/// One of two publishers is killed holding a loan: the survivor frees its
+/// place and its chunk (nothing half-written is ever delivered), a new
+/// publisher can take the place, and no chunk is left behind.
+#[test]
+fn killed_second_publishers_loan_is_reclaimed() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut publisher =
+            Publisher::open(&format!("{}?timeout=30s", param("URL"))).expect("attach");
+        let mut loan = publisher.loan(8).expect("loan");
+        loan.copy_from_slice(b"half....");
+        ready("loaned");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    let url = unique();
+    let creator = Publisher::create(&format!("{url}?slots=8&max_msg=8")).expect("create");
+    let sub = Subscriber::open(&url).expect("open");
+    let all_free = creator.free_chunks();
+    // More rounds than places: each dead place is freed and taken again.
+    for round in 0..MAX_PUBLISHERS + 1 {
+        let mut child = t.spawn("publisher", |c| set_param(c, "URL", &url));
+        child.wait_ready();
+        assert_eq!(
+            creator.free_chunks(),
+            all_free - 1,
+            "round {round}: one on loan"
+        );
+        child.kill();
+        assert!(
+            creator.recover(),
+            "round {round}: the dead publisher was found"
+        );
+        assert_eq!(
+            creator.free_chunks(),
+            all_free,
+            "round {round}: its chunk came back"
+        );
+    }
+    assert!(
+        sub.try_recv().expect("try_recv").is_none(),
+        "no loan was ever delivered"
+    );
 }

@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Most publishers of one channel.
 pub const MAX_PUBLISHERS: usize = 4;
@@ -93,11 +93,16 @@ pub struct ChannelHeader {
 #[repr(C)]
 #[derive(Debug)]
 struct PublisherEntry {
-    /// 0 when free.
+    /// 0 when free; [`RECLAIMING`] while a survivor frees it.
     pid: AtomicU32,
-    _pad: AtomicU32,
+    /// The chunk on loan to this publisher, plus 1 (0: none); a publisher
+    /// has one loan at a time (`loan` takes `&mut self`).
+    loaned: AtomicU32,
     start: AtomicU64,
 }
+
+/// A publisher place being freed by a survivor.
+const RECLAIMING: u32 = u32::MAX;
 
 /// What the publishers share: who they are, the lock each takes to
 /// publish, and how far the ring has given its chunks back.
@@ -264,6 +269,34 @@ impl Channel {
 
     fn publishers(&self) -> &Publishers {
         &self.header().publishers.0
+    }
+
+    /// Frees publisher place `k` if its process died, giving back the chunk
+    /// it had on loan (never to be sent); true if it did.
+    fn reclaim_publisher(&self, k: usize) -> bool {
+        let p = self.publishers();
+        let e = &p.entries[k];
+        let pid = e.pid.load(Ordering::Acquire);
+        if pid == 0
+            || pid == RECLAIMING
+            || sys::process::is_alive(pid, e.start.load(Ordering::Acquire))
+        {
+            return false;
+        }
+        if e.pid
+            .compare_exchange(pid, RECLAIMING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let loaned = e.loaned.swap(0, Ordering::AcqRel);
+        if loaned != 0 {
+            self.mask(loaned - 1).fetch_and(!LOANED, Ordering::Release);
+        }
+        p.count.fetch_sub(1, Ordering::AcqRel);
+        e.pid.store(0, Ordering::Release);
+        tracing::info!(pid, "freed the place of a dead publisher");
+        true
     }
 
     /// Whether the publisher `pid` is attached and alive.

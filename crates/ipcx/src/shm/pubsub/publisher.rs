@@ -120,13 +120,12 @@ impl Publisher {
         let start = sys::process::start_time(pid).unwrap_or(0);
         let p = ch.publishers();
         let Some(entry) = (0..MAX_PUBLISHERS).find(|&k| {
-            let e = &p.entries[k];
-            let free = e.pid.load(Ordering::Acquire);
-            // A place is free, or its publisher died.
-            (free == 0 || !sys::process::is_alive(free, e.start.load(Ordering::Acquire)))
-                && e.pid
-                    .compare_exchange(free, pid, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
+            // A place is free, or its publisher died (then freed first).
+            ch.reclaim_publisher(k);
+            p.entries[k]
+                .pid
+                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
         }) else {
             return Err(Error::new(
                 ErrorKind::Unsupported(format!(
@@ -228,6 +227,8 @@ impl Publisher {
         }
         let chunk = loop {
             if let Some(c) = self.alloc() {
+                // Recorded, so that survivors free it should we die first.
+                self.entry().loaned.store(c + 1, Ordering::Relaxed);
                 break c;
             }
             let freed = {
@@ -357,6 +358,7 @@ impl Publisher {
                 // A dead subscriber must not make `fail` refuse forever.
                 if self.overflow == Overflow::Fail && !(self.retire_dead() && free(self)) {
                     self.ch.mask(chunk).fetch_and(!LOANED, Ordering::Release);
+                    self.entry().loaned.store(0, Ordering::Relaxed);
                     return Err(Error::new(ErrorKind::Full, "send"));
                 }
                 self.wait_space(free)?;
@@ -375,6 +377,7 @@ impl Publisher {
         let mask = self.ch.mask(chunk);
         mask.fetch_or(IN_RING, Ordering::AcqRel);
         mask.fetch_and(!LOANED, Ordering::AcqRel);
+        self.entry().loaned.store(0, Ordering::Relaxed);
         if let Some(old) = old {
             self.ch.mask(old).fetch_and(!IN_RING, Ordering::AcqRel);
         }
@@ -439,9 +442,24 @@ impl Publisher {
         }
     }
 
-    /// Retires subscribers whose process died; true if any was.
+    fn entry(&self) -> &PublisherEntry {
+        &self.ch.publishers().entries[self.entry]
+    }
+
+    /// Retires subscribers whose process died, returning every chunk they
+    /// held, and frees the places of publishers that died, returning the
+    /// chunk each had on loan; true if anything was. Waits for space do
+    /// this by themselves every liveness interval.
+    pub fn recover(&self) -> bool {
+        self.retire_dead()
+    }
+
+    /// Retires dead subscribers and publishers; true if any was.
     fn retire_dead(&self) -> bool {
         let mut any = false;
+        for k in (0..MAX_PUBLISHERS).filter(|&k| k != self.entry) {
+            any |= self.ch.reclaim_publisher(k);
+        }
         for i in self.ch.active() {
             let e = self.ch.subscriber(i);
             let dead = |e: &SubscriberEntry| {
@@ -529,6 +547,7 @@ impl Drop for Loan<'_> {
                 .ch
                 .mask(c)
                 .fetch_and(!LOANED, Ordering::Release);
+            self.publisher.entry().loaned.store(0, Ordering::Relaxed);
         }
     }
 }
