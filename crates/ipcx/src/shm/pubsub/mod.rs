@@ -45,7 +45,12 @@ const IN_RING: u64 = 1 << 63;
 /// A ring slot whose chunk was already given back.
 const NO_CHUNK: u32 = u32::MAX;
 /// Chunks beyond one per slot: samples held by subscribers, and loans.
-const SPARE_CHUNKS: usize = 64;
+/// (Two under loom, whose model explores every chunk's mask.)
+const SPARE_CHUNKS: usize = if cfg!(ipcx_loom) { 2 } else { 64 };
+/// Bytes between two subscriber places, and between two chunk masks: a
+/// cache line each (more under loom, whose atomics are larger).
+const ENTRY_STRIDE: usize = size_of::<Line<SubscriberEntry>>();
+const MASK_STRIDE: usize = size_of::<Line<AtomicU64>>();
 /// Publishes between two passes over the subscribers' cursors.
 const RELEASE_BATCH: u64 = 8;
 /// Chunk size when the URL does not set `?max_msg=`.
@@ -149,7 +154,7 @@ const _: () = {
     assert!(std::mem::offset_of!(Info, active) == 32);
     assert!(std::mem::offset_of!(Info, doorbells) == 40);
     assert!(std::mem::offset_of!(ChannelHeader, publishers) == 256);
-    assert!(size_of::<Line<SubscriberEntry>>() == 64);
+    assert!(ENTRY_STRIDE == 64 && MASK_STRIDE == 64);
     assert!(size_of::<Slot>() == 16);
     assert!(std::mem::offset_of!(ChannelHeader, tail) == 64);
 };
@@ -176,11 +181,11 @@ impl Layout {
         let chunks = slots + SPARE_CHUNKS;
         let chunk_size = round64(chunk_size.max(1));
         let subscribers = size_of::<ChannelHeader>();
-        let ring = subscribers + MAX_SUBSCRIBERS * 64;
+        let ring = subscribers + MAX_SUBSCRIBERS * ENTRY_STRIDE;
         let masks = ring + round64(slots * size_of::<Slot>());
         // One cache line per mask: the publisher claiming one chunk and a
         // subscriber releasing another must not fight over a line.
-        let data = masks + chunks * 64;
+        let data = masks + chunks * MASK_STRIDE;
         Layout {
             slots,
             chunks,
@@ -221,7 +226,7 @@ impl Channel {
 
     fn subscriber(&self, i: usize) -> &SubscriberEntry {
         &self
-            .at::<Line<SubscriberEntry>>(self.layout.subscribers + i * 64)
+            .at::<Line<SubscriberEntry>>(self.layout.subscribers + i * ENTRY_STRIDE)
             .0
     }
 
@@ -238,7 +243,7 @@ impl Channel {
             static NOBODY: AtomicU64 = AtomicU64::new(0);
             return &NOBODY;
         }
-        self.at(self.layout.masks + chunk as usize * 64)
+        self.at(self.layout.masks + chunk as usize * MASK_STRIDE)
     }
 
     fn chunk_ptr(&self, chunk: u32) -> *mut u8 {
@@ -420,6 +425,8 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
     })
 }
 
+#[cfg(all(test, ipcx_loom))]
+mod model;
 mod publisher;
 mod subscriber;
 

@@ -11,7 +11,7 @@ use super::*;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::event::{WaitEnd, Waiting, notify, wait};
-use crate::shm::primitive::{Ordering, fence};
+use crate::shm::primitive::{Ordering, fence, spin_hint};
 use crate::shm::segment::Segment;
 use crate::sys;
 
@@ -79,10 +79,22 @@ impl Publisher {
             seg: Segment::create_endpoint(&sized)?,
             layout,
         };
+        Ok(Publisher::init(ch, o.overflow, o.wait, o.spin))
+    }
+
+    /// Writes a fresh channel's facts and this publisher's place, magic
+    /// last, and becomes its first publisher.
+    pub(super) fn init(
+        ch: Channel,
+        overflow: Overflow,
+        wait: WaitStrategy,
+        spin: Duration,
+    ) -> Publisher {
+        let layout = ch.layout;
         let i = ch.info();
         let pid = sys::process::pid();
         i.version.store(VERSION, Ordering::Relaxed);
-        i.overflow.store(o.overflow as u32, Ordering::Relaxed);
+        i.overflow.store(overflow as u32, Ordering::Relaxed);
         i.slots.store(layout.slots as u32, Ordering::Relaxed);
         i.chunks.store(layout.chunks as u32, Ordering::Relaxed);
         i.chunk_size
@@ -97,16 +109,16 @@ impl Publisher {
         // The segment is fresh (all zero): every subscriber place is FREE,
         // every chunk free, every slot empty.
         i.magic.store(MAGIC, Ordering::Release);
-        Ok(Publisher {
+        Publisher {
             ch,
-            overflow: o.overflow,
-            wait: o.wait,
-            spin: o.spin,
+            overflow,
+            wait,
+            spin,
             entry: 0,
             pid,
             recent_free: Default::default(),
             cursor_floor: Default::default(),
-        })
+        }
     }
 
     /// Attaches another publisher to the existing channel `url` (up to
@@ -174,10 +186,10 @@ impl Publisher {
                             p.lock
                                 .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
                     }
-                    if spins > 64 {
+                    if spins > 64 && !cfg!(ipcx_loom) {
                         std::thread::yield_now();
                     } else {
-                        std::hint::spin_loop();
+                        spin_hint();
                     }
                 }
             }

@@ -38,6 +38,11 @@ impl Subscriber {
     pub fn open_endpoint(ep: &Endpoint) -> Result<Subscriber> {
         let ch = open_channel(ep)?;
         let o = ep.options();
+        Subscriber::attach(ch, o.wait, o.spin).map_err(|e| e.at(ep))
+    }
+
+    /// Takes a free subscriber place in the channel.
+    pub(super) fn attach(ch: Channel, wait: WaitStrategy, spin: Duration) -> Result<Subscriber> {
         let pid = sys::process::pid();
         for index in 0..MAX_SUBSCRIBERS {
             let e = ch.subscriber(index);
@@ -67,8 +72,8 @@ impl Subscriber {
                 ch,
                 index,
                 cursor: Cell::new(start),
-                wait: o.wait,
-                spin: o.spin,
+                wait,
+                spin,
                 _not_sync: PhantomData,
             });
         }
@@ -77,8 +82,7 @@ impl Subscriber {
                 "the channel already has {MAX_SUBSCRIBERS} subscribers; close one, or publish on a second channel"
             )),
             "open",
-        )
-        .at(ep))
+        ))
     }
 
     /// Messages this subscriber missed because they were overwritten
@@ -243,7 +247,7 @@ impl Subscriber {
             if (s1 == 0 || s2 == 0) && !self.ch.publisher_gone() {
                 // Being rewritten this instant: look again. (A publisher
                 // that died mid-rewrite leaves it so: then it is lost.)
-                std::hint::spin_loop();
+                crate::shm::primitive::spin_hint();
                 return None;
             }
             self.skip(1);
