@@ -3,6 +3,8 @@
 //! [`AsyncLink`] drives the same decoder and the same resumable writer as
 //! the blocking [`Link`]; only the waiting differs: instead of `poll(2)`, it
 //! awaits readiness from tokio's reactor, so a task waits without a thread.
+//! An `shm:` link has no descriptor: each half awaits a doorbell FIFO its
+//! peer rings after a change, only while the half is armed (asleep).
 //! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
 //! accepting (in 100 ms slices) run on tokio's blocking pool.
 //!
@@ -25,6 +27,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::link::BellPlace;
 use crate::transport::{Link, Listener, RecvHalf, SendHalf};
 use crate::wire::KIND_DATA;
 
@@ -44,6 +47,8 @@ fn no_reactor(op: &'static str) -> Error {
 #[derive(Debug)]
 pub struct AsyncRecvHalf {
     ready: Option<AsyncFd<OwnedFd>>,
+    /// `shm:` links: the doorbell the peer rings, and its place.
+    bell: Option<(Bell, BellPlace)>,
     half: RecvHalf,
 }
 
@@ -51,7 +56,35 @@ pub struct AsyncRecvHalf {
 #[derive(Debug)]
 pub struct AsyncSendHalf {
     ready: Option<AsyncFd<OwnedFd>>,
+    bell: Option<(Bell, BellPlace)>,
     half: SendHalf,
+}
+
+/// A doorbell for a half of an `shm:` link.
+fn link_bell(place: Option<BellPlace>) -> Result<Option<(Bell, BellPlace)>> {
+    place
+        .map(|p| {
+            let (seg, k) = p.segment();
+            Ok((Bell::make(seg, k)?, p))
+        })
+        .transpose()
+}
+
+/// Disarms a doorbell place when dropped (a wait that returned or was
+/// cancelled).
+struct Armed<'a>(&'a BellPlace);
+
+impl<'a> Armed<'a> {
+    fn arm(place: &'a BellPlace) -> Armed<'a> {
+        place.arm();
+        Armed(place)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
 }
 
 /// A [`Link`] for tokio.
@@ -89,10 +122,12 @@ impl AsyncLink {
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
                 ready: register(rx.as_fd(), "recv")?,
+                bell: link_bell(rx.shm_bell())?,
                 half: rx,
             },
             tx: AsyncSendHalf {
                 ready: register(tx.as_fd(), "send")?,
+                bell: link_bell(tx.shm_bell())?,
                 half: tx,
             },
         })
@@ -129,6 +164,9 @@ impl AsyncRecvHalf {
 
     /// Receives one message into `buf`, replacing its contents.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        if let Some((bell, place)) = &self.bell {
+            return recv_shm(&mut self.half, bell, place, buf).await;
+        }
         loop {
             if self.half.poll_once("recv")?.is_some() {
                 self.half.take_message(buf);
@@ -149,6 +187,9 @@ impl AsyncSendHalf {
     /// written leaves the stream mid-frame: the half is then marked failed
     /// and later sends return `Closed`, rather than corrupt the stream.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if let Some((bell, place)) = &self.bell {
+            return send_shm(&mut self.half, bell, place, msg).await;
+        }
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
         let guard = Unfinished(&mut self.half);
         loop {
@@ -168,6 +209,88 @@ impl AsyncSendHalf {
                     return Err(err);
                 }
             }
+        }
+    }
+}
+
+/// Receives from an `shm:` link: look, arm the doorbell, look again, await
+/// the ring (or a look every liveness interval, which also notices a peer
+/// that died). Cancel-safe: a message is taken only when returned.
+async fn recv_shm(
+    half: &mut RecvHalf,
+    bell: &Bell,
+    place: &BellPlace,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    loop {
+        if half.poll_once("recv")?.is_some() {
+            half.take_message(buf);
+            return Ok(());
+        }
+        let armed = Armed::arm(place);
+        if half.poll_once("recv")?.is_some() {
+            half.take_message(buf);
+            return Ok(());
+        }
+        // A peer that left before we armed rang nobody: its flag says so.
+        if !place.peer_left() {
+            let rung = bell.rung(Some(place.liveness())).await?;
+            if rung || !place.peer_gone() {
+                continue;
+            }
+        }
+        drop(armed);
+        // The peer is gone; what it sent before it left is still delivered.
+        if half.poll_once("recv")?.is_some() {
+            half.take_message(buf);
+            return Ok(());
+        }
+        return Err(Error::new(ErrorKind::Closed, "recv"));
+    }
+}
+
+/// Sends on an `shm:` link, awaiting space in the ring the same way. A
+/// message longer than a ring record goes in parts: cancelled between two,
+/// the half is marked failed (later sends return `Closed`), as for streams.
+async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8]) -> Result<()> {
+    let mut sent = 0;
+    let mut g = MidMessage {
+        half,
+        partial: false,
+    };
+    loop {
+        if g.half.try_send_shm(msg, &mut sent)? {
+            g.partial = false;
+            return Ok(());
+        }
+        g.partial = sent > 0;
+        let armed = Armed::arm(place);
+        if g.half.try_send_shm(msg, &mut sent)? {
+            g.partial = false;
+            return Ok(());
+        }
+        g.partial = sent > 0;
+        let rung = bell.rung(Some(place.liveness())).await?;
+        drop(armed);
+        if !rung && place.peer_gone() {
+            return Err(Error::new(ErrorKind::Closed, "send"));
+        }
+    }
+}
+
+/// Marks an `shm:` half failed if a send stops with a message half in the
+/// ring (an error, or its future dropped).
+struct MidMessage<'a> {
+    half: &'a mut SendHalf,
+    partial: bool,
+}
+
+impl Drop for MidMessage<'_> {
+    fn drop(&mut self) {
+        if self.partial {
+            let _ = self
+                .half
+                .write_failed(std::io::Error::other("send stopped mid-message"));
         }
     }
 }

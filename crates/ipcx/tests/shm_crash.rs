@@ -153,3 +153,44 @@ fn next_peer_waits_until_the_last_link_is_dropped() {
     assert_eq!(second.recv().expect("recv b"), b"b");
     b.finish();
 }
+
+/// An `shm:` link served on tokio, with `?liveness=1h` so that only the
+/// peer's doorbell can wake a waiting half: messages wait for the
+/// receiver, a 100 000-byte echo waits for room in a 4 KiB ring part after
+/// part, and the peer's exit ends the stream with `Closed` at once. A lost
+/// ring would hang the test, and its watchdog fail it.
+#[cfg(feature = "async")]
+#[test]
+fn async_link_halves_are_woken_by_doorbells() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link =
+            Link::connect(&common::with_option(&param("URL"), "timeout=30s")).expect("connect");
+        for size in [1usize, 3000, 100_000] {
+            // Let the server's recv fall asleep first.
+            std::thread::sleep(Duration::from_millis(5));
+            let msg = common::payload(size, size as u64);
+            link.send(&msg).expect("send");
+            std::thread::sleep(Duration::from_millis(5));
+            common::assert_same(&link.recv().expect("recv"), &msg, "echo");
+        }
+        return;
+    }
+    let url = format!("{}?size=4KiB&liveness=1h", unique());
+    let rt = common::runtime();
+    rt.block_on(async {
+        let mut listener = ipcx::tokio::AsyncListener::bind(&url).expect("bind");
+        let child = t.spawn("client", |c| set_param(c, "URL", &url));
+        let mut link = listener.accept().await.expect("accept");
+        loop {
+            match link.recv().await {
+                Ok(m) => link.send(&m).await.expect("echo"),
+                Err(e) => {
+                    assert_eq!(*e.kind(), ErrorKind::Closed, "{e}");
+                    break;
+                }
+            }
+        }
+        child.finish();
+    });
+}

@@ -77,8 +77,9 @@ pub struct Options {
     pub slots: usize,
     /// What a full queue does (`overflow`, default block).
     pub overflow: Overflow,
-    /// How often an async shared-memory subscriber that waits checks that
-    /// its publisher still lives (`liveness`, default 20ms).
+    /// How often a shared-memory waiter on tokio (an async subscriber, an
+    /// `shm:` link half, an async event) that is not rung looks again and
+    /// checks that its peer still lives (`liveness`, default 20ms).
     pub liveness: Duration,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).

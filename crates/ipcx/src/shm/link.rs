@@ -25,7 +25,7 @@ use crate::transport::Until;
 use crate::wire::FrameError;
 
 const LINK_MAGIC: u64 = u64::from_le_bytes(*b"IPCXLNK1");
-const LINK_VERSION: u32 = 1;
+const LINK_VERSION: u32 = 2;
 
 const FREE: u32 = 0;
 const CLAIMED: u32 = 1;
@@ -49,7 +49,10 @@ pub struct LinkHeader {
     capacity: AtomicU64,
     server_max_msg: AtomicU64,
     client_max_msg: AtomicU64,
-    _reserved: [u64; 7],
+    /// Doorbell places armed by a side awaiting on tokio (bit `k`: the
+    /// FIFO `NAME.bellK`, see [`BellPlace`]).
+    bells: AtomicU64,
+    _reserved: [u64; 6],
 }
 
 const LINK_HEADER_LEN: usize = size_of::<LinkHeader>();
@@ -57,6 +60,66 @@ const _: () = assert!(LINK_HEADER_LEN == 128);
 const _: () = assert!(offset_of!(LinkHeader, state) == 12);
 const _: () = assert!(offset_of!(LinkHeader, server_start) == 24);
 const _: () = assert!(offset_of!(LinkHeader, capacity) == 48);
+const _: () = assert!(offset_of!(LinkHeader, bells) == 72);
+
+/// The four doorbell places of a link: each side's receiving half (awaiting
+/// data) and sending half (awaiting space).
+fn bell_place(side: Side, recv: bool) -> usize {
+    match (side, recv) {
+        (Side::Server, true) => 0,
+        (Side::Server, false) => 1,
+        (Side::Client, true) => 2,
+        (Side::Client, false) => 3,
+    }
+}
+
+/// One half's doorbell place on a link, for awaiting it on tokio: arm it
+/// before the last look, and the peer rings after its next change.
+#[derive(Debug)]
+pub(crate) struct BellPlace {
+    conn: Arc<Conn>,
+    place: usize,
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+impl BellPlace {
+    /// The segment and the place, which name the doorbell FIFO.
+    pub(crate) fn segment(&self) -> (&Segment, usize) {
+        (&self.conn.seg, self.place)
+    }
+
+    /// Asks the peer to ring; fences, so a change before this is seen by
+    /// the look that follows, or the peer sees the bit.
+    pub(crate) fn arm(&self) {
+        self.conn
+            .header()
+            .bells
+            .fetch_or(1 << self.place, Ordering::AcqRel);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.conn
+            .header()
+            .bells
+            .fetch_and(!(1 << self.place), Ordering::AcqRel);
+    }
+
+    /// Whether the peer left or died (reads `/proc`: not per message).
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.conn.peer_gone()
+    }
+
+    /// Whether the peer left normally (its flag: one load).
+    pub(crate) fn peer_left(&self) -> bool {
+        self.conn.peer_left()
+    }
+
+    /// How often to look without being rung (`?liveness=`).
+    pub(crate) fn liveness(&self) -> Duration {
+        self.conn.liveness
+    }
+}
 
 /// Which end of the link this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +142,9 @@ fn segment_len(cap: u64) -> usize {
 struct Conn {
     seg: Arc<Segment>,
     side: Side,
+    /// How often a half awaiting on tokio looks without being rung
+    /// (`?liveness=`): it notices a peer that died, or a ring it missed.
+    liveness: Duration,
 }
 
 impl Conn {
@@ -102,6 +168,22 @@ impl Conn {
             Side::Client => &h.server_gone,
         };
         gone.load(Ordering::Acquire) != 0
+    }
+
+    /// After a change the peer may await (past the fence of the `notify`
+    /// before it): rings the peer's receiving (`recv`) or sending half if
+    /// it armed its doorbell.
+    fn ring_peer(&self, recv: bool) {
+        let peer = match self.side {
+            Side::Server => Side::Client,
+            Side::Client => Side::Server,
+        };
+        let bit = 1u64 << bell_place(peer, recv);
+        if self.header().bells.load(Ordering::Relaxed) & bit != 0
+            && let Some(name) = self.seg.name()
+        {
+            crate::shm::doorbell::ring(name, bit);
+        }
     }
 
     fn peer_max_msg(&self) -> u64 {
@@ -157,6 +239,10 @@ impl Drop for Conn {
         mine.store(1, Ordering::Release);
         self.ring(true).wake_all();
         self.ring(false).wake_all();
+        // A peer awaiting on tokio learns at once too.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.ring_peer(true);
+        self.ring_peer(false);
     }
 }
 
@@ -227,6 +313,7 @@ impl ShmListener {
             }
             ring(&self.seg, Side::Server, true).reset();
             ring(&self.seg, Side::Server, false).reset();
+            h.bells.store(0, Ordering::Relaxed);
             h.client_gone.store(0, Ordering::Relaxed);
             h.server_gone.store(0, Ordering::Relaxed);
             h.state.store(FREE, Ordering::Release);
@@ -270,6 +357,7 @@ impl ShmListener {
             Conn {
                 seg: self.seg.clone(),
                 side: Side::Server,
+                liveness: ep.options().liveness,
             },
             ep,
         );
@@ -323,6 +411,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                     Conn {
                         seg,
                         side: Side::Client,
+                        liveness: ep.options().liveness,
                     },
                     ep,
                 );
@@ -397,6 +486,7 @@ impl ShmRx {
             match self.ring.try_pop(&mut self.msg) {
                 Some(flags) => {
                     self.ring.notify_space();
+                    self.conn.ring_peer(false);
                     if self.msg.len() > self.limit {
                         let len = self.msg.len() as u64;
                         self.msg.clear();
@@ -439,6 +529,15 @@ impl ShmRx {
         Error::new(kind, "recv")
     }
 
+    /// This half's doorbell place, for awaiting data on tokio.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn bell(&self) -> BellPlace {
+        BellPlace {
+            conn: self.conn.clone(),
+            place: bell_place(self.conn.side, true),
+        }
+    }
+
     /// Moves the message `next` completed into `out`, keeping `out`'s
     /// allocation for the next one.
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
@@ -463,7 +562,47 @@ impl ShmTx {
         self.conn.peer_max_msg()
     }
 
+    /// This half's doorbell place, for awaiting space on tokio.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn bell(&self) -> BellPlace {
+        BellPlace {
+            conn: self.conn.clone(),
+            place: bell_place(self.conn.side, false),
+        }
+    }
+
+    /// Marks the half failed: later sends return `Closed` (a message was
+    /// left half-written in the ring).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn fail(&mut self) {
+        self.failed = true;
+    }
+
     pub(crate) fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let mut sent = 0;
+        while !self.try_send(msg, &mut sent)? {
+            let conn = &self.conn;
+            let how = Waiting {
+                strategy: self.wait,
+                spin: self.spin,
+                deadline: None,
+                peer_gone: &|| conn.peer_gone(),
+            };
+            let need = (msg.len() - sent).min(self.ring.max_record());
+            if let Err(end) = self.ring.wait_space(need, &how) {
+                debug_assert_eq!(end, WaitEnd::PeerGone);
+                self.failed = true;
+                return Err(Error::new(ErrorKind::Closed, "send"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes what fits of `msg` from byte `sent` on, without waiting;
+    /// `true` once the whole message is in the ring. A message longer than
+    /// a record goes in parts, so a `false` after the first part leaves it
+    /// half-sent: call again with the same `sent` to go on.
+    pub(crate) fn try_send(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
         let max = self.conn.peer_max_msg();
         if msg.len() as u64 > max {
             return Err(Error::new(
@@ -481,29 +620,20 @@ impl ShmTx {
             return Err(Error::new(ErrorKind::Closed, "send"));
         }
         let chunk = self.ring.max_record();
-        let mut rest = msg;
         loop {
-            let (part, tail) = rest.split_at(rest.len().min(chunk));
-            let flags = if tail.is_empty() { 0 } else { MORE };
-            while !self.ring.try_push(part, flags) {
-                let conn = &self.conn;
-                let how = Waiting {
-                    strategy: self.wait,
-                    spin: self.spin,
-                    deadline: None,
-                    peer_gone: &|| conn.peer_gone(),
-                };
-                if let Err(end) = self.ring.wait_space(part.len(), &how) {
-                    debug_assert_eq!(end, WaitEnd::PeerGone);
-                    self.failed = true;
-                    return Err(Error::new(ErrorKind::Closed, "send"));
-                }
+            let rest = &msg[*sent..];
+            let part = &rest[..rest.len().min(chunk)];
+            let last = part.len() == rest.len();
+            let flags = if last { 0 } else { MORE };
+            if !self.ring.try_push(part, flags) {
+                return Ok(false);
             }
+            *sent += part.len();
             self.ring.notify_data();
-            if tail.is_empty() {
-                return Ok(());
+            self.conn.ring_peer(true);
+            if last {
+                return Ok(true);
             }
-            rest = tail;
         }
     }
 }

@@ -389,6 +389,13 @@ impl RecvHalf {
         set_nonblocking(&self.ch)
     }
 
+    /// A shared-memory half's doorbell place (tokio awaits it instead of
+    /// a descriptor).
+    #[cfg(feature = "async")]
+    pub(crate) fn shm_bell(&self) -> Option<crate::shm::link::BellPlace> {
+        self.shm.as_ref().map(|s| s.bell())
+    }
+
     /// Takes the message the last successful [`RecvHalf::next`] or
     /// [`RecvHalf::poll_once`] completed.
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
@@ -614,7 +621,31 @@ impl SendHalf {
     }
 
     /// A write failed mid-message: the stream can no longer be trusted.
+    /// A shared-memory half's doorbell place (tokio awaits it instead of
+    /// a descriptor).
+    #[cfg(feature = "async")]
+    pub(crate) fn shm_bell(&self) -> Option<crate::shm::link::BellPlace> {
+        self.shm.as_ref().map(|s| s.bell())
+    }
+
+    /// Shared memory: pushes what fits of `msg` from byte `sent` on without
+    /// waiting; `true` once it is all in the ring.
+    #[cfg(feature = "async")]
+    pub(crate) fn try_send_shm(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
+        let url = &self.shared.url;
+        match &mut self.shm {
+            Some(shm) => shm.try_send(msg, sent).map_err(|e| e.at(url)),
+            None => Err(Error::new(
+                ErrorKind::Unsupported("not a shared-memory link".into()),
+                "send",
+            )),
+        }
+    }
+
     pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
+        if let Some(shm) = &mut self.shm {
+            shm.fail();
+        }
         self.failed = true;
         Error::peer_io("send", e).at(&self.shared.url)
     }

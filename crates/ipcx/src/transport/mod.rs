@@ -50,7 +50,9 @@ pub struct Capabilities {
     pub connection_oriented: bool,
     /// One listener serves many peers at once.
     pub multi_peer: bool,
-    /// The link has a descriptor that `poll`/`epoll`/tokio can wait on.
+    /// tokio can await the link ([`crate::tokio::AsyncLink`], feature
+    /// `async`): through its descriptor, or for `shm:` through a doorbell
+    /// FIFO the peer rings.
     pub pollable: bool,
     /// Messages can carry file descriptors.
     pub fd_passing: bool,
@@ -95,10 +97,9 @@ impl Capabilities {
                 network: true,
                 ..base
             },
-            // One peer at a time, woken by futexes: no descriptor to poll yet.
+            // One peer at a time, woken by futexes (doorbells on tokio).
             Scheme::Shm => Capabilities {
                 native_boundaries: true,
-                pollable: false,
                 ..base
             },
             Scheme::Mq | Scheme::SysvMq | Scheme::Journal => Capabilities {
