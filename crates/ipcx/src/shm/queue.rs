@@ -37,6 +37,15 @@ const MAGIC: u64 = u64::from_le_bytes(*b"IPCXMPQ1");
 const VERSION: u32 = 2;
 /// The length of a cell whose dead producer never published it.
 const SKIP: u32 = u32::MAX;
+/// In a cell's `claim` record: a survivor is releasing this claim.
+const RECOVERING: u64 = 1 << 63;
+
+/// The record a claimer of `pos` writes: the position, and its role (`lag`
+/// 0 producer, 1 consumer), so that one side's record is never taken for
+/// the other's.
+fn claim_tag(pos: u64, lag: u64) -> u64 {
+    ((pos + 1) << 1) | lag
+}
 const DEFAULT_CELL: usize = 4 << 10;
 /// Bytes before a cell's payload (32 with real atomics; loom's are larger).
 const CELL_HEADER: usize = size_of::<CellHeader>();
@@ -69,8 +78,8 @@ struct CellHeader {
     seq: AtomicU64,
     len: AtomicU32,
     _pad: u32,
-    /// Position + 1 of the last claim, written (after `owner`) by the
-    /// claimer: `owner` is the claimer of that position.
+    /// [`claim_tag`] of the last claim, written (after `owner`) by the
+    /// claimer: `owner` is the claimer of that position in that role.
     claim: AtomicU64,
     /// Packed pid and start time of the last claimer.
     owner: AtomicU64,
@@ -97,8 +106,10 @@ struct View {
     cells: *mut u8,
     n: u64,
     cell_size: usize,
-    /// This process's packed identity, recorded in each cell it claims.
-    me: u64,
+    /// This process's packed identity, recorded in each cell it claims,
+    /// with the fork epoch it is valid for (a forked child is another
+    /// process).
+    me: std::cell::Cell<(u64, u64)>,
 }
 
 // SAFETY: pointers into a mapping the owner keeps alive; shared state is
@@ -138,8 +149,8 @@ impl View {
                         Ordering::Relaxed,
                     ) {
                         Ok(_) => {
-                            cell.owner.store(self.me, Ordering::Relaxed);
-                            cell.claim.store(pos + 1, Ordering::Release);
+                            cell.owner.store(self.me(), Ordering::Relaxed);
+                            cell.claim.store(claim_tag(pos, lag), Ordering::Release);
                             return Some((pos, cell, data));
                         }
                         Err(now) => pos = now,
@@ -217,13 +228,12 @@ impl View {
         let mut released = false;
         if cell.seq.load(Ordering::Acquire) == d
             && h.enqueue.0.fetch_add(0, Ordering::Relaxed) > d
-            && self.claimed_by_dead(cell, d)
+            && self.take_dead_claim(cell, claim_tag(d, 0))
         {
+            // Ours alone now: publish the cell as a skip.
             cell.len.store(SKIP, Ordering::Relaxed);
-            released |= cell
-                .seq
-                .compare_exchange(d, d + 1, Ordering::Release, Ordering::Relaxed)
-                .is_ok();
+            cell.seq.store(d + 1, Ordering::Release);
+            released = true;
             notify(&h.data.0);
         }
         // The consumer's side: the producers' next cell, still holding the
@@ -233,12 +243,10 @@ impl View {
             let (cell, _) = self.cell(e);
             if cell.seq.load(Ordering::Acquire) == prev + 1
                 && h.dequeue.0.fetch_add(0, Ordering::Relaxed) > prev
-                && self.claimed_by_dead(cell, prev)
+                && self.take_dead_claim(cell, claim_tag(prev, 1))
             {
-                released |= cell
-                    .seq
-                    .compare_exchange(prev + 1, e, Ordering::Release, Ordering::Relaxed)
-                    .is_ok();
+                cell.seq.store(e, Ordering::Release);
+                released = true;
                 notify(&h.space.0);
             }
         }
@@ -248,17 +256,36 @@ impl View {
         released
     }
 
-    /// Whether `cell` was claimed at `pos` by a process that has died.
+    /// If `cell`'s claim record is `tag` and its claimer died, takes the
+    /// claim over (one survivor wins: the record gets [`RECOVERING`]); true
+    /// if this one did.
     #[cfg(not(ipcx_loom))]
-    fn claimed_by_dead(&self, cell: &CellHeader, pos: u64) -> bool {
-        cell.claim.load(Ordering::Acquire) == pos + 1
+    fn take_dead_claim(&self, cell: &CellHeader, tag: u64) -> bool {
+        cell.claim.load(Ordering::Acquire) == tag
             && !crate::sys::process::identity_alive(cell.owner.load(Ordering::Relaxed))
+            && cell
+                .claim
+                .compare_exchange(tag, tag | RECOVERING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Under loom nobody dies.
     #[cfg(ipcx_loom)]
-    fn claimed_by_dead(&self, _: &CellHeader, _: u64) -> bool {
+    fn take_dead_claim(&self, _: &CellHeader, _: u64) -> bool {
         false
+    }
+
+    /// This process's identity, renewed after a fork.
+    fn me(&self) -> u64 {
+        let epoch = crate::sys::process::fork_epoch();
+        match self.me.get() {
+            (e, id) if e == epoch => id,
+            _ => {
+                let id = crate::sys::process::identity();
+                self.me.set((epoch, id));
+                id
+            }
+        }
     }
 
     // The waits' conditions read the newest position (read-modify-write),
@@ -396,7 +423,7 @@ impl Queue {
                 cells: unsafe { base.add(size_of::<QueueHeader>()) },
                 n: n as u64,
                 cell_size,
-                me: crate::sys::process::identity(),
+                me: std::cell::Cell::new((u64::MAX, 0)),
             },
             _seg: seg,
             overflow: o.overflow,
@@ -576,7 +603,7 @@ mod model {
                 cells: c as *mut u8,
                 n: 2,
                 cell_size: 48,
-                me: 1,
+                me: std::cell::Cell::new((crate::sys::process::fork_epoch(), 1)),
             };
             let how = || Waiting {
                 strategy: WaitStrategy::Block,

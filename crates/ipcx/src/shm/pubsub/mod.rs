@@ -108,6 +108,8 @@ struct PublisherEntry {
 
 /// A publisher place being freed by a survivor.
 const RECLAIMING: u32 = u32::MAX;
+/// A publisher place being taken (its start time not yet written).
+const CLAIMING_PLACE: u32 = u32::MAX - 1;
 
 /// What the publishers share: who they are, the lock each takes to
 /// publish, and how far the ring has given its chunks back.
@@ -284,6 +286,7 @@ impl Channel {
         let pid = e.pid.load(Ordering::Acquire);
         if pid == 0
             || pid == RECLAIMING
+            || pid == CLAIMING_PLACE
             || sys::process::is_alive(pid, e.start.load(Ordering::Acquire))
         {
             return false;
@@ -314,7 +317,8 @@ impl Channel {
 
     /// Attached subscribers, as indices.
     fn active(&self) -> impl Iterator<Item = usize> {
-        let mut bits = self.info().active.load(Ordering::Acquire);
+        // Bits past the table (corrupt memory) are not subscribers.
+        let mut bits = self.info().active.load(Ordering::Acquire) & ((1u64 << MAX_SUBSCRIBERS) - 1);
         std::iter::from_fn(move || {
             (bits != 0).then(|| {
                 let i = bits.trailing_zeros() as usize;

@@ -134,9 +134,11 @@ impl Publisher {
         let Some(entry) = (0..MAX_PUBLISHERS).find(|&k| {
             // A place is free, or its publisher died (then freed first).
             ch.reclaim_publisher(k);
+            // Held as CLAIMING until our start time is there: a survivor
+            // must never judge our pid by the last user's start time.
             p.entries[k]
                 .pid
-                .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(0, CLAIMING_PLACE, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         }) else {
             return Err(Error::new(
@@ -148,7 +150,9 @@ impl Publisher {
             .at(&ep));
         };
         p.entries[entry].start.store(start, Ordering::Release);
+        p.entries[entry].loaned.store(0, Ordering::Release);
         p.count.fetch_add(1, Ordering::AcqRel);
+        p.entries[entry].pid.store(pid, Ordering::Release);
         ch.info().publisher_gone.store(0, Ordering::Release);
         let o = ep.options();
         let overflow = match ch.info().overflow.load(Ordering::Relaxed) {
@@ -333,6 +337,9 @@ impl Publisher {
     /// True if any chunk came free.
     /// Called with the publish lock held.
     fn release_consumed(&self) -> bool {
+        // Only what this pass frees: with several publishers, chunks pushed
+        // by one pass and taken by another publisher would pile up here.
+        self.recent_free.borrow_mut().clear();
         let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
         let upto = self.slowest().unwrap_or(tail).min(tail);
         let released = &self.ch.publishers().released;
@@ -369,8 +376,10 @@ impl Publisher {
             if !free(self) {
                 // A dead subscriber must not make `fail` refuse forever.
                 if self.overflow == Overflow::Fail && !(self.retire_dead() && free(self)) {
+                    // The record first: a kill between the two then leaks
+                    // the chunk instead of letting a survivor free it twice.
+                    self.entry().loaned.store(0, Ordering::Release);
                     self.ch.mask(chunk).fetch_and(!LOANED, Ordering::Release);
-                    self.entry().loaned.store(0, Ordering::Relaxed);
                     return Err(Error::new(ErrorKind::Full, "send"));
                 }
                 self.wait_space(free)?;
@@ -379,17 +388,19 @@ impl Publisher {
         let slot = self.ch.slot(s);
         // Under drop_oldest, the message overwritten may still hold its chunk.
         let old = Some(slot.chunk.load(Ordering::Relaxed))
-            .filter(|&c| s >= n && (c as usize) < self.ch.layout.chunks);
+            .filter(|&c| s >= n && (c as usize) < self.ch.layout.chunks && c != chunk);
+        // The ring's hold before the slot names the chunk: should we die in
+        // between, a survivor freeing our loan leaves the ring's hold.
+        let mask = self.ch.mask(chunk);
+        mask.fetch_or(IN_RING, Ordering::AcqRel);
         // Seqlock write: readers that see the new sequence see the new chunk.
         slot.seq.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
         slot.chunk.store(chunk, Ordering::Relaxed);
         slot.len.store(len as u32, Ordering::Relaxed);
         slot.seq.store(s + 1, Ordering::Release);
-        let mask = self.ch.mask(chunk);
-        mask.fetch_or(IN_RING, Ordering::AcqRel);
+        self.entry().loaned.store(0, Ordering::Release);
         mask.fetch_and(!LOANED, Ordering::AcqRel);
-        self.entry().loaned.store(0, Ordering::Relaxed);
         if let Some(old) = old {
             self.ch.mask(old).fetch_and(!IN_RING, Ordering::AcqRel);
         }
@@ -555,11 +566,11 @@ impl DerefMut for Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.chunk.take() {
+            self.publisher.entry().loaned.store(0, Ordering::Release);
             self.publisher
                 .ch
                 .mask(c)
                 .fetch_and(!LOANED, Ordering::Release);
-            self.publisher.entry().loaned.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -161,7 +161,9 @@ impl Subscriber {
                 }
                 continue;
             }
-            if self.ch.publisher_left() && h.tail.0.load(Ordering::Acquire) == cur {
+            // `<=`: a publisher killed between committing a slot and
+            // moving `tail` leaves us one past it.
+            if self.ch.publisher_left() && h.tail.0.load(Ordering::Acquire) <= cur {
                 return Err(Error::new(ErrorKind::Closed, "recv"));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -175,7 +177,7 @@ impl Subscriber {
             };
             let ready = || self.ch.slot(cur).seq.load(Ordering::Acquire) > cur;
             match wait(&h.data.0, ready, &how) {
-                Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) == cur => {
+                Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) <= cur => {
                     return Err(Error::new(ErrorKind::Closed, "recv"));
                 }
                 // A message came, the wait timed out, or a dead publisher
@@ -216,7 +218,7 @@ impl Subscriber {
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn closed(&self) -> bool {
         self.ch.publisher_gone()
-            && self.ch.header().tail.0.load(Ordering::Acquire) == self.cursor.get()
+            && self.ch.header().tail.0.load(Ordering::Acquire) <= self.cursor.get()
     }
 
     fn skip(&self, missed: u64) {
