@@ -580,7 +580,16 @@ impl ShmTx {
 
     pub(crate) fn send(&mut self, msg: &[u8]) -> Result<()> {
         let mut sent = 0;
-        while !self.try_send(msg, &mut sent)? {
+        loop {
+            match self.try_send(msg, &mut sent) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    // Parts already in the ring cannot be taken back.
+                    self.failed |= sent > 0;
+                    return Err(e);
+                }
+            }
             let conn = &self.conn;
             let how = Waiting {
                 strategy: self.wait,
@@ -595,7 +604,6 @@ impl ShmTx {
                 return Err(Error::new(ErrorKind::Closed, "send"));
             }
         }
-        Ok(())
     }
 
     /// Pushes what fits of `msg` from byte `sent` on, without waiting;

@@ -343,6 +343,10 @@ impl Publisher {
         let tail = self.ch.header().tail.0.load(Ordering::Relaxed);
         let upto = self.slowest().unwrap_or(tail).min(tail);
         let released = &self.ch.publishers().released;
+        // Only the last lap of slots can still hold chunks: a `released`
+        // far behind (corrupt memory) must not mean 2^63 steps.
+        let n = self.ch.layout.slots as u64;
+        released.fetch_max(upto.saturating_sub(n), Ordering::Relaxed);
         let mut freed = false;
         while released.load(Ordering::Relaxed) < upto {
             let slot = self.ch.slot(released.load(Ordering::Relaxed));
