@@ -26,7 +26,7 @@ use std::time::Duration;
 use zerocopy::FromBytes;
 
 use super::error::{LockError, LockResult};
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors};
 use crate::error::{Error, Result};
 use crate::shm::Segment;
 use crate::sys::pthread::{self, Locked};
@@ -128,51 +128,7 @@ impl<T> Drop for Mutex<T> {
 }
 
 impl<T: FromBytes + Send> Mutex<T> {
-    /// Creates the mutex `NAME` (a segment `shm:NAME`; a full
-    /// `shm:NAME?mode=0660` URL works too) holding `init`.
-    pub fn create(name: &str, init: T) -> Result<Mutex<T>> {
-        Ok(Mutex::from_place(Place::create_named(
-            name,
-            ValueLayout::of::<T>(),
-            0,
-            Mutex::initializer(init),
-        )?))
-    }
-
-    /// Opens the mutex `NAME`, waiting up to `?timeout=` for it to exist.
-    /// Refused if it guards a value of another size.
-    pub fn open(name: &str) -> Result<Mutex<T>> {
-        Ok(Mutex::from_place(Place::open_named(
-            name,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Creates a mutex at `offset` (64-byte aligned) in a segment the
-    /// application shares; it takes [`Mutex::footprint`] bytes.
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Mutex<T>> {
-        Ok(Mutex::from_place(Place::create_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-            0,
-            Mutex::initializer(init),
-        )?))
-    }
-
-    /// Opens the mutex another process created at `offset` in `seg`.
-    pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<Mutex<T>> {
-        Ok(Mutex::from_place(Place::open_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Bytes a `Mutex<T>` takes in a segment.
-    pub const fn footprint() -> usize {
-        footprint::<MutexState>(size_of::<T>())
-    }
+    value_constructors!("mutex", MutexState, Self::initializer);
 
     pub(crate) fn initializer(init: T) -> impl FnOnce(&MutexState, *mut u8) -> Result<()> {
         move |state, value| {

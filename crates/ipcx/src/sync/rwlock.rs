@@ -25,7 +25,7 @@ use zerocopy::FromBytes;
 
 use super::error::{LockError, LockResult, from_owner};
 use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
-use super::place::{Kind, Place, State, ValueLayout, footprint, write_value};
+use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
 use super::signal::Signal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
@@ -221,48 +221,7 @@ impl<T> std::fmt::Debug for RwLock<T> {
 }
 
 impl<T: FromBytes + Send + Sync> RwLock<T> {
-    /// Creates the lock `NAME` (a segment `shm:NAME`) holding `init`.
-    pub fn create(name: &str, init: T) -> Result<RwLock<T>> {
-        Ok(RwLock::from_place(Place::create_named(
-            name,
-            ValueLayout::of::<T>(),
-            0,
-            write_value(init),
-        )?))
-    }
-
-    /// Opens the lock `NAME`, waiting up to `?timeout=` for it.
-    pub fn open(name: &str) -> Result<RwLock<T>> {
-        Ok(RwLock::from_place(Place::open_named(
-            name,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Creates one at `offset` in `seg` ([`RwLock::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<RwLock<T>> {
-        Ok(RwLock::from_place(Place::create_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-            0,
-            write_value(init),
-        )?))
-    }
-
-    /// Opens the one created at `offset` in `seg`.
-    pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<RwLock<T>> {
-        Ok(RwLock::from_place(Place::open_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Bytes an `RwLock<T>` takes in a segment.
-    pub const fn footprint() -> usize {
-        footprint::<RwState>(size_of::<T>())
-    }
+    value_constructors!("reader-writer lock", RwState, write_value);
 
     fn from_place(place: Place<RwState>) -> RwLock<T> {
         RwLock {

@@ -10,7 +10,7 @@ use zerocopy::FromBytes;
 
 use super::error::{LockResult, from_owner};
 use super::owner::{Acquired, NotAcquired, OwnerLock, Spinning};
-use super::place::{Kind, Place, State, ValueLayout, footprint, write_value};
+use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
 use crate::error::Result;
 use crate::shm::Segment;
 
@@ -60,48 +60,7 @@ impl<T> std::fmt::Debug for SpinLock<T> {
 }
 
 impl<T: FromBytes + Send> SpinLock<T> {
-    /// Creates the lock `NAME` (a segment `shm:NAME`) holding `init`.
-    pub fn create(name: &str, init: T) -> Result<SpinLock<T>> {
-        Ok(SpinLock::from_place(Place::create_named(
-            name,
-            ValueLayout::of::<T>(),
-            0,
-            write_value(init),
-        )?))
-    }
-
-    /// Opens the lock `NAME`, waiting up to `?timeout=` for it.
-    pub fn open(name: &str) -> Result<SpinLock<T>> {
-        Ok(SpinLock::from_place(Place::open_named(
-            name,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Creates one at `offset` in `seg` ([`SpinLock::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<SpinLock<T>> {
-        Ok(SpinLock::from_place(Place::create_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-            0,
-            write_value(init),
-        )?))
-    }
-
-    /// Opens the one created at `offset` in `seg`.
-    pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<SpinLock<T>> {
-        Ok(SpinLock::from_place(Place::open_in(
-            seg,
-            offset,
-            ValueLayout::of::<T>(),
-        )?))
-    }
-
-    /// Bytes a `SpinLock<T>` takes in a segment.
-    pub const fn footprint() -> usize {
-        footprint::<SpinState>(size_of::<T>())
-    }
+    value_constructors!("spin lock", SpinState, write_value);
 
     fn from_place(place: Place<SpinState>) -> SpinLock<T> {
         SpinLock {
