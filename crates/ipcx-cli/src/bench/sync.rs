@@ -32,25 +32,40 @@ fn peer(role: &str, url: &str, peer_cpu: Option<usize>) -> Result<Child> {
 /// Every sync cell: each pair measured ipcx first, then bare, then again
 /// in the other order, keeping each side's better figure.
 pub fn measure(b: &Budget, peer_cpu: Option<usize>) -> Result<Vec<Cell>> {
-    let ops = b.rounds * 500;
+    // Even a quick run takes 5 M lock+unlock pairs (about 50 ms): shorter
+    // windows are at the mercy of this machine's wandering speed.
+    let ops = (b.rounds * 500).max(5_000_000);
     let mut cells = Vec::new();
     let best = |a: Cell, b: Cell| if a.p50_ns <= b.p50_ns { a } else { b };
-    let (i1, r1, s1) = (
-        uncontended_ipcx(ops)?,
-        uncontended_raw(ops)?,
-        uncontended_std(ops),
-    );
-    let (s2, r2, i2) = (
-        uncontended_std(ops),
-        uncontended_raw(ops)?,
-        uncontended_ipcx(ops)?,
-    );
-    cells.extend([best(i1, i2), best(r1, r2), best(s1, s2)]);
+    // Three rounds, the three kinds taking turns, each kind's best kept:
+    // this machine's speed wanders within a run.
+    let (mut ipcx, mut raw, mut std) = (None::<Cell>, None::<Cell>, None::<Cell>);
+    for _ in 0..3 {
+        let keep = |slot: &mut Option<Cell>, c: Cell| {
+            *slot = Some(match slot.take() {
+                Some(old) => best(old, c),
+                None => c,
+            })
+        };
+        keep(&mut ipcx, uncontended_ipcx(ops)?);
+        keep(&mut raw, uncontended_raw(ops)?);
+        keep(&mut std, uncontended_std(ops));
+    }
+    cells.extend([ipcx, raw, std].into_iter().flatten());
     let hand = b.rounds * 50;
     cells.push(contended("ipcx", hand, peer_cpu)?);
     cells.push(contended("raw", hand, peer_cpu)?);
-    cells.push(ping_pong("ipcx", b, peer_cpu)?);
-    cells.push(ping_pong("raw", b, peer_cpu)?);
+    // Every hand-over is a futex wake-up across CPUs, whose cost wanders:
+    // each side twice, in both orders, the better kept.
+    let (i1, r1) = (
+        ping_pong("ipcx", b, peer_cpu)?,
+        ping_pong("raw", b, peer_cpu)?,
+    );
+    let (r2, i2) = (
+        ping_pong("raw", b, peer_cpu)?,
+        ping_pong("ipcx", b, peer_cpu)?,
+    );
+    cells.extend([best(i1, i2), best(r1, r2)]);
     Ok(cells)
 }
 
@@ -168,9 +183,10 @@ fn ping_pong(imp: &'static str, b: &Budget, peer_cpu: Option<usize>) -> Result<C
     } else {
         vec![]
     });
-    let mut child = peer(&format!("pong-{imp}:{}", b.rounds + 20), &base, peer_cpu)?;
+    let rounds = b.rounds.max(5_000);
+    let mut child = peer(&format!("pong-{imp}:{}", rounds + 20), &base, peer_cpu)?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3)?;
-    for i in 0..b.rounds + 20 {
+    for i in 0..rounds + 20 {
         let t = Instant::now();
         post()?;
         wait()?;
