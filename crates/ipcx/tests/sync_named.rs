@@ -1,4 +1,5 @@
-//! The OS's own named semaphores, shared with a C program compiled here,
+//! The OS's own named semaphores, shared with a C program compiled here and
+//! a Python one (ctypes),
 //! and the kernel undoing a killed process's SysV operations.
 
 mod common;
@@ -162,4 +163,56 @@ fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
     assert!(!set.try_wait(1).unwrap(), "semaphore 1 is still 0");
     let err = SysVSemaphoreSet::create(key, 1, 0).unwrap_err();
     assert!(err.to_string().contains("exists"), "{err}");
+}
+
+/// The same with a Python peer (`ctypes`, no packages): it opens the POSIX
+/// semaphore by name and the SysV set by key, and posts to each.
+#[test]
+fn python_peer_opens_both_by_name_and_key() {
+    const PEER_PY: &str = r#"
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+kind, name = sys.argv[1], sys.argv[2]
+if kind == "posix":
+    libc.sem_open.restype = ctypes.c_void_p
+    libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    sem = libc.sem_open(name.encode(), 0)
+    if not sem:
+        sys.exit("sem_open failed: errno %d" % ctypes.get_errno())
+    sys.exit(libc.sem_post(ctypes.c_void_p(sem)))
+class SemBuf(ctypes.Structure):
+    _fields_ = [("num", ctypes.c_ushort), ("op", ctypes.c_short), ("flg", ctypes.c_short)]
+ident = libc.semget(int(name, 0), 0, 0)
+if ident < 0:
+    sys.exit("semget failed: errno %d" % ctypes.get_errno())
+op = SemBuf(0, 1, 0)
+sys.exit(libc.semop(ident, ctypes.byref(op), 1))
+"#;
+    let t = Test::start();
+    let dir = t.scratch();
+    let script = dir.path("peer.py");
+    std::fs::write(&script, PEER_PY).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(args)
+            .output()
+            .expect("run python3 (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "python peer {args:?}: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let name = unique();
+    let sem = NamedSemaphore::create(&name, 0).expect("create");
+    run(&["posix", &format!("/{name}")]);
+    assert!(sem.try_wait().unwrap(), "the Python post arrived");
+
+    let key = SysVSemaphoreSet::key_for(&unique());
+    let _cleanup = RemoveSet(key);
+    let set = SysVSemaphoreSet::create(key, 1, 0).expect("create");
+    run(&["sysv", &key.to_string()]);
+    assert!(set.try_wait(0).unwrap(), "the Python post arrived");
 }
