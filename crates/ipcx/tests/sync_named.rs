@@ -1,6 +1,6 @@
 //! The OS's own named semaphores, shared with a C program compiled here and
-//! a Python one (ctypes),
-//! and the kernel undoing a killed process's SysV operations.
+//! a Python one (ctypes), and the kernel undoing a killed process's SysV
+//! operations.
 
 mod common;
 
