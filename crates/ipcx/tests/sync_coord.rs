@@ -405,3 +405,56 @@ fn a_primitive_from_another_pid_namespace_is_refused() {
     }
     common::ChildProcess::spawn(cmd, "opener").finish();
 }
+
+/// Another process scribbles over the primitives' state (not the header):
+/// every timed operation still returns — a value or a typed error — with
+/// no panic and no hang (the watchdog would fail a hang). The robust
+/// pthread mutex is left out: glibc trusts its bytes (the documented trust
+/// boundary of `?mode=`).
+#[test]
+fn scribbled_state_never_panics_or_hangs() {
+    let _t = Test::start();
+    let short = Duration::from_millis(20);
+    for seed in 1..=8u64 {
+        let name = unique();
+        let seg = std::sync::Arc::new(
+            Segment::create(&format!("shm:{name}?size=64KiB")).expect("segment"),
+        );
+        let at = |i: usize| i * 8192;
+        let spin = ipcx::sync::SpinLock::<u64>::create_in(&seg, at(0), 0).unwrap();
+        let rw = ipcx::sync::RwLock::<u64>::create_in(&seg, at(1), 0).unwrap();
+        let sem = Semaphore::create_in(&seg, at(2), 1, false).unwrap();
+        let tracked = Semaphore::create_in(&seg, at(3), 1, true).unwrap();
+        let barrier = Barrier::create_in(&seg, at(4), 2).unwrap();
+        let event = Event::create_in(&seg, at(5), EventMode::Auto).unwrap();
+        // Garbage over everything after each header line.
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for i in 0..6 {
+            let mut junk = vec![0u8; 8192 - 64];
+            for b in junk.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            seg.write_at(at(i) + 64, &junk).unwrap();
+        }
+        let _ = spin.lock_timeout(short).map(|g| *g);
+        let _ = spin.try_lock().map(|g| *g);
+        let _ = rw.read_timeout(short).map(|g| *g);
+        let _ = rw.write_timeout(short).map(|g| *g);
+        let _ = sem.acquire_timeout(short);
+        let _ = sem.try_acquire();
+        let _ = sem.release();
+        let _ = tracked.acquire_timeout(short);
+        let _ = tracked.release();
+        let _ = tracked.recover();
+        let _ = barrier.wait_timeout(short);
+        let _ = event.wait_timeout(short);
+        event.set();
+        event.reset();
+        for s in [Segment::open(&format!("shm:{name}")).expect("reopen")] {
+            let _ = ipcx::sync::describe(s);
+        }
+    }
+}

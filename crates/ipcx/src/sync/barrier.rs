@@ -190,6 +190,10 @@ impl BarrierState {
     /// generation completed meanwhile; true if taken back.
     fn withdraw(&self, mut w: u32) -> bool {
         loop {
+            // No arrival to take back (only scribbled memory gets here).
+            if w & ARRIVED == 0 {
+                return true;
+            }
             match self
                 .word
                 .compare_exchange(w, w - 1, Ordering::AcqRel, Ordering::Acquire)
