@@ -162,3 +162,32 @@ fn cells_claimed_by_killed_processes_are_released() {
     assert_eq!(q.pop().expect("pop"), b"z");
     assert_eq!(q.pop().expect("pop"), b"w");
 }
+
+/// Another process scribbles over the queue's cells: pops and pushes with
+/// time limits still return, a message or a typed error, with no panic and
+/// no hang (the watchdog would fail a hang).
+#[test]
+fn scribbled_cells_never_panic_or_hang() {
+    let _t = Test::start();
+    for seed in 1..=8u64 {
+        let url = unique();
+        let q = Queue::create(&format!("{url}?slots=8&max_msg=32&overflow=fail")).expect("create");
+        q.push(b"before").expect("push");
+        let seg = ipcx::shm::Segment::open(&url).expect("open the segment");
+        let header = std::mem::size_of::<ipcx::shm::QueueHeader>();
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut junk = vec![0u8; seg.len() - header];
+        for b in junk.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        seg.write_at(header, &junk).expect("scribble");
+        for _ in 0..4 {
+            let _ = q.pop_timeout(Duration::from_millis(5));
+            let _ = q.push(b"after");
+        }
+        let _ = q.recover();
+    }
+}

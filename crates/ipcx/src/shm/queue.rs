@@ -158,8 +158,17 @@ impl View {
                 }
                 std::cmp::Ordering::Less => return None,
                 // Another process moved on: read the newest position (a
-                // read-modify-write cannot return a stale value).
-                std::cmp::Ordering::Greater => pos = counter.fetch_add(0, Ordering::Relaxed),
+                // read-modify-write cannot return a stale value). A cell
+                // ahead of a counter that did not move was scribbled on
+                // (claims move the counter before the cell): nothing to
+                // claim, rather than spinning forever.
+                std::cmp::Ordering::Greater => {
+                    let now = counter.fetch_add(0, Ordering::Relaxed);
+                    if now == pos {
+                        return None;
+                    }
+                    pos = now;
+                }
             }
             spin_hint();
         }
