@@ -145,7 +145,7 @@ impl Subscriber {
             // The slot itself says whether message `cur` is there: watching
             // it (not `tail`) moves one cache line less per message.
             let seq = self.ch.slot(cur).seq.load(Ordering::Acquire);
-            if seq > cur {
+            if self.arrived(seq, cur) {
                 // Only a slot a lap ahead sends us to `tail` (whose line the
                 // publisher writes with every message: not read otherwise).
                 if seq > cur + 1 {
@@ -175,7 +175,7 @@ impl Subscriber {
                 deadline,
                 peer_gone: &|| self.ch.publisher_gone(),
             };
-            let ready = || self.ch.slot(cur).seq.load(Ordering::Acquire) > cur;
+            let ready = || self.arrived(self.ch.slot(cur).seq.load(Ordering::Acquire), cur);
             match wait(&h.data.0, ready, &how) {
                 Err(WaitEnd::PeerGone) if h.tail.0.load(Ordering::Acquire) <= cur => {
                     return Err(Error::new(ErrorKind::Closed, "recv"));
@@ -185,6 +185,23 @@ impl Subscriber {
                 _ => {}
             }
         }
+    }
+
+    /// Whether a slot reading `seq` has something for cursor `cur`: its
+    /// message, or a later one that overwrote it. A sequence past the
+    /// channel's tail was scribbled on by someone, and is nothing (else a
+    /// subscriber would skip through it forever).
+    fn arrived(&self, seq: u64, cur: u64) -> bool {
+        seq == cur + 1
+            || (seq > cur + 1
+                && seq
+                    <= self
+                        .ch
+                        .header()
+                        .tail
+                        .0
+                        .load(Ordering::Acquire)
+                        .saturating_add(1))
     }
 
     /// The segment's name and this subscriber's place, which name its
