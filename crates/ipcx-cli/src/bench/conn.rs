@@ -518,6 +518,9 @@ pub struct RawShm {
 
 /// The two cache lines before each mailbox's payload.
 const MAILBOX_HEAD: usize = 128;
+/// In the sequence's line of a mailbox: set when its sender hung up, so the
+/// other side's last wait ends at once (not after the 10 s silence limit).
+const HUNG_UP: usize = 8;
 
 impl RawShm {
     fn mailbox_len(size: usize) -> usize {
@@ -542,8 +545,18 @@ impl RawShm {
 
     fn spin_until(&self, mut ready: impl FnMut() -> bool) -> io::Result<()> {
         let start = std::time::Instant::now();
+        let hung_up = self
+            .seg
+            .atomic_u64(self.inn + HUNG_UP)
+            .map_err(io::Error::other)?;
         let mut n = 0u32;
         while !ready() {
+            if hung_up.load(std::sync::atomic::Ordering::Acquire) != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the raw shm peer hung up",
+                ));
+            }
             std::hint::spin_loop();
             n = n.wrapping_add(1);
             if n % (1 << 20) == 0 && start.elapsed() > std::time::Duration::from_secs(10) {
@@ -554,6 +567,14 @@ impl RawShm {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for RawShm {
+    fn drop(&mut self) {
+        if let Ok(hung_up) = self.seg.atomic_u64(self.out + HUNG_UP) {
+            hung_up.store(1, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
