@@ -37,7 +37,7 @@ fn state(e: &Entry) -> String {
     match e.record.kind {
         ObjectKind::Shm => ipcx::shm::Segment::open(&format!("shm:{name}?timeout=0s"))
             .ok()
-            .and_then(ipcx::sync::describe)
+            .and_then(|seg| ipcx::shm::describe(&seg).or_else(|| ipcx::sync::describe(seg)))
             .unwrap_or_default(),
         ObjectKind::Sem => name
             .strip_prefix("sem.")

@@ -204,3 +204,35 @@ fn foreign_object_is_refused() {
     let _ = ipcx::sys::shm::unlink(name);
     assert!(err.to_string().contains("not an ipcx segment"), "{err}");
 }
+
+/// What `ipcx ls` says of a link, a channel and a queue
+/// (`ipcx::shm::describe`).
+#[test]
+fn describe_links_channels_and_queues() {
+    let _t = Test::start();
+    let me = std::process::id();
+    let describe = |name: &str| {
+        ipcx::shm::describe(&Segment::open(&format!("shm:{name}")).expect("open")).expect("known")
+    };
+    let name = common::abstract_name();
+    let _listener = ipcx::Listener::bind(&format!("shm:{name}")).expect("bind");
+    assert_eq!(describe(&name), format!("link: server pid {me}, no client"));
+
+    let name = common::abstract_name();
+    let mut publisher = ipcx::shm::Publisher::create(&format!("shm:{name}")).expect("create");
+    let _sub = ipcx::shm::Subscriber::open(&format!("shm:{name}")).expect("open");
+    publisher.send(b"x").expect("send");
+    assert_eq!(
+        describe(&name),
+        format!("pub/sub: publisher pid {me}, subscribers 1, published 1")
+    );
+
+    let name = common::abstract_name();
+    let q = ipcx::shm::Queue::create(&format!("shm:{name}?slots=4")).expect("create");
+    q.push(b"a").expect("push");
+    assert_eq!(describe(&name), "queue: 1 waiting of 4 cells");
+
+    let plain = common::abstract_name();
+    let _seg = Segment::create(&format!("shm:{plain}?size=4KiB")).expect("create");
+    assert!(ipcx::shm::describe(&Segment::open(&format!("shm:{plain}")).unwrap()).is_none());
+}

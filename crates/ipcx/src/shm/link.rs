@@ -246,6 +246,31 @@ impl Drop for Conn {
     }
 }
 
+/// `ipcx ls`'s view of a link segment: whether a peer is connected, and
+/// which processes the two sides are.
+pub(crate) fn describe(seg: &Segment) -> Option<String> {
+    if seg.len() < LINK_HEADER_LEN {
+        return None;
+    }
+    let h = header(seg);
+    if h.magic.load(Ordering::Acquire) != LINK_MAGIC {
+        return None;
+    }
+    let who = |pid: &AtomicU32, start: &AtomicU64| {
+        let pid = pid.load(Ordering::Relaxed);
+        let alive = sys::process::is_alive(pid, start.load(Ordering::Relaxed));
+        format!("pid {pid}{}", if alive { "" } else { " (dead)" })
+    };
+    let server = who(&h.server_pid, &h.server_start);
+    Some(match h.state.load(Ordering::Acquire) {
+        CONNECTED => format!(
+            "link: server {server}, client {}",
+            who(&h.client_pid, &h.client_start)
+        ),
+        _ => format!("link: server {server}, no client"),
+    })
+}
+
 fn header(seg: &Segment) -> &LinkHeader {
     // SAFETY: every link segment is at least LINK_HEADER_LEN data bytes
     // (checked at bind and connect), the data region is cache-line aligned,

@@ -27,6 +27,15 @@ mod ring;
 mod segment;
 
 pub use link::LinkHeader;
+
+/// What `ipcx ls` says of a segment holding an `shm:` link, a
+/// publish/subscribe channel or a work queue: who is attached and how much
+/// is in it; `None` for other segments.
+pub fn describe(seg: &Segment) -> Option<String> {
+    link::describe(seg)
+        .or_else(|| pubsub::describe(seg))
+        .or_else(|| queue::describe(seg))
+}
 pub use pubsub::{
     ChannelHeader, Loan, MAX_PUBLISHERS, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan,
     TypedSample,

@@ -542,6 +542,28 @@ impl Queue {
     }
 }
 
+/// `ipcx ls`'s view of a queue segment: messages waiting, and cells.
+pub(crate) fn describe(seg: &Segment) -> Option<String> {
+    if seg.len() < size_of::<QueueHeader>() {
+        return None;
+    }
+    // SAFETY: the segment holds at least a header (checked); it is atomics
+    // only, valid for any bits.
+    let h = unsafe { &*seg.as_ptr().cast::<QueueHeader>() };
+    if h.info.0.magic.load(Ordering::Acquire) != MAGIC {
+        return None;
+    }
+    let (enq, deq) = (
+        h.enqueue.0.load(Ordering::Relaxed),
+        h.dequeue.0.load(Ordering::Relaxed),
+    );
+    Some(format!(
+        "queue: {} waiting of {} cells",
+        enq.saturating_sub(deq),
+        h.info.0.cells.load(Ordering::Relaxed)
+    ))
+}
+
 fn check(ep: &Endpoint, op: &'static str) -> Result<()> {
     if ep.scheme() != Scheme::Shm {
         return Err(Error::new(

@@ -368,6 +368,44 @@ impl Channel {
     }
 }
 
+/// `ipcx ls`'s view of a channel segment: publishers, subscribers, and
+/// messages published.
+pub(crate) fn describe(seg: &Segment) -> Option<String> {
+    if seg.len() < size_of::<ChannelHeader>() {
+        return None;
+    }
+    // SAFETY: the segment holds at least a header (checked); it is atomics
+    // only, valid for any bits.
+    let h = unsafe { &*seg.as_ptr().cast::<ChannelHeader>() };
+    if h.info.0.magic.load(Ordering::Acquire) != MAGIC {
+        return None;
+    }
+    let publishers: Vec<String> = h
+        .publishers
+        .0
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let pid = e.pid.load(Ordering::Relaxed);
+            (pid != 0 && pid < CLAIMING_PLACE).then(|| {
+                let alive = sys::process::is_alive(pid, e.start.load(Ordering::Relaxed));
+                format!("{pid}{}", if alive { "" } else { " (dead)" })
+            })
+        })
+        .collect();
+    let subscribers =
+        (h.info.0.active.load(Ordering::Relaxed) & ((1u64 << MAX_SUBSCRIBERS) - 1)).count_ones();
+    Some(format!(
+        "pub/sub: publisher pid {}, subscribers {subscribers}, published {}",
+        if publishers.is_empty() {
+            "none".to_string()
+        } else {
+            publishers.join(", ")
+        },
+        h.tail.0.load(Ordering::Relaxed)
+    ))
+}
+
 fn chunk_size_for(ep: &Endpoint) -> usize {
     let o = ep.options();
     if o.max_msg_given {
