@@ -122,7 +122,25 @@ fn sysv_sets() -> Vec<(String, String)> {
     ipcx::sync::SysVSemaphoreSet::list()
         .unwrap_or_default()
         .into_iter()
-        .map(|(key, values)| (format!("sysvsem:{key:#x}"), format!("values {values:?}")))
+        .map(|set| {
+            let last: Vec<String> = set
+                .last_pids
+                .iter()
+                .map(|&pid| match pid {
+                    0 => "-".to_string(),
+                    p if ipcx::sys::process::is_alive(p, 0) => p.to_string(),
+                    p => format!("{p} (dead)"),
+                })
+                .collect();
+            (
+                format!("sysvsem:{:#x}", set.key),
+                format!(
+                    "values {:?}, last changed by pid [{}]",
+                    set.values,
+                    last.join(", ")
+                ),
+            )
+        })
         .collect()
 }
 

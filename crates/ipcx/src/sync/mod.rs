@@ -68,7 +68,7 @@ pub use error::{LockError, LockResult};
 pub use event::{Event, EventMode};
 pub use monitor::Monitor;
 pub use mutex::{Mutex, MutexGuard};
-pub use named::{NamedSemaphore, SysVSemaphoreSet};
+pub use named::{NamedSemaphore, SysVSemaphoreSet, SysVSetState};
 pub use place::{Kind, SyncHeader, describe};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::Semaphore;

@@ -140,6 +140,17 @@ impl NamedSemaphore {
     }
 }
 
+/// A System V set as [`SysVSemaphoreSet::list`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysVSetState {
+    /// The set's key.
+    pub key: i32,
+    /// Each semaphore's value.
+    pub values: Vec<u32>,
+    /// The pid that last operated on each semaphore (0: none yet).
+    pub last_pids: Vec<u32>,
+}
+
 /// A System V semaphore set (`semget(KEY)`): `count` semaphores in one
 /// kernel object, opened by numeric key from any language (`ipcs -s`
 /// lists them). Operations are made with `SEM_UNDO` (unless
@@ -204,9 +215,10 @@ impl SysVSemaphoreSet {
         })
     }
 
-    /// The sets this user owns (any program's), with their values, for
-    /// `ipcx ls`.
-    pub fn list() -> Result<Vec<(i32, Vec<u32>)>> {
+    /// The sets this user owns (any program's), for `ipcx ls`: key, each
+    /// semaphore's value, and the pid that last operated on each (0:
+    /// none yet).
+    pub fn list() -> Result<Vec<SysVSetState>> {
         let sets = sem::sysv_list(crate::sys::process::euid()).map_err(|e| Error::io("list", e))?;
         Ok(sets
             .into_iter()
@@ -214,7 +226,14 @@ impl SysVSemaphoreSet {
                 let values = (0..count)
                     .filter_map(|n| sem::sysv_get(id, n).ok())
                     .collect();
-                (key, values)
+                let last = (0..count)
+                    .filter_map(|n| sem::sysv_last_pid(id, n).ok())
+                    .collect();
+                SysVSetState {
+                    key,
+                    values,
+                    last_pids: last,
+                }
             })
             .collect())
     }

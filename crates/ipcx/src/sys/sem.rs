@@ -199,6 +199,13 @@ pub fn sysv_get(set: SysVSemId, n: u16) -> io::Result<u32> {
     cvt(unsafe { libc::semctl(set.0, libc::c_int::from(n), libc::GETVAL) }).map(|v| v as u32)
 }
 
+/// The pid of the process that last operated on semaphore `n`.
+/// See `semctl(2)` `GETPID`.
+pub fn sysv_last_pid(set: SysVSemId, n: u16) -> io::Result<u32> {
+    // SAFETY: GETPID reads no fourth argument.
+    cvt(unsafe { libc::semctl(set.0, libc::c_int::from(n), libc::GETPID) }).map(|v| v as u32)
+}
+
 /// Removes the set; waiters fail with `EIDRM`. See `semctl(2)` `IPC_RMID`.
 pub fn sysv_remove(set: SysVSemId) -> io::Result<()> {
     // SAFETY: IPC_RMID reads no fourth argument.
