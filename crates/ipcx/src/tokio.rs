@@ -70,20 +70,55 @@ fn link_bell(place: Option<BellPlace>) -> Result<Option<(Bell, BellPlace)>> {
         .transpose()
 }
 
-/// Disarms a doorbell place when dropped (a wait that returned or was
-/// cancelled).
-struct Armed<'a>(&'a BellPlace);
-
-impl<'a> Armed<'a> {
-    fn arm(place: &'a BellPlace) -> Armed<'a> {
-        place.arm();
-        Armed(place)
-    }
+/// How a thing woken by a doorbell is awaited: its bell, how often to look
+/// anyway, how to arm and disarm its bit, and how to tell that the other
+/// side left (a flag: it rang nobody) or is gone (left or died).
+struct Awaited<'a> {
+    bell: &'a Bell,
+    every: Duration,
+    arm: &'a dyn Fn(),
+    disarm: &'a dyn Fn(),
+    left: &'a dyn Fn() -> bool,
+    gone: &'a dyn Fn() -> bool,
 }
+
+/// Disarms a doorbell bit when dropped: the wait returned, or its future
+/// was dropped.
+struct Armed<'a>(&'a dyn Fn());
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        self.0.disarm();
+        (self.0)();
+    }
+}
+
+impl Awaited<'_> {
+    /// The one wait of everything on a doorbell: look; arm the bit; look
+    /// again (the ringer fences between its change and reading the bits,
+    /// so either this look sees the change or the ringer sees the bit);
+    /// await a ring, or look anyway every `every`. Not rung and the other
+    /// side gone: a last look (what it did before leaving still counts),
+    /// else `Closed`. Cancel-safe as far as `look` is.
+    async fn until<T>(
+        &self,
+        op: &'static str,
+        mut look: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        loop {
+            if let Some(v) = look()? {
+                return Ok(v);
+            }
+            (self.arm)();
+            let armed = Armed(self.disarm);
+            if let Some(v) = look()? {
+                return Ok(v);
+            }
+            let rung = !(self.left)() && self.bell.rung(Some(self.every)).await?;
+            drop(armed);
+            if !rung && (self.gone)() {
+                return look()?.ok_or_else(|| Error::new(ErrorKind::Closed, op));
+            }
+        }
     }
 }
 
@@ -222,31 +257,19 @@ async fn recv_shm(
     place: &BellPlace,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    loop {
-        if half.poll_once("recv")?.is_some() {
-            half.take_message(buf);
-            return Ok(());
-        }
-        let armed = Armed::arm(place);
-        if half.poll_once("recv")?.is_some() {
-            half.take_message(buf);
-            return Ok(());
-        }
-        // A peer that left before we armed rang nobody: its flag says so.
-        if !place.peer_left() {
-            let rung = bell.rung(Some(place.liveness())).await?;
-            if rung || !place.peer_gone() {
-                continue;
-            }
-        }
-        drop(armed);
-        // The peer is gone; what it sent before it left is still delivered.
-        if half.poll_once("recv")?.is_some() {
-            half.take_message(buf);
-            return Ok(());
-        }
-        return Err(Error::new(ErrorKind::Closed, "recv"));
-    }
+    let awaited = Awaited {
+        bell,
+        every: place.liveness(),
+        arm: &|| place.arm(),
+        disarm: &|| place.disarm(),
+        left: &|| place.peer_left(),
+        gone: &|| place.peer_gone(),
+    };
+    awaited
+        .until("recv", || {
+            Ok(half.poll_once("recv")?.map(|()| half.take_message(buf)))
+        })
+        .await
 }
 
 /// Sends on an `shm:` link, awaiting space in the ring the same way. A
@@ -258,24 +281,21 @@ async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8
         half,
         partial: false,
     };
-    loop {
-        if g.half.try_send_shm(msg, &mut sent)? {
-            g.partial = false;
-            return Ok(());
-        }
-        g.partial = sent > 0;
-        let armed = Armed::arm(place);
-        if g.half.try_send_shm(msg, &mut sent)? {
-            g.partial = false;
-            return Ok(());
-        }
-        g.partial = sent > 0;
-        let rung = bell.rung(Some(place.liveness())).await?;
-        drop(armed);
-        if !rung && place.peer_gone() {
-            return Err(Error::new(ErrorKind::Closed, "send"));
-        }
-    }
+    let awaited = Awaited {
+        bell,
+        every: place.liveness(),
+        arm: &|| place.arm(),
+        disarm: &|| place.disarm(),
+        left: &|| place.peer_left(),
+        gone: &|| place.peer_gone(),
+    };
+    awaited
+        .until("send", || {
+            let done = g.half.try_send_shm(msg, &mut sent)?;
+            g.partial = !done && sent > 0;
+            Ok(done.then_some(()))
+        })
+        .await
 }
 
 /// Marks an `shm:` half failed if a send stops with a message half in the
@@ -406,23 +426,16 @@ impl AsyncSubscriber {
 
     /// Waits for the next message; the sample borrows it in shared memory.
     pub async fn recv(&self) -> Result<crate::shm::Sample<'_>> {
-        loop {
-            if let Some(sample) = self.sub.try_recv()? {
-                return Ok(sample);
-            }
-            self.sub.arm_doorbell();
-            // Armed: a message published from now on rings; one published
-            // before is seen here.
-            if let Some(sample) = self.sub.try_recv()? {
-                self.sub.disarm_doorbell();
-                return Ok(sample);
-            }
-            let rung = self.bell.rung(Some(self.liveness)).await;
-            self.sub.disarm_doorbell();
-            if !rung? && self.sub.closed() {
-                return Err(Error::new(ErrorKind::Closed, "recv"));
-            }
-        }
+        let sub = &self.sub;
+        let awaited = Awaited {
+            bell: &self.bell,
+            every: self.liveness,
+            arm: &|| sub.arm_doorbell(),
+            disarm: &|| sub.disarm_doorbell(),
+            left: &|| false,
+            gone: &|| sub.closed(),
+        };
+        awaited.until("recv", || sub.try_recv()).await
     }
 
     /// The subscriber underneath, for `lost()` and the blocking API.
@@ -537,30 +550,25 @@ impl AsyncEvent {
     /// future takes nothing. One wait at a time per `AsyncEvent` (`&mut`):
     /// they share one doorbell.
     pub async fn wait(&mut self) -> Result<()> {
-        let state = self.event.state();
-        struct Disarm<'a>(&'a crate::sync::event::EventState, usize);
-        impl Drop for Disarm<'_> {
-            fn drop(&mut self) {
-                self.0.disarm(self.1);
-            }
-        }
-        loop {
-            if state.try_take() {
-                return Ok(());
-            }
-            state.arm(self.place);
-            let _armed = Disarm(state, self.place);
-            // Armed: a set from now on rings; one before is seen here.
-            if state.try_take() {
-                return Ok(());
-            }
-            // Rung, or a look every liveness interval anyway: a setter
-            // that could not ring (another user without access to the
-            // FIFO) costs latency, never a hang.
-            if let Some(bell) = &self.bell {
-                bell.rung(Some(self.liveness)).await?;
-            }
-        }
+        let (state, place) = (self.event.state(), self.place);
+        let bell = self
+            .bell
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, "wait"))?;
+        // An event has no other side to lose; the look every `?liveness=`
+        // covers a setter that could not ring (another user without access
+        // to the FIFO): latency, never a hang.
+        let awaited = Awaited {
+            bell,
+            every: self.liveness,
+            arm: &|| state.arm(place),
+            disarm: &|| state.disarm(place),
+            left: &|| false,
+            gone: &|| false,
+        };
+        awaited
+            .until("wait", || Ok(state.try_take().then_some(())))
+            .await
     }
 
     /// The event underneath, to set, reset or wait on blocking.
