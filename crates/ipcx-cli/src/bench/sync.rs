@@ -76,24 +76,35 @@ fn per_op(mech: &str, imp: &'static str, wait: &str, ops: usize, t: Instant) -> 
 fn uncontended_ipcx(ops: usize) -> Result<Cell> {
     let m = Mutex::<u64>::create(&name("mutex"), 0)?;
     let t = Instant::now();
-    for _ in 0..ops {
-        if let Ok(mut g) = m.lock() {
-            *g += 1;
-        }
-    }
+    lock_and_count(&m, ops);
     Ok(per_op("mutex", "ipcx", "uncontended", ops, t))
 }
 
 fn uncontended_raw(ops: usize) -> Result<Cell> {
     let m = RawRobustMutex::create(&format!("shm:{}", name("rawmutex")))?;
-    let c = m.counter();
     let t = Instant::now();
-    for _ in 0..ops {
+    lock_and_count_raw(&m, ops);
+    Ok(per_op("mutex", "raw", "uncontended", ops, t))
+}
+
+/// The critical section every mutex cell measures: lock, add one to the
+/// guarded counter, unlock, `n` times.
+fn lock_and_count(m: &Mutex<u64>, n: usize) {
+    for _ in 0..n {
+        if let Ok(mut g) = m.lock() {
+            *g += 1;
+        }
+    }
+}
+
+/// [`lock_and_count`] on the bare pthread mutex.
+fn lock_and_count_raw(m: &RawRobustMutex, n: usize) {
+    let c = m.counter();
+    for _ in 0..n {
         m.lock();
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         m.unlock();
     }
-    Ok(per_op("mutex", "raw", "uncontended", ops, t))
 }
 
 fn uncontended_std(ops: usize) -> Cell {
@@ -116,21 +127,12 @@ fn contended(imp: &'static str, ops: usize, peer_cpu: Option<usize>) -> Result<C
     let run: Box<dyn Fn()> = if imp == "ipcx" {
         let m = Mutex::<u64>::create(&url, 0)?;
         Box::new(move || {
-            for _ in 0..ops {
-                if let Ok(mut g) = m.lock() {
-                    *g += 1;
-                }
-            }
+            lock_and_count(&m, ops);
         })
     } else {
         let m = RawRobustMutex::create(&url)?;
         Box::new(move || {
-            let c = m.counter();
-            for _ in 0..ops {
-                m.lock();
-                c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                m.unlock();
-            }
+            lock_and_count_raw(&m, ops);
         })
     };
     let mut child = peer(&format!("contend-{imp}:{ops}"), &url, peer_cpu)?;
@@ -221,21 +223,12 @@ pub fn peer_side(role: &str, url: &str) -> Result<()> {
             let work: Box<dyn Fn()> = if what == "contend-ipcx" {
                 let m = Mutex::<u64>::open(&open(url))?;
                 Box::new(move || {
-                    for _ in 0..n {
-                        if let Ok(mut g) = m.lock() {
-                            *g += 1;
-                        }
-                    }
+                    lock_and_count(&m, n);
                 })
             } else {
                 let m = RawRobustMutex::open(&open(url))?;
                 Box::new(move || {
-                    let c = m.counter();
-                    for _ in 0..n {
-                        m.lock();
-                        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                        m.unlock();
-                    }
+                    lock_and_count_raw(&m, n);
                 })
             };
             go.store(1, Ordering::Release);

@@ -38,6 +38,7 @@ const VERSION: u32 = 2;
 /// The length of a cell whose dead producer never published it.
 const SKIP: u32 = u32::MAX;
 /// In a cell's `claim` record: a survivor is releasing this claim.
+#[cfg_attr(ipcx_loom, allow(dead_code))]
 const RECOVERING: u64 = 1 << 63;
 
 /// The record a claimer of `pos` writes: the position, and its role (`lag`

@@ -34,6 +34,14 @@ pub(crate) struct BarrierState {
     members: [AtomicU64; MAX_PARTIES as usize],
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(BarrierState, parties) == 4);
+    assert!(offset_of!(BarrierState, members) == 8);
+    assert!(size_of::<BarrierState>() == 576);
+};
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for BarrierState {
     const KIND: Kind = Kind::Barrier;
@@ -95,7 +103,9 @@ impl BarrierState {
         }
         self.check_members();
         Err(Error::new(
-            ErrorKind::Unsupported(format!("the barrier already has its {n} parties")),
+            ErrorKind::Unsupported(format!(
+                "the barrier already has its {n} parties; drop a party's handle first, or create it with more parties"
+            )),
             "barrier",
         ))
     }

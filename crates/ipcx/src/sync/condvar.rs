@@ -29,6 +29,9 @@ pub(crate) struct CondState {
     signal: Signal,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = assert!(std::mem::size_of::<CondState>() == 64);
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for CondState {
     const KIND: Kind = Kind::Condvar;

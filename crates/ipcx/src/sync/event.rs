@@ -39,6 +39,16 @@ pub(crate) struct EventState {
 /// Async waiters an event can have at once (doorbell places).
 pub(crate) const MAX_ASYNC_WAITERS: usize = 64;
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(EventState, waiting) == 4);
+    assert!(offset_of!(EventState, auto) == 8);
+    assert!(offset_of!(EventState, armed) == 16);
+    assert!(offset_of!(EventState, bell_owners) == 24);
+    assert!(size_of::<EventState>() == 576);
+};
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for EventState {
     const KIND: Kind = Kind::Event;
@@ -231,7 +241,7 @@ impl Event {
         let k = self.place.state().claim_bell().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported(format!(
-                    "the event already has {MAX_ASYNC_WAITERS} async waiters"
+                    "the event already has {MAX_ASYNC_WAITERS} async waiters; share one AsyncEvent per process"
                 )),
                 "open",
             )

@@ -134,6 +134,17 @@ pub(crate) struct OwnerLock {
     owner: AtomicU64,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<OwnerLock>() == 16);
+    assert!(offset_of!(OwnerLock, consistency) == 4);
+    assert!(offset_of!(OwnerLock, owner) == 8);
+    assert!(size_of::<Slot>() == 64);
+    assert!(offset_of!(Slot, count) == 8);
+    assert!(size_of::<Slots>() == 64 * 64);
+};
+
 impl OwnerLock {
     #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> OwnerLock {

@@ -274,7 +274,7 @@ impl<S: State> Place<S> {
         let h = place.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
             return Err(refused(format!(
-                "no ipcx primitive at offset {offset} (not created yet, or other data)"
+                "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
             )));
         }
         let version = h.version.load(Ordering::Relaxed);

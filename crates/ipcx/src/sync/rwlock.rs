@@ -44,6 +44,15 @@ pub(crate) struct RwState {
     readers: Slots,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(RwState, gate) == 16);
+    assert!(offset_of!(RwState, drain) == 24);
+    assert!(offset_of!(RwState, readers) == 64);
+    assert!(size_of::<RwState>() == 64 + 64 * 64);
+};
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for RwState {
     const KIND: Kind = Kind::RwLock;
@@ -239,7 +248,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Unsupported(format!(
-                        "the lock's reader table is full ({} live processes)",
+                        "the lock's reader table is full ({} live processes); close it in a process that is done with it",
                         super::owner::SLOTS
                     )),
                     "read",

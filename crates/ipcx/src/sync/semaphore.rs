@@ -39,6 +39,17 @@ pub(crate) struct SemState {
     holders: Slots,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(SemState, waiting) == 4);
+    assert!(offset_of!(SemState, tracked) == 8);
+    assert!(offset_of!(SemState, limit) == 12);
+    assert!(offset_of!(SemState, lock) == 16);
+    assert!(offset_of!(SemState, holders) == 64);
+    assert!(size_of::<SemState>() == 64 + 64 * 64);
+};
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for SemState {
     const KIND: Kind = Kind::Semaphore;
@@ -147,7 +158,10 @@ impl SemState {
         } else if self.count.fetch_add(1, Ordering::Release) == u32::MAX {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::new(
-                ErrorKind::Unsupported("the semaphore's count would overflow".into()),
+                ErrorKind::Unsupported(
+                    "the semaphore's count would pass 2^32 - 1: each release must match an acquire"
+                        .into(),
+                ),
                 "release",
             ));
         }
@@ -202,7 +216,7 @@ impl SemState {
 fn table_full() -> Error {
     Error::new(
         ErrorKind::Unsupported(format!(
-            "the semaphore's holder table is full ({} live processes)",
+            "the semaphore's holder table is full ({} live processes); close it in a process that is done with it, or use an untracked semaphore",
             super::owner::SLOTS
         )),
         "semaphore",

@@ -19,6 +19,12 @@ pub(crate) struct Signal {
     waiting: AtomicU32,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    assert!(std::mem::size_of::<Signal>() == 8);
+    assert!(std::mem::offset_of!(Signal, waiting) == 4);
+};
+
 impl Signal {
     #[cfg(all(test, ipcx_loom))]
     pub(crate) fn new() -> Signal {

@@ -20,6 +20,9 @@ pub(crate) struct SpinState {
     lock: OwnerLock,
 }
 
+#[cfg(not(ipcx_loom))]
+const _: () = assert!(std::mem::size_of::<SpinState>() == 64);
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for SpinState {
     const KIND: Kind = Kind::SpinLock;

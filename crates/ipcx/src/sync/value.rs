@@ -26,6 +26,8 @@ pub(crate) struct ValueState {
     type_tag: AtomicU32,
 }
 
+const _: () = assert!(std::mem::size_of::<ValueState>() == 64);
+
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for ValueState {
     const KIND: Kind = Kind::Value;
