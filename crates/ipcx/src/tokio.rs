@@ -31,9 +31,30 @@ use crate::shm::link::BellPlace;
 use crate::transport::{Link, Listener, RecvHalf, SendHalf};
 use crate::wire::KIND_DATA;
 
-fn register(fd: Option<BorrowedFd<'_>>, op: &'static str) -> Result<Option<AsyncFd<OwnedFd>>> {
-    fd.map(|fd| crate::sys::fd::register_with_reactor(fd).map_err(|e| Error::io(op, e)))
-        .transpose()
+/// What a half of an [`AsyncLink`] awaits.
+#[derive(Debug)]
+enum Wake {
+    /// The link's descriptor, on tokio's reactor.
+    Fd(AsyncFd<OwnedFd>),
+    /// An `shm:` link: the doorbell the peer rings, and its place.
+    Bell(Bell, BellPlace),
+    /// Nothing: this half of a one-way FIFO has no descriptor.
+    Nothing,
+}
+
+impl Wake {
+    fn of(fd: Option<BorrowedFd<'_>>, place: Option<BellPlace>, op: &'static str) -> Result<Wake> {
+        Ok(match (fd, place) {
+            (_, Some(p)) => {
+                let (seg, k) = p.segment();
+                Wake::Bell(Bell::make(seg, k)?, p)
+            }
+            (Some(fd), None) => {
+                Wake::Fd(crate::sys::fd::register_with_reactor(fd).map_err(|e| Error::io(op, e))?)
+            }
+            (None, None) => Wake::Nothing,
+        })
+    }
 }
 
 fn no_reactor(op: &'static str) -> Error {
@@ -46,28 +67,15 @@ fn no_reactor(op: &'static str) -> Error {
 /// The receiving half of an [`AsyncLink`].
 #[derive(Debug)]
 pub struct AsyncRecvHalf {
-    ready: Option<AsyncFd<OwnedFd>>,
-    /// `shm:` links: the doorbell the peer rings, and its place.
-    bell: Option<(Bell, BellPlace)>,
+    wake: Wake,
     half: RecvHalf,
 }
 
 /// The sending half of an [`AsyncLink`].
 #[derive(Debug)]
 pub struct AsyncSendHalf {
-    ready: Option<AsyncFd<OwnedFd>>,
-    bell: Option<(Bell, BellPlace)>,
+    wake: Wake,
     half: SendHalf,
-}
-
-/// A doorbell for a half of an `shm:` link.
-fn link_bell(place: Option<BellPlace>) -> Result<Option<(Bell, BellPlace)>> {
-    place
-        .map(|p| {
-            let (seg, k) = p.segment();
-            Ok((Bell::make(seg, k)?, p))
-        })
-        .transpose()
 }
 
 /// How a thing woken by a doorbell is awaited: its bell, how often to look
@@ -156,13 +164,11 @@ impl AsyncLink {
         tx.set_nonblocking()?;
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
-                ready: register(rx.as_fd(), "recv")?,
-                bell: link_bell(rx.shm_bell())?,
+                wake: Wake::of(rx.as_fd(), rx.shm_bell(), "recv")?,
                 half: rx,
             },
             tx: AsyncSendHalf {
-                ready: register(tx.as_fd(), "send")?,
-                bell: link_bell(tx.shm_bell())?,
+                wake: Wake::of(tx.as_fd(), tx.shm_bell(), "send")?,
                 half: tx,
             },
         })
@@ -199,7 +205,7 @@ impl AsyncRecvHalf {
 
     /// Receives one message into `buf`, replacing its contents.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        if let Some((bell, place)) = &self.bell {
+        if let Wake::Bell(bell, place) = &self.wake {
             return recv_shm(&mut self.half, bell, place, buf).await;
         }
         loop {
@@ -207,7 +213,9 @@ impl AsyncRecvHalf {
                 self.half.take_message(buf);
                 return Ok(());
             }
-            let ready = self.ready.as_ref().ok_or_else(|| no_reactor("recv"))?;
+            let Wake::Fd(ready) = &self.wake else {
+                return Err(no_reactor("recv"));
+            };
             let mut guard = ready.readable().await.map_err(|e| Error::io("recv", e))?;
             // Safe to forget the readiness: the loop reads again right away.
             guard.clear_ready();
@@ -222,7 +230,7 @@ impl AsyncSendHalf {
     /// written leaves the stream mid-frame: the half is then marked failed
     /// and later sends return `Closed`, rather than corrupt the stream.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        if let Some((bell, place)) = &self.bell {
+        if let Wake::Bell(bell, place) = &self.wake {
             return send_shm(&mut self.half, bell, place, msg).await;
         }
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
@@ -234,7 +242,9 @@ impl AsyncSendHalf {
                     return Ok(());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let ready = self.ready.as_ref().ok_or_else(|| no_reactor("send"))?;
+                    let Wake::Fd(ready) = &self.wake else {
+                        return Err(no_reactor("send"));
+                    };
                     let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
                     g.clear_ready();
                 }
