@@ -59,7 +59,9 @@ fn ls(dir: std::ffi::OsString) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The child: prints each name that contains `.txt`, until the end.
 fn grep() -> Result<(), Box<dyn std::error::Error>> {
-    let mut link = Link::from_inherited()?;
+    // SAFETY: this process was started by ipcx::spawn above, takes its
+    // pipe first thing, and runs no other thread.
+    let mut link = unsafe { Link::from_inherited() }?;
     loop {
         match link.recv() {
             Ok(name) => {

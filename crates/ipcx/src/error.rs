@@ -77,6 +77,12 @@ pub enum ErrorKind {
     /// A party of a barrier died: its generation can never complete.
     #[error("the barrier is broken: a party died")]
     BarrierBroken,
+    /// Shared memory a peer writes breaks its layout: an index, a length
+    /// or a header is impossible. The peer is hostile or its memory was
+    /// scribbled on; the link or object cannot be used further. The text
+    /// says what was wrong.
+    #[error("shared memory is corrupt: {0}; the peer wrote outside the protocol (recreate the object)")]
+    Corrupt(String),
     /// The OS refused access.
     #[error("permission denied")]
     PermissionDenied,

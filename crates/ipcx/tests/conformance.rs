@@ -110,7 +110,9 @@ fn parent_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> Peer {
 /// In the child: connects to what the parent bound.
 fn child_connects() -> Link {
     match param_opt("URL") {
-        None => Link::from_inherited().expect("Link::from_inherited"),
+        // SAFETY: started by ipcx::spawn; nothing else took the pipe; the
+        // child's one test thread is the only one using the environment.
+        None => unsafe { Link::from_inherited() }.expect("Link::from_inherited"),
         Some(url) => common::connect(&url),
     }
 }
@@ -129,7 +131,8 @@ fn child_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> (ChildPr
 /// accepts it. The listener is returned so that it lives as long as the link.
 fn child_serves() -> (Link, Option<Listener>) {
     let Some(url) = param_opt("URL") else {
-        return (Link::from_inherited().expect("Link::from_inherited"), None);
+        // SAFETY: as above.
+        return (unsafe { Link::from_inherited() }.expect("Link::from_inherited"), None);
     };
     let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     common::ready(listener.endpoint().url());

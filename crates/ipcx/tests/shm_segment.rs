@@ -26,27 +26,34 @@ fn named_segment_is_shared_between_processes() {
     if t.child_role().is_some() {
         let seg = Segment::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
         let mut buf = [0u8; 4];
-        seg.read_at(0, &mut buf).expect("read");
+        // SAFETY: the parent wrote these bytes before starting this child,
+        // and nobody writes them again.
+        unsafe { seg.read_at(0, &mut buf) }.expect("read");
         assert_eq!(&buf, b"ping");
-        let counter = seg.atomic_u64(64).expect("counter");
+        // SAFETY: bytes 64..72 are used only as this counter, in both.
+        let counter = unsafe { seg.atomic_u64(64) }.expect("counter");
         for _ in 0..100_000 {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        seg.write_at(8, b"pong").expect("write");
+        // SAFETY: the parent reads these bytes only after this child exits.
+        unsafe { seg.write_at(8, b"pong") }.expect("write");
         return;
     }
     let (url, path) = unique();
     let seg = Segment::create(&format!("{url}?size=4KiB")).expect("create");
     assert_eq!(seg.len(), 4096);
-    seg.write_at(0, b"ping").expect("write");
+    // SAFETY: the child that reads these bytes is not started yet.
+    unsafe { seg.write_at(0, b"ping") }.expect("write");
     let child = t.spawn("peer", |c| set_param(c, "URL", &url));
-    let counter = seg.atomic_u64(64).expect("counter");
+    // SAFETY: bytes 64..72 are used only as this counter, in both.
+    let counter = unsafe { seg.atomic_u64(64) }.expect("counter");
     for _ in 0..100_000 {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     child.finish();
     let mut buf = [0u8; 4];
-    seg.read_at(8, &mut buf).expect("read");
+    // SAFETY: the child that wrote these bytes has exited.
+    unsafe { seg.read_at(8, &mut buf) }.expect("read");
     assert_eq!(&buf, b"pong");
     assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 200_000);
     let listed = Registry::open().unwrap().list().unwrap();
@@ -89,9 +96,12 @@ fn anonymous_segment_is_passed_as_a_descriptor() {
         assert_eq!(msg, b"segment");
         let seg = Segment::from_fd(fds.pop().expect("one descriptor")).expect("map it");
         let mut buf = [0u8; 5];
-        seg.read_at(100, &mut buf).expect("read");
+        // SAFETY: the parent wrote these bytes before sending the segment
+        // and reads bytes 200.. only after our "done": the two take turns.
+        unsafe { seg.read_at(100, &mut buf) }.expect("read");
         assert_eq!(&buf, b"hello");
-        seg.write_at(200, b"world").expect("write");
+        // SAFETY: as above.
+        unsafe { seg.write_at(200, b"world") }.expect("write");
         link.send(b"done").expect("send");
         return;
     }
@@ -99,14 +109,16 @@ fn anonymous_segment_is_passed_as_a_descriptor() {
     let url = dir.url("unix", "s.sock");
     let mut listener = Listener::bind(&url).expect("bind");
     let seg = Segment::anonymous(8192).expect("anonymous segment");
-    seg.write_at(100, b"hello").expect("write");
+    // SAFETY: nobody else has the segment yet.
+    unsafe { seg.write_at(100, b"hello") }.expect("write");
     let mut child = t.spawn("peer", |c| set_param(c, "URL", &url));
     let mut link = common::accept(&mut listener, &mut child);
     link.send_fds(b"segment", &[seg.as_fd()])
         .expect("send the segment");
     assert_eq!(link.recv().expect("recv"), b"done");
     let mut buf = [0u8; 5];
-    seg.read_at(200, &mut buf).expect("read");
+    // SAFETY: the child wrote these bytes before its "done", and no more.
+    unsafe { seg.read_at(200, &mut buf) }.expect("read");
     assert_eq!(&buf, b"world");
     child.finish();
 }
@@ -152,7 +164,8 @@ fn segment_is_owner_only_unless_mode_says_otherwise() {
     if t.child_role().is_some() {
         let r = Segment::open(&format!("{}?timeout=300ms", param("URL")));
         match (param("OPEN").as_str(), r) {
-            ("yes", Ok(seg)) => seg.write_at(0, b"guest").expect("write"),
+            // SAFETY: the parent reads these bytes only after this exits.
+            ("yes", Ok(seg)) => unsafe { seg.write_at(0, b"guest") }.expect("write"),
             ("no", Err(e)) => assert_eq!(*e.kind(), ErrorKind::PermissionDenied, "{e}"),
             (open, r) => panic!("open={open}: {r:?}"),
         }
@@ -182,7 +195,8 @@ fn segment_is_owner_only_unless_mode_says_otherwise() {
         common::ChildProcess::spawn(cmd, "other-user").finish();
         if open == "yes" {
             let mut buf = [0u8; 5];
-            seg.read_at(0, &mut buf).unwrap();
+            // SAFETY: the child that wrote these bytes has exited.
+            unsafe { seg.read_at(0, &mut buf) }.unwrap();
             assert_eq!(&buf, b"guest");
         }
     }
@@ -235,4 +249,30 @@ fn describe_links_channels_and_queues() {
     let plain = common::abstract_name();
     let _seg = Segment::create(&format!("shm:{plain}?size=4KiB")).expect("create");
     assert!(ipcx::shm::describe(&Segment::open(&format!("shm:{plain}")).unwrap()).is_none());
+}
+
+/// A received descriptor that is not sealed against shrinking is refused:
+/// its sender could truncate it under our mapping (`SIGBUS` on the next
+/// access). Here a valid named segment's own file, which cannot be sealed,
+/// and an unsealed memfd.
+#[test]
+fn unsealed_descriptors_are_refused() {
+    let _t = Test::start();
+    let (url, path) = unique();
+    let _seg = Segment::create(&format!("{url}?size=4KiB")).expect("create");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open the segment's file");
+    let memfd = rustix::fs::memfd_create("ipcx-test", rustix::fs::MemfdFlags::ALLOW_SEALING)
+        .expect("memfd");
+    rustix::fs::ftruncate(&memfd, 8192).expect("size it");
+    for fd in [std::os::fd::OwnedFd::from(file), memfd] {
+        let err = Segment::from_fd(fd).expect_err("an unsealed descriptor");
+        assert!(
+            matches!(err.kind(), ErrorKind::Unsupported(why) if why.contains("F_SEAL_SHRINK")),
+            "{err}"
+        );
+    }
 }

@@ -16,7 +16,13 @@ use ipcx::{ErrorKind, Link};
 fn hello_and_first_message_in_one_read() {
     let t = Test::start();
     if t.child_role().is_some() {
-        let mut link = Link::from_inherited().expect("Link::from_inherited");
+        // SAFETY: started by ipcx::spawn; nothing else took the pipe, and
+        // this test's one thread is the only one using the environment.
+        let mut link = unsafe { Link::from_inherited() }.expect("Link::from_inherited");
+        assert!(
+            std::env::var_os("IPCX_PIPE").is_none(),
+            "the variable is removed once read, so a grandchild cannot misuse it"
+        );
         link.send(b"first").expect("send");
         common::ready("sent");
         assert_eq!(link.recv().expect("recv"), b"bye");
@@ -40,7 +46,9 @@ fn parent_that_already_left() {
         std::io::stdin()
             .read_to_end(&mut Vec::new())
             .expect("wait for the parent");
-        let mut link = Link::from_inherited().expect("from_inherited after the parent closed");
+        // SAFETY: as in `hello_and_first_message_in_one_read`.
+        let mut link = unsafe { Link::from_inherited() }
+            .expect("from_inherited after the parent closed");
         for want in [&b"one"[..], b"two", b"three"] {
             assert_eq!(link.recv().expect("recv what the parent sent"), want);
         }
@@ -66,10 +74,29 @@ fn parent_that_already_left() {
 fn from_inherited_without_a_parent_link() {
     let t = Test::start();
     if t.child_role().is_some() {
-        let err = Link::from_inherited().expect_err("no IPCX_PIPE");
+        // SAFETY: no IPCX_PIPE, so nothing is adopted; one thread.
+        let err = unsafe { Link::from_inherited() }.expect_err("no IPCX_PIPE");
         assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
         assert!(err.to_string().contains("ipcx::spawn"), "{err}");
         return;
     }
     t.spawn("orphan", |c| c.env_remove("IPCX_PIPE")).finish();
+}
+
+/// Descriptor numbers in a URL are not adopted by the safe `connect`: a
+/// `pipe:fd=0,1` would otherwise take over stdin and stdout, which `File`s
+/// or std own, and close them when the link drops.
+#[test]
+fn connect_does_not_adopt_descriptor_numbers() {
+    let _t = Test::start();
+    let err = Link::connect("pipe:fd=0,1").expect_err("pipe:fd= through connect");
+    assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("from_inherited"), "{err}");
+    // Both are still open and ours.
+    for fd in [0, 1] {
+        // SAFETY: borrowed for the one fcntl call; 0 and 1 are open in
+        // every test process (stdin is null or a pipe, stdout captured).
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_getfd(fd).expect("still open");
+    }
 }

@@ -111,15 +111,17 @@ fn barrier_thousand_generations_four_processes() {
     let run = |barrier: &Barrier, seg: &Segment, me: u64| {
         let mut leaders = 0;
         for step in 1..=GENERATIONS {
-            seg.atomic_u64(8 * me as usize)
+            // SAFETY: the first 8 * PARTIES bytes are used only as these
+            // atomics, by every party.
+            unsafe { seg.atomic_u64(8 * me as usize) }
                 .unwrap()
                 .store(step, Ordering::SeqCst);
             if barrier.wait().expect("wait").is_leader() {
                 leaders += 1;
             }
             for other in 0..PARTIES {
-                let at = seg
-                    .atomic_u64(8 * other as usize)
+                // SAFETY: as above.
+                let at = unsafe { seg.atomic_u64(8 * other as usize) }
                     .unwrap()
                     .load(Ordering::SeqCst);
                 assert!(
@@ -309,17 +311,50 @@ fn primitives_in_an_existing_segment() {
     }
     let name = unique();
     let seg = std::sync::Arc::new(Segment::create(&format!("shm:{name}?size=64KiB")).expect("seg"));
-    let m = Mutex::<u64>::create_in(&seg, layout(0), 0).expect("mutex");
-    let sem = Semaphore::create_in(&seg, layout(1), 0, false).expect("semaphore");
+    // SAFETY (every `create_in` below): the segment is this test's own, and
+    // the two primitives take their own 4 KiB each.
+    let m = unsafe { Mutex::<u64>::create_in(&seg, layout(0), 0) }.expect("mutex");
+    let sem = unsafe { Semaphore::create_in(&seg, layout(1), 0, false) }.expect("semaphore");
     assert!(
-        Mutex::<u64>::create_in(&seg, 65536 - 64, 0).is_err(),
+        unsafe { Mutex::<u64>::create_in(&seg, 65536 - 64, 0) }.is_err(),
         "does not fit"
     );
-    assert!(Mutex::<u64>::create_in(&seg, 100, 0).is_err(), "misaligned");
+    assert!(
+        unsafe { Mutex::<u64>::create_in(&seg, 100, 0) }.is_err(),
+        "misaligned"
+    );
     let child = t.spawn("user", |c| set_param(c, "NAME", &name));
     sem.acquire().expect("acquire");
     child.finish();
     assert_eq!(*m.lock().unwrap(), 1000);
+}
+
+/// A second `create_in` where a primitive lives is refused: it would zero
+/// the state and value under a live guard (here 42, which must stay 42),
+/// and re-initialize a robust mutex still on this thread's robust list.
+#[test]
+fn second_create_in_at_a_live_place_is_refused() {
+    let _t = Test::start();
+    let name = unique();
+    let seg = std::sync::Arc::new(Segment::create(&format!("shm:{name}?size=4KiB")).expect("seg"));
+    // SAFETY: the segment is this test's own; offset 0 is used only by this
+    // mutex (the second create_in is the point of the test, and is refused
+    // before it touches anything).
+    let m = unsafe { Mutex::<u64>::create_in(&seg, 0, 42) }.expect("mutex");
+    let guard = m.lock().unwrap();
+    // SAFETY: as above.
+    let again = unsafe { Mutex::<u64>::create_in(&seg, 0, 0) };
+    let err = again.expect_err("a second create at a live place");
+    assert!(
+        matches!(err.kind(), ipcx::ErrorKind::Occupied(why) if why.contains("already lives")),
+        "{err}"
+    );
+    // SAFETY: as above.
+    let err = unsafe { Event::create_in(&seg, 0, EventMode::Auto) }.expect_err("another kind");
+    assert!(matches!(err.kind(), ipcx::ErrorKind::Occupied(_)), "{err}");
+    assert_eq!(*guard, 42);
+    drop(guard);
+    assert_eq!(*m.lock().unwrap(), 42);
 }
 
 /// An event awaited on tokio in this process and set by another: with
@@ -421,12 +456,14 @@ fn scribbled_state_never_panics_or_hangs() {
             Segment::create(&format!("shm:{name}?size=64KiB")).expect("segment"),
         );
         let at = |i: usize| i * 8192;
-        let spin = ipcx::sync::SpinLock::<u64>::create_in(&seg, at(0), 0).unwrap();
-        let rw = ipcx::sync::RwLock::<u64>::create_in(&seg, at(1), 0).unwrap();
-        let sem = Semaphore::create_in(&seg, at(2), 1, false).unwrap();
-        let tracked = Semaphore::create_in(&seg, at(3), 1, true).unwrap();
-        let barrier = Barrier::create_in(&seg, at(4), 2).unwrap();
-        let event = Event::create_in(&seg, at(5), EventMode::Auto).unwrap();
+        // SAFETY (every `create_in` here): a new segment of this test's,
+        // 8 KiB apart, far more than any footprint.
+        let spin = unsafe { ipcx::sync::SpinLock::<u64>::create_in(&seg, at(0), 0) }.unwrap();
+        let rw = unsafe { ipcx::sync::RwLock::<u64>::create_in(&seg, at(1), 0) }.unwrap();
+        let sem = unsafe { Semaphore::create_in(&seg, at(2), 1, false) }.unwrap();
+        let tracked = unsafe { Semaphore::create_in(&seg, at(3), 1, true) }.unwrap();
+        let barrier = unsafe { Barrier::create_in(&seg, at(4), 2) }.unwrap();
+        let event = unsafe { Event::create_in(&seg, at(5), EventMode::Auto) }.unwrap();
         // Garbage over everything after each header line.
         let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for i in 0..6 {
@@ -437,7 +474,9 @@ fn scribbled_state_never_panics_or_hangs() {
                 x ^= x << 17;
                 *b = x as u8;
             }
-            seg.write_at(at(i) + 64, &junk).unwrap();
+            // SAFETY: this one thread is the only user of the primitives,
+            // and none of their calls runs while it copies.
+            unsafe { seg.write_at(at(i) + 64, &junk) }.unwrap();
         }
         let _ = spin.lock_timeout(short).map(|g| *g);
         let _ = spin.try_lock().map(|g| *g);

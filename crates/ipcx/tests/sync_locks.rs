@@ -90,10 +90,13 @@ fn increment_in_child() {
             for _ in 0..ROUNDS {
                 sem.acquire().expect("acquire");
                 let mut b = [0u8; 8];
-                data.read_at(0, &mut b).unwrap();
+                // SAFETY: the binary semaphore excludes every other
+                // process from the counter (what the test checks).
+                unsafe { data.read_at(0, &mut b) }.unwrap();
                 let mut v = u64::from_le_bytes(b);
                 bump(&mut v);
-                data.write_at(0, &v.to_le_bytes()).unwrap();
+                // SAFETY: as above.
+                unsafe { data.write_at(0, &v.to_le_bytes()) }.unwrap();
                 sem.release().expect("release");
             }
         }
@@ -163,7 +166,8 @@ fn counter_is_exact_under_every_lock() {
         let data = Segment::create(&format!("shm:{name}-data?size=64")).expect("data");
         run_incrementers(&t, "semaphore", &name);
         let mut b = [0u8; 8];
-        data.read_at(0, &mut b).unwrap();
+        // SAFETY: every process that wrote the counter has exited.
+        unsafe { data.read_at(0, &mut b) }.unwrap();
         assert_eq!(
             u64::from_le_bytes(b),
             want,
@@ -251,7 +255,7 @@ fn killed_mutex_holder_is_reported_and_repaired() {
             .expect("guard"),
     );
     assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
-    let err: ipcx::Error = m.lock().unwrap_err().into();
+    let err = m.lock().unwrap_err().into_error();
     assert_eq!(*err.kind(), ipcx::ErrorKind::NotRecoverable, "{err}");
 }
 

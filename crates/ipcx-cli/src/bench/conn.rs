@@ -461,7 +461,9 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
                 subscriber: ping,
             })
         }
-        (Mech::Pipe, Impl::Ipcx) => Box::new(Link::from_inherited()?),
+        // SAFETY: the bench peer is started by ipcx::spawn, adopts the pipe
+        // first thing, and runs no other thread yet.
+        (Mech::Pipe, Impl::Ipcx) => Box::new(unsafe { Link::from_inherited() }?),
         (_, Impl::Ipcx) => Box::new(Link::connect(url)?),
         (Mech::Pipe, Impl::Raw) => {
             // Duplicates of fds 0 and 1, unbuffered: std's stdin and stdout buffer.
@@ -545,10 +547,7 @@ impl RawShm {
 
     fn spin_until(&self, mut ready: impl FnMut() -> bool) -> io::Result<()> {
         let start = std::time::Instant::now();
-        let hung_up = self
-            .seg
-            .atomic_u64(self.inn + HUNG_UP)
-            .map_err(io::Error::other)?;
+        let hung_up = word(&self.seg, self.inn + HUNG_UP)?;
         let mut n = 0u32;
         while !ready() {
             if hung_up.load(std::sync::atomic::Ordering::Acquire) != 0 {
@@ -570,9 +569,17 @@ impl RawShm {
     }
 }
 
+/// A control word of the mailboxes (sequence, acknowledgement, hang-up).
+fn word(seg: &Segment, offset: usize) -> io::Result<&std::sync::atomic::AtomicU64> {
+    // SAFETY: the mailbox layout gives these words their own places, used
+    // only as atomics by both processes; the payload bytes are elsewhere
+    // (from MAILBOX_HEAD on).
+    unsafe { seg.atomic_u64(offset) }.map_err(io::Error::other)
+}
+
 impl Drop for RawShm {
     fn drop(&mut self) {
-        if let Ok(hung_up) = self.seg.atomic_u64(self.out + HUNG_UP) {
+        if let Ok(hung_up) = word(&self.seg, self.out + HUNG_UP) {
             hung_up.store(1, std::sync::atomic::Ordering::Release);
         }
     }
@@ -580,33 +587,28 @@ impl Drop for RawShm {
 
 impl Conn for RawShm {
     fn send(&mut self, msg: &[u8]) -> io::Result<()> {
-        let seq = self.seg.atomic_u64(self.out).map_err(io::Error::other)?;
-        let ack = self
-            .seg
-            .atomic_u64(self.out + 64)
-            .map_err(io::Error::other)?;
+        let seq = word(&self.seg, self.out)?;
+        let ack = word(&self.seg, self.out + 64)?;
         let sent = self.sent;
         self.spin_until(|| ack.load(std::sync::atomic::Ordering::Acquire) == sent)?;
-        self.seg
-            .write_at(self.out + MAILBOX_HEAD, msg)
-            .map_err(io::Error::other)?;
+        // SAFETY: the peer acknowledged the previous message (`ack`, with
+        // acquire), so it no longer reads the mailbox; it reads again only
+        // after `seq` is stored with release below.
+        unsafe { self.seg.write_at(self.out + MAILBOX_HEAD, msg) }.map_err(io::Error::other)?;
         self.sent += 1;
         seq.store(self.sent, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
-        let seq = self.seg.atomic_u64(self.inn).map_err(io::Error::other)?;
-        let ack = self
-            .seg
-            .atomic_u64(self.inn + 64)
-            .map_err(io::Error::other)?;
+        let seq = word(&self.seg, self.inn)?;
+        let ack = word(&self.seg, self.inn + 64)?;
         let want = self.received + 1;
         self.spin_until(|| seq.load(std::sync::atomic::Ordering::Acquire) >= want)?;
         buf.resize(size, 0);
-        self.seg
-            .read_at(self.inn + MAILBOX_HEAD, buf)
-            .map_err(io::Error::other)?;
+        // SAFETY: the sender published this message (`seq`, with acquire)
+        // and writes the mailbox again only after `ack` below.
+        unsafe { self.seg.read_at(self.inn + MAILBOX_HEAD, buf) }.map_err(io::Error::other)?;
         self.received = want;
         ack.store(want, std::sync::atomic::Ordering::Release);
         Ok(())

@@ -21,7 +21,9 @@ const STOP: u64 = u64::MAX;
 pub fn cache_line(b: &Budget, peer_cpu: Option<usize>) -> Result<Cell> {
     let url = format!("shm:ipcx-bench-floor-{}", std::process::id());
     let seg = Segment::create(&format!("{url}?size=4KiB"))?;
-    let line = seg.atomic_u64(0)?;
+    // SAFETY: the segment is this benchmark's own; its first word is used
+    // only as this atomic, here and in the peer.
+    let line = unsafe { seg.atomic_u64(0)? };
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["bench-peer", "--floor", "--url", &url]);
     if let Some(c) = peer_cpu {
@@ -57,7 +59,8 @@ pub fn cache_line(b: &Budget, peer_cpu: Option<usize>) -> Result<Cell> {
 /// The peer of [`cache_line`].
 pub fn bounce(url: &str) -> Result<()> {
     let seg = Segment::open(&format!("{url}?timeout=10s"))?;
-    let line = seg.atomic_u64(0)?;
+    // SAFETY: as in `cache_line`.
+    let line = unsafe { seg.atomic_u64(0)? };
     loop {
         let v = line.load(Ordering::Acquire);
         if v == STOP {

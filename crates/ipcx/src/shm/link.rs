@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::event::{WaitEnd, Waiting};
-use super::ring::{MORE, RING_HEADER_LEN, Ring};
+use super::ring::{Corrupt, MORE, RING_HEADER_LEN, Ring};
 use super::segment::Segment;
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
@@ -508,7 +508,8 @@ impl ShmRx {
             _ => None,
         };
         loop {
-            match self.ring.try_pop(&mut self.msg) {
+            let popped = self.ring.try_pop(&mut self.msg);
+            match popped.map_err(|Corrupt(why)| self.fail(ErrorKind::Corrupt(why.into())))? {
                 Some(flags) => {
                     self.ring.notify_space();
                     self.conn.ring_peer(false);
@@ -658,7 +659,11 @@ impl ShmTx {
             let part = &rest[..rest.len().min(chunk)];
             let last = part.len() == rest.len();
             let flags = if last { 0 } else { MORE };
-            if !self.ring.try_push(part, flags) {
+            let pushed = self.ring.try_push(part, flags).map_err(|Corrupt(why)| {
+                self.failed = true;
+                Error::new(ErrorKind::Corrupt(why.into()), "send")
+            })?;
+            if !pushed {
                 return Ok(false);
             }
             *sent += part.len();

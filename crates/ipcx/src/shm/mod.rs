@@ -13,9 +13,19 @@
 //! zero-copy publish/subscribe: loans written in place, samples read in
 //! place. See `docs/ARCHITECTURE.md`.
 //!
-//! A named segment is an ordinary file in `/dev/shm`: a process of the same
-//! user that truncates it makes every process mapping it fault (`SIGBUS`)
-//! on the lost pages. Anonymous segments are sealed against that.
+//! # Trust model
+//!
+//! Whoever can write a segment (`?mode=`, 0600 by default) is trusted not
+//! to write the bytes the protocol gives to another process (payloads under
+//! a `Sample` or `Loan`, values under a guard): a concurrent write there is
+//! a data race. Every *control* word read back (cursors, lengths, chunk
+//! numbers, slots) is validated, so a hostile or buggy writer cannot make
+//! this process touch memory outside the mapping, panic or hang; it gets a
+//! typed error ([`crate::ErrorKind::Corrupt`] on links). A named segment is
+//! a file in `/dev/shm` that a process of the same user can truncate
+//! (`SIGBUS` on the lost pages); anonymous segments are sealed, and
+//! [`Segment::from_fd`] refuses unsealed ones. The whole model is in
+//! `docs/ARCHITECTURE.md`, "Trust model for shared memory".
 
 pub(crate) mod doorbell;
 pub(crate) mod event;

@@ -400,8 +400,9 @@ impl Queue {
         if seg.len() < size_of::<QueueHeader>() {
             return Err(bad("the segment is not a queue"));
         }
-        // SAFETY (of the header reads): checked to hold the header.
         let hdr = seg.as_ptr().cast::<QueueHeader>();
+        // SAFETY: the segment holds the header (checked above), its data
+        // region is cache-line aligned, and the header is atomics only.
         let info = unsafe { &(*hdr).info.0 };
         while info.magic.load(Ordering::Acquire) != MAGIC {
             if Instant::now() >= deadline {

@@ -16,6 +16,8 @@
 //! wakes it only when someone announced, so the fast path makes no system
 //! call.
 
+use std::cell::Cell;
+
 use super::event::{Event, WaitEnd, Waiting, notify, wait};
 use super::primitive::{AtomicU64, Ordering, fence};
 
@@ -52,12 +54,28 @@ const _: () = {
     assert!(std::mem::offset_of!(RingHeader, capacity) == 256);
 };
 
-/// A view of a ring inside a mapped segment.
+/// Shared memory that breaks the ring's layout: the peer's cursor or a
+/// record header is impossible (the peer is hostile or its memory was
+/// scribbled on). The link cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Corrupt(pub(crate) &'static str);
+
+/// A view of a ring inside a mapped segment, used in one role: producer
+/// or consumer.
+///
+/// The cursor this side owns (`tail` for the producer, `head` for the
+/// consumer) lives here, in process memory, and is only *published* to the
+/// segment: a peer that overwrites it there changes nothing on this side.
+/// The peer's cursor is read back and checked (distance at most `cap`,
+/// multiple of 8), and every record header is checked against the bytes the
+/// peer published, before any byte is copied.
 #[derive(Debug)]
 pub(crate) struct Ring {
     hdr: *const RingHeader,
     data: *mut u8,
     cap: u64,
+    /// This side's cursor: the producer's tail or the consumer's head.
+    own: Cell<u64>,
 }
 
 // SAFETY: a `Ring` is a pair of pointers into a shared mapping that the
@@ -66,7 +84,8 @@ pub(crate) struct Ring {
 unsafe impl Send for Ring {}
 
 impl Ring {
-    /// A view of the ring at `base`.
+    /// A view of the ring at `base`, whose cursors are both 0 (fresh from
+    /// [`Ring::reset`]).
     ///
     /// # Safety
     /// `base` must be 64-byte aligned and valid for reads and writes of
@@ -78,6 +97,7 @@ impl Ring {
             // SAFETY: the caller guarantees the bytes after the header.
             data: unsafe { base.add(RING_HEADER_LEN) },
             cap: capacity,
+            own: Cell::new(0),
         }
     }
 
@@ -90,6 +110,7 @@ impl Ring {
     /// Empties the ring; only while neither side uses it.
     pub(crate) fn reset(&self) {
         let h = self.hdr();
+        self.own.set(0);
         h.head.0.store(0, Ordering::Relaxed);
         h.tail.0.store(0, Ordering::Relaxed);
         h.capacity.0.store(self.cap, Ordering::Relaxed);
@@ -104,28 +125,39 @@ impl Ring {
         (self.cap / 4) as usize
     }
 
-    /// Appends one record, or returns `false` if it does not fit now.
-    pub(crate) fn try_push(&self, payload: &[u8], flags: u32) -> bool {
+    /// Producer: bytes in use, from this side's tail and the consumer's
+    /// published head.
+    fn used(&self) -> Result<u64, Corrupt> {
+        let head = self.hdr().head.0.load(Ordering::Acquire);
+        let used = self.own.get().wrapping_sub(head);
+        if used > self.cap || used % 8 != 0 {
+            return Err(Corrupt("the consumer's head is not within one ring behind the tail"));
+        }
+        Ok(used)
+    }
+
+    /// Producer: appends one record; `Ok(false)` if it does not fit now.
+    pub(crate) fn try_push(&self, payload: &[u8], flags: u32) -> Result<bool, Corrupt> {
         debug_assert!(payload.len() <= self.max_record());
-        let h = self.hdr();
-        let tail = h.tail.0.load(Ordering::Relaxed);
-        let head = h.head.0.load(Ordering::Acquire);
+        let tail = self.own.get();
+        let used = self.used()?;
         let need = RECORD_HEADER + pad8(payload.len() as u64);
         let pos = tail & (self.cap - 1);
         let to_end = self.cap - pos;
         let waste = if to_end < need { to_end } else { 0 };
-        if self.cap - (tail - head) < need + waste {
-            return false;
+        if self.cap - used < need + waste {
+            return Ok(false);
         }
         let mut at = tail;
         if waste > 0 {
             self.write_header(pos, 0, WRAP);
-            at += waste;
+            at = at.wrapping_add(waste);
         }
         let pos = at & (self.cap - 1);
         self.write_header(pos, payload.len() as u32, flags);
-        // SAFETY: `pos + 8 + len <= cap` (no record crosses the end), and the
-        // producer alone writes bytes between tail and head + cap.
+        // SAFETY: `pos + 8 + len <= cap` (a record that would cross the end
+        // is preceded by filler), and the producer alone writes bytes
+        // between its tail and head + cap.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
@@ -133,36 +165,49 @@ impl Ring {
                 payload.len(),
             )
         };
-        h.tail.0.store(at + need, Ordering::Release);
-        true
+        let tail = at.wrapping_add(need);
+        self.own.set(tail);
+        self.hdr().tail.0.store(tail, Ordering::Release);
+        Ok(true)
     }
 
-    /// Takes one record, appending its payload to `out`; returns its flags,
-    /// or `None` when the ring is empty.
-    pub(crate) fn try_pop(&self, out: &mut Vec<u8>) -> Option<u32> {
-        let h = self.hdr();
-        let mut head = h.head.0.load(Ordering::Relaxed);
-        let tail = h.tail.0.load(Ordering::Acquire);
-        // At most one filler before a record; anything else (a peer that
-        // wrote nonsense) reads as empty rather than loop or overrun.
+    /// Consumer: takes one record, appending its payload to `out`; returns
+    /// its flags, or `None` when the ring is empty.
+    pub(crate) fn try_pop(&self, out: &mut Vec<u8>) -> Result<Option<u32>, Corrupt> {
+        let mut head = self.own.get();
+        let tail = self.hdr().tail.0.load(Ordering::Acquire);
+        let mut avail = tail.wrapping_sub(head);
+        if avail > self.cap || avail % 8 != 0 {
+            return Err(Corrupt("the producer's tail is not within one ring ahead of the head"));
+        }
+        // At most one filler before a record.
         for _ in 0..2 {
-            if head == tail || tail.wrapping_sub(head) > self.cap {
-                return None;
+            if avail == 0 {
+                return Ok(None);
             }
+            // `head` is a multiple of 8 (it only moves by multiples of 8),
+            // so the 8-byte header at `pos` lies inside the data region.
             let pos = head & (self.cap - 1);
             let (len, flags) = self.read_header(pos);
+            let to_end = self.cap - pos;
             if flags & WRAP != 0 {
-                head += self.cap - pos;
+                if to_end > avail {
+                    return Err(Corrupt("filler record past the published tail"));
+                }
+                head = head.wrapping_add(to_end);
+                avail -= to_end;
                 continue;
             }
-            // A corrupt length (a hostile writer) must not read out of
-            // bounds: clamp to what a record may hold.
-            let len = u64::from(len).min(self.cap - pos - RECORD_HEADER);
+            let len = u64::from(len);
+            let size = RECORD_HEADER + pad8(len);
+            if size > avail || size > to_end || len > self.max_record() as u64 {
+                return Err(Corrupt("record length past the published tail or the ring's end"));
+            }
             let start = out.len();
             out.reserve(len as usize);
-            // SAFETY: the record lies within the data region (clamped above)
-            // and the producer does not touch it until head moves past it;
-            // `out` has room for `len` more bytes (reserved above).
+            // SAFETY: the record lies within the data region (checked
+            // above) and the producer does not touch it until head moves
+            // past it; `out` has room for `len` more bytes (reserved above).
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     self.data.add((pos + RECORD_HEADER) as usize),
@@ -171,38 +216,41 @@ impl Ring {
                 );
                 out.set_len(start + len as usize);
             }
-            h.head
-                .0
-                .store(head + RECORD_HEADER + pad8(len), Ordering::Release);
-            return Some(flags);
+            let head = head.wrapping_add(size);
+            self.own.set(head);
+            self.hdr().head.0.store(head, Ordering::Release);
+            return Ok(Some(flags));
         }
-        None
+        Err(Corrupt("two filler records in a row"))
     }
 
-    /// True when a record is waiting.
+    /// Consumer: true when a record is waiting (or the producer's tail is
+    /// corrupt, which the next `try_pop` reports).
     pub(crate) fn has_data(&self) -> bool {
-        let h = self.hdr();
-        h.head.0.load(Ordering::Relaxed) != h.tail.0.load(Ordering::Acquire)
+        self.own.get() != self.hdr().tail.0.load(Ordering::Acquire)
     }
 
-    /// True when a record of `len` payload bytes fits now.
+    /// Producer: true when a record of `len` payload bytes fits now (or
+    /// the consumer's head is corrupt, which the next `try_push` reports).
     pub(crate) fn has_room(&self, len: usize) -> bool {
-        let h = self.hdr();
-        let used = h.tail.0.load(Ordering::Relaxed) - h.head.0.load(Ordering::Acquire);
-        // Worst case: a full record of filler before it.
-        self.cap - used >= 2 * (RECORD_HEADER + pad8(len as u64))
+        match self.used() {
+            // Worst case: a full record of filler before it.
+            Ok(used) => self.cap - used >= 2 * (RECORD_HEADER + pad8(len as u64)),
+            Err(_) => true,
+        }
     }
 
     fn write_header(&self, pos: u64, len: u32, flags: u32) {
         let word = u64::from(len) | u64::from(flags) << 32;
-        // SAFETY: records start 8-byte aligned inside the data region, and
-        // the producer alone writes here (see `try_push`).
+        // SAFETY: `pos` is a multiple of 8 below `cap` (from this side's
+        // own cursor), so the word is aligned inside the data region; the
+        // producer alone writes here (see `try_push`).
         unsafe { self.data.add(pos as usize).cast::<u64>().write(word) };
     }
 
     fn read_header(&self, pos: u64) -> (u32, u32) {
-        // SAFETY: as in `write_header`; the consumer reads only published
-        // records.
+        // SAFETY: as in `write_header`, from the consumer's own cursor; the
+        // consumer reads only records inside what the producer published.
         let word = unsafe { self.data.add(pos as usize).cast::<u64>().read() };
         (word as u32, (word >> 32) as u32)
     }
@@ -298,7 +346,7 @@ mod model {
                 // SAFETY: `mem` outlives both threads (freed after join).
                 let ring = unsafe { Ring::at(base as *mut u8, 64) };
                 for m in messages {
-                    while !ring.try_push(m, 0) {
+                    while !ring.try_push(m, 0).unwrap() {
                         ring.wait_space(m.len(), &how()).unwrap();
                     }
                     ring.notify_data();
@@ -309,7 +357,7 @@ mod model {
             for m in messages {
                 let mut out = Vec::new();
                 loop {
-                    if ring.try_pop(&mut out).is_some() {
+                    if ring.try_pop(&mut out).unwrap().is_some() {
                         ring.notify_space();
                         break;
                     }

@@ -49,11 +49,13 @@ const _: () = assert!(offset_of!(SegmentHeader, creator_pid) == 24);
 /// # fn main() -> ipcx::Result<()> {
 /// // One process creates it (owner-only until ready, then mode 0600) ...
 /// let seg = Segment::create("shm:prices?size=1MiB")?;
-/// seg.write_at(0, b"hello")?;
+/// // SAFETY: nobody else touches these bytes until the copy is done.
+/// unsafe { seg.write_at(0, b"hello")? };
 /// // ... another opens it by name, waiting up to ?timeout= for it.
 /// let other = Segment::open("shm:prices")?;
 /// let mut buf = [0u8; 5];
-/// other.read_at(0, &mut buf)?;
+/// // SAFETY: the write above is finished; nobody writes these bytes now.
+/// unsafe { other.read_at(0, &mut buf)? };
 /// assert_eq!(&buf, b"hello");
 /// # Ok(()) }
 /// ```
@@ -206,7 +208,24 @@ impl Segment {
     }
 
     /// Maps a segment received as a descriptor (see [`Segment::anonymous`]).
+    ///
+    /// The descriptor must be sealed against shrinking (as
+    /// [`Segment::anonymous`] makes it): a peer that could shrink the
+    /// object after we map it would turn our next access into `SIGBUS`.
+    /// Anything else is refused with [`ErrorKind::Unsupported`].
     pub fn from_fd(fd: OwnedFd) -> Result<Segment> {
+        let sealed =
+            sys::shm::sealed_against_shrink(fd.as_fd()).map_err(|e| Error::io("open", e))?;
+        if !sealed {
+            return Err(Error::new(
+                ErrorKind::Unsupported(
+                    "the received descriptor is not sealed against shrinking (F_SEAL_SHRINK): \
+                     its sender could cut the mapping under us; send one made by Segment::anonymous"
+                        .into(),
+                ),
+                "open",
+            ));
+        }
         Segment::attach(fd, None).map_err(|e| match e {
             Attach::Fatal(e) => e,
             Attach::NotReady(why) => {
@@ -312,12 +331,19 @@ impl Segment {
     }
 
     /// Copies `data` into the data region at `offset`.
-    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+    ///
+    /// # Safety
+    /// No other access to these bytes may race with the copy, in this
+    /// process or another: no primitive, loan, sample or guard covers them,
+    /// and no other thread or process reads or writes them until it
+    /// returns (synchronize with a lock or an event). A concurrent access
+    /// is a data race, which Rust defines as undefined behaviour even for
+    /// plain bytes. The range is checked: out of bounds is an error.
+    pub unsafe fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
         // SAFETY: the range is inside the mapping (checked); `data` is a
         // Rust slice and cannot overlap shared memory we only reach by
-        // pointer. Concurrent writers race on the bytes, not on memory
-        // safety: they are plain bytes with no invariants.
+        // pointer; no access races with this one (the caller's contract).
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
         };
@@ -325,9 +351,14 @@ impl Segment {
     }
 
     /// Copies bytes of the data region at `offset` into `buf`.
-    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+    ///
+    /// # Safety
+    /// No write to these bytes may race with the copy, in this process or
+    /// another (see [`Segment::write_at`]).
+    pub unsafe fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        // SAFETY: as in `write_at`, with the roles swapped.
+        // SAFETY: in bounds (checked), and no write races with it (the
+        // caller's contract).
         unsafe {
             std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
         };
@@ -335,7 +366,12 @@ impl Segment {
     }
 
     /// An atomic counter at `offset` in the data region (8-byte aligned).
-    pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
+    ///
+    /// # Safety
+    /// While the reference lives, these 8 bytes are accessed only as this
+    /// atomic, in every process: no primitive, loan, guard or non-atomic
+    /// copy ([`Segment::write_at`]) covers them.
+    pub unsafe fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check(offset, 8)?;
         if offset % 8 != 0 {
             return Err(Error::new(
@@ -344,9 +380,8 @@ impl Segment {
             ));
         }
         // SAFETY: in bounds and aligned (checked; the data region starts
-        // cache-line aligned); AtomicU64 is valid for any bit pattern. The
-        // same bytes stay reachable through `write_at` or `as_ptr`; mixing
-        // those with atomics is the caller's race, not memory unsafety.
+        // cache-line aligned); AtomicU64 is valid for any bit pattern; the
+        // bytes are used only as this atomic (the caller's contract).
         Ok(unsafe { &*self.as_ptr().add(offset).cast::<AtomicU64>() })
     }
 }

@@ -260,15 +260,21 @@ impl Barrier {
     }
 
     /// Creates one at `offset` in `seg` ([`Barrier::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, parties: u32) -> Result<Barrier> {
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, parties: u32) -> Result<Barrier> {
         check_parties(parties)?;
-        Barrier::join(Place::create_in(
-            seg,
-            offset,
-            ValueLayout::NONE,
-            parties,
-            initializer(parties),
-        )?)
+        // SAFETY: forwarded to the caller.
+        Barrier::join(unsafe {
+            Place::create_in(
+                seg,
+                offset,
+                ValueLayout::NONE,
+                parties,
+                initializer(parties),
+            )
+        }?)
     }
 
     /// Opens the one created at `offset` in `seg`, as one more party.

@@ -25,10 +25,21 @@ impl RawRobustMutex {
     }
 
     /// Opens the one another process created.
-    pub fn open(url: &str) -> Result<RawRobustMutex> {
-        Ok(RawRobustMutex {
-            seg: Segment::open(url)?,
-        })
+    ///
+    /// # Safety
+    /// `url` must name a segment made by [`RawRobustMutex::create`] whose
+    /// creator lives: `lock` hands its first bytes to `pthread_mutex_lock`
+    /// unchecked, and glibc trusts them (and writes through the robust list
+    /// they point into).
+    pub unsafe fn open(url: &str) -> Result<RawRobustMutex> {
+        let seg = Segment::open(url)?;
+        if seg.len() < 128 {
+            return Err(Error::new(
+                crate::ErrorKind::Unsupported("not a RawRobustMutex segment (too small)".into()),
+                "open",
+            ));
+        }
+        Ok(RawRobustMutex { seg })
     }
 
     /// `pthread_mutex_lock`.
@@ -48,8 +59,9 @@ impl RawRobustMutex {
     /// A counter next to the mutex (a cache line further), for the
     /// benchmark's critical section.
     pub fn counter(&self) -> &std::sync::atomic::AtomicU64 {
-        self.seg
-            .atomic_u64(64)
-            .expect("offset 64 is inside the 4 KiB segment")
+        // SAFETY: offset 64 is inside the data region (`create` makes 4 KiB,
+        // `open` refuses less), 8-byte aligned, the counter's own line, and
+        // used only as this atomic by the benchmark's processes.
+        unsafe { &*self.seg.as_ptr().add(64).cast::<std::sync::atomic::AtomicU64>() }
     }
 }

@@ -85,9 +85,13 @@ impl Condvar {
     }
 
     /// Creates one at `offset` in `seg` ([`Condvar::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize) -> Result<Condvar> {
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize) -> Result<Condvar> {
         Ok(Condvar {
-            place: Place::create_in(seg, offset, ValueLayout::NONE, 0, |_, _| Ok(()))?,
+            // SAFETY: forwarded to the caller.
+            place: unsafe { Place::create_in(seg, offset, ValueLayout::NONE, 0, |_, _| Ok(()))? },
         })
     }
 

@@ -35,6 +35,47 @@ impl<G> LockError<G> {
         }
     }
 
+    /// This error as an [`Error`], for `?` in code that cannot repair the
+    /// data: `lock().map_err(LockError::into_error)?`.
+    ///
+    /// With [`LockError::OwnerDied`] the guard is dropped unrepaired, which
+    /// makes the lock [`LockError::NotRecoverable`] for every process, for
+    /// good; that is why there is no `From` that `?` would use silently:
+    ///
+    /// ```compile_fail
+    /// fn bump(m: &ipcx::sync::Mutex<u64>) -> ipcx::Result<()> {
+    ///     *m.lock()? += 1; // OwnerDied must be handled, not `?`-ed away
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// ```
+    /// fn bump(m: &ipcx::sync::Mutex<u64>) -> ipcx::Result<()> {
+    ///     use ipcx::sync::LockError;
+    ///     let mut g = match m.lock() {
+    ///         Ok(g) => g,
+    ///         Err(LockError::OwnerDied(mut g)) => {
+    ///             *g = 0; // repair: a counter may restart
+    ///             g.make_consistent()?;
+    ///             g
+    ///         }
+    ///         Err(e) => return Err(e.into_error()),
+    ///     };
+    ///     *g += 1;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn into_error(self) -> Error {
+        let kind = match self {
+            LockError::OwnerDied(_) => ErrorKind::OwnerDied,
+            LockError::NotRecoverable => ErrorKind::NotRecoverable,
+            LockError::WouldBlock => ErrorKind::WouldBlock,
+            LockError::TimedOut => ErrorKind::TimedOut,
+            LockError::Failed(e) => return e,
+        };
+        Error::new(kind, "lock")
+    }
+
     /// The same error with its guard mapped.
     pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
         match self {
@@ -63,27 +104,18 @@ impl<G> std::fmt::Display for LockError<G> {
     }
 }
 
-impl<G: std::fmt::Debug> std::error::Error for LockError<G> {}
+// Not `std::error::Error` either, for the same reason as below: `?` into a
+// `Box<dyn Error>` would carry an unrepaired guard away, to be dropped later
+// with the same effect.
 
 /// The result of a lock attempt.
 pub type LockResult<G> = std::result::Result<G, LockError<G>>;
 
-/// With `?`, a lock error becomes an [`Error`]. A guard that came with
-/// [`LockError::OwnerDied`] is dropped unrepaired, which makes the lock
-/// not recoverable: handle `OwnerDied` before `?` when the data can be
-/// repaired.
-impl<G> From<LockError<G>> for Error {
-    fn from(e: LockError<G>) -> Error {
-        let kind = match e {
-            LockError::OwnerDied(_) => ErrorKind::OwnerDied,
-            LockError::NotRecoverable => ErrorKind::NotRecoverable,
-            LockError::WouldBlock => ErrorKind::WouldBlock,
-            LockError::TimedOut => ErrorKind::TimedOut,
-            LockError::Failed(e) => return e,
-        };
-        Error::new(kind, "lock")
-    }
-}
+// No `From<LockError<G>> for Error`: `m.lock()?` on `OwnerDied` would drop
+// the guard unrepaired and make the lock `NotRecoverable` for every
+// process, for good, without a word. Callers match `OwnerDied` (repair, then
+// `make_consistent`), or give the lock up on purpose with
+// `LockError::into_error`.
 
 /// The result of an [`super::owner::OwnerLock`]-based lock attempt, with
 /// `guard` made when the lock was taken.

@@ -200,9 +200,15 @@ impl Event {
     }
 
     /// Creates one at `offset` in `seg` ([`Event::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, mode: EventMode) -> Result<Event> {
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, mode: EventMode) -> Result<Event> {
         Ok(Event {
-            place: Place::create_in(seg, offset, ValueLayout::NONE, 0, initializer(mode))?,
+            // SAFETY: forwarded to the caller.
+            place: unsafe {
+                Place::create_in(seg, offset, ValueLayout::NONE, 0, initializer(mode))?
+            },
         })
     }
 

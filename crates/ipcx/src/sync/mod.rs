@@ -36,6 +36,22 @@
 //!
 //! [`Segment`]: crate::shm::Segment
 
+/// The contract of every `create_in`, as a doc string (a macro, so that
+/// each constructor's `# Safety` carries it).
+macro_rules! create_in_safety {
+    () => {
+        "The [`footprint`](Self::footprint) bytes at `offset` belong to this \
+         primitive alone for as long as any process uses it: no other \
+         primitive overlaps them, and no process reads or writes them but \
+         through this primitive's handles (not with `Segment::write_at`, \
+         not through a loan). Creating it zeroes them, so anything still \
+         using them would see its memory change under a live reference. A \
+         second `create_in` at the same offset is caught (it returns \
+         [`ErrorKind::Occupied`](crate::ErrorKind::Occupied)); an overlap \
+         at another offset is not."
+    };
+}
+
 mod barrier;
 #[doc(hidden)]
 pub mod baseline;

@@ -36,20 +36,24 @@ impl<T: FromBytes + Send> Monitor<T> {
     /// Creates the monitor `NAME` (a segment `shm:NAME`) holding `init`.
     pub fn create(name: &str, init: T) -> Result<Monitor<T>> {
         let seg = named_segment(name, Monitor::<T>::footprint(), |seg| {
-            Place::<MutexState>::init_at(
-                seg,
-                0,
-                ValueLayout::of::<T>(),
-                0,
-                Mutex::initializer(init),
-            )?;
-            Place::<CondState>::init_at(
-                seg,
-                Mutex::<T>::footprint(),
-                ValueLayout::NONE,
-                0,
-                |_, _| Ok(()),
-            )
+            // SAFETY: the segment is new and nobody else can open it yet;
+            // the mutex and the condvar split it.
+            unsafe {
+                Place::<MutexState>::init_at(
+                    seg,
+                    0,
+                    ValueLayout::of::<T>(),
+                    0,
+                    Mutex::initializer(init),
+                )?;
+                Place::<CondState>::init_at(
+                    seg,
+                    Mutex::<T>::footprint(),
+                    ValueLayout::NONE,
+                    0,
+                    |_, _| Ok(()),
+                )
+            }
         })?;
         Monitor::open_in(&seg, 0)
     }
@@ -61,10 +65,14 @@ impl<T: FromBytes + Send> Monitor<T> {
     }
 
     /// Creates one at `offset` in `seg` ([`Monitor::footprint`] bytes).
-    pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Monitor<T>> {
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Monitor<T>> {
+        // SAFETY: the two parts split the footprint the caller gave us.
         Ok(Monitor {
-            mutex: Mutex::create_in(seg, offset, init)?,
-            cond: Condvar::create_in(seg, offset + Mutex::<T>::footprint())?,
+            mutex: unsafe { Mutex::create_in(seg, offset, init)? },
+            cond: unsafe { Condvar::create_in(seg, offset + Mutex::<T>::footprint())? },
         })
     }
 

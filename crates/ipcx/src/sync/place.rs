@@ -13,6 +13,8 @@ use crate::shm::Segment;
 
 /// `IPCXSYN1`, little-endian: the first bytes of every primitive.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXSYN1");
+/// The magic while a creator initializes the place (`IPCXSYN0`).
+const CLAIMING: u64 = u64::from_le_bytes(*b"IPCXSYN0");
 /// Layout version of [`SyncHeader`] and of every primitive's state.
 const VERSION: u32 = 1;
 const LINE: usize = 64;
@@ -198,7 +200,9 @@ impl<S: State> Place<S> {
         init: impl FnOnce(&S, *mut u8) -> Result<()>,
     ) -> Result<Place<S>> {
         let seg = named_segment(name, footprint::<S>(value.size), |seg| {
-            Place::<S>::init_at(seg, 0, value, param, init)
+            // SAFETY: the segment is new, and nobody but its creator can
+            // open it until this returns.
+            unsafe { Place::<S>::init_at(seg, 0, value, param, init) }
         })?;
         Place::open_in(&seg, 0, value)
     }
@@ -211,14 +215,18 @@ impl<S: State> Place<S> {
     }
 
     /// Creates the primitive at `offset` in `seg` (zeroing what was there).
-    pub(crate) fn create_in(
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub(crate) unsafe fn create_in(
         seg: &Arc<Segment>,
         offset: usize,
         value: ValueLayout,
         param: u32,
         init: impl FnOnce(&S, *mut u8) -> Result<()>,
     ) -> Result<Place<S>> {
-        Place::init_at(seg, offset, value, param, init)?;
+        // SAFETY: forwarded to the caller.
+        unsafe { Place::init_at(seg, offset, value, param, init)? };
         Ok(Place {
             seg: seg.clone(),
             offset,
@@ -227,7 +235,10 @@ impl<S: State> Place<S> {
     }
 
     /// Initializes the primitive at `offset` in `seg`, publishing it last.
-    pub(crate) fn init_at(
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub(crate) unsafe fn init_at(
         seg: &Segment,
         offset: usize,
         value: ValueLayout,
@@ -235,17 +246,39 @@ impl<S: State> Place<S> {
         init: impl FnOnce(&S, *mut u8) -> Result<()>,
     ) -> Result<()> {
         check_room::<S>(seg, offset, value)?;
-        // SAFETY: the range is inside the segment (checked); the primitive
-        // is not yet published (magic 0), so no process uses these bytes.
+        // SAFETY: the range is inside the segment (checked).
         let base = unsafe { seg.as_ptr().add(offset) };
-        // SAFETY: as above.
-        unsafe { std::ptr::write_bytes(base, 0, footprint::<S>(value.size)) };
         let place = PlaceRef::<S> {
             base,
             _state: PhantomData,
         };
-        init(place.state(), place.value())?;
         let h = place.header();
+        // Claim the place: only a zero magic can be taken, by one process.
+        // A live primitive here (or one being made) is refused, so a
+        // second create never zeroes state that guards or waiters use.
+        if let Err(found) =
+            h.magic
+                .compare_exchange(0, CLAIMING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            return Err(Error::new(
+                ErrorKind::Occupied(if found == MAGIC || found == CLAIMING {
+                    format!("a primitive already lives at offset {offset}: open it with open_in")
+                } else {
+                    format!(
+                        "the bytes at offset {offset} are in use (not zeroed): pick a free offset"
+                    )
+                }),
+                "create",
+            ));
+        }
+        // SAFETY: in bounds; the claim above (and, for `create_in`, its
+        // caller's contract) means no process uses these bytes. The magic
+        // word itself is left as claimed.
+        unsafe { std::ptr::write_bytes(base.add(8), 0, footprint::<S>(value.size) - 8) };
+        if let Err(e) = init(place.state(), place.value()) {
+            h.magic.store(0, Ordering::Release);
+            return Err(e);
+        }
         h.version.store(VERSION, Ordering::Relaxed);
         h.kind.store(S::KIND as u32, Ordering::Relaxed);
         h.value_size.store(value.size as u32, Ordering::Relaxed);
@@ -482,14 +515,15 @@ macro_rules! value_constructors {
 
         #[doc = concat!("Creates a ", $what, " at `offset` (64-byte aligned) in a segment")]
         #[doc = "the application shares; it takes [`Self::footprint`] bytes."]
-        pub fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Self> {
-            Ok(Self::from_place(Place::create_in(
-                seg,
-                offset,
-                ValueLayout::of::<T>(),
-                0,
-                $init(init),
-            )?))
+        #[doc = ""]
+        #[doc = "# Safety"]
+        #[doc = ""]
+        #[doc = create_in_safety!()]
+        pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Self> {
+            // SAFETY: forwarded to the caller.
+            Ok(Self::from_place(unsafe {
+                Place::create_in(seg, offset, ValueLayout::of::<T>(), 0, $init(init))
+            }?))
         }
 
         #[doc = concat!("Opens the ", $what, " another process created at `offset` in `seg`.")]

@@ -281,19 +281,25 @@ impl Semaphore {
     }
 
     /// Creates one at `offset` in `seg` ([`Semaphore::footprint`] bytes).
-    pub fn create_in(
+    ///
+    /// # Safety
+    #[doc = create_in_safety!()]
+    pub unsafe fn create_in(
         seg: &Arc<Segment>,
         offset: usize,
         permits: u32,
         tracked: bool,
     ) -> Result<Semaphore> {
-        Ok(Semaphore::from_place(Place::create_in(
-            seg,
-            offset,
-            ValueLayout::NONE,
-            permits,
-            initializer(permits, tracked),
-        )?))
+        // SAFETY: forwarded to the caller.
+        Ok(Semaphore::from_place(unsafe {
+            Place::create_in(
+                seg,
+                offset,
+                ValueLayout::NONE,
+                permits,
+                initializer(permits, tracked),
+            )
+        }?))
     }
 
     /// Opens the one created at `offset` in `seg`.

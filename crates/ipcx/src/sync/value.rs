@@ -59,12 +59,18 @@ macro_rules! shared_atomic {
             }
 
             /// Creates it at `offset` in `seg`.
-            pub fn create_in(seg: &Arc<Segment>, offset: usize, init: $int) -> Result<$name> {
-                Ok($name {
-                    place: Place::create_in(seg, offset, ValueLayout::of::<$atomic>(), $tag, |s, v| {
+            ///
+            /// # Safety
+            #[doc = create_in_safety!()]
+            pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, init: $int) -> Result<$name> {
+                let layout = ValueLayout::of::<$atomic>();
+                // SAFETY: forwarded to the caller.
+                let place = unsafe {
+                    Place::create_in(seg, offset, layout, $tag, |s, v| {
                         init_value::<$atomic>(s, v, $tag, <$atomic>::new(init))
-                    })?,
-                })
+                    })?
+                };
+                Ok($name { place })
             }
 
             /// Opens the one created at `offset` in `seg`.

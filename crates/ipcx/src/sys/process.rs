@@ -30,7 +30,12 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// Takes ownership of two descriptors a parent passed to this process
 /// (see [`inherit_fds`]). Works once per process, so two owners can never
 /// close the same number; checks that both are open.
-pub fn adopt_inherited(fds: [RawFd; 2]) -> io::Result<[OwnedFd; 2]> {
+///
+/// # Safety
+/// The descriptors must have been handed to this process for this purpose
+/// (by `ipcx::spawn` in its parent) and owned by nothing else in it: an
+/// open descriptor owned by a `File` would be closed twice.
+pub unsafe fn adopt_inherited(fds: [RawFd; 2]) -> io::Result<[OwnedFd; 2]> {
     for fd in fds {
         // SAFETY: borrowing only for the duration of the `fcntl` check.
         if !super::fd::is_open(unsafe { BorrowedFd::borrow_raw(fd) }) {
@@ -47,9 +52,9 @@ pub fn adopt_inherited(fds: [RawFd; 2]) -> io::Result<[OwnedFd; 2]> {
         ));
     }
     use std::os::fd::FromRawFd;
-    // SAFETY: both descriptors are open (checked above), were handed to this
-    // process for ipcx, and `ADOPTED` makes this the only place that ever
-    // takes ownership of them.
+    // SAFETY: both descriptors are open (checked above), owned by nothing
+    // else (the caller's contract), and `ADOPTED` makes this the only place
+    // that ever takes ownership of them.
     let owned = unsafe { [OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])] };
     for fd in &owned {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;

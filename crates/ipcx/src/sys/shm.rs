@@ -59,6 +59,21 @@ pub fn len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(rustix::fs::fstat(fd)?.st_size as u64)
 }
 
+/// Whether `fd` is sealed against shrinking (`F_GET_SEALS` has
+/// `F_SEAL_SHRINK`): only then can a mapping of it never lose its pages
+/// under us (a shrink turns reads of the lost pages into `SIGBUS`). An
+/// object that cannot be sealed at all (not a memfd) is not sealed.
+///
+/// # References
+/// `fcntl(2)`, "File Sealing".
+pub fn sealed_against_shrink(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) => Ok(seals.contains(SealFlags::SHRINK)),
+        Err(rustix::io::Errno::INVAL) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// An anonymous object (`memfd`) of `len` bytes whose size is then sealed,
 /// so a process it is passed to can trust the size it sees.
 /// See `memfd_create(2)`, `fcntl(2)` `F_ADD_SEALS`.

@@ -163,9 +163,23 @@ impl Link {
         super::connect(ep)
     }
 
-    /// The link a parent made with [`crate::spawn`], in the child.
-    pub fn from_inherited() -> Result<Link> {
-        super::pipe::from_inherited()
+    /// The link a parent made with [`crate::spawn`], in the child: the two
+    /// pipe descriptors named by the `IPCX_PIPE` variable, which is then
+    /// removed (a grandchild inherits neither).
+    ///
+    /// # Safety
+    /// As with `jobserver::Client::from_env`, descriptor numbers read from
+    /// the environment cannot be checked for ownership. The caller
+    /// guarantees that this process was started by [`crate::spawn`] (or
+    /// given `IPCX_PIPE=pipe:fd=R,W` by a parent that passed those two
+    /// descriptors for this purpose), that nothing else in this process has
+    /// taken them over (call it early, before opening other files), and
+    /// that no other thread reads or writes the environment meanwhile (the
+    /// variable is removed).
+    #[allow(unsafe_code)]
+    pub unsafe fn from_inherited() -> Result<Link> {
+        // SAFETY: forwarded to the caller.
+        unsafe { super::pipe::from_inherited() }
     }
 
     /// Sends one message.

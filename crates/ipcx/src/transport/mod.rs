@@ -28,7 +28,7 @@ pub use link::{Link, RecvHalf, SendHalf};
 pub use listener::Listener;
 pub use pipe::{spawn, spawn_endpoint};
 
-use crate::endpoint::{Address, Codec, Endpoint, Scheme};
+use crate::endpoint::{Codec, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest frame payload on a seqpacket socket, where one frame is one
@@ -137,19 +137,21 @@ pub(crate) fn not_built(ep: &Endpoint, op: &'static str) -> Error {
 pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
     let o = ep.options();
     let deadline = Instant::now() + o.timeout;
-    let mut link = match (ep.scheme(), ep.address()) {
+    let link = match (ep.scheme(), ep.address()) {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
-        (Scheme::Pipe, Address::Pipe(Some(fds))) => pipe::from_fds(ep, *fds)?,
         (Scheme::Shm, _) => {
             let (rx, tx) = crate::shm::link::connect(ep, deadline)?;
             return Ok(Link::from_shm(ep, rx, tx));
         }
         (Scheme::Pipe, _) => {
+            // Descriptor numbers in a string cannot be checked for who owns
+            // them: adopting them is `unsafe` (Link::from_inherited).
             return Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: joins a parent and the child it spawns: call ipcx::spawn in the parent \
-                     and Link::from_inherited in the child"
+                     and Link::from_inherited in the child (pipe:fd=R,W is what spawn passes \
+                     it; it cannot be connected to)"
                         .into(),
                 ),
                 "connect",
@@ -158,6 +160,12 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
         }
         _ => return Err(not_built(ep, "connect")),
     };
+    handshake(link, ep)
+}
+
+/// Runs the connect side of the hello on a new link (framed codec only).
+pub(crate) fn handshake(mut link: Link, ep: &Endpoint) -> Result<Link> {
+    let o = ep.options();
     if o.codec == Codec::Framed {
         link.begin_handshake(o.crc, o.max_msg)
             .map_err(|e| e.at(ep))?;

@@ -66,7 +66,12 @@ pub fn spawn_endpoint(ep: &Endpoint, mut cmd: Command) -> Result<(Child, Link)> 
     Ok((child, link))
 }
 
-pub(crate) fn from_inherited() -> Result<Link> {
+/// # Safety
+/// See [`Link::from_inherited`].
+// The one unsafe entry of `transport`: descriptor numbers from the
+// environment cannot be checked for ownership.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn from_inherited() -> Result<Link> {
     let url = std::env::var(ENV).map_err(|_| {
         Error::new(
             ErrorKind::Unsupported(format!(
@@ -75,16 +80,21 @@ pub(crate) fn from_inherited() -> Result<Link> {
             "from_inherited",
         )
     })?;
-    super::connect(&Endpoint::parse(&url)?)
-}
-
-pub(crate) fn from_fds(ep: &Endpoint, (r, w): (i32, i32)) -> Result<Link> {
-    debug_assert!(matches!(ep.address(), Address::Pipe(Some(_))));
-    let err = |e| Error::io("from_inherited", e).at(ep);
-    let [rd, wr] = sys::process::adopt_inherited([r, w]).map_err(err)?;
-    Ok(Link::new(
-        ep,
-        Some(Channel::pipe(rd)),
-        Some(Channel::pipe(wr)),
-    ))
+    // Read once: a grandchild inherits the variable but not the
+    // descriptors (they are close-on-exec once adopted).
+    // SAFETY: the caller's contract: no other thread uses the environment.
+    unsafe { std::env::remove_var(ENV) };
+    let ep = Endpoint::parse(&url)?;
+    let Address::Pipe(Some((r, w))) = ep.address() else {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint(format!("{ENV} is not pipe:fd=R,W")),
+            "from_inherited",
+        ));
+    };
+    let err = |e| Error::io("from_inherited", e).at(&ep);
+    // SAFETY: the caller's contract: the descriptors are the ones `spawn`
+    // handed to this process, owned by nothing else here.
+    let [rd, wr] = unsafe { sys::process::adopt_inherited([*r, *w]) }.map_err(err)?;
+    let link = Link::new(&ep, Some(Channel::pipe(rd)), Some(Channel::pipe(wr)));
+    super::handshake(link, &ep)
 }

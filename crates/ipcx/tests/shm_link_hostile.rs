@@ -1,0 +1,209 @@
+//! An `shm:` link whose segment another process scribbles on: the ring
+//! cursors and record headers a peer can write are input. Each call returns
+//! a message or a typed error ([`ErrorKind::Corrupt`] when the layout is
+//! broken); none reads or writes outside the mapping, panics or hangs.
+//!
+//! The offsets below are the link's shared layout (`shm/link.rs`,
+//! `shm/ring.rs`, held by their compile-time asserts): a 128-byte link
+//! header, then the client-to-server ring (a 320-byte ring header with
+//! `head` at 0 and `tail` at 64, then `cap` data bytes), then the
+//! server-to-client ring.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Test, param, ready, set_param};
+use ipcx::shm::Segment;
+use ipcx::{ErrorKind, Link, Listener};
+
+const LINK_HEADER: usize = 128;
+const RING_HEADER: usize = 320;
+/// `?size=4KiB` gives rings of 4096 data bytes.
+const CAP: usize = 4096;
+const CLIENT_TO_SERVER: usize = LINK_HEADER;
+const SERVER_TO_CLIENT: usize = LINK_HEADER + RING_HEADER + CAP;
+
+fn unique() -> String {
+    format!("shm:{}?size=4KiB", common::abstract_name())
+}
+
+/// In a child: writes `value` as the u64 at `offset` of the segment `URL`.
+fn scribble_words() {
+    let seg = Segment::open(&param("URL")).expect("open the segment");
+    for pair in param("WORDS").split(',') {
+        let (offset, value) = pair.split_once('=').expect("OFFSET=VALUE");
+        let offset: usize = offset.parse().expect("offset");
+        let value: u64 = value.parse().expect("value");
+        // SAFETY: this test plays a hostile peer: racing the link's own
+        // accesses is the point, and the bytes are plain integers to both.
+        unsafe { seg.write_at(offset, &value.to_le_bytes()) }.expect("scribble");
+    }
+    ready("scribbled");
+}
+
+/// In a child: fills the whole data region of the segment `URL` with
+/// pseudo-random bytes from `SEED`.
+fn scribble_everything() {
+    let seg = Segment::open(&param("URL")).expect("open the segment");
+    let mut x: u64 = param("SEED").parse::<u64>().expect("seed") | 1;
+    let mut junk = vec![0u8; seg.len()];
+    for b in junk.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    // SAFETY: as in `scribble_words`.
+    unsafe { seg.write_at(0, &junk) }.expect("scribble");
+    ready("scribbled");
+}
+
+/// The client of these tests: connects, sends one message, then keeps
+/// receiving with a time limit until told to stop by its stdin closing.
+/// Any typed error is fine; a panic fails the child, and so the test.
+fn client() {
+    let mut link = Link::connect(&common::with_option(&param("URL"), "timeout=30s"))
+        .expect("connect");
+    link.send(b"hello").expect("send");
+    ready("sent");
+    for _ in 0..20 {
+        match link.recv_timeout(Duration::from_millis(50)) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    ErrorKind::Corrupt(_)
+                        | ErrorKind::Closed
+                        | ErrorKind::TimedOut
+                        | ErrorKind::Frame(_)
+                ),
+                "client: {e}"
+            ),
+        }
+    }
+}
+
+fn children(t: &Test) -> bool {
+    match t.child_role() {
+        Some("client") => client(),
+        Some("words") => scribble_words(),
+        Some("everything") => scribble_everything(),
+        Some(other) => panic!("unknown role {other}"),
+        None => return false,
+    }
+    true
+}
+
+/// Binds `url`, lets a client child connect and send "hello", receives it.
+fn connected(t: &Test, url: &str) -> (Listener, Link, common::ChildProcess) {
+    let mut listener = Listener::bind(url).expect("bind");
+    let mut client = t.spawn("client", |c| set_param(c, "URL", url));
+    let mut link = common::accept(&mut listener, &mut client);
+    client.wait_ready();
+    assert_eq!(link.recv().expect("recv"), b"hello");
+    (listener, link, client)
+}
+
+/// The case that crashed the receiver: the peer's cursors moved past the
+/// ring (head = cap - 1, tail = cap + 7). The receiver keeps its own head
+/// and refuses the tail; the sender keeps its own tail and refuses the
+/// consumer's head.
+#[test]
+fn cursors_past_the_ring_are_corrupt() {
+    let t = Test::start();
+    if children(&t) {
+        return;
+    }
+    let url = unique();
+    let (_listener, mut link, client) = connected(&t, &url);
+    let words = format!(
+        "{}={},{}={},{}={}",
+        CLIENT_TO_SERVER,
+        CAP - 1,
+        CLIENT_TO_SERVER + 64,
+        CAP + 7,
+        SERVER_TO_CLIENT,
+        u64::MAX - 5,
+    );
+    t.spawn("words", |c| set_param(set_param(c, "URL", &url), "WORDS", &words))
+        .finish();
+    let err = link
+        .recv_timeout(Duration::from_secs(5))
+        .expect_err("recv from a corrupt ring");
+    assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
+    let err = link.send(b"x").expect_err("send into a corrupt ring");
+    assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
+    // The half stays failed: no second look at memory known to be bad.
+    let err = link.recv_timeout(Duration::from_secs(5)).expect_err("again");
+    assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
+    drop(link);
+    client.finish();
+}
+
+/// A tail that is plausible (one record ahead) over a record header that
+/// claims more bytes than were published: refused before any byte is
+/// copied.
+#[test]
+fn a_record_longer_than_published_is_corrupt() {
+    let t = Test::start();
+    if children(&t) {
+        return;
+    }
+    let url = unique();
+    let (_listener, mut link, client) = connected(&t, &url);
+    // "hello" took 16 bytes (8 header, 5 padded to 8); the next record
+    // would start at data offset 16.
+    let data = CLIENT_TO_SERVER + RING_HEADER;
+    let words = format!(
+        "{}={},{}={}",
+        data + 16,
+        4000u64,
+        CLIENT_TO_SERVER + 64,
+        16 + 16,
+    );
+    t.spawn("words", |c| set_param(set_param(c, "URL", &url), "WORDS", &words))
+        .finish();
+    let err = link
+        .recv_timeout(Duration::from_secs(5))
+        .expect_err("recv of a lying record");
+    assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
+    drop(link);
+    client.finish();
+}
+
+/// Random bytes over the whole segment, headers and rings, written by
+/// another process: every timed receive on both sides returns a message or
+/// a typed error (the watchdog fails a hang; a crash fails the process).
+#[test]
+fn random_scribbles_give_typed_errors() {
+    let t = Test::start();
+    if children(&t) {
+        return;
+    }
+    for seed in 1..=6u64 {
+        let url = unique();
+        let (_listener, mut link, client) = connected(&t, &url);
+        t.spawn("everything", |c| {
+            set_param(set_param(c, "URL", &url), "SEED", &seed.to_string())
+        })
+        .finish();
+        for _ in 0..5 {
+            match link.recv_timeout(Duration::from_millis(20)) {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    matches!(
+                        e.kind(),
+                        ErrorKind::Corrupt(_)
+                            | ErrorKind::Closed
+                            | ErrorKind::TimedOut
+                            | ErrorKind::Frame(_)
+                    ),
+                    "seed {seed}: {e}"
+                ),
+            }
+        }
+        drop(link);
+        client.finish();
+    }
+}
