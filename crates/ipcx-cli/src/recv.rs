@@ -43,7 +43,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         // With --connect, the wait for the binding side counts too.
         ep.options_mut().timeout = t;
     }
-    let deadline = a.timeout.map(|t| Instant::now() + t);
+    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut out = std::io::stdout().lock();
     let mut seq = 0u64;
     let want = a.count.unwrap_or(u64::MAX);

@@ -37,7 +37,11 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         l.accept_timeout(ep.options().timeout)
             .context("waiting for a peer to connect")?
     } else {
-        Link::connect_endpoint(&ep)?
+        let mut link = Link::connect_endpoint(&ep)?;
+        // Know that the receiver took us before sending: a listener at its
+        // ?max_conns= limit closes the connection unanswered.
+        link.wait_connected(ep.options().handshake_timeout)?;
+        link
     };
     if !a.messages.is_empty() {
         for m in &a.messages {

@@ -81,7 +81,9 @@ pub enum ErrorKind {
     /// or a header is impossible. The peer is hostile or its memory was
     /// scribbled on; the link or object cannot be used further. The text
     /// says what was wrong.
-    #[error("shared memory is corrupt: {0}; the peer wrote outside the protocol (recreate the object)")]
+    #[error(
+        "shared memory is corrupt: {0}; the peer wrote outside the protocol (recreate the object)"
+    )]
     Corrupt(String),
     /// The OS refused access.
     #[error("permission denied")]

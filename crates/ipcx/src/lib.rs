@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod deadline;
 pub mod endpoint;
 mod error;
 pub mod registry;
@@ -40,6 +41,12 @@ pub mod wire;
 
 #[cfg(feature = "async")]
 pub mod tokio;
+
+/// Every code block of the README, run as a doc test, so that the first
+/// thing a newcomer copies always works.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
 pub use error::{Error, ErrorKind, Result};

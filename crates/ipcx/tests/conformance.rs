@@ -132,7 +132,10 @@ fn child_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> (ChildPr
 fn child_serves() -> (Link, Option<Listener>) {
     let Some(url) = param_opt("URL") else {
         // SAFETY: as above.
-        return (unsafe { Link::from_inherited() }.expect("Link::from_inherited"), None);
+        return (
+            unsafe { Link::from_inherited() }.expect("Link::from_inherited"),
+            None,
+        );
     };
     let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     common::ready(listener.endpoint().url());

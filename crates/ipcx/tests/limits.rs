@@ -58,13 +58,59 @@ fn listener_refuses_peers_over_max_conns() {
     c4.finish();
 }
 
-/// Connects, says how it went, and holds the link until the server drops it.
+/// Connects, waits for the listener's answer, says how it went, and holds
+/// the link until the server drops it.
 fn client() {
-    match Link::connect(&param("URL")) {
+    let connected = Link::connect(&param("URL"))
+        .and_then(|mut link| link.wait_connected(Duration::from_secs(30)).map(|()| link));
+    match connected {
         Ok(mut link) => {
             ready("connected");
             let _ = link.recv();
         }
         Err(e) => ready(&format!("refused: {e}")),
+    }
+}
+
+/// A timeout too large for `Instant` means no deadline, everywhere: in the
+/// URL (`?timeout=`, `?handshake_timeout=`, `?spin=`) and in calls
+/// (`recv_timeout(Duration::MAX)`). Each of these used to panic adding the
+/// duration to `Instant::now()`; the listener panicked as soon as a peer
+/// connected.
+#[test]
+fn huge_timeouts_mean_no_deadline() {
+    const HUGE: &str = "10000000000000000000s";
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::connect(&param("URL")).expect("connect");
+        link.send(b"hello").expect("send");
+        assert_eq!(
+            link.recv_timeout(Duration::MAX).expect("recv_timeout(MAX)"),
+            b"bye"
+        );
+        return;
+    }
+    let dir = t.scratch();
+    let shm = format!("shm:{}", common::abstract_name());
+    for url in [
+        dir.url("unix", "s.sock"),
+        format!("{shm}?wait=adaptive&spin={HUGE}"),
+    ] {
+        let url = common::with_option(&url, &format!("timeout={HUGE}"));
+        let url = if url.starts_with("unix") {
+            common::with_option(&url, &format!("handshake_timeout={HUGE}"))
+        } else {
+            url
+        };
+        let mut listener = Listener::bind(&url).expect("bind");
+        let mut child = t.spawn("client", |c| set_param(c, "URL", &url));
+        let mut link = common::accept(&mut listener, &mut child);
+        assert_eq!(
+            link.recv_timeout(Duration::MAX).expect("recv_timeout(MAX)"),
+            b"hello",
+            "{url}"
+        );
+        link.send(b"bye").expect("send");
+        child.finish();
     }
 }

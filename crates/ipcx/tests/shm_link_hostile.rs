@@ -63,8 +63,8 @@ fn scribble_everything() {
 /// receiving with a time limit until told to stop by its stdin closing.
 /// Any typed error is fine; a panic fails the child, and so the test.
 fn client() {
-    let mut link = Link::connect(&common::with_option(&param("URL"), "timeout=30s"))
-        .expect("connect");
+    let mut link =
+        Link::connect(&common::with_option(&param("URL"), "timeout=30s")).expect("connect");
     link.send(b"hello").expect("send");
     ready("sent");
     for _ in 0..20 {
@@ -126,8 +126,10 @@ fn cursors_past_the_ring_are_corrupt() {
         SERVER_TO_CLIENT,
         u64::MAX - 5,
     );
-    t.spawn("words", |c| set_param(set_param(c, "URL", &url), "WORDS", &words))
-        .finish();
+    t.spawn("words", |c| {
+        set_param(set_param(c, "URL", &url), "WORDS", &words)
+    })
+    .finish();
     let err = link
         .recv_timeout(Duration::from_secs(5))
         .expect_err("recv from a corrupt ring");
@@ -135,7 +137,9 @@ fn cursors_past_the_ring_are_corrupt() {
     let err = link.send(b"x").expect_err("send into a corrupt ring");
     assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
     // The half stays failed: no second look at memory known to be bad.
-    let err = link.recv_timeout(Duration::from_secs(5)).expect_err("again");
+    let err = link
+        .recv_timeout(Duration::from_secs(5))
+        .expect_err("again");
     assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
     drop(link);
     client.finish();
@@ -162,8 +166,10 @@ fn a_record_longer_than_published_is_corrupt() {
         CLIENT_TO_SERVER + 64,
         16 + 16,
     );
-    t.spawn("words", |c| set_param(set_param(c, "URL", &url), "WORDS", &words))
-        .finish();
+    t.spawn("words", |c| {
+        set_param(set_param(c, "URL", &url), "WORDS", &words)
+    })
+    .finish();
     let err = link
         .recv_timeout(Duration::from_secs(5))
         .expect_err("recv of a lying record");

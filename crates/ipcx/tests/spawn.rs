@@ -47,8 +47,8 @@ fn parent_that_already_left() {
             .read_to_end(&mut Vec::new())
             .expect("wait for the parent");
         // SAFETY: as in `hello_and_first_message_in_one_read`.
-        let mut link = unsafe { Link::from_inherited() }
-            .expect("from_inherited after the parent closed");
+        let mut link =
+            unsafe { Link::from_inherited() }.expect("from_inherited after the parent closed");
         for want in [&b"one"[..], b"two", b"three"] {
             assert_eq!(link.recv().expect("recv what the parent sent"), want);
         }

@@ -71,7 +71,7 @@ pub(crate) fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Re
     let spin_until = match how.strategy {
         WaitStrategy::Block => None,
         WaitStrategy::Spin => Some(how.deadline),
-        WaitStrategy::Adaptive => Some(Some(Instant::now() + how.spin)),
+        WaitStrategy::Adaptive => Some(Some(crate::deadline::far_after(how.spin))),
     };
     if let Some(until) = spin_until {
         let mut n = 0u32;

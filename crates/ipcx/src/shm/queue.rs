@@ -394,7 +394,7 @@ impl Queue {
     pub fn open(url: &str) -> Result<Queue> {
         let ep = Endpoint::parse(url)?;
         check(&ep, "open")?;
-        let deadline = Instant::now() + ep.options().timeout;
+        let deadline = crate::deadline::far_after(ep.options().timeout);
         let seg = Segment::open_endpoint(&ep)?;
         let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(&ep);
         if seg.len() < size_of::<QueueHeader>() {
@@ -482,7 +482,7 @@ impl Queue {
     /// [`Queue::pop`], waiting at most `timeout` ([`ErrorKind::TimedOut`]).
     pub fn pop_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         let mut v = Vec::new();
-        self.pop_into(&mut v, Some(Instant::now() + timeout))?;
+        self.pop_into(&mut v, crate::deadline::after(timeout))?;
         Ok(v)
     }
 

@@ -131,7 +131,9 @@ impl Ring {
         let head = self.hdr().head.0.load(Ordering::Acquire);
         let used = self.own.get().wrapping_sub(head);
         if used > self.cap || used % 8 != 0 {
-            return Err(Corrupt("the consumer's head is not within one ring behind the tail"));
+            return Err(Corrupt(
+                "the consumer's head is not within one ring behind the tail",
+            ));
         }
         Ok(used)
     }
@@ -178,7 +180,9 @@ impl Ring {
         let tail = self.hdr().tail.0.load(Ordering::Acquire);
         let mut avail = tail.wrapping_sub(head);
         if avail > self.cap || avail % 8 != 0 {
-            return Err(Corrupt("the producer's tail is not within one ring ahead of the head"));
+            return Err(Corrupt(
+                "the producer's tail is not within one ring ahead of the head",
+            ));
         }
         // At most one filler before a record.
         for _ in 0..2 {
@@ -201,7 +205,9 @@ impl Ring {
             let len = u64::from(len);
             let size = RECORD_HEADER + pad8(len);
             if size > avail || size > to_end || len > self.max_record() as u64 {
-                return Err(Corrupt("record length past the published tail or the ring's end"));
+                return Err(Corrupt(
+                    "record length past the published tail or the ring's end",
+                ));
             }
             let start = out.len();
             out.reserve(len as usize);

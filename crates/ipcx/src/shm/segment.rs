@@ -173,7 +173,7 @@ impl Segment {
     /// [`Segment::open`] with a parsed endpoint.
     pub fn open_endpoint(ep: &Endpoint) -> Result<Segment> {
         let name = shm_name(ep)?;
-        let deadline = Instant::now() + ep.options().timeout;
+        let deadline = crate::deadline::far_after(ep.options().timeout);
         let mut pause = Duration::from_millis(1);
         loop {
             let why = match sys::shm::open(name) {

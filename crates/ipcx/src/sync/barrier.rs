@@ -300,7 +300,7 @@ impl Barrier {
     /// [`Barrier::wait`] for at most `timeout`; on
     /// [`ErrorKind::TimedOut`] this party's arrival is taken back.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<BarrierWaitResult> {
-        self.place.state().wait(super::deadline_after(timeout))
+        self.place.state().wait(crate::deadline::after(timeout))
     }
 
     /// The number of parties.

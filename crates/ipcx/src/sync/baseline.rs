@@ -62,6 +62,12 @@ impl RawRobustMutex {
         // SAFETY: offset 64 is inside the data region (`create` makes 4 KiB,
         // `open` refuses less), 8-byte aligned, the counter's own line, and
         // used only as this atomic by the benchmark's processes.
-        unsafe { &*self.seg.as_ptr().add(64).cast::<std::sync::atomic::AtomicU64>() }
+        unsafe {
+            &*self
+                .seg
+                .as_ptr()
+                .add(64)
+                .cast::<std::sync::atomic::AtomicU64>()
+        }
     }
 }

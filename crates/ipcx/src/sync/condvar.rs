@@ -56,11 +56,14 @@ impl WaitTimeoutResult {
 /// (see [`super::Monitor`] for the two in one object).
 ///
 /// ```no_run
-/// use ipcx::sync::{Condvar, Mutex};
+/// use ipcx::sync::{Condvar, LockError, Mutex};
 /// # fn main() -> ipcx::Result<()> {
 /// let ready = Mutex::<u32>::open("jobs-ready")?;
 /// let cond = Condvar::open("jobs-cond")?;
-/// let guard = cond.wait_while(ready.lock()?, |n| *n == 0)?;
+/// // A count needs no repair after a holder died, so `OwnerDied` may end
+/// // this program (leaving the lock not recoverable) through `into_error`.
+/// let guard = ready.lock().map_err(LockError::into_error)?;
+/// let guard = cond.wait_while(guard, |n| *n == 0).map_err(LockError::into_error)?;
 /// println!("{} jobs", *guard);
 /// # Ok(()) }
 /// ```
@@ -147,7 +150,7 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = super::deadline_after(timeout);
+        let deadline = crate::deadline::after(timeout);
         while condition(&mut guard) {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left.is_some_and(|l| l.is_zero()) {

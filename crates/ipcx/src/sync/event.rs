@@ -283,7 +283,7 @@ impl Event {
 
     /// [`Event::wait`] for at most `timeout`; `false` if it was not set.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        Ok(self.place.state().wait(super::deadline_after(timeout)))
+        Ok(self.place.state().wait(crate::deadline::after(timeout)))
     }
 }
 

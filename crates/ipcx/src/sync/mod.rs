@@ -72,12 +72,6 @@ mod value;
 #[cfg(all(test, ipcx_loom))]
 mod model;
 
-/// The instant `timeout` from now; `None` (no deadline: wait as long as it
-/// takes) when that is beyond what `Instant` can hold.
-pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
-    std::time::Instant::now().checked_add(timeout)
-}
-
 pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{LockError, LockResult};

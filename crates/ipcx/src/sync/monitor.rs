@@ -17,12 +17,13 @@ use crate::shm::Segment;
 /// the state so that the predicate holds and notifies.
 ///
 /// ```no_run
-/// use ipcx::sync::Monitor;
+/// use ipcx::sync::{LockError, Monitor};
 /// # fn main() -> ipcx::Result<()> {
 /// let jobs = Monitor::<u32>::create("pending-jobs", 0)?;
-/// // A producer process:   *jobs.lock()? += 1; jobs.notify_all();
+/// // A producer process:   *jobs.lock().map_err(LockError::into_error)? += 1;
+/// //                       jobs.notify_all();
 /// // A consumer process:
-/// let mut pending = jobs.wait_until(|n| *n > 0)?;
+/// let mut pending = jobs.wait_until(|n| *n > 0).map_err(LockError::into_error)?;
 /// *pending -= 1;
 /// # Ok(()) }
 /// ```

@@ -202,11 +202,11 @@ impl RwState {
 /// reader process that dies has its holds released.
 ///
 /// ```no_run
-/// use ipcx::sync::RwLock;
+/// use ipcx::sync::{LockError, RwLock};
 /// # fn main() -> ipcx::Result<()> {
 /// let config = RwLock::<[u8; 256]>::create("config", [0; 256])?;
-/// config.write()?[0] = 1;
-/// assert_eq!(config.read()?[0], 1);
+/// config.write().map_err(LockError::into_error)?[0] = 1;
+/// assert_eq!(config.read().map_err(LockError::into_error)?[0], 1);
 /// # Ok(()) }
 /// ```
 pub struct RwLock<T> {
@@ -291,7 +291,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
 
     /// [`RwLock::read`], waiting at most `timeout`.
     pub fn read_timeout(&self, timeout: Duration) -> LockResult<RwLockReadGuard<'_, T>> {
-        self.read_with(Patience::Until(super::deadline_after(timeout)))
+        self.read_with(Patience::Until(crate::deadline::after(timeout)))
     }
 
     /// Takes the write lock, waiting for every reader to leave.
@@ -306,7 +306,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
 
     /// [`RwLock::write`], waiting at most `timeout`.
     pub fn write_timeout(&self, timeout: Duration) -> LockResult<RwLockWriteGuard<'_, T>> {
-        self.write_with(Patience::Until(super::deadline_after(timeout)))
+        self.write_with(Patience::Until(crate::deadline::after(timeout)))
     }
 
     /// Whether a writer holds the lock or waits for readers to leave

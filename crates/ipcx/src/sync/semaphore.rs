@@ -351,7 +351,7 @@ impl Semaphore {
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.place
             .state()
-            .take(self.slot(), super::deadline_after(timeout))
+            .take(self.slot(), crate::deadline::after(timeout))
     }
 
     /// Returns a permit, waking one waiter.

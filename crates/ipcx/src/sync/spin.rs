@@ -37,10 +37,11 @@ unsafe impl State for SpinState {
 /// every 20 ms and reported as [`super::LockError::OwnerDied`].
 ///
 /// ```no_run
-/// use ipcx::sync::SpinLock;
+/// use ipcx::sync::{LockError, SpinLock};
 /// # fn main() -> ipcx::Result<()> {
 /// let head = SpinLock::<u64>::create("ring-head", 0)?;
-/// *head.lock()? += 1;
+/// // `?` needs a decision about a dead holder: here, give the lock up.
+/// *head.lock().map_err(LockError::into_error)? += 1;
 /// # Ok(()) }
 /// ```
 pub struct SpinLock<T> {
@@ -94,7 +95,7 @@ impl<T: FromBytes + Send> SpinLock<T> {
 
     /// Locks, trying for at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<SpinLockGuard<'_, T>> {
-        let deadline = super::deadline_after(timeout);
+        let deadline = crate::deadline::after(timeout);
         self.guard(self.place.state().lock.lock(Spinning::Only, deadline))
     }
 }

@@ -236,7 +236,7 @@ pub fn sysv_op(
         sem_op: delta,
         sem_flg: flags,
     };
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = timeout.and_then(crate::deadline::after);
     loop {
         let ts = deadline.map(|d| {
             let left = d.saturating_duration_since(std::time::Instant::now());

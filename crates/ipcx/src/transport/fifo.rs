@@ -106,7 +106,7 @@ impl FifoListener {
         }
         let wr = match &self.reply {
             Some(reply) => {
-                let d = Instant::now() + o.handshake_timeout;
+                let d = crate::deadline::far_after(o.handshake_timeout);
                 Some(Channel::pipe(retry_until(ep, d, || {
                     sys::fs::open_fifo(reply, true)
                 })?))
@@ -118,7 +118,7 @@ impl FifoListener {
         let mut link = Link::new(ep, Some(rd), wr);
         if o.codec == Codec::Framed {
             link.begin_handshake(o.crc, o.max_msg)?;
-            link.finish_handshake(Instant::now() + o.handshake_timeout)?;
+            link.finish_handshake(crate::deadline::far_after(o.handshake_timeout))?;
         }
         Ok(link)
     }

@@ -30,7 +30,7 @@ pub(crate) enum Until {
 
 impl Until {
     pub(crate) fn after(d: Duration) -> Until {
-        Until::Deadline(Instant::now() + d)
+        crate::deadline::after(d).map_or(Until::Forever, Until::Deadline)
     }
 }
 
@@ -41,6 +41,10 @@ pub(crate) struct Shared {
     pub(crate) caps: Capabilities,
     /// The largest message the peer accepts, once its hello arrived.
     peer_max: AtomicU64,
+    /// A send has begun on this link (see `RecvHalf`'s `Drop`).
+    sent: std::sync::atomic::AtomicBool,
+    /// How long a peer may take to say hello (`?handshake_timeout=`).
+    handshake_timeout: Duration,
 }
 
 /// The receiving half of a [`Link`].
@@ -108,6 +112,8 @@ impl Link {
             url: ep.url().to_string(),
             caps,
             peer_max: AtomicU64::new(u64::MAX),
+            sent: std::sync::atomic::AtomicBool::new(false),
+            handshake_timeout: o.handshake_timeout,
         });
         Link {
             rx: RecvHalf {
@@ -270,6 +276,38 @@ impl Link {
         self.tx.peer_max_msg()
     }
 
+    /// Waits up to `timeout` for the peer's hello: on return, the peer
+    /// accepted this link and speaks the same protocol with compatible
+    /// settings (CRC, limits).
+    ///
+    /// `connect` does not wait for it (the listener answers only when it
+    /// accepts, and a connect must not depend on that); the first receive
+    /// checks it anyway. Call this where a sender must know it was
+    /// accepted before it goes on, as `ipcx send` does: a listener at its
+    /// `?max_conns=` limit closes the connection unanswered, and this says
+    /// so. A message that arrived right behind the hello is kept for the
+    /// next receive.
+    ///
+    /// ```
+    /// # fn main() -> ipcx::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("ipcx-doc-wc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # let url = format!("unix:{}/app.sock", dir.display());
+    /// let mut listener = ipcx::Listener::bind(&url)?;
+    /// let mut client = ipcx::Link::connect(&url)?; // returns at once
+    /// let _server = listener.accept()?;             // answers the hello
+    /// client.wait_connected(std::time::Duration::from_secs(5))?;
+    /// assert!(client.peer_max_msg().is_some());
+    /// # drop(listener); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
+        if self.rx.shm.is_some() || self.rx.ch.is_none() {
+            return Ok(());
+        }
+        self.finish_handshake(crate::deadline::far_after(timeout))
+    }
+
     /// The receiving descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         self.rx.as_fd()
@@ -296,10 +334,22 @@ impl Link {
 
     /// Waits until the peer's hello arrived and matched ours.
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
-        while self.rx.hello.is_some() {
+        self.rx.await_hello(deadline)
+    }
+
+    /// Reads what has arrived of the peer's hello; `true` once it matched.
+    pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
+        self.rx.poll_hello()
+    }
+}
+
+impl RecvHalf {
+    /// Waits until the peer's hello arrived and matched ours.
+    fn await_hello(&mut self, deadline: Instant) -> Result<()> {
+        while self.hello.is_some() {
             // Wait before reading: the read end of a FIFO reads as end of
             // stream until the peer has opened its write end.
-            let ch = self.rx.channel("connect")?;
+            let ch = self.channel("connect")?;
             if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
                 .map_err(|e| Error::io("connect", e))?
             {
@@ -307,9 +357,9 @@ impl Link {
                     ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
                     "connect",
                 )
-                .at(&self.rx.shared.url));
+                .at(&self.shared.url));
             }
-            if let Err(e) = self.poll_handshake() {
+            if let Err(e) = self.poll_hello() {
                 if !e.is_closed() {
                     return Err(e);
                 }
@@ -321,30 +371,51 @@ impl Link {
                     ),
                     "connect",
                 )
-                .at(&self.rx.shared.url));
+                .at(&self.shared.url));
             }
         }
         Ok(())
     }
 
     /// Reads what has arrived of the peer's hello; `true` once it matched.
-    pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
-        if self.rx.hello.is_none() {
+    fn poll_hello(&mut self) -> Result<bool> {
+        if self.hello.is_none() {
             return Ok(true);
         }
-        match self.rx.poll_once("connect")? {
-            None => Ok(self.rx.hello.is_none()),
+        match self.poll_once("connect")? {
+            None => Ok(self.hello.is_none()),
             // The hello came, and a message right behind it: keep that one
             // for the first `recv`.
-            Some(()) if self.rx.hello.is_none() => {
-                self.rx.ready = true;
+            Some(()) if self.hello.is_none() => {
+                self.ready = true;
                 Ok(true)
             }
             Some(()) => Err(Error::new(
                 ErrorKind::Handshake("the peer sent data before its hello".into()),
                 "connect",
             )
-            .at(&self.rx.shared.url)),
+            .at(&self.shared.url)),
+        }
+    }
+}
+
+/// A socket closed with unread bytes in its receive queue is reset, not
+/// closed: the kernel drops what this side sent and the peer has not yet
+/// read (TCP sends RST; a Unix peer gets `ECONNRESET`). A connecting side
+/// that sent and never received still has the listener's hello to read, so
+/// it lingers for it (up to `?handshake_timeout=`, which `connect` used to
+/// spend waiting for the same hello) and reads it before the close.
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        let lingers = self.hello.is_some()
+            && self.failed.is_none()
+            && self.shared.sent.load(Ordering::Relaxed)
+            && self.ch.as_ref().is_some_and(|c| c.kind().is_socket());
+        if lingers {
+            let deadline = crate::deadline::far_after(self.shared.handshake_timeout);
+            if let Err(e) = self.await_hello(deadline) {
+                tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
+            }
         }
     }
 }
@@ -541,7 +612,8 @@ impl RecvHalf {
             WaitStrategy::Block => false,
             WaitStrategy::Spin => true,
             WaitStrategy::Adaptive => {
-                Instant::now() < *spin_end.get_or_insert_with(|| Instant::now() + self.spin)
+                Instant::now()
+                    < *spin_end.get_or_insert_with(|| crate::deadline::far_after(self.spin))
             }
         };
         if spinning {
@@ -624,6 +696,7 @@ impl SendHalf {
         if self.failed {
             return err(ErrorKind::Closed);
         }
+        self.shared.sent.store(true, Ordering::Relaxed);
         if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
             return err(ErrorKind::Unsupported(format!(
                 "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",

@@ -201,7 +201,7 @@ impl SocketListener {
                 match link.begin_handshake(o.crc, o.max_msg) {
                     Ok(()) => self.pending.push(Pending {
                         link,
-                        deadline: Instant::now() + o.handshake_timeout,
+                        deadline: crate::deadline::far_after(o.handshake_timeout),
                     }),
                     Err(e) => tracing::warn!(url = %ep, error = %e, "handshake failed"),
                 }

@@ -136,8 +136,8 @@ pub(crate) fn not_built(ep: &Endpoint, op: &'static str) -> Error {
 
 pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
     let o = ep.options();
-    let deadline = Instant::now() + o.timeout;
-    let link = match (ep.scheme(), ep.address()) {
+    let deadline = crate::deadline::far_after(o.timeout);
+    let mut link = match (ep.scheme(), ep.address()) {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
         (Scheme::Shm, _) => {
@@ -160,18 +160,27 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
         }
         _ => return Err(not_built(ep, "connect")),
     };
-    handshake(link, ep)
+    say_hello(&mut link, ep)?;
+    // A FIFO's way back reads as end of stream until the binder opens it,
+    // so a FIFO connect waits for the binder's hello. Sockets do not: the
+    // listener answers when it accepts, and the peer's hello is checked by
+    // the first receive (or `Link::wait_connected`), so a connect never
+    // depends on the peer's next call (bind, connect, accept in one thread
+    // works).
+    if ep.scheme() == Scheme::Fifo && o.codec == Codec::Framed {
+        link.finish_handshake(crate::deadline::far_after(o.handshake_timeout))?;
+    }
+    Ok(link)
 }
 
-/// Runs the connect side of the hello on a new link (framed codec only).
-pub(crate) fn handshake(mut link: Link, ep: &Endpoint) -> Result<Link> {
+/// Sends the connecting side's hello on a new link (framed codec only).
+pub(crate) fn say_hello(link: &mut Link, ep: &Endpoint) -> Result<()> {
     let o = ep.options();
     if o.codec == Codec::Framed {
         link.begin_handshake(o.crc, o.max_msg)
             .map_err(|e| e.at(ep))?;
-        link.finish_handshake(Instant::now() + o.handshake_timeout)?;
     }
-    Ok(link)
+    Ok(())
 }
 
 /// Retries `f` while the peer is not there yet (no such file, refused,

@@ -95,6 +95,7 @@ pub(crate) unsafe fn from_inherited() -> Result<Link> {
     // SAFETY: the caller's contract: the descriptors are the ones `spawn`
     // handed to this process, owned by nothing else here.
     let [rd, wr] = unsafe { sys::process::adopt_inherited([*r, *w]) }.map_err(err)?;
-    let link = Link::new(&ep, Some(Channel::pipe(rd)), Some(Channel::pipe(wr)));
-    super::handshake(link, &ep)
+    let mut link = Link::new(&ep, Some(Channel::pipe(rd)), Some(Channel::pipe(wr)));
+    super::say_hello(&mut link, &ep)?;
+    Ok(link)
 }

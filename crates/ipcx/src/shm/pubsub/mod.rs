@@ -430,7 +430,7 @@ fn need_shm(ep: &Endpoint, op: &'static str) -> Result<()> {
 /// exist and be initialized, and checks its header.
 fn open_channel(ep: &Endpoint) -> Result<Channel> {
     need_shm(ep, "open")?;
-    let deadline = std::time::Instant::now() + ep.options().timeout;
+    let deadline = crate::deadline::far_after(ep.options().timeout);
     let seg = Segment::open_endpoint(ep)?;
     let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(ep);
     if seg.len() < size_of::<ChannelHeader>() {

@@ -213,7 +213,7 @@ impl Publisher {
     /// Waits until at least `n` subscribers are attached (so that nothing
     /// is sent into the void), or `timeout` passes ([`ErrorKind::TimedOut`]).
     pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::far_after(timeout);
         while self.subscribers() < n {
             if Instant::now() >= deadline {
                 return Err(Error::new(ErrorKind::TimedOut, "wait_for_subscribers"));

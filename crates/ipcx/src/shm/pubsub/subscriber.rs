@@ -125,7 +125,7 @@ impl Subscriber {
 
     /// [`Subscriber::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_>> {
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_until(crate::deadline::after(timeout))
     }
 
     /// A message if one is ready.

@@ -1,0 +1,40 @@
+//! Deadlines from timeouts of any size.
+//!
+//! A timeout comes from a URL (`?timeout=`, up to about 1.8e19 s), a CLI
+//! flag or a caller (`Duration::MAX`), and `Instant + Duration` panics when
+//! the sum does not fit. Every deadline in the crate is made here: a
+//! timeout too far away for `Instant` means no deadline.
+
+use std::time::{Duration, Instant};
+
+/// About a century: the horizon of [`far_after`]. A wait this long is a
+/// wait without a deadline in practice, and `Instant` on every supported
+/// target holds it.
+const HORIZON: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The instant `timeout` from now; `None` (no deadline: wait as long as it
+/// takes) when that is beyond what `Instant` can hold.
+pub(crate) fn after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The instant `timeout` from now, for code that needs an `Instant`: a
+/// timeout beyond a century is cut to a century, which no process waits
+/// out.
+pub(crate) fn far_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout.min(HORIZON)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_mean_no_deadline() {
+        assert_eq!(after(Duration::MAX), None);
+        assert!(far_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600 * 24 * 365));
+        let soon = far_after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
+    }
+}
