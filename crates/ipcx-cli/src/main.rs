@@ -90,6 +90,11 @@ enum Command {
 fn main() -> ExitCode {
     tracing_init();
     let cli = Cli::parse();
+    // Before any thread starts (they inherit the blocked signals).
+    if let Err(e) = ipcx::signal::on_termination(remove_ours_and_exit) {
+        eprintln!("ipcx: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Recv(a) => recv::run(a),
         Command::Send(a) => send::run(a),
@@ -107,6 +112,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGINT or SIGTERM (on the signal thread, not in a handler): removes
+/// what this process created — its registry objects (sockets, FIFOs,
+/// segments) and the benchmark's scratch directory — and exits with the
+/// conventional status (130, 143).
+fn remove_ours_and_exit(sig: ipcx::signal::Termination) {
+    match ipcx::registry::Registry::open().and_then(|r| r.release_own()) {
+        Ok(removed) => {
+            for e in removed {
+                tracing::info!(url = %e.record.url, "removed on {sig:?}");
+            }
+        }
+        Err(e) => eprintln!("ipcx: cleaning up on {sig:?}: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(bench::scratch_dir());
+    std::process::exit(sig.exit_code());
 }
 
 /// Library warnings (a dropped peer, a reclaimed object) go to stderr when

@@ -2,9 +2,13 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use ipcx::{Endpoint, ErrorKind, Link, Listener};
 
@@ -44,52 +48,177 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         ep.options_mut().timeout = t;
     }
     let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
-    let mut out = std::io::stdout().lock();
-    let mut seq = 0u64;
     let want = a.count.unwrap_or(u64::MAX);
     if want == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut listener = if a.role.binds(true) {
-        Some(Listener::bind_endpoint(&ep)?)
+    let binds = a.role.binds(true);
+    let peers = Peers::new();
+    if binds {
+        peers.serve(Listener::bind_endpoint(&ep)?);
     } else {
-        None
-    };
-    // Serve one peer after another until enough messages arrived.
+        peers.add(Link::connect_endpoint(&ep)?);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut seq = 0u64;
     loop {
-        let mut link = match &mut listener {
-            Some(l) => match deadline {
-                Some(d) => l.accept_timeout(left(d)?),
-                None => l.accept(),
-            }
-            .context("waiting for a peer")?,
-            None => Link::connect_endpoint(&ep)?,
+        let event = match deadline {
+            Some(d) => peers.inbox().recv_timeout(left(d)?),
+            None => peers
+                .inbox()
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
         };
-        loop {
-            let msg = match deadline {
-                Some(d) => link.recv_timeout(left(d)?),
-                None => link.recv(),
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                // A listener waits for the next peer; a connected link that
-                // closes is the end of the stream, unless more were asked for.
-                Err(e) if e.is_closed() && (listener.is_some() || a.count.is_none()) => break,
-                Err(e) if *e.kind() == ErrorKind::TimedOut => match a.count {
-                    Some(n) => bail!("timed out after {seq} of {n} messages"),
-                    None => bail!("timed out after {seq} messages"),
-                },
-                Err(e) => return Err(e.into()),
-            };
-            print_message(&mut out, a.format, seq, &msg)?;
-            seq += 1;
-            if seq == want {
-                out.flush()?;
-                return Ok(ExitCode::SUCCESS);
+        let event = match event {
+            Ok(e) => e,
+            Err(mpsc::RecvTimeoutError::Timeout) => match a.count {
+                Some(n) => bail!("timed out after {seq} of {n} messages"),
+                None => bail!("timed out after {seq} messages"),
+            },
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every peer thread ended"),
+        };
+        match event {
+            Event::Message(msg) => {
+                print_message(&mut out, a.format, seq, &msg)?;
+                seq += 1;
+                if seq == want {
+                    out.flush()?;
+                    return Ok(ExitCode::SUCCESS);
+                }
             }
+            // A listener waits for the next peer; a connected link that
+            // closes is the end of the stream, unless more were asked for.
+            Event::Closed if binds => {}
+            Event::Closed => match a.count {
+                None => return Ok(ExitCode::SUCCESS),
+                Some(n) => bail!("the peer closed after {seq} of {n} messages"),
+            },
+            // One bad peer is dropped and reported; the others are served.
+            Event::Failed(who, e) if binds => eprintln!("ipcx: dropped {who}: {e}"),
+            Event::Failed(_, e) => return Err(e.into()),
+            Event::AcceptFailed(e) => return Err(anyhow::Error::new(e).context("accepting peers")),
         }
-        if listener.is_none() {
-            return Ok(ExitCode::SUCCESS);
+    }
+}
+
+/// Messages waiting for the printer at most; peers wait when it is full.
+const INBOX: usize = 256;
+/// How often blocked threads look whether the command is ending.
+const LOOK: Duration = Duration::from_millis(100);
+
+/// What the peer threads tell the printer.
+enum Event {
+    Message(Vec<u8>),
+    /// The peer closed the link.
+    Closed,
+    /// The peer (named) broke the protocol or the link failed.
+    Failed(String, ipcx::Error),
+    AcceptFailed(ipcx::Error),
+}
+
+/// The threads that accept peers and receive from each, all at once. When
+/// dropped, they are stopped and joined, so the listener and every link
+/// are closed (and the endpoint removed) before the command returns.
+struct Peers {
+    /// The printer's end; `None` only while dropping.
+    inbox: Option<Receiver<Event>>,
+    events: SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    count: Arc<AtomicU64>,
+}
+
+impl Peers {
+    fn new() -> Peers {
+        let (events, inbox) = mpsc::sync_channel(INBOX);
+        Peers {
+            inbox: Some(inbox),
+            events,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Arc::new(Mutex::new(Vec::new())),
+            count: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn inbox(&self) -> &Receiver<Event> {
+        self.inbox.as_ref().expect("the inbox lives until drop")
+    }
+
+    fn handle(&self) -> Peers {
+        Peers {
+            inbox: None,
+            events: self.events.clone(),
+            stop: self.stop.clone(),
+            threads: self.threads.clone(),
+            count: self.count.clone(),
+        }
+    }
+
+    fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        let t = std::thread::spawn(f);
+        if let Ok(mut threads) = self.threads.lock() {
+            threads.push(t);
+        }
+    }
+
+    /// Accepts peers on `listener` until stopped, each served by a thread.
+    fn serve(&self, mut listener: Listener) {
+        let peers = self.handle();
+        self.spawn(move || {
+            while !peers.stop.load(Ordering::Relaxed) {
+                match listener.accept_timeout(LOOK) {
+                    Ok(link) => peers.add(link),
+                    Err(e) if *e.kind() == ErrorKind::TimedOut => {}
+                    Err(e) => {
+                        let _ = peers.events.send(Event::AcceptFailed(e));
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Receives from `link` on a thread of its own until it ends.
+    fn add(&self, mut link: Link) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let who = match link.peer_credentials() {
+            Ok(c) => format!("peer {n} (pid {}, uid {})", c.pid, c.uid),
+            Err(_) => format!("peer {n}"),
+        };
+        let (events, stop) = (self.events.clone(), self.stop.clone());
+        self.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let event = match link.recv_timeout(LOOK) {
+                    Ok(msg) => Event::Message(msg),
+                    Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
+                    Err(e) if e.is_closed() => Event::Closed,
+                    Err(e) => Event::Failed(who.clone(), e),
+                };
+                let last = !matches!(event, Event::Message(_));
+                if events.send(event).is_err() || last {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        // Handles (`inbox: None`) live in the threads, which end on their own.
+        if self.inbox.take().is_none() {
+            return;
+        }
+        // Stop, and fail every send a thread is blocked in: then join.
+        self.stop.store(true, Ordering::Relaxed);
+        loop {
+            let next = self.threads.lock().ok().and_then(|mut t| t.pop());
+            match next {
+                Some(t) => {
+                    let _ = t.join();
+                }
+                None => break,
+            }
         }
     }
 }

@@ -486,3 +486,144 @@ fn sem_commands_on_every_kind() {
         s.run(with(&["sem", "get", &name])).failure();
     }
 }
+
+/// Whether the registry of `s` records `path` as created (the last step of
+/// making an object, after which its owner removes it on the way out).
+fn recorded_as_created(s: &Scratch, path: &Path) -> bool {
+    let Ok(dir) = std::fs::read_dir(s.path("registry")) else {
+        return false;
+    };
+    dir.flatten().any(|f| {
+        let record: Value = std::fs::read(f.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        record["created"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["path"] == path.display().to_string()))
+    })
+}
+
+/// SIGINT and SIGTERM end a receiver with the conventional 130 and 143,
+/// after it removed what it created: the socket file, the FIFO pair, the
+/// shared-memory segment, and their registry records.
+#[test]
+fn termination_signals_remove_what_recv_created() {
+    let s = Scratch::new();
+    let shm = format!("ipcx-cli-sig-{}", std::process::id());
+    for (signal, code) in [
+        (rustix::process::Signal::INT, 130),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        let cases = [
+            (s.url("unix", "sig.sock"), vec![s.path("sig.sock")]),
+            (
+                s.url("fifo", "sig.fifo"),
+                vec![s.path("sig.fifo"), s.path("sig.fifo.reply")],
+            ),
+            (format!("shm:{shm}"), vec![Path::new("/dev/shm").join(&shm)]),
+        ];
+        for (url, paths) in cases {
+            let mut recv = s.spawn(["recv", &url, "--timeout", "120s"]);
+            wait_until("the endpoint to be made and recorded", || {
+                recv.assert_running();
+                paths
+                    .iter()
+                    .all(|p| exists(p) && recorded_as_created(&s, p))
+                    .then_some(())
+            });
+            let pid = rustix::process::Pid::from_raw(recv.pid() as i32).expect("a pid");
+            rustix::process::kill_process(pid, signal).expect("signal the receiver");
+            let got = recv.finish();
+            assert_eq!(got.status.code(), Some(code), "{url} on {signal:?}: {got}");
+            for p in &paths {
+                assert!(
+                    !exists(p),
+                    "{} left behind on {signal:?}: {got}",
+                    p.display()
+                );
+            }
+            assert!(entry_for(&s, &url).is_none(), "{url}: the record is left");
+        }
+    }
+}
+
+/// A receiver serves all its peers at once: while one sender stays
+/// connected (its stdin open), another sender is received.
+#[test]
+fn recv_serves_peers_side_by_side() {
+    let s = Scratch::new();
+    let url = s.url("unix", "many.sock");
+    let recv = s.spawn(["recv", &url, "-n", "1", "--timeout", "120s"]);
+    // Connected, waiting for its stdin to end (which the test holds open).
+    let mut cmd = s.command(["send", "--timeout", PEER_WAIT, &url]);
+    cmd.stdin(std::process::Stdio::piped());
+    let mut idle = cmd.spawn().expect("start the idle sender");
+    let mut second = s.spawn(["send", "--timeout", PEER_WAIT, &url, "second"]);
+    let got = finish_receiver(recv, &mut second).success();
+    assert_eq!(got.stdout(), "second\n");
+    second.finish().success();
+    let _ = idle.kill();
+    let _ = idle.wait();
+}
+
+/// One peer that breaks the protocol is dropped and reported on stderr;
+/// the receiver goes on serving the others (here, the next sender).
+#[test]
+fn recv_outlives_a_bad_peer() {
+    let s = Scratch::new();
+    let path = s.path("bad.sock");
+    let url = format!("unix:{}", path.display());
+    let mut recv = s.spawn(["recv", &url, "-n", "1", "--timeout", "120s"]);
+    wait_until("the socket", || {
+        recv.assert_running();
+        exists(&path).then_some(())
+    });
+    // Each bad peer says a valid hello first, so that the listener accepts
+    // it and the receiver's own handling of the peer is what is tested.
+    let header = |kind, len| {
+        ipcx::wire::Header {
+            kind,
+            flags: 0,
+            nfds: 0,
+            len,
+            crc: 0,
+        }
+        .encode()
+        .to_vec()
+    };
+    let hello = ipcx::wire::Hello::new(false, 1 << 20);
+    let mut hello_frame = header(ipcx::wire::KIND_HELLO, ipcx::wire::Hello::LEN as u64);
+    hello_frame.extend_from_slice(&hello.encode());
+    let bad_inputs: [Vec<u8>; 3] = [
+        b"GARBAGE GARBAGE GARBAGE!".to_vec(),
+        // A data header claiming 2^63 bytes.
+        header(ipcx::wire::KIND_DATA, 1 << 63),
+        // A header claiming 100 bytes, 3 of them, then the peer vanishes.
+        [header(ipcx::wire::KIND_DATA, 100), b"abc".to_vec()].concat(),
+    ];
+    let mut peers = Vec::new();
+    for bad in &bad_inputs {
+        let mut raw = std::os::unix::net::UnixStream::connect(&path).expect("connect raw");
+        raw.write_all(&hello_frame).expect("write the hello");
+        raw.write_all(bad).expect("write");
+        peers.push(raw);
+    }
+    // The vanishing peer vanishes; the others stay connected, dropped by
+    // the receiver, not by themselves.
+    drop(peers.pop());
+    wait_until("the three bad peers reported", || {
+        recv.assert_running();
+        (recv.stderr_so_far().matches("dropped peer").count() == 3).then_some(())
+    });
+    let mut good = s.spawn(["send", "--timeout", PEER_WAIT, &url, "still here"]);
+    let got = finish_receiver(recv, &mut good).success();
+    assert_eq!(got.stdout(), "still here\n");
+    assert_eq!(
+        got.stderr.matches("dropped peer").count(),
+        3,
+        "each bad peer is reported: {got}"
+    );
+    good.finish().success();
+    drop(peers);
+}

@@ -32,6 +32,7 @@ mod error;
 pub mod registry;
 #[allow(unsafe_code)]
 pub mod shm;
+pub mod signal;
 #[allow(unsafe_code)]
 pub mod sync;
 #[allow(unsafe_code)]

@@ -135,7 +135,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if let Some(c) = mine {
         ipcx::sys::process::pin_to_cpu(c).context("pinning the driver")?;
     }
-    let dir = std::env::temp_dir().join(format!("ipcx-bench-{}", std::process::id()));
+    let dir = scratch_dir();
     std::fs::create_dir_all(&dir)?;
     let _cleanup = RemoveDir(dir.clone());
 
@@ -209,6 +209,11 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where this process's benchmark keeps its sockets and FIFOs.
+pub fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ipcx-bench-{}", std::process::id()))
 }
 
 struct RemoveDir(PathBuf);

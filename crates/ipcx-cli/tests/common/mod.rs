@@ -194,6 +194,11 @@ impl Running {
         self.exited
     }
 
+    /// What the process wrote to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
+    }
+
     /// Fails the test, with the process's output, if it has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.poll() {
@@ -296,12 +301,18 @@ impl Finished {
         self
     }
 
-    /// Fails the test unless the process exited with a non-zero code (a
-    /// crash by a signal does not count).
+    /// Fails the test unless the process exited with the documented error
+    /// status, 1, and printed no panic: a panic (101) or a crash by a
+    /// signal is never a clean error.
     pub fn failure(self) -> Finished {
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "expected exit code 1 (an error, not a panic): {self}"
+        );
         assert!(
-            matches!(self.status.code(), Some(c) if c != 0),
-            "expected a non-zero exit code: {self}"
+            !self.stderr.contains("panicked"),
+            "a panic is not a clean error: {self}"
         );
         self
     }

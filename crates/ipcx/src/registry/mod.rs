@@ -280,6 +280,26 @@ impl Registry {
         Ok(removed)
     }
 
+    /// Removes the objects this process owns (not the durable ones) and
+    /// their records, for a process about to exit without running its
+    /// destructors: a signal's handler thread (see
+    /// [`crate::signal::on_termination`]). Handles to those objects stay
+    /// open but name nothing; use it only on the way out.
+    pub fn release_own(&self) -> Result<Vec<Entry>> {
+        let pid = sys::process::pid();
+        let start = sys::process::start_time(pid).unwrap_or(0);
+        let mut removed = Vec::new();
+        for entry in self.list()? {
+            let r = &entry.record;
+            if r.owner_pid == pid && r.owner_start == start && !r.persist {
+                r.remove_created();
+                let _ = std::fs::remove_file(&entry.file);
+                removed.push(entry);
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes a dead owner's objects and record; `false` if someone took
     /// the record meanwhile.
     fn remove_entry(&self, entry: &Entry) -> Result<bool> {

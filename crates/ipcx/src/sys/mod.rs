@@ -14,6 +14,7 @@ pub mod process;
 pub mod pthread;
 pub mod sem;
 pub mod shm;
+pub mod signal;
 pub mod socket;
 
 /// Whole seconds of `d` for a `timespec`, capped so that a huge timeout

@@ -382,7 +382,7 @@ impl RecvHalf {
         if self.hello.is_none() {
             return Ok(true);
         }
-        match self.poll_once("connect")? {
+        match self.poll_with("connect", false, true)? {
             None => Ok(self.hello.is_none()),
             // The hello came, and a message right behind it: keep that one
             // for the first `recv`.
@@ -498,7 +498,7 @@ impl RecvHalf {
         let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
         let mut spin_end = None;
         loop {
-            if self.poll_with("recv", may_block)?.is_some() {
+            if self.poll_with("recv", may_block, false)?.is_some() {
                 return Ok(());
             }
             self.wait_readable(until, &mut spin_end)?;
@@ -508,10 +508,19 @@ impl RecvHalf {
     /// One attempt without waiting: `Some` when a message is whole. A hello
     /// the link expects is checked and consumed on the way.
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
-        self.poll_with(op, false)
+        self.poll_with(op, false, false)
     }
 
-    fn poll_with(&mut self, op: &'static str, may_block: bool) -> Result<Option<()>> {
+    /// `after_hello`: stop once the peer's hello is consumed, leaving what
+    /// follows it (good or bad) to the first receive, so that a listener
+    /// hands over a peer that said hello and the bytes after it are the
+    /// link's to judge.
+    fn poll_with(
+        &mut self,
+        op: &'static str,
+        may_block: bool,
+        after_hello: bool,
+    ) -> Result<Option<()>> {
         if let Some(shm) = &mut self.shm {
             return match shm.next(Until::NoWait) {
                 Ok(()) => Ok(Some(())),
@@ -533,11 +542,11 @@ impl RecvHalf {
                 .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
                 .and_then(|d| self.accept_decoded(d));
             // A hello was consumed: what follows it may already be buffered.
-            if !matches!(r, Ok(Some(false))) {
+            if after_hello || !matches!(r, Ok(Some(false))) {
                 break;
             }
         }
-        match r.map(|got| got.map(|_| ())) {
+        match r.map(|got| got.filter(|&whole| whole).map(|_| ())) {
             Ok(r) => Ok(r),
             Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
             Err(e) => {
