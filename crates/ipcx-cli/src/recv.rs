@@ -45,7 +45,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     let mut ep = Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
         // With --connect, the wait for the binding side counts too.
-        ep.options_mut().timeout = t;
+        ep = ep.with_options(|o| o.timeout = t)?;
     }
     let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let want = a.count.unwrap_or(u64::MAX);
@@ -61,9 +61,19 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     let mut seq = 0u64;
+    let timed_out = |seq: u64| {
+        let t = a.timeout.unwrap_or_default();
+        match a.count {
+            Some(n) => anyhow::anyhow!("timed out after {seq} of {n} messages (--timeout {t:?})"),
+            None => anyhow::anyhow!("timed out after {seq} messages (--timeout {t:?})"),
+        }
+    };
     loop {
         let event = match deadline {
-            Some(d) => peers.inbox().recv_timeout(left(d)?),
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => peers.inbox().recv_timeout(left),
+                _ => return Err(timed_out(seq)),
+            },
             None => peers
                 .inbox()
                 .recv()
@@ -71,10 +81,7 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         };
         let event = match event {
             Ok(e) => e,
-            Err(mpsc::RecvTimeoutError::Timeout) => match a.count {
-                Some(n) => bail!("timed out after {seq} of {n} messages"),
-                None => bail!("timed out after {seq} messages"),
-            },
+            Err(mpsc::RecvTimeoutError::Timeout) => return Err(timed_out(seq)),
             Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every peer thread ended"),
         };
         match event {
@@ -221,14 +228,6 @@ impl Drop for Peers {
             }
         }
     }
-}
-
-fn left(deadline: Instant) -> Result<Duration> {
-    let now = Instant::now();
-    if now >= deadline {
-        bail!("timed out");
-    }
-    Ok(deadline - now)
 }
 
 fn print_message(out: &mut impl Write, format: Format, seq: u64, msg: &[u8]) -> Result<()> {

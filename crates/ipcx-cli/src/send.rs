@@ -30,7 +30,7 @@ pub struct SendArgs {
 pub fn run(a: SendArgs) -> Result<ExitCode> {
     let mut ep = Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
-        ep.options_mut().timeout = t;
+        ep = ep.with_options(|o| o.timeout = t)?;
     }
     let mut link = if a.role.binds(false) {
         let mut l = Listener::bind_endpoint(&ep)?;

@@ -26,6 +26,36 @@ pub(crate) fn far_after(timeout: Duration) -> Instant {
     now.checked_add(timeout.min(HORIZON)).unwrap_or(now)
 }
 
+/// Sleep-and-retry with doubling pauses (1 ms up to a cap), for waits on
+/// something no event announces (a file to appear, a lock to come free).
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    pause: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    /// Pauses from 1 ms, doubling up to `cap`.
+    pub(crate) fn new(cap: Duration) -> Backoff {
+        Backoff {
+            pause: Duration::from_millis(1),
+            cap,
+        }
+    }
+
+    /// Sleeps the next pause, never past `deadline`; `false` (without
+    /// sleeping) once the deadline has passed.
+    pub(crate) fn sleep_until(&mut self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        std::thread::sleep(self.pause.min(deadline - now));
+        self.pause = (self.pause * 2).min(self.cap);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,3 +114,56 @@ fn huge_timeouts_mean_no_deadline() {
         child.finish();
     }
 }
+
+/// A FIFO serves one peer at a time: a second connector is refused (after
+/// its timeout) instead of writing its hello into the first one's stream;
+/// once the first leaves, the next connects.
+#[test]
+fn fifo_serves_one_peer_at_a_time() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("first") => {
+            let mut link = Link::connect(&param("URL")).expect("connect");
+            link.send(b"first").expect("send");
+            ready("connected");
+            let _ = link.recv();
+            return;
+        }
+        Some("second") => {
+            let url = common::with_option(&param("URL"), "timeout=300ms");
+            match Link::connect(&url) {
+                Err(e) if matches!(e.kind(), ErrorKind::Occupied(_)) => ready("refused"),
+                other => ready(&format!("unexpected: {:?}", other.map(|_| ()))),
+            }
+            return;
+        }
+        Some(_) => {
+            let mut link = Link::connect(&param("URL")).expect("connect");
+            link.send(b"third").expect("send");
+            let _ = link.recv();
+            return;
+        }
+        None => {}
+    }
+    let dir = t.scratch();
+    let url = dir.url("fifo", "one.fifo");
+    let mut listener = Listener::bind(&url).expect("bind");
+    let mut first = t.spawn("first", |c| set_param(c, "URL", &url));
+    let mut link = common::accept(&mut listener, &mut first);
+    first.wait_ready();
+    assert_eq!(link.recv().expect("recv"), b"first");
+
+    let mut second = t.spawn("second", |c| set_param(c, "URL", &url));
+    assert_eq!(second.wait_ready(), "refused");
+    second.finish();
+    // The first peer's stream is intact: nothing of the second landed in it.
+    link.send(b"bye").expect("send");
+    drop(link);
+    first.finish();
+
+    let mut third = t.spawn("third", |c| set_param(c, "URL", &url));
+    let mut link = common::accept(&mut listener, &mut third);
+    assert_eq!(link.recv().expect("recv"), b"third");
+    drop(link);
+    third.finish();
+}

@@ -100,3 +100,36 @@ fn connect_does_not_adopt_descriptor_numbers() {
         rustix::io::fcntl_getfd(fd).expect("still open");
     }
 }
+
+/// Options set in code (`Endpoint::with_options`) reach the child through
+/// `spawn_endpoint`: here the child's `max_msg`, which its hello tells the
+/// parent, so the parent's send of a larger message is refused.
+#[test]
+fn options_set_in_code_reach_the_child() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        // SAFETY: as in `hello_and_first_message_in_one_read`.
+        let mut link = unsafe { Link::from_inherited() }.expect("Link::from_inherited");
+        link.send(b"ready").expect("send");
+        let _ = link.recv();
+        return;
+    }
+    let ep = ipcx::Endpoint::parse("pipe:")
+        .and_then(|ep| ep.with_options(|o| o.max_msg = 100))
+        .expect("endpoint");
+    let (child, mut link) = ipcx::spawn_endpoint(&ep, t.command("child")).expect("spawn_endpoint");
+    let child = common::ChildProcess::spawn_adopted(child, "child");
+    assert_eq!(link.recv().expect("recv"), b"ready");
+    let err = link
+        .send(&[0u8; 200])
+        .expect_err("over the child's max_msg");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::MessageTooLarge { len: 200, max: 100 }
+        ),
+        "{err}"
+    );
+    link.close();
+    child.finish();
+}

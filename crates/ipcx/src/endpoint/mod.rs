@@ -164,6 +164,22 @@ impl Endpoint {
         };
         let address = parse_address(scheme, addr_str).map_err(bad)?;
         let options = Options::parse(scheme, query).map_err(|e| e.at(url))?;
+        let gives_mode =
+            query.is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("mode")));
+        if matches!(address, Address::Abstract(_)) && gives_mode {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: scheme.name(),
+                    option: "mode".into(),
+                    reason: "does not apply to an abstract socket (unix:@name): it has no file, \
+                             so no permissions, and any process in the network namespace can \
+                             connect; use a path (unix:/run/app.sock?mode=0600) to restrict who may"
+                        .into(),
+                },
+                "parse",
+            )
+            .at(url));
+        }
         Ok(Endpoint {
             scheme,
             address,
@@ -187,9 +203,40 @@ impl Endpoint {
         &self.options
     }
 
-    /// The options, to change them in code.
-    pub fn options_mut(&mut self) -> &mut Options {
+    /// The options, changed in place by the library (sizes it derives);
+    /// callers use [`Endpoint::with_options`], which keeps the URL in step
+    /// and validates.
+    pub(crate) fn options_mut(&mut self) -> &mut Options {
         &mut self.options
+    }
+
+    /// This endpoint with options changed in code: `f` edits them, and the
+    /// result is checked by the same parser as a URL and becomes the URL's
+    /// query, so [`Endpoint::url`], `Display` and a child started by
+    /// [`crate::spawn_endpoint`] all see what was set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let ep = ipcx::Endpoint::parse("unix:/tmp/app.sock")?
+    ///     .with_options(|o| o.timeout = Duration::from_millis(500))?;
+    /// assert_eq!(ep.url(), "unix:/tmp/app.sock?timeout=500ms");
+    /// let bad = ipcx::Endpoint::parse("shm:prices")?.with_options(|o| o.slots = 0);
+    /// assert!(matches!(bad.unwrap_err().kind(), ipcx::ErrorKind::InvalidOption { .. }));
+    /// # Ok::<(), ipcx::Error>(())
+    /// ```
+    pub fn with_options(&self, f: impl FnOnce(&mut Options)) -> Result<Endpoint> {
+        let mut o = self.options.clone();
+        f(&mut o);
+        let base = self
+            .url
+            .split_once('?')
+            .map_or(self.url.as_str(), |(b, _)| b);
+        let query = o.to_query();
+        if query.is_empty() {
+            Endpoint::parse(base)
+        } else {
+            Endpoint::parse(&format!("{base}?{query}"))
+        }
     }
 
     /// The filesystem path, for schemes that have one.
@@ -241,7 +288,8 @@ impl fmt::Display for Endpoint {
 fn parse_address(scheme: Scheme, s: &str) -> std::result::Result<Address, String> {
     match scheme {
         Scheme::Pipe => parse_pipe(s),
-        Scheme::Fifo | Scheme::Journal | Scheme::UnixSeq => checked_path(s).map(Address::Path),
+        Scheme::Fifo | Scheme::Journal => checked_path(s).map(Address::Path),
+        Scheme::UnixSeq => socket_path(s),
         Scheme::Unix => {
             let s = s.strip_prefix("//").unwrap_or(s);
             match s.strip_prefix('@') {
@@ -250,7 +298,7 @@ fn parse_address(scheme: Scheme, s: &str) -> std::result::Result<Address, String
                     Err("abstract socket name longer than 107 bytes".into())
                 }
                 Some(name) => Ok(Address::Abstract(name.to_string())),
-                None => checked_path(s).map(Address::Path),
+                None => socket_path(s),
             }
         }
         Scheme::Tcp | Scheme::Tls => {
@@ -337,6 +385,24 @@ fn parse_host_port(s: &str) -> std::result::Result<(String, u16), String> {
 
 /// Checks a filesystem path: non-empty, no NUL, no `..` component, and short
 /// enough for a socket address when used as one.
+/// A socket's path: checked, and short enough for `sun_path` (108 bytes
+/// with its NUL), which a bind through a longer name would not catch: the
+/// socket would be bound, and no client could ever connect.
+fn socket_path(s: &str) -> std::result::Result<Address, String> {
+    let path = checked_path(s)?;
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(format!(
+            "socket path of {len} bytes; the kernel takes at most {MAX_SOCKET_PATH} (sun_path): \
+             use a shorter path, or an abstract name (unix:@name)"
+        ));
+    }
+    Ok(Address::Path(path))
+}
+
+/// Bytes of a socket path a client can connect to (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 fn checked_path(s: &str) -> std::result::Result<PathBuf, String> {
     if s.is_empty() {
         return Err("missing path".into());
@@ -394,5 +460,61 @@ mod tests {
             let e = Endpoint::parse(url).unwrap_err().to_string();
             assert!(e.contains(needle), "{url}: {e}");
         }
+    }
+
+    /// Inputs that used to be accepted and then fail later (or silently do
+    /// something else) are refused when parsed, saying what to do.
+    #[test]
+    fn inputs_that_would_fail_later_are_refused_when_parsed() {
+        let long = format!("unix:/tmp/{}", "x".repeat(120));
+        for (url, option, needle) in [
+            ("unix:/tmp/a?max_msg=0", "max_msg", "at least 1 byte"),
+            ("unix:/tmp/a?mode=0600&mode=0666", "mode", "given twice"),
+            ("unix:@name?mode=0600", "mode", "abstract socket"),
+            ("tcp://h:1?heartbeat=100000s", "heartbeat", "32767"),
+        ] {
+            let e = Endpoint::parse(url).unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidOption { option: o, .. } if o == option),
+                "{url}: {e}"
+            );
+            assert!(e.to_string().contains(needle), "{url}: {e}");
+        }
+        let e = Endpoint::parse(&long).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::InvalidEndpoint(_)), "{e}");
+        assert!(e.to_string().contains("sun_path"), "{e}");
+        // 107 bytes is the most a client can connect to, and is accepted.
+        let fits = format!("unix:/tmp/{}", "x".repeat(107 - 5));
+        Endpoint::parse(&fits).expect("a 107-byte path");
+        // The size parser's range is what its message says.
+        assert_eq!(
+            Endpoint::parse("shm:a?size=1TiB").unwrap().options().size,
+            1 << 40
+        );
+    }
+
+    /// Options set in code go through the URL parser and into the URL.
+    #[test]
+    fn with_options_validates_and_rewrites_the_url() {
+        let ep = Endpoint::parse("unix:/tmp/a?crc=true")
+            .unwrap()
+            .with_options(|o| {
+                o.max_msg = 4096;
+                o.timeout = std::time::Duration::from_secs(2);
+            })
+            .unwrap();
+        assert_eq!(ep.url(), "unix:/tmp/a?max_msg=4096&timeout=2s&crc=true");
+        assert_eq!(ep.to_string(), ep.url());
+        assert_eq!(Endpoint::parse(ep.url()).unwrap(), ep);
+        let e = Endpoint::parse("shm:a")
+            .unwrap()
+            .with_options(|o| o.slots = 0)
+            .unwrap_err();
+        assert!(e.to_string().contains("slots"), "{e}");
+        let forever = Endpoint::parse("unix:/tmp/a")
+            .unwrap()
+            .with_options(|o| o.timeout = std::time::Duration::MAX)
+            .unwrap();
+        assert_eq!(forever.options().timeout, std::time::Duration::MAX);
     }
 }

@@ -126,6 +126,9 @@ impl Default for Options {
 
 use Scheme::*;
 
+/// The kernel's largest `TCP_KEEPIDLE`, in seconds.
+const MAX_KEEPIDLE: u64 = 32767;
+
 const LINKS: &[Scheme] = &[
     Pipe, Fifo, Unix, UnixSeq, Tcp, Tls, Shm, Mq, SysvMq, Journal, Nats,
 ];
@@ -161,6 +164,7 @@ impl Options {
     pub fn parse(scheme: Scheme, query: Option<&str>) -> Result<Options> {
         let mut o = Options::default();
         let mut duplex = None;
+        let mut seen: Vec<&str> = Vec::new();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let err = |reason: String| {
@@ -191,10 +195,19 @@ impl Options {
                     names.join(", ")
                 )));
             }
+            if seen.contains(&key) {
+                return Err(err("is given twice; give it once".into()));
+            }
+            seen.push(key);
             match key {
                 "max_msg" => {
                     o.max_msg = parse_size(value).map_err(err)?;
                     o.max_msg_given = true;
+                    if o.max_msg == 0 {
+                        return Err(err(
+                            "must be at least 1 byte (0 would refuse every message)".into(),
+                        ));
+                    }
                 }
                 "slots" => {
                     o.slots = parse_count(value).map_err(err)?;
@@ -232,10 +245,10 @@ impl Options {
                 "liveness" => o.liveness = parse_duration(value).map_err(err)?,
                 "heartbeat" => {
                     let d = parse_duration(value).map_err(err)?;
-                    if d < Duration::from_secs(1) {
-                        return Err(err(
-                            "must be at least 1s (TCP keepalive counts in seconds)".into()
-                        ));
+                    if d < Duration::from_secs(1) || d > Duration::from_secs(MAX_KEEPIDLE) {
+                        return Err(err(format!(
+                            "must be 1s to {MAX_KEEPIDLE}s (TCP keepalive counts in whole seconds, up to the kernel's TCP_KEEPIDLE limit)"
+                        )));
                     }
                     o.heartbeat = Some(d);
                 }
@@ -283,6 +296,94 @@ impl Options {
     }
 }
 
+impl Options {
+    /// The query string (`a=1&b=2`, no `?`) that parses back to these
+    /// options: every option that differs from its default, in the order
+    /// of the option table.
+    pub fn to_query(&self) -> String {
+        let d = Options::default();
+        let mut q: Vec<String> = Vec::new();
+        let mut put = |k: &str, v: String| q.push(format!("{k}={v}"));
+        if self.max_msg != d.max_msg || self.max_msg_given {
+            put("max_msg", self.max_msg.to_string());
+        }
+        if self.mode != d.mode {
+            put("mode", format!("{:04o}", self.mode));
+        }
+        if self.timeout != d.timeout {
+            put("timeout", format_duration(self.timeout));
+        }
+        if self.handshake_timeout != d.handshake_timeout {
+            put("handshake_timeout", format_duration(self.handshake_timeout));
+        }
+        if self.wait != d.wait {
+            put("wait", self.wait.name().into());
+        }
+        if self.spin != d.spin {
+            put("spin", format_duration(self.spin));
+        }
+        if self.codec != d.codec {
+            let name = match self.codec {
+                Codec::Framed => "framed",
+                Codec::Raw => "raw",
+                Codec::Lines => "lines",
+            };
+            put("codec", name.into());
+        }
+        if self.crc != d.crc {
+            put("crc", self.crc.to_string());
+        }
+        if let Some(h) = self.heartbeat {
+            put("heartbeat", format_duration(h));
+        }
+        if self.max_conns != d.max_conns {
+            put("max_conns", self.max_conns.to_string());
+        }
+        if self.max_fds != d.max_fds {
+            put("max_fds", self.max_fds.to_string());
+        }
+        if self.persist != d.persist {
+            put("persist", self.persist.to_string());
+        }
+        if self.duplex != (self.codec == Codec::Framed) {
+            put("duplex", self.duplex.to_string());
+        }
+        if self.size != d.size {
+            put("size", self.size.to_string());
+        }
+        if self.slots != d.slots {
+            put("slots", self.slots.to_string());
+        }
+        if self.overflow != d.overflow {
+            let name = match self.overflow {
+                Overflow::Block => "block",
+                Overflow::DropOldest => "drop_oldest",
+                Overflow::Fail => "fail",
+            };
+            put("overflow", name.into());
+        }
+        if self.liveness != d.liveness {
+            put("liveness", format_duration(self.liveness));
+        }
+        q.join("&")
+    }
+}
+
+/// A duration as `parse_duration` reads it back, in the largest unit that
+/// keeps it exact.
+fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns % 1_000_000_000 == 0 {
+        format!("{}s", d.as_secs())
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else if ns % 1_000 == 0 {
+        format!("{}us", d.as_micros())
+    } else {
+        format!("{ns}ns")
+    }
+}
+
 fn parse_bool(v: &str) -> std::result::Result<bool, String> {
     match v {
         "" | "true" | "1" | "yes" => Ok(true),
@@ -310,12 +411,14 @@ pub fn parse_size(v: &str) -> std::result::Result<usize, String> {
         "KiB" | "K" | "k" => 1 << 10,
         "MiB" | "M" => 1 << 20,
         "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
         "kB" | "KB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         _ => {
             return Err(format!(
-                "`{v}` has unknown unit `{unit}` (use B, KiB, MiB, GiB)"
+                "`{v}` has unknown unit `{unit}` (use B, KiB, MiB, GiB, TiB)"
             ));
         }
     };
@@ -346,7 +449,13 @@ pub fn parse_duration(v: &str) -> std::result::Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{v}` is out of range"))
+    // Beyond what a Duration holds is "forever" (every deadline made from
+    // it is no deadline); negative and NaN cannot be written here.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) => Ok(d),
+        Err(_) if secs.is_finite() && secs > 0.0 => Ok(Duration::MAX),
+        Err(_) => Err(format!("`{v}` is out of range")),
+    }
 }
 
 #[cfg(test)]

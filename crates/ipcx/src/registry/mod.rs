@@ -167,7 +167,14 @@ impl Registry {
             .into_iter()
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .collect();
-        let file_path = self.record_path(kind, &paths[0]);
+        let Some(first) = paths.first() else {
+            return Err(Error::new(
+                ErrorKind::InvalidEndpoint("a claim names at least one path".into()),
+                "claim",
+            )
+            .at(url));
+        };
+        let file_path = self.record_path(kind, first);
         let ioerr = |e| Error::io("claim", e).at(url);
         let mut busy = 0;
         loop {

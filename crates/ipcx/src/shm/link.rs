@@ -128,9 +128,13 @@ enum Side {
     Client,
 }
 
-/// Ring capacity for `?size=`: a power of two, at least 4 KiB.
+/// The smallest ring of a link (`?size=`), in data bytes.
+const MIN_RING: usize = 4096;
+
+/// Ring capacity for `?size=` (at least [`MIN_RING`]): the next power of
+/// two, so that positions reduce with a mask.
 fn capacity_for(size: usize) -> u64 {
-    (size.max(4096) as u64).next_power_of_two()
+    (size as u64).next_power_of_two()
 }
 
 fn segment_len(cap: u64) -> usize {
@@ -296,7 +300,22 @@ pub(crate) struct ShmListener {
 
 impl ShmListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
-        let cap = capacity_for(ep.options().size);
+        let size = ep.options().size;
+        if size < MIN_RING {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: "shm",
+                    option: "size".into(),
+                    reason: format!(
+                        "is {size} bytes; each ring of an shm: link holds at least 4KiB \
+                         (sizes are rounded up to a power of two)"
+                    ),
+                },
+                "bind",
+            )
+            .at(ep));
+        }
+        let cap = capacity_for(size);
         let mut sized = ep.clone();
         sized.options_mut().size = segment_len(cap);
         let seg = Segment::create_endpoint(&sized)?;

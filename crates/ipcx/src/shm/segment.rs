@@ -190,7 +190,12 @@ impl Segment {
                     ) =>
                 {
                     if Instant::now() >= deadline {
-                        return Err(Error::io("open", e).at(ep));
+                        let why = format!(
+                            "no segment /dev/shm/{name} appeared within {:?} ({e}): start the side \
+                             that creates it first, or raise ?timeout=",
+                            ep.options().timeout
+                        );
+                        return Err(Error::io("open", std::io::Error::new(e.kind(), why)).at(ep));
                     }
                     "absent or not yet open to others"
                 }

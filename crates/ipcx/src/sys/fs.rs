@@ -182,7 +182,7 @@ pub fn open_private_file(path: &Path, create: bool) -> io::Result<File> {
 
 /// Tries to take an exclusive `flock(2)` without waiting; `false` when
 /// another open file holds it.
-pub fn try_lock(file: &File) -> io::Result<bool> {
+pub fn try_lock(file: impl std::os::fd::AsFd) -> io::Result<bool> {
     match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),

@@ -58,7 +58,8 @@ impl FifoListener {
         for p in &all {
             match sys::fs::object_type(p).map_err(|e| Error::io("bind", e).at(ep))? {
                 None => {
-                    sys::fs::create_fifo(p, o.mode).map_err(|e| Error::io("bind", e).at(ep))?;
+                    sys::fs::create_fifo(p, o.mode)
+                        .map_err(|e| super::path_error("bind", ep, e))?;
                     reg.created(p);
                 }
                 // A FIFO someone made for us (mkfifo), or a persistent one:
@@ -144,14 +145,44 @@ fn check_existing(ep: &Endpoint, path: &Path, mode: u32) -> Result<()> {
 
 /// Opens the connecting side: the reply FIFO for reading (duplex), then the
 /// request FIFO for writing, each waiting until `deadline` for the binder.
+///
+/// A FIFO serves one peer at a time (a second writer's bytes would land in
+/// the middle of the first one's stream, a second reader would steal its
+/// replies), so the connector holds an exclusive `flock` on the first FIFO
+/// it opens while connected; the kernel releases it when the connector's
+/// descriptor closes, also when it dies. A second connector waits for it up
+/// to `deadline`.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
     let (path, reply) = paths(ep);
-    let rd = match &reply {
-        Some(r) => Some(Channel::pipe(retry_until(ep, deadline, || {
-            sys::fs::open_fifo(r, false)
-        })?)),
-        None => None,
+    let claimed = |fd: OwnedFd| -> std::io::Result<Option<OwnedFd>> {
+        Ok(sys::fs::try_lock(&fd)?.then_some(fd))
     };
-    let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
-    Ok(Link::new(ep, rd, Some(Channel::pipe(wr))))
+    let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(50));
+    loop {
+        let first = match &reply {
+            Some(r) => retry_until(ep, deadline, || sys::fs::open_fifo(r, false))?,
+            None => retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?,
+        };
+        if let Some(first) = claimed(first).map_err(|e| Error::io("connect", e).at(ep))? {
+            let (rd, wr) = match reply {
+                Some(_) => {
+                    let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
+                    (Some(Channel::pipe(first)), wr)
+                }
+                None => (None, first),
+            };
+            return Ok(Link::new(ep, rd, Some(Channel::pipe(wr))));
+        }
+        if !backoff.sleep_until(deadline) {
+            return Err(Error::new(
+                ErrorKind::Occupied(
+                    "another peer is connected to this FIFO, which serves one at a time; \
+                     wait for it to finish, or raise ?timeout="
+                        .into(),
+                ),
+                "connect",
+            )
+            .at(ep));
+        }
+    }
 }

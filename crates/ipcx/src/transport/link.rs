@@ -507,6 +507,7 @@ impl RecvHalf {
 
     /// One attempt without waiting: `Some` when a message is whole. A hello
     /// the link expects is checked and consumed on the way.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
         self.poll_with(op, false, false)
     }

@@ -190,27 +190,97 @@ pub(crate) fn retry_until<T>(
     deadline: Instant,
     mut f: impl FnMut() -> io::Result<T>,
 ) -> Result<T> {
-    let mut pause = Duration::from_millis(1);
+    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(50));
     loop {
         match f() {
             Ok(t) => return Ok(t),
+            // Something that can never be bound sits at the path: no wait.
+            Err(e) if peer_absent(&e) && wrong_object(ep).is_some() => {
+                let why = wrong_object(ep).unwrap_or_default();
+                return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
+            }
             Err(e) if peer_absent(&e) => {
-                let now = Instant::now();
-                if now >= deadline {
+                if !backoff.sleep_until(deadline) {
                     let why = io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "nobody bound it within {:?} ({e}); start the receiving side first or raise ?timeout=",
-                            ep.options().timeout
+                            "nobody bound it within {:?} ({}); start the receiving side first or raise ?timeout=",
+                            ep.options().timeout,
+                            missing_dir(ep).unwrap_or_else(|| e.to_string()),
                         ),
                     );
                     return Err(Error::io("connect", why).at(ep));
                 }
-                std::thread::sleep(pause.min(deadline - now));
-                pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(e) => return Err(Error::io("connect", e).at(ep)),
         }
+    }
+}
+
+/// What sits at a path endpoint when it is not the object its scheme
+/// needs (a regular file where a socket should be): no peer can ever bind
+/// it, so waiting is pointless.
+fn wrong_object(ep: &Endpoint) -> Option<String> {
+    use rustix::fs::FileType;
+    let want = match ep.scheme() {
+        Scheme::Unix | Scheme::UnixSeq => FileType::Socket,
+        Scheme::Fifo => FileType::Fifo,
+        _ => return None,
+    };
+    let path = ep.path()?;
+    match crate::sys::fs::object_type(path) {
+        Ok(Some(t)) if t != want => Some(format!(
+            "{} is a {}, not a {}: nothing can bind it; check the path",
+            path.display(),
+            file_type_name(t),
+            file_type_name(want)
+        )),
+        _ => None,
+    }
+}
+
+/// The directory of a path endpoint, when it does not exist.
+pub(crate) fn missing_dir(ep: &Endpoint) -> Option<String> {
+    let dir = ep.path()?.parent()?;
+    let missing = !dir.as_os_str().is_empty() && !dir.is_dir();
+    missing.then(|| format!("the directory {} does not exist", dir.display()))
+}
+
+/// An error making an object at a path endpoint (`bind`): a missing
+/// directory is named, where the OS says only "no such file".
+pub(crate) fn path_error(op: &'static str, ep: &Endpoint, e: io::Error) -> Error {
+    let dir = ep.path().and_then(|p| p.parent());
+    match (e.kind(), dir) {
+        (io::ErrorKind::NotFound, Some(dir)) => {
+            let why = missing_dir(ep).unwrap_or_else(|| {
+                format!(
+                    "{} does not take new files (a /proc or /sys directory?)",
+                    dir.display()
+                )
+            });
+            let e = io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create it: {why}; pick a path in a directory that exists and is yours"
+                ),
+            );
+            Error::io(op, e).at(ep)
+        }
+        _ => Error::io(op, e).at(ep),
+    }
+}
+
+fn file_type_name(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match t {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        _ => "file of unknown type",
     }
 }
 

@@ -33,21 +33,41 @@ fn unix_addr(ep: &Endpoint) -> UnixAddr<'_> {
     }
 }
 
-pub(crate) fn resolve(ep: &Endpoint, op: &'static str) -> Result<SocketAddr> {
+/// Every address of a `tcp://host:port` endpoint, in the resolver's order.
+pub(crate) fn resolve(ep: &Endpoint, op: &'static str) -> Result<Vec<SocketAddr>> {
     let Address::HostPort { host, port } = ep.address() else {
-        unreachable!("tcp endpoints hold host and port")
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint("expected tcp://host:port".into()),
+            op,
+        )
+        .at(ep));
     };
-    (host.as_str(), *port)
+    let addrs: Vec<SocketAddr> = (host.as_str(), *port)
         .to_socket_addrs()
         .map_err(|e| Error::io(op, e).at(ep))?
-        .next()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidEndpoint(format!("host `{host}` has no address")),
-                op,
-            )
-            .at(ep)
-        })
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint(format!("host `{host}` has no address")),
+            op,
+        )
+        .at(ep));
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first of `addrs` that answers, as `TcpStream::connect`
+/// does (`localhost` may be `::1` first while the server listens on
+/// 127.0.0.1); the last error when none does.
+fn tcp_connect_any(addrs: &[SocketAddr], deadline: Instant) -> std::io::Result<OwnedFd> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to");
+    for addr in addrs {
+        match sys::socket::tcp_connect(*addr, Some(deadline)) {
+            Ok(fd) => return Ok(fd),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Connects a socket, waiting for a listener up to `deadline`.
@@ -55,10 +75,8 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
     let kind = fd_kind(ep.scheme());
     let fd = match kind {
         FdKind::Tcp => {
-            let addr = resolve(ep, "connect")?;
-            let fd = retry_until(ep, deadline, || {
-                sys::socket::tcp_connect(addr, Some(deadline))
-            })?;
+            let addrs = resolve(ep, "connect")?;
+            let fd = retry_until(ep, deadline, || tcp_connect_any(&addrs, deadline))?;
             sys::socket::tcp_tune(fd.as_fd(), ep.options().heartbeat)
                 .map_err(|e| Error::io("connect", e).at(ep))?;
             fd
@@ -103,7 +121,8 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<Bound> {
     let err = |e| Error::io("bind", e).at(ep);
     match ep.address() {
         Address::HostPort { host, .. } => {
-            let addr = resolve(ep, "bind")?;
+            // A listener binds the first address (one socket, one port).
+            let addr = resolve(ep, "bind")?[0];
             let fd = sys::socket::tcp_listen(addr).map_err(err)?;
             let port = sys::socket::local_port(fd.as_fd()).map_err(err)?;
             let endpoint = ep.with_address(Address::HostPort {
@@ -144,7 +163,8 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<Bound> {
             let mut reg =
                 Registry::open()?.claim(ObjectKind::Socket, ep.url(), vec![path.clone()], false)?;
             clear_stale_socket(ep, path, kind)?;
-            let fd = bind_path_with_mode(path, kind, ep.options().mode).map_err(err)?;
+            let fd = bind_path_with_mode(path, kind, ep.options().mode)
+                .map_err(|e| super::path_error("bind", ep, e))?;
             reg.created(path);
             Ok(Bound {
                 fd,
@@ -222,4 +242,22 @@ fn bind_path_with_mode(path: &Path, kind: FdKind, mode: u32) -> std::io::Result<
 
 fn clone_err(e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_tries_every_address() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap();
+        drop(closed);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let addrs = [closed_addr, open.local_addr().unwrap()];
+        tcp_connect_any(&addrs, deadline).expect("the second address answers");
+        let err = tcp_connect_any(&addrs[..1], deadline).expect_err("nobody there");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
 }

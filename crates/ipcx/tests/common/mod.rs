@@ -407,6 +407,12 @@ impl ChildProcess {
         }
     }
 
+    /// A child started elsewhere (by `ipcx::spawn_endpoint`) from a
+    /// [`Test::command`], with its output captured.
+    pub fn spawn_adopted(child: Child, role: &str) -> ChildProcess {
+        ChildProcess::new(child, role)
+    }
+
     /// Spawns `cmd` (made by [`Test::command`]) as a child in `role`.
     pub fn spawn(mut cmd: Command, role: &str) -> ChildProcess {
         ChildProcess::new(cmd.spawn().expect("spawn the test binary"), role)
