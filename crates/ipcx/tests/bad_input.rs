@@ -344,10 +344,12 @@ fn good_client() {
 fn hostile(case: &Case) {
     for bytes in &case.sessions {
         let mut raw = Raw::connect(&param("ADDR"));
-        raw.read_server_hello();
         if let Some(crc) = case.hello {
             raw.write_all(&hello_frame(Hello::new(crc, 16 << 20)))
                 .expect("send hello");
+            // The server answers once it read ours (a peer that never says
+            // hello gets nothing back).
+            raw.read_server_hello();
             // Wait until the server's `accept` has returned this link, so
             // that the bytes reach `recv`, not the handshake.
             let mut go = [0u8];
@@ -395,7 +397,7 @@ impl Raw {
         raw
     }
 
-    /// Reads the server's hello, which it sends as soon as it accepts. (A
+    /// Reads the server's hello, which it sends once ours checked out. (A
     /// TCP peer that closes with unread bytes resets the connection, which
     /// would turn the end of its stream into an error on the server.)
     fn read_server_hello(&mut self) {
@@ -460,7 +462,7 @@ fn silent_peer(transport: Transport) {
     if t.child_role().is_some() {
         let mut silent = Raw::connect(&param("ADDR"));
         good_client();
-        silent.read_server_hello();
+        // A peer that never says hello is never answered, only closed.
         silent.expect_closed();
         return good_client();
     }
@@ -485,10 +487,11 @@ fn hello_and_garbage_together(transport: Transport) {
     let t = Test::start();
     if t.child_role().is_some() {
         let mut raw = Raw::connect(&param("ADDR"));
-        raw.read_server_hello();
         let mut bytes = hello_frame(Hello::new(false, 16 << 20));
         bytes.extend_from_slice(&patched(0, b'X'));
         raw.write_all(&bytes).expect("send hello and garbage");
+        // Answered (the hello was good), then closed (the rest was not).
+        raw.read_server_hello();
         raw.expect_closed();
         return good_client();
     }

@@ -167,3 +167,57 @@ fn fifo_serves_one_peer_at_a_time() {
     drop(link);
     third.finish();
 }
+
+/// Connections that never say hello (slowloris) hold no place among the
+/// served: with `?max_conns=2`, a hundred silent connections from another
+/// process neither lock out a client that speaks nor grow without bound
+/// (`?max_pending=` keeps the newest few).
+#[test]
+fn silent_connections_cannot_lock_out_a_client() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("silent") => {
+            let path = param("PATH");
+            let held: Vec<_> = (0..100)
+                .map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect raw"))
+                .collect();
+            ready("connected");
+            std::thread::sleep(Duration::from_secs(120));
+            drop(held);
+            return;
+        }
+        Some(_) => {
+            let mut link = Link::connect(&param("URL")).expect("connect");
+            link.wait_connected(Duration::from_secs(30))
+                .expect("accepted despite the silent crowd");
+            link.send(b"hi").expect("send");
+            let _ = link.recv();
+            return;
+        }
+        None => {}
+    }
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!(
+        "unix:{}?max_conns=2&max_pending=8&handshake_timeout=1h",
+        path.display()
+    );
+    let mut listener = Listener::bind(&url).expect("bind");
+    let mut silent = t.spawn("silent", |c| {
+        set_param(c, "PATH", &path.display().to_string())
+    });
+    silent.wait_ready();
+    // The listener meets the silent crowd before the client.
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_millis(200)),
+        Err(e) if *e.kind() == ErrorKind::TimedOut
+    ));
+    assert_eq!(listener.connections(), 0, "silent peers are not served");
+    let mut client = t.spawn("client", |c| set_param(c, "URL", &url));
+    let mut link = common::accept(&mut listener, &mut client);
+    assert_eq!(link.recv().expect("recv"), b"hi");
+    assert_eq!(listener.connections(), 1);
+    drop(link);
+    client.finish();
+    silent.kill();
+}

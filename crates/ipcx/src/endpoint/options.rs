@@ -64,6 +64,9 @@ pub struct Options {
     pub heartbeat: Option<Duration>,
     /// Most connections a listener serves at once (`max_conns`, default 256).
     pub max_conns: usize,
+    /// Most connections a listener holds while their hello is still due
+    /// (`max_pending`, default 64); the oldest goes when a new one comes.
+    pub max_pending: usize,
     /// Most file descriptors accepted with one message (`max_fds`, default 16).
     pub max_fds: usize,
     /// Keep the object after its creator exits (`persist`, default false).
@@ -112,6 +115,7 @@ impl Default for Options {
             crc: false,
             heartbeat: None,
             max_conns: 256,
+            max_pending: 64,
             max_fds: 16,
             persist: false,
             duplex: true,
@@ -150,6 +154,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("crc", FRAMED),
     ("heartbeat", &[Tcp, Tls]),
     ("max_conns", LISTENERS),
+    ("max_pending", LISTENERS),
     ("max_fds", &[Unix, UnixSeq]),
     ("persist", DURABLE),
     ("duplex", &[Fifo]),
@@ -272,6 +277,7 @@ impl Options {
                 "persist" => o.persist = parse_bool(value).map_err(err)?,
                 "duplex" => duplex = Some(parse_bool(value).map_err(err)?),
                 "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
+                "max_pending" => o.max_pending = parse_count(value).map_err(err)?,
                 "max_fds" => {
                     o.max_fds = parse_count(value).map_err(err)?;
                     if o.max_fds > 253 {
@@ -338,6 +344,9 @@ impl Options {
         }
         if self.max_conns != d.max_conns {
             put("max_conns", self.max_conns.to_string());
+        }
+        if self.max_pending != d.max_pending {
+            put("max_pending", self.max_pending.to_string());
         }
         if self.max_fds != d.max_fds {
             put("max_fds", self.max_fds.to_string());

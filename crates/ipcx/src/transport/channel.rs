@@ -67,13 +67,20 @@ pub(crate) struct Channel {
     fd: OwnedFd,
     kind: FdKind,
     blocking: AtomicBool,
-    _slot: Option<ConnSlot>,
+    /// The listener's count of served connections, once this one is
+    /// served (not while its hello is pending).
+    slot: std::sync::OnceLock<ConnSlot>,
 }
 
 impl Channel {
     /// A channel over a non-blocking descriptor.
     pub(crate) fn new(fd: OwnedFd, kind: FdKind) -> Channel {
-        Channel::build(fd, kind, None)
+        Channel {
+            fd,
+            kind,
+            blocking: AtomicBool::new(false),
+            slot: std::sync::OnceLock::new(),
+        }
     }
 
     /// A channel over a pipe or FIFO end, asking the kernel for a 1 MiB
@@ -85,17 +92,9 @@ impl Channel {
         Arc::new(Channel::new(fd, FdKind::Pipe))
     }
 
-    pub(crate) fn with_slot(fd: OwnedFd, kind: FdKind, slot: ConnSlot) -> Channel {
-        Channel::build(fd, kind, Some(slot))
-    }
-
-    fn build(fd: OwnedFd, kind: FdKind, slot: Option<ConnSlot>) -> Channel {
-        Channel {
-            fd,
-            kind,
-            blocking: AtomicBool::new(false),
-            _slot: slot,
-        }
+    /// Counts this connection as served until the channel drops.
+    pub(crate) fn hold(&self, slot: ConnSlot) {
+        let _ = self.slot.set(slot);
     }
 
     /// Switches the descriptor between blocking and non-blocking mode.

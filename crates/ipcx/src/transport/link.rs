@@ -316,8 +316,15 @@ impl Link {
     /// Sends our hello and, where this side also receives, expects the
     /// peer's as the first frame.
     pub(crate) fn begin_handshake(&mut self, crc: bool, max_msg: usize) -> Result<()> {
-        let hello = Hello::new(crc, max_msg);
+        self.send_hello(crc, max_msg)?;
+        self.expect_hello(crc, max_msg);
+        Ok(())
+    }
+
+    /// Sends our hello (where this side sends).
+    pub(crate) fn send_hello(&mut self, crc: bool, max_msg: usize) -> Result<()> {
         if self.tx.ch.is_some() {
+            let hello = Hello::new(crc, max_msg);
             match self.tx.send_frame(wire::KIND_HELLO, &hello.encode(), &[]) {
                 // The peer may have sent all it had and closed before we
                 // said hello (a parent that spawns, sends and exits): what
@@ -326,10 +333,15 @@ impl Link {
                 r => r?,
             }
         }
-        if self.rx.ch.is_some() {
-            self.rx.hello = Some(hello);
-        }
         Ok(())
+    }
+
+    /// Expects the peer's hello as the first frame (where this side
+    /// receives), to be checked against ours.
+    pub(crate) fn expect_hello(&mut self, crc: bool, max_msg: usize) {
+        if self.rx.ch.is_some() {
+            self.rx.hello = Some(Hello::new(crc, max_msg));
+        }
     }
 
     /// Waits until the peer's hello arrived and matched ours.

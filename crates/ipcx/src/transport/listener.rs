@@ -48,6 +48,8 @@ enum Inner {
 
 struct Pending {
     link: Link,
+    /// The link's socket, to count it as served once its hello arrives.
+    ch: Arc<Channel>,
     deadline: Instant,
 }
 
@@ -58,6 +60,8 @@ struct SocketListener {
     pending: Vec<Pending>,
     live: Arc<AtomicUsize>,
     refused: u64,
+    /// Pending peers dropped to make room (`?max_pending=`).
+    evicted: u64,
     _registration: Option<Registration>,
 }
 
@@ -88,6 +92,7 @@ impl Listener {
                         pending: Vec::new(),
                         live: Arc::new(AtomicUsize::new(0)),
                         refused: 0,
+                        evicted: 0,
                         _registration: b.registration,
                     }),
                 })
@@ -146,8 +151,8 @@ impl Listener {
         Capabilities::of(self.endpoint.scheme())
     }
 
-    /// Connections accepted (or still in their handshake) and not yet
-    /// dropped (sockets).
+    /// Connections served (their hello checked out) and not yet dropped
+    /// (sockets); peers still due to say hello are not counted.
     pub fn connections(&self) -> usize {
         match &self.inner {
             Inner::Socket(s) => s.live.load(Ordering::Acquire),
@@ -173,6 +178,40 @@ impl Listener {
 }
 
 impl SocketListener {
+    /// Takes a place among the served connections for `ch`, or counts a
+    /// refusal (the peer is closed without our hello, which its
+    /// `wait_connected` reports as the `?max_conns=` limit).
+    fn admit(&mut self, ep: &Endpoint, ch: &Channel) -> bool {
+        let max = ep.options().max_conns;
+        match ConnSlot::take(&self.live, max) {
+            Some(slot) => {
+                ch.hold(slot);
+                true
+            }
+            None => {
+                self.refused += 1;
+                tracing::warn!(url = %ep, max_conns = max, refused = self.refused, "connection refused: limit reached");
+                false
+            }
+        }
+    }
+
+    /// A peer whose hello checked out: admitted and answered, or dropped.
+    fn served(&mut self, ep: &Endpoint, p: Pending) -> Option<Link> {
+        let o = ep.options();
+        if !self.admit(ep, &p.ch) {
+            return None;
+        }
+        let mut link = p.link;
+        match link.send_hello(o.crc, o.max_msg) {
+            Ok(()) => Some(link),
+            Err(e) => {
+                tracing::warn!(url = %ep, error = %e, "peer left before our hello; dropped");
+                None
+            }
+        }
+    }
+
     fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         loop {
@@ -182,43 +221,55 @@ impl SocketListener {
                 let accepted = sys::socket::accept(self.fd.as_fd())
                     .map_err(|e| Error::io("accept", e).at(ep))?;
                 let Some(fd) = accepted else { break };
-                let Some(slot) = ConnSlot::take(&self.live, o.max_conns) else {
-                    self.refused += 1;
-                    tracing::warn!(url = %ep, max_conns = o.max_conns, refused = self.refused, "connection refused: limit reached");
-                    continue;
-                };
                 if self.kind == FdKind::Tcp {
                     if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
                         tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
                         continue;
                     }
                 }
-                let ch = Arc::new(Channel::with_slot(fd, self.kind, slot));
-                let mut link = Link::new(ep, Some(ch.clone()), Some(ch));
+                let ch = Arc::new(Channel::new(fd, self.kind));
                 if o.codec != Codec::Framed {
-                    return Ok(link);
+                    if !self.admit(ep, &ch) {
+                        continue;
+                    }
+                    return Ok(Link::new(ep, Some(ch.clone()), Some(ch)));
                 }
-                match link.begin_handshake(o.crc, o.max_msg) {
-                    Ok(()) => self.pending.push(Pending {
-                        link,
-                        deadline: crate::deadline::far_after(o.handshake_timeout),
-                    }),
-                    Err(e) => tracing::warn!(url = %ep, error = %e, "handshake failed"),
+                // Until its hello arrives a peer is pending: it holds no
+                // place among the served (`?max_conns=`), only one of
+                // `?max_pending=`, and the oldest pending peer makes room
+                // for a new one, so silent connections cannot lock out
+                // the peers that speak.
+                if self.pending.len() >= o.max_pending {
+                    self.pending.remove(0);
+                    self.evicted += 1;
+                    tracing::warn!(url = %ep, max_pending = o.max_pending, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes");
                 }
+                let mut link = Link::new(ep, Some(ch.clone()), Some(ch.clone()));
+                link.expect_hello(o.crc, o.max_msg);
+                self.pending.push(Pending {
+                    link,
+                    ch,
+                    deadline: crate::deadline::far_after(o.handshake_timeout),
+                });
             }
             let now = Instant::now();
             let mut i = 0;
             while i < self.pending.len() {
                 match self.pending[i].link.poll_handshake() {
-                    Ok(true) => return Ok(self.pending.swap_remove(i).link),
+                    Ok(true) => {
+                        let p = self.pending.remove(i);
+                        if let Some(link) = self.served(ep, p) {
+                            return Ok(link);
+                        }
+                    }
                     Ok(false) if now < self.pending[i].deadline => i += 1,
                     Ok(false) => {
                         tracing::warn!(url = %ep, "peer sent no hello in time; dropped");
-                        self.pending.swap_remove(i);
+                        self.pending.remove(i);
                     }
                     Err(e) => {
                         tracing::warn!(url = %ep, error = %e, "handshake failed; peer dropped");
-                        self.pending.swap_remove(i);
+                        self.pending.remove(i);
                     }
                 }
             }
