@@ -213,3 +213,52 @@ fn random_scribbles_give_typed_errors() {
         client.finish();
     }
 }
+
+/// A claim is undone only when its claimer is dead. A live process that
+/// claimed the link and stalls keeps it (a second client is refused, not
+/// connected beside it); once the claimer is dead, the next client
+/// connects. The claim word (offset 80 of the link header) is written here
+/// as a stalled or killed client would leave it.
+#[test]
+fn a_claim_is_undone_only_when_its_claimer_died() {
+    let t = Test::start();
+    if t.child_role() == Some("stalled") {
+        ready("alive");
+        std::thread::sleep(Duration::from_secs(120));
+        return;
+    }
+    if t.child_role() == Some("client") {
+        let mut link = Link::connect(&common::with_option(&param("URL"), "timeout=30s"))
+            .expect("connect once the claimer died");
+        link.send(b"in").expect("send");
+        return;
+    }
+    if children(&t) {
+        return;
+    }
+    let url = unique();
+    let mut listener = Listener::bind(&url).expect("bind");
+    let mut stalled = t.spawn("stalled", |c| c);
+    stalled.wait_ready();
+    let pid = stalled.id();
+    let start = ipcx::sys::process::start_time(pid).expect("the claimer's start time");
+    let claim = ipcx::sys::process::pack_identity(pid, start);
+    let words = format!("80={claim}");
+    t.spawn("words", |c| {
+        set_param(set_param(c, "URL", &url), "WORDS", &words)
+    })
+    .finish();
+    // The listener looks at the claim while it waits: alive, so kept.
+    assert!(matches!(
+        listener.accept_timeout(Duration::from_millis(1500)),
+        Err(e) if *e.kind() == ErrorKind::TimedOut
+    ));
+    let err = Link::connect(&format!("{url}&timeout=300ms")).expect_err("a second client");
+    assert!(matches!(err.kind(), ErrorKind::Occupied(_)), "{err}");
+    stalled.kill();
+    let mut client = t.spawn("client", |c| set_param(c, "URL", &url));
+    let mut link = common::accept(&mut listener, &mut client);
+    assert_eq!(link.recv().expect("recv"), b"in");
+    drop(link);
+    client.finish();
+}

@@ -4,8 +4,11 @@
 //! Layout of the segment's data region: a 128-byte [`LinkHeader`], then the
 //! client-to-server ring, then the server-to-client ring (each a 320-byte
 //! ring header and a power-of-two data area). The binder creates the
-//! segment; a connector claims it (`state` FREE → CLAIMED → CONNECTED) and
-//! the binder's `accept` sees it connected. Each side records its pid and
+//! segment; a connector claims it (a compare-and-swap of its identity into
+//! `claim`), then moves `state` FREE → CONNECTED, and the binder's `accept`
+//! sees it connected. A claim is undone only when its claimer is dead, so a
+//! client that stalls between the two steps keeps its claim and no second
+//! client can connect beside it. Each side records its pid and
 //! start time, so a side that waits notices within 20 ms that its peer died,
 //! even by `SIGKILL`; a side that leaves normally sets its `gone` flag and
 //! wakes the other at once.
@@ -25,10 +28,9 @@ use crate::transport::Until;
 use crate::wire::FrameError;
 
 const LINK_MAGIC: u64 = u64::from_le_bytes(*b"IPCXLNK1");
-const LINK_VERSION: u32 = 2;
+const LINK_VERSION: u32 = 3;
 
 const FREE: u32 = 0;
-const CLAIMED: u32 = 1;
 const CONNECTED: u32 = 2;
 
 /// The shared state of a link segment.
@@ -37,7 +39,7 @@ const CONNECTED: u32 = 2;
 pub struct LinkHeader {
     magic: AtomicU64,
     version: AtomicU32,
-    /// FREE, CLAIMED or CONNECTED; also the futex word `accept` sleeps on.
+    /// FREE or CONNECTED; also the futex word `accept` sleeps on.
     state: AtomicU32,
     server_pid: AtomicU32,
     client_pid: AtomicU32,
@@ -52,7 +54,10 @@ pub struct LinkHeader {
     /// Doorbell places armed by a side awaiting on tokio (bit `k`: the
     /// FIFO `NAME.bellK`, see [`BellPlace`]).
     bells: AtomicU64,
-    _reserved: [u64; 6],
+    /// The connecting process's packed identity (pid and start time) while
+    /// it holds the link, 0 while free.
+    claim: AtomicU64,
+    _reserved: [u64; 5],
 }
 
 const LINK_HEADER_LEN: usize = size_of::<LinkHeader>();
@@ -61,6 +66,7 @@ const _: () = assert!(offset_of!(LinkHeader, state) == 12);
 const _: () = assert!(offset_of!(LinkHeader, server_start) == 24);
 const _: () = assert!(offset_of!(LinkHeader, capacity) == 48);
 const _: () = assert!(offset_of!(LinkHeader, bells) == 72);
+const _: () = assert!(offset_of!(LinkHeader, claim) == 80);
 
 /// The four doorbell places of a link: each side's receiving half (awaiting
 /// data) and sending half (awaiting space).
@@ -361,29 +367,24 @@ impl ShmListener {
             h.client_gone.store(0, Ordering::Relaxed);
             h.server_gone.store(0, Ordering::Relaxed);
             h.state.store(FREE, Ordering::Release);
+            // Last: whoever claims next sees the state free.
+            h.claim.store(0, Ordering::Release);
             self.used = false;
         }
-        let mut claimed_since = None;
         loop {
             let state = h.state.load(Ordering::Acquire);
             if state == CONNECTED {
                 break;
             }
             // A client that died between claiming and connecting must not
-            // block the endpoint: a claim takes microseconds, not a second.
-            if state == CLAIMED {
-                let since = *claimed_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(1) {
-                    let _ = h.state.compare_exchange(
-                        CLAIMED,
-                        FREE,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                    claimed_since = None;
-                }
-            } else {
-                claimed_since = None;
+            // block the endpoint; one that lives keeps its claim however
+            // long it stalls (undoing it would let a second client in
+            // beside it).
+            let claim = h.claim.load(Ordering::Acquire);
+            if claim != 0 && !sys::process::identity_alive(claim) {
+                let _ = h
+                    .claim
+                    .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
             let mut slice = Duration::from_millis(20);
             if let Some(d) = deadline {
@@ -439,17 +440,32 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 h.server_pid.load(Ordering::Relaxed),
                 h.server_start.load(Ordering::Relaxed),
             );
+            let identity = sys::process::pack_identity(pid, start);
             if server_alive
-                && h.state
-                    .compare_exchange(FREE, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                && h.claim
+                    .compare_exchange(0, identity, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
+                // The claim is ours alone: nobody else writes these.
                 h.client_pid.store(pid, Ordering::Relaxed);
                 h.client_start.store(start, Ordering::Relaxed);
                 h.client_gone.store(0, Ordering::Relaxed);
                 h.client_max_msg
                     .store(ep.options().max_msg as u64, Ordering::Relaxed);
-                h.state.store(CONNECTED, Ordering::Release);
+                if h.state
+                    .compare_exchange(FREE, CONNECTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    h.claim.store(0, Ordering::Release);
+                    return Err(Error::new(
+                        ErrorKind::Corrupt(
+                            "the link is unclaimed but not free (its header was written outside the protocol)"
+                                .into(),
+                        ),
+                        "connect",
+                    )
+                    .at(ep));
+                }
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
                 let (rx, tx, _) = halves(
                     Conn {

@@ -21,6 +21,8 @@ pub struct Subscriber {
     ch: Channel,
     index: usize,
     cursor: Cell<u64>,
+    /// When `/proc` last said the publisher lives (see `publisher_gone`).
+    alive_at: Cell<Option<Instant>>,
     wait: WaitStrategy,
     spin: Duration,
     /// One thread receives: a subscriber is `Send`, not `Sync`.
@@ -72,6 +74,7 @@ impl Subscriber {
                 ch,
                 index,
                 cursor: Cell::new(start),
+                alive_at: Cell::new(None),
                 wait,
                 spin,
                 _not_sync: PhantomData,
@@ -250,6 +253,28 @@ impl Subscriber {
         notify(&self.ch.header().space.0);
     }
 
+    /// Whether the publisher left or died, for a retry loop: its flag
+    /// every time, `/proc` at most once per liveness interval (a slot being
+    /// rewritten is retried many times in a row).
+    fn publisher_gone(&self) -> bool {
+        if self.ch.publisher_left() {
+            return true;
+        }
+        let now = Instant::now();
+        if self
+            .alive_at
+            .get()
+            .is_some_and(|t| now.duration_since(t) < crate::shm::event::LIVENESS_INTERVAL)
+        {
+            return false;
+        }
+        let gone = self.ch.publisher_gone();
+        if !gone {
+            self.alive_at.set(Some(now));
+        }
+        gone
+    }
+
     /// Takes message `seq` (`None`: it was overwritten; counted as lost).
     fn take(&self, seq: u64) -> Option<Sample<'_>> {
         let slot = self.ch.slot(seq);
@@ -263,7 +288,7 @@ impl Subscriber {
             || chunk as usize >= self.ch.layout.chunks
             || len > self.ch.layout.chunk_size
         {
-            if (s1 == 0 || s2 == 0) && !self.ch.publisher_gone() {
+            if (s1 == 0 || s2 == 0) && !self.publisher_gone() {
                 // Being rewritten this instant: look again. (A publisher
                 // that died mid-rewrite leaves it so: then it is lost.)
                 crate::shm::primitive::spin_hint();
