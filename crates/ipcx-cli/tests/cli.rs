@@ -515,7 +515,7 @@ fn recorded_as_created(s: &Scratch, path: &Path) -> bool {
 #[test]
 fn termination_signals_remove_what_recv_created() {
     let s = Scratch::new();
-    let shm = format!("ipcx-cli-sig-{}", std::process::id());
+    let shm = format!("ipcx-cli-{}-sig", std::process::id());
     for (signal, code) in [
         (rustix::process::Signal::INT, 130),
         (rustix::process::Signal::TERM, 143),

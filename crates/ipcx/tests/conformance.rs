@@ -324,9 +324,6 @@ fn async_round_trip(mech: Mechanism) {
         let (mut link, _listener) = child_serves();
         return echo(&mut link);
     }
-    if !Capabilities::of(mech.scheme()).pollable {
-        return; // no descriptor for the reactor
-    }
     let dir = t.scratch();
     let (child, link) = child_binds(&t, mech, &dir, "echo");
     common::runtime().block_on(async move {
@@ -360,9 +357,6 @@ fn async_serve(mech: Mechanism) {
             exchange(&mut link, &payload(size, seed as u64));
         }
         return;
-    }
-    if !Capabilities::of(mech.scheme()).pollable {
-        return; // no descriptor for the reactor
     }
     let dir = t.scratch();
     let rt = common::runtime();

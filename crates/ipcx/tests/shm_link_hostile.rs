@@ -42,23 +42,6 @@ fn scribble_words() {
     ready("scribbled");
 }
 
-/// In a child: fills the whole data region of the segment `URL` with
-/// pseudo-random bytes from `SEED`.
-fn scribble_everything() {
-    let seg = Segment::open(&param("URL")).expect("open the segment");
-    let mut x: u64 = param("SEED").parse::<u64>().expect("seed") | 1;
-    let mut junk = vec![0u8; seg.len()];
-    for b in junk.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    // SAFETY: as in `scribble_words`.
-    unsafe { seg.write_at(0, &junk) }.expect("scribble");
-    ready("scribbled");
-}
-
 /// The client of these tests: connects, sends one message, then keeps
 /// receiving with a time limit until told to stop by its stdin closing.
 /// Any typed error is fine; a panic fails the child, and so the test.
@@ -88,7 +71,7 @@ fn children(t: &Test) -> bool {
     match t.child_role() {
         Some("client") => client(),
         Some("words") => scribble_words(),
-        Some("everything") => scribble_everything(),
+        Some(common::SCRIBBLER) => common::scribbler(),
         Some(other) => panic!("unknown role {other}"),
         None => return false,
     }
@@ -190,10 +173,8 @@ fn random_scribbles_give_typed_errors() {
     for seed in 1..=6u64 {
         let url = unique();
         let (_listener, mut link, client) = connected(&t, &url);
-        t.spawn("everything", |c| {
-            set_param(set_param(c, "URL", &url), "SEED", &seed.to_string())
-        })
-        .finish();
+        let len = Segment::open(&url).expect("open the segment").len();
+        common::scribble(&t, &url, &[(0, len)], seed);
         for _ in 0..5 {
             match link.recv_timeout(Duration::from_millis(20)) {
                 Ok(_) => {}

@@ -439,33 +439,29 @@ fn killed_second_publishers_loan_is_reclaimed() {
 /// fail a hang), and nothing outside the segment is touched.
 #[test]
 fn scribbled_channel_never_panics_or_hangs() {
-    let _t = Test::start();
+    let t = Test::start();
+    if t.child_role() == Some(common::SCRIBBLER) {
+        return common::scribbler();
+    }
     for seed in 1..=8u64 {
         let url = unique();
         let mut publisher =
             Publisher::create(&format!("{url}?slots=8&max_msg=64&overflow=fail")).expect("create");
         let sub = Subscriber::open(&url).expect("open");
         publisher.send(b"before").expect("send");
-        let seg = ipcx::shm::Segment::open(&url).expect("open the segment");
+        let len = ipcx::shm::Segment::open(&url)
+            .expect("open the segment")
+            .len();
         let header = std::mem::size_of::<ipcx::shm::ChannelHeader>();
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // Everything after the header but the payload chunks (the last
         // half of the segment is more than all of them).
-        let mut junk = vec![0u8; (seg.len() - header) / 2];
-        for b in junk.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        // SAFETY: this one thread is the only user, and no call runs
-        // while it copies.
-        unsafe { seg.write_at(header, &junk) }.expect("scribble");
+        common::scribble(&t, &url, &[(header, (len - header) / 2)], seed);
         for _ in 0..4 {
-            let _ = sub.recv_timeout(Duration::from_millis(5)).map(|s| s.len());
-            let _ = publisher.send(b"after");
+            let got = sub.recv_timeout(Duration::from_millis(5)).map(|s| s.len());
+            common::typed("recv_timeout", got);
+            common::typed("send", publisher.send(b"after"));
         }
-        let _ = publisher.recover();
-        let _ = publisher.free_chunks();
+        let _recovered: bool = publisher.recover();
+        let _free: usize = publisher.free_chunks();
     }
 }

@@ -168,28 +168,23 @@ fn cells_claimed_by_killed_processes_are_released() {
 /// no hang (the watchdog would fail a hang).
 #[test]
 fn scribbled_cells_never_panic_or_hang() {
-    let _t = Test::start();
+    let t = Test::start();
+    if t.child_role() == Some(common::SCRIBBLER) {
+        return common::scribbler();
+    }
     for seed in 1..=8u64 {
         let url = unique();
         let q = Queue::create(&format!("{url}?slots=8&max_msg=32&overflow=fail")).expect("create");
         q.push(b"before").expect("push");
-        let seg = ipcx::shm::Segment::open(&url).expect("open the segment");
+        let len = ipcx::shm::Segment::open(&url)
+            .expect("open the segment")
+            .len();
         let header = std::mem::size_of::<ipcx::shm::QueueHeader>();
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut junk = vec![0u8; seg.len() - header];
-        for b in junk.iter_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        // SAFETY: this one thread is the only user, and no call runs
-        // while it copies.
-        unsafe { seg.write_at(header, &junk) }.expect("scribble");
+        common::scribble(&t, &url, &[(header, len - header)], seed);
         for _ in 0..4 {
-            let _ = q.pop_timeout(Duration::from_millis(5));
-            let _ = q.push(b"after");
+            common::typed("pop_timeout", q.pop_timeout(Duration::from_millis(5)));
+            common::typed("push", q.push(b"after"));
         }
-        let _ = q.recover();
+        let _recovered: bool = q.recover();
     }
 }

@@ -448,13 +448,23 @@ fn a_primitive_from_another_pid_namespace_is_refused() {
 /// boundary of `?mode=`).
 #[test]
 fn scribbled_state_never_panics_or_hangs() {
-    let _t = Test::start();
+    let t = Test::start();
+    if t.child_role() == Some(common::SCRIBBLER) {
+        return common::scribbler();
+    }
     let short = Duration::from_millis(20);
+    // A lock attempt ends in a guard or a `LockError`, typed by
+    // construction; the `Failed` one carries an `ipcx::Error`.
+    fn lock<T, G>(what: &str, r: Result<T, ipcx::sync::LockError<G>>) {
+        if let Err(ipcx::sync::LockError::Failed(e)) = r {
+            common::typed(what, Err::<(), _>(e));
+        }
+    }
     for seed in 1..=8u64 {
         let name = unique();
-        let seg = std::sync::Arc::new(
-            Segment::create(&format!("shm:{name}?size=64KiB")).expect("segment"),
-        );
+        let url = format!("shm:{name}");
+        let seg =
+            std::sync::Arc::new(Segment::create(&format!("{url}?size=64KiB")).expect("segment"));
         let at = |i: usize| i * 8192;
         // SAFETY (every `create_in` here): a new segment of this test's,
         // 8 KiB apart, far more than any footprint.
@@ -464,35 +474,25 @@ fn scribbled_state_never_panics_or_hangs() {
         let tracked = unsafe { Semaphore::create_in(&seg, at(3), 1, true) }.unwrap();
         let barrier = unsafe { Barrier::create_in(&seg, at(4), 2) }.unwrap();
         let event = unsafe { Event::create_in(&seg, at(5), EventMode::Auto) }.unwrap();
-        // Garbage over everything after each header line.
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for i in 0..6 {
-            let mut junk = vec![0u8; 8192 - 64];
-            for b in junk.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            // SAFETY: this one thread is the only user of the primitives,
-            // and none of their calls runs while it copies.
-            unsafe { seg.write_at(at(i) + 64, &junk) }.unwrap();
-        }
-        let _ = spin.lock_timeout(short).map(|g| *g);
-        let _ = spin.try_lock().map(|g| *g);
-        let _ = rw.read_timeout(short).map(|g| *g);
-        let _ = rw.write_timeout(short).map(|g| *g);
-        let _ = sem.acquire_timeout(short);
-        let _ = sem.try_acquire();
-        let _ = sem.release();
-        let _ = tracked.acquire_timeout(short);
-        let _ = tracked.release();
-        let _ = tracked.recover();
-        let _ = barrier.wait_timeout(short);
-        let _ = event.wait_timeout(short);
+        // Garbage over everything after each header line, from another
+        // process.
+        let ranges: Vec<(usize, usize)> = (0..6).map(|i| (at(i) + 64, 8192 - 64)).collect();
+        common::scribble(&t, &url, &ranges, seed);
+        lock("spin lock_timeout", spin.lock_timeout(short).map(|g| *g));
+        lock("spin try_lock", spin.try_lock().map(|g| *g));
+        lock("rw read_timeout", rw.read_timeout(short).map(|g| *g));
+        lock("rw write_timeout", rw.write_timeout(short).map(|g| *g));
+        common::typed("sem acquire_timeout", sem.acquire_timeout(short));
+        common::typed("sem try_acquire", sem.try_acquire());
+        common::typed("sem release", sem.release());
+        common::typed("tracked acquire_timeout", tracked.acquire_timeout(short));
+        common::typed("tracked release", tracked.release());
+        common::typed("tracked recover", tracked.recover());
+        common::typed("barrier wait_timeout", barrier.wait_timeout(short));
+        common::typed("event wait_timeout", event.wait_timeout(short));
         event.set();
         event.reset();
         // What `ipcx ls` reads of it (the spin lock at the start).
-        let _ = ipcx::sync::describe(Segment::open(&format!("shm:{name}")).expect("reopen"));
+        let _state: Option<String> = ipcx::sync::describe(Segment::open(&url).expect("reopen"));
     }
 }

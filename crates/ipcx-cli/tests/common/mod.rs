@@ -13,6 +13,9 @@
 //! Declare the [`Scratch`] before the processes it starts: they are then
 //! killed (dropped) before their directory is removed.
 
+#[path = "../../../ipcx/tests/common/sweep.rs"]
+mod sweep;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
@@ -82,6 +85,8 @@ impl Scratch {
     /// A fresh, empty directory. Its path is short, so that socket paths
     /// under it stay within the 108 bytes of `sun_path`.
     pub fn new() -> Scratch {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| sweep::sweep_dead_runs("ipcx-cli-"));
         let dir = std::env::temp_dir().join(format!("ipcx-cli-{}", unique()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch directory");

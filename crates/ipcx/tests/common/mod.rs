@@ -4,7 +4,7 @@
 //!
 //! A two-process test is one `#[test]` function that runs in both
 //! processes. The parent re-executes the test binary with
-//! `[<test name>, --exact, --nocapture, --test-threads=1]` and
+//! `[<test name>, --exact, --nocapture, --test-threads=1, --include-ignored]` and
 //! `IPCX_TEST_CHILD=<role>`; in the child, [`Test::child_role`] returns that
 //! role and the function takes its child branch:
 //!
@@ -22,6 +22,8 @@
 //! ```
 // Each test crate uses its own subset of these helpers.
 #![allow(dead_code)]
+
+mod sweep;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -104,12 +106,20 @@ impl Test {
     /// [`Test::command`] for a copy of the test binary at `exe`.
     pub fn command_at(&self, exe: &Path, role: &str) -> Command {
         let mut cmd = Command::new(exe);
-        cmd.args([&self.name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, role)
-            .env("IPCX_REGISTRY", registry_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        // `--include-ignored`: a test that is ignored unless asked for
+        // (it needs root) runs its child branch when it was asked for.
+        cmd.args([
+            &self.name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
+        .env(CHILD_ENV, role)
+        .env("IPCX_REGISTRY", registry_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         cmd
     }
 
@@ -237,10 +247,12 @@ pub fn registry_dir() -> PathBuf {
 
 fn setup_registry() {
     REGISTRY.call_once(|| {
+        // Under scripts/test too: an aborted run leaves its scratch
+        // directories and segments whatever the registry.
+        sweep_dead_runs();
         if std::env::var_os("IPCX_REGISTRY").is_some() {
             return;
         }
-        sweep_dead_runs();
         let dir = std::env::temp_dir().join(format!("ipcx-t{}-registry", std::process::id()));
         // SAFETY: `set_var` is unsound only while another thread reads the
         // environment through libc (std's own accesses take its lock).
@@ -252,24 +264,9 @@ fn setup_registry() {
     });
 }
 
-/// Removes the scratch and registry directories of test processes that
-/// died without cleaning up (aborted by a watchdog, killed by the user).
+/// Removes what test processes that died without cleaning up left.
 fn sweep_dead_runs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("ipcx-t")) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
+    sweep::sweep_dead_runs("ipcx-t");
 }
 
 // ---------------------------------------------------------------------------
@@ -599,4 +596,61 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a tokio runtime")
+}
+
+// ---------------------------------------------------------------------------
+// Hostile memory
+
+/// The child role that [`scribble`] starts; a test that uses it begins with
+/// `if t.child_role() == Some(SCRIBBLER) { return scribbler(); }`.
+pub const SCRIBBLER: &str = "scribbler";
+
+/// Has another process write pseudo-random bytes (from `seed`) over
+/// `ranges` (`offset..offset+len` of the data region) of the segment
+/// `url`, and waits until it is done: a hostile peer of the same user.
+pub fn scribble(t: &Test, url: &str, ranges: &[(usize, usize)], seed: u64) {
+    let spec: Vec<String> = ranges.iter().map(|(o, l)| format!("{o}+{l}")).collect();
+    let mut cmd = t.command(SCRIBBLER);
+    set_param(&mut cmd, "SEG", url);
+    set_param(&mut cmd, "RANGES", &spec.join(","));
+    set_param(&mut cmd, "SEED", &seed.to_string());
+    ChildProcess::spawn(cmd, SCRIBBLER).finish();
+}
+
+/// The child side of [`scribble`].
+pub fn scribbler() {
+    let seg = ipcx::shm::Segment::open(&param("SEG")).expect("open the segment");
+    let mut x = param("SEED")
+        .parse::<u64>()
+        .expect("seed")
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1;
+    for range in param("RANGES").split(',') {
+        let (offset, len) = range.split_once('+').expect("OFFSET+LEN");
+        let (offset, len): (usize, usize) = (offset.parse().unwrap(), len.parse().unwrap());
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        // SAFETY: racing the owner's accesses is what a hostile peer does;
+        // the bytes are plain integers to both (see the trust model).
+        unsafe { seg.write_at(offset, &junk) }.expect("scribble");
+    }
+}
+
+/// Fails the test unless `r` is a value or an error a caller can act on
+/// after hostile writes: not a bare OS error, which would mean scribbled
+/// memory reached a system call unchecked.
+pub fn typed<T>(what: &str, r: ipcx::Result<T>) {
+    if let Err(e) = r {
+        assert!(
+            !matches!(e.kind(), ErrorKind::Io)
+                || e.os_error().is_some_and(|o| o.raw_os_error().is_none()),
+            "{what}: an OS error after hostile writes: {e}"
+        );
+    }
 }
