@@ -230,6 +230,17 @@ fn case(name: &str) -> Case {
                 )
             }
         }
+        // A peer that agreed to crc=true in its hello, then sends a frame
+        // without one: refused, not taken unchecked.
+        "missing_crc" => Case {
+            query: "crc=true",
+            hello: Some(true),
+            ..after_hello(
+                data_frame(b"hello", false),
+                End::Stay,
+                frame_error(FrameError::MissingCrc),
+            )
+        },
         "second_hello" => after_hello(
             hello_frame(Hello::new(false, 16 << 20)),
             End::Stay,
@@ -300,9 +311,13 @@ fn run(transport: Transport, name: &str) {
                 child.wait_ready();
                 child.kill();
             }
-            let err = bad.recv().expect_err("recv of hostile bytes");
+            let err = bad
+                .recv_timeout(common::PATIENCE)
+                .expect_err("recv of hostile bytes");
             assert!(expect(err.kind()), "{name}, connection {i}: got `{err}`");
-            let again = bad.recv().expect_err("recv after the error");
+            let again = bad
+                .recv_timeout(common::PATIENCE)
+                .expect_err("recv after the error");
             assert_eq!(again.kind(), err.kind(), "the link stays failed");
         }
     }
@@ -317,7 +332,11 @@ fn run(transport: Transport, name: &str) {
 
 /// The server half of the good client's round trip.
 fn serve_good(link: &mut Link) {
-    assert_eq!(link.recv().expect("recv from the good client"), b"ping");
+    assert_eq!(
+        link.recv_timeout(common::PATIENCE)
+            .expect("recv from the good client"),
+        b"ping"
+    );
     link.send(b"pong").expect("send to the good client");
 }
 
@@ -337,7 +356,10 @@ fn raw_address(listener: &Listener) -> String {
 fn good_client() {
     let mut link = common::connect(&param("URL"));
     link.send(b"ping").expect("send ping");
-    assert_eq!(link.recv().expect("recv pong"), b"pong");
+    assert_eq!(
+        link.recv_timeout(common::PATIENCE).expect("recv pong"),
+        b"pong"
+    );
 }
 
 /// Sends the case's bytes over raw sockets, one connection per session.
@@ -502,7 +524,7 @@ fn hello_and_garbage_together(transport: Transport) {
         set_param(c, "ADDR", &raw_address(&listener))
     });
     let mut first = common::accept(&mut listener, &mut child);
-    match first.recv() {
+    match first.recv_timeout(common::PATIENCE) {
         // Dropped in the handshake: this is the good client.
         Ok(msg) => {
             assert_eq!(msg, b"ping");
@@ -528,7 +550,8 @@ macro_rules! bad_input {
                 chunks_too_long, truncated_header, truncated_payload,
                 vanishes_mid_frame, crc_mismatch, second_hello, fds_announced_not_sent,
                 handshake_not_ipcx, handshake_wrong_version, handshake_huge_length,
-                handshake_data_first, handshake_unknown_auth, handshake_truncated);
+                handshake_data_first, handshake_unknown_auth, handshake_truncated,
+                missing_crc);
 
             #[test]
             fn silent_peer() {

@@ -36,9 +36,11 @@ fn killed_server_is_seen_and_replaced() {
     let mut server = t.spawn("server", |c| set_param(c, "URL", &url));
     server.wait_ready();
     let mut link = Link::connect(&format!("{url}?timeout=30s")).expect("connect");
-    assert_eq!(link.recv().expect("recv"), b"hello");
+    assert_eq!(link.recv_timeout(common::PATIENCE).expect("recv"), b"hello");
     server.kill();
-    let err = link.recv().expect_err("recv after the server died");
+    let err = link
+        .recv_timeout(common::PATIENCE)
+        .expect_err("recv after the server died");
     assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
     drop(link);
 
@@ -48,7 +50,10 @@ fn killed_server_is_seen_and_replaced() {
     let mut link = listener
         .accept_timeout(Duration::from_secs(30))
         .expect("accept");
-    assert_eq!(link.recv().expect("recv"), b"after restart");
+    assert_eq!(
+        link.recv_timeout(common::PATIENCE).expect("recv"),
+        b"after restart"
+    );
     client.finish();
 }
 
@@ -83,7 +88,9 @@ fn killed_client_is_seen_and_the_next_is_served() {
         .expect("accept");
     victim.wait_ready();
     victim.kill();
-    let err = link.recv().expect_err("recv after the client died");
+    let err = link
+        .recv_timeout(common::PATIENCE)
+        .expect_err("recv after the client died");
     assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
     drop(link);
 
@@ -113,7 +120,10 @@ fn killed_client_is_seen_and_the_next_is_served() {
     let mut link = listener
         .accept_timeout(Duration::from_secs(30))
         .expect("accept the next");
-    assert_eq!(link.recv().expect("recv"), b"after restart");
+    assert_eq!(
+        link.recv_timeout(common::PATIENCE).expect("recv"),
+        b"after restart"
+    );
     client.finish();
 }
 
@@ -137,7 +147,7 @@ fn next_peer_waits_until_the_last_link_is_dropped() {
     let mut first = listener
         .accept_timeout(Duration::from_secs(30))
         .expect("accept a");
-    assert_eq!(first.recv().expect("recv a"), b"a");
+    assert_eq!(first.recv_timeout(common::PATIENCE).expect("recv a"), b"a");
     a.finish();
     let b = t.spawn("client", |c| {
         set_param(set_param(c, "URL", &url), "SAY", "b")
@@ -150,7 +160,7 @@ fn next_peer_waits_until_the_last_link_is_dropped() {
     let mut second = listener
         .accept_timeout(Duration::from_secs(30))
         .expect("accept b");
-    assert_eq!(second.recv().expect("recv b"), b"b");
+    assert_eq!(second.recv_timeout(common::PATIENCE).expect("recv b"), b"b");
     b.finish();
 }
 
@@ -172,7 +182,11 @@ fn async_link_halves_are_woken_by_doorbells() {
             let msg = common::payload(size, size as u64);
             link.send(&msg).expect("send");
             std::thread::sleep(Duration::from_millis(5));
-            common::assert_same(&link.recv().expect("recv"), &msg, "echo");
+            common::assert_same(
+                &link.recv_timeout(common::PATIENCE).expect("recv"),
+                &msg,
+                "echo",
+            );
         }
         return;
     }

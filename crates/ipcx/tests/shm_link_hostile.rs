@@ -195,40 +195,64 @@ fn random_scribbles_give_typed_errors() {
     }
 }
 
-/// A claim is undone only when its claimer is dead. A live process that
-/// claimed the link and stalls keeps it (a second client is refused, not
-/// connected beside it); once the claimer is dead, the next client
-/// connects. The claim word (offset 80 of the link header) is written here
-/// as a stalled or killed client would leave it.
-#[test]
-fn a_claim_is_undone_only_when_its_claimer_died() {
-    let t = Test::start();
-    if t.child_role() == Some("stalled") {
-        ready("alive");
-        std::thread::sleep(Duration::from_secs(120));
-        return;
+/// The roles of the claim tests: a process that stays alive (the stalled
+/// claimer) and a client that connects and sends "in".
+fn claim_children(t: &Test) -> bool {
+    match t.child_role() {
+        Some("stalled") => {
+            ready("alive");
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        Some("client") => {
+            let mut link = Link::connect(&common::with_option(&param("URL"), "timeout=30s"))
+                .expect("connect past a dead claimer's claim");
+            link.send(b"in").expect("send");
+        }
+        _ => return children(t),
     }
-    if t.child_role() == Some("client") {
-        let mut link = Link::connect(&common::with_option(&param("URL"), "timeout=30s"))
-            .expect("connect once the claimer died");
-        link.send(b"in").expect("send");
-        return;
-    }
-    if children(&t) {
-        return;
-    }
-    let url = unique();
-    let mut listener = Listener::bind(&url).expect("bind");
+    true
+}
+
+/// Binds a link, starts a live process, and writes a claim as a client
+/// would leave it: that process's pid with its start time moved by
+/// `start_shift` (0: the live process itself; -1: an earlier process with
+/// the same id, long gone). The claim word is at offset 80 of the header.
+fn claimed_by(t: &Test, url: &str, start_shift: i64) -> (Listener, common::ChildProcess) {
+    let listener = Listener::bind(url).expect("bind");
     let mut stalled = t.spawn("stalled", |c| c);
     stalled.wait_ready();
     let pid = stalled.id();
     let start = ipcx::sys::process::start_time(pid).expect("the claimer's start time");
-    let claim = ipcx::sys::process::pack_identity(pid, start);
+    let claim = ipcx::sys::process::pack_identity(pid, start.saturating_add_signed(start_shift));
     let words = format!("80={claim}");
     t.spawn("words", |c| {
-        set_param(set_param(c, "URL", &url), "WORDS", &words)
+        set_param(set_param(c, "URL", url), "WORDS", &words)
     })
     .finish();
+    (listener, stalled)
+}
+
+/// A client connects past the claim and sends "in".
+fn client_gets_in(t: &Test, url: &str, listener: &mut Listener) {
+    let mut client = t.spawn("client", |c| set_param(c, "URL", url));
+    let mut link = common::accept(listener, &mut client);
+    assert_eq!(link.recv_timeout(common::PATIENCE).expect("recv"), b"in");
+    drop(link);
+    client.finish();
+}
+
+/// A claim is undone only when its claimer is dead. A live process that
+/// claimed the link and stalls keeps it (a second client is refused, not
+/// connected beside it); once the claimer is dead, the next client
+/// connects.
+#[test]
+fn a_claim_is_undone_only_when_its_claimer_died() {
+    let t = Test::start();
+    if claim_children(&t) {
+        return;
+    }
+    let url = unique();
+    let (mut listener, mut stalled) = claimed_by(&t, &url, 0);
     // The listener looks at the claim while it waits: alive, so kept.
     assert!(matches!(
         listener.accept_timeout(Duration::from_millis(1500)),
@@ -237,9 +261,20 @@ fn a_claim_is_undone_only_when_its_claimer_died() {
     let err = Link::connect(&format!("{url}&timeout=300ms")).expect_err("a second client");
     assert!(matches!(err.kind(), ErrorKind::Occupied(_)), "{err}");
     stalled.kill();
-    let mut client = t.spawn("client", |c| set_param(c, "URL", &url));
-    let mut link = common::accept(&mut listener, &mut client);
-    assert_eq!(link.recv().expect("recv"), b"in");
-    drop(link);
-    client.finish();
+    client_gets_in(&t, &url, &mut listener);
+}
+
+/// A claim whose pid lives but whose start time is not that process's is
+/// a dead claimer's (its id was reused): undone, and the next client
+/// connects. Checks that liveness compares start times, not just ids.
+#[test]
+fn a_claim_by_a_reused_pid_is_undone() {
+    let t = Test::start();
+    if claim_children(&t) {
+        return;
+    }
+    let url = unique();
+    let (mut listener, mut stalled) = claimed_by(&t, &url, -1);
+    client_gets_in(&t, &url, &mut listener);
+    stalled.kill();
 }

@@ -31,7 +31,7 @@ fn one_publisher_four_subscribers_lose_nothing() {
             Subscriber::open(&format!("{}?timeout=30s&wait=adaptive", param("URL"))).expect("open");
         ready("subscribed");
         for want in 0..FAN_OUT {
-            let sample = sub.recv().expect("recv");
+            let sample = sub.recv_timeout(common::PATIENCE).expect("recv");
             let got = u64::from_le_bytes(sample[..8].try_into().unwrap());
             assert_eq!(got, want, "message out of order or lost");
         }
@@ -71,7 +71,7 @@ fn samples_are_read_in_place() {
     loan.fill(0xab);
     let at = loan.offset();
     loan.send().expect("send");
-    let sample = sub.recv().expect("recv");
+    let sample = sub.recv_timeout(common::PATIENCE).expect("recv");
     assert_eq!(
         sample.offset(),
         at,
@@ -115,7 +115,13 @@ fn drop_oldest_counts_what_was_lost() {
         publisher.send(&i.to_le_bytes()).expect("send never waits");
     }
     let got: Vec<u64> = (0..4)
-        .map(|_| u64::from_le_bytes(sub.recv().expect("recv")[..8].try_into().unwrap()))
+        .map(|_| {
+            u64::from_le_bytes(
+                sub.recv_timeout(common::PATIENCE).expect("recv")[..8]
+                    .try_into()
+                    .unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, [6, 7, 8, 9]);
     assert_eq!(sub.lost(), 6);
@@ -134,8 +140,64 @@ fn fail_refuses_when_the_ring_is_full() {
     }
     let err = publisher.send(b"fifth").expect_err("the ring is full");
     assert_eq!(*err.kind(), ErrorKind::Full);
-    drop(sub.recv().expect("recv"));
+    drop(sub.recv_timeout(common::PATIENCE).expect("recv"));
     publisher.send(b"now fits").expect("room again");
+}
+
+/// `fail` on the loan path: when subscribers hold every chunk the ring
+/// does not, `loan` returns `Full` at once instead of waiting for one to
+/// come back. (A subscriber process holds 64 samples; the ring holds the
+/// other 4 of the channel's 68 chunks.)
+#[test]
+fn fail_refuses_a_loan_when_subscribers_hold_every_chunk() {
+    const HELD: usize = 64;
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let sub = Subscriber::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
+        ready("subscribed");
+        let held: Vec<_> = (0..HELD)
+            .map(|_| sub.recv_timeout(Duration::from_secs(30)).expect("recv"))
+            .collect();
+        ready("holding");
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+        return;
+    }
+    let url = unique();
+    let mut publisher =
+        Publisher::create(&format!("{url}?slots=4&max_msg=8&overflow=fail")).expect("create");
+    let mut child = t.spawn("holder", |c| set_param(c, "URL", &url));
+    child.wait_ready();
+    publisher
+        .wait_for_subscribers(1, Duration::from_secs(30))
+        .expect("subscriber");
+    let mut sent = 0u64;
+    while sent < HELD as u64 {
+        match publisher.send(&sent.to_le_bytes()) {
+            Ok(()) => sent += 1,
+            // The ring is full until the holder reads: try again.
+            Err(e) if *e.kind() == ErrorKind::Full => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send {sent}: {e}"),
+        }
+    }
+    assert_eq!(child.wait_ready(), "holding");
+    for i in 0u64..4 {
+        publisher
+            .send(&i.to_le_bytes())
+            .expect("the ring's own four");
+    }
+    // In a thread, so that a loan that waits fails this test, not the run.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = publisher.loan(8).map(|_| ()).map_err(|e| e.kind().clone());
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Err(ErrorKind::Full)) => {}
+        Ok(other) => panic!("loan with every chunk held: {other:?}"),
+        Err(_) => panic!("loan waited for a chunk instead of returning Full"),
+    }
+    child.kill();
 }
 
 /// `fail` does not refuse forever because of a dead subscriber.
@@ -173,7 +235,9 @@ fn killed_subscriber_is_retired_and_its_chunks_return() {
     let t = Test::start();
     if t.child_role().is_some() {
         let sub = Subscriber::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
-        let held: Vec<_> = (0..3).map(|_| sub.recv().expect("recv")).collect();
+        let held: Vec<_> = (0..3)
+            .map(|_| sub.recv_timeout(common::PATIENCE).expect("recv"))
+            .collect();
         ready(&held.len().to_string());
         std::thread::sleep(Duration::from_secs(120));
         return;
@@ -222,10 +286,15 @@ fn killed_publisher_never_delivers_a_loan() {
     let url = unique();
     let mut child = t.spawn("publisher", |c| set_param(c, "URL", &url));
     let sub = Subscriber::open(&format!("{url}?timeout=30s")).expect("open");
-    assert_eq!(&*sub.recv().expect("recv"), b"whole");
+    assert_eq!(
+        &*sub.recv_timeout(common::PATIENCE).expect("recv"),
+        b"whole"
+    );
     child.wait_ready();
     child.kill();
-    let err = sub.recv().expect_err("nothing more may arrive");
+    let err = sub
+        .recv_timeout(common::PATIENCE)
+        .expect_err("nothing more may arrive");
     assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
     drop(sub);
     let mut again = Publisher::create(&url).expect("a new publisher reclaims the name");
@@ -375,7 +444,7 @@ fn several_publishers_take_turns() {
         .collect();
     let mut next = [0u64; 3];
     for _ in 0..2 * PER_PUBLISHER {
-        let sample = sub.recv().expect("recv");
+        let sample = sub.recv_timeout(common::PATIENCE).expect("recv");
         let id = u64::from_le_bytes(sample[..8].try_into().unwrap()) as usize;
         let seq = u64::from_le_bytes(sample[8..16].try_into().unwrap());
         assert!(id == 1 || id == 2, "a torn message: id {id}");

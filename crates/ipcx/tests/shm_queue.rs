@@ -34,7 +34,11 @@ fn many_producers_many_consumers_each_message_once() {
             let q = Queue::open(&format!("{}?timeout=30s", param("URL"))).expect("open");
             let (mut count, mut sum) = (0u64, 0u64);
             loop {
-                let id = u64::from_le_bytes(q.pop().expect("pop")[..8].try_into().unwrap());
+                let id = u64::from_le_bytes(
+                    q.pop_timeout(common::PATIENCE).expect("pop")[..8]
+                        .try_into()
+                        .unwrap(),
+                );
                 if id == STOP {
                     break;
                 }
@@ -91,14 +95,14 @@ fn limits_are_reported() {
     q.push(b"one").expect("push");
     q.push(b"two").expect("push");
     assert_eq!(*q.push(b"three").unwrap_err().kind(), ErrorKind::Full);
-    assert_eq!(q.pop().expect("pop"), b"one");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"one");
     q.push(b"three").expect("room again");
     assert!(matches!(
         q.push(&[0; 9]).unwrap_err().kind(),
         ErrorKind::MessageTooLarge { .. }
     ));
-    assert_eq!(q.pop().expect("pop"), b"two");
-    assert_eq!(q.pop().expect("pop"), b"three");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"two");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"three");
     let err = q.pop_timeout(Duration::from_millis(10)).unwrap_err();
     assert_eq!(*err.kind(), ErrorKind::TimedOut);
     let err = Queue::create(&format!("{}?overflow=drop_oldest", unique())).unwrap_err();
@@ -135,7 +139,7 @@ fn cells_claimed_by_killed_processes_are_released() {
     let q = Queue::create(&format!("{url}?slots=4&max_msg=16")).expect("create");
     let mut producer = t.spawn("producer", |c| set_param(c, "URL", &url));
     producer.wait_ready();
-    assert_eq!(q.pop().expect("pop"), b"first");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"first");
     assert!(
         q.pop_timeout(Duration::from_millis(50)).is_err(),
         "stuck behind the claim"
@@ -154,13 +158,13 @@ fn cells_claimed_by_killed_processes_are_released() {
     q.push(b"y").expect("push");
     let mut consumer = t.spawn("consumer", |c| set_param(c, "URL", &url));
     consumer.wait_ready();
-    assert_eq!(q.pop().expect("pop"), b"y");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"y");
     consumer.kill();
     // The next push needs the cell the dead consumer held: the wait frees it.
     q.push(b"z").expect("push after recovery");
     q.push(b"w").expect("push");
-    assert_eq!(q.pop().expect("pop"), b"z");
-    assert_eq!(q.pop().expect("pop"), b"w");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"z");
+    assert_eq!(q.pop_timeout(common::PATIENCE).expect("pop"), b"w");
 }
 
 /// Another process scribbles over the queue's cells: pops and pushes with

@@ -144,6 +144,95 @@ fn descriptors_unixseq() {
     descriptors("unixseq");
 }
 
+/// The descriptor limits (`?max_fds=2`): a message with more descriptors
+/// than the limit is refused by the receiver (whatever the sender's own
+/// limit), and so is a peer that sends descriptors ahead of the messages
+/// that announce them (here on frames that announce none): more than two
+/// messages' worth are a flood, not buffered.
+#[test]
+fn descriptor_limits_are_enforced() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("three") => {
+            let mut link = common::connect(&param("URL"));
+            let files: Vec<File> = (0..3).map(|_| File::open("/dev/null").unwrap()).collect();
+            let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            link.send_fds(b"three", &fds).expect("send_fds");
+            let _ = link.recv();
+            return;
+        }
+        Some(_) => return flood_descriptors(&param("PATH")),
+        None => {}
+    }
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!("unix:{}?max_fds=2", path.display());
+    let (mut listener, child, mut link) = bind_and_spawn(&t, &url, "three");
+    let err = link
+        .recv_fds()
+        .expect_err("three descriptors over a limit of two");
+    assert!(
+        matches!(err.kind(), ErrorKind::Frame(ipcx::FrameError::Fds(why)) if why.contains("limit is 2")),
+        "{err}"
+    );
+    drop(link);
+    child.finish();
+
+    let mut flooder = t.spawn("flood", |c| {
+        set_param(c, "PATH", &path.display().to_string())
+    });
+    let mut link = common::accept(&mut listener, &mut flooder);
+    let err = (0..3)
+        .find_map(|_| link.recv_fds().err())
+        .expect("a flood of descriptors is refused");
+    assert!(
+        matches!(err.kind(), ErrorKind::Frame(ipcx::FrameError::Fds(why)) if why.contains("ahead of their messages")),
+        "{err}"
+    );
+    drop(link);
+    flooder.finish();
+}
+
+/// A raw peer: says hello, then sends three one-byte messages whose frames
+/// announce no descriptor, each carrying two.
+fn flood_descriptors(path: &str) {
+    use ipcx::wire::{Header, Hello, KIND_DATA, KIND_HELLO};
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let frame = |kind, payload: &[u8]| {
+        let mut f = Header {
+            kind,
+            flags: 0,
+            nfds: 0,
+            len: payload.len() as u64,
+            crc: 0,
+        }
+        .encode()
+        .to_vec();
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut raw = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    raw.write_all(&frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode()))
+        .expect("hello");
+    let files: Vec<File> = (0..2).map(|_| File::open("/dev/null").unwrap()).collect();
+    let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+    for _ in 0..3 {
+        let bytes = frame(KIND_DATA, b"x");
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
+        rustix::net::sendmsg(
+            &raw,
+            &[std::io::IoSlice::new(&bytes)],
+            &mut cmsg,
+            SendFlags::empty(),
+        )
+        .expect("sendmsg with descriptors");
+    }
+    // Until the server closes the link.
+    let _ = raw.read(&mut [0u8; 64]);
+}
+
 // ---------------------------------------------------------------------------
 // Registry: live and dead owners
 

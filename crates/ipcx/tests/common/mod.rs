@@ -47,6 +47,10 @@ const STARTED: &str = "IPCX-TEST-STARTED";
 /// How long a test may run before the watchdog aborts the process
 /// (`IPCX_TEST_WATCHDOG_SECS` overrides it on a slow machine).
 const HANG_LIMIT: Duration = Duration::from_secs(60);
+/// How long a receive in a test waits before it fails that test (a hang
+/// guard only, never a measurement): a broken behaviour fails its own test
+/// instead of the watchdog aborting the whole binary.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 /// How long a child waits for its peer to appear (a hang guard only).
 pub const PEER_TIMEOUT: &str = "30s";
 
