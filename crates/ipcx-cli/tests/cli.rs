@@ -640,7 +640,12 @@ fn errors_say_what_is_wrong() {
     let file = s.path("plain-file");
     std::fs::write(&file, b"not a socket").expect("write");
     let unix_file = format!("unix:{}", file.display());
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        // Refused before anything is made (it used to abort on allocation).
+        (
+            &["bench", "--sizes", "99999GiB"],
+            "more than a benchmark can use",
+        ),
         // Refused at once, not after the timeout.
         (
             &["send", "--timeout", "1h", &unix_file, "m"],
@@ -671,4 +676,12 @@ fn errors_say_what_is_wrong() {
         let got = s.run(args).failure();
         assert!(got.stderr.contains(needle), "{args:?}: {got}");
     }
+    // Nothing left behind: no benchmark scratch directory, no record.
+    let left: Vec<_> = std::fs::read_dir(s.path(""))
+        .expect("the scratch directory")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ipcx-bench-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(ls(&s).is_empty(), "records left: {:?}", ls(&s));
 }

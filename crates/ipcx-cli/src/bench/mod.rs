@@ -108,6 +108,15 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if let Some(s) = sizes.iter().find(|s| **s < 16) {
         bail!("size {s} is too small: the benchmark needs 16 bytes for its sequence numbers");
     }
+    // Checked before anything is made: a size the machine cannot hold would
+    // abort on allocation, leaving the scratch directory and objects behind.
+    let most = largest_size();
+    if let Some(s) = sizes.iter().find(|s| **s > most) {
+        bail!(
+            "size {s} is more than a benchmark can use here: at most {most} bytes \
+             (an eighth of this machine's memory, up to 1 GiB; each cell holds several copies)"
+        );
+    }
     let budget = if a.quick {
         Budget {
             rounds: 2_000,
@@ -209,6 +218,23 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The largest message size a cell may use: an eighth of the machine's
+/// memory (a cell holds the message several times over: both sides'
+/// buffers, the kernel's or the ring's copy), and no more than 1 GiB.
+fn largest_size() -> usize {
+    // `MemTotal:  24568748 kB` in /proc/meminfo; unknown: 1 GiB.
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kib| kib.saturating_mul(1024));
+    usize::try_from(total / 8)
+        .unwrap_or(usize::MAX)
+        .min(1 << 30)
 }
 
 /// Where this process's benchmark keeps its sockets and FIFOs.
