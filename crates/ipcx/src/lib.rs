@@ -25,6 +25,10 @@
 //! `docs/ARCHITECTURE.md` for how they fit together.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 mod deadline;
 pub mod endpoint;

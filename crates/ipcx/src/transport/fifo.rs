@@ -27,10 +27,16 @@ fn reply_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn paths(ep: &Endpoint) -> (PathBuf, Option<PathBuf>) {
-    let p = ep.path().expect("fifo endpoints hold a path").to_path_buf();
-    let reply = ep.options().duplex.then(|| reply_path(&p));
-    (p, reply)
+fn paths(ep: &Endpoint) -> Result<(PathBuf, Option<PathBuf>)> {
+    let p = ep.path().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidEndpoint("a FIFO endpoint is fifo:/path".into()),
+            "fifo",
+        )
+        .at(ep)
+    })?;
+    let reply = ep.options().duplex.then(|| reply_path(p));
+    Ok((p.to_path_buf(), reply))
 }
 
 /// The binding side of a FIFO endpoint.
@@ -50,7 +56,7 @@ pub(crate) struct FifoListener {
 
 impl FifoListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<FifoListener> {
-        let (path, reply) = paths(ep);
+        let (path, reply) = paths(ep)?;
         let all: Vec<PathBuf> = std::iter::once(path.clone()).chain(reply.clone()).collect();
         let o = ep.options();
         let mut reg =
@@ -153,7 +159,7 @@ fn check_existing(ep: &Endpoint, path: &Path, mode: u32) -> Result<()> {
 /// descriptor closes, also when it dies. A second connector waits for it up
 /// to `deadline`.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
-    let (path, reply) = paths(ep);
+    let (path, reply) = paths(ep)?;
     let claimed = |fd: OwnedFd| -> std::io::Result<Option<OwnedFd>> {
         Ok(sys::fs::try_lock(&fd)?.then_some(fd))
     };

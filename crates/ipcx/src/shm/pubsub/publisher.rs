@@ -263,7 +263,7 @@ impl Publisher {
         };
         Ok(Loan {
             publisher: self,
-            chunk: Some(chunk),
+            chunk,
             len,
         })
     }
@@ -529,7 +529,7 @@ impl Drop for Publisher {
 #[derive(Debug)]
 pub struct Loan<'a> {
     publisher: &'a mut Publisher,
-    chunk: Option<u32>,
+    chunk: u32,
     len: usize,
 }
 
@@ -537,45 +537,43 @@ impl Loan<'_> {
     /// Where the loaned memory lies in the segment's data region (the same
     /// place the subscribers' samples will show).
     pub fn offset(&self) -> usize {
-        let c = self.chunk.expect("a live loan has its chunk");
-        self.publisher.ch.layout.data + c as usize * self.publisher.ch.layout.chunk_size
+        self.publisher.ch.layout.data + self.chunk as usize * self.publisher.ch.layout.chunk_size
     }
 
     /// Publishes the message to every subscriber.
-    pub fn send(mut self) -> Result<()> {
-        let chunk = self.chunk.take().expect("a loan is sent once");
-        self.publisher.publish(chunk, self.len)
+    pub fn send(self) -> Result<()> {
+        // Published, not given back: the drop that would free it is skipped.
+        let mut loan = std::mem::ManuallyDrop::new(self);
+        let (chunk, len) = (loan.chunk, loan.len);
+        loan.publisher.publish(chunk, len)
     }
 }
 
 impl Deref for Loan<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let c = self.chunk.expect("a live loan has its chunk");
         // SAFETY: the chunk is loaned (its LOANED bit keeps it from anyone
         // else) and `len` fits in it (checked by `loan`).
-        unsafe { std::slice::from_raw_parts(self.publisher.ch.chunk_ptr(c), self.len) }
+        unsafe { std::slice::from_raw_parts(self.publisher.ch.chunk_ptr(self.chunk), self.len) }
     }
 }
 
 impl DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let c = self.chunk.expect("a live loan has its chunk");
         // SAFETY: as in `deref`; the loan is the only writer of the chunk,
         // and `&mut self` makes this the only reference to it in-process.
-        unsafe { std::slice::from_raw_parts_mut(self.publisher.ch.chunk_ptr(c), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.publisher.ch.chunk_ptr(self.chunk), self.len) }
     }
 }
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.chunk.take() {
-            self.publisher.entry().loaned.store(0, Ordering::Release);
-            self.publisher
-                .ch
-                .mask(c)
-                .fetch_and(!LOANED, Ordering::Release);
-        }
+        // Dropped unsent (`send` skips this): the chunk goes back.
+        self.publisher.entry().loaned.store(0, Ordering::Release);
+        self.publisher
+            .ch
+            .mask(self.chunk)
+            .fetch_and(!LOANED, Ordering::Release);
     }
 }
 
@@ -596,13 +594,17 @@ impl<T> TypedLoan<'_, T> {
 impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedLoan<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // Chunks are 64-byte aligned and exactly size_of::<T>() long here.
+        // Chunks are 64-byte aligned and exactly size_of::<T>() long here
+        // (`loan_as` refuses alignments over 64 and sizes the loan).
+        #[allow(clippy::expect_used)]
         T::ref_from_bytes(&self.loan).expect("a loan sized and aligned for T")
     }
 }
 
 impl<T: FromBytes + IntoBytes + KnownLayout + Immutable> DerefMut for TypedLoan<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        // As in `deref`.
+        #[allow(clippy::expect_used)]
         T::mut_from_bytes(&mut self.loan).expect("a loan sized and aligned for T")
     }
 }

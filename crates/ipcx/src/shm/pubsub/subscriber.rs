@@ -355,7 +355,8 @@ pub struct TypedSample<'a, T> {
 impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedSample<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // Checked by `recv_as`.
+        // Size and alignment checked by `recv_as`, which made this.
+        #[allow(clippy::expect_used)]
         T::ref_from_bytes(&self.sample).expect("checked when received")
     }
 }
