@@ -68,7 +68,21 @@ fn no_reactor(op: &'static str) -> Error {
 #[derive(Debug)]
 pub struct AsyncRecvHalf {
     wake: Wake,
-    half: RecvHalf,
+    /// `None` only while dropping (see `Drop`).
+    half: Option<RecvHalf>,
+}
+
+/// A connecting half that sent and never read lingers for the listener's
+/// hello before its socket closes (see `RecvHalf`'s `Drop`): a wait that
+/// must not block a runtime thread, so it moves to the blocking pool, which
+/// the runtime waits for when it shuts down.
+impl Drop for AsyncRecvHalf {
+    fn drop(&mut self) {
+        let lingers = self.half.take_if(|h| h.lingers());
+        if let (Some(half), Ok(rt)) = (lingers, tokio::runtime::Handle::try_current()) {
+            rt.spawn_blocking(move || drop(half));
+        }
+    }
 }
 
 /// The sending half of an [`AsyncLink`].
@@ -165,7 +179,7 @@ impl AsyncLink {
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
                 wake: Wake::of(rx.as_fd(), rx.shm_bell(), "recv")?,
-                half: rx,
+                half: Some(rx),
             },
             tx: AsyncSendHalf {
                 wake: Wake::of(tx.as_fd(), tx.shm_bell(), "send")?,
@@ -205,12 +219,16 @@ impl AsyncRecvHalf {
 
     /// Receives one message into `buf`, replacing its contents.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let half = self
+            .half
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, "recv"))?;
         if let Wake::Bell(bell, place) = &self.wake {
-            return recv_shm(&mut self.half, bell, place, buf).await;
+            return recv_shm(half, bell, place, buf).await;
         }
         loop {
-            if self.half.poll_once("recv")?.is_some() {
-                self.half.take_message(buf);
+            if half.poll_once("recv")?.is_some() {
+                half.take_message(buf);
                 return Ok(());
             }
             let Wake::Fd(ready) = &self.wake else {

@@ -417,13 +417,19 @@ impl RecvHalf {
 /// that sent and never received still has the listener's hello to read, so
 /// it lingers for it (up to `?handshake_timeout=`, which `connect` used to
 /// spend waiting for the same hello) and reads it before the close.
-impl Drop for RecvHalf {
-    fn drop(&mut self) {
-        let lingers = self.hello.is_some()
+impl RecvHalf {
+    /// Whether dropping this half waits for the peer's hello first.
+    pub(crate) fn lingers(&self) -> bool {
+        self.hello.is_some()
             && self.failed.is_none()
             && self.shared.sent.load(Ordering::Relaxed)
-            && self.ch.as_ref().is_some_and(|c| c.kind().is_socket());
-        if lingers {
+            && self.ch.as_ref().is_some_and(|c| c.kind().is_socket())
+    }
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        if self.lingers() {
             let deadline = crate::deadline::far_after(self.shared.handshake_timeout);
             if let Err(e) = self.await_hello(deadline) {
                 tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
