@@ -204,7 +204,7 @@ impl Ring {
             }
             let len = u64::from(len);
             let size = RECORD_HEADER + pad8(len);
-            if size > avail || size > to_end || len > self.max_record() as u64 {
+            if size > avail || size > to_end {
                 return Err(Corrupt(
                     "record length past the published tail or the ring's end",
                 ));
