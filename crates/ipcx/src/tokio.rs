@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::link::BellPlace;
+use crate::transport::shm::BellPlace;
 use crate::transport::{Link, Listener, RecvHalf, SendHalf};
 use crate::wire::KIND_DATA;
 

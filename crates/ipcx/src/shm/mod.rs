@@ -28,21 +28,21 @@
 //! `docs/ARCHITECTURE.md`, "Trust model for shared memory".
 
 pub(crate) mod doorbell;
+pub(crate) mod duplex;
 pub(crate) mod event;
-pub(crate) mod link;
 pub(crate) mod primitive;
 mod pubsub;
 mod queue;
-mod ring;
+pub(crate) mod ring;
 mod segment;
 
-pub use link::LinkHeader;
+pub use duplex::LinkHeader;
 
 /// What `ipcx ls` says of a segment holding an `shm:` link, a
 /// publish/subscribe channel or a work queue: who is attached and how much
 /// is in it; `None` for other segments.
 pub fn describe(seg: &Segment) -> Option<String> {
-    link::describe(seg)
+    duplex::describe(seg)
         .or_else(|| pubsub::describe(seg))
         .or_else(|| queue::describe(seg))
 }

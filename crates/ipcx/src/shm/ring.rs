@@ -17,6 +17,9 @@
 //! call.
 
 use std::cell::Cell;
+use std::sync::Arc;
+
+use super::segment::Segment;
 
 use super::event::{Event, WaitEnd, Waiting, notify, wait};
 use super::primitive::{AtomicU64, Ordering, fence};
@@ -76,6 +79,8 @@ pub(crate) struct Ring {
     cap: u64,
     /// This side's cursor: the producer's tail or the consumer's head.
     own: Cell<u64>,
+    /// The segment the ring lies in, kept mapped while the ring lives.
+    _mapping: Option<Arc<Segment>>,
 }
 
 // SAFETY: a `Ring` is a pair of pointers into a shared mapping that the
@@ -98,7 +103,23 @@ impl Ring {
             data: unsafe { base.add(RING_HEADER_LEN) },
             cap: capacity,
             own: Cell::new(0),
+            _mapping: None,
         }
+    }
+
+    /// A view of the ring at `offset` in `seg`'s data region, whose cursors
+    /// are both 0; it keeps the segment mapped.
+    ///
+    /// # Safety
+    /// `offset` must be a multiple of 64 with `RING_HEADER_LEN + capacity`
+    /// bytes of the data region from there, and `capacity` a power of two
+    /// of at least 64.
+    pub(crate) unsafe fn in_segment(seg: &Arc<Segment>, offset: usize, capacity: u64) -> Ring {
+        // SAFETY: the caller's contract; the data region starts cache-line
+        // aligned, and `_mapping` keeps it mapped as long as the ring.
+        let mut ring = unsafe { Ring::at(seg.as_ptr().add(offset), capacity) };
+        ring._mapping = Some(seg.clone());
+        ring
     }
 
     fn hdr(&self) -> &RingHeader {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use super::Capabilities;
 use super::channel::Channel;
 use super::outgoing::{Outgoing, Part, Parts};
+use super::shm::{ShmRx, ShmTx};
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::link::{ShmRx, ShmTx};
 use crate::sys::fd::Interest;
 use crate::sys::{self, socket::MAX_FDS};
 use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
@@ -495,7 +495,7 @@ impl RecvHalf {
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
-    pub(crate) fn shm_bell(&self) -> Option<crate::shm::link::BellPlace> {
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
         self.shm.as_ref().map(|s| s.bell())
     }
 
@@ -739,7 +739,7 @@ impl SendHalf {
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
-    pub(crate) fn shm_bell(&self) -> Option<crate::shm::link::BellPlace> {
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
         self.shm.as_ref().map(|s| s.bell())
     }
 

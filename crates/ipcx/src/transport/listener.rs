@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use super::channel::{Channel, ConnSlot, FdKind};
 use super::fifo::FifoListener;
 use super::link::Until;
+use super::shm::ShmListener;
 use super::{Capabilities, Link, not_built, socket};
 use crate::endpoint::{Codec, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::Registration;
-use crate::shm::link::ShmListener;
 use crate::sys;
 use crate::sys::fd::Interest;
 

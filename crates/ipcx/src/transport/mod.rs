@@ -18,6 +18,7 @@ mod link;
 mod listener;
 mod outgoing;
 mod pipe;
+pub(crate) mod shm;
 mod socket;
 
 use std::io;
@@ -141,7 +142,7 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
         (Scheme::Shm, _) => {
-            let (rx, tx) = crate::shm::link::connect(ep, deadline)?;
+            let (rx, tx) = shm::connect(ep, deadline)?;
             return Ok(Link::from_shm(ep, rx, tx));
         }
         (Scheme::Pipe, _) => {

@@ -1,9 +1,8 @@
 //! `shm:name` as a [`crate::Link`]: two rings in one segment, one per
 //! direction, between a binding side and one connected peer at a time.
 //!
-//! Layout of the segment's data region: a 128-byte [`LinkHeader`], then the
-//! client-to-server ring, then the server-to-client ring (each a 320-byte
-//! ring header and a power-of-two data area). The binder creates the
+//! The segment's layout (a header and two rings) and the only casts into
+//! it are `shm::duplex`'s; this is the protocol over it. The binder creates the
 //! segment; a connector claims it (a compare-and-swap of its identity into
 //! `claim`), then moves `state` FREE → CONNECTED, and the binder's `accept`
 //! sees it connected. A claim is undone only when its claimer is dead, so a
@@ -13,60 +12,21 @@
 //! even by `SIGKILL`; a side that leaves normally sets its `gone` flag and
 //! wakes the other at once.
 
-use std::mem::{offset_of, size_of};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::event::{WaitEnd, Waiting};
-use super::ring::{Corrupt, MORE, RING_HEADER_LEN, Ring};
-use super::segment::Segment;
+use super::Until;
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Segment;
+use crate::shm::duplex::{
+    CONNECTED, FREE, LINK_MAGIC, LINK_VERSION, LinkHeader, LinkSegment, segment_len,
+};
+use crate::shm::event::{WaitEnd, Waiting};
+use crate::shm::ring::{Corrupt, MORE, Ring};
 use crate::sys;
-use crate::transport::Until;
 use crate::wire::FrameError;
-
-const LINK_MAGIC: u64 = u64::from_le_bytes(*b"IPCXLNK1");
-const LINK_VERSION: u32 = 3;
-
-const FREE: u32 = 0;
-const CONNECTED: u32 = 2;
-
-/// The shared state of a link segment.
-#[repr(C)]
-#[derive(Debug)]
-pub struct LinkHeader {
-    magic: AtomicU64,
-    version: AtomicU32,
-    /// FREE or CONNECTED; also the futex word `accept` sleeps on.
-    state: AtomicU32,
-    server_pid: AtomicU32,
-    client_pid: AtomicU32,
-    server_start: AtomicU64,
-    client_start: AtomicU64,
-    server_gone: AtomicU32,
-    client_gone: AtomicU32,
-    /// Data bytes of each ring.
-    capacity: AtomicU64,
-    server_max_msg: AtomicU64,
-    client_max_msg: AtomicU64,
-    /// Doorbell places armed by a side awaiting on tokio (bit `k`: the
-    /// FIFO `NAME.bellK`, see [`BellPlace`]).
-    bells: AtomicU64,
-    /// The connecting process's packed identity (pid and start time) while
-    /// it holds the link, 0 while free.
-    claim: AtomicU64,
-    _reserved: [u64; 5],
-}
-
-const LINK_HEADER_LEN: usize = size_of::<LinkHeader>();
-const _: () = assert!(LINK_HEADER_LEN == 128);
-const _: () = assert!(offset_of!(LinkHeader, state) == 12);
-const _: () = assert!(offset_of!(LinkHeader, server_start) == 24);
-const _: () = assert!(offset_of!(LinkHeader, capacity) == 48);
-const _: () = assert!(offset_of!(LinkHeader, bells) == 72);
-const _: () = assert!(offset_of!(LinkHeader, claim) == 80);
 
 /// The four doorbell places of a link: each side's receiving half (awaiting
 /// data) and sending half (awaiting space).
@@ -91,7 +51,7 @@ pub(crate) struct BellPlace {
 impl BellPlace {
     /// The segment and the place, which name the doorbell FIFO.
     pub(crate) fn segment(&self) -> (&Segment, usize) {
-        (&self.conn.seg, self.place)
+        (self.conn.link.segment(), self.place)
     }
 
     /// Asks the peer to ring; fences, so a change before this is seen by
@@ -143,14 +103,10 @@ fn capacity_for(size: usize) -> u64 {
     (size as u64).next_power_of_two()
 }
 
-fn segment_len(cap: u64) -> usize {
-    LINK_HEADER_LEN + 2 * (RING_HEADER_LEN + cap as usize)
-}
-
 /// One side's view of a connected link segment.
 #[derive(Debug)]
 struct Conn {
-    seg: Arc<Segment>,
+    link: LinkSegment,
     side: Side,
     /// How often a half awaiting on tokio looks without being rung
     /// (`?liveness=`): it notices a peer that died, or a ring it missed.
@@ -159,11 +115,12 @@ struct Conn {
 
 impl Conn {
     fn header(&self) -> &LinkHeader {
-        header(&self.seg)
+        self.link.header()
     }
 
+    /// The ring this side reads (`incoming`) or writes.
     fn ring(&self, incoming: bool) -> Ring {
-        ring(&self.seg, self.side, incoming)
+        ring_of(&self.link, self.side, incoming)
     }
 
     fn peer_gone(&self) -> bool {
@@ -190,7 +147,7 @@ impl Conn {
         };
         let bit = 1u64 << bell_place(peer, recv);
         if self.header().bells.load(Ordering::Relaxed) & bit != 0
-            && let Some(name) = self.seg.name()
+            && let Some(name) = self.link.segment().name()
         {
             crate::shm::doorbell::ring(name, bit);
         }
@@ -206,27 +163,8 @@ impl Conn {
 }
 
 /// The ring `side` reads (`incoming`) or writes.
-/// The ring capacity implied by this process's own mapping (never re-read
-/// from shared memory, where a peer could change it).
-fn capacity_of(seg: &Segment) -> u64 {
-    ((seg.len() - LINK_HEADER_LEN) / 2 - RING_HEADER_LEN) as u64
-}
-
-fn ring(seg: &Arc<Segment>, side: Side, incoming: bool) -> Ring {
-    let cap = capacity_of(seg);
-    let client_to_server = (side == Side::Server) == incoming;
-    let offset = LINK_HEADER_LEN
-        + if client_to_server {
-            0
-        } else {
-            RING_HEADER_LEN + cap as usize
-        };
-    // SAFETY: the segment holds the link header and both rings (its length
-    // was checked against the recorded capacity at bind and connect);
-    // offsets are 64-byte multiples from the cache-aligned data region. Every
-    // `Ring` made here is stored next to an `Arc<Segment>` of the same
-    // segment (or used while `seg` is borrowed), so the mapping outlives it.
-    unsafe { Ring::at(seg.as_ptr().add(offset), cap) }
+fn ring_of(link: &LinkSegment, side: Side, incoming: bool) -> Ring {
+    link.ring((side == Side::Server) == incoming)
 }
 
 /// Whether the other side of `side` left or died.
@@ -256,38 +194,6 @@ impl Drop for Conn {
     }
 }
 
-/// `ipcx ls`'s view of a link segment: whether a peer is connected, and
-/// which processes the two sides are.
-pub(crate) fn describe(seg: &Segment) -> Option<String> {
-    if seg.len() < LINK_HEADER_LEN {
-        return None;
-    }
-    let h = header(seg);
-    if h.magic.load(Ordering::Acquire) != LINK_MAGIC {
-        return None;
-    }
-    let who = |pid: &AtomicU32, start: &AtomicU64| {
-        let pid = pid.load(Ordering::Relaxed);
-        let alive = sys::process::is_alive(pid, start.load(Ordering::Relaxed));
-        format!("pid {pid}{}", if alive { "" } else { " (dead)" })
-    };
-    let server = who(&h.server_pid, &h.server_start);
-    Some(match h.state.load(Ordering::Acquire) {
-        CONNECTED => format!(
-            "link: server {server}, client {}",
-            who(&h.client_pid, &h.client_start)
-        ),
-        _ => format!("link: server {server}, no client"),
-    })
-}
-
-fn header(seg: &Segment) -> &LinkHeader {
-    // SAFETY: every link segment is at least LINK_HEADER_LEN data bytes
-    // (checked at bind and connect), the data region is cache-line aligned,
-    // and the header holds only atomics.
-    unsafe { &*seg.as_ptr().cast::<LinkHeader>() }
-}
-
 fn me() -> (u32, u64) {
     let pid = sys::process::pid();
     (pid, sys::process::start_time(pid).unwrap_or(0))
@@ -296,7 +202,7 @@ fn me() -> (u32, u64) {
 /// The binding side: owns the segment, accepts one peer at a time.
 #[derive(Debug)]
 pub(crate) struct ShmListener {
-    seg: Arc<Segment>,
+    link: LinkSegment,
     /// A peer was accepted, so the rings must be reset before the next.
     used: bool,
     /// This side of the last connection: the rings are reset only after
@@ -324,8 +230,15 @@ impl ShmListener {
         let cap = capacity_for(size);
         let mut sized = ep.clone();
         sized.options_mut().size = segment_len(cap);
-        let seg = Segment::create_endpoint(&sized)?;
-        let h = header(&seg);
+        let seg = Arc::new(Segment::create_endpoint(&sized)?);
+        let link = LinkSegment::new(seg).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt("a new link segment does not have a link's size".into()),
+                "bind",
+            )
+            .at(ep)
+        })?;
+        let h = link.header();
         let (pid, start) = me();
         h.version.store(LINK_VERSION, Ordering::Relaxed);
         h.capacity.store(cap, Ordering::Relaxed);
@@ -334,12 +247,11 @@ impl ShmListener {
         h.server_max_msg
             .store(ep.options().max_msg as u64, Ordering::Relaxed);
         h.state.store(FREE, Ordering::Relaxed);
-        let seg = Arc::new(seg);
-        ring(&seg, Side::Server, true).reset();
-        ring(&seg, Side::Server, false).reset();
-        header(&seg).magic.store(LINK_MAGIC, Ordering::Release);
+        ring_of(&link, Side::Server, true).reset();
+        ring_of(&link, Side::Server, false).reset();
+        h.magic.store(LINK_MAGIC, Ordering::Release);
         Ok(ShmListener {
-            seg,
+            link,
             used: false,
             last: Weak::new(),
         })
@@ -351,7 +263,7 @@ impl ShmListener {
         ep: &Endpoint,
         deadline: Option<Instant>,
     ) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
-        let h = header(&self.seg);
+        let h = self.link.header();
         let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
         if self.used {
             // One peer at a time: wait until the last one left, then reset.
@@ -361,8 +273,8 @@ impl ShmListener {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            ring(&self.seg, Side::Server, true).reset();
-            ring(&self.seg, Side::Server, false).reset();
+            ring_of(&self.link, Side::Server, true).reset();
+            ring_of(&self.link, Side::Server, false).reset();
             h.bells.store(0, Ordering::Relaxed);
             h.client_gone.store(0, Ordering::Relaxed);
             h.server_gone.store(0, Ordering::Relaxed);
@@ -400,7 +312,7 @@ impl ShmListener {
         self.used = true;
         let (rx, tx, conn) = halves(
             Conn {
-                seg: self.seg.clone(),
+                link: self.link.clone(),
                 side: Side::Server,
                 liveness: ep.options().liveness,
             },
@@ -418,10 +330,9 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     opened.options_mut().timeout = deadline.saturating_duration_since(Instant::now());
     let seg = Arc::new(Segment::open_endpoint(&opened)?);
     let bad = |why: String| Error::new(ErrorKind::Unsupported(why), "connect").at(ep);
-    if seg.len() < LINK_HEADER_LEN {
-        return Err(bad("the segment is not an ipcx link (too small)".into()));
-    }
-    let h = header(&seg);
+    let link = LinkSegment::new(seg)
+        .ok_or_else(|| bad("the segment is not an ipcx link (not a link's size)".into()))?;
+    let h = link.header();
     let (pid, start) = me();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -433,7 +344,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 ));
             }
             let cap = h.capacity.load(Ordering::Relaxed);
-            if cap < 4096 || !cap.is_power_of_two() || segment_len(cap) != seg.len() {
+            if cap != link.capacity() {
                 return Err(bad("the link header disagrees with the segment size".into()));
             }
             let server_alive = sys::process::is_alive(
@@ -469,7 +380,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
                 let (rx, tx, _) = halves(
                     Conn {
-                        seg,
+                        link,
                         side: Side::Client,
                         liveness: ep.options().liveness,
                     },
