@@ -237,7 +237,7 @@ impl Registry {
             let Some(record) = read_record(&mut file) else {
                 continue;
             };
-            let alive = !sys::fs::try_lock(&file).unwrap_or(false);
+            let alive = owner_holds(&file, &record);
             out.push(Entry {
                 record,
                 alive,
@@ -314,13 +314,30 @@ impl Registry {
             return Ok(false);
         };
         // Lock, so that nobody claims it while we remove it.
-        if !sys::fs::try_lock(&file).map_err(|e| Error::io("clean", e))? {
+        if owner_holds(&file, &entry.record) {
             return Ok(false);
         }
         entry.record.remove_created();
         let _ = std::fs::remove_file(&entry.file);
         Ok(true)
     }
+}
+
+/// Whether the record's owner still holds its lock (taking the lock when
+/// not). Another process probing the same record (`ipcx ls`, a `clean`)
+/// holds it for a moment: while the owner's pid is dead by `/proc`, the
+/// probe is retried briefly before the lock counts as the owner's.
+fn owner_holds(file: &File, record: &Record) -> bool {
+    for _ in 0..100 {
+        if sys::fs::try_lock(file).unwrap_or(false) {
+            return false;
+        }
+        if sys::process::is_alive(record.owner_pid, record.owner_start) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    true
 }
 
 /// Removes the object of `kind` at `path`; anything of another type (a

@@ -1,21 +1,25 @@
 //! [`Link`]: a connection that moves whole messages, and its two halves.
+//!
+//! Each half has one backend, matched in one place per operation: a byte
+//! stream (`stream.rs`: pipes, FIFOs, sockets), a shared-memory ring
+//! (`shm.rs`), or nothing (the missing direction of a one-way FIFO). A new
+//! mechanism is a new variant and a module of its own.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Capabilities;
 use super::channel::Channel;
-use super::outgoing::{Outgoing, Part, Parts};
+use super::outgoing::Outgoing;
 use super::shm::{ShmRx, ShmTx};
-use crate::endpoint::{Codec, Endpoint, WaitStrategy};
+use super::stream::{StreamRx, StreamTx};
+use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys::fd::Interest;
-use crate::sys::{self, socket::MAX_FDS};
-use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
+use crate::sys;
+use crate::wire::{self, Hello};
 
 /// How long a receive may wait.
 #[derive(Debug, Clone, Copy)]
@@ -40,41 +44,41 @@ pub(crate) struct Shared {
     pub(crate) url: String,
     pub(crate) caps: Capabilities,
     /// The largest message the peer accepts, once its hello arrived.
-    peer_max: AtomicU64,
-    /// A send has begun on this link (see `RecvHalf`'s `Drop`).
-    sent: std::sync::atomic::AtomicBool,
+    pub(crate) peer_max: AtomicU64,
+    /// A send has begun on this link (see `StreamRx`'s `Drop`).
+    pub(crate) sent: AtomicBool,
     /// How long a peer may take to say hello (`?handshake_timeout=`).
-    handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+}
+
+/// How a half receives. The stream variant is large (its decoder state)
+/// and stays inline: it is the hot path, and a box would cost an
+/// indirection per message.
+#[allow(clippy::large_enum_variant)]
+enum Rx {
+    Stream(StreamRx),
+    Shm(Box<ShmRx>),
+    /// The sending end of a one-way FIFO.
+    None,
+}
+
+/// How a half sends.
+enum Tx {
+    Stream(StreamTx),
+    Shm(Box<ShmTx>),
+    /// The receiving end of a one-way FIFO.
+    None,
 }
 
 /// The receiving half of a [`Link`].
 pub struct RecvHalf {
-    /// A shared-memory link receives through its ring instead of `ch`.
-    shm: Option<Box<ShmRx>>,
-    ch: Option<Arc<Channel>>,
-    dec: Decoder,
-    fds: VecDeque<OwnedFd>,
-    last_fds: Vec<OwnedFd>,
-    /// Our hello, while the peer's is still to come.
-    hello: Option<Hello>,
-    /// A whole message waits in the decoder (it arrived with the hello).
-    ready: bool,
-    wait: WaitStrategy,
-    spin: Duration,
-    max_fds: usize,
-    failed: Option<ErrorKind>,
+    rx: Rx,
     shared: Arc<Shared>,
 }
 
 /// The sending half of a [`Link`].
 pub struct SendHalf {
-    /// A shared-memory link sends through its ring instead of `ch`.
-    shm: Option<Box<ShmTx>>,
-    ch: Option<Arc<Channel>>,
-    codec: Codec,
-    crc: bool,
-    chunk: usize,
-    failed: bool,
+    tx: Tx,
     shared: Arc<Shared>,
 }
 
@@ -98,64 +102,48 @@ impl Link {
     /// Builds a link over a read and a write channel (the same one for
     /// sockets; either may be absent on a one-way FIFO).
     pub(crate) fn new(ep: &Endpoint, rd: Option<Arc<Channel>>, wr: Option<Arc<Channel>>) -> Link {
-        let o = ep.options();
-        let caps = Capabilities::of(ep.scheme());
-        let packet = rd.as_ref().is_some_and(|c| c.kind().is_packet());
         // Blocking waits sleep in `read`; spinning ones need non-blocking reads.
-        let blocking = o.wait == WaitStrategy::Block;
+        let blocking = ep.options().wait == WaitStrategy::Block;
         for ch in rd.iter().chain(wr.iter()) {
             if let Err(e) = ch.set_blocking(blocking) {
                 tracing::debug!(error = %e, "cannot set the descriptor's blocking mode");
             }
         }
-        let shared = Arc::new(Shared {
-            url: ep.url().to_string(),
-            caps,
-            peer_max: AtomicU64::new(u64::MAX),
-            sent: std::sync::atomic::AtomicBool::new(false),
-            handshake_timeout: o.handshake_timeout,
+        let shared = Link::shared(ep);
+        let rx = rd.map_or(Rx::None, |ch| {
+            Rx::Stream(StreamRx::new(ep, ch, shared.clone()))
         });
-        Link {
-            rx: RecvHalf {
-                shm: None,
-                ch: rd,
-                dec: Decoder::new(o.codec, o.max_msg, packet).require_crc(o.crc),
-                fds: VecDeque::new(),
-                last_fds: Vec::new(),
-                hello: None,
-                ready: false,
-                wait: o.wait,
-                spin: o.spin,
-                max_fds: o.max_fds,
-                failed: None,
-                shared: shared.clone(),
-            },
-            tx: SendHalf {
-                shm: None,
-                chunk: if packet {
-                    super::PACKET_CHUNK
-                } else {
-                    wire::CHUNK
-                },
-                ch: wr,
-                codec: o.codec,
-                crc: o.crc,
-                failed: false,
-                shared,
-            },
-        }
+        let tx = wr.map_or(Tx::None, |ch| {
+            Tx::Stream(StreamTx::new(ep, ch, shared.clone()))
+        });
+        Link::of(rx, tx, shared)
     }
 
     /// A link over the two rings of a shared-memory segment.
     pub(crate) fn from_shm(ep: &Endpoint, rx: Box<ShmRx>, tx: Box<ShmTx>) -> Link {
-        let mut link = Link::new(ep, None, None);
-        link.rx
-            .shared
-            .peer_max
-            .store(tx.peer_max_msg(), Ordering::Release);
-        link.rx.shm = Some(rx);
-        link.tx.shm = Some(tx);
-        link
+        let shared = Link::shared(ep);
+        shared.peer_max.store(tx.peer_max_msg(), Ordering::Release);
+        Link::of(Rx::Shm(rx), Tx::Shm(tx), shared)
+    }
+
+    fn shared(ep: &Endpoint) -> Arc<Shared> {
+        Arc::new(Shared {
+            url: ep.url().to_string(),
+            caps: Capabilities::of(ep.scheme()),
+            peer_max: AtomicU64::new(u64::MAX),
+            sent: AtomicBool::new(false),
+            handshake_timeout: ep.options().handshake_timeout,
+        })
+    }
+
+    fn of(rx: Rx, tx: Tx, shared: Arc<Shared>) -> Link {
+        Link {
+            rx: RecvHalf {
+                rx,
+                shared: shared.clone(),
+            },
+            tx: SendHalf { tx, shared },
+        }
     }
 
     /// Connects to `url`, waiting up to its `?timeout=` (default 5s) for a
@@ -237,14 +225,18 @@ impl Link {
     /// Closes the link: the peer's next `recv` returns `Closed` once it has
     /// read what was sent.
     pub fn close(self) {
-        if let Some(ch) = &self.tx.ch {
-            ch.shutdown(true);
+        if let Tx::Stream(s) = &self.tx.tx {
+            s.channel().shutdown(true);
         }
     }
 
     /// Who is on the other end, as the kernel reports it (Unix sockets).
     pub fn peer_credentials(&self) -> Result<super::PeerCredentials> {
-        let ch = self.rx.ch.as_ref().or(self.tx.ch.as_ref());
+        let ch = match (&self.rx.rx, &self.tx.tx) {
+            (Rx::Stream(s), _) => Some(s.channel()),
+            (_, Tx::Stream(s)) => Some(s.channel()),
+            _ => None,
+        };
         match ch {
             Some(ch) if ch.kind().passes_fds() => {
                 let (pid, uid, gid) = sys::socket::peer_credentials(ch.fd())
@@ -302,9 +294,6 @@ impl Link {
     /// # Ok(()) }
     /// ```
     pub fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
-        if self.rx.shm.is_some() || self.rx.ch.is_none() {
-            return Ok(());
-        }
         self.finish_handshake(crate::deadline::far_after(timeout))
     }
 
@@ -321,119 +310,35 @@ impl Link {
         Ok(())
     }
 
-    /// Sends our hello (where this side sends).
+    /// Sends our hello (where this side sends a byte stream).
     pub(crate) fn send_hello(&mut self, crc: bool, max_msg: usize) -> Result<()> {
-        if self.tx.ch.is_some() {
-            let hello = Hello::new(crc, max_msg);
-            match self.tx.send_frame(wire::KIND_HELLO, &hello.encode(), &[]) {
-                // The peer may have sent all it had and closed before we
-                // said hello (a parent that spawns, sends and exits): what
-                // it sent can still be read, and our sends report `Closed`.
-                Err(e) if e.is_closed() => {}
-                r => r?,
-            }
+        match &mut self.tx.tx {
+            Tx::Stream(s) => s.send_hello(&Hello::new(crc, max_msg)),
+            Tx::Shm(_) | Tx::None => Ok(()),
         }
-        Ok(())
     }
 
     /// Expects the peer's hello as the first frame (where this side
-    /// receives), to be checked against ours.
+    /// receives a byte stream), to be checked against ours.
     pub(crate) fn expect_hello(&mut self, crc: bool, max_msg: usize) {
-        if self.rx.ch.is_some() {
-            self.rx.hello = Some(Hello::new(crc, max_msg));
+        if let Rx::Stream(s) = &mut self.rx.rx {
+            s.expect_hello(Hello::new(crc, max_msg));
         }
     }
 
     /// Waits until the peer's hello arrived and matched ours.
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
-        self.rx.await_hello(deadline)
+        match &mut self.rx.rx {
+            Rx::Stream(s) => s.await_hello(deadline),
+            Rx::Shm(_) | Rx::None => Ok(()),
+        }
     }
 
     /// Reads what has arrived of the peer's hello; `true` once it matched.
     pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
-        self.rx.poll_hello()
-    }
-}
-
-impl RecvHalf {
-    /// Waits until the peer's hello arrived and matched ours.
-    fn await_hello(&mut self, deadline: Instant) -> Result<()> {
-        while self.hello.is_some() {
-            // Wait before reading: the read end of a FIFO reads as end of
-            // stream until the peer has opened its write end.
-            let ch = self.channel("connect")?;
-            if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
-                .map_err(|e| Error::io("connect", e))?
-            {
-                return Err(Error::new(
-                    ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
-                    "connect",
-                )
-                .at(&self.shared.url));
-            }
-            if let Err(e) = self.poll_hello() {
-                if !e.is_closed() {
-                    return Err(e);
-                }
-                return Err(Error::new(
-                    ErrorKind::Handshake(
-                        "the peer closed the connection before its hello: the listener may be at its \
-                         ?max_conns= limit, or not be an ipcx endpoint"
-                            .into(),
-                    ),
-                    "connect",
-                )
-                .at(&self.shared.url));
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads what has arrived of the peer's hello; `true` once it matched.
-    fn poll_hello(&mut self) -> Result<bool> {
-        if self.hello.is_none() {
-            return Ok(true);
-        }
-        match self.poll_with("connect", false, true)? {
-            None => Ok(self.hello.is_none()),
-            // The hello came, and a message right behind it: keep that one
-            // for the first `recv`.
-            Some(()) if self.hello.is_none() => {
-                self.ready = true;
-                Ok(true)
-            }
-            Some(()) => Err(Error::new(
-                ErrorKind::Handshake("the peer sent data before its hello".into()),
-                "connect",
-            )
-            .at(&self.shared.url)),
-        }
-    }
-}
-
-/// A socket closed with unread bytes in its receive queue is reset, not
-/// closed: the kernel drops what this side sent and the peer has not yet
-/// read (TCP sends RST; a Unix peer gets `ECONNRESET`). A connecting side
-/// that sent and never received still has the listener's hello to read, so
-/// it lingers for it (up to `?handshake_timeout=`, which `connect` used to
-/// spend waiting for the same hello) and reads it before the close.
-impl RecvHalf {
-    /// Whether dropping this half waits for the peer's hello first.
-    pub(crate) fn lingers(&self) -> bool {
-        self.hello.is_some()
-            && self.failed.is_none()
-            && self.shared.sent.load(Ordering::Relaxed)
-            && self.ch.as_ref().is_some_and(|c| c.kind().is_socket())
-    }
-}
-
-impl Drop for RecvHalf {
-    fn drop(&mut self) {
-        if self.lingers() {
-            let deadline = crate::deadline::far_after(self.shared.handshake_timeout);
-            if let Err(e) = self.await_hello(deadline) {
-                tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
-            }
+        match &mut self.rx.rx {
+            Rx::Stream(s) => s.poll_hello(),
+            Rx::Shm(_) | Rx::None => Ok(true),
         }
     }
 }
@@ -477,49 +382,65 @@ impl RecvHalf {
     /// Receives one message and the file descriptors sent with it.
     pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         let msg = self.recv()?;
-        Ok((msg, std::mem::take(&mut self.last_fds)))
+        let fds = match &mut self.rx {
+            Rx::Stream(s) => std::mem::take(&mut s.last_fds),
+            Rx::Shm(_) | Rx::None => Vec::new(),
+        };
+        Ok((msg, fds))
     }
 
     /// The receiving descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.ch.as_ref().map(|c| c.fd())
+        match &self.rx {
+            Rx::Stream(s) => Some(s.channel().fd()),
+            Rx::Shm(_) | Rx::None => None,
+        }
     }
 
-    /// Waits for the next whole message, which the decoder then holds.
     /// Puts the descriptor in non-blocking mode, for an event loop.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
-        set_nonblocking(&self.ch)
+        match &self.rx {
+            Rx::Stream(s) => set_nonblocking(s.channel()),
+            Rx::Shm(_) | Rx::None => Ok(()),
+        }
     }
 
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
     pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
-        self.shm.as_ref().map(|s| s.bell())
+        match &self.rx {
+            Rx::Shm(s) => Some(s.bell()),
+            Rx::Stream(_) | Rx::None => None,
+        }
     }
 
-    /// Takes the message the last successful [`RecvHalf::next`] or
-    /// [`RecvHalf::poll_once`] completed.
+    /// Whether dropping this half waits for the peer's hello first.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn lingers(&self) -> bool {
+        match &self.rx {
+            Rx::Stream(s) => s.lingers(),
+            Rx::Shm(_) | Rx::None => false,
+        }
+    }
+
+    /// Takes the message the last successful `next` or `poll_once`
+    /// completed.
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
-        match &mut self.shm {
-            Some(shm) => shm.take_message(out),
-            None => self.dec.take_message(out),
+        match &mut self.rx {
+            Rx::Stream(s) => s.take_message(out),
+            Rx::Shm(s) => s.take_message(out),
+            Rx::None => out.clear(),
         }
     }
 
+    /// Waits for the next whole message, which the backend then holds.
     pub(crate) fn next(&mut self, until: Until) -> Result<()> {
-        if let Some(shm) = &mut self.shm {
-            return shm.next(until).map_err(|e| e.at(&self.shared.url));
-        }
-        // Blocking forever on a blocking descriptor: let the read sleep.
-        let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
-        let mut spin_end = None;
-        loop {
-            if self.poll_with("recv", may_block, false)?.is_some() {
-                return Ok(());
-            }
-            self.wait_readable(until, &mut spin_end)?;
+        match &mut self.rx {
+            Rx::Stream(s) => s.next(until),
+            Rx::Shm(s) => s.next(until).map_err(|e| e.at(&self.shared.url)),
+            Rx::None => Err(self.only_sends("recv")),
         }
     }
 
@@ -527,136 +448,25 @@ impl RecvHalf {
     /// the link expects is checked and consumed on the way.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
-        self.poll_with(op, false, false)
-    }
-
-    /// `after_hello`: stop once the peer's hello is consumed, leaving what
-    /// follows it (good or bad) to the first receive, so that a listener
-    /// hands over a peer that said hello and the bytes after it are the
-    /// link's to judge.
-    fn poll_with(
-        &mut self,
-        op: &'static str,
-        may_block: bool,
-        after_hello: bool,
-    ) -> Result<Option<()>> {
-        if let Some(shm) = &mut self.shm {
-            return match shm.next(Until::NoWait) {
+        match &mut self.rx {
+            Rx::Stream(s) => s.poll_once(op),
+            Rx::Shm(s) => match s.next(Until::NoWait) {
                 Ok(()) => Ok(Some(())),
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e.at(&self.shared.url)),
-            };
-        }
-        if std::mem::take(&mut self.ready) {
-            return Ok(Some(()));
-        }
-        if let Some(kind) = &self.failed {
-            return Err(Error::new(kind.clone(), op).at(&self.shared.url));
-        }
-        let ch = self.channel(op)?.clone();
-        let mut r;
-        loop {
-            r = self
-                .dec
-                .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
-                .and_then(|d| self.accept_decoded(d));
-            // A hello was consumed: what follows it may already be buffered.
-            if after_hello || !matches!(r, Ok(Some(false))) {
-                break;
-            }
-        }
-        match r.map(|got| got.filter(|&whole| whole).map(|_| ())) {
-            Ok(r) => Ok(r),
-            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
-            Err(e) => {
-                // A broken or finished stream: close it so the peer sees the
-                // end at once, and give every later call the same answer.
-                if !e.is_closed() {
-                    tracing::warn!(url = %self.shared.url, error = %e, "closing link after bad input");
-                    ch.shutdown(false);
-                }
-                self.failed = Some(e.kind().clone());
-                Err(e.at(&self.shared.url))
-            }
+            },
+            Rx::None => Err(self.only_sends(op)),
         }
     }
 
-    /// `Some(true)`: a message is whole; `Some(false)`: a hello was consumed.
-    fn accept_decoded(&mut self, d: Option<Decoded>) -> Result<Option<bool>> {
-        match d {
-            None => Ok(None),
-            Some(Decoded::Hello(peer)) => {
-                let Some(ours) = self.hello.take() else {
-                    return Err(wire::frame_err(FrameError::Unexpected("second hello")));
-                };
-                ours.check_peer(&peer)
-                    .map_err(|why| Error::new(ErrorKind::Handshake(why), "handshake"))?;
-                self.shared.peer_max.store(peer.max_msg, Ordering::Release);
-                Ok(Some(false))
-            }
-            Some(Decoded::Message { .. }) if self.hello.is_some() => Err(Error::new(
-                ErrorKind::Handshake("the peer sent data before its hello".into()),
-                "handshake",
-            )),
-            Some(Decoded::Message { nfds }) => {
-                if nfds > self.max_fds {
-                    return Err(wire::frame_err(FrameError::Fds(format!(
-                        "{nfds} sent with one message, the limit is {} (?max_fds=)",
-                        self.max_fds
-                    ))));
-                }
-                if nfds > self.fds.len() {
-                    return Err(wire::frame_err(FrameError::Fds(format!(
-                        "{nfds} announced, {} received",
-                        self.fds.len()
-                    ))));
-                }
-                self.last_fds.clear();
-                self.last_fds.extend(self.fds.drain(..nfds));
-                Ok(Some(true))
-            }
-        }
-    }
-
-    fn channel(&self, op: &'static str) -> Result<&Arc<Channel>> {
-        self.ch.as_ref().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unsupported(
-                    "this link only sends (a one-way FIFO; add ?duplex=true)".into(),
-                ),
-                op,
-            )
-            .at(&self.shared.url)
-        })
-    }
-
-    fn wait_readable(&self, until: Until, spin_end: &mut Option<Instant>) -> Result<()> {
-        let deadline = match until {
-            Until::NoWait => return Err(Error::new(ErrorKind::WouldBlock, "recv")),
-            Until::Forever => None,
-            Until::Deadline(t) => Some(t),
-        };
-        let spinning = match self.wait {
-            WaitStrategy::Block => false,
-            WaitStrategy::Spin => true,
-            WaitStrategy::Adaptive => {
-                Instant::now()
-                    < *spin_end.get_or_insert_with(|| crate::deadline::far_after(self.spin))
-            }
-        };
-        if spinning {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url));
-            }
-            std::hint::spin_loop();
-            return Ok(());
-        }
-        let ch = self.channel("recv")?;
-        match sys::fd::wait(ch.fd(), Interest::Read, deadline) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url)),
-            Err(e) => Err(Error::io("recv", e).at(&self.shared.url)),
-        }
+    fn only_sends(&self, op: &'static str) -> Error {
+        Error::new(
+            ErrorKind::Unsupported(
+                "this link only sends (a one-way FIFO; add ?duplex=true)".into(),
+            ),
+            op,
+        )
+        .at(&self.shared.url)
     }
 }
 
@@ -679,68 +489,72 @@ impl SendHalf {
         }
     }
 
+    /// The sending descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.tx {
+            Tx::Stream(s) => Some(s.channel().fd()),
+            Tx::Shm(_) | Tx::None => None,
+        }
+    }
+
     pub(crate) fn send_frame(
         &mut self,
         kind: u8,
         msg: &[u8],
         fds: &[BorrowedFd<'_>],
     ) -> Result<()> {
-        if let Some(shm) = &mut self.shm {
-            if !fds.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
-                    "send",
-                )
-                .at(&self.shared.url));
-            }
-            return shm.send(msg).map_err(|e| e.at(&self.shared.url));
-        }
-        let (ch, mut out) = self.prepare(kind, msg, fds)?;
-        loop {
-            match out.write_some(&ch) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    sys::fd::wait(ch.fd(), Interest::Write, None)
-                        .map_err(|e| Error::io("send", e))?;
-                }
-                Err(e) => return Err(self.write_failed(e)),
-            }
+        match &mut self.tx {
+            Tx::Stream(s) => s.send_frame(kind, msg, fds),
+            Tx::Shm(_) if !fds.is_empty() => Err(Error::new(
+                ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
+                "send",
+            )
+            .at(&self.shared.url)),
+            Tx::Shm(s) => s.send(msg).map_err(|e| e.at(&self.shared.url)),
+            Tx::None => Err(self.only_receives()),
         }
     }
 
-    /// Checks that the message may go, and lays it out for writing.
+    /// Checks that the message may go, and lays it out for writing (byte
+    /// streams; the async sender writes it).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn prepare<'a>(
         &self,
         kind: u8,
         msg: &'a [u8],
         fds: &'a [BorrowedFd<'a>],
     ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
-        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
-        let Some(ch) = self.ch.clone() else {
-            return err(ErrorKind::Unsupported(
-                "this link only receives (a one-way FIFO; add ?duplex=true)".into(),
-            ));
-        };
-        if self.failed {
-            return err(ErrorKind::Closed);
+        match &self.tx {
+            Tx::Stream(s) => s.prepare(kind, msg, fds),
+            Tx::Shm(_) => Err(Error::new(
+                ErrorKind::Unsupported("not a byte stream".into()),
+                "send",
+            )),
+            Tx::None => Err(self.only_receives()),
         }
-        self.shared.sent.store(true, Ordering::Relaxed);
-        if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
-            return err(ErrorKind::Unsupported(format!(
-                "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
-                fds.len()
-            )));
-        }
-        let out = self.outgoing(kind, msg, fds, ch.kind().is_packet())?;
-        Ok((ch, out))
     }
 
-    /// A write failed mid-message: the stream can no longer be trusted.
+    /// A write failed or was abandoned mid-message: later sends fail.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
+        match &mut self.tx {
+            Tx::Stream(s) => s.write_failed(e),
+            Tx::Shm(s) => {
+                s.fail();
+                Error::peer_io("send", e).at(&self.shared.url)
+            }
+            Tx::None => self.only_receives(),
+        }
+    }
+
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
     pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
-        self.shm.as_ref().map(|s| s.bell())
+        match &self.tx {
+            Tx::Shm(s) => Some(s.bell()),
+            Tx::Stream(_) | Tx::None => None,
+        }
     }
 
     /// Shared memory: pushes what fits of `msg` from byte `sent` on without
@@ -748,98 +562,38 @@ impl SendHalf {
     #[cfg(feature = "async")]
     pub(crate) fn try_send_shm(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
         let url = &self.shared.url;
-        match &mut self.shm {
-            Some(shm) => shm.try_send(msg, sent).map_err(|e| e.at(url)),
-            None => Err(Error::new(
+        match &mut self.tx {
+            Tx::Shm(s) => s.try_send(msg, sent).map_err(|e| e.at(url)),
+            Tx::Stream(_) | Tx::None => Err(Error::new(
                 ErrorKind::Unsupported("not a shared-memory link".into()),
                 "send",
             )),
         }
     }
 
-    pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
-        if let Some(shm) = &mut self.shm {
-            shm.fail();
-        }
-        self.failed = true;
-        Error::peer_io("send", e).at(&self.shared.url)
-    }
-
-    /// Checks a message and lays it out as the bytes to write.
-    pub(crate) fn outgoing<'a>(
-        &self,
-        kind: u8,
-        msg: &'a [u8],
-        fds: &'a [BorrowedFd<'a>],
-        packet: bool,
-    ) -> Result<Outgoing<'a>> {
-        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
-        let (parts, group) = match self.codec {
-            Codec::Raw => (Parts::one(Part::Body(msg)), 1),
-            Codec::Lines => {
-                if msg.contains(&b'\n') {
-                    return err(ErrorKind::Unsupported(
-                        "a message on a codec=lines link may not contain a newline; send it on a framed link or split it".into(),
-                    ));
-                }
-                (Parts::two(Part::Body(msg), Part::Body(b"\n")), 2)
-            }
-            Codec::Framed => {
-                let max = self.shared.peer_max.load(Ordering::Acquire);
-                if msg.len() as u64 > max {
-                    return err(ErrorKind::MessageTooLarge {
-                        len: msg.len() as u64,
-                        max,
-                    });
-                }
-                if msg.len() <= self.chunk {
-                    let head = Part::Head(self.header(kind, msg, fds.len()).encode());
-                    (Parts::two(head, Part::Body(msg)), 2)
-                } else {
-                    let mut parts = Vec::new();
-                    wire::for_each_chunk(msg, self.chunk, self.crc, |h, part| {
-                        parts.extend([Part::Head(h.encode()), Part::Body(part)]);
-                    });
-                    if let Some(Part::Head(h)) = parts.first_mut() {
-                        h[7] = fds.len() as u8;
-                    }
-                    (Parts::Heap(parts), 2)
-                }
-            }
-        };
-        // A datagram socket takes one frame per call; a stream takes all.
-        let group = if packet { group } else { usize::MAX };
-        Ok(Outgoing::new(parts, group, fds))
-    }
-
-    fn header(&self, kind: u8, msg: &[u8], nfds: usize) -> Header {
-        Header {
-            kind,
-            flags: if self.crc { wire::FLAG_CRC } else { 0 },
-            nfds: nfds as u8,
-            len: msg.len() as u64,
-            crc: if self.crc { crc32c::crc32c(msg) } else { 0 },
-        }
-    }
-
-    /// The sending descriptor, to wait on it in an event loop.
-    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.ch.as_ref().map(|c| c.fd())
-    }
-
     /// Puts the descriptor in non-blocking mode, for an event loop.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
-        set_nonblocking(&self.ch)
+        match &self.tx {
+            Tx::Stream(s) => set_nonblocking(s.channel()),
+            Tx::Shm(_) | Tx::None => Ok(()),
+        }
+    }
+
+    fn only_receives(&self) -> Error {
+        Error::new(
+            ErrorKind::Unsupported(
+                "this link only receives (a one-way FIFO; add ?duplex=true)".into(),
+            ),
+            "send",
+        )
+        .at(&self.shared.url)
     }
 }
 
 #[cfg_attr(not(feature = "async"), allow(dead_code))]
-fn set_nonblocking(ch: &Option<Arc<Channel>>) -> Result<()> {
-    match ch {
-        Some(ch) => ch.set_blocking(false).map_err(|e| Error::io("register", e)),
-        None => Ok(()),
-    }
+fn set_nonblocking(ch: &Channel) -> Result<()> {
+    ch.set_blocking(false).map_err(|e| Error::io("register", e))
 }
 
 impl fmt::Debug for Link {

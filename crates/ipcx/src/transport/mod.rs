@@ -20,6 +20,7 @@ mod outgoing;
 mod pipe;
 pub(crate) mod shm;
 mod socket;
+mod stream;
 
 use std::io;
 use std::time::{Duration, Instant};

@@ -1,0 +1,432 @@
+//! The byte-stream backend of a link (pipes, FIFOs, Unix and TCP
+//! sockets): a descriptor, the frame decoder that reads it, and the
+//! `Outgoing` writer, with the hello exchange on top.
+
+use std::collections::VecDeque;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::channel::Channel;
+use super::link::{Shared, Until};
+use super::outgoing::{Outgoing, Part, Parts};
+use crate::endpoint::{Codec, Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys::fd::Interest;
+use crate::sys::{self, socket::MAX_FDS};
+use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
+
+/// The receiving side of a byte stream.
+pub(crate) struct StreamRx {
+    ch: Arc<Channel>,
+    dec: Decoder,
+    fds: VecDeque<OwnedFd>,
+    /// The descriptors that came with the last message.
+    pub(crate) last_fds: Vec<OwnedFd>,
+    /// Our hello, while the peer's is still to come.
+    hello: Option<Hello>,
+    /// A whole message waits in the decoder (it arrived with the hello).
+    ready: bool,
+    wait: WaitStrategy,
+    spin: std::time::Duration,
+    max_fds: usize,
+    failed: Option<ErrorKind>,
+    shared: Arc<Shared>,
+}
+
+/// The sending side of a byte stream.
+pub(crate) struct StreamTx {
+    ch: Arc<Channel>,
+    codec: Codec,
+    crc: bool,
+    chunk: usize,
+    failed: bool,
+    shared: Arc<Shared>,
+}
+
+impl StreamRx {
+    pub(crate) fn new(ep: &Endpoint, ch: Arc<Channel>, shared: Arc<Shared>) -> StreamRx {
+        let o = ep.options();
+        let packet = ch.kind().is_packet();
+        StreamRx {
+            ch,
+            dec: Decoder::new(o.codec, o.max_msg, packet).require_crc(o.crc),
+            fds: VecDeque::new(),
+            last_fds: Vec::new(),
+            hello: None,
+            ready: false,
+            wait: o.wait,
+            spin: o.spin,
+            max_fds: o.max_fds,
+            failed: None,
+            shared,
+        }
+    }
+
+    /// The descriptor.
+    pub(crate) fn channel(&self) -> &Arc<Channel> {
+        &self.ch
+    }
+
+    /// Expects the peer's hello as the first frame, checked against `ours`.
+    pub(crate) fn expect_hello(&mut self, ours: Hello) {
+        self.hello = Some(ours);
+    }
+
+    /// Waits until the peer's hello arrived and matched ours.
+    pub(crate) fn await_hello(&mut self, deadline: Instant) -> Result<()> {
+        while self.hello.is_some() {
+            // Wait before reading: the read end of a FIFO reads as end of
+            // stream until the peer has opened its write end.
+            let ch = &self.ch;
+            if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
+                .map_err(|e| Error::io("connect", e))?
+            {
+                return Err(Error::new(
+                    ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
+                    "connect",
+                )
+                .at(&self.shared.url));
+            }
+            if let Err(e) = self.poll_hello() {
+                if !e.is_closed() {
+                    return Err(e);
+                }
+                return Err(Error::new(
+                    ErrorKind::Handshake(
+                        "the peer closed the connection before its hello: the listener may be at its \
+                         ?max_conns= limit, or not be an ipcx endpoint"
+                            .into(),
+                    ),
+                    "connect",
+                )
+                .at(&self.shared.url));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived of the peer's hello; `true` once it matched.
+    pub(crate) fn poll_hello(&mut self) -> Result<bool> {
+        if self.hello.is_none() {
+            return Ok(true);
+        }
+        match self.poll_with("connect", false, true)? {
+            None => Ok(self.hello.is_none()),
+            // The hello came, and a message right behind it: keep that one
+            // for the first `recv`.
+            Some(()) if self.hello.is_none() => {
+                self.ready = true;
+                Ok(true)
+            }
+            Some(()) => Err(Error::new(
+                ErrorKind::Handshake("the peer sent data before its hello".into()),
+                "connect",
+            )
+            .at(&self.shared.url)),
+        }
+    }
+}
+
+/// A socket closed with unread bytes in its receive queue is reset, not
+/// closed: the kernel drops what this side sent and the peer has not yet
+/// read (TCP sends RST; a Unix peer gets `ECONNRESET`). A connecting side
+/// that sent and never received still has the listener's hello to read, so
+/// it lingers for it (up to `?handshake_timeout=`, which `connect` used to
+/// spend waiting for the same hello) and reads it before the close.
+impl StreamRx {
+    /// Whether dropping this half waits for the peer's hello first.
+    pub(crate) fn lingers(&self) -> bool {
+        self.hello.is_some()
+            && self.failed.is_none()
+            && self.shared.sent.load(Ordering::Relaxed)
+            && self.ch.kind().is_socket()
+    }
+}
+
+impl Drop for StreamRx {
+    fn drop(&mut self) {
+        if self.lingers() {
+            let deadline = crate::deadline::far_after(self.shared.handshake_timeout);
+            if let Err(e) = self.await_hello(deadline) {
+                tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
+            }
+        }
+    }
+}
+
+impl StreamRx {
+    /// Takes the message the last successful `next` or `poll_once`
+    /// completed.
+    pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
+        self.dec.take_message(out);
+    }
+
+    pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        // Blocking forever on a blocking descriptor: let the read sleep.
+        let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
+        let mut spin_end = None;
+        loop {
+            if self.poll_with("recv", may_block, false)?.is_some() {
+                return Ok(());
+            }
+            self.wait_readable(until, &mut spin_end)?;
+        }
+    }
+
+    /// One attempt without waiting: `Some` when a message is whole. A hello
+    /// the link expects is checked and consumed on the way.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
+        self.poll_with(op, false, false)
+    }
+
+    /// `after_hello`: stop once the peer's hello is consumed, leaving what
+    /// follows it (good or bad) to the first receive, so that a listener
+    /// hands over a peer that said hello and the bytes after it are the
+    /// link's to judge.
+    fn poll_with(
+        &mut self,
+        op: &'static str,
+        may_block: bool,
+        after_hello: bool,
+    ) -> Result<Option<()>> {
+        if std::mem::take(&mut self.ready) {
+            return Ok(Some(()));
+        }
+        if let Some(kind) = &self.failed {
+            return Err(Error::new(kind.clone(), op).at(&self.shared.url));
+        }
+        let ch = self.ch.clone();
+        let mut r;
+        loop {
+            r = self
+                .dec
+                .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
+                .and_then(|d| self.accept_decoded(d));
+            // A hello was consumed: what follows it may already be buffered.
+            if after_hello || !matches!(r, Ok(Some(false))) {
+                break;
+            }
+        }
+        match r.map(|got| got.filter(|&whole| whole).map(|_| ())) {
+            Ok(r) => Ok(r),
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => {
+                // A broken or finished stream: close it so the peer sees the
+                // end at once, and give every later call the same answer.
+                if !e.is_closed() {
+                    tracing::warn!(url = %self.shared.url, error = %e, "closing link after bad input");
+                    ch.shutdown(false);
+                }
+                self.failed = Some(e.kind().clone());
+                Err(e.at(&self.shared.url))
+            }
+        }
+    }
+
+    /// `Some(true)`: a message is whole; `Some(false)`: a hello was consumed.
+    fn accept_decoded(&mut self, d: Option<Decoded>) -> Result<Option<bool>> {
+        match d {
+            None => Ok(None),
+            Some(Decoded::Hello(peer)) => {
+                let Some(ours) = self.hello.take() else {
+                    return Err(wire::frame_err(FrameError::Unexpected("second hello")));
+                };
+                ours.check_peer(&peer)
+                    .map_err(|why| Error::new(ErrorKind::Handshake(why), "handshake"))?;
+                self.shared.peer_max.store(peer.max_msg, Ordering::Release);
+                Ok(Some(false))
+            }
+            Some(Decoded::Message { .. }) if self.hello.is_some() => Err(Error::new(
+                ErrorKind::Handshake("the peer sent data before its hello".into()),
+                "handshake",
+            )),
+            Some(Decoded::Message { nfds }) => {
+                if nfds > self.max_fds {
+                    return Err(wire::frame_err(FrameError::Fds(format!(
+                        "{nfds} sent with one message, the limit is {} (?max_fds=)",
+                        self.max_fds
+                    ))));
+                }
+                if nfds > self.fds.len() {
+                    return Err(wire::frame_err(FrameError::Fds(format!(
+                        "{nfds} announced, {} received",
+                        self.fds.len()
+                    ))));
+                }
+                self.last_fds.clear();
+                self.last_fds.extend(self.fds.drain(..nfds));
+                Ok(Some(true))
+            }
+        }
+    }
+
+    fn wait_readable(&self, until: Until, spin_end: &mut Option<Instant>) -> Result<()> {
+        let deadline = match until {
+            Until::NoWait => return Err(Error::new(ErrorKind::WouldBlock, "recv")),
+            Until::Forever => None,
+            Until::Deadline(t) => Some(t),
+        };
+        let spinning = match self.wait {
+            WaitStrategy::Block => false,
+            WaitStrategy::Spin => true,
+            WaitStrategy::Adaptive => {
+                Instant::now()
+                    < *spin_end.get_or_insert_with(|| crate::deadline::far_after(self.spin))
+            }
+        };
+        if spinning {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url));
+            }
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        let ch = &self.ch;
+        match sys::fd::wait(ch.fd(), Interest::Read, deadline) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.shared.url)),
+            Err(e) => Err(Error::io("recv", e).at(&self.shared.url)),
+        }
+    }
+}
+
+impl StreamTx {
+    pub(crate) fn new(ep: &Endpoint, ch: Arc<Channel>, shared: Arc<Shared>) -> StreamTx {
+        let o = ep.options();
+        StreamTx {
+            chunk: if ch.kind().is_packet() {
+                super::PACKET_CHUNK
+            } else {
+                wire::CHUNK
+            },
+            ch,
+            codec: o.codec,
+            crc: o.crc,
+            failed: false,
+            shared,
+        }
+    }
+
+    /// Sends our hello.
+    pub(crate) fn send_hello(&mut self, ours: &Hello) -> Result<()> {
+        match self.send_frame(wire::KIND_HELLO, &ours.encode(), &[]) {
+            // The peer may have sent all it had and closed before we said
+            // hello (a parent that spawns, sends and exits): what it sent
+            // can still be read, and our sends report `Closed`.
+            Err(e) if e.is_closed() => Ok(()),
+            r => r,
+        }
+    }
+
+    pub(crate) fn send_frame(
+        &mut self,
+        kind: u8,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        let (ch, mut out) = self.prepare(kind, msg, fds)?;
+        loop {
+            match out.write_some(&ch) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    sys::fd::wait(ch.fd(), Interest::Write, None)
+                        .map_err(|e| Error::io("send", e))?;
+                }
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+    }
+
+    /// Checks that the message may go, and lays it out for writing.
+    pub(crate) fn prepare<'a>(
+        &self,
+        kind: u8,
+        msg: &'a [u8],
+        fds: &'a [BorrowedFd<'a>],
+    ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
+        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
+        let ch = self.ch.clone();
+        if self.failed {
+            return err(ErrorKind::Closed);
+        }
+        self.shared.sent.store(true, Ordering::Relaxed);
+        if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
+            return err(ErrorKind::Unsupported(format!(
+                "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
+                fds.len()
+            )));
+        }
+        let out = self.outgoing(kind, msg, fds, ch.kind().is_packet())?;
+        Ok((ch, out))
+    }
+
+    pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
+        self.failed = true;
+        Error::peer_io("send", e).at(&self.shared.url)
+    }
+
+    /// Checks a message and lays it out as the bytes to write.
+    pub(crate) fn outgoing<'a>(
+        &self,
+        kind: u8,
+        msg: &'a [u8],
+        fds: &'a [BorrowedFd<'a>],
+        packet: bool,
+    ) -> Result<Outgoing<'a>> {
+        let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
+        let (parts, group) = match self.codec {
+            Codec::Raw => (Parts::one(Part::Body(msg)), 1),
+            Codec::Lines => {
+                if msg.contains(&b'\n') {
+                    return err(ErrorKind::Unsupported(
+                        "a message on a codec=lines link may not contain a newline; send it on a framed link or split it".into(),
+                    ));
+                }
+                (Parts::two(Part::Body(msg), Part::Body(b"\n")), 2)
+            }
+            Codec::Framed => {
+                let max = self.shared.peer_max.load(Ordering::Acquire);
+                if msg.len() as u64 > max {
+                    return err(ErrorKind::MessageTooLarge {
+                        len: msg.len() as u64,
+                        max,
+                    });
+                }
+                if msg.len() <= self.chunk {
+                    let head = Part::Head(self.header(kind, msg, fds.len()).encode());
+                    (Parts::two(head, Part::Body(msg)), 2)
+                } else {
+                    let mut parts = Vec::new();
+                    wire::for_each_chunk(msg, self.chunk, self.crc, |h, part| {
+                        parts.extend([Part::Head(h.encode()), Part::Body(part)]);
+                    });
+                    if let Some(Part::Head(h)) = parts.first_mut() {
+                        h[7] = fds.len() as u8;
+                    }
+                    (Parts::Heap(parts), 2)
+                }
+            }
+        };
+        // A datagram socket takes one frame per call; a stream takes all.
+        let group = if packet { group } else { usize::MAX };
+        Ok(Outgoing::new(parts, group, fds))
+    }
+
+    fn header(&self, kind: u8, msg: &[u8], nfds: usize) -> Header {
+        Header {
+            kind,
+            flags: if self.crc { wire::FLAG_CRC } else { 0 },
+            nfds: nfds as u8,
+            len: msg.len() as u64,
+            crc: if self.crc { crc32c::crc32c(msg) } else { 0 },
+        }
+    }
+
+    /// The descriptor.
+    pub(crate) fn channel(&self) -> &Arc<Channel> {
+        &self.ch
+    }
+}
