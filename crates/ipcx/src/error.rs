@@ -24,6 +24,42 @@ pub enum ErrorKind {
     /// The mechanism or operation is not available; the text says why.
     #[error("{0}")]
     Unsupported(String),
+    /// An argument is out of range, or the call does not fit the object's
+    /// state (a release without an acquire); the text says which.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An offset and length that do not fit a segment's data region (or are
+    /// misaligned for what was asked).
+    #[error("{0}")]
+    OutOfBounds(String),
+    /// The object at the name or offset is not what was asked for: another
+    /// program's, another kind of ipcx object, or not in a usable state (a
+    /// descriptor not sealed, a primitive not created yet).
+    #[error("{0}")]
+    Foreign(String),
+    /// The object was made by another layout version of ipcx.
+    #[error("layout version {found}, this build reads {expected}; use the same ipcx on both sides")]
+    VersionMismatch {
+        /// The version the object carries.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// A fixed table of the object is full (subscriber or publisher places,
+    /// barrier parties, semaphore holders, async waiters); the text says
+    /// what to do.
+    #[error("{0}")]
+    LimitReached(String),
+    /// A message or value is not the type (size, alignment) it is read as.
+    #[error("{0}")]
+    WrongType(String),
+    /// This process was not started by `ipcx::spawn`: there is no inherited
+    /// pipe (`IPCX_PIPE` is not set).
+    #[error("IPCX_PIPE is not set: this process was not started by ipcx::spawn")]
+    NotInherited,
+    /// A lock inside ipcx was poisoned by a panic in another thread.
+    #[error("an internal lock was poisoned by a panic in another thread")]
+    Poisoned,
     /// The URL could not be parsed; the text says which part is wrong.
     #[error("invalid endpoint: {0}")]
     InvalidEndpoint(String),
@@ -37,15 +73,16 @@ pub enum ErrorKind {
         /// What is wrong with it.
         reason: String,
     },
-    /// A live process owns the object at this address.
-    #[error("address in use by live pid {pid} — pick another path or stop that process")]
+    /// The address or object is taken: by a live process (`pid`), or by
+    /// something ipcx did not make (`pid` is `None`); the text says what to
+    /// do.
+    #[error("{reason}")]
     InUse {
-        /// The owner's process id.
-        pid: u32,
+        /// The live owner's process id, when an ipcx process owns it.
+        pid: Option<u32>,
+        /// What holds it, and what to do.
+        reason: String,
     },
-    /// The address is taken by something ipcx did not create.
-    #[error("{0}")]
-    Occupied(String),
     /// The peer sent a frame that breaks the wire format.
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
@@ -93,12 +130,34 @@ pub enum ErrorKind {
     Io,
 }
 
+impl ErrorKind {
+    /// [`ErrorKind::InUse`] by something ipcx did not make, with what to do.
+    pub(crate) fn occupied(reason: String) -> ErrorKind {
+        ErrorKind::InUse { pid: None, reason }
+    }
+
+    /// [`ErrorKind::InUse`] by the live ipcx process `pid`.
+    pub(crate) fn in_use_by(pid: u32) -> ErrorKind {
+        ErrorKind::InUse {
+            pid: Some(pid),
+            reason: format!(
+                "address in use by live pid {pid} — pick another path or stop that process"
+            ),
+        }
+    }
+}
+
 /// An error: what went wrong, during which operation, on which endpoint.
 ///
 /// ```
 /// let err = ipcx::Endpoint::parse("unix:/tmp/x?bogus=1").unwrap_err();
 /// assert!(matches!(err.kind(), ipcx::ErrorKind::InvalidOption { .. }));
 /// assert!(err.to_string().contains("bogus"));
+///
+/// // The OS error behind one is its source, as in any error chain.
+/// let err = ipcx::Link::connect("unix:/nonexistent/dir/x.sock?timeout=0s").unwrap_err();
+/// let os = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<std::io::Error>());
+/// assert!(os.is_some(), "{err}");
 /// ```
 #[derive(Debug)]
 pub struct Error {
@@ -196,14 +255,64 @@ impl fmt::Display for Error {
         if let Some(ep) = &self.endpoint {
             write!(f, " {ep}")?;
         }
-        write!(f, ": {}", self.kind)?;
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
-        }
-        Ok(())
+        write!(f, ": {}", self.kind)
     }
 }
 
-/// The OS error is part of the message (`Display`), so it is not repeated as
-/// a `source()`: printing the chain would say it twice.
-impl std::error::Error for Error {}
+/// The OS error behind an error is its `source()`, not part of its
+/// `Display` (printing the chain, as `anyhow`'s `{:#}` does, would say it
+/// twice): print the chain to see it, or ask [`Error::os_error`].
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// An ipcx error where `std::io` is expected (`?` in a function returning
+/// `io::Result`). An OS error comes back as itself; any other is wrapped
+/// with the closest `io::ErrorKind`, and `get_ref()` / `downcast` give the
+/// ipcx error back.
+///
+/// ```
+/// fn parse(url: &str) -> std::io::Result<ipcx::Endpoint> {
+///     Ok(ipcx::Endpoint::parse(url)?)
+/// }
+/// let err = parse("unix:/tmp/x?bogus=1").unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// let inner = err.get_ref().and_then(|e| e.downcast_ref::<ipcx::Error>()).unwrap();
+/// assert!(matches!(inner.kind(), ipcx::ErrorKind::InvalidOption { .. }));
+/// ```
+impl From<Error> for io::Error {
+    fn from(mut e: Error) -> io::Error {
+        if e.kind == ErrorKind::Io
+            && let Some(os) = e.source.take()
+        {
+            return os;
+        }
+        let kind = match &e.kind {
+            ErrorKind::Closed => io::ErrorKind::BrokenPipe,
+            ErrorKind::TimedOut => io::ErrorKind::TimedOut,
+            ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
+            ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
+            ErrorKind::Unsupported(_) => io::ErrorKind::Unsupported,
+            ErrorKind::InvalidEndpoint(_)
+            | ErrorKind::InvalidOption { .. }
+            | ErrorKind::InvalidArgument(_)
+            | ErrorKind::OutOfBounds(_)
+            | ErrorKind::MessageTooLarge { .. } => io::ErrorKind::InvalidInput,
+            ErrorKind::InUse { .. } => io::ErrorKind::AddrInUse,
+            ErrorKind::Frame(_)
+            | ErrorKind::Corrupt(_)
+            | ErrorKind::Handshake(_)
+            | ErrorKind::Foreign(_)
+            | ErrorKind::VersionMismatch { .. }
+            | ErrorKind::WrongType(_) => io::ErrorKind::InvalidData,
+            ErrorKind::NotInherited => io::ErrorKind::NotFound,
+            ErrorKind::LimitReached(_) | ErrorKind::Full => io::ErrorKind::QuotaExceeded,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

@@ -390,10 +390,7 @@ impl AsyncListener {
             let listener = self.inner.clone();
             let slice = tokio::task::spawn_blocking(move || match listener.lock() {
                 Ok(mut l) => l.accept_timeout(ACCEPT_SLICE),
-                Err(_) => Err(Error::new(
-                    ErrorKind::Unsupported("the listener was poisoned by a panic".into()),
-                    "accept",
-                )),
+                Err(_) => Err(Error::new(ErrorKind::Poisoned, "accept")),
             })
             .await
             .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;

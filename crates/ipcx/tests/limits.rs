@@ -132,7 +132,7 @@ fn fifo_serves_one_peer_at_a_time() {
         Some("second") => {
             let url = common::with_option(&param("URL"), "timeout=300ms");
             match Link::connect(&url) {
-                Err(e) if matches!(e.kind(), ErrorKind::Occupied(_)) => ready("refused"),
+                Err(e) if matches!(e.kind(), ErrorKind::InUse { .. }) => ready("refused"),
                 other => ready(&format!("unexpected: {:?}", other.map(|_| ()))),
             }
             return;

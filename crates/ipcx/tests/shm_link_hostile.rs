@@ -259,7 +259,7 @@ fn a_claim_is_undone_only_when_its_claimer_died() {
         Err(e) if *e.kind() == ErrorKind::TimedOut
     ));
     let err = Link::connect(&format!("{url}&timeout=300ms")).expect_err("a second client");
-    assert!(matches!(err.kind(), ErrorKind::Occupied(_)), "{err}");
+    assert!(matches!(err.kind(), ErrorKind::InUse { .. }), "{err}");
     stalled.kill();
     client_gets_in(&t, &url, &mut listener);
 }

@@ -346,12 +346,12 @@ fn second_create_in_at_a_live_place_is_refused() {
     let again = unsafe { Mutex::<u64>::create_in(&seg, 0, 0) };
     let err = again.expect_err("a second create at a live place");
     assert!(
-        matches!(err.kind(), ipcx::ErrorKind::Occupied(why) if why.contains("already lives")),
+        matches!(err.kind(), ipcx::ErrorKind::InUse { pid: None, reason: why } if why.contains("already lives")),
         "{err}"
     );
     // SAFETY: as above.
     let err = unsafe { Event::create_in(&seg, 0, EventMode::Auto) }.expect_err("another kind");
-    assert!(matches!(err.kind(), ipcx::ErrorKind::Occupied(_)), "{err}");
+    assert!(matches!(err.kind(), ipcx::ErrorKind::InUse { .. }), "{err}");
     assert_eq!(*guard, 42);
     drop(guard);
     assert_eq!(*m.lock().unwrap(), 42);

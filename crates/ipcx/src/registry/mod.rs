@@ -191,7 +191,7 @@ impl Registry {
                     continue;
                 }
                 let pid = owner.map(|r| r.owner_pid).unwrap_or(0);
-                return Err(Error::new(ErrorKind::InUse { pid }, "bind").at(url));
+                return Err(Error::new(ErrorKind::in_use_by(pid), "bind").at(url));
             }
             // The previous owner may have removed the file between our open
             // and our lock; then we hold a lock on a nameless file: retry.
@@ -278,7 +278,7 @@ impl Registry {
         {
             if entry.alive {
                 let pid = entry.record.owner_pid;
-                return Err(Error::new(ErrorKind::InUse { pid }, "rm").at(url));
+                return Err(Error::new(ErrorKind::in_use_by(pid), "rm").at(url));
             }
             if self.remove_entry(&entry)? {
                 removed.push(entry);

@@ -396,7 +396,7 @@ impl Queue {
         check(&ep, "open")?;
         let deadline = crate::deadline::far_after(ep.options().timeout);
         let seg = Segment::open_endpoint(&ep)?;
-        let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(&ep);
+        let bad = |why: &str| Error::new(ErrorKind::Foreign(why.into()), "open").at(&ep);
         if seg.len() < size_of::<QueueHeader>() {
             return Err(bad("the segment is not a queue"));
         }

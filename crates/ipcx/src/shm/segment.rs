@@ -110,7 +110,7 @@ impl Segment {
             Ok(fd) => fd,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::new(
-                    ErrorKind::Occupied(format!(
+                    ErrorKind::occupied(format!(
                         "{} exists and ipcx has no record of it; if it is stale, remove it with `rm {}`",
                         path.display(),
                         path.display()
@@ -217,13 +217,13 @@ impl Segment {
     /// The descriptor must be sealed against shrinking (as
     /// [`Segment::anonymous`] makes it): a peer that could shrink the
     /// object after we map it would turn our next access into `SIGBUS`.
-    /// Anything else is refused with [`ErrorKind::Unsupported`].
+    /// Anything else is refused with [`ErrorKind::Foreign`].
     pub fn from_fd(fd: OwnedFd) -> Result<Segment> {
         let sealed =
             sys::shm::sealed_against_shrink(fd.as_fd()).map_err(|e| Error::io("open", e))?;
         if !sealed {
             return Err(Error::new(
-                ErrorKind::Unsupported(
+                ErrorKind::Foreign(
                     "the received descriptor is not sealed against shrinking (F_SEAL_SHRINK): \
                      its sender could cut the mapping under us; send one made by Segment::anonymous"
                         .into(),
@@ -234,19 +234,22 @@ impl Segment {
         Segment::attach(fd, None).map_err(|e| match e {
             Attach::Fatal(e) => e,
             Attach::NotReady(why) => {
-                Error::new(ErrorKind::Unsupported(format!("segment {why}")), "open")
+                Error::new(ErrorKind::Foreign(format!("segment {why}")), "open")
             }
         })
     }
 
     fn attach(fd: OwnedFd, name: Option<String>) -> std::result::Result<Segment, Attach> {
-        let fatal = |why: String| Attach::Fatal(Error::new(ErrorKind::Unsupported(why), "open"));
+        let fatal = |kind: ErrorKind| Attach::Fatal(Error::new(kind, "open"));
         let total = sys::shm::len(fd.as_fd()).map_err(|e| Attach::Fatal(Error::io("open", e)))?;
         if total < HEADER_LEN as u64 {
             return Err(Attach::NotReady("not yet sized by its creator"));
         }
-        let total = usize::try_from(total)
-            .map_err(|_| fatal("segment larger than the address space".into()))?;
+        let total = usize::try_from(total).map_err(|_| {
+            fatal(ErrorKind::OutOfBounds(
+                "segment larger than the address space".into(),
+            ))
+        })?;
         let map =
             Mapping::new(fd.as_fd(), total).map_err(|e| Attach::Fatal(Error::io("open", e)))?;
         let seg = Segment {
@@ -260,25 +263,26 @@ impl Segment {
             MAGIC => {}
             0 => return Err(Attach::NotReady("not yet initialized by its creator")),
             other => {
-                return Err(fatal(format!(
+                return Err(fatal(ErrorKind::Foreign(format!(
                     "not an ipcx segment (magic {:?}): another program made it; pick another name",
                     other.to_le_bytes().map(char::from)
-                )));
+                ))));
             }
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(fatal(format!(
-                "segment layout version {version}, this build reads {VERSION}; use the same ipcx on both sides"
-            )));
+            return Err(fatal(ErrorKind::VersionMismatch {
+                found: version,
+                expected: VERSION,
+            }));
         }
         let data_len = h.data_len.load(Ordering::Relaxed);
         if h.header_len.load(Ordering::Relaxed) as usize != HEADER_LEN
             || data_len != (total - HEADER_LEN) as u64
         {
-            return Err(fatal(
-                "segment header disagrees with the object's size".into(),
-            ));
+            return Err(fatal(ErrorKind::Corrupt(
+                "the segment header disagrees with the object's size".into(),
+            )));
         }
         Ok(seg)
     }
@@ -326,7 +330,7 @@ impl Segment {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(()),
             _ => Err(Error::new(
-                ErrorKind::Unsupported(format!(
+                ErrorKind::OutOfBounds(format!(
                     "bytes {offset}..+{len} are outside the segment's {} data bytes",
                     self.len()
                 )),
@@ -380,7 +384,7 @@ impl Segment {
         self.check(offset, 8)?;
         if offset % 8 != 0 {
             return Err(Error::new(
-                ErrorKind::Unsupported(format!("offset {offset} is not 8-byte aligned")),
+                ErrorKind::OutOfBounds(format!("offset {offset} is not 8-byte aligned")),
                 "segment",
             ));
         }

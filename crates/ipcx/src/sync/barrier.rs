@@ -103,7 +103,7 @@ impl BarrierState {
         }
         self.check_members();
         Err(Error::new(
-            ErrorKind::Unsupported(format!(
+            ErrorKind::LimitReached(format!(
                 "the barrier already has its {n} parties; drop a party's handle first, or create it with more parties"
             )),
             "barrier",
@@ -318,7 +318,7 @@ impl Drop for Barrier {
 fn check_parties(parties: u32) -> Result<()> {
     if parties == 0 || parties > MAX_PARTIES {
         return Err(Error::new(
-            ErrorKind::Unsupported(format!(
+            ErrorKind::InvalidArgument(format!(
                 "a barrier has 1 to {MAX_PARTIES} parties, not {parties}"
             )),
             "barrier",

@@ -35,7 +35,7 @@ impl RawRobustMutex {
         let seg = Segment::open(url)?;
         if seg.len() < 128 {
             return Err(Error::new(
-                crate::ErrorKind::Unsupported("not a RawRobustMutex segment (too small)".into()),
+                crate::ErrorKind::Foreign("not a RawRobustMutex segment (too small)".into()),
                 "open",
             ));
         }

@@ -246,7 +246,7 @@ impl Event {
         }
         let k = self.place.state().claim_bell().ok_or_else(|| {
             Error::new(
-                ErrorKind::Unsupported(format!(
+                ErrorKind::LimitReached(format!(
                     "the event already has {MAX_ASYNC_WAITERS} async waiters; share one AsyncEvent per process"
                 )),
                 "open",

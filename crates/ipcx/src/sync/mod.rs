@@ -47,7 +47,7 @@ macro_rules! create_in_safety {
          not through a loan). Creating it zeroes them, so anything still \
          using them would see its memory change under a live reference. A \
          second `create_in` at the same offset is caught (it returns \
-         [`ErrorKind::Occupied`](crate::ErrorKind::Occupied)); an overlap \
+         [`ErrorKind::InUse`](crate::ErrorKind::InUse)); an overlap \
          at another offset is not."
     };
 }

@@ -65,7 +65,7 @@ impl NamedSemaphore {
         let sem = PosixSem::create(name, 0o600, value).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 Error::new(
-                    ErrorKind::Occupied(format!(
+                    ErrorKind::occupied(format!(
                         "{} exists and ipcx has no record of it; if it is stale, remove it with `rm {}`",
                         path.display(),
                         path.display()
@@ -195,8 +195,17 @@ impl SysVSemaphoreSet {
     /// Creates a set of `count` semaphores under `key`, each `value`
     /// (mode 0600), failing if the key is taken.
     pub fn create(key: i32, count: u16, value: u16) -> Result<SysVSemaphoreSet> {
-        let id = sem::sysv_create(key, count, 0o600, value)
-            .map_err(|e| Error::io("create", e).at(format!("sysv semaphore key {key:#x}")))?;
+        let id = sem::sysv_create(key, count, 0o600, value).map_err(|e| {
+            let at = format!("sysv semaphore key {key:#x}");
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                let why = format!(
+                    "a SysV semaphore set with key {key:#x} exists; open it, remove it \
+                     (`ipcx sem rm {key:#x} --sysv`), or pick another key"
+                );
+                return Error::new(ErrorKind::occupied(why), "create").at(at);
+            }
+            Error::io("create", e).at(at)
+        })?;
         Ok(SysVSemaphoreSet {
             id,
             key,

@@ -140,8 +140,8 @@ impl ValueLayout {
     }
 }
 
-fn refused(why: String) -> Error {
-    Error::new(ErrorKind::Unsupported(why), "sync")
+fn refused(kind: ErrorKind) -> Error {
+    Error::new(kind, "sync")
 }
 
 /// `NAME` or a full `shm:NAME?...` URL, as an endpoint of a segment sized
@@ -261,7 +261,7 @@ impl<S: State> Place<S> {
                 .compare_exchange(0, CLAIMING, Ordering::AcqRel, Ordering::Acquire)
         {
             return Err(Error::new(
-                ErrorKind::Occupied(if found == MAGIC || found == CLAIMING {
+                ErrorKind::occupied(if found == MAGIC || found == CLAIMING {
                     format!("a primitive already lives at offset {offset}: open it with open_in")
                 } else {
                     format!(
@@ -306,44 +306,45 @@ impl<S: State> Place<S> {
         };
         let h = place.header();
         if h.magic.load(Ordering::Acquire) != MAGIC {
-            return Err(refused(format!(
+            return Err(refused(ErrorKind::Foreign(format!(
                 "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
-            )));
+            ))));
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != VERSION {
-            return Err(refused(format!(
-                "primitive layout version {version}, this build reads {VERSION}; use the same ipcx everywhere"
-            )));
+            return Err(refused(ErrorKind::VersionMismatch {
+                found: version,
+                expected: VERSION,
+            }));
         }
         let kind = h.kind.load(Ordering::Relaxed);
         if kind != S::KIND as u32 {
             let found = Kind::from_u32(kind).map_or("unknown", Kind::name);
-            return Err(refused(format!(
+            return Err(refused(ErrorKind::Foreign(format!(
                 "this is a {found}, not a {}",
                 S::KIND.name()
-            )));
+            ))));
         }
         let (theirs, ours) = (
             h.pid_ns.load(Ordering::Relaxed),
             crate::sys::process::pid_namespace(),
         );
         if theirs != 0 && ours != 0 && theirs != ours {
-            return Err(refused(
+            return Err(refused(ErrorKind::Foreign(
                 "the primitive was created in another PID namespace (another container): \
                  ipcx could not tell whether its holders live; open it from the creator's namespace"
                     .into(),
-            ));
+            )));
         }
         let (size, align) = (
             h.value_size.load(Ordering::Relaxed) as usize,
             h.value_align.load(Ordering::Relaxed) as usize,
         );
         if (size, align) != (value.size, value.align) {
-            return Err(refused(format!(
+            return Err(refused(ErrorKind::WrongType(format!(
                 "it guards a value of {size} bytes (align {align}), this type has {} bytes (align {}); open it with the type it was created with",
                 value.size, value.align
-            )));
+            ))));
         }
         check_room::<S>(seg, offset, value)?;
         Ok(place)
@@ -399,17 +400,17 @@ impl<S: State> Place<S> {
 
 fn check_room<S>(seg: &Segment, offset: usize, value: ValueLayout) -> Result<()> {
     if value.align > LINE {
-        return Err(refused(format!(
+        return Err(refused(ErrorKind::WrongType(format!(
             "values aligned to more than {LINE} bytes are not supported"
-        )));
+        ))));
     }
     let end = offset.checked_add(footprint::<S>(value.size));
     if offset % LINE != 0 || end.is_none_or(|e| e > seg.len()) {
-        return Err(refused(format!(
+        return Err(refused(ErrorKind::OutOfBounds(format!(
             "a primitive needs {} bytes at a 64-byte aligned offset; {offset} in a segment of {} bytes does not fit",
             footprint::<S>(value.size),
             seg.len()
-        )));
+        ))));
     }
     Ok(())
 }

@@ -247,7 +247,7 @@ impl<T: FromBytes + Send + Sync> RwLock<T> {
             .get(&state.readers, || state.readers.reclaim_dead(|_| {}))
             .ok_or_else(|| {
                 Error::new(
-                    ErrorKind::Unsupported(format!(
+                    ErrorKind::LimitReached(format!(
                         "the lock's reader table is full ({} live processes); close it in a process that is done with it",
                         super::owner::SLOTS
                     )),

@@ -148,7 +148,7 @@ impl SemState {
             })?;
             if held != Some(true) {
                 return Err(Error::new(
-                    ErrorKind::Unsupported(
+                    ErrorKind::InvalidArgument(
                         "this process holds no permit of this tracked semaphore; release only what you acquired"
                             .into(),
                     ),
@@ -158,7 +158,7 @@ impl SemState {
         } else if self.count.fetch_add(1, Ordering::Release) == u32::MAX {
             self.count.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::new(
-                ErrorKind::Unsupported(
+                ErrorKind::InvalidArgument(
                     "the semaphore's count would pass 2^32 - 1: each release must match an acquire"
                         .into(),
                 ),
@@ -215,7 +215,7 @@ impl SemState {
 
 fn table_full() -> Error {
     Error::new(
-        ErrorKind::Unsupported(format!(
+        ErrorKind::LimitReached(format!(
             "the semaphore's holder table is full ({} live processes); close it in a process that is done with it, or use an untracked semaphore",
             super::owner::SLOTS
         )),

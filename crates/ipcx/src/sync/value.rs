@@ -112,7 +112,7 @@ fn check_tag(place: &Place<ValueState>, tag: u32, name: &str) -> Result<()> {
         .load(std::sync::atomic::Ordering::Relaxed);
     if found != tag {
         return Err(Error::new(
-            ErrorKind::Unsupported(format!(
+            ErrorKind::WrongType(format!(
                 "this value was created as another type than {name}; open it with its own type"
             )),
             "open",

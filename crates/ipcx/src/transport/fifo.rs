@@ -73,7 +73,7 @@ impl FifoListener {
                 Some(FileType::Fifo) => check_existing(ep, p, o.mode)?,
                 Some(t) => {
                     return Err(Error::new(
-                        ErrorKind::Occupied(format!(
+                        ErrorKind::occupied(format!(
                             "{} exists and is a {t:?}, not a FIFO; remove it or pick another path",
                             p.display()
                         )),
@@ -137,7 +137,7 @@ fn check_existing(ep: &Endpoint, path: &Path, mode: u32) -> Result<()> {
     let (uid, bits) = sys::fs::owner_and_mode(path).map_err(|e| Error::io("bind", e).at(ep))?;
     if uid != sys::process::euid() || bits & !mode != 0 {
         return Err(Error::new(
-            ErrorKind::Occupied(format!(
+            ErrorKind::occupied(format!(
                 "{} is a FIFO of uid {uid} with mode {bits:04o}; ipcx uses an existing FIFO only if \
                  it is this user's and no more open than ?mode={mode:04o}",
                 path.display()
@@ -181,7 +181,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
         }
         if !backoff.sleep_until(deadline) {
             return Err(Error::new(
-                ErrorKind::Occupied(
+                ErrorKind::occupied(
                     "another peer is connected to this FIFO, which serves one at a time; \
                      wait for it to finish, or raise ?timeout="
                         .into(),

@@ -72,14 +72,8 @@ pub fn spawn_endpoint(ep: &Endpoint, mut cmd: Command) -> Result<(Child, Link)> 
 // environment cannot be checked for ownership.
 #[allow(unsafe_code)]
 pub(crate) unsafe fn from_inherited() -> Result<Link> {
-    let url = std::env::var(ENV).map_err(|_| {
-        Error::new(
-            ErrorKind::Unsupported(format!(
-                "{ENV} is not set: this process was not started by ipcx::spawn"
-            )),
-            "from_inherited",
-        )
-    })?;
+    let url =
+        std::env::var(ENV).map_err(|_| Error::new(ErrorKind::NotInherited, "from_inherited"))?;
     // Read once: a grandchild inherits the variable but not the
     // descriptors (they are close-on-exec once adopted).
     // SAFETY: the caller's contract: no other thread uses the environment.

@@ -329,7 +329,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     let mut opened = ep.clone();
     opened.options_mut().timeout = deadline.saturating_duration_since(Instant::now());
     let seg = Arc::new(Segment::open_endpoint(&opened)?);
-    let bad = |why: String| Error::new(ErrorKind::Unsupported(why), "connect").at(ep);
+    let bad = |why: String| Error::new(ErrorKind::Foreign(why), "connect").at(ep);
     let link = LinkSegment::new(seg)
         .ok_or_else(|| bad("the segment is not an ipcx link (not a link's size)".into()))?;
     let h = link.header();
@@ -338,14 +338,24 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     loop {
         let ready = h.magic.load(Ordering::Acquire) == LINK_MAGIC;
         if ready {
-            if h.version.load(Ordering::Relaxed) != LINK_VERSION {
-                return Err(bad(
-                    "link layout version differs; use the same ipcx on both sides".into(),
-                ));
+            let version = h.version.load(Ordering::Relaxed);
+            if version != LINK_VERSION {
+                return Err(Error::new(
+                    ErrorKind::VersionMismatch {
+                        found: version,
+                        expected: LINK_VERSION,
+                    },
+                    "connect",
+                )
+                .at(ep));
             }
             let cap = h.capacity.load(Ordering::Relaxed);
             if cap != link.capacity() {
-                return Err(bad("the link header disagrees with the segment size".into()));
+                return Err(Error::new(
+                    ErrorKind::Corrupt("the link header disagrees with the segment size".into()),
+                    "connect",
+                )
+                .at(ep));
             }
             let server_alive = sys::process::is_alive(
                 h.server_pid.load(Ordering::Relaxed),
@@ -392,7 +402,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
         let now = Instant::now();
         if now >= deadline {
             return Err(Error::new(
-                ErrorKind::Occupied(
+                ErrorKind::occupied(
                     "the shm: endpoint is not ready, its owner is gone, or it already has a peer \
                      (it serves one at a time)"
                         .into(),

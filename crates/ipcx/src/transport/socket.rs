@@ -97,7 +97,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
 fn refuse_symlink(ep: &Endpoint, p: &Path) -> Result<()> {
     if let Ok(Some(FileType::Symlink)) = sys::fs::object_type(p) {
         return Err(Error::new(
-            ErrorKind::Occupied(format!(
+            ErrorKind::occupied(format!(
                 "{} is a symlink; ipcx never follows one to a socket",
                 p.display()
             )),
@@ -141,7 +141,7 @@ pub(crate) fn bind(ep: &Endpoint) -> Result<Bound> {
                 |e| {
                     if e.kind() == std::io::ErrorKind::AddrInUse {
                         Error::new(
-                            ErrorKind::Occupied(format!(
+                            ErrorKind::occupied(format!(
                                 "abstract name @{name} is in use by a live process"
                             )),
                             "bind",
@@ -188,7 +188,7 @@ fn clear_stale_socket(ep: &Endpoint, path: &Path, kind: FdKind) -> Result<()> {
                 sys::fs::remove(path).map_err(|e| Error::io("bind", e).at(ep))
             }
             _ => Err(Error::new(
-                ErrorKind::Occupied(format!(
+                ErrorKind::occupied(format!(
                     "a live socket not made by ipcx listens at {}; stop its owner or pick another path",
                     path.display()
                 )),
@@ -197,7 +197,7 @@ fn clear_stale_socket(ep: &Endpoint, path: &Path, kind: FdKind) -> Result<()> {
             .at(ep)),
         },
         Some(t) => Err(Error::new(
-            ErrorKind::Occupied(format!(
+            ErrorKind::occupied(format!(
                 "{} exists and is a {t:?}, not a socket; remove it or pick another path",
                 path.display()
             )),

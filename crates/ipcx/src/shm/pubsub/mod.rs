@@ -432,7 +432,7 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
     need_shm(ep, "open")?;
     let deadline = crate::deadline::far_after(ep.options().timeout);
     let seg = Segment::open_endpoint(ep)?;
-    let bad = |why: &str| Error::new(ErrorKind::Unsupported(why.into()), "open").at(ep);
+    let bad = |why: &str| Error::new(ErrorKind::Foreign(why.into()), "open").at(ep);
     if seg.len() < size_of::<ChannelHeader>() {
         return Err(bad("the segment is not a publish/subscribe channel"));
     }
@@ -448,10 +448,13 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let i = probe.info();
-    if i.version.load(Ordering::Relaxed) != VERSION {
-        return Err(bad(
-            "channel layout version differs; use the same ipcx on both sides",
-        ));
+    let version = i.version.load(Ordering::Relaxed);
+    if version != VERSION {
+        let kind = ErrorKind::VersionMismatch {
+            found: version,
+            expected: VERSION,
+        };
+        return Err(Error::new(kind, "open").at(ep));
     }
     let slots = i.slots.load(Ordering::Relaxed) as usize;
     let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);

@@ -142,7 +142,7 @@ impl Publisher {
                 .is_ok()
         }) else {
             return Err(Error::new(
-                ErrorKind::Unsupported(format!(
+                ErrorKind::LimitReached(format!(
                     "the channel already has {MAX_PUBLISHERS} publishers; close one, or send through one of them"
                 )),
                 "open",
@@ -284,7 +284,7 @@ impl Publisher {
     ) -> Result<TypedLoan<'_, T>> {
         if std::mem::align_of::<T>() > 64 {
             return Err(Error::new(
-                ErrorKind::Unsupported(format!(
+                ErrorKind::WrongType(format!(
                     "{} needs {}-byte alignment; chunks are 64-byte aligned",
                     std::any::type_name::<T>(),
                     std::mem::align_of::<T>()

@@ -81,7 +81,7 @@ impl Subscriber {
             });
         }
         Err(Error::new(
-            ErrorKind::Unsupported(format!(
+            ErrorKind::LimitReached(format!(
                 "the channel already has {MAX_SUBSCRIBERS} subscribers; close one, or publish on a second channel"
             )),
             "open",
@@ -111,7 +111,7 @@ impl Subscriber {
         let sample = self.recv()?;
         if T::ref_from_bytes(&sample).is_err() {
             return Err(Error::new(
-                ErrorKind::Unsupported(format!(
+                ErrorKind::WrongType(format!(
                     "a message of {} bytes is not a {} ({} bytes)",
                     sample.len(),
                     std::any::type_name::<T>(),
