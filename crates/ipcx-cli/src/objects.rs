@@ -128,7 +128,7 @@ fn sysv_sets() -> Vec<(String, String)> {
                 .iter()
                 .map(|&pid| match pid {
                     0 => "-".to_string(),
-                    p if ipcx::sys::process::is_alive(p, 0) => p.to_string(),
+                    p if ipcx::bench_support::is_alive(p, 0) => p.to_string(),
                     p => format!("{p} (dead)"),
                 })
                 .collect();

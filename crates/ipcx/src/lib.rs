@@ -19,10 +19,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The layers, bottom up: [`sys`] (every OS call), [`wire`] (the frame
-//! format), [`registry`] (who owns which named object), [`transport`] (one
-//! module per mechanism behind [`Link`] and [`Listener`]). See
-//! `docs/ARCHITECTURE.md` for how they fit together.
+//! The layers, bottom up: `sys` (every OS call; internal), [`wire`] (the
+//! frame format), [`shm`] (segments, rings, zero copy), [`sync`]
+//! (cross-process locks and signals), [`registry`] (who owns which named
+//! object), [`transport`] (one module per mechanism behind [`Link`] and
+//! [`Listener`]). See `docs/ARCHITECTURE.md` for how they fit together.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 #![cfg_attr(
@@ -40,7 +41,21 @@ pub mod signal;
 #[allow(unsafe_code)]
 pub mod sync;
 #[allow(unsafe_code)]
-pub mod sys;
+pub(crate) mod sys;
+
+/// Not API: what the `ipcx` command's benchmarks and the test suite reach
+/// below the layers — the bare OS baselines a benchmark measures ipcx
+/// against, process identities, raw shared-memory objects, and the fuzzing
+/// entry. Hidden from the docs, with no stability promise; applications use
+/// the layers above.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::sync::baseline::RawRobustMutex;
+    pub use crate::sys::process::{cpus_allowed, is_alive, pack_identity, pin_to_cpu, start_time};
+    pub use crate::sys::sem::PosixSem;
+    pub use crate::sys::shm::{Mapping, create_exclusive, set_len, set_mode, unlink};
+    pub use crate::wire::fuzz::{FUZZ_LIMIT, fuzz_decode};
+}
 pub mod transport;
 pub mod wire;
 

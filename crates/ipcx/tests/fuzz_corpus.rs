@@ -1,6 +1,6 @@
 //! Replays the fuzz corpus (`fuzz/corpus/decoder/`) and any crash the
 //! fuzzer saved (`fuzz/artifacts/decoder/`) through the fuzz target's own
-//! routine, `ipcx::wire::fuzz_decode`, on stable, as an ordinary test.
+//! routine, `ipcx::bench_support::fuzz_decode`, on stable, as an ordinary test.
 //!
 //! The seed files of the corpus are made here too, from the recipes in
 //! [`seeds`]: `IPCX_WRITE_CORPUS=1 cargo test -p ipcx --test fuzz_corpus`
@@ -8,9 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
+use ipcx::bench_support::{FUZZ_LIMIT, fuzz_decode};
 use ipcx::wire::{
-    FLAG_MORE, FUZZ_LIMIT, HEADER_LEN, Header, Hello, KIND_DATA, KIND_HELLO, encode_message,
-    for_each_chunk, fuzz_decode,
+    FLAG_MORE, HEADER_LEN, Header, Hello, KIND_DATA, KIND_HELLO, encode_message, for_each_chunk,
 };
 
 fn fuzz_dir(sub: &str) -> PathBuf {

@@ -222,8 +222,8 @@ fn claimed_by(t: &Test, url: &str, start_shift: i64) -> (Listener, common::Child
     let mut stalled = t.spawn("stalled", |c| c);
     stalled.wait_ready();
     let pid = stalled.id();
-    let start = ipcx::sys::process::start_time(pid).expect("the claimer's start time");
-    let claim = ipcx::sys::process::pack_identity(pid, start.saturating_add_signed(start_shift));
+    let start = ipcx::bench_support::start_time(pid).expect("the claimer's start time");
+    let claim = ipcx::bench_support::pack_identity(pid, start.saturating_add_signed(start_shift));
     let words = format!("80={claim}");
     t.spawn("words", |c| {
         set_param(set_param(c, "URL", url), "WORDS", &words)

@@ -212,14 +212,14 @@ fn foreign_object_is_refused() {
     let _t = Test::start();
     let (url, _) = unique();
     let name = url.trim_start_matches("shm:");
-    let fd = ipcx::sys::shm::create_exclusive(name).expect("create a foreign object");
-    ipcx::sys::shm::set_mode(fd.as_fd(), 0o600).unwrap();
-    ipcx::sys::shm::set_len(fd.as_fd(), 4096).unwrap();
-    let m = ipcx::sys::shm::Mapping::new(fd.as_fd(), 4096).unwrap();
+    let fd = ipcx::bench_support::create_exclusive(name).expect("create a foreign object");
+    ipcx::bench_support::set_mode(fd.as_fd(), 0o600).unwrap();
+    ipcx::bench_support::set_len(fd.as_fd(), 4096).unwrap();
+    let m = ipcx::bench_support::Mapping::new(fd.as_fd(), 4096).unwrap();
     // SAFETY: the mapping is 4096 bytes and only this test uses it.
     unsafe { std::ptr::copy_nonoverlapping(b"NOTIPCX!".as_ptr(), m.as_ptr(), 8) };
     let err = Segment::open(&format!("{url}?timeout=1s")).expect_err("a foreign object");
-    let _ = ipcx::sys::shm::unlink(name);
+    let _ = ipcx::bench_support::unlink(name);
     assert!(err.to_string().contains("not an ipcx segment"), "{err}");
 }
 

@@ -110,7 +110,7 @@ fn posix_named_semaphore_shared_with_a_c_program() {
     drop(sem);
     assert!(!Path::new(&path).exists(), "removed with its creator");
     let foreign = unique();
-    let c_made = ipcx::sys::sem::PosixSem::create(&foreign, 0o600, 0).expect("sem_open");
+    let c_made = ipcx::bench_support::PosixSem::create(&foreign, 0o600, 0).expect("sem_open");
     let err = NamedSemaphore::create(&foreign, 0).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::InUse { .. }), "{err}");
     drop(c_made);

@@ -227,7 +227,7 @@ proptest! {
             // (a Vec may double past what it needs).
             prop_assert!(largest <= 2 * LIMIT, "{codec:?}: allocated {largest} bytes");
         }
-        ipcx::wire::fuzz_decode(&bytes);
+        ipcx::bench_support::fuzz_decode(&bytes);
     }
 }
 

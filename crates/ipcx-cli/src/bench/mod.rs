@@ -134,7 +134,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             max_msgs: 1_000_000,
         }
     };
-    let cpus = ipcx::sys::process::cpus_allowed();
+    let cpus = ipcx::bench_support::cpus_allowed();
     let (mine, theirs) = match (a.pin, cpus.as_slice()) {
         (Pin::None, _) => (None, None),
         (Pin::Cross, [x, y, ..]) => (Some(*x), Some(*y)),
@@ -142,7 +142,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         (_, []) => (None, None),
     };
     if let Some(c) = mine {
-        ipcx::sys::process::pin_to_cpu(c).context("pinning the driver")?;
+        ipcx::bench_support::pin_to_cpu(c).context("pinning the driver")?;
     }
     let dir = scratch_dir();
     std::fs::create_dir_all(&dir)?;
@@ -342,7 +342,7 @@ fn drive(
 /// The child's side: echo until told to stop, then send the throughput run.
 pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     if let Some(c) = a.cpu {
-        ipcx::sys::process::pin_to_cpu(c)?;
+        ipcx::bench_support::pin_to_cpu(c)?;
     }
     if a.floor {
         return floor::bounce(&a.url).map(|()| ExitCode::SUCCESS);

@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use hdrhistogram::Histogram;
-use ipcx::sync::baseline::RawRobustMutex;
+use ipcx::bench_support::PosixSem;
+use ipcx::bench_support::RawRobustMutex;
 use ipcx::sync::{Mutex, Semaphore, SharedAtomicU64};
-use ipcx::sys::sem::PosixSem;
 
 use super::Budget;
 use super::report::Cell;

@@ -53,8 +53,7 @@ macro_rules! create_in_safety {
 }
 
 mod barrier;
-#[doc(hidden)]
-pub mod baseline;
+pub(crate) mod baseline;
 mod condvar;
 mod error;
 pub(crate) mod event;

@@ -17,13 +17,12 @@
 //! and length against its limit before it reads or allocates the payload.
 
 mod decoder;
-mod fuzz;
+pub(crate) mod fuzz;
 mod hello;
 
 pub(crate) use decoder::frame_err;
 pub use decoder::{Decoded, Decoder, ReadSource};
 #[doc(hidden)]
-pub use fuzz::{FUZZ_LIMIT, fuzz_decode};
 pub use hello::Hello;
 
 /// The four magic bytes that open every frame.
