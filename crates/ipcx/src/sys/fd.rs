@@ -94,16 +94,8 @@ pub fn is_open(fd: impl AsFd) -> bool {
     rustix::io::fcntl_getfd(fd).is_ok()
 }
 
-/// Registers a duplicate of `fd` with tokio's reactor; must run inside a
-/// tokio runtime. See `dup(2)`, `epoll(7)`.
-#[cfg(feature = "async")]
-pub fn register_with_reactor(
-    fd: BorrowedFd<'_>,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // A duplicate, so that the two halves of one socket (one open file,
-    // one descriptor) can each register: epoll keys on the descriptor.
-    let dup = rustix::io::fcntl_dupfd_cloexec(fd, 0)?;
-    // SAFETY: the `OwnedFd` is moved into the `AsyncFd`, so the descriptor
-    // stays open and names the same open file until the `AsyncFd` drops.
-    unsafe { tokio::io::unix::AsyncFd::register(dup) }.map_err(io::Error::from)
+/// A close-on-exec duplicate of `fd` (the same open file). See `dup(2)`.
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+pub fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<std::os::fd::OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }

@@ -1,0 +1,98 @@
+//! [`AsyncEvent`].
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind, Result};
+
+use super::{Awaited, Bell};
+
+/// A named [`Event`](crate::sync::Event) awaited on tokio, without a thread
+/// of its own: while it waits, it asks `set` (through a bit in the event)
+/// to ring its doorbell, a FIFO tokio's reactor watches. Up to 64 async
+/// waiters per event; blocking waiters are not counted.
+///
+/// ```no_run
+/// # async fn demo() -> ipcx::Result<()> {
+/// let mut warm = ipcx::tokio::AsyncEvent::open("cache-warm")?;
+/// warm.wait().await?; // another process: Event::open("cache-warm")?.set()
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct AsyncEvent {
+    /// Taken in `drop`, so the FIFO goes before the place is given up.
+    bell: Option<Bell>,
+    place: usize,
+    /// How often a wait looks at the event without being rung.
+    liveness: Duration,
+    event: crate::sync::Event,
+}
+
+impl AsyncEvent {
+    /// Opens the event `NAME` or `shm:NAME?liveness=20ms` (waiting up to
+    /// `?timeout=` for it, on the calling thread) and makes its doorbell.
+    /// A wait that is not rung looks at the event every `?liveness=`
+    /// anyway (a setter of another user may be unable to ring). Must run
+    /// inside a tokio runtime.
+    pub fn open(name: &str) -> Result<AsyncEvent> {
+        let liveness = if name.contains(':') {
+            crate::Endpoint::parse(name)?.options().liveness
+        } else {
+            crate::shm::event::LIVENESS_INTERVAL
+        };
+        let mut e = AsyncEvent::from_event(crate::sync::Event::open(name)?)?;
+        e.liveness = liveness;
+        Ok(e)
+    }
+
+    /// Awaits an event this process already has open.
+    pub fn from_event(event: crate::sync::Event) -> Result<AsyncEvent> {
+        let (seg, place) = event.claim_bell()?;
+        let bell = Bell::make(seg, place).inspect_err(|_| event.state().release_bell(place))?;
+        Ok(AsyncEvent {
+            bell: Some(bell),
+            place,
+            liveness: crate::shm::event::LIVENESS_INTERVAL,
+            event,
+        })
+    }
+
+    /// Waits until the event is set (an auto-reset event is taken, as by
+    /// [`Event::wait`](crate::sync::Event::wait)). Cancel-safe: dropping the
+    /// future takes nothing. One wait at a time per `AsyncEvent` (`&mut`):
+    /// they share one doorbell.
+    pub async fn wait(&mut self) -> Result<()> {
+        let (state, place) = (self.event.state(), self.place);
+        let bell = self
+            .bell
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, "wait"))?;
+        // An event has no other side to lose; the look every `?liveness=`
+        // covers a setter that could not ring (another user without access
+        // to the FIFO): latency, never a hang.
+        let awaited = Awaited {
+            bell,
+            every: self.liveness,
+            arm: &|| state.arm(place),
+            disarm: &|| state.disarm(place),
+            left: &|| false,
+            gone: &|| false,
+        };
+        awaited
+            .until("wait", || Ok(state.try_take().then_some(())))
+            .await
+    }
+
+    /// The event underneath, to set, reset or wait on blocking.
+    pub fn get_ref(&self) -> &crate::sync::Event {
+        &self.event
+    }
+}
+
+impl Drop for AsyncEvent {
+    fn drop(&mut self) {
+        // The FIFO first: once the place is free, another process may make
+        // its own at the same path.
+        drop(self.bell.take());
+        self.event.state().release_bell(self.place);
+    }
+}

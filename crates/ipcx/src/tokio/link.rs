@@ -1,0 +1,246 @@
+//! [`AsyncLink`] and its halves.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::shm::BellPlace;
+use crate::transport::{Link, RecvHalf, SendHalf};
+use crate::wire::KIND_DATA;
+
+use super::{Awaited, Bell, Wake, no_reactor};
+
+/// The receiving half of an [`AsyncLink`].
+#[derive(Debug)]
+pub struct AsyncRecvHalf {
+    wake: Wake,
+    /// `None` only while dropping (see `Drop`).
+    half: Option<RecvHalf>,
+}
+
+/// A connecting half that sent and never read lingers for the listener's
+/// hello before its socket closes (see `RecvHalf`'s `Drop`): a wait that
+/// must not block a runtime thread, so it moves to the blocking pool, which
+/// the runtime waits for when it shuts down.
+impl Drop for AsyncRecvHalf {
+    fn drop(&mut self) {
+        let lingers = self.half.take_if(|h| h.lingers());
+        if let (Some(half), Ok(rt)) = (lingers, tokio::runtime::Handle::try_current()) {
+            rt.spawn_blocking(move || drop(half));
+        }
+    }
+}
+
+/// The sending half of an [`AsyncLink`].
+#[derive(Debug)]
+pub struct AsyncSendHalf {
+    wake: Wake,
+    half: SendHalf,
+}
+
+/// A [`Link`] for tokio.
+#[derive(Debug)]
+pub struct AsyncLink {
+    rx: AsyncRecvHalf,
+    tx: AsyncSendHalf,
+}
+
+impl AsyncLink {
+    /// Connects to `url` (see [`Link::connect`]).
+    pub async fn connect(url: &str) -> Result<AsyncLink> {
+        let url = url.to_string();
+        let link = tokio::task::spawn_blocking(move || Link::connect(&url))
+            .await
+            .map_err(|e| Error::io("connect", std::io::Error::other(e)))??;
+        AsyncLink::from_link(link)
+    }
+
+    /// Moves a connected link onto the reactor; must run inside a tokio runtime.
+    pub fn from_link(link: Link) -> Result<AsyncLink> {
+        if !link.capabilities().pollable {
+            return Err(Error::new(
+                ErrorKind::Unsupported(format!(
+                    "{} links have no descriptor for the reactor yet; use the blocking API \
+                     on a blocking thread",
+                    link.url().split(':').next().unwrap_or("this")
+                )),
+                "register",
+            ));
+        }
+        let (rx, tx) = link.split();
+        rx.set_nonblocking()?;
+        tx.set_nonblocking()?;
+        Ok(AsyncLink {
+            rx: AsyncRecvHalf {
+                wake: Wake::of(rx.as_fd(), rx.shm_bell(), "recv")?,
+                half: Some(rx),
+            },
+            tx: AsyncSendHalf {
+                wake: Wake::of(tx.as_fd(), tx.shm_bell(), "send")?,
+                half: tx,
+            },
+        })
+    }
+
+    /// Sends one message.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg).await
+    }
+
+    /// Receives one message.
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.rx.recv_into(buf).await
+    }
+
+    /// Splits into halves for two tasks.
+    pub fn split(self) -> (AsyncRecvHalf, AsyncSendHalf) {
+        (self.rx, self.tx)
+    }
+}
+
+impl AsyncRecvHalf {
+    /// Receives one message.
+    pub async fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.recv_into(&mut v).await?;
+        Ok(v)
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let half = self
+            .half
+            .as_mut()
+            .ok_or_else(|| Error::new(ErrorKind::Closed, "recv"))?;
+        if let Wake::Bell(bell, place) = &self.wake {
+            return recv_shm(half, bell, place, buf).await;
+        }
+        loop {
+            if half.poll_once("recv")?.is_some() {
+                half.take_message(buf);
+                return Ok(());
+            }
+            let Wake::Fd(ready) = &self.wake else {
+                return Err(no_reactor("recv"));
+            };
+            let mut guard = ready.readable().await.map_err(|e| Error::io("recv", e))?;
+            // Safe to forget the readiness: the loop reads again right away.
+            guard.clear_ready();
+        }
+    }
+}
+
+impl AsyncSendHalf {
+    /// Sends one message.
+    ///
+    /// Cancelling (dropping) the future after part of the message was
+    /// written leaves the stream mid-frame: the half is then marked failed
+    /// and later sends return `Closed`, rather than corrupt the stream.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if let Wake::Bell(bell, place) = &self.wake {
+            return send_shm(&mut self.half, bell, place, msg).await;
+        }
+        let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
+        let guard = Unfinished(&mut self.half);
+        loop {
+            match out.write_some(&ch) {
+                Ok(_) => {
+                    std::mem::forget(guard);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let Wake::Fd(ready) = &self.wake else {
+                        return Err(no_reactor("send"));
+                    };
+                    let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
+                    g.clear_ready();
+                }
+                Err(e) => {
+                    let err = guard.0.write_failed(e);
+                    std::mem::forget(guard);
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// Receives from an `shm:` link: look, arm the doorbell, look again, await
+/// the ring (or a look every liveness interval, which also notices a peer
+/// that died). Cancel-safe: a message is taken only when returned.
+async fn recv_shm(
+    half: &mut RecvHalf,
+    bell: &Bell,
+    place: &BellPlace,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    let awaited = Awaited {
+        bell,
+        every: place.liveness(),
+        arm: &|| place.arm(),
+        disarm: &|| place.disarm(),
+        left: &|| place.peer_left(),
+        gone: &|| place.peer_gone(),
+    };
+    awaited
+        .until("recv", || {
+            Ok(half.poll_once("recv")?.map(|()| half.take_message(buf)))
+        })
+        .await
+}
+
+/// Sends on an `shm:` link, awaiting space in the ring the same way. A
+/// message longer than a ring record goes in parts: cancelled between two,
+/// the half is marked failed (later sends return `Closed`), as for streams.
+async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8]) -> Result<()> {
+    let mut sent = 0;
+    let mut g = MidMessage {
+        half,
+        partial: false,
+    };
+    let awaited = Awaited {
+        bell,
+        every: place.liveness(),
+        arm: &|| place.arm(),
+        disarm: &|| place.disarm(),
+        left: &|| place.peer_left(),
+        gone: &|| place.peer_gone(),
+    };
+    awaited
+        .until("send", || {
+            let done = g.half.try_send_shm(msg, &mut sent)?;
+            g.partial = !done && sent > 0;
+            Ok(done.then_some(()))
+        })
+        .await
+}
+
+/// Marks an `shm:` half failed if a send stops with a message half in the
+/// ring (an error, or its future dropped).
+struct MidMessage<'a> {
+    half: &'a mut SendHalf,
+    partial: bool,
+}
+
+impl Drop for MidMessage<'_> {
+    fn drop(&mut self) {
+        if self.partial {
+            let _ = self
+                .half
+                .write_failed(std::io::Error::other("send stopped mid-message"));
+        }
+    }
+}
+
+/// Marks the half failed if a send stops midway (its future was dropped).
+struct Unfinished<'a>(&'a mut SendHalf);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .write_failed(std::io::Error::other("send cancelled mid-message"));
+    }
+}

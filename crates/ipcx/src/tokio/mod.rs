@@ -1,0 +1,89 @@
+//! The link API on tokio (feature `async`).
+//!
+//! [`AsyncLink`] drives the same decoder and the same resumable writer as
+//! the blocking [`Link`]; only the waiting differs: instead of `poll(2)`, it
+//! awaits readiness from tokio's reactor, so a task waits without a thread.
+//! An `shm:` link has no descriptor: each half awaits a doorbell FIFO its
+//! peer rings after a change, only while the half is armed (asleep).
+//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
+//! accepting (in 100 ms slices) run on tokio's blocking pool.
+//!
+//! ```no_run
+//! # async fn demo() -> ipcx::Result<()> {
+//! use ipcx::tokio::{AsyncLink, AsyncListener};
+//!
+//! let mut listener = AsyncListener::bind("unix:@demo")?;
+//! let mut client = AsyncLink::connect("unix:@demo").await?;
+//! let mut server = listener.accept().await?;
+//! client.send(b"hi").await?;
+//! assert_eq!(server.recv().await?, b"hi");
+//! # Ok(()) }
+//! ```
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::transport::shm::BellPlace;
+
+mod bell;
+mod event;
+mod link;
+mod listener;
+mod subscriber;
+
+use bell::{Awaited, Bell};
+pub use event::AsyncEvent;
+pub use link::{AsyncLink, AsyncRecvHalf, AsyncSendHalf};
+pub use listener::AsyncListener;
+pub use subscriber::AsyncSubscriber;
+
+/// What a half of an [`AsyncLink`] awaits.
+#[derive(Debug)]
+enum Wake {
+    /// The link's descriptor, on tokio's reactor.
+    Fd(AsyncFd<OwnedFd>),
+    /// An `shm:` link: the doorbell the peer rings, and its place.
+    Bell(Bell, BellPlace),
+    /// Nothing: this half of a one-way FIFO has no descriptor.
+    Nothing,
+}
+
+impl Wake {
+    fn of(fd: Option<BorrowedFd<'_>>, place: Option<BellPlace>, op: &'static str) -> Result<Wake> {
+        Ok(match (fd, place) {
+            (_, Some(p)) => {
+                let (seg, k) = p.segment();
+                Wake::Bell(Bell::make(seg, k)?, p)
+            }
+            (Some(fd), None) => Wake::Fd(on_reactor(fd).map_err(|e| Error::io(op, e))?),
+            (None, None) => Wake::Nothing,
+        })
+    }
+}
+
+/// Registers a duplicate of `fd` with tokio's reactor (a duplicate, so
+/// that the two halves of one socket can each register: epoll keys on the
+/// descriptor); must run inside a runtime.
+fn on_reactor(fd: BorrowedFd<'_>) -> std::io::Result<AsyncFd<OwnedFd>> {
+    register(crate::sys::fd::dup_cloexec(fd)?)
+}
+
+/// Puts a descriptor this module owns on tokio's reactor. (Registering
+/// is `unsafe` in tokio since it cannot check I/O safety; `sys` knows no
+/// tokio, so the one call lives here.)
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` moves into the `AsyncFd`, so the descriptor
+    // stays open, and names the same open file, until the `AsyncFd` drops
+    // (and deregisters it).
+    unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+fn no_reactor(op: &'static str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported("this half of the link has no descriptor (a one-way FIFO)".into()),
+        op,
+    )
+}
