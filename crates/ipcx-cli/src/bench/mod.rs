@@ -17,6 +17,7 @@
 mod conn;
 mod fanout;
 mod floor;
+mod raw;
 mod report;
 mod sync;
 

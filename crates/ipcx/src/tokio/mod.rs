@@ -1,7 +1,7 @@
 //! The link API on tokio (feature `async`).
 //!
 //! [`AsyncLink`] drives the same decoder and the same resumable writer as
-//! the blocking [`Link`]; only the waiting differs: instead of `poll(2)`, it
+//! the blocking [`Link`](crate::Link); only the waiting differs: instead of `poll(2)`, it
 //! awaits readiness from tokio's reactor, so a task waits without a thread.
 //! An `shm:` link has no descriptor: each half awaits a doorbell FIFO its
 //! peer rings after a change, only while the half is armed (asleep).

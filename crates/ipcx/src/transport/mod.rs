@@ -14,6 +14,7 @@
 
 mod channel;
 mod fifo;
+mod half;
 mod link;
 mod listener;
 mod outgoing;
@@ -25,8 +26,9 @@ mod stream;
 use std::io;
 use std::time::{Duration, Instant};
 
+pub use half::{RecvHalf, SendHalf};
+pub use link::Link;
 pub(crate) use link::Until;
-pub use link::{Link, RecvHalf, SendHalf};
 pub use listener::Listener;
 pub use pipe::{spawn, spawn_endpoint};
 

@@ -470,10 +470,12 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
     })
 }
 
+mod loan;
 #[cfg(all(test, ipcx_loom))]
 mod model;
 mod publisher;
 mod subscriber;
 
-pub use publisher::{Loan, Publisher, TypedLoan};
+pub use loan::{Loan, TypedLoan};
+pub use publisher::Publisher;
 pub use subscriber::{Sample, Subscriber, TypedSample};

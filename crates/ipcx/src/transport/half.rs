@@ -1,0 +1,318 @@
+//! [`RecvHalf`] and [`SendHalf`]: the two directions of a [`Link`](super::Link), each
+//! with one backend (a byte stream, an `shm:` ring, or nothing for the
+//! missing direction of a one-way FIFO), matched in one place per
+//! operation.
+
+use std::fmt;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::channel::Channel;
+use super::link::{Shared, Until};
+use super::outgoing::Outgoing;
+use super::shm::{ShmRx, ShmTx};
+use super::stream::{StreamRx, StreamTx};
+use crate::error::{Error, ErrorKind, Result};
+use crate::wire;
+
+/// How a half receives. The stream variant is large (its decoder state)
+/// and stays inline: it is the hot path, and a box would cost an
+/// indirection per message.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Rx {
+    Stream(StreamRx),
+    Shm(Box<ShmRx>),
+    /// The sending end of a one-way FIFO.
+    None,
+}
+
+/// How a half sends.
+pub(super) enum Tx {
+    Stream(StreamTx),
+    Shm(Box<ShmTx>),
+    /// The receiving end of a one-way FIFO.
+    None,
+}
+
+/// The receiving half of a [`Link`](super::Link).
+pub struct RecvHalf {
+    pub(super) rx: Rx,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// The sending half of a [`Link`](super::Link).
+pub struct SendHalf {
+    pub(super) tx: Tx,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl RecvHalf {
+    /// Receives one message into a fresh buffer.
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.recv_into(&mut v)?;
+        Ok(v)
+    }
+
+    /// Receives one message into `buf`, replacing its contents.
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.next(Until::Forever)?;
+        self.take_message(buf);
+        Ok(())
+    }
+
+    /// Receives a message if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        match self.next(Until::NoWait) {
+            Ok(()) => {
+                let mut v = Vec::new();
+                self.take_message(&mut v);
+                Ok(Some(v))
+            }
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one message, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.next(Until::after(timeout))?;
+        let mut v = Vec::new();
+        self.take_message(&mut v);
+        Ok(v)
+    }
+
+    /// Receives one message and the file descriptors sent with it.
+    pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let msg = self.recv()?;
+        let fds = match &mut self.rx {
+            Rx::Stream(s) => std::mem::take(&mut s.last_fds),
+            Rx::Shm(_) | Rx::None => Vec::new(),
+        };
+        Ok((msg, fds))
+    }
+
+    /// The receiving descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.rx {
+            Rx::Stream(s) => Some(s.channel().fd()),
+            Rx::Shm(_) | Rx::None => None,
+        }
+    }
+
+    /// Puts the descriptor in non-blocking mode, for an event loop.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        match &self.rx {
+            Rx::Stream(s) => set_nonblocking(s.channel()),
+            Rx::Shm(_) | Rx::None => Ok(()),
+        }
+    }
+
+    /// A shared-memory half's doorbell place (tokio awaits it instead of
+    /// a descriptor).
+    #[cfg(feature = "async")]
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
+        match &self.rx {
+            Rx::Shm(s) => Some(s.bell()),
+            Rx::Stream(_) | Rx::None => None,
+        }
+    }
+
+    /// Whether dropping this half waits for the peer's hello first.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn lingers(&self) -> bool {
+        match &self.rx {
+            Rx::Stream(s) => s.lingers(),
+            Rx::Shm(_) | Rx::None => false,
+        }
+    }
+
+    /// Takes the message the last successful `next` or `poll_once`
+    /// completed.
+    pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
+        match &mut self.rx {
+            Rx::Stream(s) => s.take_message(out),
+            Rx::Shm(s) => s.take_message(out),
+            Rx::None => out.clear(),
+        }
+    }
+
+    /// Waits for the next whole message, which the backend then holds.
+    pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        match &mut self.rx {
+            Rx::Stream(s) => s.next(until),
+            Rx::Shm(s) => s.next(until).map_err(|e| e.at(&self.shared.url)),
+            Rx::None => Err(self.only_sends("recv")),
+        }
+    }
+
+    /// One attempt without waiting: `Some` when a message is whole. A hello
+    /// the link expects is checked and consumed on the way.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
+        match &mut self.rx {
+            Rx::Stream(s) => s.poll_once(op),
+            Rx::Shm(s) => match s.next(Until::NoWait) {
+                Ok(()) => Ok(Some(())),
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e.at(&self.shared.url)),
+            },
+            Rx::None => Err(self.only_sends(op)),
+        }
+    }
+
+    fn only_sends(&self, op: &'static str) -> Error {
+        Error::new(
+            ErrorKind::Unsupported(
+                "this link only sends (a one-way FIFO; add ?duplex=true)".into(),
+            ),
+            op,
+        )
+        .at(&self.shared.url)
+    }
+}
+
+impl SendHalf {
+    /// Sends one message.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, &[])
+    }
+
+    /// Sends one message with file descriptors (Unix sockets only).
+    pub fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, fds)
+    }
+
+    /// The largest message the peer accepts, once its handshake arrived.
+    pub fn peer_max_msg(&self) -> Option<u64> {
+        match self.shared.peer_max.load(Ordering::Acquire) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+
+    /// The sending descriptor, to wait on it in an event loop.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.tx {
+            Tx::Stream(s) => Some(s.channel().fd()),
+            Tx::Shm(_) | Tx::None => None,
+        }
+    }
+
+    pub(crate) fn send_frame(
+        &mut self,
+        kind: u8,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<()> {
+        match &mut self.tx {
+            Tx::Stream(s) => s.send_frame(kind, msg, fds),
+            Tx::Shm(_) if !fds.is_empty() => Err(Error::new(
+                ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
+                "send",
+            )
+            .at(&self.shared.url)),
+            Tx::Shm(s) => s.send(msg).map_err(|e| e.at(&self.shared.url)),
+            Tx::None => Err(self.only_receives()),
+        }
+    }
+
+    /// Checks that the message may go, and lays it out for writing (byte
+    /// streams; the async sender writes it).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn prepare<'a>(
+        &self,
+        kind: u8,
+        msg: &'a [u8],
+        fds: &'a [BorrowedFd<'a>],
+    ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
+        match &self.tx {
+            Tx::Stream(s) => s.prepare(kind, msg, fds),
+            Tx::Shm(_) => Err(Error::new(
+                ErrorKind::Unsupported("not a byte stream".into()),
+                "send",
+            )),
+            Tx::None => Err(self.only_receives()),
+        }
+    }
+
+    /// A write failed or was abandoned mid-message: later sends fail.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn write_failed(&mut self, e: std::io::Error) -> Error {
+        match &mut self.tx {
+            Tx::Stream(s) => s.write_failed(e),
+            Tx::Shm(s) => {
+                s.fail();
+                Error::peer_io("send", e).at(&self.shared.url)
+            }
+            Tx::None => self.only_receives(),
+        }
+    }
+
+    /// A shared-memory half's doorbell place (tokio awaits it instead of
+    /// a descriptor).
+    #[cfg(feature = "async")]
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
+        match &self.tx {
+            Tx::Shm(s) => Some(s.bell()),
+            Tx::Stream(_) | Tx::None => None,
+        }
+    }
+
+    /// Shared memory: pushes what fits of `msg` from byte `sent` on without
+    /// waiting; `true` once it is all in the ring.
+    #[cfg(feature = "async")]
+    pub(crate) fn try_send_shm(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
+        let url = &self.shared.url;
+        match &mut self.tx {
+            Tx::Shm(s) => s.try_send(msg, sent).map_err(|e| e.at(url)),
+            Tx::Stream(_) | Tx::None => Err(Error::new(
+                ErrorKind::Unsupported("not a shared-memory link".into()),
+                "send",
+            )),
+        }
+    }
+
+    /// Puts the descriptor in non-blocking mode, for an event loop.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn set_nonblocking(&self) -> Result<()> {
+        match &self.tx {
+            Tx::Stream(s) => set_nonblocking(s.channel()),
+            Tx::Shm(_) | Tx::None => Ok(()),
+        }
+    }
+
+    fn only_receives(&self) -> Error {
+        Error::new(
+            ErrorKind::Unsupported(
+                "this link only receives (a one-way FIFO; add ?duplex=true)".into(),
+            ),
+            "send",
+        )
+        .at(&self.shared.url)
+    }
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+fn set_nonblocking(ch: &Channel) -> Result<()> {
+    ch.set_blocking(false).map_err(|e| Error::io("register", e))
+}
+
+impl fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvHalf")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendHalf")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}

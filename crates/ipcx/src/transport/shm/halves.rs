@@ -1,0 +1,228 @@
+//! The two halves of a connected `shm:` link: one ring each way.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{BellPlace, Conn, bell_place};
+use crate::endpoint::{Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::event::{WaitEnd, Waiting};
+use crate::shm::ring::{Corrupt, MORE, Ring};
+use crate::transport::Until;
+use crate::wire::FrameError;
+
+pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak<Conn>) {
+    let o = ep.options();
+    let conn = Arc::new(conn);
+    let weak = Arc::downgrade(&conn);
+    let rx = ShmRx {
+        ring: conn.ring(true),
+        conn: conn.clone(),
+        msg: Vec::new(),
+        limit: o.max_msg,
+        wait: o.wait,
+        spin: o.spin,
+        failed: None,
+    };
+    let tx = ShmTx {
+        ring: conn.ring(false),
+        conn,
+        wait: o.wait,
+        spin: o.spin,
+        failed: false,
+    };
+    (Box::new(rx), Box::new(tx), weak)
+}
+
+/// The receiving half of a shared-memory link.
+#[derive(Debug)]
+pub(crate) struct ShmRx {
+    // `ring` points into the segment `conn` keeps mapped; declared first,
+    // so it is dropped first.
+    ring: Ring,
+    conn: Arc<Conn>,
+    msg: Vec<u8>,
+    limit: usize,
+    wait: WaitStrategy,
+    spin: Duration,
+    failed: Option<ErrorKind>,
+}
+
+impl ShmRx {
+    /// Waits for the next whole message, which [`ShmRx::take_message`] then gives.
+    pub(crate) fn next(&mut self, until: Until) -> Result<()> {
+        if let Some(kind) = &self.failed {
+            return Err(Error::new(kind.clone(), "recv"));
+        }
+        let deadline = match until {
+            Until::Deadline(d) => Some(d),
+            _ => None,
+        };
+        loop {
+            let popped = self.ring.try_pop(&mut self.msg);
+            match popped.map_err(|Corrupt(why)| self.fail(ErrorKind::Corrupt(why.into())))? {
+                Some(flags) => {
+                    self.ring.notify_space();
+                    self.conn.ring_peer(false);
+                    if self.msg.len() > self.limit {
+                        let len = self.msg.len() as u64;
+                        self.msg.clear();
+                        return Err(self.fail(ErrorKind::Frame(FrameError::TooLong {
+                            len,
+                            max: self.limit as u64,
+                        })));
+                    }
+                    if flags & MORE == 0 {
+                        return Ok(());
+                    }
+                }
+                None if matches!(until, Until::NoWait) => {
+                    return Err(Error::new(ErrorKind::WouldBlock, "recv"));
+                }
+                None => {
+                    let conn = &self.conn;
+                    let how = Waiting {
+                        strategy: self.wait,
+                        spin: self.spin,
+                        deadline,
+                        peer_gone: &|| conn.peer_gone(),
+                    };
+                    match self.ring.wait_data(&how) {
+                        Ok(()) => {}
+                        // What the peer sent before leaving is still delivered.
+                        Err(WaitEnd::PeerGone) if self.ring.has_data() => {}
+                        Err(WaitEnd::PeerGone) => return Err(self.fail(ErrorKind::Closed)),
+                        Err(WaitEnd::TimedOut) => {
+                            return Err(Error::new(ErrorKind::TimedOut, "recv"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, kind: ErrorKind) -> Error {
+        self.failed = Some(kind.clone());
+        Error::new(kind, "recv")
+    }
+
+    /// This half's doorbell place, for awaiting data on tokio.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn bell(&self) -> BellPlace {
+        BellPlace {
+            conn: self.conn.clone(),
+            place: bell_place(self.conn.side, true),
+        }
+    }
+
+    /// Moves the message `next` completed into `out`, keeping `out`'s
+    /// allocation for the next one.
+    pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
+        std::mem::swap(out, &mut self.msg);
+        self.msg.clear();
+    }
+}
+
+/// The sending half of a shared-memory link.
+#[derive(Debug)]
+pub(crate) struct ShmTx {
+    ring: Ring,
+    conn: Arc<Conn>,
+    wait: WaitStrategy,
+    spin: Duration,
+    failed: bool,
+}
+
+impl ShmTx {
+    /// The largest message the peer accepts.
+    pub(crate) fn peer_max_msg(&self) -> u64 {
+        self.conn.peer_max_msg()
+    }
+
+    /// This half's doorbell place, for awaiting space on tokio.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn bell(&self) -> BellPlace {
+        BellPlace {
+            conn: self.conn.clone(),
+            place: bell_place(self.conn.side, false),
+        }
+    }
+
+    /// Marks the half failed: later sends return `Closed` (a message was
+    /// left half-written in the ring).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let mut sent = 0;
+        loop {
+            match self.try_send(msg, &mut sent) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    // Parts already in the ring cannot be taken back.
+                    self.failed |= sent > 0;
+                    return Err(e);
+                }
+            }
+            let conn = &self.conn;
+            let how = Waiting {
+                strategy: self.wait,
+                spin: self.spin,
+                deadline: None,
+                peer_gone: &|| conn.peer_gone(),
+            };
+            let need = (msg.len() - sent).min(self.ring.max_record());
+            if let Err(end) = self.ring.wait_space(need, &how) {
+                debug_assert_eq!(end, WaitEnd::PeerGone);
+                self.failed = true;
+                return Err(Error::new(ErrorKind::Closed, "send"));
+            }
+        }
+    }
+
+    /// Pushes what fits of `msg` from byte `sent` on, without waiting;
+    /// `true` once the whole message is in the ring. A message longer than
+    /// a record goes in parts, so a `false` after the first part leaves it
+    /// half-sent: call again with the same `sent` to go on.
+    pub(crate) fn try_send(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
+        let max = self.conn.peer_max_msg();
+        if msg.len() as u64 > max {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge {
+                    len: msg.len() as u64,
+                    max,
+                },
+                "send",
+            ));
+        }
+        // The flag only: checking that the peer process lives reads /proc,
+        // too slow for every message; waits below do that.
+        if self.failed || self.conn.peer_left() {
+            self.failed = true;
+            return Err(Error::new(ErrorKind::Closed, "send"));
+        }
+        let chunk = self.ring.max_record();
+        loop {
+            let rest = &msg[*sent..];
+            let part = &rest[..rest.len().min(chunk)];
+            let last = part.len() == rest.len();
+            let flags = if last { 0 } else { MORE };
+            let pushed = self.ring.try_push(part, flags).map_err(|Corrupt(why)| {
+                self.failed = true;
+                Error::new(ErrorKind::Corrupt(why.into()), "send")
+            })?;
+            if !pushed {
+                return Ok(false);
+            }
+            *sent += part.len();
+            self.ring.notify_data();
+            self.conn.ring_peer(true);
+            if last {
+                return Ok(true);
+            }
+        }
+    }
+}
