@@ -14,15 +14,15 @@ use crate::error::{Error, ErrorKind, Result};
 pub(super) struct Awaited<'a> {
     pub(super) bell: &'a Bell,
     pub(super) every: Duration,
-    pub(super) arm: &'a dyn Fn(),
-    pub(super) disarm: &'a dyn Fn(),
-    pub(super) left: &'a dyn Fn() -> bool,
-    pub(super) gone: &'a dyn Fn() -> bool,
+    pub(super) arm: &'a (dyn Fn() + Sync),
+    pub(super) disarm: &'a (dyn Fn() + Sync),
+    pub(super) left: &'a (dyn Fn() -> bool + Sync),
+    pub(super) gone: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// Disarms a doorbell bit when dropped: the wait returned, or its future
 /// was dropped.
-pub(super) struct Armed<'a>(&'a dyn Fn());
+pub(super) struct Armed<'a>(&'a (dyn Fn() + Sync));
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {

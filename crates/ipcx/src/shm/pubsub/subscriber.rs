@@ -1,6 +1,5 @@
 //! A reader of a channel: joining, receiving in place, samples.
 
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::ops::Deref;
@@ -15,18 +14,38 @@ use crate::shm::event::{WaitEnd, Waiting, notify, wait};
 use crate::shm::primitive::{Ordering, fence};
 use crate::sys;
 
-/// A reader of a channel.
+/// Marks a receive under way; cleared when dropped.
+struct Receiving<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Receiving<'a> {
+    fn take(flag: &'a std::sync::atomic::AtomicBool) -> Option<Receiving<'a>> {
+        (!flag.swap(true, std::sync::atomic::Ordering::Acquire)).then_some(Receiving(flag))
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A reader of a channel. It may be shared between threads (samples are
+/// `Send` and can be held anywhere), but one thread receives at a time: a
+/// receive that finds another under way is an error.
 #[derive(Debug)]
 pub struct Subscriber {
     ch: Channel,
     index: usize,
-    cursor: Cell<u64>,
+    /// The next message to take (this process's copy; the channel's is
+    /// published for the publisher).
+    cursor: std::sync::atomic::AtomicU64,
     /// When `/proc` last said the publisher lives (see `publisher_gone`).
-    alive_at: Cell<Option<Instant>>,
+    alive_at: std::sync::Mutex<Option<Instant>>,
+    /// A receive is under way: one thread at a time takes messages (two
+    /// would take the same one, and share its chunk's hold).
+    receiving: std::sync::atomic::AtomicBool,
     wait: WaitStrategy,
     spin: Duration,
-    /// One thread receives: a subscriber is `Send`, not `Sync`.
-    _not_sync: PhantomData<Cell<()>>,
 }
 
 impl Subscriber {
@@ -73,11 +92,11 @@ impl Subscriber {
             return Ok(Subscriber {
                 ch,
                 index,
-                cursor: Cell::new(start),
-                alive_at: Cell::new(None),
+                cursor: std::sync::atomic::AtomicU64::new(start),
+                alive_at: std::sync::Mutex::new(None),
+                receiving: std::sync::atomic::AtomicBool::new(false),
                 wait,
                 spin,
-                _not_sync: PhantomData,
             });
         }
         Err(Error::new(
@@ -141,10 +160,20 @@ impl Subscriber {
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<Sample<'_>> {
+        let _one = Receiving::take(&self.receiving).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument(
+                    "another thread is receiving on this subscriber; one receives at a time \
+                     (open a subscriber per thread)"
+                        .into(),
+                ),
+                "recv",
+            )
+        })?;
         let h = self.ch.header();
         let n = self.ch.layout.slots as u64;
         loop {
-            let cur = self.cursor.get();
+            let cur = self.cursor.load(std::sync::atomic::Ordering::Relaxed);
             // The slot itself says whether message `cur` is there: watching
             // it (not `tail`) moves one cache line less per message.
             let seq = self.ch.slot(cur).seq.load(Ordering::Acquire);
@@ -238,17 +267,18 @@ impl Subscriber {
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn closed(&self) -> bool {
         self.ch.publisher_gone()
-            && self.ch.header().tail.0.load(Ordering::Acquire) <= self.cursor.get()
+            && self.ch.header().tail.0.load(Ordering::Acquire)
+                <= self.cursor.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn skip(&self, missed: u64) {
         let e = self.entry();
         e.lost.fetch_add(missed, Ordering::Relaxed);
-        self.advance(self.cursor.get() + missed);
+        self.advance(self.cursor.load(std::sync::atomic::Ordering::Relaxed) + missed);
     }
 
     fn advance(&self, to: u64) {
-        self.cursor.set(to);
+        self.cursor.store(to, std::sync::atomic::Ordering::Relaxed);
         self.entry().cursor.store(to, Ordering::Release);
         notify(&self.ch.header().space.0);
     }
@@ -261,16 +291,15 @@ impl Subscriber {
             return true;
         }
         let now = Instant::now();
-        if self
-            .alive_at
-            .get()
-            .is_some_and(|t| now.duration_since(t) < crate::shm::event::LIVENESS_INTERVAL)
-        {
+        let Ok(mut alive_at) = self.alive_at.lock() else {
+            return self.ch.publisher_gone();
+        };
+        if alive_at.is_some_and(|t| now.duration_since(t) < crate::shm::event::LIVENESS_INTERVAL) {
             return false;
         }
         let gone = self.ch.publisher_gone();
         if !gone {
-            self.alive_at.set(Some(now));
+            *alive_at = Some(now);
         }
         gone
     }

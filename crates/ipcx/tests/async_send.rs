@@ -1,0 +1,61 @@
+//! Every future of the tokio API is `Send`, so it can run under
+//! `tokio::spawn` on a multi-threaded runtime: these compile only if it is
+//! (and run each once, over a real link, so the check is not vacuous).
+#![cfg(feature = "async")]
+
+mod common;
+
+use ipcx::tokio::{AsyncEvent, AsyncLink, AsyncListener, AsyncSubscriber};
+
+fn spawnable<T: Send>(_: &T) {}
+
+#[allow(dead_code)]
+async fn every_future_is_send(
+    mut link: AsyncLink,
+    mut listener: AsyncListener,
+    sub: AsyncSubscriber,
+    mut event: AsyncEvent,
+) {
+    let (mut rx, mut tx) = AsyncLink::connect("unix:@x").await.unwrap().split();
+    spawnable(&link.recv());
+    spawnable(&link.send(b"x"));
+    spawnable(&rx.recv());
+    spawnable(&tx.send(b"x"));
+    spawnable(&listener.accept());
+    spawnable(&AsyncLink::connect("unix:@x"));
+    spawnable(&sub.recv());
+    spawnable(&event.wait());
+    spawnable(&link);
+    spawnable(&listener);
+    spawnable(&sub);
+    spawnable(&event);
+}
+
+#[test]
+fn a_link_round_trips_under_tokio_spawn() {
+    let _t = common::Test::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("unix:@{}", common::abstract_name());
+    rt.block_on(async move {
+        let mut listener = AsyncListener::bind(&url).expect("bind");
+        let client = tokio::spawn({
+            let url = url.clone();
+            async move {
+                let mut link = AsyncLink::connect(&url).await.expect("connect");
+                link.send(b"ping").await.expect("send");
+                link.recv().await.expect("recv")
+            }
+        });
+        let server = tokio::spawn(async move {
+            let mut link = listener.accept().await.expect("accept");
+            let msg = link.recv().await.expect("recv");
+            link.send(&msg).await.expect("send");
+        });
+        server.await.expect("server task");
+        assert_eq!(client.await.expect("client task"), b"ping");
+    });
+}
