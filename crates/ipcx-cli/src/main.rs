@@ -131,43 +131,21 @@ fn remove_ours_and_exit(sig: ipcx::signal::Termination) {
     std::process::exit(sig.exit_code());
 }
 
-/// Library warnings (a dropped peer, a reclaimed object) go to stderr when
-/// `IPCX_LOG` is set; the library never prints by itself.
+/// Library logs (a dropped peer, a reclaimed object) go to stderr, filtered
+/// by `RUST_LOG` (`RUST_LOG=ipcx=debug`, `RUST_LOG=warn`); `IPCX_LOG` alone
+/// means `info`. With neither, nothing is logged: the CLI prints what it
+/// has to say itself.
 fn tracing_init() {
-    if std::env::var_os("IPCX_LOG").is_some() {
-        let _ = tracing::subscriber::set_global_default(StderrLog);
-    }
-}
-
-/// A minimal `tracing` subscriber that prints events to stderr.
-struct StderrLog;
-
-impl tracing::Subscriber for StderrLog {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" {
-                    self.0.insert_str(0, &format!("{value:?} "));
-                } else {
-                    self.0.push_str(&format!("{}={value:?} ", field.name()));
-                }
-            }
-        }
-        let mut f = Fields(String::new());
-        event.record(&mut f);
-        eprintln!("ipcx {}: {}", event.metadata().level(), f.0.trim_end());
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
+    let filter = match (std::env::var("RUST_LOG"), std::env::var_os("IPCX_LOG")) {
+        (Ok(f), _) => f,
+        (Err(_), Some(_)) => "info".to_string(),
+        (Err(_), None) => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 /// Parses `500ms`, `5s`, ... for clap.

@@ -110,6 +110,7 @@ impl Scratch {
             .env("IPCX_REGISTRY", self.path("registry"))
             .env("TMPDIR", &self.dir)
             .env_remove("IPCX_LOG")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         cmd
     }
