@@ -1,7 +1,8 @@
 //! The record of every named OS object ipcx created, with its owner's liveness.
 //!
 //! One directory per user (`$XDG_RUNTIME_DIR/ipcx`, else `/tmp/ipcx-$UID`,
-//! mode 0700) holds a small JSON record per object. The owner keeps an
+//! mode 0700) holds a small record per object (lines of `key value`, values
+//! percent-escaped, so any path round-trips). The owner keeps an
 //! exclusive `flock` on its record for as long as it lives; the kernel drops
 //! the lock the instant the process dies, so liveness needs no timeout and no
 //! pid guessing. Claiming an address takes that lock first, which makes
@@ -19,14 +20,11 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
 /// What kind of object a record names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectKind {
     /// A Unix socket file.
     Socket,
@@ -51,7 +49,7 @@ impl ObjectKind {
 }
 
 /// One record, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The endpoint URL that created the object.
     pub url: String,
@@ -68,12 +66,11 @@ pub struct Record {
     /// The objects the owner created, by device and inode: only these are
     /// ever removed (a FIFO the user made and ipcx reused is left alone,
     /// and so is anything put at the path later).
-    #[serde(default)]
     pub created: Vec<Created>,
 }
 
 /// One object an owner created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     /// Where it is.
     pub path: PathBuf,
@@ -147,7 +144,7 @@ impl Registry {
         for b in path.as_os_str().as_encoded_bytes() {
             h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
-        self.dir.join(format!("{}-{h:016x}.json", kind.name()))
+        self.dir.join(format!("{}-{h:016x}.record", kind.name()))
     }
 
     /// Claims the object at `paths[0]` for this process. A live owner is an
@@ -228,7 +225,7 @@ impl Registry {
             .map_err(|e| Error::io("list", e).at(self.dir.display()))?;
         for ent in rd.flatten() {
             let path = ent.path();
-            if path.extension().is_none_or(|e| e != "json") {
+            if path.extension().is_none_or(|e| e != "record") {
                 continue;
             }
             let Ok(mut file) = sys::fs::open_private_file(&path, false) else {
@@ -391,19 +388,128 @@ fn remove_doorbells(path: &Path) {
 }
 
 fn read_record(file: &mut File) -> Option<Record> {
-    let mut s = String::new();
+    let mut bytes = Vec::new();
     file.rewind().ok()?;
     // Records are small; a huge one is not ours.
-    file.take(64 << 10).read_to_string(&mut s).ok()?;
-    serde_json::from_str(&s).ok()
+    file.take(64 << 10).read_to_end(&mut bytes).ok()?;
+    decode_record(&bytes)
 }
 
 fn write_record(file: &mut File, record: &Record) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    let bytes = encode_record(record);
     file.set_len(0)?;
     file.rewind()?;
-    file.write_all(&json)?;
-    file.write_all(b"\n")
+    file.write_all(&bytes)
+}
+
+/// The first line of every record file, with the format's version.
+const RECORD_HEADER: &str = "ipcx-record 1";
+
+/// A record as lines of `key value`; values are percent-escaped (`%`,
+/// whitespace, control and non-ASCII bytes), so any path round-trips.
+fn encode_record(r: &Record) -> Vec<u8> {
+    let mut out = format!(
+        "{RECORD_HEADER}\nurl {}\nkind {}\n",
+        escape(r.url.as_bytes()),
+        r.kind.name()
+    );
+    for p in &r.paths {
+        out += &format!("path {}\n", escape(p.as_os_str().as_encoded_bytes()));
+    }
+    out += &format!(
+        "owner_pid {}\nowner_start {}\npersist {}\n",
+        r.owner_pid, r.owner_start, r.persist
+    );
+    for c in &r.created {
+        let path = escape(c.path.as_os_str().as_encoded_bytes());
+        out += &format!("created {} {} {path}\n", c.dev, c.ino);
+    }
+    out.into_bytes()
+}
+
+/// The record in `bytes`, or `None` if they are not a whole record.
+fn decode_record(bytes: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != RECORD_HEADER {
+        return None;
+    }
+    let path = |v: &str| -> Option<PathBuf> {
+        let raw = unescape(v)?;
+        Some(PathBuf::from(std::ffi::OsString::from(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&raw),
+        )))
+    };
+    let (mut url, mut kind, mut pid, mut start, mut persist) = (None, None, None, None, None);
+    let (mut paths, mut created) = (Vec::new(), Vec::new());
+    for line in lines {
+        let (key, value) = line.split_once(' ')?;
+        match key {
+            "url" => url = Some(String::from_utf8(unescape(value)?).ok()?),
+            "kind" => {
+                kind = Some(match value {
+                    "socket" => ObjectKind::Socket,
+                    "fifo" => ObjectKind::Fifo,
+                    "shm" => ObjectKind::Shm,
+                    "sem" => ObjectKind::Sem,
+                    _ => return None,
+                })
+            }
+            "path" => paths.push(path(value)?),
+            "owner_pid" => pid = Some(value.parse().ok()?),
+            "owner_start" => start = Some(value.parse().ok()?),
+            "persist" => persist = Some(value.parse().ok()?),
+            "created" => {
+                let mut parts = value.splitn(3, ' ');
+                let dev = parts.next()?.parse().ok()?;
+                let ino = parts.next()?.parse().ok()?;
+                created.push(Created {
+                    path: path(parts.next()?)?,
+                    dev,
+                    ino,
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(Record {
+        url: url?,
+        kind: kind?,
+        paths,
+        owner_pid: pid?,
+        owner_start: start?,
+        persist: persist?,
+        created,
+    })
+}
+
+fn escape(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b == b'%' || b <= b' ' || b >= 0x7f {
+            s += &format!("%{b:02X}");
+        } else {
+            s.push(char::from(b));
+        }
+    }
+    s
+}
+
+fn unescape(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// A claimed object: while it lives, the registry shows this process as the
@@ -444,5 +550,41 @@ impl Drop for Registration {
         // Closing `file` releases the lock; a persistent object's record
         // stays, showing a dead owner, until `ipcx rm` or `ipcx clean`.
         let _ = &self.file;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_any_path() {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/a b\n%c\xff.sock"));
+        let r = Record {
+            url: "unix:/tmp/a b?mode=0600".into(),
+            kind: ObjectKind::Socket,
+            paths: vec![odd.clone(), PathBuf::from("/tmp/x")],
+            owner_pid: 42,
+            owner_start: 7,
+            persist: true,
+            created: vec![Created {
+                path: odd,
+                dev: 1,
+                ino: 2,
+            }],
+        };
+        assert_eq!(decode_record(&encode_record(&r)), Some(r));
+        assert_eq!(decode_record(b"not a record"), None);
+        assert_eq!(
+            decode_record(b"ipcx-record 1\nurl x\n"),
+            None,
+            "fields missing"
+        );
+        assert_eq!(
+            decode_record(b"ipcx-record 1\npath %G1\n"),
+            None,
+            "bad escape"
+        );
     }
 }
