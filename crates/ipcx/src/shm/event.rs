@@ -23,16 +23,16 @@ pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
 /// A futex word and a count of those sleeping on it: an event count.
 #[repr(C)]
 #[derive(Debug)]
-pub(crate) struct Event {
+pub(crate) struct EventCount {
     pub(crate) word: AtomicU32,
     /// How many sleep (or are about to).
     pub(crate) waiting: AtomicU32,
 }
 
-impl Event {
+impl EventCount {
     #[cfg(all(test, ipcx_loom))]
-    pub(crate) fn new(word: AtomicU32, waiting: AtomicU32) -> Event {
-        Event { word, waiting }
+    pub(crate) fn new(word: AtomicU32, waiting: AtomicU32) -> EventCount {
+        EventCount { word, waiting }
     }
 
     /// Wakes everyone who sleeps on it (a side going away).
@@ -57,7 +57,7 @@ pub(crate) struct Waiting<'a> {
     pub(crate) peer_gone: &'a dyn Fn() -> bool,
 }
 
-pub(crate) fn notify(e: &Event) {
+pub(crate) fn notify(e: &EventCount) {
     // Pairs with the fence in `wait`: either the waiter sees our update, or
     // we see its `waiting` flag (Dekker's pattern).
     fence(Ordering::SeqCst);
@@ -67,7 +67,11 @@ pub(crate) fn notify(e: &Event) {
     }
 }
 
-pub(crate) fn wait(e: &Event, ready: impl Fn() -> bool, how: &Waiting<'_>) -> Result<(), WaitEnd> {
+pub(crate) fn wait(
+    e: &EventCount,
+    ready: impl Fn() -> bool,
+    how: &Waiting<'_>,
+) -> Result<(), WaitEnd> {
     let spin_until = match how.strategy {
         WaitStrategy::Block => None,
         WaitStrategy::Spin => Some(how.deadline),

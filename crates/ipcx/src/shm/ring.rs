@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use super::segment::Segment;
 
-use super::event::{Event, WaitEnd, Waiting, notify, wait};
+use super::event::{EventCount, WaitEnd, Waiting, notify, wait};
 use super::primitive::{AtomicU64, Ordering, fence};
 
 /// The record continues in the next record (a chunked message).
@@ -39,9 +39,9 @@ pub struct RingHeader {
     head: Line<AtomicU64>,
     tail: Line<AtomicU64>,
     /// The consumer waits here for data.
-    data: Line<Event>,
+    data: Line<EventCount>,
     /// The producer waits here for space.
-    space: Line<Event>,
+    space: Line<EventCount>,
     capacity: Line<AtomicU64>,
 }
 
@@ -337,8 +337,8 @@ mod model {
         Line(v)
     }
 
-    fn event() -> Event {
-        Event {
+    fn event() -> EventCount {
+        EventCount {
             word: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
         }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rustix::fs::FileType;
 
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use super::{Link, retry_until};
 use crate::endpoint::{Codec, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
@@ -48,9 +48,9 @@ pub(crate) struct FifoListener {
     /// writer may have opened the FIFO meanwhile, and closing the last read
     /// end would fail its hello with `EPIPE`.
     waiting: Option<OwnedFd>,
-    /// The read channel of the link accepted last: a FIFO serves one peer
+    /// The read descriptor of the link accepted last: a FIFO serves one peer
     /// at a time, so the next accept waits until that link is dropped.
-    active: Weak<Channel>,
+    active: Weak<Descriptor>,
     _registration: Registration,
 }
 
@@ -114,13 +114,13 @@ impl FifoListener {
         let wr = match &self.reply {
             Some(reply) => {
                 let d = crate::deadline::far_after(o.handshake_timeout);
-                Some(Channel::pipe(retry_until(ep, d, || {
+                Some(Descriptor::pipe(retry_until(ep, d, || {
                     sys::fs::open_fifo(reply, true)
                 })?))
             }
             None => None,
         };
-        let rd = Channel::pipe(rd);
+        let rd = Descriptor::pipe(rd);
         self.active = Arc::downgrade(&rd);
         let mut link = Link::new(ep, Some(rd), wr);
         if o.codec == Codec::Framed {
@@ -173,11 +173,11 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
             let (rd, wr) = match reply {
                 Some(_) => {
                     let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
-                    (Some(Channel::pipe(first)), wr)
+                    (Some(Descriptor::pipe(first)), wr)
                 }
                 None => (None, first),
             };
-            return Ok(Link::new(ep, rd, Some(Channel::pipe(wr))));
+            return Ok(Link::new(ep, rd, Some(Descriptor::pipe(wr))));
         }
         if !backoff.sleep_until(deadline) {
             return Err(Error::new(

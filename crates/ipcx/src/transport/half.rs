@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use super::link::{Shared, Until};
 use super::outgoing::Outgoing;
 use super::shm::{ShmRx, ShmTx};
@@ -97,7 +97,7 @@ impl RecvHalf {
     /// The receiving descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
-            Rx::Stream(s) => Some(s.channel().fd()),
+            Rx::Stream(s) => Some(s.descriptor().fd()),
             Rx::Shm(_) | Rx::None => None,
         }
     }
@@ -106,7 +106,7 @@ impl RecvHalf {
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.rx {
-            Rx::Stream(s) => set_nonblocking(s.channel()),
+            Rx::Stream(s) => set_nonblocking(s.descriptor()),
             Rx::Shm(_) | Rx::None => Ok(()),
         }
     }
@@ -197,7 +197,7 @@ impl SendHalf {
     /// The sending descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.tx {
-            Tx::Stream(s) => Some(s.channel().fd()),
+            Tx::Stream(s) => Some(s.descriptor().fd()),
             Tx::Shm(_) | Tx::None => None,
         }
     }
@@ -228,7 +228,7 @@ impl SendHalf {
         kind: u8,
         msg: &'a [u8],
         fds: &'a [BorrowedFd<'a>],
-    ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
+    ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         match &self.tx {
             Tx::Stream(s) => s.prepare(kind, msg, fds),
             Tx::Shm(_) => Err(Error::new(
@@ -280,7 +280,7 @@ impl SendHalf {
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.tx {
-            Tx::Stream(s) => set_nonblocking(s.channel()),
+            Tx::Stream(s) => set_nonblocking(s.descriptor()),
             Tx::Shm(_) | Tx::None => Ok(()),
         }
     }
@@ -297,7 +297,7 @@ impl SendHalf {
 }
 
 #[cfg_attr(not(feature = "async"), allow(dead_code))]
-fn set_nonblocking(ch: &Channel) -> Result<()> {
+fn set_nonblocking(ch: &Descriptor) -> Result<()> {
     ch.set_blocking(false).map_err(|e| Error::io("register", e))
 }
 

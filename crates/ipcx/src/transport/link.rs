@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Capabilities;
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use super::half::{RecvHalf, Rx, SendHalf, Tx};
 use super::shm::{ShmRx, ShmTx};
 use super::stream::{StreamRx, StreamTx};
@@ -69,9 +69,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// Builds a link over a read and a write channel (the same one for
+    /// Builds a link over a read and a write descriptor (the same one for
     /// sockets; either may be absent on a one-way FIFO).
-    pub(crate) fn new(ep: &Endpoint, rd: Option<Arc<Channel>>, wr: Option<Arc<Channel>>) -> Link {
+    pub(crate) fn new(
+        ep: &Endpoint,
+        rd: Option<Arc<Descriptor>>,
+        wr: Option<Arc<Descriptor>>,
+    ) -> Link {
         // Blocking waits sleep in `read`; spinning ones need non-blocking reads.
         let blocking = ep.options().wait == WaitStrategy::Block;
         for ch in rd.iter().chain(wr.iter()) {
@@ -196,15 +200,15 @@ impl Link {
     /// read what was sent.
     pub fn close(self) {
         if let Tx::Stream(s) = &self.tx.tx {
-            s.channel().shutdown(true);
+            s.descriptor().shutdown(true);
         }
     }
 
     /// Who is on the other end, as the kernel reports it (Unix sockets).
     pub fn peer_credentials(&self) -> Result<super::PeerCredentials> {
         let ch = match (&self.rx.rx, &self.tx.tx) {
-            (Rx::Stream(s), _) => Some(s.channel()),
-            (_, Tx::Stream(s)) => Some(s.channel()),
+            (Rx::Stream(s), _) => Some(s.descriptor()),
+            (_, Tx::Stream(s)) => Some(s.descriptor()),
             _ => None,
         };
         match ch {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::channel::{Channel, ConnSlot, FdKind};
+use super::descriptor::{Descriptor, FdKind, ServedSlot};
 use super::fifo::FifoListener;
 use super::link::Until;
 use super::shm::ShmListener;
@@ -49,7 +49,7 @@ enum Inner {
 struct Pending {
     link: Link,
     /// The link's socket, to count it as served once its hello arrives.
-    ch: Arc<Channel>,
+    ch: Arc<Descriptor>,
     deadline: Instant,
 }
 
@@ -181,9 +181,9 @@ impl SocketListener {
     /// Takes a place among the served connections for `ch`, or counts a
     /// refusal (the peer is closed without our hello, which its
     /// `wait_connected` reports as the `?max_conns=` limit).
-    fn admit(&mut self, ep: &Endpoint, ch: &Channel) -> bool {
+    fn admit(&mut self, ep: &Endpoint, ch: &Descriptor) -> bool {
         let max = ep.options().max_conns;
-        match ConnSlot::take(&self.live, max) {
+        match ServedSlot::take(&self.live, max) {
             Some(slot) => {
                 ch.hold(slot);
                 true
@@ -227,7 +227,7 @@ impl SocketListener {
                         continue;
                     }
                 }
-                let ch = Arc::new(Channel::new(fd, self.kind));
+                let ch = Arc::new(Descriptor::new(fd, self.kind));
                 if o.codec != Codec::Framed {
                     if !self.admit(ep, &ch) {
                         continue;

@@ -12,7 +12,7 @@
 //! Code that needs a feature asks [`Capabilities`] rather than matching on
 //! the scheme.
 
-mod channel;
+mod descriptor;
 mod fifo;
 mod half;
 mod link;

@@ -5,7 +5,7 @@
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use crate::wire;
 
 /// Most slices handed to one `writev`/`sendmsg` (a 16 MiB message is 32).
@@ -76,8 +76,8 @@ impl<'a> Outgoing<'a> {
         }
     }
 
-    /// Writes what the channel takes; `true` when all is written.
-    pub(crate) fn write_some(&mut self, ch: &Channel) -> std::io::Result<bool> {
+    /// Writes what the descriptor takes; `true` when all is written.
+    pub(crate) fn write_some(&mut self, ch: &Descriptor) -> std::io::Result<bool> {
         let parts = self.parts.as_slice();
         while self.next < parts.len() {
             let end = (self.next + self.group.min(MAX_IOV)).min(parts.len());

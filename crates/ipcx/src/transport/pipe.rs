@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command};
 
 use super::Link;
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use crate::endpoint::{Address, Codec, Endpoint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -55,8 +55,8 @@ pub fn spawn_endpoint(ep: &Endpoint, mut cmd: Command) -> Result<(Child, Link)> 
     drop((to_child_r, from_child_w));
     let mut link = Link::new(
         ep,
-        Some(Channel::pipe(from_child_r)),
-        Some(Channel::pipe(to_child_w)),
+        Some(Descriptor::pipe(from_child_r)),
+        Some(Descriptor::pipe(to_child_w)),
     );
     // The child answers when it starts; its hello is checked on first recv.
     let o = ep.options();
@@ -89,7 +89,7 @@ pub(crate) unsafe fn from_inherited() -> Result<Link> {
     // SAFETY: the caller's contract: the descriptors are the ones `spawn`
     // handed to this process, owned by nothing else here.
     let [rd, wr] = unsafe { sys::process::adopt_inherited([*r, *w]) }.map_err(err)?;
-    let mut link = Link::new(&ep, Some(Channel::pipe(rd)), Some(Channel::pipe(wr)));
+    let mut link = Link::new(&ep, Some(Descriptor::pipe(rd)), Some(Descriptor::pipe(wr)));
     super::say_hello(&mut link, &ep)?;
     Ok(link)
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use rustix::fs::FileType;
 
-use super::channel::{Channel, FdKind};
+use super::descriptor::{Descriptor, FdKind};
 use super::{Link, retry_until};
 use crate::endpoint::{Address, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
@@ -90,7 +90,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
             })?
         }
     };
-    let ch = Arc::new(Channel::new(fd, kind));
+    let ch = Arc::new(Descriptor::new(fd, kind));
     Ok(Link::new(ep, Some(ch.clone()), Some(ch)))
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::channel::Channel;
+use super::descriptor::Descriptor;
 use super::link::{Shared, Until};
 use super::outgoing::{Outgoing, Part, Parts};
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
@@ -19,7 +19,7 @@ use crate::wire::{self, Decoded, Decoder, FrameError, Header, Hello};
 
 /// The receiving side of a byte stream.
 pub(crate) struct StreamRx {
-    ch: Arc<Channel>,
+    ch: Arc<Descriptor>,
     dec: Decoder,
     fds: VecDeque<OwnedFd>,
     /// The descriptors that came with the last message.
@@ -37,7 +37,7 @@ pub(crate) struct StreamRx {
 
 /// The sending side of a byte stream.
 pub(crate) struct StreamTx {
-    ch: Arc<Channel>,
+    ch: Arc<Descriptor>,
     codec: Codec,
     crc: bool,
     chunk: usize,
@@ -46,7 +46,7 @@ pub(crate) struct StreamTx {
 }
 
 impl StreamRx {
-    pub(crate) fn new(ep: &Endpoint, ch: Arc<Channel>, shared: Arc<Shared>) -> StreamRx {
+    pub(crate) fn new(ep: &Endpoint, ch: Arc<Descriptor>, shared: Arc<Shared>) -> StreamRx {
         let o = ep.options();
         let packet = ch.kind().is_packet();
         StreamRx {
@@ -65,7 +65,7 @@ impl StreamRx {
     }
 
     /// The descriptor.
-    pub(crate) fn channel(&self) -> &Arc<Channel> {
+    pub(crate) fn descriptor(&self) -> &Arc<Descriptor> {
         &self.ch
     }
 
@@ -294,7 +294,7 @@ impl StreamRx {
 }
 
 impl StreamTx {
-    pub(crate) fn new(ep: &Endpoint, ch: Arc<Channel>, shared: Arc<Shared>) -> StreamTx {
+    pub(crate) fn new(ep: &Endpoint, ch: Arc<Descriptor>, shared: Arc<Shared>) -> StreamTx {
         let o = ep.options();
         StreamTx {
             chunk: if ch.kind().is_packet() {
@@ -346,7 +346,7 @@ impl StreamTx {
         kind: u8,
         msg: &'a [u8],
         fds: &'a [BorrowedFd<'a>],
-    ) -> Result<(Arc<Channel>, Outgoing<'a>)> {
+    ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
         let ch = self.ch.clone();
         if self.failed {
@@ -426,7 +426,7 @@ impl StreamTx {
     }
 
     /// The descriptor.
-    pub(crate) fn channel(&self) -> &Arc<Channel> {
+    pub(crate) fn descriptor(&self) -> &Arc<Descriptor> {
         &self.ch
     }
 }

@@ -25,7 +25,7 @@
 
 use std::mem::size_of;
 
-use super::event::{Event, Line};
+use super::event::{EventCount, Line};
 use super::primitive::{AtomicU32, AtomicU64, Ordering};
 use super::segment::Segment;
 use crate::endpoint::{Endpoint, Scheme};
@@ -88,9 +88,9 @@ pub struct ChannelHeader {
     /// Messages published so far (the next sequence number).
     tail: Line<AtomicU64>,
     /// Subscribers sleep here for messages.
-    data: Line<Event>,
+    data: Line<EventCount>,
     /// The publisher sleeps here for a free slot or chunk.
-    space: Line<Event>,
+    space: Line<EventCount>,
     publishers: Line<Publishers>,
 }
 

@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 
 use super::*;
 use crate::endpoint::{Overflow, WaitStrategy};
-use crate::shm::event::Event;
+use crate::shm::event::EventCount;
 use std::time::Duration;
 
 const SLOTS: usize = 2;
@@ -56,8 +56,8 @@ fn channel_pair() -> (Channel, Channel) {
                 doorbells: u64z(),
             }),
             tail: Line(u64z()),
-            data: Line(Event::new(u32z(), u32z())),
-            space: Line(Event::new(u32z(), u32z())),
+            data: Line(EventCount::new(u32z(), u32z())),
+            space: Line(EventCount::new(u32z(), u32z())),
             publishers: Line(Publishers {
                 lock: u32z(),
                 count: u32z(),

@@ -27,7 +27,7 @@
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
-use super::event::{Event, Line, Waiting, notify, wait};
+use super::event::{EventCount, Line, Waiting, notify, wait};
 use super::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
 use super::segment::Segment;
 use crate::endpoint::{Endpoint, Overflow, Scheme, WaitStrategy};
@@ -74,9 +74,9 @@ pub struct QueueHeader {
     enqueue: Line<AtomicU64>,
     dequeue: Line<AtomicU64>,
     /// Consumers wait here for messages.
-    data: Line<Event>,
+    data: Line<EventCount>,
     /// Producers wait here for free cells.
-    space: Line<Event>,
+    space: Line<EventCount>,
 }
 
 #[repr(C)]

@@ -6,7 +6,7 @@
 //! `scripts/loom`.
 
 use super::*;
-use crate::shm::event::Event;
+use crate::shm::event::EventCount;
 
 #[repr(C, align(64))]
 struct ModelCell {
@@ -26,8 +26,8 @@ fn run(producers: &'static [&'static [&'static [u8]]]) {
             }),
             enqueue: Line(AtomicU64::new(0)),
             dequeue: Line(AtomicU64::new(0)),
-            data: Line(Event::new(AtomicU32::new(0), AtomicU32::new(0))),
-            space: Line(Event::new(AtomicU32::new(0), AtomicU32::new(0))),
+            data: Line(EventCount::new(AtomicU32::new(0), AtomicU32::new(0))),
+            space: Line(EventCount::new(AtomicU32::new(0), AtomicU32::new(0))),
         }));
         let cells = Box::into_raw(Box::new([0u64, 1].map(|seq| ModelCell {
             hdr: CellHeader {

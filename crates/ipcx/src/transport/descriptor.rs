@@ -36,21 +36,21 @@ impl FdKind {
 
 /// Holds one place in a listener's connection count until dropped.
 #[derive(Debug)]
-pub(crate) struct ConnSlot(Arc<AtomicUsize>);
+pub(crate) struct ServedSlot(Arc<AtomicUsize>);
 
-impl ConnSlot {
+impl ServedSlot {
     /// Takes a place if fewer than `max` are taken.
-    pub(crate) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ConnSlot> {
+    pub(crate) fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<ServedSlot> {
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| ConnSlot(count.clone()))
+            .map(|_| ServedSlot(count.clone()))
     }
 }
 
-impl Drop for ConnSlot {
+impl Drop for ServedSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -63,19 +63,19 @@ impl Drop for ConnSlot {
 /// exactly like a bare blocking read; every other receive first checks
 /// readiness without waiting. Spinning and async links keep it non-blocking.
 #[derive(Debug)]
-pub(crate) struct Channel {
+pub(crate) struct Descriptor {
     fd: OwnedFd,
     kind: FdKind,
     blocking: AtomicBool,
     /// The listener's count of served connections, once this one is
     /// served (not while its hello is pending).
-    slot: std::sync::OnceLock<ConnSlot>,
+    slot: std::sync::OnceLock<ServedSlot>,
 }
 
-impl Channel {
-    /// A channel over a non-blocking descriptor.
-    pub(crate) fn new(fd: OwnedFd, kind: FdKind) -> Channel {
-        Channel {
+impl Descriptor {
+    /// A link's descriptor, non-blocking.
+    pub(crate) fn new(fd: OwnedFd, kind: FdKind) -> Descriptor {
+        Descriptor {
             fd,
             kind,
             blocking: AtomicBool::new(false),
@@ -83,17 +83,17 @@ impl Channel {
         }
     }
 
-    /// A channel over a pipe or FIFO end, asking the kernel for a 1 MiB
+    /// A pipe or FIFO end, asking the kernel for a 1 MiB
     /// buffer (the unprivileged maximum) so large messages cross in fewer
     /// wake-ups.
-    pub(crate) fn pipe(fd: OwnedFd) -> Arc<Channel> {
+    pub(crate) fn pipe(fd: OwnedFd) -> Arc<Descriptor> {
         // An optimization only: the default size works too.
         let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
-        Arc::new(Channel::new(fd, FdKind::Pipe))
+        Arc::new(Descriptor::new(fd, FdKind::Pipe))
     }
 
-    /// Counts this connection as served until the channel drops.
-    pub(crate) fn hold(&self, slot: ConnSlot) {
+    /// Counts this connection as served until the descriptor drops.
+    pub(crate) fn hold(&self, slot: ServedSlot) {
         let _ = self.slot.set(slot);
     }
 
@@ -142,8 +142,8 @@ impl Channel {
         fds: &'a mut VecDeque<OwnedFd>,
         max_fds: usize,
         may_block: bool,
-    ) -> ChannelSource<'a> {
-        ChannelSource {
+    ) -> DescriptorSource<'a> {
+        DescriptorSource {
             ch: self,
             fds,
             check_first: !may_block && self.is_blocking(),
@@ -153,8 +153,8 @@ impl Channel {
     }
 }
 
-pub(crate) struct ChannelSource<'a> {
-    ch: &'a Channel,
+pub(crate) struct DescriptorSource<'a> {
+    ch: &'a Descriptor,
     fds: &'a mut VecDeque<OwnedFd>,
     /// Poll before reading, since the descriptor blocks and we must not.
     check_first: bool,
@@ -162,7 +162,7 @@ pub(crate) struct ChannelSource<'a> {
     may_block: bool,
 }
 
-impl ChannelSource<'_> {
+impl DescriptorSource<'_> {
     fn ready(&self) -> io::Result<()> {
         if self.check_first
             && !sys::fd::wait(
@@ -177,7 +177,7 @@ impl ChannelSource<'_> {
     }
 }
 
-impl ReadSource for ChannelSource<'_> {
+impl ReadSource for DescriptorSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.ready()?;
         if self.ch.kind.passes_fds() {
