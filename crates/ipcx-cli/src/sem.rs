@@ -125,8 +125,8 @@ pub fn run(a: SemArgs) -> Result<ExitCode> {
         }
         SemCommand::Post { name, flavor } => match open(&name, flavor)? {
             Sem::Ipcx(s) => s.release()?,
-            Sem::Posix(s) => s.post()?,
-            Sem::SysV(s) => s.post(0)?,
+            Sem::Posix(s) => s.release()?,
+            Sem::SysV(s) => s.release(0)?,
         },
         SemCommand::Wait {
             name,
@@ -136,10 +136,10 @@ pub fn run(a: SemArgs) -> Result<ExitCode> {
             let got = match (open(&name, flavor)?, timeout) {
                 (Sem::Ipcx(s), None) => s.acquire().map(|()| true)?,
                 (Sem::Ipcx(s), Some(t)) => s.acquire_timeout(t)?,
-                (Sem::Posix(s), None) => s.wait().map(|()| true)?,
-                (Sem::Posix(s), Some(t)) => s.wait_timeout(t)?,
-                (Sem::SysV(s), None) => s.wait(0).map(|()| true)?,
-                (Sem::SysV(s), Some(t)) => s.wait_timeout(0, t)?,
+                (Sem::Posix(s), None) => s.acquire().map(|()| true)?,
+                (Sem::Posix(s), Some(t)) => s.acquire_timeout(t)?,
+                (Sem::SysV(s), None) => s.acquire(0).map(|()| true)?,
+                (Sem::SysV(s), Some(t)) => s.acquire_timeout(0, t)?,
             };
             if !got {
                 eprintln!("ipcx: timed out waiting for {name}");

@@ -71,6 +71,7 @@ pub struct ReadmeDoctests;
 pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
 pub use error::{Error, ErrorKind, Result};
 pub use transport::{
-    Capabilities, Link, Listener, PeerCredentials, RecvHalf, SendHalf, spawn, spawn_endpoint,
+    Capabilities, Incoming, Link, Listener, Messages, PeerCredentials, RecvHalf, SendHalf, spawn,
+    spawn_endpoint,
 };
 pub use wire::FrameError;

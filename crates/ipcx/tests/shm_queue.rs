@@ -192,3 +192,38 @@ fn scribbled_cells_never_panic_or_hang() {
         let _recovered: bool = q.recover();
     }
 }
+
+/// One handle shared by threads (`Queue: Sync`): two threads push through
+/// `&Queue` while two pop, and every message arrives once.
+#[test]
+fn threads_share_one_handle() {
+    fn sync<T: Sync>(_: &T) {}
+    let _t = Test::start();
+    let url = unique();
+    let q = Queue::create(&format!("{url}?slots=16&max_msg=16")).expect("create");
+    sync(&q);
+    let got = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for p in 0u64..2 {
+            let q = &q;
+            s.spawn(move || {
+                for i in 0..1000u64 {
+                    q.push(&(p * 1000 + i).to_le_bytes()).expect("push");
+                }
+            });
+        }
+        for _ in 0..2 {
+            let (q, got) = (&q, &got);
+            s.spawn(move || {
+                for _ in 0..1000 {
+                    let m = q.pop_timeout(common::PATIENCE).expect("pop");
+                    let n = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+                    got.lock().expect("lock").push(n);
+                }
+            });
+        }
+    });
+    let mut got = got.into_inner().expect("lock");
+    got.sort_unstable();
+    assert_eq!(got, (0..2000).collect::<Vec<_>>());
+}

@@ -496,3 +496,26 @@ fn scribbled_state_never_panics_or_hangs() {
         let _state: Option<String> = ipcx::sync::describe(Segment::open(&url).expect("reopen"));
     }
 }
+
+/// A permit returns itself when dropped; `forget` keeps it taken.
+#[test]
+fn semaphore_permits_return_when_dropped() {
+    let _t = Test::start();
+    let name = unique();
+    let sem = Semaphore::create(&name, 1).expect("create");
+    let permit = sem.permit().expect("permit");
+    assert!(
+        sem.try_permit().expect("try").is_none(),
+        "the only permit is out"
+    );
+    drop(permit);
+    let again = sem.try_permit().expect("try").expect("returned on drop");
+    again.forget();
+    assert_eq!(sem.value(), 0, "a forgotten permit stays taken");
+    sem.release().expect("release by hand");
+    assert!(
+        sem.permit_timeout(Duration::from_millis(10))
+            .expect("timed")
+            .is_some()
+    );
+}

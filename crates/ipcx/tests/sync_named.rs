@@ -96,10 +96,10 @@ fn posix_named_semaphore_shared_with_a_c_program() {
     let c_name = format!("/{name}");
     run_peer(&exe, &["posix", &c_name, "post"]);
     assert!(
-        sem.wait_timeout(Duration::from_secs(30)).expect("wait"),
+        sem.acquire_timeout(Duration::from_secs(30)).expect("wait"),
         "the C post arrived"
     );
-    sem.post().expect("post");
+    sem.release().expect("post");
     run_peer(&exe, &["posix", &c_name, "wait"]);
     assert_eq!(sem.value().unwrap(), 0, "the C program took it");
 
@@ -133,8 +133,8 @@ fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
     let t = Test::start();
     if t.child_role().is_some() {
         let set = SysVSemaphoreSet::open(param("KEY").parse().unwrap()).expect("open");
-        set.wait(0).expect("wait");
-        set.wait(0).expect("wait");
+        set.acquire(0).expect("wait");
+        set.acquire(0).expect("wait");
         ready("holding");
         std::thread::sleep(Duration::from_secs(600));
         return;
@@ -147,10 +147,10 @@ fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
     let key_arg = key.to_string();
     run_peer(&exe, &["sysv", &key_arg, "post"]);
     assert!(
-        set.wait_timeout(0, Duration::from_secs(30)).unwrap(),
+        set.acquire_timeout(0, Duration::from_secs(30)).unwrap(),
         "the C post arrived"
     );
-    set.post(0).unwrap();
+    set.release(0).unwrap();
     run_peer(&exe, &["sysv", &key_arg, "wait"]);
     assert_eq!(set.value(0).unwrap(), 0);
 
@@ -160,7 +160,7 @@ fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
     assert_eq!(set.value(0).unwrap(), 0, "the child took both");
     child.kill();
     assert_eq!(set.value(0).unwrap(), 2, "SEM_UNDO gave them back");
-    assert!(!set.try_wait(1).unwrap(), "semaphore 1 is still 0");
+    assert!(!set.try_acquire(1).unwrap(), "semaphore 1 is still 0");
     let err = SysVSemaphoreSet::create(key, 1, 0).unwrap_err();
     assert!(err.to_string().contains("exists"), "{err}");
 }
@@ -208,11 +208,11 @@ sys.exit(libc.semop(ident, ctypes.byref(op), 1))
     let name = unique();
     let sem = NamedSemaphore::create(&name, 0).expect("create");
     run(&["posix", &format!("/{name}")]);
-    assert!(sem.try_wait().unwrap(), "the Python post arrived");
+    assert!(sem.try_acquire().unwrap(), "the Python post arrived");
 
     let key = SysVSemaphoreSet::key_for(&unique());
     let _cleanup = RemoveSet(key);
     let set = SysVSemaphoreSet::create(key, 1, 0).expect("create");
     run(&["sysv", &key.to_string()]);
-    assert!(set.try_wait(0).unwrap(), "the Python post arrived");
+    assert!(set.try_acquire(0).unwrap(), "the Python post arrived");
 }

@@ -402,3 +402,49 @@ fn symlinks_are_never_followed() {
 fn os_error(err: &ipcx::Error) -> Option<i32> {
     err.os_error()?.raw_os_error()
 }
+
+/// What std users expect: `Read`/`Write` on a `?codec=raw` link (a tool's
+/// byte stream), `Listener::incoming`, and `Link::iter` ending at the
+/// peer's close.
+#[test]
+fn read_write_and_iterators() {
+    let t = Test::start();
+    if t.child_role() == Some("raw") {
+        let mut link = common::connect(&param("URL"));
+        link.write_all(b"hello world").expect("write");
+        return;
+    }
+    if t.child_role().is_some() {
+        let mut link = common::connect(&param("URL"));
+        for m in [&b"one"[..], b"two"] {
+            link.send(m).expect("send");
+        }
+        return;
+    }
+    let dir = t.scratch();
+    let url = format!("{}?codec=raw", dir.url("unix", "raw.sock"));
+    let (_listener, child, mut link) = bind_and_spawn(&t, &url, "raw");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4];
+    loop {
+        let n = link.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, b"hello world");
+    child.finish();
+
+    let url = dir.url("unix", "framed.sock");
+    let mut listener = Listener::bind(&url).expect("bind");
+    let child = t.spawn("framed", |c| set_param(c, "URL", &url));
+    let mut link = listener
+        .incoming()
+        .next()
+        .expect("an accepted link")
+        .expect("accept");
+    let msgs: Vec<Vec<u8>> = link.iter().collect::<ipcx::Result<_>>().expect("messages");
+    assert_eq!(msgs, [b"one".to_vec(), b"two".to_vec()]);
+    child.finish();
+}

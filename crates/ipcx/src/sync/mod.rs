@@ -80,6 +80,6 @@ pub use mutex::{Mutex, MutexGuard};
 pub use named::{NamedSemaphore, SysVSemaphoreSet, SysVSetState};
 pub use place::{Kind, SyncHeader, describe};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-pub use semaphore::Semaphore;
+pub use semaphore::{Permit, Semaphore};
 pub use spin::{SpinLock, SpinLockGuard};
 pub use value::{SharedAtomicI64, SharedAtomicU32, SharedAtomicU64};

@@ -33,7 +33,7 @@ fn check_name(name: &str) -> Result<()> {
 /// use ipcx::sync::NamedSemaphore;
 /// # fn main() -> ipcx::Result<()> {
 /// let sem = NamedSemaphore::create("print-jobs", 0)?;
-/// sem.post()?; // a C program blocked in sem_wait() wakes
+/// sem.release()?; // a C program blocked in sem_wait() wakes
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -108,12 +108,12 @@ impl NamedSemaphore {
     }
 
     /// Adds one, waking a waiter.
-    pub fn post(&self) -> Result<()> {
+    pub fn release(&self) -> Result<()> {
         self.sem.post().map_err(|e| Error::io("post", e))
     }
 
     /// Takes one, waiting as long as it takes.
-    pub fn wait(&self) -> Result<()> {
+    pub fn acquire(&self) -> Result<()> {
         self.sem
             .wait(None)
             .map(drop)
@@ -121,14 +121,14 @@ impl NamedSemaphore {
     }
 
     /// Takes one if the value is above 0.
-    pub fn try_wait(&self) -> Result<bool> {
+    pub fn try_acquire(&self) -> Result<bool> {
         self.sem
             .wait(Some(Duration::ZERO))
             .map_err(|e| Error::io("wait", e))
     }
 
     /// Takes one, waiting at most `timeout`; `false` if none came.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
         self.sem
             .wait(Some(timeout))
             .map_err(|e| Error::io("wait", e))
@@ -173,8 +173,8 @@ pub struct SysVSetState {
 /// # fn main() -> ipcx::Result<()> {
 /// let key = SysVSemaphoreSet::key_for("print-jobs");
 /// let set = SysVSemaphoreSet::create(key, 1, 1)?;
-/// set.wait(0)?; // taken; returned by the kernel if we die
-/// set.post(0)?;
+/// set.acquire(0)?; // taken; returned by the kernel if we die
+/// set.release(0)?;
 /// set.remove()?;
 /// # Ok(()) }
 /// ```
@@ -271,22 +271,22 @@ impl SysVSemaphoreSet {
     }
 
     /// Adds one to semaphore `n`.
-    pub fn post(&self, n: u16) -> Result<()> {
+    pub fn release(&self, n: u16) -> Result<()> {
         self.op(n, 1, None, "post").map(drop)
     }
 
     /// Takes one from semaphore `n`, waiting as long as it takes.
-    pub fn wait(&self, n: u16) -> Result<()> {
+    pub fn acquire(&self, n: u16) -> Result<()> {
         self.op(n, -1, None, "wait").map(drop)
     }
 
     /// Takes one from semaphore `n` if it is above 0.
-    pub fn try_wait(&self, n: u16) -> Result<bool> {
+    pub fn try_acquire(&self, n: u16) -> Result<bool> {
         self.op(n, -1, Some(Duration::ZERO), "wait")
     }
 
     /// Takes one from semaphore `n`, waiting at most `timeout`.
-    pub fn wait_timeout(&self, n: u16, timeout: Duration) -> Result<bool> {
+    pub fn acquire_timeout(&self, n: u16, timeout: Duration) -> Result<bool> {
         self.op(n, -1, Some(timeout), "wait")
     }
 

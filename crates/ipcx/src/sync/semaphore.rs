@@ -359,6 +359,34 @@ impl Semaphore {
         self.place.state().give(self.slot())
     }
 
+    /// Takes a permit, waiting as long as it takes, as a guard that
+    /// returns it when dropped.
+    ///
+    /// ```no_run
+    /// # fn main() -> ipcx::Result<()> {
+    /// let printers = ipcx::sync::Semaphore::open("printers")?;
+    /// {
+    ///     let _permit = printers.permit()?;
+    ///     // ... at most N processes print here at once ...
+    /// } // returned here, also on an early return or a panic
+    /// # Ok(()) }
+    /// ```
+    pub fn permit(&self) -> Result<Permit<'_>> {
+        self.acquire()?;
+        Ok(Permit { sem: self })
+    }
+
+    /// [`Semaphore::permit`] if one is free now.
+    pub fn try_permit(&self) -> Result<Option<Permit<'_>>> {
+        // `then`, not `then_some`: a permit made and dropped would release.
+        Ok(self.try_acquire()?.then(|| Permit { sem: self }))
+    }
+
+    /// [`Semaphore::permit`], waiting at most `timeout`.
+    pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<Permit<'_>>> {
+        Ok(self.acquire_timeout(timeout)?.then(|| Permit { sem: self }))
+    }
+
     /// Permits free now.
     pub fn value(&self) -> u32 {
         self.place.state().count.load(Ordering::Relaxed)
@@ -393,4 +421,27 @@ pub(crate) fn describe(place: &Place<SemState>) -> String {
         out += &super::owner::describe_holders(&s.holders, "holds");
     }
     out
+}
+
+/// A permit of a [`Semaphore`], returned when dropped.
+#[derive(Debug)]
+#[must_use = "the permit is returned at once if it is not kept"]
+pub struct Permit<'a> {
+    sem: &'a Semaphore,
+}
+
+impl Permit<'_> {
+    /// Keeps the permit taken: it is not returned on drop (a permit handed
+    /// to another process, which releases it).
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.sem.release() {
+            tracing::warn!(error = %e, "cannot return a semaphore permit");
+        }
+    }
 }

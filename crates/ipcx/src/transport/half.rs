@@ -40,6 +40,9 @@ pub(super) enum Tx {
 pub struct RecvHalf {
     pub(super) rx: Rx,
     pub(super) shared: Arc<Shared>,
+    /// What `Read` has not handed out yet of the last message, and from
+    /// where.
+    pub(super) unread: (Vec<u8>, usize),
 }
 
 /// The sending half of a [`Link`](super::Link).

@@ -115,6 +115,7 @@ impl Link {
             rx: RecvHalf {
                 rx,
                 shared: shared.clone(),
+                unread: (Vec::new(), 0),
             },
             tx: SendHalf { tx, shared },
         }
@@ -189,6 +190,16 @@ impl Link {
     /// Splits the link into halves that can move to different threads.
     pub fn split(self) -> (RecvHalf, SendHalf) {
         (self.rx, self.tx)
+    }
+
+    /// The receiving half, borrowed.
+    pub fn recv_half(&mut self) -> &mut RecvHalf {
+        &mut self.rx
+    }
+
+    /// The sending half, borrowed.
+    pub fn send_half(&mut self) -> &mut SendHalf {
+        &mut self.tx
     }
 
     /// Joins two halves of the same link again.

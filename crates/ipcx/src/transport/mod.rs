@@ -21,6 +21,7 @@ mod outgoing;
 mod pipe;
 pub(crate) mod shm;
 mod socket;
+mod std_io;
 mod stream;
 
 use std::io;
@@ -31,6 +32,7 @@ pub use link::Link;
 pub(crate) use link::Until;
 pub use listener::Listener;
 pub use pipe::{spawn, spawn_endpoint};
+pub use std_io::{Incoming, Messages};
 
 use crate::endpoint::{Codec, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};

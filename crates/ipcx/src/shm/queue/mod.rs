@@ -127,7 +127,7 @@ pub struct Queue {
     spin: Duration,
     /// When a waiter next looks for cells dead processes hold (it reads
     /// `/proc`: once per liveness interval, not after every wake-up).
-    next_recovery: std::cell::Cell<Instant>,
+    next_recovery: std::sync::Mutex<Instant>,
 }
 
 fn cell_size_for(ep: &Endpoint) -> usize {
@@ -228,13 +228,13 @@ impl Queue {
                 cells: unsafe { base.add(size_of::<QueueHeader>()) },
                 n: n as u64,
                 cell_size,
-                me: std::cell::Cell::new((u64::MAX, 0)),
+                me: view::Me::unknown(),
             },
             _seg: seg,
             overflow: o.overflow,
             wait: o.wait,
             spin: o.spin,
-            next_recovery: std::cell::Cell::new(Instant::now()),
+            next_recovery: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -308,9 +308,15 @@ impl Queue {
 
     fn recover_if_due(&self) -> bool {
         let now = Instant::now();
-        if now >= self.next_recovery.get() {
-            self.next_recovery
-                .set(now + super::event::LIVENESS_INTERVAL);
+        // One thread looks at a time; a locked clock means another does.
+        let due = match self.next_recovery.try_lock() {
+            Ok(mut next) if now >= *next => {
+                *next = now + super::event::LIVENESS_INTERVAL;
+                true
+            }
+            _ => false,
+        };
+        if due {
             self.view.recover();
         }
         false

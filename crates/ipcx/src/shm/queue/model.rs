@@ -45,7 +45,7 @@ fn run(producers: &'static [&'static [&'static [u8]]]) {
             cells: c as *mut u8,
             n: 2,
             cell_size: 48,
-            me: std::cell::Cell::new((crate::sys::process::fork_epoch(), 1)),
+            me: super::view::Me::known(crate::sys::process::fork_epoch(), 1),
         };
         let how = || Waiting {
             strategy: WaitStrategy::Block,

@@ -3,6 +3,32 @@
 
 use super::*;
 
+/// This process's packed identity, with the fork epoch it is valid for (a
+/// forked child is another process); shared by the threads using a queue.
+#[derive(Debug)]
+pub(super) struct Me {
+    epoch: std::sync::atomic::AtomicU64,
+    id: std::sync::atomic::AtomicU64,
+}
+
+impl Me {
+    /// Already known (the loom model's stand-in identity).
+    #[cfg(ipcx_loom)]
+    pub(super) fn known(epoch: u64, id: u64) -> Me {
+        Me {
+            epoch: std::sync::atomic::AtomicU64::new(epoch),
+            id: std::sync::atomic::AtomicU64::new(id),
+        }
+    }
+
+    pub(super) fn unknown() -> Me {
+        Me {
+            epoch: std::sync::atomic::AtomicU64::new(u64::MAX),
+            id: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
 /// The queue protocol over raw memory, so the loom model runs the same code.
 #[derive(Debug)]
 pub(super) struct View {
@@ -13,13 +39,19 @@ pub(super) struct View {
     /// This process's packed identity, recorded in each cell it claims,
     /// with the fork epoch it is valid for (a forked child is another
     /// process).
-    pub(super) me: std::cell::Cell<(u64, u64)>,
+    pub(super) me: Me,
 }
 
 // SAFETY: pointers into a mapping the owner keeps alive; shared state is
 // reached through atomics, and a cell's bytes are written only by the one
 // producer that claimed it and read only by the one consumer that claimed it.
 unsafe impl Send for View {}
+
+// SAFETY: the protocol is multi-producer multi-consumer: threads of one
+// process are more producers and consumers, each claiming a cell by
+// compare-and-swap on the shared counters before touching its bytes; this
+// process's identity (`me`) is atomics.
+unsafe impl Sync for View {}
 
 impl View {
     pub(super) fn hdr(&self) -> &QueueHeader {
@@ -201,14 +233,17 @@ impl View {
     /// This process's identity, renewed after a fork.
     pub(super) fn me(&self) -> u64 {
         let epoch = crate::sys::process::fork_epoch();
-        match self.me.get() {
-            (e, id) if e == epoch => id,
-            _ => {
-                let id = crate::sys::process::identity();
-                self.me.set((epoch, id));
-                id
-            }
+        if self.me.epoch.load(std::sync::atomic::Ordering::Acquire) == epoch {
+            return self.me.id.load(std::sync::atomic::Ordering::Relaxed);
         }
+        let id = crate::sys::process::identity();
+        // The id first: whoever sees the epoch sees an id of that epoch
+        // (every thread of a process computes the same one).
+        self.me.id.store(id, std::sync::atomic::Ordering::Relaxed);
+        self.me
+            .epoch
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        id
     }
 
     // The waits' conditions read the newest position (read-modify-write),
