@@ -352,7 +352,11 @@ impl StreamTx {
         if self.failed {
             return err(ErrorKind::Closed);
         }
-        self.shared.sent.store(true, Ordering::Relaxed);
+        // Stored once: the flag shares a line with what the receiving half
+        // reads, and a store per message would bounce it.
+        if !self.shared.sent.load(Ordering::Relaxed) {
+            self.shared.sent.store(true, Ordering::Relaxed);
+        }
         if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
             return err(ErrorKind::Unsupported(format!(
                 "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
