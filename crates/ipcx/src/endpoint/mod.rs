@@ -239,6 +239,20 @@ impl Endpoint {
         }
     }
 
+    /// The object name of an `shm:NAME` endpoint; any other is refused as
+    /// not what `what` needs (one check for segments, channels, queues
+    /// and primitives).
+    pub(crate) fn shm_name(&self, what: &str, op: &'static str) -> Result<&str> {
+        match (self.scheme, &self.address) {
+            (Scheme::Shm, Address::Name(n)) => Ok(n),
+            _ => Err(Error::new(
+                ErrorKind::InvalidEndpoint(format!("{what} needs an shm:NAME endpoint")),
+                op,
+            )
+            .at(self)),
+        }
+    }
+
     /// The filesystem path, for schemes that have one.
     pub fn path(&self) -> Option<&Path> {
         match &self.address {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::endpoint::{Address, Endpoint, Scheme};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys;
@@ -68,14 +68,7 @@ pub struct Segment {
 }
 
 fn shm_name(ep: &Endpoint) -> Result<&str> {
-    match (ep.scheme(), ep.address()) {
-        (Scheme::Shm, Address::Name(n)) => Ok(n),
-        _ => Err(Error::new(
-            ErrorKind::InvalidEndpoint("a segment needs an shm:NAME endpoint".into()),
-            "segment",
-        )
-        .at(ep)),
-    }
+    ep.shm_name("a segment", "segment")
 }
 
 impl Segment {

@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 
@@ -152,13 +152,7 @@ fn endpoint(name: &str, len: usize) -> Result<Endpoint> {
     } else {
         Endpoint::parse(&format!("shm:{name}"))?
     };
-    if ep.scheme() != Scheme::Shm {
-        return Err(Error::new(
-            ErrorKind::InvalidEndpoint("a primitive is named NAME or shm:NAME".into()),
-            "sync",
-        )
-        .at(&ep));
-    }
+    ep.shm_name("a primitive (named NAME or shm:NAME)", "sync")?;
     ep.options_mut().size = len;
     Ok(ep)
 }

@@ -28,7 +28,7 @@ use std::mem::size_of;
 use super::event::{EventCount, Line};
 use super::primitive::{AtomicU32, AtomicU64, Ordering};
 use super::segment::Segment;
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 
@@ -416,14 +416,7 @@ fn chunk_size_for(ep: &Endpoint) -> usize {
 }
 
 fn need_shm(ep: &Endpoint, op: &'static str) -> Result<()> {
-    if ep.scheme() != Scheme::Shm {
-        return Err(Error::new(
-            ErrorKind::InvalidEndpoint("publish/subscribe needs an shm:NAME endpoint".into()),
-            op,
-        )
-        .at(ep));
-    }
-    Ok(())
+    ep.shm_name("publish/subscribe", op).map(drop)
 }
 
 /// Maps the channel `ep` names, waiting up to its `?timeout=` for it to

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::event::{EventCount, Line, Waiting, notify, wait};
 use super::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
 use super::segment::Segment;
-use crate::endpoint::{Endpoint, Overflow, Scheme, WaitStrategy};
+use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 
 #[cfg(all(test, ipcx_loom))]
@@ -367,13 +367,7 @@ pub(crate) fn describe(seg: &Segment) -> Option<String> {
 }
 
 fn check(ep: &Endpoint, op: &'static str) -> Result<()> {
-    if ep.scheme() != Scheme::Shm {
-        return Err(Error::new(
-            ErrorKind::InvalidEndpoint("a queue needs an shm:NAME endpoint".into()),
-            op,
-        )
-        .at(ep));
-    }
+    ep.shm_name("a queue", op)?;
     if ep.options().overflow == Overflow::DropOldest {
         return Err(Error::new(
             ErrorKind::InvalidOption {
