@@ -59,3 +59,43 @@ fn a_link_round_trips_under_tokio_spawn() {
         assert_eq!(client.await.expect("client task"), b"ping");
     });
 }
+
+/// `AsyncLink` does what `Link` does: descriptors in both directions of a
+/// call, `split`/`unsplit`, and `close` (the peer in another process then
+/// sees `Closed`).
+#[test]
+fn async_links_pass_descriptors_and_close() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let mut link = common::connect(&common::param("URL"));
+        let (mut rd, wr) = std::io::pipe().expect("pipe");
+        link.send_fds(b"write here", &[wr.as_fd()])
+            .expect("send_fds");
+        drop(wr);
+        let mut got = String::new();
+        rd.read_to_string(&mut got)
+            .expect("read what the parent wrote");
+        assert_eq!(got, "ok");
+        let end = link.recv_timeout(common::PATIENCE).expect_err("closed");
+        assert!(end.is_closed(), "{end}");
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "a.sock");
+    let mut listener = ipcx::Listener::bind(&url).expect("bind");
+    let mut child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
+    let link = common::accept(&mut listener, &mut child);
+    common::runtime().block_on(async move {
+        let (rx, tx) = AsyncLink::from_link(link).expect("from_link").split();
+        let mut link = AsyncLink::unsplit(rx, tx);
+        let (msg, mut fds) = link.recv_fds().await.expect("recv_fds");
+        assert_eq!(msg, b"write here");
+        let mut file = std::fs::File::from(fds.pop().expect("one descriptor"));
+        file.write_all(b"ok").expect("write through it");
+        drop(file);
+        link.close();
+    });
+    child.finish();
+}

@@ -1,5 +1,7 @@
 //! [`AsyncLink`] and its halves.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::shm::BellPlace;
 use crate::transport::{Link, RecvHalf, SendHalf};
@@ -94,9 +96,30 @@ impl AsyncLink {
         self.rx.recv_into(buf).await
     }
 
+    /// Sends one message with file descriptors (Unix sockets only).
+    pub async fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        self.tx.send_fds(msg, fds).await
+    }
+
+    /// Receives one message and the file descriptors sent with it.
+    pub async fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        self.rx.recv_fds().await
+    }
+
+    /// Closes the link: the peer's next receive returns `Closed` once it
+    /// has read what was sent.
+    pub fn close(self) {
+        self.tx.half.shutdown();
+    }
+
     /// Splits into halves for two tasks.
     pub fn split(self) -> (AsyncRecvHalf, AsyncSendHalf) {
         (self.rx, self.tx)
+    }
+
+    /// Joins two halves of the same link again.
+    pub fn unsplit(rx: AsyncRecvHalf, tx: AsyncSendHalf) -> AsyncLink {
+        AsyncLink { rx, tx }
     }
 }
 
@@ -106,6 +129,17 @@ impl AsyncRecvHalf {
         let mut v = Vec::new();
         self.recv_into(&mut v).await?;
         Ok(v)
+    }
+
+    /// Receives one message and the file descriptors sent with it.
+    pub async fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        let msg = self.recv().await?;
+        let fds = self
+            .half
+            .as_mut()
+            .map(RecvHalf::take_fds)
+            .unwrap_or_default();
+        Ok((msg, fds))
     }
 
     /// Receives one message into `buf`, replacing its contents.
@@ -139,10 +173,22 @@ impl AsyncSendHalf {
     /// written leaves the stream mid-frame: the half is then marked failed
     /// and later sends return `Closed`, rather than corrupt the stream.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_fds(msg, &[]).await
+    }
+
+    /// Sends one message with file descriptors (Unix sockets only), as
+    /// [`AsyncSendHalf::send`] does.
+    pub async fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         if let Wake::Bell(bell, place) = &self.wake {
+            if !fds.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
+                    "send",
+                ));
+            }
             return send_shm(&mut self.half, bell, place, msg).await;
         }
-        let (ch, mut out) = self.half.prepare(KIND_DATA, msg, &[])?;
+        let (ch, mut out) = self.half.prepare(KIND_DATA, msg, fds)?;
         let guard = Unfinished(&mut self.half);
         loop {
             match out.write_some(&ch) {

@@ -90,11 +90,16 @@ impl RecvHalf {
     /// Receives one message and the file descriptors sent with it.
     pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
         let msg = self.recv()?;
-        let fds = match &mut self.rx {
+        Ok((msg, self.take_fds()))
+    }
+
+    /// The descriptors that came with the last message received (taken).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
+        match &mut self.rx {
             Rx::Stream(s) => std::mem::take(&mut s.last_fds),
             Rx::Shm(_) | Rx::None => Vec::new(),
-        };
-        Ok((msg, fds))
+        }
     }
 
     /// The receiving descriptor, to wait on it in an event loop.
@@ -194,6 +199,15 @@ impl SendHalf {
         match self.shared.peer_max.load(Ordering::Acquire) {
             u64::MAX => None,
             n => Some(n),
+        }
+    }
+
+    /// Ends this direction: the peer's next receive returns `Closed` once
+    /// it has read what was sent (a stream's write side is shut down; an
+    /// `shm:` half is marked gone when it drops).
+    pub(crate) fn shutdown(&self) {
+        if let Tx::Stream(s) = &self.tx {
+            s.descriptor().shutdown(true);
         }
     }
 

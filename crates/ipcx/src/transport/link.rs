@@ -210,9 +210,7 @@ impl Link {
     /// Closes the link: the peer's next `recv` returns `Closed` once it has
     /// read what was sent.
     pub fn close(self) {
-        if let Tx::Stream(s) = &self.tx.tx {
-            s.descriptor().shutdown(true);
-        }
+        self.tx.shutdown();
     }
 
     /// Who is on the other end, as the kernel reports it (Unix sockets).
