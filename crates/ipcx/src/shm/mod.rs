@@ -35,6 +35,7 @@ mod pubsub;
 mod queue;
 pub(crate) mod ring;
 mod segment;
+pub(crate) mod stamp;
 
 pub use duplex::LinkHeader;
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::stamp::Stamp;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
@@ -252,22 +253,24 @@ impl Segment {
             _registration: None,
         };
         let h = seg.header();
-        match h.magic.load(Ordering::Acquire) {
-            MAGIC => {}
-            0 => return Err(Attach::NotReady("not yet initialized by its creator")),
-            other => {
+        let magic = h.magic.load(Ordering::Acquire);
+        match Stamp::of(magic, MAGIC, h.version.load(Ordering::Relaxed), VERSION) {
+            Stamp::Ready => {}
+            Stamp::Initializing => {
+                return Err(Attach::NotReady("not yet initialized by its creator"));
+            }
+            Stamp::Foreign(other) => {
                 return Err(fatal(ErrorKind::Foreign(format!(
                     "not an ipcx segment (magic {:?}): another program made it; pick another name",
                     other.to_le_bytes().map(char::from)
                 ))));
             }
-        }
-        let version = h.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(fatal(ErrorKind::VersionMismatch {
-                found: version,
-                expected: VERSION,
-            }));
+            Stamp::OtherVersion(found) => {
+                return Err(fatal(ErrorKind::VersionMismatch {
+                    found,
+                    expected: VERSION,
+                }));
+            }
         }
         let data_len = h.data_len.load(Ordering::Relaxed);
         if h.header_len.load(Ordering::Relaxed) as usize != HEADER_LEN

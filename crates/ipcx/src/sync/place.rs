@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
+use crate::shm::stamp::Stamp;
 
 /// `IPCXSYN1`, little-endian: the first bytes of every primitive.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXSYN1");
@@ -299,17 +300,17 @@ impl<S: State> Place<S> {
             _state: PhantomData,
         };
         let h = place.header();
-        if h.magic.load(Ordering::Acquire) != MAGIC {
-            return Err(refused(ErrorKind::Foreign(format!(
-                "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
-            ))));
-        }
-        let version = h.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(refused(ErrorKind::VersionMismatch {
-                found: version,
-                expected: VERSION,
-            }));
+        let stamp = Stamp::of(
+            h.magic.load(Ordering::Acquire),
+            MAGIC,
+            h.version.load(Ordering::Relaxed),
+            VERSION,
+        );
+        let none = format!(
+            "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
+        );
+        if let Some(kind) = stamp.error(VERSION, &none, &none) {
+            return Err(refused(kind));
         }
         let kind = h.kind.load(Ordering::Relaxed);
         if kind != S::KIND as u32 {

@@ -28,6 +28,7 @@ use std::mem::size_of;
 use super::event::{EventCount, Line};
 use super::primitive::{AtomicU32, AtomicU64, Ordering};
 use super::segment::Segment;
+use super::stamp::Stamp;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -434,20 +435,23 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
         layout: Layout::new(1, 64),
         seg,
     };
-    while probe.info().magic.load(Ordering::Acquire) != MAGIC {
-        if std::time::Instant::now() >= deadline {
-            return Err(bad("the segment is not (yet) a publish/subscribe channel"));
+    let i = probe.info();
+    loop {
+        let stamp = Stamp::of(
+            i.magic.load(Ordering::Acquire),
+            MAGIC,
+            i.version.load(Ordering::Relaxed),
+            VERSION,
+        );
+        let waiting = stamp == Stamp::Initializing && std::time::Instant::now() < deadline;
+        if !waiting {
+            let not_a = "the segment is not (yet) a publish/subscribe channel";
+            if let Some(kind) = stamp.error(VERSION, not_a, not_a) {
+                return Err(Error::new(kind, "open").at(ep));
+            }
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    let i = probe.info();
-    let version = i.version.load(Ordering::Relaxed);
-    if version != VERSION {
-        let kind = ErrorKind::VersionMismatch {
-            found: version,
-            expected: VERSION,
-        };
-        return Err(Error::new(kind, "open").at(ep));
     }
     let slots = i.slots.load(Ordering::Relaxed) as usize;
     let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use super::event::{EventCount, Line, Waiting, notify, wait};
 use super::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
 use super::segment::Segment;
+use super::stamp::Stamp;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -198,16 +199,26 @@ impl Queue {
         // SAFETY: the segment holds the header (checked above), its data
         // region is cache-line aligned, and the header is atomics only.
         let info = unsafe { &(*hdr).info.0 };
-        while info.magic.load(Ordering::Acquire) != MAGIC {
-            if Instant::now() >= deadline {
-                return Err(bad("the segment is not (yet) a queue"));
+        loop {
+            let stamp = Stamp::of(
+                info.magic.load(Ordering::Acquire),
+                MAGIC,
+                info.version.load(Ordering::Relaxed),
+                VERSION,
+            );
+            let waiting = stamp == Stamp::Initializing && Instant::now() < deadline;
+            if !waiting {
+                let not_a = "the segment is not (yet) a queue";
+                if let Some(kind) = stamp.error(VERSION, not_a, not_a) {
+                    return Err(Error::new(kind, "open").at(&ep));
+                }
+                break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         let n = info.cells.load(Ordering::Relaxed) as usize;
         let cell_size = info.cell_size.load(Ordering::Relaxed) as usize;
-        if info.version.load(Ordering::Relaxed) != VERSION
-            || n == 0
+        if n == 0
             || size_of::<QueueHeader>().checked_add(n.saturating_mul(stride(cell_size)))
                 != Some(seg.len())
         {

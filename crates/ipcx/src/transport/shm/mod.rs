@@ -23,6 +23,7 @@ use crate::shm::duplex::{
     CONNECTED, FREE, LINK_MAGIC, LINK_VERSION, LinkHeader, LinkSegment, segment_len,
 };
 use crate::shm::ring::Ring;
+use crate::shm::stamp::Stamp;
 use crate::sys;
 
 mod halves;
@@ -338,19 +339,18 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     let (pid, start) = me();
     let mut pause = Duration::from_millis(1);
     loop {
-        let ready = h.magic.load(Ordering::Acquire) == LINK_MAGIC;
-        if ready {
-            let version = h.version.load(Ordering::Relaxed);
-            if version != LINK_VERSION {
-                return Err(Error::new(
-                    ErrorKind::VersionMismatch {
-                        found: version,
-                        expected: LINK_VERSION,
-                    },
-                    "connect",
-                )
-                .at(ep));
-            }
+        let stamp = Stamp::of(
+            h.magic.load(Ordering::Acquire),
+            LINK_MAGIC,
+            h.version.load(Ordering::Relaxed),
+            LINK_VERSION,
+        );
+        if let Stamp::Foreign(_) | Stamp::OtherVersion(_) = stamp
+            && let Some(kind) = stamp.error(LINK_VERSION, "", "the segment is not an ipcx link")
+        {
+            return Err(Error::new(kind, "connect").at(ep));
+        }
+        if stamp == Stamp::Ready {
             let cap = h.capacity.load(Ordering::Relaxed);
             if cap != link.capacity() {
                 return Err(Error::new(

@@ -1,0 +1,46 @@
+//! The one check of a shared-memory header's magic and layout version.
+//!
+//! Every object ipcx puts in shared memory (segment, link, channel, queue,
+//! primitive) starts with a magic its creator writes last, with release,
+//! and a layout version. Openers read both the same way here; what each
+//! does with "not yet" (wait, or report) is its own.
+
+use crate::error::ErrorKind;
+
+/// What a header's magic and version say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stamp {
+    /// Complete, and of this build's layout.
+    Ready,
+    /// Magic 0: the creator has not finished.
+    Initializing,
+    /// Another magic: not this kind of object (the value found).
+    Foreign(u64),
+    /// The right magic, another layout version (the version found).
+    OtherVersion(u32),
+}
+
+impl Stamp {
+    /// What a header says whose `magic` was loaded first, with acquire (so
+    /// that a complete header is visible after it), and `version` after.
+    pub(crate) fn of(magic: u64, want: u64, version: u32, expected: u32) -> Stamp {
+        match magic {
+            m if m == want && version == expected => Stamp::Ready,
+            m if m == want => Stamp::OtherVersion(version),
+            0 => Stamp::Initializing,
+            other => Stamp::Foreign(other),
+        }
+    }
+
+    /// The error for an opener that cannot use the object: `not_yet` for
+    /// a header still being written, `foreign` for another kind of object,
+    /// [`ErrorKind::VersionMismatch`] for another layout. `None` when ready.
+    pub(crate) fn error(self, expected: u32, not_yet: &str, foreign: &str) -> Option<ErrorKind> {
+        match self {
+            Stamp::Ready => None,
+            Stamp::Initializing => Some(ErrorKind::Foreign(not_yet.into())),
+            Stamp::Foreign(_) => Some(ErrorKind::Foreign(foreign.into())),
+            Stamp::OtherVersion(found) => Some(ErrorKind::VersionMismatch { found, expected }),
+        }
+    }
+}
