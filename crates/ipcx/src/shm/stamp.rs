@@ -43,4 +43,22 @@ impl Stamp {
             Stamp::OtherVersion(found) => Some(ErrorKind::VersionMismatch { found, expected }),
         }
     }
+
+    /// Reads the stamp with `read` until it is not `Initializing` or
+    /// `deadline` passes (1 ms apart): `Ok` when ready, else the error for
+    /// an object that is `not_a` (or another layout version).
+    pub(crate) fn wait_ready(
+        read: impl Fn() -> Stamp,
+        expected: u32,
+        deadline: std::time::Instant,
+        not_a: &str,
+    ) -> Result<(), ErrorKind> {
+        loop {
+            let stamp = read();
+            if stamp != Stamp::Initializing || std::time::Instant::now() >= deadline {
+                return stamp.error(expected, not_a, not_a).map_or(Ok(()), Err);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }

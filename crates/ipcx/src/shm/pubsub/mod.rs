@@ -436,23 +436,17 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
         seg,
     };
     let i = probe.info();
-    loop {
-        let stamp = Stamp::of(
-            i.magic.load(Ordering::Acquire),
-            MAGIC,
-            i.version.load(Ordering::Relaxed),
-            VERSION,
-        );
-        let waiting = stamp == Stamp::Initializing && std::time::Instant::now() < deadline;
-        if !waiting {
-            let not_a = "the segment is not (yet) a publish/subscribe channel";
-            if let Some(kind) = stamp.error(VERSION, not_a, not_a) {
-                return Err(Error::new(kind, "open").at(ep));
-            }
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let stamp = || {
+        let magic = i.magic.load(Ordering::Acquire);
+        Stamp::of(magic, MAGIC, i.version.load(Ordering::Relaxed), VERSION)
+    };
+    Stamp::wait_ready(
+        stamp,
+        VERSION,
+        deadline,
+        "the segment is not (yet) a publish/subscribe channel",
+    )
+    .map_err(|kind| Error::new(kind, "open").at(ep))?;
     let slots = i.slots.load(Ordering::Relaxed) as usize;
     let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);
     if !slots.is_power_of_two()

@@ -199,23 +199,12 @@ impl Queue {
         // SAFETY: the segment holds the header (checked above), its data
         // region is cache-line aligned, and the header is atomics only.
         let info = unsafe { &(*hdr).info.0 };
-        loop {
-            let stamp = Stamp::of(
-                info.magic.load(Ordering::Acquire),
-                MAGIC,
-                info.version.load(Ordering::Relaxed),
-                VERSION,
-            );
-            let waiting = stamp == Stamp::Initializing && Instant::now() < deadline;
-            if !waiting {
-                let not_a = "the segment is not (yet) a queue";
-                if let Some(kind) = stamp.error(VERSION, not_a, not_a) {
-                    return Err(Error::new(kind, "open").at(&ep));
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let stamp = || {
+            let magic = info.magic.load(Ordering::Acquire);
+            Stamp::of(magic, MAGIC, info.version.load(Ordering::Relaxed), VERSION)
+        };
+        Stamp::wait_ready(stamp, VERSION, deadline, "the segment is not (yet) a queue")
+            .map_err(|kind| Error::new(kind, "open").at(&ep))?;
         let n = info.cells.load(Ordering::Relaxed) as usize;
         let cell_size = info.cell_size.load(Ordering::Relaxed) as usize;
         if n == 0
