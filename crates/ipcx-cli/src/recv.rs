@@ -169,7 +169,7 @@ impl Peers {
     }
 
     /// Accepts peers on `listener` until stopped, each served by a thread.
-    fn serve(&self, mut listener: Listener) {
+    fn serve(&self, listener: Listener) {
         let peers = self.handle();
         self.spawn(move || {
             while !peers.stop.load(Ordering::Relaxed) {

@@ -33,7 +33,7 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         ep = ep.with_options(|o| o.timeout = t)?;
     }
     let mut link = if a.role.binds(false) {
-        let mut l = Listener::bind_endpoint(&ep)?;
+        let l = Listener::bind_endpoint(&ep)?;
         l.accept_timeout(ep.options().timeout)
             .context("waiting for a peer to connect")?
     } else {

@@ -10,7 +10,7 @@
 //!
 //! # fn main() -> ipcx::Result<()> {
 //! // One process binds (creates) the endpoint ...
-//! let mut listener = Listener::bind("unix:/tmp/demo.sock")?;
+//! let listener = Listener::bind("unix:/tmp/demo.sock")?;
 //! // ... another connects, waiting up to `?timeout=` for it to appear.
 //! let mut client = Link::connect("unix:/tmp/demo.sock?timeout=5s")?;
 //! let mut server = listener.accept()?;

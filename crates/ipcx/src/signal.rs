@@ -12,7 +12,7 @@
 //!         eprintln!("stopping on {sig:?}");
 //!         std::process::exit(sig.exit_code());
 //!     })?;
-//!     let mut listener = ipcx::Listener::bind("unix:/tmp/app.sock")?;
+//!     let listener = ipcx::Listener::bind("unix:/tmp/app.sock")?;
 //!     loop {
 //!         let _link = listener.accept()?;
 //!     }

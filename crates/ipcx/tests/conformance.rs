@@ -137,7 +137,7 @@ fn child_serves() -> (Link, Option<Listener>) {
             None,
         );
     };
-    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     common::ready(listener.endpoint().url());
     let link = listener.accept().expect("accept the parent");
     (link, Some(listener))

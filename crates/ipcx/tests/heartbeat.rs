@@ -125,7 +125,7 @@ fn server() {
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
     .expect("enter the namespace");
-    let mut listener =
+    let listener =
         Listener::bind(&format!("tcp://{}:0?heartbeat=1s", param("ADDR"))).expect("bind");
     ready(listener.endpoint().url());
     let mut link = listener.accept().expect("accept");

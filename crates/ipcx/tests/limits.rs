@@ -221,3 +221,41 @@ fn silent_connections_cannot_lock_out_a_client() {
     client.finish();
     silent.kill();
 }
+
+/// `accept` takes `&self`, as std's listeners do: two threads share one
+/// listener and each accepts one of two clients (other processes).
+#[test]
+fn threads_share_a_listener() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::connect(&param("URL")).expect("connect");
+        link.send(b"hi").expect("send");
+        let _ = link.recv();
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "shared.sock");
+    let listener = Listener::bind(&url).expect("bind");
+    let clients: Vec<_> = (0..2)
+        .map(|_| t.spawn("client", |c| set_param(c, "URL", &url)))
+        .collect();
+    std::thread::scope(|s| {
+        let accepted: Vec<_> = (0..2)
+            .map(|_| {
+                let listener = &listener;
+                s.spawn(move || {
+                    let mut link = listener
+                        .accept_timeout(Duration::from_secs(30))
+                        .expect("accept");
+                    link.recv_timeout(common::PATIENCE).expect("recv")
+                })
+            })
+            .collect();
+        for a in accepted {
+            assert_eq!(a.join().expect("thread"), b"hi");
+        }
+    });
+    for c in clients {
+        c.finish();
+    }
+}

@@ -25,7 +25,7 @@ fn killed_server_is_seen_and_replaced() {
         return;
     }
     if t.child_role().is_some() {
-        let mut l = Listener::bind(&param("URL")).expect("bind");
+        let l = Listener::bind(&param("URL")).expect("bind");
         ready("bound");
         let mut link = l.accept().expect("accept");
         link.send(b"hello").expect("send");
@@ -45,7 +45,7 @@ fn killed_server_is_seen_and_replaced() {
     drop(link);
 
     // Restart: bind the same name in this process; no cleanup step.
-    let mut listener = Listener::bind(&url).expect("bind over a dead server");
+    let listener = Listener::bind(&url).expect("bind over a dead server");
     let client = t.spawn("client", |c| set_param(c, "URL", &url));
     let mut link = listener
         .accept_timeout(Duration::from_secs(30))
@@ -80,7 +80,7 @@ fn killed_client_is_seen_and_the_next_is_served() {
         None => {}
     }
     let url = format!("{}?size=4KiB", unique());
-    let mut listener = Listener::bind(&url).expect("bind");
+    let listener = Listener::bind(&url).expect("bind");
 
     let mut victim = t.spawn("victim", |c| set_param(c, "URL", &url));
     let mut link = listener
@@ -140,7 +140,7 @@ fn next_peer_waits_until_the_last_link_is_dropped() {
         return;
     }
     let url = unique();
-    let mut listener = Listener::bind(&url).expect("bind");
+    let listener = Listener::bind(&url).expect("bind");
     let a = t.spawn("client", |c| {
         set_param(set_param(c, "URL", &url), "SAY", "a")
     });

@@ -68,7 +68,7 @@ fn peer_credentials_unixseq() {
 #[test]
 fn peer_credentials_elsewhere_is_unsupported() {
     let _t = Test::start();
-    let mut listener = Listener::bind("tcp://127.0.0.1:0").expect("bind tcp");
+    let listener = Listener::bind("tcp://127.0.0.1:0").expect("bind tcp");
     let url = listener.endpoint().url().to_string();
     let client = std::thread::spawn(move || common::connect(&url));
     let server = listener.accept().expect("accept");
@@ -437,7 +437,7 @@ fn read_write_and_iterators() {
     child.finish();
 
     let url = dir.url("unix", "framed.sock");
-    let mut listener = Listener::bind(&url).expect("bind");
+    let listener = Listener::bind(&url).expect("bind");
     let child = t.spawn("framed", |c| set_param(c, "URL", &url));
     let mut link = listener
         .incoming()

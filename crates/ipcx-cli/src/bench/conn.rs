@@ -318,7 +318,7 @@ impl Setup {
                 let r: ChildStdout = child.stdout.take().context("stdout")?;
                 (child, Box::new(RawStream { r, w }))
             }
-            Pending::Listener(mut l) => {
+            Pending::Listener(l) => {
                 let child = cmd.spawn()?;
                 let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
                 (

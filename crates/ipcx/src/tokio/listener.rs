@@ -1,6 +1,6 @@
 //! [`AsyncListener`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -16,8 +16,7 @@ use super::AsyncLink;
 /// still in their handshake, is there for the next `accept`.
 #[derive(Debug)]
 pub struct AsyncListener {
-    inner: Arc<Mutex<Listener>>,
-    endpoint: crate::Endpoint,
+    inner: Arc<Listener>,
 }
 
 /// How long one blocking accept slice may take.
@@ -26,28 +25,23 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(100);
 impl AsyncListener {
     /// Binds the endpoint at `url` (see [`Listener::bind`]).
     pub fn bind(url: &str) -> Result<AsyncListener> {
-        let listener = Listener::bind(url)?;
         Ok(AsyncListener {
-            endpoint: listener.endpoint().clone(),
-            inner: Arc::new(Mutex::new(listener)),
+            inner: Arc::new(Listener::bind(url)?),
         })
     }
 
     /// The bound endpoint.
     pub fn endpoint(&self) -> &crate::Endpoint {
-        &self.endpoint
+        self.inner.endpoint()
     }
 
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
         loop {
             let listener = self.inner.clone();
-            let slice = tokio::task::spawn_blocking(move || match listener.lock() {
-                Ok(mut l) => l.accept_timeout(ACCEPT_SLICE),
-                Err(_) => Err(Error::new(ErrorKind::Poisoned, "accept")),
-            })
-            .await
-            .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
+            let slice = tokio::task::spawn_blocking(move || listener.accept_timeout(ACCEPT_SLICE))
+                .await
+                .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
             match slice {
                 Ok(link) => return AsyncLink::from_link(link),
                 Err(e) if *e.kind() == ErrorKind::TimedOut => {}

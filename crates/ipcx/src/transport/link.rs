@@ -268,7 +268,7 @@ impl Link {
     /// # let dir = std::env::temp_dir().join(format!("ipcx-doc-wc-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
     /// # let url = format!("unix:{}/app.sock", dir.display());
-    /// let mut listener = ipcx::Listener::bind(&url)?;
+    /// let listener = ipcx::Listener::bind(&url)?;
     /// let mut client = ipcx::Link::connect(&url)?; // returns at once
     /// let _server = listener.accept()?;             // answers the hello
     /// client.wait_connected(std::time::Duration::from_secs(5))?;

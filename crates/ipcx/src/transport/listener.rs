@@ -7,7 +7,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::descriptor::{Descriptor, FdKind, ServedSlot};
@@ -25,7 +25,7 @@ use crate::sys::fd::Interest;
 ///
 /// ```no_run
 /// # fn main() -> ipcx::Result<()> {
-/// let mut listener = ipcx::Listener::bind("tcp://127.0.0.1:0")?;
+/// let listener = ipcx::Listener::bind("tcp://127.0.0.1:0")?;
 /// println!("listening on {}", listener.endpoint());
 /// loop {
 ///     let mut link = listener.accept()?;
@@ -36,7 +36,14 @@ use crate::sys::fd::Interest;
 #[derive(Debug)]
 pub struct Listener {
     endpoint: Endpoint,
-    inner: Inner,
+    /// The listening socket (sockets only), outside the lock, so that
+    /// `as_fd` needs none.
+    fd: Option<std::os::fd::OwnedFd>,
+    /// Served connections (sockets), counted by the connections' own slots.
+    live: Arc<AtomicUsize>,
+    refused: Arc<AtomicU64>,
+    /// What an accept changes; one accept at a time holds it.
+    inner: std::sync::Mutex<Inner>,
 }
 
 #[derive(Debug)]
@@ -55,11 +62,10 @@ struct Pending {
 
 #[derive(Debug)]
 struct SocketListener {
-    fd: std::os::fd::OwnedFd,
     kind: FdKind,
     pending: Vec<Pending>,
     live: Arc<AtomicUsize>,
-    refused: u64,
+    refused: Arc<AtomicU64>,
     /// Pending peers dropped to make room (`?max_pending=`).
     evicted: u64,
     _registration: Option<Registration>,
@@ -84,27 +90,31 @@ impl Listener {
         match ep.scheme() {
             Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp => {
                 let b = socket::bind(ep)?;
-                Ok(Listener {
-                    endpoint: b.endpoint,
-                    inner: Inner::Socket(SocketListener {
-                        fd: b.fd,
-                        kind: b.kind,
-                        pending: Vec::new(),
-                        live: Arc::new(AtomicUsize::new(0)),
-                        refused: 0,
-                        evicted: 0,
-                        _registration: b.registration,
-                    }),
-                })
+                let (live, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+                let inner = Inner::Socket(SocketListener {
+                    kind: b.kind,
+                    pending: Vec::new(),
+                    live: live.clone(),
+                    refused: refused.clone(),
+                    evicted: 0,
+                    _registration: b.registration,
+                });
+                Ok(Listener::of(b.endpoint, Some(b.fd), live, refused, inner))
             }
-            Scheme::Fifo => Ok(Listener {
-                endpoint: ep.clone(),
-                inner: Inner::Fifo(FifoListener::bind(ep)?),
-            }),
-            Scheme::Shm => Ok(Listener {
-                endpoint: ep.clone(),
-                inner: Inner::Shm(ShmListener::bind(ep)?),
-            }),
+            Scheme::Fifo => Ok(Listener::of(
+                ep.clone(),
+                None,
+                Arc::default(),
+                Arc::default(),
+                Inner::Fifo(FifoListener::bind(ep)?),
+            )),
+            Scheme::Shm => Ok(Listener::of(
+                ep.clone(),
+                None,
+                Arc::default(),
+                Arc::default(),
+                Inner::Shm(ShmListener::bind(ep)?),
+            )),
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: has no listener: the parent calls ipcx::spawn".into(),
@@ -116,23 +126,65 @@ impl Listener {
         }
     }
 
-    /// Accepts the next peer whose handshake succeeded, waiting as long as it takes.
-    pub fn accept(&mut self) -> Result<Link> {
+    fn of(
+        endpoint: Endpoint,
+        fd: Option<std::os::fd::OwnedFd>,
+        live: Arc<AtomicUsize>,
+        refused: Arc<AtomicU64>,
+        inner: Inner,
+    ) -> Listener {
+        Listener {
+            endpoint,
+            fd,
+            live,
+            refused,
+            inner: std::sync::Mutex::new(inner),
+        }
+    }
+
+    /// Accepts the next peer whose handshake succeeded, waiting as long as
+    /// it takes. Takes `&self`, as std's listeners do: threads may share a
+    /// listener, and their accepts take turns.
+    pub fn accept(&self) -> Result<Link> {
         self.accept_until(Until::Forever)
     }
 
-    /// [`Listener::accept`], waiting at most `timeout`.
-    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Link> {
+    /// [`Listener::accept`], waiting at most `timeout` (including for
+    /// another thread's accept to finish).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Link> {
         self.accept_until(Until::after(timeout))
     }
 
-    fn accept_until(&mut self, until: Until) -> Result<Link> {
+    fn accept_until(&self, until: Until) -> Result<Link> {
         let deadline = match until {
             Until::Deadline(d) => Some(d),
             _ => None,
         };
-        match &mut self.inner {
-            Inner::Socket(s) => s.accept(&self.endpoint, deadline),
+        let poisoned = || Error::new(ErrorKind::Poisoned, "accept").at(&self.endpoint);
+        let mut inner = match deadline {
+            None => self.inner.lock().map_err(|_| poisoned())?,
+            Some(d) => {
+                let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(10));
+                loop {
+                    match self.inner.try_lock() {
+                        Ok(g) => break g,
+                        Err(std::sync::TryLockError::Poisoned(_)) => return Err(poisoned()),
+                        Err(std::sync::TryLockError::WouldBlock) => {
+                            if !backoff.sleep_until(d) {
+                                return Err(
+                                    Error::new(ErrorKind::TimedOut, "accept").at(&self.endpoint)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match &mut *inner {
+            Inner::Socket(s) => match &self.fd {
+                Some(fd) => s.accept(&self.endpoint, fd.as_fd(), deadline),
+                None => Err(poisoned()),
+            },
             Inner::Fifo(f) => f.accept(&self.endpoint, deadline),
             Inner::Shm(s) => {
                 let (rx, tx) = s.accept(&self.endpoint, deadline)?;
@@ -154,26 +206,17 @@ impl Listener {
     /// Connections served (their hello checked out) and not yet dropped
     /// (sockets); peers still due to say hello are not counted.
     pub fn connections(&self) -> usize {
-        match &self.inner {
-            Inner::Socket(s) => s.live.load(Ordering::Acquire),
-            Inner::Fifo(_) | Inner::Shm(_) => 0,
-        }
+        self.live.load(Ordering::Acquire)
     }
 
     /// Connections refused because `?max_conns=` was reached.
     pub fn refused(&self) -> u64 {
-        match &self.inner {
-            Inner::Socket(s) => s.refused,
-            Inner::Fifo(_) | Inner::Shm(_) => 0,
-        }
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The listening descriptor, to wait on it in an event loop.
     pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.inner {
-            Inner::Socket(s) => Some(s.fd.as_fd()),
-            Inner::Fifo(_) | Inner::Shm(_) => None,
-        }
+        self.fd.as_ref().map(|fd| fd.as_fd())
     }
 }
 
@@ -189,8 +232,8 @@ impl SocketListener {
                 true
             }
             None => {
-                self.refused += 1;
-                tracing::warn!(url = %ep, max_conns = max, refused = self.refused, "connection refused: limit reached");
+                let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(url = %ep, max_conns = max, refused, "connection refused: limit reached");
                 false
             }
         }
@@ -212,14 +255,19 @@ impl SocketListener {
         }
     }
 
-    fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
+    fn accept(
+        &mut self,
+        ep: &Endpoint,
+        listening: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Link> {
         let o = ep.options();
         loop {
             // A bounded batch, so a flood of connects cannot starve the
             // handshakes already under way.
             for _ in 0..64 {
-                let accepted = sys::socket::accept(self.fd.as_fd())
-                    .map_err(|e| Error::io("accept", e).at(ep))?;
+                let accepted =
+                    sys::socket::accept(listening).map_err(|e| Error::io("accept", e).at(ep))?;
                 let Some(fd) = accepted else { break };
                 if self.kind == FdKind::Tcp {
                     if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
@@ -283,7 +331,7 @@ impl SocketListener {
                 .chain(deadline)
                 .min();
             let mut fds = Vec::with_capacity(1 + self.pending.len());
-            fds.push(sys::fd::poll_entry(self.fd.as_fd(), Interest::Read));
+            fds.push(sys::fd::poll_entry(listening, Interest::Read));
             for p in &self.pending {
                 if let Some(fd) = p.link.as_fd() {
                     fds.push(sys::fd::poll_entry(fd, Interest::Read));

@@ -61,7 +61,7 @@ impl io::Write for Link {
 /// The links a listener accepts, one per `next`: see [`Listener::incoming`].
 #[derive(Debug)]
 pub struct Incoming<'a> {
-    listener: &'a mut Listener,
+    listener: &'a Listener,
 }
 
 impl Iterator for Incoming<'_> {
@@ -105,7 +105,7 @@ impl Listener {
     ///
     /// ```no_run
     /// # fn main() -> ipcx::Result<()> {
-    /// let mut listener = ipcx::Listener::bind("unix:/tmp/app.sock")?;
+    /// let listener = ipcx::Listener::bind("unix:/tmp/app.sock")?;
     /// for link in listener.incoming() {
     ///     let mut link = link?;
     ///     std::thread::spawn(move || {
@@ -117,7 +117,7 @@ impl Listener {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn incoming(&mut self) -> Incoming<'_> {
+    pub fn incoming(&self) -> Incoming<'_> {
         Incoming { listener: self }
     }
 }
