@@ -1,5 +1,6 @@
-//! Event counts: how a side of a shared-memory queue sleeps until the other
-//! changes something, with no system call while both are busy.
+//! Event counts: how a side of a shared-memory ring, queue or primitive
+//! sleeps until the other changes something, with no system call while
+//! nobody sleeps. The one implementation for `shm` and `sync`.
 //!
 //! The waiter announces itself (`waiting += 1`), fences, re-checks its
 //! condition, and sleeps on the futex word unless the word moved; the
@@ -35,12 +36,62 @@ impl EventCount {
         EventCount { word, waiting }
     }
 
+    /// A zeroed event count (the loom models build state in place).
+    #[cfg(all(test, ipcx_loom))]
+    pub(crate) fn zero() -> EventCount {
+        EventCount {
+            word: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+        }
+    }
+
     /// Wakes everyone who sleeps on it (a side going away).
     pub(crate) fn wake_all(&self) {
         self.word.fetch_add(1, Ordering::Release);
         let _ = futex::wake(&self.word, futex::ALL);
     }
+
+    // The form the sync primitives use: the sleeper announces itself and
+    // reads the word *before* it lets go of what it waits on (a mutex, a
+    // reader hold); the notifier changes the shared state, bumps the word,
+    // and wakes only if someone announced. The fences on both sides are
+    // Dekker's pattern: either the sleeper's futex sees the bumped word, or
+    // the notifier sees the sleeper.
+
+    /// Announces a sleeper; returns the word to pass to [`EventCount::sleep`].
+    pub(crate) fn prepare(&self) -> u32 {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.word.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps unless woken since [`EventCount::prepare`] returned `seen`
+    /// (or until `timeout`), then withdraws the announcement.
+    pub(crate) fn sleep(&self, seen: u32, timeout: Option<Duration>) {
+        let _ = futex::wait(&self.word, seen, timeout);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Withdraws an announcement without sleeping.
+    pub(crate) fn cancel(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Wakes up to `n` sleepers (after the caller changed the state).
+    pub(crate) fn wake(&self, n: u32) {
+        self.word.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) != 0 {
+            let _ = futex::wake(&self.word, n);
+        }
+    }
 }
+
+#[cfg(not(ipcx_loom))]
+const _: () = {
+    assert!(std::mem::size_of::<EventCount>() == 8);
+    assert!(std::mem::offset_of!(EventCount, waiting) == 4);
+};
 
 /// Why a wait ended without success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

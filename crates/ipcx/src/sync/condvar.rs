@@ -16,17 +16,17 @@ use zerocopy::FromBytes;
 use super::error::LockResult;
 use super::mutex::{Mutex, MutexGuard};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
-use super::signal::Signal;
 use crate::error::Result;
 use crate::shm::Segment;
+use crate::shm::event::EventCount;
 use crate::shm::primitive::futex;
 use crate::sys::pthread;
 
-/// A condition variable's state: one [`Signal`].
+/// A condition variable's state: one [`EventCount`].
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct CondState {
-    signal: Signal,
+    signal: EventCount,
 }
 
 #[cfg(not(ipcx_loom))]
@@ -185,11 +185,11 @@ impl Condvar {
 
     /// Wakes one waiter.
     pub fn notify_one(&self) {
-        self.place.state().signal.notify(1);
+        self.place.state().signal.wake(1);
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        self.place.state().signal.notify(futex::ALL);
+        self.place.state().signal.wake(futex::ALL);
     }
 }

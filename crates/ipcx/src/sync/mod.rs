@@ -64,7 +64,6 @@ mod owner;
 mod place;
 mod rwlock;
 mod semaphore;
-mod signal;
 mod spin;
 mod value;
 

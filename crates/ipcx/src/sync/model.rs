@@ -20,7 +20,7 @@ use super::event::{EventMode, EventState};
 use super::owner::{OwnerLock, Spinning};
 use super::rwlock::{Patience, RwState};
 use super::semaphore::SemState;
-use super::signal::Signal;
+use crate::shm::event::EventCount;
 use crate::shm::primitive::{AtomicU32, Ordering};
 
 #[test]
@@ -87,7 +87,7 @@ fn model_tracked_semaphore_hands_over_under_its_lock() {
 #[test]
 fn model_signal_never_loses_a_wake_up() {
     loom::model(|| {
-        let shared = Arc::new((Signal::new(), AtomicU32::new(0)));
+        let shared = Arc::new((EventCount::zero(), AtomicU32::new(0)));
         let waiter = {
             let s = shared.clone();
             thread::spawn(move || {
@@ -102,7 +102,7 @@ fn model_signal_never_loses_a_wake_up() {
             })
         };
         shared.1.store(1, Ordering::SeqCst);
-        shared.0.notify(1);
+        shared.0.wake(1);
         waiter.join().unwrap();
     });
 }

@@ -26,9 +26,9 @@ use zerocopy::FromBytes;
 use super::error::{LockError, LockResult, from_owner};
 use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
 use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
-use super::signal::Signal;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
+use crate::shm::event::EventCount;
 use crate::shm::event::LIVENESS_INTERVAL;
 use crate::shm::primitive::{Ordering, fence, futex};
 
@@ -38,9 +38,9 @@ pub(crate) struct RwState {
     /// Held (or wanted) by the writer.
     writer: OwnerLock,
     /// Bumped when a writer leaves: readers wait on it.
-    gate: Signal,
+    gate: EventCount,
     /// Bumped when a reader leaves while a writer waits.
-    drain: Signal,
+    drain: EventCount,
     readers: Slots,
 }
 
@@ -70,8 +70,8 @@ impl RwState {
     pub(crate) fn new() -> RwState {
         RwState {
             writer: OwnerLock::new(),
-            gate: Signal::new(),
-            drain: Signal::new(),
+            gate: EventCount::zero(),
+            drain: EventCount::zero(),
             readers: Slots::new(),
         }
     }
@@ -127,7 +127,7 @@ impl RwState {
         self.readers.get(slot).count.fetch_sub(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if !self.writer.is_free() {
-            self.drain.notify(1);
+            self.drain.wake(1);
         }
     }
 
@@ -175,12 +175,12 @@ impl RwState {
     /// Leaves without having written: consistency unchanged.
     fn give_up_write(&self) {
         self.writer.unlock_unchanged();
-        self.gate.notify(futex::ALL);
+        self.gate.wake(futex::ALL);
     }
 
     pub(crate) fn write_unlock(&self) {
         self.writer.unlock();
-        self.gate.notify(futex::ALL);
+        self.gate.wake(futex::ALL);
     }
 
     pub(crate) fn make_consistent(&self) {
