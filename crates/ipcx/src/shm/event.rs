@@ -21,6 +21,42 @@ pub(crate) struct Line<T>(pub(crate) T);
 /// How often a sleeping waiter wakes to check that its peer still lives.
 pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
 
+/// A check a waiter makes at most once per [`LIVENESS_INTERVAL`] (whether
+/// a holder or peer still lives: a `/proc` read costs microseconds), never
+/// before it has waited one interval.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    next: Instant,
+}
+
+impl Liveness {
+    pub(crate) fn new() -> Liveness {
+        Liveness {
+            next: Instant::now() + LIVENESS_INTERVAL,
+        }
+    }
+
+    /// Whether the check is due now (and, if so, the next one an interval
+    /// later).
+    pub(crate) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now < self.next {
+            return false;
+        }
+        self.next = now + LIVENESS_INTERVAL;
+        true
+    }
+}
+
+/// How long one sleep of such a waiter lasts: an interval, or less when
+/// `deadline` comes first.
+pub(crate) fn sleep_slice(deadline: Option<Instant>) -> Duration {
+    match deadline {
+        Some(d) => LIVENESS_INTERVAL.min(d.saturating_duration_since(Instant::now())),
+        None => LIVENESS_INTERVAL,
+    }
+}
+
 /// A futex word and a count of those sleeping on it: an event count.
 #[repr(C)]
 #[derive(Debug)]
@@ -130,7 +166,7 @@ pub(crate) fn wait(
     };
     if let Some(until) = spin_until {
         let mut n = 0u32;
-        let mut next_liveness_check = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             if ready() {
                 return Ok(());
@@ -145,12 +181,8 @@ pub(crate) fn wait(
                 if until.is_some_and(|u| now >= u) {
                     break;
                 }
-                // Reading /proc costs microseconds: not on every round.
-                if now >= next_liveness_check {
-                    if (how.peer_gone)() {
-                        return Err(WaitEnd::PeerGone);
-                    }
-                    next_liveness_check = now + LIVENESS_INTERVAL;
+                if liveness.due() && (how.peer_gone)() {
+                    return Err(WaitEnd::PeerGone);
                 }
             }
         }
@@ -165,11 +197,7 @@ pub(crate) fn wait(
             e.waiting.fetch_sub(1, Ordering::Relaxed);
             return Ok(());
         }
-        let mut slice = LIVENESS_INTERVAL;
-        if let Some(d) = how.deadline {
-            slice = slice.min(d.saturating_duration_since(Instant::now()));
-        }
-        let _ = futex::wait(&e.word, seen, Some(slice));
+        let _ = futex::wait(&e.word, seen, Some(sleep_slice(how.deadline)));
         e.waiting.fetch_sub(1, Ordering::Relaxed);
         if ready() {
             return Ok(());

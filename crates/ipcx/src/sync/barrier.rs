@@ -15,7 +15,7 @@ use super::owner::{process_dead, this_process};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::event::{Liveness, sleep_slice};
 use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, futex};
 
 const ARRIVED: u32 = 0xffff;
@@ -164,7 +164,7 @@ impl BarrierState {
                 Err(now) => w = now,
             }
         };
-        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             let w = self.word.load(Ordering::Acquire);
             if generation(w) != seen_gen {
@@ -180,18 +180,13 @@ impl BarrierState {
             if deadline.is_some_and(|d| now >= d) && self.withdraw(w) {
                 return Err(Error::new(ErrorKind::TimedOut, "barrier wait"));
             }
-            let mut slice = LIVENESS_INTERVAL;
-            if let Some(d) = deadline {
-                slice = slice.min(d.saturating_duration_since(now));
-            }
-            let _ = futex::wait(&self.word, w, Some(slice));
-            if Instant::now() >= next_check {
-                // Broken only if our generation has not completed first.
-                if self.check_members() && generation(self.word.load(Ordering::Acquire)) == seen_gen
-                {
-                    return Err(broken());
-                }
-                next_check = Instant::now() + LIVENESS_INTERVAL;
+            let _ = futex::wait(&self.word, w, Some(sleep_slice(deadline)));
+            // Broken only if our generation has not completed first.
+            if liveness.due()
+                && self.check_members()
+                && generation(self.word.load(Ordering::Acquire)) == seen_gen
+            {
+                return Err(broken());
             }
         }
     }

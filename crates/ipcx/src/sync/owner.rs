@@ -11,9 +11,9 @@
 //! [`Slots`] is a table of processes, each with a count (reader holds,
 //! permits), that a survivor can clear when the process is gone.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::event::{Liveness, sleep_slice};
 use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, futex, spin_hint, tid};
 
 const TID_MASK: u32 = 0x3fff_ffff;
@@ -282,7 +282,7 @@ impl OwnerLock {
         }
         // A holder's liveness costs a /proc read: not before it has kept
         // us waiting for an interval.
-        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             // After sleeping, others may sleep too: keep the waiters bit.
             let keep = if how == Spinning::ThenSleep {
@@ -291,11 +291,7 @@ impl OwnerLock {
                 0
             };
             let now = Instant::now();
-            let check = now >= next_check;
-            if check {
-                next_check = now + LIVENESS_INTERVAL;
-            }
-            match self.attempt(keep, check) {
+            match self.attempt(keep, liveness.due()) {
                 Err(NotAcquired::WouldBlock) => {}
                 done => return done,
             }
@@ -317,11 +313,7 @@ impl OwnerLock {
                     {
                         continue;
                     }
-                    let mut slice = LIVENESS_INTERVAL;
-                    if let Some(d) = deadline {
-                        slice = slice.min(d.saturating_duration_since(now));
-                    }
-                    let _ = futex::wait(&self.word, w | WAITERS, Some(slice));
+                    let _ = futex::wait(&self.word, w | WAITERS, Some(sleep_slice(deadline)));
                 }
             }
         }
@@ -548,14 +540,4 @@ impl SlotCache {
         );
         Some(slot)
     }
-}
-
-/// Sleeps on `word` while it equals `seen`, at most until `deadline` and
-/// at most one liveness interval (so the caller can look for the dead).
-pub(crate) fn sleep_slice(word: &AtomicU32, seen: u32, deadline: Option<Instant>) {
-    let mut slice: Duration = LIVENESS_INTERVAL;
-    if let Some(d) = deadline {
-        slice = slice.min(d.saturating_duration_since(Instant::now()));
-    }
-    let _ = futex::wait(word, seen, Some(slice));
 }

@@ -29,7 +29,7 @@ use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructor
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 use crate::shm::event::EventCount;
-use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::event::{Liveness, sleep_slice};
 use crate::shm::primitive::{Ordering, fence, futex};
 
 #[repr(C, align(64))]
@@ -80,7 +80,7 @@ impl RwState {
     /// writer died and nobody repaired yet.
     pub(crate) fn read(&self, slot: usize, how: Patience) -> Result<bool, NotAcquired> {
         let count = &self.readers.get(slot).count;
-        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             count.fetch_add(1, Ordering::SeqCst);
             // Dekker with `write`: either it sees our count, or we see its
@@ -111,14 +111,9 @@ impl RwState {
                 self.gate.cancel();
                 return Err(NotAcquired::TimedOut);
             }
-            let mut slice = LIVENESS_INTERVAL;
-            if let Some(d) = deadline {
-                slice = slice.min(d - now);
-            }
-            self.gate.sleep(seen, Some(slice));
-            if Instant::now() >= next_check {
+            self.gate.sleep(seen, Some(sleep_slice(deadline)));
+            if liveness.due() {
                 self.writer.retire_dead();
-                next_check = Instant::now() + LIVENESS_INTERVAL;
             }
         }
     }
@@ -138,7 +133,7 @@ impl RwState {
             Patience::Until(d) => (self.writer.lock(Spinning::ThenSleep, d)?, d),
         };
         fence(Ordering::SeqCst);
-        let mut next_check = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             if self.readers.total() == 0 {
                 return Ok(got);
@@ -158,16 +153,11 @@ impl RwState {
                 self.give_up_write();
                 return Err(NotAcquired::TimedOut);
             }
-            let mut slice = LIVENESS_INTERVAL;
-            if let Some(d) = deadline {
-                slice = slice.min(d - now);
-            }
-            self.drain.sleep(seen, Some(slice));
-            if Instant::now() >= next_check {
+            self.drain.sleep(seen, Some(sleep_slice(deadline)));
+            if liveness.due() {
                 self.readers.reclaim_dead(|n| {
                     tracing::warn!(holds = n, "released the read holds of a dead process");
                 });
-                next_check = Instant::now() + LIVENESS_INTERVAL;
             }
         }
     }

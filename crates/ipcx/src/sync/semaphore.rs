@@ -15,11 +15,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning, sleep_slice};
+use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::event::LIVENESS_INTERVAL;
+use crate::shm::event::{Liveness, sleep_slice};
 use crate::shm::primitive::{AtomicU32, Ordering, fence, futex};
 
 #[repr(C, align(64))]
@@ -105,7 +105,7 @@ impl SemState {
 
     /// Takes a permit, waiting until `deadline` (forever with `None`).
     pub(crate) fn take(&self, slot: Option<usize>, deadline: Option<Instant>) -> Result<bool> {
-        let mut next_recovery = Instant::now() + LIVENESS_INTERVAL;
+        let mut liveness = Liveness::new();
         loop {
             if self.try_take(slot, deadline)? {
                 return Ok(true);
@@ -119,16 +119,15 @@ impl SemState {
             self.waiting.fetch_add(1, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             if self.tracked() {
-                sleep_slice(&self.count, 0, deadline);
+                let _ = futex::wait(&self.count, 0, Some(sleep_slice(deadline)));
             } else {
                 let left = deadline.map(|d| d.saturating_duration_since(now));
                 let _ = futex::wait(&self.count, 0, left);
             }
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             // Reading /proc costs microseconds: once per interval.
-            if self.tracked() && Instant::now() >= next_recovery {
+            if self.tracked() && liveness.due() {
                 self.recover()?;
-                next_recovery = Instant::now() + LIVENESS_INTERVAL;
             }
         }
     }
