@@ -42,6 +42,7 @@ pub mod signal;
 pub mod sync;
 #[allow(unsafe_code)]
 pub(crate) mod sys;
+mod wait;
 
 /// Not API: what the `ipcx` command's benchmarks and the test suite reach
 /// below the layers — the bare OS baselines a benchmark measures ipcx

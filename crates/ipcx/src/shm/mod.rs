@@ -27,10 +27,7 @@
 //! [`Segment::from_fd`] refuses unsealed ones. The whole model is in
 //! `docs/ARCHITECTURE.md`, "Trust model for shared memory".
 
-pub(crate) mod doorbell;
 pub(crate) mod duplex;
-pub(crate) mod event;
-pub(crate) mod primitive;
 mod pubsub;
 mod queue;
 pub(crate) mod ring;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use super::segment::Segment;
 
-use super::event::{EventCount, WaitEnd, Waiting, notify, wait};
-use super::primitive::{AtomicU64, Ordering, fence};
+use crate::wait::primitive::{AtomicU64, Ordering, fence};
+use crate::wait::{EventCount, WaitEnd, Waiting, notify, wait};
 
 /// The record continues in the next record (a chunked message).
 pub(crate) const MORE: u32 = 1;
@@ -30,7 +30,7 @@ pub(crate) const MORE: u32 = 1;
 const WRAP: u32 = 2;
 const RECORD_HEADER: u64 = 8;
 
-use super::event::Line;
+use crate::wait::Line;
 
 /// The shared header of a ring, followed in memory by its data bytes.
 #[repr(C)]
@@ -324,7 +324,7 @@ fn pad8(n: u64) -> u64 {
 mod model {
     use super::*;
     use crate::endpoint::WaitStrategy;
-    use crate::shm::primitive::AtomicU32;
+    use crate::wait::primitive::AtomicU32;
     use std::time::Duration;
 
     #[repr(C, align(64))]

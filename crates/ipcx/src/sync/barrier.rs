@@ -15,8 +15,8 @@ use super::owner::{process_dead, this_process};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::event::{Liveness, sleep_slice};
-use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, futex};
+use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, futex};
+use crate::wait::{Liveness, sleep_slice};
 
 const ARRIVED: u32 = 0xffff;
 const GEN_SHIFT: u32 = 16;

@@ -18,9 +18,9 @@ use super::mutex::{Mutex, MutexGuard};
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::Result;
 use crate::shm::Segment;
-use crate::shm::event::EventCount;
-use crate::shm::primitive::futex;
 use crate::sys::pthread;
+use crate::wait::EventCount;
+use crate::wait::primitive::futex;
 
 /// A condition variable's state: one [`EventCount`].
 #[repr(C, align(64))]

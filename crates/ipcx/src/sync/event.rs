@@ -8,7 +8,7 @@ use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::shm::Segment;
-use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, fence, futex};
+use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, fence, futex};
 
 /// What setting an [`Event`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +228,7 @@ impl Event {
     pub fn set(&self) {
         let bells = self.place.state().set();
         if bells != 0 {
-            crate::shm::doorbell::ring(self.place.name(), bells);
+            crate::wait::doorbell::ring(self.place.name(), bells);
         }
     }
 

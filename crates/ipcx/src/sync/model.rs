@@ -1,5 +1,5 @@
 //! Loom models of the futex-based algorithms (run by `scripts/loom`): the
-//! futex is loom's stand-in (`shm::primitive::futex`), which ignores
+//! futex is loom's stand-in (`wait::primitive::futex`), which ignores
 //! timeouts, so a lost wake-up shows up as a deadlock, and loom's cells
 //! report any two threads inside a lock at once as a data race.
 //!
@@ -20,8 +20,8 @@ use super::event::{EventMode, EventState};
 use super::owner::{OwnerLock, Spinning};
 use super::rwlock::{Patience, RwState};
 use super::semaphore::SemState;
-use crate::shm::event::EventCount;
-use crate::shm::primitive::{AtomicU32, Ordering};
+use crate::wait::EventCount;
+use crate::wait::primitive::{AtomicU32, Ordering};
 
 #[test]
 fn model_owner_lock_excludes() {

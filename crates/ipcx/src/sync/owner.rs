@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use crate::shm::event::{Liveness, sleep_slice};
-use crate::shm::primitive::{AtomicU32, AtomicU64, Ordering, futex, spin_hint, tid};
+use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, futex, spin_hint, tid};
+use crate::wait::{Liveness, sleep_slice};
 
 const TID_MASK: u32 = 0x3fff_ffff;
 const WAITERS: u32 = 0x8000_0000;

@@ -28,9 +28,9 @@ use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, SlotCache, Slo
 use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::event::EventCount;
-use crate::shm::event::{Liveness, sleep_slice};
-use crate::shm::primitive::{Ordering, fence, futex};
+use crate::wait::EventCount;
+use crate::wait::primitive::{Ordering, fence, futex};
+use crate::wait::{Liveness, sleep_slice};
 
 #[repr(C, align(64))]
 #[derive(Debug)]

@@ -19,8 +19,8 @@ use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning}
 use super::place::{Kind, Place, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::event::{Liveness, sleep_slice};
-use crate::shm::primitive::{AtomicU32, Ordering, fence, futex};
+use crate::wait::primitive::{AtomicU32, Ordering, fence, futex};
+use crate::wait::{Liveness, sleep_slice};
 
 #[repr(C, align(64))]
 #[derive(Debug)]

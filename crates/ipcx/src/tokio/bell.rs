@@ -61,7 +61,7 @@ impl Awaited<'_> {
 }
 
 /// A doorbell FIFO this process awaits in tokio's reactor (see
-/// `shm/doorbell.rs`); removed when dropped.
+/// `wait/doorbell.rs`); removed when dropped.
 #[derive(Debug)]
 pub(super) struct Bell {
     fd: AsyncFd<OwnedFd>,
@@ -77,7 +77,7 @@ impl Bell {
                 "open",
             )
         })?;
-        let (path, fd) = crate::shm::doorbell::make(name, k, seg.mode()?).map_err(io)?;
+        let (path, fd) = crate::wait::doorbell::make(name, k, seg.mode()?).map_err(io)?;
         let fd = super::register(fd).map_err(io)?;
         Ok(Bell { fd, path })
     }
@@ -87,7 +87,7 @@ impl Bell {
     pub(super) async fn rung(&self, timeout: Option<Duration>) -> Result<bool> {
         let readable = async {
             let mut guard = self.fd.readable().await.map_err(|e| Error::io("wait", e))?;
-            crate::shm::doorbell::drain(self.fd.get_ref());
+            crate::wait::doorbell::drain(self.fd.get_ref());
             guard.clear_ready();
             Ok(true)
         };

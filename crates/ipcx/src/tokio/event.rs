@@ -37,7 +37,7 @@ impl AsyncEvent {
         let liveness = if name.contains(':') {
             crate::Endpoint::parse(name)?.options().liveness
         } else {
-            crate::shm::event::LIVENESS_INTERVAL
+            crate::wait::LIVENESS_INTERVAL
         };
         let mut e = AsyncEvent::from_event(crate::sync::Event::open(name)?)?;
         e.liveness = liveness;
@@ -51,7 +51,7 @@ impl AsyncEvent {
         Ok(AsyncEvent {
             bell: Some(bell),
             place,
-            liveness: crate::shm::event::LIVENESS_INTERVAL,
+            liveness: crate::wait::LIVENESS_INTERVAL,
             event,
         })
     }

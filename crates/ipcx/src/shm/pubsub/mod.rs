@@ -25,13 +25,13 @@
 
 use std::mem::size_of;
 
-use super::event::{EventCount, Line};
-use super::primitive::{AtomicU32, AtomicU64, Ordering};
 use super::segment::Segment;
 use super::stamp::Stamp;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
+use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::{EventCount, Line};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
 const VERSION: u32 = 3;

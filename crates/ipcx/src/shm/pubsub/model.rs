@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 
 use super::*;
 use crate::endpoint::{Overflow, WaitStrategy};
-use crate::shm::event::EventCount;
+use crate::wait::EventCount;
 use std::time::Duration;
 
 const SLOTS: usize = 2;

@@ -9,10 +9,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use super::*;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::event::{WaitEnd, Waiting, notify, wait};
-use crate::shm::primitive::{Ordering, fence, spin_hint};
 use crate::shm::segment::Segment;
 use crate::sys;
+use crate::wait::primitive::{Ordering, fence, spin_hint};
+use crate::wait::{WaitEnd, Waiting, notify, wait};
 
 /// The one writer of a channel.
 ///
@@ -464,7 +464,7 @@ impl Publisher {
     /// that sleep ask for it).
     fn ring_doorbells(&self, bells: u64) {
         if let Some(name) = self.ch.seg.name() {
-            crate::shm::doorbell::ring(name, bells);
+            crate::wait::doorbell::ring(name, bells);
         }
     }
 

@@ -10,9 +10,9 @@ use zerocopy::{FromBytes, Immutable, KnownLayout};
 use super::*;
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::event::{WaitEnd, Waiting, notify, wait};
-use crate::shm::primitive::{Ordering, fence};
 use crate::sys;
+use crate::wait::primitive::{Ordering, fence};
+use crate::wait::{WaitEnd, Waiting, notify, wait};
 
 /// Marks a receive under way; cleared when dropped.
 struct Receiving<'a>(&'a std::sync::atomic::AtomicBool);
@@ -294,7 +294,7 @@ impl Subscriber {
         let Ok(mut alive_at) = self.alive_at.lock() else {
             return self.ch.publisher_gone();
         };
-        if alive_at.is_some_and(|t| now.duration_since(t) < crate::shm::event::LIVENESS_INTERVAL) {
+        if alive_at.is_some_and(|t| now.duration_since(t) < crate::wait::LIVENESS_INTERVAL) {
             return false;
         }
         let gone = self.ch.publisher_gone();
@@ -320,7 +320,7 @@ impl Subscriber {
             if (s1 == 0 || s2 == 0) && !self.publisher_gone() {
                 // Being rewritten this instant: look again. (A publisher
                 // that died mid-rewrite leaves it so: then it is lost.)
-                crate::shm::primitive::spin_hint();
+                crate::wait::primitive::spin_hint();
                 return None;
             }
             self.skip(1);

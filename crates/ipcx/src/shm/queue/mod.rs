@@ -27,12 +27,12 @@
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
-use super::event::{EventCount, Line, Waiting, notify, wait};
-use super::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
 use super::segment::Segment;
 use super::stamp::Stamp;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
+use crate::wait::{EventCount, Line, Waiting, notify, wait};
 
 #[cfg(all(test, ipcx_loom))]
 mod model;
@@ -311,7 +311,7 @@ impl Queue {
         // One thread looks at a time; a locked clock means another does.
         let due = match self.next_recovery.try_lock() {
             Ok(mut next) if now >= *next => {
-                *next = now + super::event::LIVENESS_INTERVAL;
+                *next = now + crate::wait::LIVENESS_INTERVAL;
                 true
             }
             _ => false,

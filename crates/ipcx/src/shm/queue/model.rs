@@ -6,7 +6,7 @@
 //! `scripts/loom`.
 
 use super::*;
-use crate::shm::event::EventCount;
+use crate::wait::EventCount;
 
 #[repr(C, align(64))]
 struct ModelCell {

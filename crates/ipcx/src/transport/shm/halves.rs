@@ -6,9 +6,9 @@ use std::time::Duration;
 use super::{BellPlace, Conn, bell_place};
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::event::{WaitEnd, Waiting};
 use crate::shm::ring::{Corrupt, MORE, Ring};
 use crate::transport::Until;
+use crate::wait::{WaitEnd, Waiting};
 use crate::wire::FrameError;
 
 pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak<Conn>) {

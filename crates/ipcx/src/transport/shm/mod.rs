@@ -152,7 +152,7 @@ impl Conn {
         if self.header().bells.load(Ordering::Relaxed) & bit != 0
             && let Some(name) = self.link.segment().name()
         {
-            crate::shm::doorbell::ring(name, bit);
+            crate::wait::doorbell::ring(name, bit);
         }
     }
 

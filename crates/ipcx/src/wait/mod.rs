@@ -10,8 +10,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::primitive::{AtomicU32, Ordering, fence, futex};
+pub(crate) mod doorbell;
+pub(crate) mod primitive;
+
 use crate::endpoint::WaitStrategy;
+use primitive::{AtomicU32, Ordering, fence, futex};
 
 /// One cache line holding one value, so two sides never share a line.
 #[repr(C, align(64))]
