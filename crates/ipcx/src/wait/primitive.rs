@@ -1,4 +1,4 @@
-//! The atomics and futex the ring uses: the real ones, or under `cfg(ipcx_loom)`
+//! The atomics and futex every wait uses: the real ones, or under `cfg(ipcx_loom)`
 //! loom's, so the model checker can explore every interleaving of the ring
 //! protocol (see the model in `ring.rs`).
 
