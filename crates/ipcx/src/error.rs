@@ -58,7 +58,9 @@ pub enum ErrorKind {
     #[error("IPCX_PIPE is not set: this process was not started by ipcx::spawn")]
     NotInherited,
     /// A lock inside ipcx was poisoned by a panic in another thread.
-    #[error("an internal lock was poisoned by a panic in another thread")]
+    #[error(
+        "an internal lock was poisoned by a panic in another thread: drop this object and open it again"
+    )]
     Poisoned,
     /// The URL could not be parsed; the text says which part is wrong.
     #[error("invalid endpoint: {0}")]

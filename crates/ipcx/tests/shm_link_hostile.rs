@@ -42,6 +42,23 @@ fn scribble_words() {
     ready("scribbled");
 }
 
+/// Writes `words` (`OFFSET=VALUE,...`) into the segment of `url` from
+/// another process, and waits for it.
+fn write_words(t: &Test, url: &str, words: &str) {
+    t.spawn("words", |c| {
+        set_param(set_param(c, "URL", url), "WORDS", words)
+    })
+    .finish();
+}
+
+/// The errors a receive from a scribbled link may return.
+fn scribbled(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Corrupt(_) | ErrorKind::Closed | ErrorKind::TimedOut | ErrorKind::Frame(_)
+    )
+}
+
 /// The client of these tests: connects, sends one message, then keeps
 /// receiving with a time limit until told to stop by its stdin closing.
 /// Any typed error is fine; a panic fails the child, and so the test.
@@ -53,16 +70,7 @@ fn client() {
     for _ in 0..20 {
         match link.recv_timeout(Duration::from_millis(50)) {
             Ok(_) => {}
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    ErrorKind::Corrupt(_)
-                        | ErrorKind::Closed
-                        | ErrorKind::TimedOut
-                        | ErrorKind::Frame(_)
-                ),
-                "client: {e}"
-            ),
+            Err(e) => assert!(scribbled(e.kind()), "client: {e}"),
         }
     }
 }
@@ -109,10 +117,7 @@ fn cursors_past_the_ring_are_corrupt() {
         SERVER_TO_CLIENT,
         u64::MAX - 5,
     );
-    t.spawn("words", |c| {
-        set_param(set_param(c, "URL", &url), "WORDS", &words)
-    })
-    .finish();
+    write_words(&t, &url, &words);
     let err = link
         .recv_timeout(Duration::from_secs(5))
         .expect_err("recv from a corrupt ring");
@@ -149,10 +154,7 @@ fn a_record_longer_than_published_is_corrupt() {
         CLIENT_TO_SERVER + 64,
         16 + 16,
     );
-    t.spawn("words", |c| {
-        set_param(set_param(c, "URL", &url), "WORDS", &words)
-    })
-    .finish();
+    write_words(&t, &url, &words);
     let err = link
         .recv_timeout(Duration::from_secs(5))
         .expect_err("recv of a lying record");
@@ -178,16 +180,7 @@ fn random_scribbles_give_typed_errors() {
         for _ in 0..5 {
             match link.recv_timeout(Duration::from_millis(20)) {
                 Ok(_) => {}
-                Err(e) => assert!(
-                    matches!(
-                        e.kind(),
-                        ErrorKind::Corrupt(_)
-                            | ErrorKind::Closed
-                            | ErrorKind::TimedOut
-                            | ErrorKind::Frame(_)
-                    ),
-                    "seed {seed}: {e}"
-                ),
+                Err(e) => assert!(scribbled(e.kind()), "seed {seed}: {e}"),
             }
         }
         drop(link);
@@ -225,10 +218,7 @@ fn claimed_by(t: &Test, url: &str, start_shift: i64) -> (Listener, common::Child
     let start = ipcx::bench_support::start_time(pid).expect("the claimer's start time");
     let claim = ipcx::bench_support::pack_identity(pid, start.saturating_add_signed(start_shift));
     let words = format!("80={claim}");
-    t.spawn("words", |c| {
-        set_param(set_param(c, "URL", url), "WORDS", &words)
-    })
-    .finish();
+    write_words(t, url, &words);
     (listener, stalled)
 }
 

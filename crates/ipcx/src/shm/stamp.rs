@@ -32,14 +32,13 @@ impl Stamp {
         }
     }
 
-    /// The error for an opener that cannot use the object: `not_yet` for
-    /// a header still being written, `foreign` for another kind of object,
+    /// The error for an opener that cannot use the object: `not_a` (the
+    /// object is not one, or its header is still being written), or
     /// [`ErrorKind::VersionMismatch`] for another layout. `None` when ready.
-    pub(crate) fn error(self, expected: u32, not_yet: &str, foreign: &str) -> Option<ErrorKind> {
+    pub(crate) fn error(self, expected: u32, not_a: &str) -> Option<ErrorKind> {
         match self {
             Stamp::Ready => None,
-            Stamp::Initializing => Some(ErrorKind::Foreign(not_yet.into())),
-            Stamp::Foreign(_) => Some(ErrorKind::Foreign(foreign.into())),
+            Stamp::Initializing | Stamp::Foreign(_) => Some(ErrorKind::Foreign(not_a.into())),
             Stamp::OtherVersion(found) => Some(ErrorKind::VersionMismatch { found, expected }),
         }
     }
@@ -56,7 +55,7 @@ impl Stamp {
         loop {
             let stamp = read();
             if stamp != Stamp::Initializing || std::time::Instant::now() >= deadline {
-                return stamp.error(expected, not_a, not_a).map_or(Ok(()), Err);
+                return stamp.error(expected, not_a).map_or(Ok(()), Err);
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

@@ -70,9 +70,12 @@ impl<T: FromBytes + Send> Monitor<T> {
     /// # Safety
     #[doc = create_in_safety!()]
     pub unsafe fn create_in(seg: &Arc<Segment>, offset: usize, init: T) -> Result<Monitor<T>> {
-        // SAFETY: the two parts split the footprint the caller gave us.
         Ok(Monitor {
+            // SAFETY: the mutex takes the first part of the footprint the
+            // caller vouched for (unused, at a place it may create in).
             mutex: unsafe { Mutex::create_in(seg, offset, init)? },
+            // SAFETY: the condvar takes the rest of that footprint, after
+            // the mutex.
             cond: unsafe { Condvar::create_in(seg, offset + Mutex::<T>::footprint())? },
         })
     }

@@ -309,7 +309,7 @@ impl<S: State> Place<S> {
         let none = format!(
             "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
         );
-        if let Some(kind) = stamp.error(VERSION, &none, &none) {
+        if let Some(kind) = stamp.error(VERSION, &none) {
             return Err(refused(kind));
         }
         let kind = h.kind.load(Ordering::Relaxed);

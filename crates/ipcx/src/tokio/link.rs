@@ -222,19 +222,10 @@ async fn recv_shm(
     place: &BellPlace,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    let awaited = Awaited {
-        bell,
-        every: place.liveness(),
-        arm: &|| place.arm(),
-        disarm: &|| place.disarm(),
-        left: &|| place.peer_left(),
-        gone: &|| place.peer_gone(),
-    };
-    awaited
-        .until("recv", || {
-            Ok(half.poll_once("recv")?.map(|()| half.take_message(buf)))
-        })
-        .await
+    await_shm(bell, place, "recv", || {
+        Ok(half.poll_once("recv")?.map(|()| half.take_message(buf)))
+    })
+    .await
 }
 
 /// Sends on an `shm:` link, awaiting space in the ring the same way. A
@@ -246,6 +237,22 @@ async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8
         half,
         partial: false,
     };
+    await_shm(bell, place, "send", || {
+        let done = g.half.try_send_shm(msg, &mut sent)?;
+        g.partial = !done && sent > 0;
+        Ok(done.then_some(()))
+    })
+    .await
+}
+
+/// Awaits `look` on an `shm:` link's doorbell; the other side left or
+/// died is the link's peer flag and liveness.
+async fn await_shm<T>(
+    bell: &Bell,
+    place: &BellPlace,
+    op: &'static str,
+    look: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let awaited = Awaited {
         bell,
         every: place.liveness(),
@@ -254,13 +261,7 @@ async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8
         left: &|| place.peer_left(),
         gone: &|| place.peer_gone(),
     };
-    awaited
-        .until("send", || {
-            let done = g.half.try_send_shm(msg, &mut sent)?;
-            g.partial = !done && sent > 0;
-            Ok(done.then_some(()))
-        })
-        .await
+    awaited.until(op, look).await
 }
 
 /// Marks an `shm:` half failed if a send stops with a message half in the

@@ -101,20 +101,8 @@ impl Listener {
                 });
                 Ok(Listener::of(b.endpoint, Some(b.fd), live, refused, inner))
             }
-            Scheme::Fifo => Ok(Listener::of(
-                ep.clone(),
-                None,
-                Arc::default(),
-                Arc::default(),
-                Inner::Fifo(FifoListener::bind(ep)?),
-            )),
-            Scheme::Shm => Ok(Listener::of(
-                ep.clone(),
-                None,
-                Arc::default(),
-                Arc::default(),
-                Inner::Shm(ShmListener::bind(ep)?),
-            )),
+            Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
+            Scheme::Shm => Ok(Listener::unshared(ep, Inner::Shm(ShmListener::bind(ep)?))),
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: has no listener: the parent calls ipcx::spawn".into(),
@@ -124,6 +112,12 @@ impl Listener {
             .at(ep)),
             _ => Err(not_built(ep, "bind")),
         }
+    }
+
+    /// A listener with no descriptor of its own and no shared counters
+    /// (the fifo and shm listeners keep their own state).
+    fn unshared(ep: &Endpoint, inner: Inner) -> Listener {
+        Listener::of(ep.clone(), None, Arc::default(), Arc::default(), inner)
     }
 
     fn of(

@@ -201,11 +201,10 @@ pub(crate) fn retry_until<T>(
         match f() {
             Ok(t) => return Ok(t),
             // Something that can never be bound sits at the path: no wait.
-            Err(e) if peer_absent(&e) && wrong_object(ep).is_some() => {
-                let why = wrong_object(ep).unwrap_or_default();
-                return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
-            }
             Err(e) if peer_absent(&e) => {
+                if let Some(why) = wrong_object(ep) {
+                    return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
+                }
                 if !backoff.sleep_until(deadline) {
                     let why = io::Error::new(
                         io::ErrorKind::TimedOut,

@@ -39,6 +39,13 @@ impl Liveness {
         }
     }
 
+    /// One whose first check is due at once.
+    pub(crate) fn due_now() -> Liveness {
+        Liveness {
+            next: Instant::now(),
+        }
+    }
+
     /// Whether the check is due now (and, if so, the next one an interval
     /// later).
     pub(crate) fn due(&mut self) -> bool {

@@ -12,7 +12,7 @@ use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 use crate::wait::primitive::{Ordering, fence};
-use crate::wait::{WaitEnd, Waiting, notify, wait};
+use crate::wait::{Liveness, WaitEnd, Waiting, notify, wait};
 
 /// Marks a receive under way; cleared when dropped.
 struct Receiving<'a>(&'a std::sync::atomic::AtomicBool);
@@ -40,7 +40,7 @@ pub struct Subscriber {
     /// published for the publisher).
     cursor: std::sync::atomic::AtomicU64,
     /// When `/proc` last said the publisher lives (see `publisher_gone`).
-    alive_at: std::sync::Mutex<Option<Instant>>,
+    alive_check: std::sync::Mutex<Liveness>,
     /// A receive is under way: one thread at a time takes messages (two
     /// would take the same one, and share its chunk's hold).
     receiving: std::sync::atomic::AtomicBool,
@@ -93,7 +93,7 @@ impl Subscriber {
                 ch,
                 index,
                 cursor: std::sync::atomic::AtomicU64::new(start),
-                alive_at: std::sync::Mutex::new(None),
+                alive_check: std::sync::Mutex::new(Liveness::due_now()),
                 receiving: std::sync::atomic::AtomicBool::new(false),
                 wait,
                 spin,
@@ -290,16 +290,16 @@ impl Subscriber {
         if self.ch.publisher_left() {
             return true;
         }
-        let now = Instant::now();
-        let Ok(mut alive_at) = self.alive_at.lock() else {
+        let Ok(mut check) = self.alive_check.lock() else {
             return self.ch.publisher_gone();
         };
-        if alive_at.is_some_and(|t| now.duration_since(t) < crate::wait::LIVENESS_INTERVAL) {
+        if !check.due() {
             return false;
         }
         let gone = self.ch.publisher_gone();
-        if !gone {
-            *alive_at = Some(now);
+        if gone {
+            // Gone stays gone: say so again at once.
+            *check = Liveness::due_now();
         }
         gone
     }

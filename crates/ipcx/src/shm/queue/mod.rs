@@ -32,7 +32,7 @@ use super::stamp::Stamp;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
-use crate::wait::{EventCount, Line, Waiting, notify, wait};
+use crate::wait::{EventCount, Line, Liveness, Waiting, notify, wait};
 
 #[cfg(all(test, ipcx_loom))]
 mod model;
@@ -128,7 +128,7 @@ pub struct Queue {
     spin: Duration,
     /// When a waiter next looks for cells dead processes hold (it reads
     /// `/proc`: once per liveness interval, not after every wake-up).
-    next_recovery: std::sync::Mutex<Instant>,
+    recovery: std::sync::Mutex<Liveness>,
 }
 
 fn cell_size_for(ep: &Endpoint) -> usize {
@@ -234,7 +234,7 @@ impl Queue {
             overflow: o.overflow,
             wait: o.wait,
             spin: o.spin,
-            next_recovery: std::sync::Mutex::new(Instant::now()),
+            recovery: std::sync::Mutex::new(Liveness::due_now()),
         }
     }
 
@@ -307,15 +307,8 @@ impl Queue {
     }
 
     fn recover_if_due(&self) -> bool {
-        let now = Instant::now();
         // One thread looks at a time; a locked clock means another does.
-        let due = match self.next_recovery.try_lock() {
-            Ok(mut next) if now >= *next => {
-                *next = now + crate::wait::LIVENESS_INTERVAL;
-                true
-            }
-            _ => false,
-        };
+        let due = self.recovery.try_lock().is_ok_and(|mut r| r.due());
         if due {
             self.view.recover();
         }

@@ -346,7 +346,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
             LINK_VERSION,
         );
         if let Stamp::Foreign(_) | Stamp::OtherVersion(_) = stamp
-            && let Some(kind) = stamp.error(LINK_VERSION, "", "the segment is not an ipcx link")
+            && let Some(kind) = stamp.error(LINK_VERSION, "the segment is not an ipcx link")
         {
             return Err(Error::new(kind, "connect").at(ep));
         }
