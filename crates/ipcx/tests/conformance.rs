@@ -11,8 +11,10 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{ChildProcess, Scratch, Test, assert_same, param_opt, payload, set_param};
 use ipcx::{Capabilities, ErrorKind, Link, Listener, Options, Scheme};
@@ -87,8 +89,19 @@ struct Peer {
 /// The parent binds (it receives); the child connects in `role` with
 /// [`child_connects`].
 fn parent_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> Peer {
+    parent_binds_with(t, mech, dir, role, |c| c)
+}
+
+/// [`parent_binds`], with `setup` applied to the child's command.
+fn parent_binds_with(
+    t: &Test,
+    mech: Mechanism,
+    dir: &Scratch,
+    role: &str,
+    setup: fn(&mut Command) -> &mut Command,
+) -> Peer {
     let Some(url) = mech.bind_url(dir) else {
-        let (child, link) = t.spawn_with_pipe(role, |c| c);
+        let (child, link) = t.spawn_with_pipe(role, setup);
         return Peer {
             child,
             link,
@@ -98,7 +111,7 @@ fn parent_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> Peer {
     let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     // For tcp://127.0.0.1:0, the URL with the port the OS picked.
     let bound = listener.endpoint().url().to_string();
-    let mut child = t.spawn(role, |c| set_param(c, "URL", &bound));
+    let mut child = t.spawn(role, |c| setup(set_param(c, "URL", &bound)));
     let link = common::accept(&mut listener, &mut child);
     Peer {
         child,
@@ -265,6 +278,77 @@ fn peer_exit(mech: Mechanism) {
     peer.child.finish();
 }
 
+/// A peer that stops reading. A message larger than what the link
+/// buffers is taken in part by `try_send` (`Ok`: the rest waits its
+/// turn); the next `try_send` is `WouldBlock` and `send_timeout` is
+/// `TimedOut` after its time, both sending nothing. Filling the link with
+/// small messages ends in `WouldBlock`. Once the peer reads again, it
+/// gets every message `Ok` was said for, whole and in order, and nothing
+/// else; a receive on the link finishes what a send left partly sent.
+fn stalled_peer(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        link.send(b"ready").expect("send ready");
+        let mut orders = std::io::stdin().lock().lines();
+        let mut order = || orders.next().expect("an order").expect("read stdin");
+        assert_eq!(order(), "read");
+        let big = link.recv().expect("recv the large message");
+        assert_same(&big, &payload(big.len(), 1), "the large message");
+        link.send(b"got it").expect("send got it");
+        let count: u64 = order().parse().expect("a count");
+        for seq in 0..count {
+            assert_eq!(link.recv().expect("recv a small message"), numbered(seq));
+        }
+        assert_eq!(link.recv().expect("recv end"), b"end");
+        link.send(b"done").expect("send done");
+        return;
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds_with(&t, mech, &dir, "stalls", |c| c.stdin(Stdio::piped()));
+    let mut orders = peer.child.take_stdin().expect("the child's stdin");
+    let mut tell = |order: &str| writeln!(orders, "{order}").expect("write to the child");
+    assert_eq!(peer.link.recv().expect("recv ready"), b"ready");
+    let link = &mut peer.link;
+
+    let big = payload(largest_by_default(mech.scheme()), 1);
+    link.try_send(&big)
+        .expect("try_send a message larger than the link buffers");
+    let err = link
+        .try_send(b"small")
+        .expect_err("try_send behind an unfinished message");
+    assert_eq!(*err.kind(), ErrorKind::WouldBlock, "{err}");
+    let wait = Duration::from_millis(200);
+    let start = Instant::now();
+    let err = link
+        .send_timeout(b"small", wait)
+        .expect_err("send_timeout to a stalled peer");
+    assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(
+        start.elapsed() >= wait,
+        "send_timeout gave up early: {:?}",
+        start.elapsed()
+    );
+    tell("read");
+    // The receive finishes the large message first: the reply needs it.
+    assert_eq!(link.recv().expect("recv got it"), b"got it");
+
+    let mut count = 0;
+    loop {
+        match link.try_send(&numbered(count)) {
+            Ok(()) => count += 1,
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("try_send message {count}: {e}"),
+        }
+        assert!(count < 50_000_000, "try_send never found the link full");
+    }
+    assert!(count > 0, "the link took no small message");
+    tell(&count.to_string());
+    link.send(b"end").expect("send end");
+    assert_eq!(link.recv().expect("recv done"), b"done");
+    peer.child.finish();
+}
+
 /// Descriptors travel with a message where the mechanism passes them (the
 /// child writes through a pipe end it received); elsewhere `send_fds` is
 /// refused with `Unsupported`, and the link stays usable.
@@ -413,6 +497,11 @@ macro_rules! conformance {
             #[test]
             fn descriptors() {
                 super::descriptors($mech);
+            }
+
+            #[test]
+            fn stalled_peer() {
+                super::stalled_peer($mech);
             }
 
             #[cfg(feature = "async")]

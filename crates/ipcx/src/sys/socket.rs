@@ -154,8 +154,14 @@ pub fn local_port(fd: BorrowedFd<'_>) -> io::Result<u16> {
 /// Sends `bufs` (and, with the first byte, `fds`) without raising `SIGPIPE`;
 /// blocks only if the descriptor is in blocking mode. See `sendmsg(2)`,
 /// `unix(7)` `SCM_RIGHTS`.
-pub fn send(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    let flags = SendFlags::NOSIGNAL;
+pub fn send(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    dont_wait: bool,
+) -> io::Result<usize> {
+    let mut flags = SendFlags::NOSIGNAL;
+    flags.set(SendFlags::DONTWAIT, dont_wait);
     if fds.is_empty() {
         let mut none = SendAncillaryBuffer::default();
         return Ok(rustix::net::sendmsg(fd, bufs, &mut none, flags)?);

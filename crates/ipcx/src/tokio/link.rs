@@ -66,7 +66,8 @@ impl AsyncLink {
                 "register",
             ));
         }
-        let (rx, tx) = link.split();
+        let (rx, mut tx) = link.split();
+        tx.flush_lingering()?;
         rx.set_nonblocking()?;
         tx.set_nonblocking()?;
         Ok(AsyncLink {
@@ -191,7 +192,7 @@ impl AsyncSendHalf {
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, fds)?;
         let guard = Unfinished(&mut self.half);
         loop {
-            match out.write_some(&ch) {
+            match out.write_some(&ch, true) {
                 Ok(_) => {
                     std::mem::forget(guard);
                     return Ok(());

@@ -117,10 +117,23 @@ impl Descriptor {
         self.fd.as_fd()
     }
 
-    /// Writes some of `bufs`, attaching `fds` to the first byte.
-    pub(crate) fn write(&self, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    /// Writes some of `bufs`, attaching `fds` to the first byte. With
+    /// `dont_wait` the call never sleeps, even in blocking mode: a socket is
+    /// asked per call (`MSG_DONTWAIT`); a pipe end, which has no such flag,
+    /// is non-blocking for the call (only its sending half writes it).
+    pub(crate) fn write(
+        &self,
+        bufs: &[IoSlice<'_>],
+        fds: &[BorrowedFd<'_>],
+        dont_wait: bool,
+    ) -> io::Result<usize> {
         if self.kind.is_socket() {
-            sys::socket::send(self.fd(), bufs, fds)
+            sys::socket::send(self.fd(), bufs, fds, dont_wait)
+        } else if dont_wait && self.is_blocking() {
+            sys::fd::set_nonblocking(self.fd(), true)?;
+            let written = sys::fd::writev(self.fd(), bufs);
+            sys::fd::set_nonblocking(self.fd(), false)?;
+            written
         } else {
             sys::fd::writev(self.fd(), bufs)
         }

@@ -81,7 +81,11 @@ impl RecvHalf {
 
     /// Receives one message, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.next(Until::after(timeout))?;
+        self.recv_until(Until::after(timeout))
+    }
+
+    pub(crate) fn recv_until(&mut self, until: Until) -> Result<Vec<u8>> {
+        self.next(until)?;
         let mut v = Vec::new();
         self.take_message(&mut v);
         Ok(v)
@@ -184,14 +188,57 @@ impl RecvHalf {
 }
 
 impl SendHalf {
-    /// Sends one message.
+    /// Sends one message, waiting as long as the peer takes to make room.
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_frame(wire::KIND_DATA, msg, &[])
+        self.send_frame(wire::KIND_DATA, msg, &[], Until::Forever)
+    }
+
+    /// Sends one message if the link has room for it now: `WouldBlock`
+    /// means nothing was sent. See [`Link::try_send`](super::Link::try_send);
+    /// unlike a link's receives, this half's peer [`RecvHalf`] cannot
+    /// finish what `try_send` left partly sent: call [`SendHalf::flush`]
+    /// before awaiting a reply.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, &[], Until::NoWait)
+    }
+
+    /// Finishes sending a message that [`SendHalf::try_send`] or
+    /// [`SendHalf::send_timeout`] left partly sent, waiting as long as it
+    /// takes; at once if there is none.
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_until(Until::Forever)
+    }
+
+    /// [`SendHalf::flush`], waiting at most the link's `?timeout=` (before
+    /// the async sender takes over, which knows nothing of a rest).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn flush_lingering(&mut self) -> Result<()> {
+        match &mut self.tx {
+            Tx::Stream(s) => s.flush(Until::after(s.linger)),
+            Tx::Shm(s) => s.flush(Until::after(s.linger)),
+            Tx::None => Ok(()),
+        }
+    }
+
+    /// [`SendHalf::flush`], waiting as `until` allows.
+    pub(crate) fn flush_until(&mut self, until: Until) -> Result<()> {
+        match &mut self.tx {
+            Tx::Stream(s) => s.flush(until),
+            Tx::Shm(s) => s.flush(until).map_err(|e| e.at(&self.shared.url)),
+            Tx::None => Ok(()),
+        }
+    }
+
+    /// Sends one message, waiting at most `timeout` for room: `TimedOut`
+    /// means nothing was sent. See
+    /// [`Link::send_timeout`](super::Link::send_timeout).
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_frame(wire::KIND_DATA, msg, &[], Until::after(timeout))
     }
 
     /// Sends one message with file descriptors (Unix sockets only).
     pub fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        self.send_frame(wire::KIND_DATA, msg, fds)
+        self.send_frame(wire::KIND_DATA, msg, fds, Until::Forever)
     }
 
     /// The largest message the peer accepts, once its handshake arrived.
@@ -224,15 +271,16 @@ impl SendHalf {
         kind: u8,
         msg: &[u8],
         fds: &[BorrowedFd<'_>],
+        until: Until,
     ) -> Result<()> {
         match &mut self.tx {
-            Tx::Stream(s) => s.send_frame(kind, msg, fds),
+            Tx::Stream(s) => s.send_frame(kind, msg, fds, until),
             Tx::Shm(_) if !fds.is_empty() => Err(Error::new(
                 ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
                 "send",
             )
             .at(&self.shared.url)),
-            Tx::Shm(s) => s.send(msg).map_err(|e| e.at(&self.shared.url)),
+            Tx::Shm(s) => s.send(msg, until).map_err(|e| e.at(&self.shared.url)),
             Tx::None => Err(self.only_receives()),
         }
     }

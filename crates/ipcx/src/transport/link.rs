@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
 use crate::wire::Hello;
 
-/// How long a receive may wait.
+/// How long a receive or a send may wait.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Until {
     /// Return `WouldBlock` instead of waiting.
@@ -36,6 +36,15 @@ pub(crate) enum Until {
 impl Until {
     pub(crate) fn after(d: Duration) -> Until {
         crate::deadline::after(d).map_or(Until::Forever, Until::Deadline)
+    }
+
+    /// The instant to give up at, if any (`NoWait`: now).
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Until::NoWait => Some(Instant::now()),
+            Until::Deadline(d) => Some(d),
+            Until::Forever => None,
+        }
     }
 }
 
@@ -151,9 +160,62 @@ impl Link {
         unsafe { super::pipe::from_inherited() }
     }
 
-    /// Sends one message.
+    /// Sends one message, waiting as long as the peer takes to make room
+    /// (a peer that stopped reading stalls it: [`Link::send_timeout`] and
+    /// [`Link::try_send`] bound the wait).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg)
+    }
+
+    /// Sends one message if the link has room for it now.
+    /// [`ErrorKind::WouldBlock`] means nothing was sent and the link is
+    /// as it was: a producer that must not wait drops or keeps the message.
+    ///
+    /// `Ok` means the link took the message. A message is never cut
+    /// short: if the link took only part of it (a message larger than the
+    /// room left in a socket or ring), the rest is kept and goes first,
+    /// before the next message, before this link receives, on
+    /// [`Link::flush`], or when the link is dropped (waiting at most its
+    /// `?timeout=` then).
+    ///
+    /// ```
+    /// # fn main() -> ipcx::Result<()> {
+    /// # let dir = std::env::temp_dir().join(format!("ipcx-doc-ts-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// # let url = format!("unix:{}/app.sock", dir.display());
+    /// let listener = ipcx::Listener::bind(&url)?;
+    /// let mut tx = ipcx::Link::connect(&url)?;
+    /// let mut rx = listener.accept()?; // reads nothing yet
+    /// let mut sent = 0;
+    /// loop {
+    ///     match tx.try_send(&[7u8; 1000]) {
+    ///         Ok(()) => sent += 1,
+    ///         Err(e) if *e.kind() == ipcx::ErrorKind::WouldBlock => break,
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// assert!(sent > 0); // what the kernel's buffers took
+    /// assert_eq!(rx.recv()?, [7u8; 1000]);
+    /// # drop(listener); std::fs::remove_dir_all(&dir).ok();
+    /// # Ok(()) }
+    /// ```
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.try_send(msg)
+    }
+
+    /// Sends one message, waiting at most `timeout` for room:
+    /// [`ErrorKind::TimedOut`] means nothing was sent and the link is as it
+    /// was. `Ok` means the link took the message, as with
+    /// [`Link::try_send`].
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.tx.send_timeout(msg, timeout)
+    }
+
+    /// Finishes sending a message that [`Link::try_send`] or
+    /// [`Link::send_timeout`] left partly sent, waiting as long as it
+    /// takes; at once if there is none. Receiving does it too.
+    pub fn flush(&mut self) -> Result<()> {
+        self.tx.flush()
     }
 
     /// Sends one message with file descriptors (Unix sockets only).
@@ -161,30 +223,51 @@ impl Link {
         self.tx.send_fds(msg, fds)
     }
 
-    /// Receives one message into a fresh buffer, waiting as long as it takes.
+    /// Receives one message into a fresh buffer, waiting as long as it
+    /// takes. Like every receive of a link, it first finishes a message a
+    /// send left partly sent (a request must be whole before its reply can
+    /// come), within the same time.
     pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.finish_sending(Until::Forever)?;
         self.rx.recv()
     }
 
     /// Receives one message into `buf`, replacing its contents; reusing one
     /// buffer avoids an allocation per message.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.finish_sending(Until::Forever)?;
         self.rx.recv_into(buf)
     }
 
     /// Receives a message if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
+        self.finish_sending(Until::NoWait)?;
         self.rx.try_recv()
     }
 
     /// Receives one message, waiting at most `timeout` ([`ErrorKind::TimedOut`]).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
-        self.rx.recv_timeout(timeout)
+        let until = Until::after(timeout);
+        self.finish_sending(until)?;
+        self.rx.recv_until(until)
     }
 
     /// Receives one message and the file descriptors sent with it.
     pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+        self.finish_sending(Until::Forever)?;
         self.rx.recv_fds()
+    }
+
+    /// Before a receive: finishes a message a send left partly sent, as
+    /// `until` allows. A send that fails here is the sending half's to
+    /// report; what the peer sent before is still received.
+    fn finish_sending(&mut self, until: Until) -> Result<()> {
+        match self.tx.flush_until(until) {
+            Err(e) if *e.kind() == ErrorKind::TimedOut => {
+                Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.tx.shared.url))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Splits the link into halves that can move to different threads.

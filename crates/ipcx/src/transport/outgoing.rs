@@ -2,6 +2,7 @@
 //! written with `writev`/`sendmsg` and resumable after a partial write, so
 //! the blocking and the async senders drive the same code.
 
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
 
@@ -76,8 +77,33 @@ impl<'a> Outgoing<'a> {
         }
     }
 
-    /// Writes what the descriptor takes; `true` when all is written.
-    pub(crate) fn write_some(&mut self, ch: &Descriptor) -> std::io::Result<bool> {
+    /// Whether some of the message has been written (it cannot be taken
+    /// back).
+    pub(crate) fn started(&self) -> bool {
+        self.next > 0 || self.offset > 0
+    }
+
+    /// What is still to write, copied: one buffer per system call (a
+    /// datagram each; a stream's all in one).
+    pub(crate) fn rest(&self) -> VecDeque<Vec<u8>> {
+        let parts = &self.parts.as_slice()[self.next..];
+        let mut offset = self.offset;
+        parts
+            .chunks(self.group.min(parts.len()).max(1))
+            .map(|group| {
+                let mut buf = Vec::new();
+                for p in group {
+                    buf.extend_from_slice(&p.bytes()[offset..]);
+                    offset = 0;
+                }
+                buf
+            })
+            .collect()
+    }
+
+    /// Writes what the descriptor takes; `true` when all is written. With
+    /// `dont_wait`, never sleeps (see [`Descriptor::write`]).
+    pub(crate) fn write_some(&mut self, ch: &Descriptor, dont_wait: bool) -> std::io::Result<bool> {
         let parts = self.parts.as_slice();
         while self.next < parts.len() {
             let end = (self.next + self.group.min(MAX_IOV)).min(parts.len());
@@ -98,7 +124,7 @@ impl<'a> Outgoing<'a> {
                 &[]
             };
             let mut n = loop {
-                match ch.write(iov, fds) {
+                match ch.write(iov, fds, dont_wait) {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     r => break r?,
                 }

@@ -35,8 +35,10 @@ impl io::Write for SendHalf {
         Ok(buf.len())
     }
 
+    /// Finishes a message [`SendHalf::try_send`] or
+    /// [`SendHalf::send_timeout`] left partly sent.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        Ok(SendHalf::flush(self)?)
     }
 }
 
@@ -54,7 +56,7 @@ impl io::Write for Link {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        Ok(self.send_half().flush()?)
     }
 }
 

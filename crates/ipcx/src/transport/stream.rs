@@ -41,6 +41,12 @@ pub(crate) struct StreamTx {
     codec: Codec,
     crc: bool,
     chunk: usize,
+    /// The rest of a message a send with a limit had started when its time
+    /// ran out: accepted, so it goes before anything else (one buffer per
+    /// system call, as [`Outgoing::rest`] gives it).
+    unsent: VecDeque<Vec<u8>>,
+    /// How long dropping the half may wait to write `unsent` (`?timeout=`).
+    pub(crate) linger: std::time::Duration,
     failed: bool,
     shared: Arc<Shared>,
 }
@@ -305,6 +311,8 @@ impl StreamTx {
             ch,
             codec: o.codec,
             crc: o.crc,
+            unsent: VecDeque::new(),
+            linger: o.timeout,
             failed: false,
             shared,
         }
@@ -312,7 +320,7 @@ impl StreamTx {
 
     /// Sends our hello.
     pub(crate) fn send_hello(&mut self, ours: &Hello) -> Result<()> {
-        match self.send_frame(wire::KIND_HELLO, &ours.encode(), &[]) {
+        match self.send_frame(wire::KIND_HELLO, &ours.encode(), &[], Until::Forever) {
             // The peer may have sent all it had and closed before we said
             // hello (a parent that spawns, sends and exits): what it sent
             // can still be read, and our sends report `Closed`.
@@ -321,23 +329,72 @@ impl StreamTx {
         }
     }
 
+    /// Sends one frame, waiting for room as `until` allows: `WouldBlock`
+    /// (`NoWait`) or `TimedOut` when none of it was written. A message the
+    /// descriptor took part of when time ran out cannot be taken back: it
+    /// counts as sent, and its rest is kept to go first
+    /// ([`StreamTx::flush`]).
     pub(crate) fn send_frame(
         &mut self,
         kind: u8,
         msg: &[u8],
         fds: &[BorrowedFd<'_>],
+        until: Until,
     ) -> Result<()> {
+        self.flush(until)?;
         let (ch, mut out) = self.prepare(kind, msg, fds)?;
+        let dont_wait = !matches!(until, Until::Forever);
         loop {
-            match out.write_some(&ch) {
+            match out.write_some(&ch, dont_wait) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    sys::fd::wait(ch.fd(), Interest::Write, None)
-                        .map_err(|e| Error::io("send", e))?;
+                    if !self.wait_room(until)? {
+                        if out.started() {
+                            self.unsent = out.rest();
+                            return Ok(());
+                        }
+                        return Err(out_of_time(until).at(&self.shared.url));
+                    }
                 }
                 Err(e) => return Err(self.write_failed(e)),
             }
         }
+    }
+
+    /// Writes the rest of a message a send left unfinished, waiting as
+    /// `until` allows.
+    pub(crate) fn flush(&mut self, until: Until) -> Result<()> {
+        let dont_wait = !matches!(until, Until::Forever);
+        while let Some(front) = self.unsent.front_mut() {
+            if self.failed {
+                return Err(Error::new(ErrorKind::Closed, "send").at(&self.shared.url));
+            }
+            match self
+                .ch
+                .write(&[std::io::IoSlice::new(front)], &[], dont_wait)
+            {
+                Ok(n) if n == front.len() => {
+                    self.unsent.pop_front();
+                }
+                Ok(n) => {
+                    front.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if !self.wait_room(until)? {
+                        return Err(out_of_time(until).at(&self.shared.url));
+                    }
+                }
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the descriptor takes more, or `until`: `false` then.
+    fn wait_room(&self, until: Until) -> Result<bool> {
+        sys::fd::wait(self.ch.fd(), Interest::Write, until.deadline())
+            .map_err(|e| Error::io("send", e))
     }
 
     /// Checks that the message may go, and lays it out for writing.
@@ -433,4 +490,23 @@ impl StreamTx {
     pub(crate) fn descriptor(&self) -> &Arc<Descriptor> {
         &self.ch
     }
+}
+
+impl Drop for StreamTx {
+    /// A message a send left unfinished is finished, waiting at most
+    /// `?timeout=`: the peer would otherwise see it cut short.
+    fn drop(&mut self) {
+        if !self.unsent.is_empty() {
+            let _ = self.flush(Until::after(self.linger));
+        }
+    }
+}
+
+/// The error of a send whose time ran out before it wrote anything.
+pub(crate) fn out_of_time(until: Until) -> Error {
+    let kind = match until {
+        Until::NoWait => ErrorKind::WouldBlock,
+        Until::Deadline(_) | Until::Forever => ErrorKind::TimedOut,
+    };
+    Error::new(kind, "send")
 }

@@ -8,6 +8,7 @@ use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::ring::{Corrupt, MORE, Ring};
 use crate::transport::Until;
+use crate::transport::stream::out_of_time;
 use crate::wait::{WaitEnd, Waiting};
 use crate::wire::FrameError;
 
@@ -29,6 +30,8 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak
         conn,
         wait: o.wait,
         spin: o.spin,
+        unsent: (Vec::new(), 0),
+        linger: o.timeout,
         failed: false,
     };
     (Box::new(rx), Box::new(tx), weak)
@@ -130,6 +133,11 @@ pub(crate) struct ShmTx {
     conn: Arc<Conn>,
     wait: WaitStrategy,
     spin: Duration,
+    /// The rest of a message a send with a limit had started when its
+    /// time ran out, and how much of that rest is in the ring since.
+    unsent: (Vec<u8>, usize),
+    /// How long dropping the half may wait to push `unsent` (`?timeout=`).
+    pub(crate) linger: Duration,
     failed: bool,
 }
 
@@ -155,30 +163,70 @@ impl ShmTx {
         self.failed = true;
     }
 
-    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<()> {
+    /// Sends one message, waiting for room as `until` allows: `WouldBlock`
+    /// (`NoWait`) or `TimedOut` when none of it is in the ring. A message
+    /// longer than the room, partly in the ring when time ran out, counts
+    /// as sent: its rest is kept to go first ([`ShmTx::flush`]).
+    pub(crate) fn send(&mut self, msg: &[u8], until: Until) -> Result<()> {
+        self.flush(until)?;
         let mut sent = 0;
+        if !self.push(msg, &mut sent, until)? {
+            if sent == 0 {
+                return Err(out_of_time(until));
+            }
+            self.unsent = (msg[sent..].to_vec(), 0);
+        }
+        Ok(())
+    }
+
+    /// Pushes the rest of a message a send left unfinished, waiting as
+    /// `until` allows.
+    pub(crate) fn flush(&mut self, until: Until) -> Result<()> {
+        if self.unsent.0.is_empty() {
+            return Ok(());
+        }
+        let (rest, mut sent) = std::mem::take(&mut self.unsent);
+        let done = self.push(&rest, &mut sent, until);
+        if !matches!(done, Ok(true)) {
+            self.unsent = (rest, sent);
+        }
+        match done? {
+            true => Ok(()),
+            false => Err(out_of_time(until)),
+        }
+    }
+
+    /// Pushes `msg` from byte `sent` on, waiting for room as `until`
+    /// allows: `false` if time ran out first.
+    fn push(&mut self, msg: &[u8], sent: &mut usize, until: Until) -> Result<bool> {
         loop {
-            match self.try_send(msg, &mut sent) {
-                Ok(true) => return Ok(()),
+            match self.try_send(msg, sent) {
+                Ok(true) => return Ok(true),
                 Ok(false) => {}
                 Err(e) => {
                     // Parts already in the ring cannot be taken back.
-                    self.failed |= sent > 0;
+                    self.failed |= *sent > 0;
                     return Err(e);
                 }
+            }
+            if matches!(until, Until::NoWait) {
+                return Ok(false);
             }
             let conn = &self.conn;
             let how = Waiting {
                 strategy: self.wait,
                 spin: self.spin,
-                deadline: None,
+                deadline: until.deadline(),
                 peer_gone: &|| conn.peer_gone(),
             };
-            let need = (msg.len() - sent).min(self.ring.max_record());
-            if let Err(end) = self.ring.wait_space(need, &how) {
-                debug_assert_eq!(end, WaitEnd::PeerGone);
-                self.failed = true;
-                return Err(Error::new(ErrorKind::Closed, "send"));
+            let need = (msg.len() - *sent).min(self.ring.max_record());
+            match self.ring.wait_space(need, &how) {
+                Ok(()) => {}
+                Err(WaitEnd::TimedOut) => return Ok(false),
+                Err(WaitEnd::PeerGone) => {
+                    self.failed = true;
+                    return Err(Error::new(ErrorKind::Closed, "send"));
+                }
             }
         }
     }
@@ -224,5 +272,13 @@ impl ShmTx {
                 return Ok(true);
             }
         }
+    }
+}
+
+impl Drop for ShmTx {
+    /// A message a send left unfinished is finished, waiting at most
+    /// `?timeout=`: the peer would otherwise see it cut short.
+    fn drop(&mut self) {
+        let _ = self.flush(Until::after(self.linger));
     }
 }
