@@ -305,7 +305,8 @@ fn killed_publisher_never_delivers_a_loan() {
 /// one arrives after the subscriber went to sleep on its doorbell, and the
 /// publisher's exit ends the stream with `Closed`. The liveness poll is an
 /// hour, so only the doorbell can wake the subscriber in time: if it did
-/// not ring, the watchdog would fail the test.
+/// not ring, the watchdog would fail the test. The doorbell FIFO goes with
+/// the channel.
 #[cfg(feature = "async")]
 #[test]
 fn async_subscriber_awaits_without_a_thread() {
@@ -328,18 +329,22 @@ fn async_subscriber_awaits_without_a_thread() {
     rt.block_on(async {
         let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
             .expect("open");
-        let bell = doorbell(&url);
-        assert!(bell.exists(), "the doorbell FIFO exists while subscribed");
+        assert!(
+            doorbell(&url).exists(),
+            "the doorbell FIFO exists while subscribed"
+        );
         for want in 0u64..50 {
             let sample = sub.recv().await.expect("recv");
             assert_eq!(u64::from_le_bytes(sample[..8].try_into().unwrap()), want);
         }
         let err = sub.recv().await.expect_err("the publisher is gone");
         assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
-        drop(sub);
-        assert!(!bell.exists(), "and is removed with the subscriber");
     });
     child.finish();
+    assert!(
+        !doorbell(&url).exists(),
+        "the doorbell goes with the channel"
+    );
 }
 
 /// A killed async subscriber leaves its doorbell FIFO; the channel's owner
@@ -370,7 +375,8 @@ fn doorbells_of_killed_subscribers_are_cleaned_up() {
 }
 
 /// An async subscriber that is dropped and opened again (the same place,
-/// the same pid, a new doorbell FIFO) is still rung.
+/// the same pid, the doorbell FIFO the first left, which the publisher
+/// keeps open) is still rung.
 #[cfg(feature = "async")]
 #[test]
 fn a_reopened_async_subscriber_is_rung() {
@@ -403,6 +409,10 @@ fn a_reopened_async_subscriber_is_rung() {
         let first = open();
         assert_eq!(&*first.recv().await.expect("recv a"), b"a");
         drop(first);
+        assert!(
+            doorbell(&url).exists(),
+            "the doorbell stays for the next subscriber"
+        );
         let second = open();
         assert_eq!(&*second.recv().await.expect("recv b"), b"b");
     });

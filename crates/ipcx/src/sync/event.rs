@@ -182,6 +182,8 @@ impl EventState {
 #[derive(Debug)]
 pub struct Event {
     place: Place<EventState>,
+    /// The async waiters' doorbells this handle rang, kept open.
+    ringer: crate::wait::doorbell::Ringer,
 }
 
 impl Event {
@@ -189,6 +191,7 @@ impl Event {
     pub fn create(name: &str, mode: EventMode) -> Result<Event> {
         Ok(Event {
             place: Place::create_named(name, ValueLayout::NONE, 0, initializer(mode))?,
+            ringer: Default::default(),
         })
     }
 
@@ -196,6 +199,7 @@ impl Event {
     pub fn open(name: &str) -> Result<Event> {
         Ok(Event {
             place: Place::open_named(name, ValueLayout::NONE)?,
+            ringer: Default::default(),
         })
     }
 
@@ -209,6 +213,7 @@ impl Event {
             place: unsafe {
                 Place::create_in(seg, offset, ValueLayout::NONE, 0, initializer(mode))?
             },
+            ringer: Default::default(),
         })
     }
 
@@ -216,6 +221,7 @@ impl Event {
     pub fn open_in(seg: &Arc<Segment>, offset: usize) -> Result<Event> {
         Ok(Event {
             place: Place::open_in(seg, offset, ValueLayout::NONE)?,
+            ringer: Default::default(),
         })
     }
 
@@ -228,7 +234,7 @@ impl Event {
     pub fn set(&self) {
         let bells = self.place.state().set();
         if bells != 0 {
-            crate::wait::doorbell::ring(self.place.name(), bells);
+            self.ringer.ring(self.place.name(), bells);
         }
     }
 

@@ -61,11 +61,10 @@ impl Awaited<'_> {
 }
 
 /// A doorbell FIFO this process awaits in tokio's reactor (see
-/// `wait/doorbell.rs`); removed when dropped.
+/// `wait/doorbell.rs`); it stays for the next waiter of its place.
 #[derive(Debug)]
 pub(super) struct Bell {
     fd: AsyncFd<OwnedFd>,
-    path: std::path::PathBuf,
 }
 
 impl Bell {
@@ -77,9 +76,9 @@ impl Bell {
                 "open",
             )
         })?;
-        let (path, fd) = crate::wait::doorbell::make(name, k, seg.mode()?).map_err(io)?;
+        let fd = crate::wait::doorbell::make(name, k, seg.mode()?).map_err(io)?;
         let fd = super::register(fd).map_err(io)?;
-        Ok(Bell { fd, path })
+        Ok(Bell { fd })
     }
 
     /// Waits until rung (then empties the FIFO) or `timeout` passes; true
@@ -95,11 +94,5 @@ impl Bell {
             Some(t) => tokio::time::timeout(t, readable).await.unwrap_or(Ok(false)),
             None => readable.await,
         }
-    }
-}
-
-impl Drop for Bell {
-    fn drop(&mut self) {
-        let _ = crate::sys::fs::remove(&self.path);
     }
 }

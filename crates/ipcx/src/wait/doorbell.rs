@@ -9,8 +9,9 @@
 //! unrelated process without a socket or ptrace rights. The registry
 //! removes a segment's doorbells with the segment.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use crate::sys;
 
@@ -19,45 +20,70 @@ pub(crate) fn path(name: &str, k: usize) -> PathBuf {
     std::path::Path::new(sys::shm::SHM_DIR).join(format!("{name}.bell{k}"))
 }
 
-/// Writes a byte into the doorbell of each place in `bells` of segment
-/// `name`. The FIFO is opened anew each time (a place may get a new FIFO
-/// from its next waiter), and read-write, so a vanished reader can never
-/// make the write fail with `EPIPE` (and `SIGPIPE`); a full FIFO has rung
-/// already.
-pub(crate) fn ring(name: &str, mut bells: u64) {
-    while bells != 0 {
-        let k = bells.trailing_zeros() as usize;
-        bells &= bells - 1;
-        match sys::fs::open_fifo_rw(&path(name, k)) {
-            Ok(fd) => {
-                let _ = sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]);
+/// Rings the doorbells of one segment, keeping open each FIFO it rang:
+/// a ring is then one `write`. A place's FIFO lives as long as the
+/// segment (each waiter of the place reuses it, see [`make`]), so a kept
+/// descriptor stays the place's doorbell; a write the FIFO refuses (full,
+/// or gone wrong) opens it afresh for the next ring.
+#[derive(Debug, Default)]
+pub(crate) struct Ringer {
+    open: Mutex<Vec<(usize, OwnedFd)>>,
+}
+
+impl Ringer {
+    /// Writes a byte into the doorbell of each place in `bells` of the
+    /// segment `name`. FIFOs are opened read-write, so a vanished waiter
+    /// can never make the write fail with `EPIPE` (and `SIGPIPE`); a full
+    /// FIFO has rung already.
+    pub(crate) fn ring(&self, name: &str, mut bells: u64) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        while bells != 0 {
+            let k = bells.trailing_zeros() as usize;
+            bells &= bells - 1;
+            let kept = open.iter().position(|(place, _)| *place == k);
+            let fd = match kept {
+                Some(i) => &open[i].1,
+                None => match sys::fs::open_fifo_rw(&path(name, k)) {
+                    Ok(fd) => {
+                        open.push((k, fd));
+                        &open[open.len() - 1].1
+                    }
+                    // The waiter's periodic re-check finds the change anyway.
+                    Err(e) => {
+                        tracing::debug!(error = %e, place = k, "a doorbell could not be rung");
+                        continue;
+                    }
+                },
+            };
+            if sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]).is_err() {
+                open.retain(|(place, _)| *place != k);
             }
-            // The waiter's periodic re-check finds the change anyway.
-            Err(e) => tracing::debug!(error = %e, place = k, "a doorbell could not be rung"),
         }
     }
 }
 
-/// Makes the doorbell of place `k` of `name` afresh (one left by a dead
-/// waiter in this place is stale) and opens it. It gets the segment's
-/// read and write bits (`mode`), since whoever may write the segment must
-/// be able to ring (open the FIFO read-write).
+/// Opens the doorbell of place `k` of `name` for a waiter: the FIFO an
+/// earlier waiter of the place left (emptied of its old rings), so that
+/// ringers' kept descriptors stay right; made afresh when there is none
+/// or it cannot be opened. A new one gets the segment's read and write
+/// bits (`mode`), since whoever may write the segment must be able to
+/// ring (open the FIFO read-write). It goes with the segment (the
+/// registry removes it).
 #[cfg(feature = "async")]
-pub(crate) fn make(
-    name: &str,
-    k: usize,
-    mode: u32,
-) -> std::io::Result<(PathBuf, std::os::fd::OwnedFd)> {
+pub(crate) fn make(name: &str, k: usize, mode: u32) -> std::io::Result<OwnedFd> {
     let p = path(name, k);
+    if let Ok(fd) = sys::fs::open_fifo_rw(&p) {
+        drain(&fd);
+        return Ok(fd);
+    }
     sys::fs::remove(&p)?;
     sys::fs::create_fifo(&p, mode & 0o666)?;
-    let fd = sys::fs::open_fifo_rw(&p)?;
-    Ok((p, fd))
+    sys::fs::open_fifo_rw(&p)
 }
 
 /// Empties a doorbell, so the next wait needs a fresh ring.
 #[cfg(feature = "async")]
-pub(crate) fn drain(fd: &std::os::fd::OwnedFd) {
+pub(crate) fn drain(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
     while matches!(sys::fd::read(fd.as_fd(), &mut buf), Ok(n) if n > 0) {}
 }

@@ -31,6 +31,8 @@ use crate::wait::{WaitEnd, Waiting, notify, wait};
 #[derive(Debug)]
 pub struct Publisher {
     pub(super) ch: Channel,
+    /// The subscribers' doorbells this publisher rang, kept open.
+    ringer: crate::wait::doorbell::Ringer,
     overflow: Overflow,
     wait: WaitStrategy,
     spin: Duration,
@@ -117,6 +119,7 @@ impl Publisher {
             pid,
             recent_free: Default::default(),
             cursor_floor: Default::default(),
+            ringer: Default::default(),
         }
     }
 
@@ -168,6 +171,7 @@ impl Publisher {
             pid,
             recent_free: Default::default(),
             cursor_floor: Default::default(),
+            ringer: Default::default(),
         })
     }
 
@@ -464,7 +468,7 @@ impl Publisher {
     /// that sleep ask for it).
     fn ring_doorbells(&self, bells: u64) {
         if let Some(name) = self.ch.seg.name() {
-            crate::wait::doorbell::ring(name, bells);
+            self.ringer.ring(name, bells);
         }
     }
 

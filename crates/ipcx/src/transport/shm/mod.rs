@@ -114,6 +114,8 @@ struct Conn {
     /// How often a half awaiting on tokio looks without being rung
     /// (`?liveness=`): it notices a peer that died, or a ring it missed.
     liveness: Duration,
+    /// The peer's doorbells this side rang, kept open.
+    ringer: crate::wait::doorbell::Ringer,
 }
 
 impl Conn {
@@ -152,7 +154,7 @@ impl Conn {
         if self.header().bells.load(Ordering::Relaxed) & bit != 0
             && let Some(name) = self.link.segment().name()
         {
-            crate::wait::doorbell::ring(name, bit);
+            self.ringer.ring(name, bit);
         }
     }
 
@@ -318,6 +320,7 @@ impl ShmListener {
                 link: self.link.clone(),
                 side: Side::Server,
                 liveness: ep.options().liveness,
+                ringer: Default::default(),
             },
             ep,
         );
@@ -395,6 +398,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                         link,
                         side: Side::Client,
                         liveness: ep.options().liveness,
+                        ringer: Default::default(),
                     },
                     ep,
                 );
