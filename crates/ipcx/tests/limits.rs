@@ -168,6 +168,17 @@ fn fifo_serves_one_peer_at_a_time() {
     third.finish();
 }
 
+/// In a child: opens `n` connections to the socket `PATH` that never say
+/// a word, and holds them until killed.
+fn silent_crowd(n: usize) {
+    let path = param("PATH");
+    let _held: Vec<_> = (0..n)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect raw"))
+        .collect();
+    ready("connected");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
 /// Connections that never say hello (slowloris) hold no place among the
 /// served: with `?max_conns=2`, a hundred silent connections from another
 /// process neither lock out a client that speaks nor grow without bound
@@ -176,16 +187,7 @@ fn fifo_serves_one_peer_at_a_time() {
 fn silent_connections_cannot_lock_out_a_client() {
     let t = Test::start();
     match t.child_role() {
-        Some("silent") => {
-            let path = param("PATH");
-            let held: Vec<_> = (0..100)
-                .map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect raw"))
-                .collect();
-            ready("connected");
-            std::thread::sleep(Duration::from_secs(120));
-            drop(held);
-            return;
-        }
+        Some("silent") => return silent_crowd(100),
         Some(_) => {
             let mut link = Link::connect(&param("URL")).expect("connect");
             link.wait_connected(Duration::from_secs(30))
@@ -219,6 +221,66 @@ fn silent_connections_cannot_lock_out_a_client() {
     assert_eq!(listener.connections(), 1);
     drop(link);
     client.finish();
+    silent.kill();
+}
+
+/// `AsyncListener::accept` awaits sockets on the reactor and holds no
+/// thread: with tokio's only blocking thread taken, it still meets a
+/// crowd of silent connections and then serves the client that speaks.
+/// An accept given up (a timeout drops its future) loses nothing.
+#[cfg(feature = "async")]
+#[test]
+fn async_accept_holds_no_thread() {
+    let t = Test::start();
+    match t.child_role() {
+        Some("silent") => return silent_crowd(20),
+        Some(_) => {
+            let mut link = Link::connect(&param("URL")).expect("connect");
+            link.send(b"hi").expect("send");
+            assert_eq!(link.recv().expect("recv"), b"bye");
+            return;
+        }
+        None => {}
+    }
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!("unix:{}?handshake_timeout=1h", path.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .build()
+        .expect("a tokio runtime");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let blocker = rt.spawn_blocking(move || held.recv());
+    let mut listener = {
+        let _entered = rt.enter();
+        ipcx::tokio::AsyncListener::bind(&url).expect("bind")
+    };
+    let mut silent = t.spawn("silent", |c| {
+        set_param(c, "PATH", &path.display().to_string())
+    });
+    silent.wait_ready();
+    rt.block_on(async {
+        let early = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(
+            early.is_err(),
+            "an accept with only silent peers, cut short"
+        );
+    });
+    let client = t.spawn("client", |c| set_param(c, "URL", &url));
+    rt.block_on(async {
+        let mut link = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .expect("accepted without a blocking thread")
+            .expect("accept");
+        assert_eq!(link.recv().await.expect("recv"), b"hi");
+        link.send(b"bye").await.expect("send");
+    });
+    client.finish();
+    release.send(()).expect("release the blocking thread");
+    rt.block_on(blocker)
+        .expect("the blocker")
+        .expect("released");
     silent.kill();
 }
 

@@ -1,19 +1,27 @@
 //! [`AsyncListener`].
 
+use std::future::poll_fn;
+use std::os::fd::OwnedFd;
+use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::Listener;
+use crate::transport::{Listener, Polled};
 
 use super::AsyncLink;
 
 /// A [`Listener`] for tokio.
 ///
-/// `accept` runs the blocking accept in slices of 100 ms on tokio's
-/// blocking pool, so dropping its future (in `select!`, say) loses nothing:
-/// the slice in flight ends on its own and the listener, with any peers
-/// still in their handshake, is there for the next `accept`.
+/// On sockets (`unix:`, `unixseq:`, `tcp:`), `accept` awaits the listening
+/// socket and the connections whose hello is due on tokio's reactor, and
+/// checks them without waiting when one is readable: no thread is held.
+/// The FIFO and `shm:` listeners have nothing for the reactor; their
+/// accept runs on tokio's blocking pool in slices of 100 ms. Either way,
+/// dropping the future (in `select!`, say) loses nothing: the listener,
+/// with any peers still in their handshake, is there for the next
+/// `accept`.
 #[derive(Debug)]
 pub struct AsyncListener {
     inner: Arc<Listener>,
@@ -38,6 +46,17 @@ impl AsyncListener {
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
         loop {
+            match self.inner.poll_accept()? {
+                Polled::Link(link) => return AsyncLink::from_link(*link),
+                Polled::Wait(fds, wake) => readable(fds, wake).await?,
+                Polled::Blocking => return self.accept_blocking().await,
+            }
+        }
+    }
+
+    /// The FIFO and `shm:` listeners: blocking accepts in slices.
+    async fn accept_blocking(&self) -> Result<AsyncLink> {
+        loop {
             let listener = self.inner.clone();
             let slice = tokio::task::spawn_blocking(move || listener.accept_timeout(ACCEPT_SLICE))
                 .await
@@ -49,4 +68,27 @@ impl AsyncListener {
             }
         }
     }
+}
+
+/// Waits until one of `fds` is readable, or until `wake`.
+async fn readable(fds: Vec<OwnedFd>, wake: Option<Instant>) -> Result<()> {
+    let io = |e| Error::io("accept", e);
+    let watched = fds
+        .into_iter()
+        .map(super::register)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)?;
+    let mut timer = pin!(wake.map(|w| tokio::time::sleep_until(w.into())));
+    poll_fn(|cx| {
+        for fd in &watched {
+            if let Poll::Ready(ready) = fd.poll_read_ready(cx) {
+                return Poll::Ready(ready.map(drop).map_err(io));
+            }
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }

@@ -5,8 +5,11 @@
 //! awaits readiness from tokio's reactor, so a task waits without a thread.
 //! An `shm:` link has no descriptor: each half awaits a doorbell FIFO its
 //! peer rings after a change, only while the half is armed (asleep).
-//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
-//! accepting (in 100 ms slices) run on tokio's blocking pool.
+//! [`AsyncListener`] awaits a listening socket and the handshakes under
+//! way on the reactor too (the FIFO and `shm:` listeners, which have no
+//! descriptor to await, accept on tokio's blocking pool in 100 ms slices).
+//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) runs on
+//! the blocking pool.
 //!
 //! ```no_run
 //! # async fn demo() -> ipcx::Result<()> {

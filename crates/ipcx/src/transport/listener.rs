@@ -46,6 +46,20 @@ pub struct Listener {
     inner: std::sync::Mutex<Inner>,
 }
 
+/// What one accept pass that never waits found.
+#[cfg(feature = "async")]
+pub(crate) enum Polled {
+    /// A peer whose handshake checked out.
+    Link(Box<Link>),
+    /// Nothing yet: the next pass is worth it once one of these
+    /// (duplicates of the listening socket and of the connections whose
+    /// hello is due) is readable, or at the instant (the first pending
+    /// peer times out).
+    Wait(Vec<std::os::fd::OwnedFd>, Option<Instant>),
+    /// Nothing to watch: the FIFO and `shm:` listeners wait by blocking.
+    Blocking,
+}
+
 #[derive(Debug)]
 enum Inner {
     Socket(SocketListener),
@@ -187,6 +201,27 @@ impl Listener {
         }
     }
 
+    /// One accept pass that never waits, for tokio (which awaits what it
+    /// says to watch).
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_accept(&self) -> Result<Polled> {
+        let poisoned = || Error::new(ErrorKind::Poisoned, "accept").at(&self.endpoint);
+        let mut inner = self.inner.lock().map_err(|_| poisoned())?;
+        let (Inner::Socket(s), Some(listening)) = (&mut *inner, &self.fd) else {
+            return Ok(Polled::Blocking);
+        };
+        let wake = match s.step(&self.endpoint, listening.as_fd())? {
+            Ok(link) => return Ok(Polled::Link(Box::new(link))),
+            Err(wake) => wake,
+        };
+        let fds = s
+            .watched(listening.as_fd())
+            .map(sys::fd::dup_cloexec)
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("accept", e).at(&self.endpoint))?;
+        Ok(Polled::Wait(fds, wake))
+    }
+
     /// The bound endpoint (for `tcp://host:0`, with the port the OS chose).
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
@@ -255,83 +290,99 @@ impl SocketListener {
         listening: BorrowedFd<'_>,
         deadline: Option<Instant>,
     ) -> Result<Link> {
-        let o = ep.options();
         loop {
-            // A bounded batch, so a flood of connects cannot starve the
-            // handshakes already under way.
-            for _ in 0..64 {
-                let accepted =
-                    sys::socket::accept(listening).map_err(|e| Error::io("accept", e).at(ep))?;
-                let Some(fd) = accepted else { break };
-                if self.kind == FdKind::Tcp {
-                    if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
-                        tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
-                        continue;
-                    }
-                }
-                let ch = Arc::new(Descriptor::new(fd, self.kind));
-                if o.codec != Codec::Framed {
-                    if !self.admit(ep, &ch) {
-                        continue;
-                    }
-                    return Ok(Link::new(ep, Some(ch.clone()), Some(ch)));
-                }
-                // Until its hello arrives a peer is pending: it holds no
-                // place among the served (`?max_conns=`), only one of
-                // `?max_pending=`, and the oldest pending peer makes room
-                // for a new one, so silent connections cannot lock out
-                // the peers that speak.
-                if self.pending.len() >= o.max_pending {
-                    self.pending.remove(0);
-                    self.evicted += 1;
-                    tracing::warn!(url = %ep, max_pending = o.max_pending, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes");
-                }
-                let mut link = Link::new(ep, Some(ch.clone()), Some(ch.clone()));
-                link.expect_hello(o.crc, o.max_msg);
-                self.pending.push(Pending {
-                    link,
-                    ch,
-                    deadline: crate::deadline::far_after(o.handshake_timeout),
-                });
-            }
-            let now = Instant::now();
-            let mut i = 0;
-            while i < self.pending.len() {
-                match self.pending[i].link.poll_handshake() {
-                    Ok(true) => {
-                        let p = self.pending.remove(i);
-                        if let Some(link) = self.served(ep, p) {
-                            return Ok(link);
-                        }
-                    }
-                    Ok(false) if now < self.pending[i].deadline => i += 1,
-                    Ok(false) => {
-                        tracing::warn!(url = %ep, "peer sent no hello in time; dropped");
-                        self.pending.remove(i);
-                    }
-                    Err(e) => {
-                        tracing::warn!(url = %ep, error = %e, "handshake failed; peer dropped");
-                        self.pending.remove(i);
-                    }
-                }
-            }
-            if deadline.is_some_and(|d| now >= d) {
+            let wake = match self.step(ep, listening)? {
+                Ok(link) => return Ok(link),
+                Err(wake) => wake,
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
             }
-            let wake = self
-                .pending
-                .iter()
-                .map(|p| p.deadline)
-                .chain(deadline)
-                .min();
-            let mut fds = Vec::with_capacity(1 + self.pending.len());
-            fds.push(sys::fd::poll_entry(listening, Interest::Read));
-            for p in &self.pending {
-                if let Some(fd) = p.link.as_fd() {
-                    fds.push(sys::fd::poll_entry(fd, Interest::Read));
-                }
-            }
+            let wake = wake.into_iter().chain(deadline).min();
+            let mut fds: Vec<_> = self
+                .watched(listening)
+                .map(|fd| sys::fd::poll_entry(fd, Interest::Read))
+                .collect();
             sys::fd::wait_many(&mut fds, wake).map_err(|e| Error::io("accept", e).at(ep))?;
         }
+    }
+
+    /// The listening socket and every connection whose hello is due: what
+    /// becoming readable makes the next [`SocketListener::step`] worth it.
+    fn watched<'a>(
+        &'a self,
+        listening: BorrowedFd<'a>,
+    ) -> impl Iterator<Item = BorrowedFd<'a>> + 'a {
+        std::iter::once(listening).chain(self.pending.iter().filter_map(|p| p.link.as_fd()))
+    }
+
+    /// One pass that never waits: takes the connections that came (a
+    /// bounded batch) and checks the hellos that are due. A peer whose
+    /// handshake checked out, or when the first pending peer times out.
+    fn step(
+        &mut self,
+        ep: &Endpoint,
+        listening: BorrowedFd<'_>,
+    ) -> Result<std::result::Result<Link, Option<Instant>>> {
+        let o = ep.options();
+        // A bounded batch, so a flood of connects cannot starve the
+        // handshakes already under way.
+        for _ in 0..64 {
+            let accepted =
+                sys::socket::accept(listening).map_err(|e| Error::io("accept", e).at(ep))?;
+            let Some(fd) = accepted else { break };
+            if self.kind == FdKind::Tcp {
+                if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
+                    tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
+                    continue;
+                }
+            }
+            let ch = Arc::new(Descriptor::new(fd, self.kind));
+            if o.codec != Codec::Framed {
+                if !self.admit(ep, &ch) {
+                    continue;
+                }
+                return Ok(Ok(Link::new(ep, Some(ch.clone()), Some(ch))));
+            }
+            // Until its hello arrives a peer is pending: it holds no
+            // place among the served (`?max_conns=`), only one of
+            // `?max_pending=`, and the oldest pending peer makes room
+            // for a new one, so silent connections cannot lock out
+            // the peers that speak.
+            if self.pending.len() >= o.max_pending {
+                self.pending.remove(0);
+                self.evicted += 1;
+                tracing::warn!(url = %ep, max_pending = o.max_pending, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes");
+            }
+            let mut link = Link::new(ep, Some(ch.clone()), Some(ch.clone()));
+            link.expect_hello(o.crc, o.max_msg);
+            self.pending.push(Pending {
+                link,
+                ch,
+                deadline: crate::deadline::far_after(o.handshake_timeout),
+            });
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.pending.len() {
+            match self.pending[i].link.poll_handshake() {
+                Ok(true) => {
+                    let p = self.pending.remove(i);
+                    if let Some(link) = self.served(ep, p) {
+                        return Ok(Ok(link));
+                    }
+                }
+                Ok(false) if now < self.pending[i].deadline => i += 1,
+                Ok(false) => {
+                    tracing::warn!(url = %ep, "peer sent no hello in time; dropped");
+                    self.pending.remove(i);
+                }
+                Err(e) => {
+                    tracing::warn!(url = %ep, error = %e, "handshake failed; peer dropped");
+                    self.pending.remove(i);
+                }
+            }
+        }
+        Ok(Err(self.pending.iter().map(|p| p.deadline).min()))
     }
 }

@@ -31,6 +31,8 @@ pub use half::{RecvHalf, SendHalf};
 pub use link::Link;
 pub(crate) use link::Until;
 pub use listener::Listener;
+#[cfg(feature = "async")]
+pub(crate) use listener::Polled;
 pub use pipe::{spawn, spawn_endpoint};
 pub use std_io::{Incoming, Messages};
 
