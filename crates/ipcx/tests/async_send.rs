@@ -23,6 +23,8 @@ async fn every_future_is_send(
     spawnable(&tx.send(b"x"));
     spawnable(&listener.accept());
     spawnable(&AsyncLink::connect("unix:@x"));
+    spawnable(&AsyncSubscriber::open("shm:x"));
+    spawnable(&AsyncEvent::open("x"));
     spawnable(&sub.recv());
     spawnable(&event.wait());
     spawnable(&link);

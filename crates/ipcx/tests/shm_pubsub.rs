@@ -324,11 +324,19 @@ fn async_subscriber_awaits_without_a_thread() {
         return;
     }
     let url = unique();
-    let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
     let rt = common::runtime();
-    rt.block_on(async {
-        let sub = ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
-            .expect("open");
+    // The open awaits a channel that the publisher, started from the same
+    // runtime thread while the open waits, makes: an open that blocked the
+    // thread would never see it.
+    let child = rt.block_on(async {
+        let sub_url = format!("{url}?timeout=30s&liveness=1h");
+        let open = ipcx::tokio::AsyncSubscriber::open(&sub_url);
+        let start = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            t.spawn("publisher", |c| set_param(c, "URL", &url))
+        };
+        let (sub, child) = tokio::join!(open, start);
+        let sub = sub.expect("open");
         assert!(
             doorbell(&url).exists(),
             "the doorbell FIFO exists while subscribed"
@@ -339,6 +347,7 @@ fn async_subscriber_awaits_without_a_thread() {
         }
         let err = sub.recv().await.expect_err("the publisher is gone");
         assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
+        child
     });
     child.finish();
     assert!(
@@ -357,6 +366,7 @@ fn doorbells_of_killed_subscribers_are_cleaned_up() {
         let rt = common::runtime();
         rt.block_on(async {
             let _sub = ipcx::tokio::AsyncSubscriber::open(&format!("{}?timeout=30s", param("URL")))
+                .await
                 .expect("open");
             ready("subscribed");
             tokio::time::sleep(Duration::from_secs(120)).await;
@@ -402,18 +412,16 @@ fn a_reopened_async_subscriber_is_rung() {
     let child = t.spawn("publisher", |c| set_param(c, "URL", &url));
     let rt = common::runtime();
     rt.block_on(async {
-        let open = || {
-            ipcx::tokio::AsyncSubscriber::open(&format!("{url}?timeout=30s&liveness=1h"))
-                .expect("open")
-        };
-        let first = open();
+        let sub_url = format!("{url}?timeout=30s&liveness=1h");
+        let open = || ipcx::tokio::AsyncSubscriber::open(&sub_url);
+        let first = open().await.expect("open");
         assert_eq!(&*first.recv().await.expect("recv a"), b"a");
         drop(first);
         assert!(
             doorbell(&url).exists(),
             "the doorbell stays for the next subscriber"
         );
-        let second = open();
+        let second = open().await.expect("open again");
         assert_eq!(&*second.recv().await.expect("recv b"), b"b");
     });
     child.finish();

@@ -381,7 +381,9 @@ fn async_event_is_woken_by_another_process() {
     let rt = common::runtime();
     rt.block_on(async {
         let _created = Event::create(&format!("{name}-go"), EventMode::Auto).expect("create");
-        let mut go = AsyncEvent::open(&format!("shm:{name}-go?liveness=1h")).expect("async");
+        let mut go = AsyncEvent::open(&format!("shm:{name}-go?liveness=1h"))
+            .await
+            .expect("async");
         let ack = Event::create(&format!("{name}-ack"), EventMode::Auto).expect("create");
         let child = t.spawn("setter", |c| set_param(c, "NAME", &name));
         // A cancelled wait leaves nothing armed and takes nothing.
@@ -400,7 +402,7 @@ fn async_event_is_woken_by_another_process() {
         let manual = format!("{name}-manual");
         let mut a =
             AsyncEvent::from_event(Event::create(&manual, EventMode::Manual).unwrap()).unwrap();
-        let mut b = AsyncEvent::open(&manual).unwrap();
+        let mut b = AsyncEvent::open(&manual).await.unwrap();
         let setter = Event::open(&manual).unwrap();
         let (ra, rb, ()) = tokio::join!(a.wait(), b.wait(), async {
             tokio::time::sleep(Duration::from_millis(5)).await;

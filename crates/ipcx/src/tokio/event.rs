@@ -13,7 +13,7 @@ use super::{Awaited, Bell};
 ///
 /// ```no_run
 /// # async fn demo() -> ipcx::Result<()> {
-/// let mut warm = ipcx::tokio::AsyncEvent::open("cache-warm")?;
+/// let mut warm = ipcx::tokio::AsyncEvent::open("cache-warm").await?;
 /// warm.wait().await?; // another process: Event::open("cache-warm")?.set()
 /// # Ok(()) }
 /// ```
@@ -29,17 +29,20 @@ pub struct AsyncEvent {
 
 impl AsyncEvent {
     /// Opens the event `NAME` or `shm:NAME?liveness=20ms` (waiting up to
-    /// `?timeout=` for it, on the calling thread) and makes its doorbell.
-    /// A wait that is not rung looks at the event every `?liveness=`
-    /// anyway (a setter of another user may be unable to ring). Must run
-    /// inside a tokio runtime.
-    pub fn open(name: &str) -> Result<AsyncEvent> {
+    /// `?timeout=` for it, on tokio's blocking pool) and makes its
+    /// doorbell. A wait that is not rung looks at the event every
+    /// `?liveness=` anyway (a setter of another user may be unable to
+    /// ring).
+    pub async fn open(name: &str) -> Result<AsyncEvent> {
         let liveness = if name.contains(':') {
             crate::Endpoint::parse(name)?.options().liveness
         } else {
             crate::wait::LIVENESS_INTERVAL
         };
-        let mut e = AsyncEvent::from_event(crate::sync::Event::open(name)?)?;
+        let owned = name.to_string();
+        let event =
+            super::on_blocking_pool("open", move || crate::sync::Event::open(&owned)).await?;
+        let mut e = AsyncEvent::from_event(event)?;
         e.liveness = liveness;
         Ok(e)
     }
@@ -90,8 +93,7 @@ impl AsyncEvent {
 
 impl Drop for AsyncEvent {
     fn drop(&mut self) {
-        // The FIFO first: once the place is free, another process may make
-        // its own at the same path.
+        // Off the reactor before the place is free for another waiter.
         drop(self.bell.take());
         self.event.state().release_bell(self.place);
     }

@@ -48,9 +48,7 @@ impl AsyncLink {
     /// Connects to `url` (see [`Link::connect`]).
     pub async fn connect(url: &str) -> Result<AsyncLink> {
         let url = url.to_string();
-        let link = tokio::task::spawn_blocking(move || Link::connect(&url))
-            .await
-            .map_err(|e| Error::io("connect", std::io::Error::other(e)))??;
+        let link = super::on_blocking_pool("connect", move || Link::connect(&url)).await?;
         AsyncLink::from_link(link)
     }
 

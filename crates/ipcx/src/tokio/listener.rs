@@ -58,9 +58,12 @@ impl AsyncListener {
     async fn accept_blocking(&self) -> Result<AsyncLink> {
         loop {
             let listener = self.inner.clone();
-            let slice = tokio::task::spawn_blocking(move || listener.accept_timeout(ACCEPT_SLICE))
-                .await
-                .map_err(|e| Error::io("accept", std::io::Error::other(e)))?;
+            let slice =
+                super::on_blocking_pool(
+                    "accept",
+                    move || Ok(listener.accept_timeout(ACCEPT_SLICE)),
+                )
+                .await?;
             match slice {
                 Ok(link) => return AsyncLink::from_link(link),
                 Err(e) if *e.kind() == ErrorKind::TimedOut => {}

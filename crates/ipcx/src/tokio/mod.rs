@@ -8,8 +8,10 @@
 //! [`AsyncListener`] awaits a listening socket and the handshakes under
 //! way on the reactor too (the FIFO and `shm:` listeners, which have no
 //! descriptor to await, accept on tokio's blocking pool in 100 ms slices).
-//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) runs on
-//! the blocking pool.
+//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
+//! opening a channel or an event (bounded by `?timeout=`, while they are
+//! absent or being made) run on the blocking pool: awaited, they hold no
+//! runtime thread.
 //!
 //! ```no_run
 //! # async fn demo() -> ipcx::Result<()> {
@@ -82,6 +84,17 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // stays open, and names the same open file, until the `AsyncFd` drops
     // (and deregisters it).
     unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+/// Runs `f`, which may wait (bounded by the endpoint's timeouts), on
+/// tokio's blocking pool, so the runtime's threads go on meanwhile.
+async fn on_blocking_pool<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::io(op, std::io::Error::other(e)))?
 }
 
 fn no_reactor(op: &'static str) -> Error {

@@ -16,7 +16,7 @@ use super::{Awaited, Bell};
 ///
 /// ```no_run
 /// # async fn demo() -> ipcx::Result<()> {
-/// let prices = ipcx::tokio::AsyncSubscriber::open("shm:prices")?;
+/// let prices = ipcx::tokio::AsyncSubscriber::open("shm:prices").await?;
 /// let sample = prices.recv().await?;
 /// println!("{} bytes", sample.len());
 /// # Ok(()) }
@@ -32,12 +32,14 @@ pub struct AsyncSubscriber {
 
 impl AsyncSubscriber {
     /// Attaches to the channel `url` (see
-    /// [`Subscriber::open`](crate::shm::Subscriber::open); this waits, up to
-    /// `?timeout=`, on the calling thread) and makes its doorbell. Must run
-    /// inside a tokio runtime.
-    pub fn open(url: &str) -> Result<AsyncSubscriber> {
-        let liveness = crate::Endpoint::parse(url)?.options().liveness;
-        let sub = crate::shm::Subscriber::open(url)?;
+    /// [`Subscriber::open`](crate::shm::Subscriber::open), which waits up to
+    /// `?timeout=` for it: on tokio's blocking pool) and makes its doorbell.
+    pub async fn open(url: &str) -> Result<AsyncSubscriber> {
+        let ep = crate::Endpoint::parse(url)?;
+        let liveness = ep.options().liveness;
+        let sub =
+            super::on_blocking_pool("open", move || crate::shm::Subscriber::open_endpoint(&ep))
+                .await?;
         let (seg, k) = sub.doorbell_place().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported("async subscribers need a named channel".into()),
