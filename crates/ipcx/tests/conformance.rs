@@ -473,6 +473,69 @@ fn async_serve(mech: Mechanism) {
     child.finish();
 }
 
+/// The halves as `futures` traits: a `Sink` sends every size and a last
+/// word, a `Stream` yields the echoes in order and ends (`None`) when the
+/// peer leaves; closing the sink is clean.
+#[cfg(feature = "async")]
+fn async_stream_sink(mech: Mechanism) {
+    use futures_core::Stream;
+    use futures_sink::Sink;
+    use ipcx::tokio::AsyncLink;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let (mut link, _listener) = child_serves();
+        loop {
+            let msg = link.recv().expect("recv");
+            link.send(&msg).expect("echo");
+            if msg == b"bye" {
+                return;
+            }
+        }
+    }
+    let dir = t.scratch();
+    let (child, link) = child_binds(&t, mech, &dir, "echo");
+    common::runtime().block_on(async move {
+        let (rx, tx) = AsyncLink::from_link(link)
+            .expect("AsyncLink::from_link")
+            .split();
+        let mut stream = rx.into_stream();
+        let mut sink = tx.into_sink::<Vec<u8>>();
+        let mut sent = Vec::new();
+        for (seed, size) in sizes(largest_by_default(mech.scheme()))
+            .into_iter()
+            .enumerate()
+        {
+            sent.push(payload(size, seed as u64));
+        }
+        sent.push(b"bye".to_vec());
+        for msg in &sent {
+            poll_fn(|cx| Pin::new(&mut sink).poll_ready(cx))
+                .await
+                .expect("poll_ready");
+            Pin::new(&mut sink)
+                .start_send(msg.clone())
+                .expect("start_send");
+            poll_fn(|cx| Pin::new(&mut sink).poll_flush(cx))
+                .await
+                .expect("poll_flush");
+            let back = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx))
+                .await
+                .expect("an echo")
+                .expect("recv");
+            assert_same(&back, msg, "echo through the stream");
+        }
+        let end = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+        assert!(end.is_none(), "the stream ends when the peer leaves");
+        poll_fn(|cx| Pin::new(&mut sink).poll_close(cx))
+            .await
+            .expect("poll_close");
+    });
+    child.finish();
+}
+
 /// Runs the whole suite against each mechanism, one module per mechanism.
 macro_rules! conformance {
     ($($module:ident => $mech:expr),* $(,)?) => {$(
@@ -514,6 +577,12 @@ macro_rules! conformance {
             #[test]
             fn async_serve() {
                 super::async_serve($mech);
+            }
+
+            #[cfg(feature = "async")]
+            #[test]
+            fn async_stream_sink() {
+                super::async_stream_sink($mech);
             }
         }
     )*};

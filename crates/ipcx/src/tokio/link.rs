@@ -108,7 +108,7 @@ impl AsyncLink {
     /// Closes the link: the peer's next receive returns `Closed` once it
     /// has read what was sent.
     pub fn close(self) {
-        self.tx.half.shutdown();
+        self.tx.close();
     }
 
     /// Splits into halves for two tasks.
@@ -166,6 +166,12 @@ impl AsyncRecvHalf {
 }
 
 impl AsyncSendHalf {
+    /// Ends this direction: the peer's next receive returns `Closed` once
+    /// it has read what was sent.
+    pub fn close(self) {
+        self.half.shutdown();
+    }
+
     /// Sends one message.
     ///
     /// Cancelling (dropping) the future after part of the message was

@@ -33,12 +33,14 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::transport::shm::BellPlace;
 
 mod bell;
+mod combinators;
 mod event;
 mod link;
 mod listener;
 mod subscriber;
 
 use bell::{Awaited, Bell};
+pub use combinators::{RecvStream, SendSink};
 pub use event::AsyncEvent;
 pub use link::{AsyncLink, AsyncRecvHalf, AsyncSendHalf};
 pub use listener::AsyncListener;
