@@ -295,7 +295,7 @@ impl SendHalf {
         fds: &'a [BorrowedFd<'a>],
     ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         match &self.tx {
-            Tx::Stream(s) => s.prepare(kind, msg, fds),
+            Tx::Stream(s) => s.prepare(kind, msg, fds, None),
             Tx::Shm(_) => Err(Error::new(
                 ErrorKind::Unsupported("not a byte stream".into()),
                 "send",

@@ -107,12 +107,21 @@ impl<'a> Outgoing<'a> {
         let parts = self.parts.as_slice();
         while self.next < parts.len() {
             let end = (self.next + self.group.min(MAX_IOV)).min(parts.len());
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            // Most writes are of one or two slices: no 64-slice array to
+            // clear for them.
+            let (mut few, mut many);
+            let slices: &mut [IoSlice<'_>] = if end - self.next <= 2 {
+                few = [IoSlice::new(&[]); 2];
+                &mut few[..end - self.next]
+            } else {
+                many = [IoSlice::new(&[]); MAX_IOV];
+                &mut many[..end - self.next]
+            };
             for (i, p) in parts[self.next..end].iter().enumerate() {
                 let b = p.bytes();
                 slices[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
             }
-            let iov = &slices[..end - self.next];
+            let iov = &*slices;
             let want: usize = iov.iter().map(|s| s.len()).sum();
             if want == 0 {
                 self.next = end;

@@ -35,6 +35,13 @@ pub(crate) struct StreamRx {
     shared: Arc<Shared>,
 }
 
+/// Frames with at most this many payload bytes are copied behind their
+/// header and written as one slice: one `write` of one buffer costs less
+/// than a `writev` of two, by more than the copy up to about 4 KiB (pipes,
+/// 2 cores: 64 B frames 1.81 M/s with `writev`, 2.21 M/s copied; 4 KiB
+/// 1.13 vs 1.15 M/s; 16 KiB even).
+const COPY_UP_TO: usize = 4096;
+
 /// The sending side of a byte stream.
 pub(crate) struct StreamTx {
     ch: Arc<Descriptor>,
@@ -47,6 +54,9 @@ pub(crate) struct StreamTx {
     unsent: VecDeque<Vec<u8>>,
     /// How long dropping the half may wait to write `unsent` (`?timeout=`).
     pub(crate) linger: std::time::Duration,
+    /// Where a small frame is put together, header then payload, to go
+    /// out in one `write` (see [`COPY_UP_TO`]).
+    scratch: Vec<u8>,
     failed: bool,
     shared: Arc<Shared>,
 }
@@ -313,6 +323,7 @@ impl StreamTx {
             crc: o.crc,
             unsent: VecDeque::new(),
             linger: o.timeout,
+            scratch: Vec::new(),
             failed: false,
             shared,
         }
@@ -342,7 +353,21 @@ impl StreamTx {
         until: Until,
     ) -> Result<()> {
         self.flush(until)?;
-        let (ch, mut out) = self.prepare(kind, msg, fds)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let sent = self.write_frame(kind, msg, fds, until, &mut scratch);
+        self.scratch = scratch;
+        sent
+    }
+
+    fn write_frame(
+        &mut self,
+        kind: u8,
+        msg: &[u8],
+        fds: &[BorrowedFd<'_>],
+        until: Until,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (ch, mut out) = self.prepare(kind, msg, fds, Some(scratch))?;
         let dont_wait = !matches!(until, Until::Forever);
         loop {
             match out.write_some(&ch, dont_wait) {
@@ -397,12 +422,14 @@ impl StreamTx {
             .map_err(|e| Error::io("send", e))
     }
 
-    /// Checks that the message may go, and lays it out for writing.
+    /// Checks that the message may go, and lays it out for writing (a
+    /// small frame in `scratch`, if given).
     pub(crate) fn prepare<'a>(
         &self,
         kind: u8,
         msg: &'a [u8],
         fds: &'a [BorrowedFd<'a>],
+        scratch: Option<&'a mut Vec<u8>>,
     ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
         let ch = self.ch.clone();
@@ -420,7 +447,7 @@ impl StreamTx {
                 fds.len()
             )));
         }
-        let out = self.outgoing(kind, msg, fds, ch.kind().is_packet())?;
+        let out = self.outgoing(kind, msg, fds, ch.kind().is_packet(), scratch)?;
         Ok((ch, out))
     }
 
@@ -429,13 +456,16 @@ impl StreamTx {
         Error::peer_io("send", e).at(&self.shared.url)
     }
 
-    /// Checks a message and lays it out as the bytes to write.
+    /// Checks a message and lays it out as the bytes to write: a frame of
+    /// at most [`COPY_UP_TO`] bytes is copied behind its header into
+    /// `scratch`, if given, to go out as one slice.
     pub(crate) fn outgoing<'a>(
         &self,
         kind: u8,
         msg: &'a [u8],
         fds: &'a [BorrowedFd<'a>],
         packet: bool,
+        scratch: Option<&'a mut Vec<u8>>,
     ) -> Result<Outgoing<'a>> {
         let err = |k: ErrorKind| Err(Error::new(k, "send").at(&self.shared.url));
         let (parts, group) = match self.codec {
@@ -456,7 +486,12 @@ impl StreamTx {
                         max,
                     });
                 }
-                if msg.len() <= self.chunk {
+                if let Some(buf) = scratch.filter(|_| msg.len() <= COPY_UP_TO.min(self.chunk)) {
+                    buf.clear();
+                    buf.extend_from_slice(&self.header(kind, msg, fds.len()).encode());
+                    buf.extend_from_slice(msg);
+                    (Parts::one(Part::Body(buf)), 1)
+                } else if msg.len() <= self.chunk {
                     let head = Part::Head(self.header(kind, msg, fds.len()).encode());
                     (Parts::two(head, Part::Body(msg)), 2)
                 } else {
