@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use ipcx::bench_support::{FUZZ_LIMIT, fuzz_decode};
 use ipcx::wire::{
-    FLAG_MORE, HEADER_LEN, Header, Hello, KIND_DATA, KIND_HELLO, encode_message, for_each_chunk,
+    FLAG_MORE, HEADER_LEN, Header, Hello, KIND_DATA, KIND_HELLO, encode_message, for_each_frame,
 };
 
 fn fuzz_dir(sub: &str) -> PathBuf {
@@ -48,7 +48,7 @@ fn message(payload: &[u8], crc: bool) -> Vec<u8> {
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let text: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut chunked = Vec::new();
-    for_each_chunk(&text, 1000, true, |h, part| {
+    for_each_frame(&text, 1000, true, |h, part| {
         chunked.extend_from_slice(&h.encode());
         chunked.extend_from_slice(part);
     });

@@ -8,8 +8,8 @@ use std::io;
 
 use ipcx::Codec;
 use ipcx::wire::{
-    CHUNK, Decoded, Decoder, FLAG_CRC, FLAG_MORE, Header, KIND_DATA, KIND_HELLO, ReadSource,
-    encode_message, for_each_chunk,
+    Decoded, Decoder, FLAG_CRC, FLAG_MORE, FRAME_MAX, Header, KIND_DATA, KIND_HELLO, ReadSource,
+    encode_message, for_each_frame,
 };
 use proptest::prelude::*;
 
@@ -191,7 +191,7 @@ proptest! {
             msgs.iter().enumerate().map(|(i, &(len, _))| message(i, len)).collect();
         let mut bytes = Vec::new();
         for (i, m) in msgs.iter().enumerate() {
-            for_each_chunk(m, chunk, i % 2 == 0, |h, part| {
+            for_each_frame(m, chunk, i % 2 == 0, |h, part| {
                 bytes.extend_from_slice(&h.encode());
                 bytes.extend_from_slice(part);
             });
@@ -281,5 +281,5 @@ fn declared_lengths_do_not_allocate() {
         assert!(largest <= 2 * LIMIT, "len {len}: allocated {largest} bytes");
     }
     // The watch works: a large allocation is seen.
-    assert!(largest_allocation(|| drop(vec![0u8; CHUNK])) >= CHUNK);
+    assert!(largest_allocation(|| drop(vec![0u8; FRAME_MAX])) >= FRAME_MAX);
 }

@@ -40,7 +40,7 @@ pub struct LinkHeader {
     pub(crate) capacity: AtomicU64,
     pub(crate) server_max_msg: AtomicU64,
     pub(crate) client_max_msg: AtomicU64,
-    /// Doorbell places armed by a side awaiting on tokio (bit `k`: the
+    /// Doorbells armed by a side awaiting on tokio (bit `k`: the
     /// FIFO `NAME.bellK`).
     pub(crate) bells: AtomicU64,
     /// The connecting process's packed identity (pid and start time) while

@@ -29,14 +29,14 @@ pub(crate) struct EventState {
     auto: AtomicU32,
     /// Places of async waiters asking `set` to ring their doorbell.
     armed: AtomicU64,
-    /// Which process holds each async waiter place ([`pack`]ed pid and
+    /// Which process holds each doorbell number ([`pack`]ed pid and
     /// start time; 0 free).
     ///
     /// [`pack`]: super::owner::pack
     bell_owners: [AtomicU64; MAX_ASYNC_WAITERS],
 }
 
-/// Async waiters an event can have at once (doorbell places).
+/// Async waiters an event can have at once (doorbell numbers).
 pub(crate) const MAX_ASYNC_WAITERS: usize = 64;
 
 #[cfg(not(ipcx_loom))]
@@ -91,7 +91,7 @@ impl EventState {
         self.armed.load(Ordering::Relaxed)
     }
 
-    /// Claims an async waiter place for this process (a free one, or one a
+    /// Claims a doorbell number for this process (a free one, or one a
     /// dead process held).
     pub(crate) fn claim_bell(&self) -> Option<usize> {
         let me = this_process();
@@ -109,7 +109,7 @@ impl EventState {
         self.bell_owners[k].store(0, Ordering::Release);
     }
 
-    /// Asks `set` to ring place `k`'s doorbell; fences, so a `set` before
+    /// Asks `set` to ring doorbell `k`; fences, so a `set` before
     /// this is seen by the check that follows, or `set` sees the bit.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn arm(&self, k: usize) {
@@ -238,8 +238,8 @@ impl Event {
         }
     }
 
-    /// Claims a doorbell place for an async waiter (see
-    /// `ipcx::tokio::AsyncEvent`): the segment's name and the place.
+    /// Claims a doorbell for an async waiter (see
+    /// `ipcx::tokio::AsyncEvent`): the segment and the doorbell's number.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn claim_bell(&self) -> Result<(&crate::shm::Segment, usize)> {
         if !self.place.is_named_whole() {

@@ -61,7 +61,7 @@ impl Awaited<'_> {
 }
 
 /// A doorbell FIFO this process awaits in tokio's reactor (see
-/// `wait/doorbell.rs`); it stays for the next waiter of its place.
+/// `wait/doorbell.rs`); it stays for the next waiter with its number.
 #[derive(Debug)]
 pub(super) struct Bell {
     fd: AsyncFd<OwnedFd>,

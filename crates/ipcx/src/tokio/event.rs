@@ -19,9 +19,10 @@ use super::{Awaited, Bell};
 /// ```
 #[derive(Debug)]
 pub struct AsyncEvent {
-    /// Taken in `drop`, so the FIFO goes before the place is given up.
+    /// Taken in `drop`, so it leaves the reactor before its number is
+    /// given up.
     bell: Option<Bell>,
-    place: usize,
+    number: usize,
     /// How often a wait looks at the event without being rung.
     liveness: Duration,
     event: crate::sync::Event,
@@ -49,11 +50,11 @@ impl AsyncEvent {
 
     /// Awaits an event this process already has open.
     pub fn from_event(event: crate::sync::Event) -> Result<AsyncEvent> {
-        let (seg, place) = event.claim_bell()?;
-        let bell = Bell::make(seg, place).inspect_err(|_| event.state().release_bell(place))?;
+        let (seg, number) = event.claim_bell()?;
+        let bell = Bell::make(seg, number).inspect_err(|_| event.state().release_bell(number))?;
         Ok(AsyncEvent {
             bell: Some(bell),
-            place,
+            number,
             liveness: crate::wait::LIVENESS_INTERVAL,
             event,
         })
@@ -64,7 +65,7 @@ impl AsyncEvent {
     /// future takes nothing. One wait at a time per `AsyncEvent` (`&mut`):
     /// they share one doorbell.
     pub async fn wait(&mut self) -> Result<()> {
-        let (state, place) = (self.event.state(), self.place);
+        let (state, number) = (self.event.state(), self.number);
         let bell = self
             .bell
             .as_ref()
@@ -75,8 +76,8 @@ impl AsyncEvent {
         let awaited = Awaited {
             bell,
             every: self.liveness,
-            arm: &|| state.arm(place),
-            disarm: &|| state.disarm(place),
+            arm: &|| state.arm(number),
+            disarm: &|| state.disarm(number),
             left: &|| false,
             gone: &|| false,
         };
@@ -93,8 +94,8 @@ impl AsyncEvent {
 
 impl Drop for AsyncEvent {
     fn drop(&mut self) {
-        // Off the reactor before the place is free for another waiter.
+        // Off the reactor before the number is free for another waiter.
         drop(self.bell.take());
-        self.event.state().release_bell(self.place);
+        self.event.state().release_bell(self.number);
     }
 }

@@ -3,7 +3,7 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::shm::BellPlace;
+use crate::transport::shm::LinkBell;
 use crate::transport::{Link, RecvHalf, SendHalf};
 use crate::wire::KIND_DATA;
 
@@ -147,8 +147,8 @@ impl AsyncRecvHalf {
             .half
             .as_mut()
             .ok_or_else(|| Error::new(ErrorKind::Closed, "recv"))?;
-        if let Wake::Bell(bell, place) = &self.wake {
-            return recv_shm(half, bell, place, buf).await;
+        if let Wake::Bell(bell, doorbell) = &self.wake {
+            return recv_shm(half, bell, doorbell, buf).await;
         }
         loop {
             if half.poll_once("recv")?.is_some() {
@@ -184,14 +184,14 @@ impl AsyncSendHalf {
     /// Sends one message with file descriptors (Unix sockets only), as
     /// [`AsyncSendHalf::send`] does.
     pub async fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-        if let Wake::Bell(bell, place) = &self.wake {
+        if let Wake::Bell(bell, doorbell) = &self.wake {
             if !fds.is_empty() {
                 return Err(Error::new(
                     ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
                     "send",
                 ));
             }
-            return send_shm(&mut self.half, bell, place, msg).await;
+            return send_shm(&mut self.half, bell, doorbell, msg).await;
         }
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, fds)?;
         let guard = Unfinished(&mut self.half);
@@ -224,10 +224,10 @@ impl AsyncSendHalf {
 async fn recv_shm(
     half: &mut RecvHalf,
     bell: &Bell,
-    place: &BellPlace,
+    doorbell: &LinkBell,
     buf: &mut Vec<u8>,
 ) -> Result<()> {
-    await_shm(bell, place, "recv", || {
+    await_shm(bell, doorbell, "recv", || {
         Ok(half.poll_once("recv")?.map(|()| half.take_message(buf)))
     })
     .await
@@ -236,13 +236,13 @@ async fn recv_shm(
 /// Sends on an `shm:` link, awaiting space in the ring the same way. A
 /// message longer than a ring record goes in parts: cancelled between two,
 /// the half is marked failed (later sends return `Closed`), as for streams.
-async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8]) -> Result<()> {
+async fn send_shm(half: &mut SendHalf, bell: &Bell, doorbell: &LinkBell, msg: &[u8]) -> Result<()> {
     let mut sent = 0;
     let mut g = MidMessage {
         half,
         partial: false,
     };
-    await_shm(bell, place, "send", || {
+    await_shm(bell, doorbell, "send", || {
         let done = g.half.try_send_shm(msg, &mut sent)?;
         g.partial = !done && sent > 0;
         Ok(done.then_some(()))
@@ -254,17 +254,17 @@ async fn send_shm(half: &mut SendHalf, bell: &Bell, place: &BellPlace, msg: &[u8
 /// died is the link's peer flag and liveness.
 async fn await_shm<T>(
     bell: &Bell,
-    place: &BellPlace,
+    doorbell: &LinkBell,
     op: &'static str,
     look: impl FnMut() -> Result<Option<T>>,
 ) -> Result<T> {
     let awaited = Awaited {
         bell,
-        every: place.liveness(),
-        arm: &|| place.arm(),
-        disarm: &|| place.disarm(),
-        left: &|| place.peer_left(),
-        gone: &|| place.peer_gone(),
+        every: doorbell.liveness(),
+        arm: &|| doorbell.arm(),
+        disarm: &|| doorbell.disarm(),
+        left: &|| doorbell.peer_left(),
+        gone: &|| doorbell.peer_gone(),
     };
     awaited.until(op, look).await
 }

@@ -30,7 +30,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::shm::BellPlace;
+use crate::transport::shm::LinkBell;
 
 mod bell;
 mod combinators;
@@ -51,15 +51,19 @@ pub use subscriber::AsyncSubscriber;
 enum Wake {
     /// The link's descriptor, on tokio's reactor.
     Fd(AsyncFd<OwnedFd>),
-    /// An `shm:` link: the doorbell the peer rings, and its place.
-    Bell(Bell, BellPlace),
+    /// An `shm:` link: the doorbell FIFO the peer rings, and which it is.
+    Bell(Bell, LinkBell),
     /// Nothing: this half of a one-way FIFO has no descriptor.
     Nothing,
 }
 
 impl Wake {
-    fn of(fd: Option<BorrowedFd<'_>>, place: Option<BellPlace>, op: &'static str) -> Result<Wake> {
-        Ok(match (fd, place) {
+    fn of(
+        fd: Option<BorrowedFd<'_>>,
+        doorbell: Option<LinkBell>,
+        op: &'static str,
+    ) -> Result<Wake> {
+        Ok(match (fd, doorbell) {
             (_, Some(p)) => {
                 let (seg, k) = p.segment();
                 Wake::Bell(Bell::make(seg, k)?, p)

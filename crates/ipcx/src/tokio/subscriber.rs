@@ -40,7 +40,7 @@ impl AsyncSubscriber {
         let sub =
             super::on_blocking_pool("open", move || crate::shm::Subscriber::open_endpoint(&ep))
                 .await?;
-        let (seg, k) = sub.doorbell_place().ok_or_else(|| {
+        let (seg, k) = sub.doorbell().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported("async subscribers need a named channel".into()),
                 "open",

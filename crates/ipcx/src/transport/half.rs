@@ -126,7 +126,7 @@ impl RecvHalf {
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
-    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.rx {
             Rx::Shm(s) => Some(s.bell()),
             Rx::Stream(_) | Rx::None => None,
@@ -320,7 +320,7 @@ impl SendHalf {
     /// A shared-memory half's doorbell place (tokio awaits it instead of
     /// a descriptor).
     #[cfg(feature = "async")]
-    pub(crate) fn shm_bell(&self) -> Option<super::shm::BellPlace> {
+    pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.tx {
             Tx::Shm(s) => Some(s.bell()),
             Tx::Stream(_) | Tx::None => None,

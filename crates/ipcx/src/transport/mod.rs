@@ -41,7 +41,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Largest frame payload on a seqpacket socket, where one frame is one
 /// datagram and must fit the socket's send buffer (208 KiB by default).
-pub(crate) const PACKET_CHUNK: usize = 128 << 10;
+pub(crate) const PACKET_FRAME_MAX: usize = 128 << 10;
 
 /// What a mechanism can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Capabilities {
     /// Whether ipcx can open links on it yet.
     pub built: bool,
     /// Largest message the mechanism itself allows (`None`: only the
-    /// link's `?max_msg=` limits it, since larger messages are chunked).
+    /// link's `?max_msg=` limits it, since a larger message goes in several frames).
     pub max_msg: Option<usize>,
     /// The kernel keeps message boundaries (no framing needed for them).
     pub native_boundaries: bool,

@@ -30,7 +30,7 @@ impl Part<'_> {
 
 /// The pieces of one message: inline for the usual one or two (a header
 /// and a payload), so sending allocates nothing; on the heap for a message
-/// split into chunks.
+/// split into several frames.
 pub(crate) enum Parts<'a> {
     Inline([Part<'a>; 2], usize),
     Heap(Vec<Part<'a>>),

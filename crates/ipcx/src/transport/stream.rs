@@ -47,7 +47,8 @@ pub(crate) struct StreamTx {
     ch: Arc<Descriptor>,
     codec: Codec,
     crc: bool,
-    chunk: usize,
+    /// Largest payload of one frame (a datagram must fit a socket buffer).
+    frame_max: usize,
     /// The rest of a message a send with a limit had started when its time
     /// ran out: accepted, so it goes before anything else (one buffer per
     /// system call, as [`Outgoing::rest`] gives it).
@@ -313,10 +314,10 @@ impl StreamTx {
     pub(crate) fn new(ep: &Endpoint, ch: Arc<Descriptor>, shared: Arc<Shared>) -> StreamTx {
         let o = ep.options();
         StreamTx {
-            chunk: if ch.kind().is_packet() {
-                super::PACKET_CHUNK
+            frame_max: if ch.kind().is_packet() {
+                super::PACKET_FRAME_MAX
             } else {
-                wire::CHUNK
+                wire::FRAME_MAX
             },
             ch,
             codec: o.codec,
@@ -486,17 +487,17 @@ impl StreamTx {
                         max,
                     });
                 }
-                if let Some(buf) = scratch.filter(|_| msg.len() <= COPY_UP_TO.min(self.chunk)) {
+                if let Some(buf) = scratch.filter(|_| msg.len() <= COPY_UP_TO.min(self.frame_max)) {
                     buf.clear();
                     buf.extend_from_slice(&self.header(kind, msg, fds.len()).encode());
                     buf.extend_from_slice(msg);
                     (Parts::one(Part::Body(buf)), 1)
-                } else if msg.len() <= self.chunk {
+                } else if msg.len() <= self.frame_max {
                     let head = Part::Head(self.header(kind, msg, fds.len()).encode());
                     (Parts::two(head, Part::Body(msg)), 2)
                 } else {
                     let mut parts = Vec::new();
-                    wire::for_each_chunk(msg, self.chunk, self.crc, |h, part| {
+                    wire::for_each_frame(msg, self.frame_max, self.crc, |h, part| {
                         parts.extend([Part::Head(h.encode()), Part::Body(part)]);
                     });
                     if let Some(Part::Head(h)) = parts.first_mut() {

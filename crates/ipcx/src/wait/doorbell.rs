@@ -2,7 +2,7 @@
 //! futex, is woken by a process that changed shared memory.
 //!
 //! A doorbell is a FIFO beside a named segment (`/dev/shm/NAME.bellK`),
-//! one per waiter place `K`. The waiter arms a bit in shared memory, checks
+//! one per doorbell number `K`. The waiter arms a bit in shared memory, checks
 //! its condition once more, and awaits the FIFO readable; the notifier,
 //! after its change, rings (writes a byte into) the doorbell of every armed
 //! bit. An eventfd would be cheaper, but it cannot be handed to an
@@ -15,15 +15,15 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::sys;
 
-/// The doorbell FIFO of waiter place `k` of the segment `name`.
+/// The doorbell FIFO number `k` of the segment `name`.
 pub(crate) fn path(name: &str, k: usize) -> PathBuf {
     std::path::Path::new(sys::shm::SHM_DIR).join(format!("{name}.bell{k}"))
 }
 
 /// Rings the doorbells of one segment, keeping open each FIFO it rang:
-/// a ring is then one `write`. A place's FIFO lives as long as the
-/// segment (each waiter of the place reuses it, see [`make`]), so a kept
-/// descriptor stays the place's doorbell; a write the FIFO refuses (full,
+/// a ring is then one `write`. A doorbell's FIFO lives as long as
+/// the segment (each waiter with that number reuses it, see [`make`]), so
+/// a kept descriptor stays that doorbell; a write the FIFO refuses (full,
 /// or gone wrong) opens it afresh for the next ring.
 #[derive(Debug, Default)]
 pub(crate) struct Ringer {
@@ -31,7 +31,7 @@ pub(crate) struct Ringer {
 }
 
 impl Ringer {
-    /// Writes a byte into the doorbell of each place in `bells` of the
+    /// Writes a byte into each doorbell whose bit is set in `bells`, of the
     /// segment `name`. FIFOs are opened read-write, so a vanished waiter
     /// can never make the write fail with `EPIPE` (and `SIGPIPE`); a full
     /// FIFO has rung already.
@@ -40,7 +40,7 @@ impl Ringer {
         while bells != 0 {
             let k = bells.trailing_zeros() as usize;
             bells &= bells - 1;
-            let kept = open.iter().position(|(place, _)| *place == k);
+            let kept = open.iter().position(|(number, _)| *number == k);
             let fd = match kept {
                 Some(i) => &open[i].1,
                 None => match sys::fs::open_fifo_rw(&path(name, k)) {
@@ -50,20 +50,20 @@ impl Ringer {
                     }
                     // The waiter's periodic re-check finds the change anyway.
                     Err(e) => {
-                        tracing::debug!(error = %e, place = k, "a doorbell could not be rung");
+                        tracing::debug!(error = %e, number = k, "a doorbell could not be rung");
                         continue;
                     }
                 },
             };
             if sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]).is_err() {
-                open.retain(|(place, _)| *place != k);
+                open.retain(|(number, _)| *number != k);
             }
         }
     }
 }
 
-/// Opens the doorbell of place `k` of `name` for a waiter: the FIFO an
-/// earlier waiter of the place left (emptied of its old rings), so that
+/// Opens doorbell `k` of `name` for a waiter: the FIFO an earlier
+/// waiter with that number left (emptied of its old rings), so that
 /// ringers' kept descriptors stay right; made afresh when there is none
 /// or it cannot be opened. A new one gets the segment's read and write
 /// bits (`mode`), since whoever may write the segment must be able to

@@ -76,7 +76,7 @@ pub struct Decoder {
     /// Header of the frame whose payload is being read, if any.
     frame: Option<Header>,
     remaining: usize,
-    chunk_start: usize,
+    part_start: usize,
     msg: Vec<u8>,
     nfds: usize,
     eof: bool,
@@ -98,7 +98,7 @@ impl Decoder {
             end: 0,
             frame: None,
             remaining: 0,
-            chunk_start: 0,
+            part_start: 0,
             msg: Vec::new(),
             nfds: 0,
             eof: false,
@@ -166,7 +166,7 @@ impl Decoder {
                 self.check_header(&hdr)?;
                 self.start += HEADER_LEN;
                 self.remaining = hdr.len as usize;
-                self.chunk_start = self.msg.len();
+                self.part_start = self.msg.len();
                 self.nfds += hdr.nfds as usize;
                 self.msg.reserve(self.remaining.min(DIRECT_STEP));
                 self.frame = Some(hdr);
@@ -200,7 +200,7 @@ impl Decoder {
             }
             self.frame = None;
             if hdr.flags & FLAG_CRC != 0 {
-                let actual = crc32c::crc32c(&self.msg[self.chunk_start..]);
+                let actual = crc32c::crc32c(&self.msg[self.part_start..]);
                 if actual != hdr.crc {
                     return Err(frame_err(FrameError::Crc {
                         expected: hdr.crc,
@@ -390,8 +390,8 @@ mod tests {
     }
 
     #[test]
-    fn chunked_message_reassembles() {
-        let msg: Vec<u8> = (0..(3 * super::super::CHUNK + 7))
+    fn a_message_in_several_frames_reassembles() {
+        let msg: Vec<u8> = (0..(3 * super::super::FRAME_MAX + 7))
             .map(|i| i as u8)
             .collect();
         let mut bytes = Vec::new();

@@ -7,12 +7,12 @@
 //! | 0 | 4 | magic `IPCX` |
 //! | 4 | 1 | version ([`VERSION`]) |
 //! | 5 | 1 | kind: 1 data, 2 hello |
-//! | 6 | 1 | flags: bit 0 CRC present, bit 1 more chunks follow |
+//! | 6 | 1 | flags: bit 0 CRC present, bit 1 more frames of the message follow |
 //! | 7 | 1 | number of file descriptors sent with the frame |
 //! | 8 | 8 | payload length |
 //! | 16 | 4 | CRC32C of the payload, or 0 |
 //!
-//! A message longer than [`CHUNK`] travels as several data frames, all but
+//! A message longer than [`FRAME_MAX`] travels as several data frames, all but
 //! the last flagged `MORE`. The receiver checks magic, version, kind, flags
 //! and length against its limit before it reads or allocates the payload.
 
@@ -31,8 +31,9 @@ pub const MAGIC: [u8; 4] = *b"IPCX";
 pub const VERSION: u8 = 1;
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 20;
-/// Largest payload of one frame on a stream; longer messages are chunked.
-pub const CHUNK: usize = 1 << 20;
+/// Largest payload of one frame on a stream; a longer message goes in
+/// several frames.
+pub const FRAME_MAX: usize = 1 << 20;
 
 /// Frame kind: a data frame.
 pub const KIND_DATA: u8 = 1;
@@ -41,7 +42,7 @@ pub const KIND_HELLO: u8 = 2;
 
 /// Flag: the header carries a CRC32C of the payload.
 pub const FLAG_CRC: u8 = 1;
-/// Flag: more chunks of this message follow.
+/// Flag: more frames of this message follow.
 pub const FLAG_MORE: u8 = 2;
 const KNOWN_FLAGS: u8 = FLAG_CRC | FLAG_MORE;
 
@@ -72,7 +73,7 @@ pub enum FrameError {
     /// The declared length is over the receiver's limit.
     #[error("declared length {len} exceeds the limit of {max} bytes")]
     TooLong {
-        /// The declared length (or running total of a chunked message).
+        /// The declared length (or running total of a message in several frames).
         len: u64,
         /// The limit.
         max: u64,
@@ -173,23 +174,23 @@ impl Header {
 /// Encodes a whole message as frames into a byte vector (tests, fuzzing and
 /// tools use it; links write the same headers without copying the payload).
 pub fn encode_message(payload: &[u8], crc: bool, out: &mut Vec<u8>) {
-    for_each_chunk(payload, CHUNK, crc, |h, chunk| {
+    for_each_frame(payload, FRAME_MAX, crc, |h, part| {
         out.extend_from_slice(&h.encode());
-        out.extend_from_slice(chunk);
+        out.extend_from_slice(part);
     });
 }
 
-/// Splits `payload` into chunks of at most `chunk` bytes and gives each with
+/// Splits `payload` into frames of at most `frame_max` bytes and gives each with
 /// its header. An empty payload is one empty frame.
-pub fn for_each_chunk<'a>(
+pub fn for_each_frame<'a>(
     payload: &'a [u8],
-    chunk: usize,
+    frame_max: usize,
     crc: bool,
     mut f: impl FnMut(Header, &'a [u8]),
 ) {
     let mut rest = payload;
     loop {
-        let n = rest.len().min(chunk);
+        let n = rest.len().min(frame_max);
         let (part, tail) = rest.split_at(n);
         let more = !tail.is_empty();
         let h = Header {

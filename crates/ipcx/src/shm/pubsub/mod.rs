@@ -48,7 +48,7 @@ const NO_CHUNK: u32 = u32::MAX;
 /// Chunks beyond one per slot: samples held by subscribers, and loans.
 /// (Two under loom, whose model explores every chunk's mask.)
 const SPARE_CHUNKS: usize = if cfg!(ipcx_loom) { 2 } else { 64 };
-/// Bytes between two subscriber places, and between two chunk masks: a
+/// Bytes between two subscriber entries, and between two chunk masks: a
 /// cache line each (more under loom, whose atomics are larger).
 const ENTRY_STRIDE: usize = size_of::<Line<SubscriberEntry>>();
 const MASK_STRIDE: usize = size_of::<Line<AtomicU64>>();
@@ -95,7 +95,7 @@ pub struct ChannelHeader {
     publishers: Line<Publishers>,
 }
 
-/// One publisher's place.
+/// One publisher's entry.
 #[repr(C)]
 #[derive(Debug)]
 struct PublisherEntry {
@@ -107,9 +107,9 @@ struct PublisherEntry {
     start: AtomicU64,
 }
 
-/// A publisher place being freed by a survivor.
+/// A publisher entry being freed by a survivor.
 const RECLAIMING: u32 = u32::MAX;
-/// A publisher place being taken (its start time not yet written).
+/// A publisher entry being taken (its start time not yet written).
 const CLAIMING_PLACE: u32 = u32::MAX - 1;
 
 /// What the publishers share: who they are, the lock each takes to
@@ -124,7 +124,7 @@ struct Publishers {
     entries: [PublisherEntry; MAX_PUBLISHERS],
 }
 
-/// One subscriber's place (a cache line each).
+/// One subscriber's entry (a cache line each).
 #[repr(C)]
 #[derive(Debug)]
 struct SubscriberEntry {
@@ -279,7 +279,7 @@ impl Channel {
         &self.header().publishers.0
     }
 
-    /// Frees publisher place `k` if its process died, giving back the chunk
+    /// Frees publisher entry `k` if its process died, giving back the chunk
     /// it had on loan (never to be sent); true if it did.
     fn reclaim_publisher(&self, k: usize) -> bool {
         let p = self.publishers();
@@ -304,7 +304,7 @@ impl Channel {
         }
         p.count.fetch_sub(1, Ordering::AcqRel);
         e.pid.store(0, Ordering::Release);
-        tracing::info!(pid, "freed the place of a dead publisher");
+        tracing::info!(pid, "freed the entry of a dead publisher");
         true
     }
 
@@ -334,8 +334,8 @@ impl Channel {
         self.detach_if(i, |_| true);
     }
 
-    /// Detaches subscriber `i` if, once its place is locked (RETIRING),
-    /// `still` holds of it: the place may have changed hands between a
+    /// Detaches subscriber `i` if, once its entry is locked (RETIRING),
+    /// `still` holds of it: the entry may have changed hands between a
     /// caller's check and the lock.
     fn detach_if(&self, i: usize, still: impl Fn(&SubscriberEntry) -> bool) -> bool {
         let e = self.subscriber(i);

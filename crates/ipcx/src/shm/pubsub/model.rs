@@ -70,7 +70,7 @@ fn channel_pair() -> (Channel, Channel) {
             }),
         },
     );
-    // Only the first subscriber place is ever claimed here.
+    // Only the first subscriber entry is ever claimed here.
     build(
         &ch,
         layout.subscribers,

@@ -36,7 +36,7 @@ pub struct Publisher {
     overflow: Overflow,
     wait: WaitStrategy,
     spin: Duration,
-    /// This publisher's place among the channel's publishers.
+    /// This publisher's entry among the channel's publishers.
     entry: usize,
     /// Our pid, the publish lock's value while we hold it (getpid is a
     /// system call: not one per message).
@@ -83,7 +83,7 @@ impl Publisher {
         Ok(Publisher::init(ch, o.overflow, o.wait, o.spin))
     }
 
-    /// Writes a fresh channel's facts and this publisher's place, magic
+    /// Writes a fresh channel's facts and this publisher's entry, magic
     /// last, and becomes its first publisher.
     pub(super) fn init(
         ch: Channel,
@@ -107,7 +107,7 @@ impl Publisher {
             Ordering::Relaxed,
         );
         ch.publishers().count.store(1, Ordering::Relaxed);
-        // The segment is fresh (all zero): every subscriber place is FREE,
+        // The segment is fresh (all zero): every subscriber entry is FREE,
         // every chunk free, every slot empty.
         i.magic.store(MAGIC, Ordering::Release);
         Publisher {
@@ -134,7 +134,7 @@ impl Publisher {
         let start = sys::process::start_time(pid).unwrap_or(0);
         let p = ch.publishers();
         let Some(entry) = (0..MAX_PUBLISHERS).find(|&k| {
-            // A place is free, or its publisher died (then freed first).
+            // An entry is free, or its publisher died (then freed first).
             ch.reclaim_publisher(k);
             // Held as CLAIMING until our start time is there: a survivor
             // must never judge our pid by the last user's start time.
@@ -477,7 +477,7 @@ impl Publisher {
     }
 
     /// Retires subscribers whose process died, returning every chunk they
-    /// held, and frees the places of publishers that died, returning the
+    /// held, and frees the entries of publishers that died, returning the
     /// chunk each had on loan; true if anything was. Waits for space do
     /// this by themselves every liveness interval.
     pub fn recover(&self) -> bool {

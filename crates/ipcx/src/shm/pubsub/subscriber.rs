@@ -62,7 +62,7 @@ impl Subscriber {
         Subscriber::attach(ch, o.wait, o.spin).map_err(|e| e.at(ep))
     }
 
-    /// Takes a free subscriber place in the channel.
+    /// Takes a free subscriber entry in the channel.
     pub(super) fn attach(ch: Channel, wait: WaitStrategy, spin: Duration) -> Result<Subscriber> {
         let pid = sys::process::pid();
         for index in 0..MAX_SUBSCRIBERS {
@@ -236,10 +236,10 @@ impl Subscriber {
                         .saturating_add(1))
     }
 
-    /// The segment's name and this subscriber's place, which name its
+    /// The segment and this subscriber's entry number, which name its
     /// doorbell (named channels only).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn doorbell_place(&self) -> Option<(&Segment, usize)> {
+    pub(crate) fn doorbell(&self) -> Option<(&Segment, usize)> {
         self.ch.seg.name().map(|_| (&self.ch.seg, self.index))
     }
 

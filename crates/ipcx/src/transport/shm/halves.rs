@@ -3,7 +3,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{BellPlace, Conn, bell_place};
+use super::{Conn, LinkBell, bell_number};
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::ring::{Corrupt, MORE, Ring};
@@ -109,12 +109,12 @@ impl ShmRx {
         Error::new(kind, "recv")
     }
 
-    /// This half's doorbell place, for awaiting data on tokio.
+    /// This half's doorbell, for awaiting data on tokio.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn bell(&self) -> BellPlace {
-        BellPlace {
+    pub(crate) fn bell(&self) -> LinkBell {
+        LinkBell {
             conn: self.conn.clone(),
-            place: bell_place(self.conn.side, true),
+            number: bell_number(self.conn.side, true),
         }
     }
 
@@ -147,12 +147,12 @@ impl ShmTx {
         self.conn.peer_max_msg()
     }
 
-    /// This half's doorbell place, for awaiting space on tokio.
+    /// This half's doorbell, for awaiting space on tokio.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn bell(&self) -> BellPlace {
-        BellPlace {
+    pub(crate) fn bell(&self) -> LinkBell {
+        LinkBell {
             conn: self.conn.clone(),
-            place: bell_place(self.conn.side, false),
+            number: bell_number(self.conn.side, false),
         }
     }
 
@@ -252,10 +252,10 @@ impl ShmTx {
             self.failed = true;
             return Err(Error::new(ErrorKind::Closed, "send"));
         }
-        let chunk = self.ring.max_record();
+        let most = self.ring.max_record();
         loop {
             let rest = &msg[*sent..];
-            let part = &rest[..rest.len().min(chunk)];
+            let part = &rest[..rest.len().min(most)];
             let last = part.len() == rest.len();
             let flags = if last { 0 } else { MORE };
             let pushed = self.ring.try_push(part, flags).map_err(|Corrupt(why)| {

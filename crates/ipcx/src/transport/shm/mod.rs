@@ -31,9 +31,9 @@ mod halves;
 use halves::halves;
 pub(crate) use halves::{ShmRx, ShmTx};
 
-/// The four doorbell places of a link: each side's receiving half (awaiting
+/// The four doorbells of a link: each side's receiving half (awaiting
 /// data) and sending half (awaiting space).
-fn bell_place(side: Side, recv: bool) -> usize {
+fn bell_number(side: Side, recv: bool) -> usize {
     match (side, recv) {
         (Side::Server, true) => 0,
         (Side::Server, false) => 1,
@@ -42,19 +42,19 @@ fn bell_place(side: Side, recv: bool) -> usize {
     }
 }
 
-/// One half's doorbell place on a link, for awaiting it on tokio: arm it
+/// One half's doorbell on a link, for awaiting it on tokio: arm it
 /// before the last look, and the peer rings after its next change.
 #[derive(Debug)]
-pub(crate) struct BellPlace {
+pub(crate) struct LinkBell {
     conn: Arc<Conn>,
-    place: usize,
+    number: usize,
 }
 
 #[cfg_attr(not(feature = "async"), allow(dead_code))]
-impl BellPlace {
-    /// The segment and the place, which name the doorbell FIFO.
+impl LinkBell {
+    /// The segment and the number, which name the doorbell FIFO.
     pub(crate) fn segment(&self) -> (&Segment, usize) {
-        (self.conn.link.segment(), self.place)
+        (self.conn.link.segment(), self.number)
     }
 
     /// Asks the peer to ring; fences, so a change before this is seen by
@@ -63,7 +63,7 @@ impl BellPlace {
         self.conn
             .header()
             .bells
-            .fetch_or(1 << self.place, Ordering::AcqRel);
+            .fetch_or(1 << self.number, Ordering::AcqRel);
         std::sync::atomic::fence(Ordering::SeqCst);
     }
 
@@ -71,7 +71,7 @@ impl BellPlace {
         self.conn
             .header()
             .bells
-            .fetch_and(!(1 << self.place), Ordering::AcqRel);
+            .fetch_and(!(1 << self.number), Ordering::AcqRel);
     }
 
     /// Whether the peer left or died (reads `/proc`: not per message).
@@ -150,7 +150,7 @@ impl Conn {
             Side::Server => Side::Client,
             Side::Client => Side::Server,
         };
-        let bit = 1u64 << bell_place(peer, recv);
+        let bit = 1u64 << bell_number(peer, recv);
         if self.header().bells.load(Ordering::Relaxed) & bit != 0
             && let Some(name) = self.link.segment().name()
         {
