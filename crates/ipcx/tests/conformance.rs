@@ -349,6 +349,78 @@ fn stalled_peer(mech: Mechanism) {
     peer.child.finish();
 }
 
+/// `AsFd` on a link is what an event loop waits on: not readable while
+/// nothing came, readable once a message did, and not readable again once
+/// `try_recv` found nothing. As with ZeroMQ's `ZMQ_FD` and mio, a wake-up
+/// is answered by receiving until `try_recv` finds nothing (messages read
+/// ahead into the link's buffer do not make the descriptor readable; a
+/// wake-up may also find nothing).
+fn descriptor_readiness(mech: Mechanism) {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        let mut orders = std::io::stdin().lock().lines();
+        for count in [1u64, 3] {
+            let order = orders.next().expect("an order").expect("read stdin");
+            assert_eq!(order, count.to_string());
+            for seq in 0..count {
+                link.send(&numbered(seq)).expect("send");
+            }
+        }
+        assert_eq!(link.recv().expect("recv bye"), b"bye");
+        return;
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds_with(&t, mech, &dir, "sender", |c| c.stdin(Stdio::piped()));
+    let mut orders = peer.child.take_stdin().expect("the child's stdin");
+    let readable = |link: &Link, wait: Duration| {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(link, PollFlags::IN)];
+        let timeout = Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        poll(&mut fds, Some(&timeout)).expect("poll") == 1
+    };
+    // The peer's hello (streams) is the first thing to read: taken here.
+    peer.link
+        .wait_connected(Duration::from_secs(30))
+        .expect("the peer's hello");
+    let quiet = Duration::from_millis(200);
+    assert!(
+        !readable(&peer.link, quiet),
+        "readable before anything was sent"
+    );
+    for count in [1u64, 3] {
+        writeln!(orders, "{count}").expect("write to the child");
+        let mut got = Vec::new();
+        let mut wakeups = 0;
+        while (got.len() as u64) < count {
+            let came = got.len();
+            assert!(
+                readable(&peer.link, Duration::from_secs(30)),
+                "{came} of {count} came"
+            );
+            wakeups += 1;
+            assert!(
+                wakeups < 100,
+                "readable again and again with nothing to take"
+            );
+            while let Some(msg) = peer.link.try_recv().expect("try_recv") {
+                got.push(msg);
+            }
+        }
+        let want: Vec<_> = (0..count).map(numbered).collect();
+        assert_eq!(got, want);
+        assert!(
+            !readable(&peer.link, quiet),
+            "readable after try_recv found nothing"
+        );
+    }
+    peer.link.send(b"bye").expect("send bye");
+    peer.child.finish();
+}
+
 /// Descriptors travel with a message where the mechanism passes them (the
 /// child writes through a pipe end it received); elsewhere `send_fds` is
 /// refused with `Unsupported`, and the link stays usable.
@@ -565,6 +637,11 @@ macro_rules! conformance {
             #[test]
             fn stalled_peer() {
                 super::stalled_peer($mech);
+            }
+
+            #[test]
+            fn descriptor_readiness() {
+                super::descriptor_readiness($mech);
             }
 
             #[cfg(feature = "async")]

@@ -70,11 +70,11 @@ impl AsyncLink {
         tx.set_nonblocking()?;
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
-                wake: Wake::of(rx.as_fd(), rx.shm_bell(), "recv")?,
+                wake: Wake::of(rx.stream_fd(), rx.shm_bell(), "recv")?,
                 half: Some(rx),
             },
             tx: AsyncSendHalf {
-                wake: Wake::of(tx.as_fd(), tx.shm_bell(), "send")?,
+                wake: Wake::of(tx.descriptor(), tx.shm_bell(), "send")?,
                 half: tx,
             },
         })

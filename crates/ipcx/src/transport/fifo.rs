@@ -122,7 +122,10 @@ impl FifoListener {
         };
         let rd = Descriptor::pipe(rd);
         self.active = Arc::downgrade(&rd);
-        let mut link = Link::new(ep, Some(rd), wr);
+        let mut link = match wr {
+            Some(wr) => Link::new(ep, Some(rd), wr),
+            None => Link::receiving(ep, rd),
+        };
         if o.codec == Codec::Framed {
             link.begin_handshake(o.crc, o.max_msg)?;
             link.finish_handshake(crate::deadline::far_after(o.handshake_timeout))?;
@@ -177,7 +180,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
                 }
                 None => (None, first),
             };
-            return Ok(Link::new(ep, rd, Some(Descriptor::pipe(wr))));
+            return Ok(Link::new(ep, rd, Descriptor::pipe(wr)));
         }
         if !backoff.sleep_until(deadline) {
             return Err(Error::new(

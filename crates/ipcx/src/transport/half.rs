@@ -24,8 +24,10 @@ use crate::wire;
 pub(super) enum Rx {
     Stream(StreamRx),
     Shm(Box<ShmRx>),
-    /// The sending end of a one-way FIFO.
-    None,
+    /// The sending end of a one-way FIFO: it receives nothing; the
+    /// descriptor is the link's write end, which the link offers to event
+    /// loops ([`AsFd`](std::os::fd::AsFd) on [`Link`](super::Link)).
+    None(Arc<Descriptor>),
 }
 
 /// How a half sends.
@@ -102,15 +104,38 @@ impl RecvHalf {
     pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.rx {
             Rx::Stream(s) => std::mem::take(&mut s.last_fds),
-            Rx::Shm(_) | Rx::None => Vec::new(),
+            Rx::Shm(_) | Rx::None(_) => Vec::new(),
         }
     }
 
-    /// The receiving descriptor, to wait on it in an event loop.
-    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+    /// What an event loop waits on for this half to have a message: the
+    /// stream's descriptor, or an `shm:` link's doorbell FIFO (readable
+    /// once the peer rang; taking it makes the peer ring after each
+    /// message it sends). `None` on the sending end of a one-way FIFO.
+    pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
-            Rx::Shm(_) | Rx::None => None,
+            Rx::Shm(s) => Some(s.doorbell()),
+            Rx::None(_) => None,
+        }
+    }
+
+    /// The byte stream's descriptor, if this half reads one.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn stream_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.rx {
+            Rx::Stream(s) => Some(s.descriptor().fd()),
+            Rx::Shm(_) | Rx::None(_) => None,
+        }
+    }
+
+    /// The descriptor [`AsFd`] on the link gives: [`RecvHalf::descriptor`],
+    /// or the write end on the sending end of a one-way FIFO.
+    pub(crate) fn link_fd(&self) -> BorrowedFd<'_> {
+        match &self.rx {
+            Rx::Stream(s) => s.descriptor().fd(),
+            Rx::Shm(s) => s.doorbell(),
+            Rx::None(write_end) => write_end.fd(),
         }
     }
 
@@ -119,7 +144,7 @@ impl RecvHalf {
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.rx {
             Rx::Stream(s) => set_nonblocking(s.descriptor()),
-            Rx::Shm(_) | Rx::None => Ok(()),
+            Rx::Shm(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -129,7 +154,7 @@ impl RecvHalf {
     pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.rx {
             Rx::Shm(s) => Some(s.bell()),
-            Rx::Stream(_) | Rx::None => None,
+            Rx::Stream(_) | Rx::None(_) => None,
         }
     }
 
@@ -138,7 +163,7 @@ impl RecvHalf {
     pub(crate) fn lingers(&self) -> bool {
         match &self.rx {
             Rx::Stream(s) => s.lingers(),
-            Rx::Shm(_) | Rx::None => false,
+            Rx::Shm(_) | Rx::None(_) => false,
         }
     }
 
@@ -148,7 +173,7 @@ impl RecvHalf {
         match &mut self.rx {
             Rx::Stream(s) => s.take_message(out),
             Rx::Shm(s) => s.take_message(out),
-            Rx::None => out.clear(),
+            Rx::None(_) => out.clear(),
         }
     }
 
@@ -157,7 +182,7 @@ impl RecvHalf {
         match &mut self.rx {
             Rx::Stream(s) => s.next(until),
             Rx::Shm(s) => s.next(until).map_err(|e| e.at(&self.shared.url)),
-            Rx::None => Err(self.only_sends("recv")),
+            Rx::None(_) => Err(self.only_sends("recv")),
         }
     }
 
@@ -172,7 +197,7 @@ impl RecvHalf {
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e.at(&self.shared.url)),
             },
-            Rx::None => Err(self.only_sends(op)),
+            Rx::None(_) => Err(self.only_sends(op)),
         }
     }
 
@@ -258,8 +283,10 @@ impl SendHalf {
         }
     }
 
-    /// The sending descriptor, to wait on it in an event loop.
-    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+    /// The sending descriptor, to wait on it in an event loop (writable
+    /// when a send can go). `None` on `shm:` links and the receiving end
+    /// of a one-way FIFO.
+    pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match &self.tx {
             Tx::Stream(s) => Some(s.descriptor().fd()),
             Tx::Shm(_) | Tx::None => None,

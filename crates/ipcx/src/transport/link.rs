@@ -7,7 +7,7 @@
 //! mechanism is a new variant and a module of its own.
 
 use std::fmt;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +48,15 @@ impl Until {
     }
 }
 
+/// Puts a link's descriptor in the mode its `?wait=` needs: blocking
+/// waits sleep in `read`; spinning ones need non-blocking reads.
+fn blocking_as(ep: &Endpoint, ch: Arc<Descriptor>) -> Arc<Descriptor> {
+    if let Err(e) = ch.set_blocking(ep.options().wait == WaitStrategy::Block) {
+        tracing::debug!(error = %e, "cannot set the descriptor's blocking mode");
+    }
+    ch
+}
+
 /// What both halves of a link know.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -78,28 +87,24 @@ pub struct Link {
 }
 
 impl Link {
-    /// Builds a link over a read and a write descriptor (the same one for
-    /// sockets; either may be absent on a one-way FIFO).
-    pub(crate) fn new(
-        ep: &Endpoint,
-        rd: Option<Arc<Descriptor>>,
-        wr: Option<Arc<Descriptor>>,
-    ) -> Link {
-        // Blocking waits sleep in `read`; spinning ones need non-blocking reads.
-        let blocking = ep.options().wait == WaitStrategy::Block;
-        for ch in rd.iter().chain(wr.iter()) {
-            if let Err(e) = ch.set_blocking(blocking) {
-                tracing::debug!(error = %e, "cannot set the descriptor's blocking mode");
-            }
-        }
+    /// Builds a link over a write descriptor and a read one (the same one
+    /// for sockets; absent on the sending end of a one-way FIFO).
+    pub(crate) fn new(ep: &Endpoint, rd: Option<Arc<Descriptor>>, wr: Arc<Descriptor>) -> Link {
         let shared = Link::shared(ep);
-        let rx = rd.map_or(Rx::None, |ch| {
-            Rx::Stream(StreamRx::new(ep, ch, shared.clone()))
-        });
-        let tx = wr.map_or(Tx::None, |ch| {
-            Tx::Stream(StreamTx::new(ep, ch, shared.clone()))
-        });
+        let rx = match rd {
+            Some(rd) => Rx::Stream(StreamRx::new(ep, blocking_as(ep, rd), shared.clone())),
+            None => Rx::None(wr.clone()),
+        };
+        let tx = Tx::Stream(StreamTx::new(ep, blocking_as(ep, wr), shared.clone()));
         Link::of(rx, tx, shared)
+    }
+
+    /// Builds a link that only receives (the receiving end of a one-way
+    /// FIFO).
+    pub(crate) fn receiving(ep: &Endpoint, rd: Arc<Descriptor>) -> Link {
+        let shared = Link::shared(ep);
+        let rx = Rx::Stream(StreamRx::new(ep, blocking_as(ep, rd), shared.clone()));
+        Link::of(rx, Tx::None, shared)
     }
 
     /// A link over the two rings of a shared-memory segment.
@@ -363,11 +368,6 @@ impl Link {
         self.finish_handshake(crate::deadline::far_after(timeout))
     }
 
-    /// The receiving descriptor, to wait on it in an event loop.
-    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.rx.as_fd()
-    }
-
     /// Sends our hello and, where this side also receives, expects the
     /// peer's as the first frame.
     pub(crate) fn begin_handshake(&mut self, crc: bool, max_msg: usize) -> Result<()> {
@@ -396,7 +396,7 @@ impl Link {
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.await_hello(deadline),
-            Rx::Shm(_) | Rx::None => Ok(()),
+            Rx::Shm(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -404,8 +404,48 @@ impl Link {
     pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.poll_hello(),
-            Rx::Shm(_) | Rx::None => Ok(true),
+            Rx::Shm(_) | Rx::None(_) => Ok(true),
         }
+    }
+}
+
+/// What an event loop (`poll`, `epoll`, mio) waits on for a message: the
+/// socket or the pipe's read end; on an `shm:` link, its doorbell FIFO,
+/// which is readable once the peer rang. Taking an `shm:` link's
+/// descriptor makes the peer ring after each message it sends (a `write`
+/// each, the price of being watched), and a `try_recv` that finds nothing
+/// empties the doorbell. On the sending end of a one-way FIFO it is the
+/// write end.
+///
+/// Answer a wake-up by receiving until [`Link::try_recv`] finds nothing,
+/// as with ZeroMQ's `ZMQ_FD` or mio: messages the link already read ahead
+/// into its buffer do not make the descriptor readable, and a wake-up may
+/// find nothing.
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// # fn main() -> ipcx::Result<()> {
+/// # let name = format!("doc-asfd-{}", std::process::id());
+/// let listener = ipcx::Listener::bind(&format!("shm:{name}"))?;
+/// let mut client = ipcx::Link::connect(&format!("shm:{name}"))?;
+/// let mut server = listener.accept()?;
+/// client.send(b"hi")?;
+/// // Any event loop: here poll(2), through rustix.
+/// let mut fds = [rustix::event::PollFd::new(&server, rustix::event::PollFlags::IN)];
+/// let five = rustix::event::Timespec { tv_sec: 5, tv_nsec: 0 };
+/// assert_eq!(rustix::event::poll(&mut fds, Some(&five)).unwrap(), 1);
+/// assert_eq!(server.try_recv()?.as_deref(), Some(&b"hi"[..]));
+/// # Ok(()) }
+/// ```
+impl AsFd for Link {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.link_fd()
+    }
+}
+
+impl AsRawFd for Link {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

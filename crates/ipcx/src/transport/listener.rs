@@ -243,8 +243,9 @@ impl Listener {
         self.refused.load(Ordering::Relaxed)
     }
 
-    /// The listening descriptor, to wait on it in an event loop.
-    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+    /// The listening socket, to wait on it in an event loop (readable
+    /// when a peer connects). `None` on FIFO and `shm:` listeners.
+    pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
 }
@@ -313,7 +314,7 @@ impl SocketListener {
         &'a self,
         listening: BorrowedFd<'a>,
     ) -> impl Iterator<Item = BorrowedFd<'a>> + 'a {
-        std::iter::once(listening).chain(self.pending.iter().filter_map(|p| p.link.as_fd()))
+        std::iter::once(listening).chain(self.pending.iter().map(|p| p.link.as_fd()))
     }
 
     /// One pass that never waits: takes the connections that came (a
@@ -342,7 +343,7 @@ impl SocketListener {
                 if !self.admit(ep, &ch) {
                     continue;
                 }
-                return Ok(Ok(Link::new(ep, Some(ch.clone()), Some(ch))));
+                return Ok(Ok(Link::new(ep, Some(ch.clone()), ch)));
             }
             // Until its hello arrives a peer is pending: it holds no
             // place among the served (`?max_conns=`), only one of
@@ -354,7 +355,7 @@ impl SocketListener {
                 self.evicted += 1;
                 tracing::warn!(url = %ep, max_pending = o.max_pending, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes");
             }
-            let mut link = Link::new(ep, Some(ch.clone()), Some(ch.clone()));
+            let mut link = Link::new(ep, Some(ch.clone()), ch.clone());
             link.expect_hello(o.crc, o.max_msg);
             self.pending.push(Pending {
                 link,

@@ -56,7 +56,7 @@ pub fn spawn_endpoint(ep: &Endpoint, mut cmd: Command) -> Result<(Child, Link)> 
     let mut link = Link::new(
         ep,
         Some(Descriptor::pipe(from_child_r)),
-        Some(Descriptor::pipe(to_child_w)),
+        Descriptor::pipe(to_child_w),
     );
     // The child answers when it starts; its hello is checked on first recv.
     let o = ep.options();
@@ -89,7 +89,7 @@ pub(crate) unsafe fn from_inherited() -> Result<Link> {
     // SAFETY: the caller's contract: the descriptors are the ones `spawn`
     // handed to this process, owned by nothing else here.
     let [rd, wr] = unsafe { sys::process::adopt_inherited([*r, *w]) }.map_err(err)?;
-    let mut link = Link::new(&ep, Some(Descriptor::pipe(rd)), Some(Descriptor::pipe(wr)));
+    let mut link = Link::new(&ep, Some(Descriptor::pipe(rd)), Descriptor::pipe(wr));
     super::say_hello(&mut link, &ep)?;
     Ok(link)
 }

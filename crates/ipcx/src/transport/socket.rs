@@ -91,7 +91,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
         }
     };
     let ch = Arc::new(Descriptor::new(fd, kind));
-    Ok(Link::new(ep, Some(ch.clone()), Some(ch)))
+    Ok(Link::new(ep, Some(ch.clone()), ch))
 }
 
 fn refuse_symlink(ep: &Endpoint, p: &Path) -> Result<()> {

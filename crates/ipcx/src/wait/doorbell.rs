@@ -23,8 +23,8 @@ pub(crate) fn path(name: &str, k: usize) -> PathBuf {
 /// Rings the doorbells of one segment, keeping open each FIFO it rang:
 /// a ring is then one `write`. A doorbell's FIFO lives as long as
 /// the segment (each waiter with that number reuses it, see [`make`]), so
-/// a kept descriptor stays that doorbell; a write the FIFO refuses (full,
-/// or gone wrong) opens it afresh for the next ring.
+/// a kept descriptor stays that doorbell; a write that fails other than
+/// on a full FIFO (which has rung already) opens it afresh next time.
 #[derive(Debug, Default)]
 pub(crate) struct Ringer {
     open: Mutex<Vec<(usize, OwnedFd)>>,
@@ -55,8 +55,11 @@ impl Ringer {
                     }
                 },
             };
-            if sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]).is_err() {
-                open.retain(|(number, _)| *number != k);
+            match sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]) {
+                // Full: it has rung already.
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => open.retain(|(number, _)| *number != k),
             }
         }
     }
@@ -69,7 +72,6 @@ impl Ringer {
 /// bits (`mode`), since whoever may write the segment must be able to
 /// ring (open the FIFO read-write). It goes with the segment (the
 /// registry removes it).
-#[cfg(feature = "async")]
 pub(crate) fn make(name: &str, k: usize, mode: u32) -> std::io::Result<OwnedFd> {
     let p = path(name, k);
     if let Ok(fd) = sys::fs::open_fifo_rw(&p) {
@@ -82,7 +84,6 @@ pub(crate) fn make(name: &str, k: usize, mode: u32) -> std::io::Result<OwnedFd> 
 }
 
 /// Empties a doorbell, so the next wait needs a fresh ring.
-#[cfg(feature = "async")]
 pub(crate) fn drain(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
     while matches!(sys::fd::read(fd.as_fd(), &mut buf), Ok(n) if n > 0) {}

@@ -1,5 +1,7 @@
 //! The two halves of a connected `shm:` link: one ring each way.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,8 +14,24 @@ use crate::transport::stream::out_of_time;
 use crate::wait::{WaitEnd, Waiting};
 use crate::wire::FrameError;
 
-pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak<Conn>) {
+pub(super) type Halves = (Box<ShmRx>, Box<ShmTx>, Weak<Conn>);
+
+/// The halves of a connected link, with the receiving half's doorbell
+/// FIFO made (or reopened), so that the link has a descriptor to wait on.
+pub(super) fn halves(conn: Conn, ep: &Endpoint) -> Result<Halves> {
     let o = ep.options();
+    let seg = conn.link.segment();
+    let number = bell_number(conn.side, true);
+    let doorbell = match seg.name() {
+        Some(name) => crate::wait::doorbell::make(name, number, seg.mode()?)
+            .map_err(|e| Error::io("connect", e).at(ep))?,
+        None => {
+            return Err(Error::new(
+                ErrorKind::InvalidEndpoint("an shm: link needs a named segment".into()),
+                "connect",
+            ));
+        }
+    };
     let conn = Arc::new(conn);
     let weak = Arc::downgrade(&conn);
     let rx = ShmRx {
@@ -24,6 +42,8 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak
         wait: o.wait,
         spin: o.spin,
         failed: None,
+        doorbell,
+        watched: AtomicBool::new(false),
     };
     let tx = ShmTx {
         ring: conn.ring(false),
@@ -34,7 +54,7 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> (Box<ShmRx>, Box<ShmTx>, Weak
         linger: o.timeout,
         failed: false,
     };
-    (Box::new(rx), Box::new(tx), weak)
+    Ok((Box::new(rx), Box::new(tx), weak))
 }
 
 /// The receiving half of a shared-memory link.
@@ -49,9 +69,43 @@ pub(crate) struct ShmRx {
     wait: WaitStrategy,
     spin: Duration,
     failed: Option<ErrorKind>,
+    /// This half's doorbell FIFO: the descriptor the link offers to event
+    /// loops (`AsFd`), readable once the peer rang.
+    doorbell: OwnedFd,
+    /// Someone took the descriptor: the doorbell stays armed, and a look
+    /// that finds nothing empties it (see [`ShmRx::doorbell`]).
+    watched: AtomicBool,
 }
 
 impl ShmRx {
+    /// The doorbell FIFO, for an event loop: from now on the peer rings it
+    /// after each message it sends (a `write` per message, the price of
+    /// being watched), and a receive that finds nothing empties it first,
+    /// so it is readable while a message may be waiting.
+    pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
+        if !self.watched.swap(true, Ordering::AcqRel) {
+            self.bell().arm();
+            // What came before the peer was asked to ring: rung here.
+            if self.ring.has_data() {
+                let _ =
+                    crate::sys::fd::writev(self.doorbell.as_fd(), &[std::io::IoSlice::new(&[1])]);
+            }
+        }
+        self.doorbell.as_fd()
+    }
+
+    /// A look that found nothing, on a watched half: empties the doorbell,
+    /// then (armed, fenced) looks once more, so a message pushed after the
+    /// first look is either seen now or rings the emptied doorbell.
+    fn look_again(&mut self) -> std::result::Result<Option<u32>, Corrupt> {
+        if !self.watched.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        crate::wait::doorbell::drain(&self.doorbell);
+        self.bell().arm();
+        self.ring.try_pop(&mut self.msg)
+    }
+
     /// Waits for the next whole message, which [`ShmRx::take_message`] then gives.
     pub(crate) fn next(&mut self, until: Until) -> Result<()> {
         if let Some(kind) = &self.failed {
@@ -62,7 +116,10 @@ impl ShmRx {
             _ => None,
         };
         loop {
-            let popped = self.ring.try_pop(&mut self.msg);
+            let mut popped = self.ring.try_pop(&mut self.msg);
+            if matches!(popped, Ok(None)) && matches!(until, Until::NoWait) {
+                popped = self.look_again();
+            }
             match popped.map_err(|Corrupt(why)| self.fail(ErrorKind::Corrupt(why.into())))? {
                 Some(flags) => {
                     self.ring.notify_space();
@@ -110,7 +167,6 @@ impl ShmRx {
     }
 
     /// This half's doorbell, for awaiting data on tokio.
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn bell(&self) -> LinkBell {
         LinkBell {
             conn: self.conn.clone(),

@@ -323,7 +323,7 @@ impl ShmListener {
                 ringer: Default::default(),
             },
             ep,
-        );
+        )?;
         self.last = conn;
         Ok((rx, tx))
     }
@@ -401,7 +401,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                         ringer: Default::default(),
                     },
                     ep,
-                );
+                )?;
                 return Ok((rx, tx));
             }
         }
