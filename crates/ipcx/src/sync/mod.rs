@@ -18,6 +18,7 @@
 //! | [`SpinLock`] | owner word, bounded spin then yield | [`LockError::OwnerDied`] |
 //! | [`Event`] | futex word, manual or auto reset | nothing to recover |
 //! | [`NamedSemaphore`], [`SysVSemaphoreSet`] | the OS's own, for other languages | POSIX: permits lost; SysV: undone by `SEM_UNDO` |
+//! | [`EventFd`] | the kernel's `eventfd(2)` counter, passed as a descriptor | nothing to recover: the kernel holds the count |
 //!
 //! Liveness of a holder comes from its thread (or process) id and start
 //! time, read from `/proc`, checked only by a waiter that has waited a
@@ -57,6 +58,7 @@ pub(crate) mod baseline;
 mod condvar;
 mod error;
 pub(crate) mod event;
+mod eventfd;
 mod monitor;
 mod mutex;
 mod named;
@@ -74,6 +76,7 @@ pub use barrier::{Barrier, BarrierWaitResult, MAX_PARTIES};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{LockError, LockResult};
 pub use event::{Event, EventMode};
+pub use eventfd::{EventFd, EventFdMode};
 pub use monitor::Monitor;
 pub use mutex::{Mutex, MutexGuard};
 pub use named::{NamedSemaphore, SysVSemaphoreSet, SysVSetState};

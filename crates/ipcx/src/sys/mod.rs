@@ -7,6 +7,7 @@
 //! deadline is a `poll(2)` here; a link that waits without one (the default
 //! `?wait=block`) sleeps in a blocking `read`, as a bare program would.
 
+pub mod eventfd;
 pub mod fd;
 pub mod fs;
 pub mod futex;
