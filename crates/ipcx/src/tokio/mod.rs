@@ -38,6 +38,7 @@ mod event;
 mod eventfd;
 mod link;
 mod listener;
+mod signals;
 mod subscriber;
 
 use bell::{Awaited, Bell};
@@ -46,6 +47,7 @@ pub use event::AsyncEvent;
 pub use eventfd::AsyncEventFd;
 pub use link::{AsyncLink, AsyncRecvHalf, AsyncSendHalf};
 pub use listener::AsyncListener;
+pub use signals::{AsyncSignals, termination};
 pub use subscriber::AsyncSubscriber;
 
 /// What a half of an [`AsyncLink`] awaits.
