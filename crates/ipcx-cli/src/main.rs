@@ -7,6 +7,7 @@ mod objects;
 mod recv;
 mod sem;
 mod send;
+mod signal;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,6 +83,11 @@ enum Command {
         after_help = "Examples:\n  ipcx sem create jobs --value 2\n  ipcx sem wait jobs --timeout 5s && run-job; ipcx sem post jobs\n  ipcx sem create printer --posix      # a C program's sem_open(\"/printer\", 0) opens it\n  ipcx sem get 0x1234 --sysv\n  ipcx sem rm jobs"
     )]
     Sem(sem::SemArgs),
+    /// Send signals to processes (with an integer, by sigqueue) and wait for them.
+    #[command(
+        after_help = "Examples:\n  ipcx signal wait SIGUSR1 SIGRTMIN+1 -n 2        # prints: SIGUSR1 - 4242\n  ipcx signal send 4243 SIGRTMIN+1 --value 7      # the waiter prints: SIGRTMIN+1 7 <sender pid>\n  ipcx signal wait SIGHUP --timeout 30s --format json\n\nA signal carries its number and, with sigqueue, one integer. Standard signals sent\nagain before they are taken arrive once; real-time ones (SIGRTMIN..SIGRTMAX) queue."
+    )]
+    Signal(signal::SignalArgs),
     /// One side of a benchmark cell (started by `ipcx bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -90,10 +96,14 @@ enum Command {
 fn main() -> ExitCode {
     tracing_init();
     let cli = Cli::parse();
-    // Before any thread starts (they inherit the blocked signals).
-    if let Err(e) = ipcx::signal::on_termination(remove_ours_and_exit) {
-        eprintln!("ipcx: {e}");
-        return ExitCode::FAILURE;
+    // Before any thread starts (they inherit the blocked signals). A
+    // command that waits for signals takes them itself.
+    let takes_signals = matches!(&cli.command, Command::Signal(a) if signal::takes_signals(a));
+    if !takes_signals {
+        if let Err(e) = ipcx::signal::on_termination(remove_ours_and_exit) {
+            eprintln!("ipcx: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let result = match cli.command {
         Command::Recv(a) => recv::run(a),
@@ -102,6 +112,7 @@ fn main() -> ExitCode {
         Command::Clean(a) => objects::clean(a),
         Command::Rm(a) => objects::rm(a),
         Command::Sem(a) => sem::run(a),
+        Command::Signal(a) => signal::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

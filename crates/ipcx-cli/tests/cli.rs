@@ -688,3 +688,44 @@ fn errors_say_what_is_wrong() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(ls(&s).is_empty(), "records left: {:?}", ls(&s));
 }
+
+/// `ipcx signal wait` prints `SIGNAL VALUE SENDER_PID` for each signal
+/// `ipcx signal send` sends it (with its integer, by sigqueue; `-` for a
+/// plain kill), and stops after `-n`; what cannot work fails with exit 1
+/// and says why.
+#[test]
+fn signal_send_and_wait() {
+    let s = Scratch::new();
+    let waiter = s.spawn(["signal", "wait", "SIGRTMIN+3", "SIGUSR2", "-n", "3"]);
+    let pid = waiter.pid().to_string();
+    wait_until("the waiter to subscribe", || {
+        waiter.stderr_so_far().contains("waiting for").then_some(())
+    });
+    let mut senders = Vec::new();
+    for args in [
+        vec!["signal", "send", &pid, "SIGRTMIN+3", "--value", "11"],
+        vec!["signal", "send", &pid, "RTMIN+3", "--value", "-12"],
+        vec!["signal", "send", &pid, "usr2"],
+    ] {
+        let sender = s.spawn(&args);
+        senders.push(sender.pid());
+        sender.finish().success();
+    }
+    let got = waiter.finish().success();
+    let want = format!(
+        "SIGRTMIN+3 11 {}\nSIGRTMIN+3 -12 {}\nSIGUSR2 - {}\n",
+        senders[0], senders[1], senders[2]
+    );
+    assert_eq!(String::from_utf8_lossy(&got.stdout), want);
+
+    let dead = s.run(["signal", "send", "999999999", "SIGUSR1"]).failure();
+    assert!(dead.stderr.contains("No such process"), "{dead}");
+    let kill = s.run(["signal", "wait", "SIGKILL"]).failure();
+    assert!(kill.stderr.contains("cannot be caught"), "{kill}");
+    let bad = s.run(["signal", "send", &pid, "SIGNOPE"]).failure();
+    assert!(bad.stderr.contains("not a signal"), "{bad}");
+    let quiet = s
+        .run(["signal", "wait", "SIGUSR1", "--timeout", "100ms"])
+        .failure();
+    assert!(quiet.stderr.contains("no signal within"), "{quiet}");
+}
