@@ -45,6 +45,7 @@ fn state(e: &Entry) -> String {
             .and_then(|s| s.value().ok())
             .map(|v| format!("posix semaphore value {v}"))
             .unwrap_or_default(),
+        ObjectKind::Mq => ipcx::transport::queue_state(&name).unwrap_or_default(),
         _ => String::new(),
     }
 }

@@ -155,10 +155,12 @@ pub fn run(a: SemArgs) -> Result<ExitCode> {
             println!("{v}");
         }
         SemCommand::Rm { name, flavor } => {
+            // `/jobs`, as C writes a POSIX name, is `jobs`.
+            let name = name.strip_prefix('/').unwrap_or(&name);
             if flavor.sysv {
-                SysVSemaphoreSet::open(sysv_key(&name))?.remove()?;
+                SysVSemaphoreSet::open(sysv_key(name))?.remove()?;
             } else {
-                let url = if flavor.posix || (posix_exists(&name) && !ipcx_exists(&name)) {
+                let url = if flavor.posix || (posix_exists(name) && !ipcx_exists(name)) {
                     format!("sem:{name}")
                 } else {
                     format!("shm:{name}?persist")

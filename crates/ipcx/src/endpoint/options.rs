@@ -84,6 +84,12 @@ pub struct Options {
     /// `shm:` link half, an async event) that is not rung looks again and
     /// checks that its peer still lives (`liveness`, default 20ms).
     pub liveness: Duration,
+    /// Most messages a created message queue holds (`max_msgs`; default:
+    /// the system's, `/proc/sys/fs/mqueue/msg_default`).
+    pub max_msgs: Option<usize>,
+    /// Largest message of a created message queue (`msg_size`; default:
+    /// the system's, `/proc/sys/fs/mqueue/msgsize_default`).
+    pub msg_size: Option<usize>,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).
     pub(crate) max_msg_given: bool,
@@ -123,6 +129,8 @@ impl Default for Options {
             slots: 256,
             overflow: Overflow::Block,
             liveness: Duration::from_millis(20),
+            max_msgs: None,
+            msg_size: None,
             max_msg_given: false,
         }
     }
@@ -162,6 +170,8 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("slots", &[Shm]),
     ("overflow", &[Shm, Mq, SysvMq]),
     ("liveness", &[Shm]),
+    ("max_msgs", &[Mq]),
+    ("msg_size", &[Mq]),
 ];
 
 impl Options {
@@ -278,6 +288,14 @@ impl Options {
                 "duplex" => duplex = Some(parse_bool(value).map_err(err)?),
                 "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
                 "max_pending" => o.max_pending = parse_count(value).map_err(err)?,
+                "max_msgs" => o.max_msgs = Some(parse_count(value).map_err(err)?),
+                "msg_size" => {
+                    let n = parse_size(value).map_err(err)?;
+                    if n == 0 {
+                        return Err(err("must be at least 1 byte".into()));
+                    }
+                    o.msg_size = Some(n);
+                }
                 "max_fds" => {
                     o.max_fds = parse_count(value).map_err(err)?;
                     if o.max_fds > 253 {
@@ -373,6 +391,12 @@ impl Options {
         }
         if self.liveness != d.liveness {
             put("liveness", format_duration(self.liveness));
+        }
+        if let Some(n) = self.max_msgs {
+            put("max_msgs", n.to_string());
+        }
+        if let Some(n) = self.msg_size {
+            put("msg_size", n.to_string());
         }
         q.join("&")
     }

@@ -34,6 +34,9 @@ pub enum ObjectKind {
     Shm,
     /// A POSIX named semaphore (`/dev/shm/sem.NAME`).
     Sem,
+    /// A POSIX message queue, recorded as `/dev/mqueue/NAME` (where it
+    /// would show if that file system were mounted; nothing needs it).
+    Mq,
 }
 
 impl ObjectKind {
@@ -44,6 +47,7 @@ impl ObjectKind {
             ObjectKind::Fifo => "fifo",
             ObjectKind::Shm => "shm",
             ObjectKind::Sem => "sem",
+            ObjectKind::Mq => "mq",
         }
     }
 }
@@ -85,7 +89,7 @@ impl Record {
     /// the same objects.
     fn remove_created(&self) {
         for c in &self.created {
-            if sys::fs::identity(&c.path).ok() == Some((c.dev, c.ino)) {
+            if identity(self.kind, &c.path) == Some((c.dev, c.ino)) {
                 remove_object(self.kind, &c.path);
             }
             if self.kind == ObjectKind::Shm {
@@ -337,11 +341,25 @@ fn owner_holds(file: &File, record: &Record) -> bool {
     true
 }
 
+/// The device and inode of the object of `kind` at `path` now.
+fn identity(kind: ObjectKind, path: &Path) -> Option<(u64, u64)> {
+    match kind {
+        ObjectKind::Mq => sys::mq::identity(&path.file_name()?.to_string_lossy()).ok(),
+        _ => sys::fs::identity(path).ok(),
+    }
+}
+
 /// Removes the object of `kind` at `path`; anything of another type (a
 /// regular file where a socket should be, a directory, a symlink) is left
 /// alone, since ipcx never made it.
 fn remove_object(kind: ObjectKind, path: &Path) {
     use rustix::fs::FileType;
+    if kind == ObjectKind::Mq {
+        if let Some(name) = path.file_name() {
+            let _ = sys::mq::unlink(&name.to_string_lossy());
+        }
+        return;
+    }
     let ours = match (kind, sys::fs::object_type(path)) {
         // Exactly the recorded type: an inode number can be reused by the
         // next object made at the path once ours is gone.
@@ -452,6 +470,7 @@ fn decode_record(bytes: &[u8]) -> Option<Record> {
                     "fifo" => ObjectKind::Fifo,
                     "shm" => ObjectKind::Shm,
                     "sem" => ObjectKind::Sem,
+                    "mq" => ObjectKind::Mq,
                     _ => return None,
                 })
             }
@@ -532,6 +551,19 @@ impl Registration {
             if let Err(e) = write_record(&mut self.file, &self.record) {
                 tracing::warn!(error = %e, "cannot update a registry record");
             }
+        }
+    }
+
+    /// Notes that the object at `path` (which has no file there: a
+    /// message queue) was created with this identity.
+    pub(crate) fn created_as(&mut self, path: &Path, dev: u64, ino: u64) {
+        self.record.created.push(Created {
+            path: path.to_path_buf(),
+            dev,
+            ino,
+        });
+        if let Err(e) = write_record(&mut self.file, &self.record) {
+            tracing::warn!(error = %e, "cannot update a registry record");
         }
     }
 

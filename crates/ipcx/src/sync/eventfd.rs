@@ -183,20 +183,12 @@ impl EventFd {
         what: &'static str,
         interest: Interest,
         deadline: Option<std::time::Instant>,
-        mut op: impl FnMut() -> std::io::Result<T>,
+        op: impl FnMut() -> std::io::Result<T>,
     ) -> Result<T> {
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(what, e)),
-            }
-            let ready = sys::fd::wait(self.fd.as_fd(), interest, deadline)
-                .map_err(|e| Error::io(what, e))?;
-            if !ready {
-                return Err(Error::new(ErrorKind::WouldBlock, what));
-            }
+        match sys::fd::when_ready(self.fd.as_fd(), interest, deadline, op) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(Error::new(ErrorKind::WouldBlock, what)),
+            Err(e) => Err(Error::io(what, e)),
         }
     }
 }

@@ -9,16 +9,20 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys::sem::{self, PosixSem, SysVSemId};
 
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name.len() > 250 {
+/// The name without the leading slash C and Python write (`/jobs` and
+/// `jobs` are one semaphore); refused if empty, too long, or holding
+/// another slash.
+fn check_name(name: &str) -> Result<&str> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() || bare.contains('/') || bare.len() > 250 {
         return Err(Error::new(
             ErrorKind::InvalidEndpoint(format!(
-                "a named semaphore is 1 to 250 bytes without '/', not {name:?}"
+                "a named semaphore is 1 to 250 bytes, with no '/' but a leading one, not {name:?}"
             )),
             "semaphore",
         ));
     }
-    Ok(())
+    Ok(bare)
 }
 
 /// A POSIX named semaphore (`sem_open("/NAME")`, the file
@@ -44,8 +48,8 @@ pub struct NamedSemaphore {
 }
 
 impl NamedSemaphore {
-    /// Creates `NAME` (mode 0600) with `value`; it is removed when this
-    /// handle drops. A name left by a dead ipcx process is reclaimed.
+    /// Creates `NAME` (or `/NAME`, as C writes it; mode 0600) with
+    /// `value`; it is removed when this handle drops. A name left by a dead ipcx process is reclaimed.
     pub fn create(name: &str, value: u32) -> Result<NamedSemaphore> {
         NamedSemaphore::create_with(name, value, false)
     }
@@ -57,7 +61,7 @@ impl NamedSemaphore {
     }
 
     fn create_with(name: &str, value: u32, persist: bool) -> Result<NamedSemaphore> {
-        check_name(name)?;
+        let name = check_name(name)?;
         let url = format!("sem:{name}");
         let path = PathBuf::from(crate::sys::shm::SHM_DIR).join(format!("sem.{name}"));
         let mut reg =
@@ -86,7 +90,7 @@ impl NamedSemaphore {
 
     /// Opens the existing `NAME`.
     pub fn open(name: &str) -> Result<NamedSemaphore> {
-        check_name(name)?;
+        let name = check_name(name)?;
         let sem =
             PosixSem::open(name).map_err(|e| Error::io("open", e).at(format!("sem:{name}")))?;
         Ok(NamedSemaphore {
@@ -98,7 +102,7 @@ impl NamedSemaphore {
 
     /// Removes `NAME`; processes that have it open keep using it.
     pub fn unlink(name: &str) -> Result<()> {
-        check_name(name)?;
+        let name = check_name(name)?;
         PosixSem::unlink(name).map_err(|e| Error::io("unlink", e).at(format!("sem:{name}")))
     }
 

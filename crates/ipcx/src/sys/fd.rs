@@ -38,6 +38,28 @@ pub fn wait(fd: BorrowedFd<'_>, interest: Interest, deadline: Option<Instant>) -
     Ok(wait_many(&mut fds, deadline)? > 0)
 }
 
+/// Runs `op` on the non-blocking `fd` until it stops saying `WouldBlock`
+/// (or `EINTR`), waiting for `interest` in between; `Ok(None)` once
+/// `deadline` passed with `op` still blocked.
+pub fn when_ready<T>(
+    fd: BorrowedFd<'_>,
+    interest: Interest,
+    deadline: Option<Instant>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<Option<T>> {
+    loop {
+        match op() {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if !wait(fd, interest, deadline)? {
+            return Ok(None);
+        }
+    }
+}
+
 /// Polls several descriptors until one is ready or `deadline`; returns how
 /// many are ready (0 on timeout). See `poll(2)`.
 pub fn wait_many(fds: &mut [PollFd<'_>], deadline: Option<Instant>) -> io::Result<usize> {

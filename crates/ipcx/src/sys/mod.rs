@@ -11,6 +11,7 @@ pub mod eventfd;
 pub mod fd;
 pub mod fs;
 pub mod futex;
+pub mod mq;
 pub mod process;
 pub mod pthread;
 pub mod sem;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::descriptor::Descriptor;
 use super::link::{Shared, Until};
+use super::mq::{MqRx, MqTx};
 use super::outgoing::Outgoing;
 use super::shm::{ShmRx, ShmTx};
 use super::stream::{StreamRx, StreamTx};
@@ -24,6 +25,7 @@ use crate::wire;
 pub(super) enum Rx {
     Stream(StreamRx),
     Shm(Box<ShmRx>),
+    Mq(MqRx),
     /// The sending end of a one-way FIFO: it receives nothing; the
     /// descriptor is the link's write end, which the link offers to event
     /// loops ([`AsFd`](std::os::fd::AsFd) on [`Link`](super::Link)).
@@ -34,6 +36,7 @@ pub(super) enum Rx {
 pub(super) enum Tx {
     Stream(StreamTx),
     Shm(Box<ShmTx>),
+    Mq(MqTx),
     /// The receiving end of a one-way FIFO.
     None,
 }
@@ -99,12 +102,21 @@ impl RecvHalf {
         Ok((msg, self.take_fds()))
     }
 
+    /// The priority of the message received last (`mq:` links; `0` on
+    /// others).
+    pub fn last_priority(&self) -> u32 {
+        match &self.rx {
+            Rx::Mq(m) => m.priority(),
+            Rx::Stream(_) | Rx::Shm(_) | Rx::None(_) => 0,
+        }
+    }
+
     /// The descriptors that came with the last message received (taken).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.rx {
             Rx::Stream(s) => std::mem::take(&mut s.last_fds),
-            Rx::Shm(_) | Rx::None(_) => Vec::new(),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Vec::new(),
         }
     }
 
@@ -116,6 +128,7 @@ impl RecvHalf {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
             Rx::Shm(s) => Some(s.doorbell()),
+            Rx::Mq(m) => Some(m.fd()),
             Rx::None(_) => None,
         }
     }
@@ -125,7 +138,7 @@ impl RecvHalf {
     pub(crate) fn stream_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
-            Rx::Shm(_) | Rx::None(_) => None,
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => None,
         }
     }
 
@@ -135,6 +148,7 @@ impl RecvHalf {
         match &self.rx {
             Rx::Stream(s) => s.descriptor().fd(),
             Rx::Shm(s) => s.doorbell(),
+            Rx::Mq(m) => m.fd(),
             Rx::None(write_end) => write_end.fd(),
         }
     }
@@ -144,7 +158,7 @@ impl RecvHalf {
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.rx {
             Rx::Stream(s) => set_nonblocking(s.descriptor()),
-            Rx::Shm(_) | Rx::None(_) => Ok(()),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -154,7 +168,7 @@ impl RecvHalf {
     pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.rx {
             Rx::Shm(s) => Some(s.bell()),
-            Rx::Stream(_) | Rx::None(_) => None,
+            Rx::Stream(_) | Rx::Mq(_) | Rx::None(_) => None,
         }
     }
 
@@ -163,7 +177,7 @@ impl RecvHalf {
     pub(crate) fn lingers(&self) -> bool {
         match &self.rx {
             Rx::Stream(s) => s.lingers(),
-            Rx::Shm(_) | Rx::None(_) => false,
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => false,
         }
     }
 
@@ -173,6 +187,7 @@ impl RecvHalf {
         match &mut self.rx {
             Rx::Stream(s) => s.take_message(out),
             Rx::Shm(s) => s.take_message(out),
+            Rx::Mq(m) => m.take_message(out),
             Rx::None(_) => out.clear(),
         }
     }
@@ -182,6 +197,7 @@ impl RecvHalf {
         match &mut self.rx {
             Rx::Stream(s) => s.next(until),
             Rx::Shm(s) => s.next(until).map_err(|e| e.at(&self.shared.url)),
+            Rx::Mq(m) => m.next(until).map_err(|e| e.at(&self.shared.url)),
             Rx::None(_) => Err(self.only_sends("recv")),
         }
     }
@@ -193,6 +209,11 @@ impl RecvHalf {
         match &mut self.rx {
             Rx::Stream(s) => s.poll_once(op),
             Rx::Shm(s) => match s.next(Until::NoWait) {
+                Ok(()) => Ok(Some(())),
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e.at(&self.shared.url)),
+            },
+            Rx::Mq(m) => match m.next(Until::NoWait) {
                 Ok(()) => Ok(Some(())),
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e.at(&self.shared.url)),
@@ -227,6 +248,27 @@ impl SendHalf {
         self.send_frame(wire::KIND_DATA, msg, &[], Until::NoWait)
     }
 
+    /// Sends one message with `priority` (see
+    /// [`Link::send_with_priority`](super::Link::send_with_priority)).
+    pub(crate) fn send_with_priority(
+        &mut self,
+        msg: &[u8],
+        priority: u32,
+        until: Until,
+    ) -> Result<()> {
+        match &mut self.tx {
+            Tx::Mq(m) => m
+                .send(msg, priority, until)
+                .map_err(|e| e.at(&self.shared.url)),
+            _ if priority == 0 => self.send_frame(wire::KIND_DATA, msg, &[], until),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported("only mq: links carry priorities".into()),
+                "send",
+            )
+            .at(&self.shared.url)),
+        }
+    }
+
     /// Finishes sending a message that [`SendHalf::try_send`] or
     /// [`SendHalf::send_timeout`] left partly sent, waiting as long as it
     /// takes; at once if there is none.
@@ -241,7 +283,7 @@ impl SendHalf {
         match &mut self.tx {
             Tx::Stream(s) => s.flush(Until::after(s.linger)),
             Tx::Shm(s) => s.flush(Until::after(s.linger)),
-            Tx::None => Ok(()),
+            Tx::Mq(_) | Tx::None => Ok(()),
         }
     }
 
@@ -250,7 +292,7 @@ impl SendHalf {
         match &mut self.tx {
             Tx::Stream(s) => s.flush(until),
             Tx::Shm(s) => s.flush(until).map_err(|e| e.at(&self.shared.url)),
-            Tx::None => Ok(()),
+            Tx::Mq(_) | Tx::None => Ok(()),
         }
     }
 
@@ -289,6 +331,7 @@ impl SendHalf {
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match &self.tx {
             Tx::Stream(s) => Some(s.descriptor().fd()),
+            Tx::Mq(m) => Some(m.fd()),
             Tx::Shm(_) | Tx::None => None,
         }
     }
@@ -308,6 +351,12 @@ impl SendHalf {
             )
             .at(&self.shared.url)),
             Tx::Shm(s) => s.send(msg, until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Mq(_) if !fds.is_empty() => Err(Error::new(
+                ErrorKind::Unsupported("mq: links do not pass descriptors".into()),
+                "send",
+            )
+            .at(&self.shared.url)),
+            Tx::Mq(m) => m.send(msg, 0, until).map_err(|e| e.at(&self.shared.url)),
             Tx::None => Err(self.only_receives()),
         }
     }
@@ -323,7 +372,7 @@ impl SendHalf {
     ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         match &self.tx {
             Tx::Stream(s) => s.prepare(kind, msg, fds, None),
-            Tx::Shm(_) => Err(Error::new(
+            Tx::Shm(_) | Tx::Mq(_) => Err(Error::new(
                 ErrorKind::Unsupported("not a byte stream".into()),
                 "send",
             )),
@@ -340,6 +389,7 @@ impl SendHalf {
                 s.fail();
                 Error::peer_io("send", e).at(&self.shared.url)
             }
+            Tx::Mq(_) => Error::peer_io("send", e).at(&self.shared.url),
             Tx::None => self.only_receives(),
         }
     }
@@ -350,7 +400,7 @@ impl SendHalf {
     pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.tx {
             Tx::Shm(s) => Some(s.bell()),
-            Tx::Stream(_) | Tx::None => None,
+            Tx::Stream(_) | Tx::Mq(_) | Tx::None => None,
         }
     }
 
@@ -361,7 +411,7 @@ impl SendHalf {
         let url = &self.shared.url;
         match &mut self.tx {
             Tx::Shm(s) => s.try_send(msg, sent).map_err(|e| e.at(url)),
-            Tx::Stream(_) | Tx::None => Err(Error::new(
+            Tx::Stream(_) | Tx::Mq(_) | Tx::None => Err(Error::new(
                 ErrorKind::Unsupported("not a shared-memory link".into()),
                 "send",
             )),
@@ -373,7 +423,7 @@ impl SendHalf {
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.tx {
             Tx::Stream(s) => set_nonblocking(s.descriptor()),
-            Tx::Shm(_) | Tx::None => Ok(()),
+            Tx::Shm(_) | Tx::Mq(_) | Tx::None => Ok(()),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::Capabilities;
 use super::descriptor::Descriptor;
 use super::half::{RecvHalf, Rx, SendHalf, Tx};
+use super::mq::{MqRx, MqTx};
 use super::shm::{ShmRx, ShmTx};
 use super::stream::{StreamRx, StreamTx};
 use crate::endpoint::{Endpoint, WaitStrategy};
@@ -112,6 +113,11 @@ impl Link {
         let shared = Link::shared(ep);
         shared.peer_max.store(tx.peer_max_msg(), Ordering::Release);
         Link::of(Rx::Shm(rx), Tx::Shm(tx), shared)
+    }
+
+    /// A link over a message queue: it sends into it and takes from it.
+    pub(crate) fn from_mq(ep: &Endpoint, rx: MqRx, tx: MqTx) -> Link {
+        Link::of(Rx::Mq(rx), Tx::Mq(tx), Link::shared(ep))
     }
 
     fn shared(ep: &Endpoint) -> Arc<Shared> {
@@ -214,6 +220,45 @@ impl Link {
     /// [`Link::try_send`].
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.tx.send_timeout(msg, timeout)
+    }
+
+    /// Sends one message with `priority` on an `mq:` link, where the
+    /// highest priority is taken first (`0`, the lowest, is what
+    /// [`Link::send`] gives). Other links have no priorities: any other
+    /// value is refused there ([`ErrorKind::Unsupported`]).
+    pub fn send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
+        self.tx.send_with_priority(msg, priority, Until::Forever)
+    }
+
+    /// [`Link::send_with_priority`] without waiting, as [`Link::try_send`].
+    pub fn try_send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
+        self.tx.send_with_priority(msg, priority, Until::NoWait)
+    }
+
+    /// [`Link::send_with_priority`] waiting at most `timeout`, as
+    /// [`Link::send_timeout`].
+    pub fn send_timeout_with_priority(
+        &mut self,
+        msg: &[u8],
+        priority: u32,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.tx
+            .send_with_priority(msg, priority, Until::after(timeout))
+    }
+
+    /// Receives one message and its priority (`mq:` links; `0` on others).
+    /// After [`Link::try_recv`] or [`Link::recv_timeout`],
+    /// [`Link::last_priority`] tells the same.
+    pub fn recv_with_priority(&mut self) -> Result<(Vec<u8>, u32)> {
+        let msg = self.recv()?;
+        Ok((msg, self.last_priority()))
+    }
+
+    /// The priority of the message received last (`mq:` links; `0` on
+    /// others).
+    pub fn last_priority(&self) -> u32 {
+        self.rx.last_priority()
     }
 
     /// Finishes sending a message that [`Link::try_send`] or
@@ -380,7 +425,7 @@ impl Link {
     pub(crate) fn send_hello(&mut self, crc: bool, max_msg: usize) -> Result<()> {
         match &mut self.tx.tx {
             Tx::Stream(s) => s.send_hello(&Hello::new(crc, max_msg)),
-            Tx::Shm(_) | Tx::None => Ok(()),
+            Tx::Shm(_) | Tx::Mq(_) | Tx::None => Ok(()),
         }
     }
 
@@ -396,7 +441,7 @@ impl Link {
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.await_hello(deadline),
-            Rx::Shm(_) | Rx::None(_) => Ok(()),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -404,7 +449,7 @@ impl Link {
     pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.poll_hello(),
-            Rx::Shm(_) | Rx::None(_) => Ok(true),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(true),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::descriptor::{Descriptor, FdKind, ServedSlot};
 use super::fifo::FifoListener;
 use super::link::Until;
+use super::mq::MqListener;
 use super::shm::ShmListener;
 use super::{Capabilities, Link, not_built, socket};
 use crate::endpoint::{Codec, Endpoint, Scheme};
@@ -65,6 +66,7 @@ enum Inner {
     Socket(SocketListener),
     Fifo(FifoListener),
     Shm(ShmListener),
+    Mq(MqListener),
 }
 
 struct Pending {
@@ -117,6 +119,7 @@ impl Listener {
             }
             Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
             Scheme::Shm => Ok(Listener::unshared(ep, Inner::Shm(ShmListener::bind(ep)?))),
+            Scheme::Mq => Ok(Listener::unshared(ep, Inner::Mq(MqListener::bind(ep)?))),
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: has no listener: the parent calls ipcx::spawn".into(),
@@ -129,7 +132,7 @@ impl Listener {
     }
 
     /// A listener with no descriptor of its own and no shared counters
-    /// (the fifo and shm listeners keep their own state).
+    /// (the fifo, shm and mq listeners keep their own state).
     fn unshared(ep: &Endpoint, inner: Inner) -> Listener {
         Listener::of(ep.clone(), None, Arc::default(), Arc::default(), inner)
     }
@@ -194,6 +197,7 @@ impl Listener {
                 None => Err(poisoned()),
             },
             Inner::Fifo(f) => f.accept(&self.endpoint, deadline),
+            Inner::Mq(m) => m.accept(&self.endpoint, deadline),
             Inner::Shm(s) => {
                 let (rx, tx) = s.accept(&self.endpoint, deadline)?;
                 Ok(Link::from_shm(&self.endpoint, rx, tx))

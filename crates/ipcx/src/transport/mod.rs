@@ -17,6 +17,7 @@ mod fifo;
 mod half;
 mod link;
 mod listener;
+mod mq;
 mod outgoing;
 mod pipe;
 pub(crate) mod shm;
@@ -33,6 +34,7 @@ pub(crate) use link::Until;
 pub use listener::Listener;
 #[cfg(feature = "async")]
 pub(crate) use listener::Polled;
+pub use mq::queue_state;
 pub use pipe::{spawn, spawn_endpoint};
 pub use std_io::{Incoming, Messages};
 
@@ -110,7 +112,14 @@ impl Capabilities {
                 native_boundaries: true,
                 ..base
             },
-            Scheme::Mq | Scheme::SysvMq | Scheme::Journal => Capabilities {
+            // A queue, not a connection; tokio cannot await it yet.
+            Scheme::Mq => Capabilities {
+                native_boundaries: true,
+                connection_oriented: false,
+                pollable: false,
+                ..base
+            },
+            Scheme::SysvMq | Scheme::Journal => Capabilities {
                 built: false,
                 native_boundaries: true,
                 connection_oriented: false,
@@ -148,6 +157,7 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
     let mut link = match (ep.scheme(), ep.address()) {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
+        (Scheme::Mq, _) => return mq::connect(ep, deadline),
         (Scheme::Shm, _) => {
             let (rx, tx) = shm::connect(ep, deadline)?;
             return Ok(Link::from_shm(ep, rx, tx));
