@@ -231,3 +231,34 @@ fn python_unlink(name: &str) {
         ])
         .status();
 }
+
+/// On tokio: a task awaits a message another process sends later (the
+/// queue's descriptor on the reactor), with its priority, and sends one
+/// with a priority that a Python program reads.
+#[cfg(feature = "async")]
+#[test]
+fn tokio_awaits_a_queue() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut link = Link::connect(&format!("{}?timeout=30s", param("URL"))).expect("connect");
+        link.send_with_priority(b"late", 4).expect("send");
+        return;
+    }
+    let name = common::abstract_name();
+    let listener = Listener::bind(&format!("mq:/{name}")).expect("bind");
+    let link = listener.accept().expect("accept");
+    let child = t.spawn("sender", |c| set_param(c, "URL", &format!("mq:{name}")));
+    common::runtime().block_on(async {
+        let mut link = ipcx::tokio::AsyncLink::from_link(link).expect("AsyncLink::from_link");
+        let (msg, priority) =
+            tokio::time::timeout(Duration::from_secs(30), link.recv_with_priority())
+                .await
+                .expect("woken before the timeout")
+                .expect("recv");
+        assert_eq!((msg.as_slice(), priority), (&b"late"[..], 4));
+        link.send_with_priority(b"back", 2).await.expect("send");
+    });
+    child.finish();
+    assert_eq!(python(&name, ""), "2:back\n");
+}

@@ -4,7 +4,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::shm::LinkBell;
-use crate::transport::{Link, RecvHalf, SendHalf};
+use crate::transport::{Link, RecvHalf, SendHalf, Until};
 use crate::wire::KIND_DATA;
 
 use super::{Awaited, Bell, Wake, no_reactor};
@@ -70,7 +70,7 @@ impl AsyncLink {
         tx.set_nonblocking()?;
         Ok(AsyncLink {
             rx: AsyncRecvHalf {
-                wake: Wake::of(rx.stream_fd(), rx.shm_bell(), "recv")?,
+                wake: Wake::of(rx.reactor_fd(), rx.shm_bell(), "recv")?,
                 half: Some(rx),
             },
             tx: AsyncSendHalf {
@@ -93,6 +93,18 @@ impl AsyncLink {
     /// Receives one message into `buf`, replacing its contents.
     pub async fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         self.rx.recv_into(buf).await
+    }
+
+    /// Sends one message with `priority` (`mq:` links; see
+    /// [`Link::send_with_priority`]).
+    pub async fn send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
+        self.tx.send_with_priority(msg, priority).await
+    }
+
+    /// Receives one message and its priority (`mq:` links; `0` on others).
+    pub async fn recv_with_priority(&mut self) -> Result<(Vec<u8>, u32)> {
+        let msg = self.rx.recv().await?;
+        Ok((msg, self.rx.last_priority()))
     }
 
     /// Sends one message with file descriptors (Unix sockets only).
@@ -123,6 +135,12 @@ impl AsyncLink {
 }
 
 impl AsyncRecvHalf {
+    /// The priority of the message received last (`mq:` links; `0` on
+    /// others).
+    pub fn last_priority(&self) -> u32 {
+        self.half.as_ref().map_or(0, RecvHalf::last_priority)
+    }
+
     /// Receives one message.
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -166,6 +184,33 @@ impl AsyncRecvHalf {
 }
 
 impl AsyncSendHalf {
+    /// Sends one message with `priority`, as
+    /// [`Link::send_with_priority`] does (`mq:` links; other links take
+    /// only priority 0).
+    pub async fn send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
+        if !self.half.is_queue() {
+            if priority == 0 {
+                return Box::pin(self.send(msg)).await;
+            }
+            return Err(Error::new(
+                ErrorKind::Unsupported("only mq: links carry priorities".into()),
+                "send",
+            ));
+        }
+        loop {
+            match self.half.send_with_priority(msg, priority, Until::NoWait) {
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => {
+                    let Wake::Fd(ready) = &self.wake else {
+                        return Err(no_reactor("send"));
+                    };
+                    let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
+                    g.clear_ready();
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Ends this direction: the peer's next receive returns `Closed` once
     /// it has read what was sent.
     pub fn close(self) {
@@ -192,6 +237,15 @@ impl AsyncSendHalf {
                 ));
             }
             return send_shm(&mut self.half, bell, doorbell, msg).await;
+        }
+        if self.half.is_queue() {
+            if !fds.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported("mq: links do not pass descriptors".into()),
+                    "send",
+                ));
+            }
+            return self.send_with_priority(msg, 0).await;
         }
         let (ch, mut out) = self.half.prepare(KIND_DATA, msg, fds)?;
         let guard = Unfinished(&mut self.half);

@@ -133,12 +133,14 @@ impl RecvHalf {
         }
     }
 
-    /// The byte stream's descriptor, if this half reads one.
+    /// The descriptor tokio's reactor watches for this half (a byte
+    /// stream's, a queue's), if it reads one.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    pub(crate) fn stream_fd(&self) -> Option<BorrowedFd<'_>> {
+    pub(crate) fn reactor_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => None,
+            Rx::Mq(m) => Some(m.fd()),
+            Rx::Shm(_) | Rx::None(_) => None,
         }
     }
 
@@ -246,6 +248,12 @@ impl SendHalf {
     /// before awaiting a reply.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_frame(wire::KIND_DATA, msg, &[], Until::NoWait)
+    }
+
+    /// Whether this half sends into a message queue.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn is_queue(&self) -> bool {
+        matches!(self.tx, Tx::Mq(_))
     }
 
     /// Sends one message with `priority` (see

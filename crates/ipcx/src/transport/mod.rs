@@ -112,11 +112,10 @@ impl Capabilities {
                 native_boundaries: true,
                 ..base
             },
-            // A queue, not a connection; tokio cannot await it yet.
+            // A queue, not a connection; its descriptor is pollable.
             Scheme::Mq => Capabilities {
                 native_boundaries: true,
                 connection_oriented: false,
-                pollable: false,
                 ..base
             },
             Scheme::SysvMq | Scheme::Journal => Capabilities {
