@@ -729,3 +729,27 @@ fn signal_send_and_wait() {
         .failure();
     assert!(quiet.stderr.contains("no signal within"), "{quiet}");
 }
+
+/// `mq:` from the shell: `recv` creates the queue, `ls` shows it with its
+/// depth and limits, `send` puts messages in, and the queue goes with the
+/// receiver.
+#[test]
+fn mq_recv_send_and_ls() {
+    let s = Scratch::new();
+    let url = format!("mq:/{}?max_msgs=4&msg_size=128", abstract_name());
+    let recv = s.spawn(["recv", &url, "-n", "2", "--timeout", "120s"]);
+    let entry = wait_until("the queue in ls", || entry_for(&s, &url));
+    assert_eq!(entry["kind"], "mq", "{entry}");
+    assert_eq!(
+        entry["state"], "0 of 4 messages, at most 128 bytes each",
+        "{entry}"
+    );
+    let mut sender = s.spawn(["send", "--timeout", PEER_WAIT, &url, "first", "second"]);
+    let got = finish_receiver(recv, &mut sender).success();
+    assert_eq!(got.stdout(), "first\nsecond\n");
+    sender.finish().success();
+    assert!(entry_for(&s, &url).is_none(), "removed with the receiver");
+    // Gone: a sender waits for it, then says nobody made it.
+    let missing = s.run(["send", &url, "--timeout", "100ms", "x"]).failure();
+    assert!(missing.stderr.contains("nobody bound it"), "{missing}");
+}
