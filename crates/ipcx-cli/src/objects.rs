@@ -46,6 +46,11 @@ fn state(e: &Entry) -> String {
             .map(|v| format!("posix semaphore value {v}"))
             .unwrap_or_default(),
         ObjectKind::Mq => ipcx::transport::queue_state(&name).unwrap_or_default(),
+        ObjectKind::SysvMq => ipcx::transport::sysv_queues()
+            .into_iter()
+            .find(|(url, _)| url.strip_prefix("sysvmq:") == Some(name.as_str()))
+            .map(|(_, state)| state)
+            .unwrap_or_default(),
         _ => String::new(),
     }
 }
@@ -145,14 +150,36 @@ fn sysv_sets() -> Vec<(String, String)> {
         .collect()
 }
 
+/// What `ipcx ls` lists beside the registry: the user's System V
+/// semaphore sets and message queues (any program's; those ipcx made
+/// show in their registry rows), as (url, kind, state).
+fn sysv_objects(entries: &[Entry]) -> Vec<(String, &'static str, String)> {
+    // A recorded queue's path ends in its key (`/proc/sysvipc/msg/0xKEY`).
+    let recorded: Vec<String> = entries
+        .iter()
+        .filter(|e| e.record.kind == ObjectKind::SysvMq)
+        .filter_map(|e| e.record.paths.first()?.file_name())
+        .map(|key| format!("sysvmq:{}", key.to_string_lossy()))
+        .collect();
+    let queues = ipcx::transport::sysv_queues()
+        .into_iter()
+        .filter(|(url, _)| !recorded.contains(url))
+        .map(|(url, state)| (url, "sysvmq", state));
+    sysv_sets()
+        .into_iter()
+        .map(|(url, state)| (url, "sysvsem", state))
+        .chain(queues)
+        .collect()
+}
+
 pub fn ls(a: LsArgs) -> Result<ExitCode> {
     let entries = Registry::open()?.list()?;
-    let sets = sysv_sets();
+    let sets = sysv_objects(&entries);
     if a.json {
         let mut all = to_json(&entries);
         if let serde_json::Value::Array(list) = &mut all {
             list.extend(sets.iter().map(
-                |(url, state)| serde_json::json!({"url": url, "kind": "sysvsem", "state": state}),
+                |(url, kind, state)| serde_json::json!({"url": url, "kind": kind, "state": state}),
             ));
         }
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -160,15 +187,8 @@ pub fn ls(a: LsArgs) -> Result<ExitCode> {
         println!("no objects");
     } else {
         let mut t = table(&entries);
-        for (url, state) in sets {
-            t.add_row([
-                url,
-                "sysvsem".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                state,
-            ]);
+        for (url, kind, state) in sets {
+            t.add_row([url, kind.into(), "-".into(), "-".into(), "-".into(), state]);
         }
         println!("{t}");
     }

@@ -373,15 +373,7 @@ fn descriptor_readiness(mech: Mechanism) {
     let dir = t.scratch();
     let mut peer = parent_binds_with(&t, mech, &dir, "sender", |c| c.stdin(Stdio::piped()));
     let mut orders = peer.child.take_stdin().expect("the child's stdin");
-    let readable = |link: &Link, wait: Duration| {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let mut fds = [PollFd::new(link, PollFlags::IN)];
-        let timeout = Timespec {
-            tv_sec: wait.as_secs() as i64,
-            tv_nsec: i64::from(wait.subsec_nanos()),
-        };
-        poll(&mut fds, Some(&timeout)).expect("poll") == 1
-    };
+    let readable = |link: &Link, wait: Duration| common::readable(link, wait);
     // The peer's hello (streams) is the first thing to read: taken here.
     peer.link
         .wait_connected(Duration::from_secs(30))

@@ -334,6 +334,9 @@ fn parse_address(scheme: Scheme, s: &str) -> std::result::Result<Address, String
             }
             Ok(Address::Name(name.to_string()))
         }
+        // A path is turned into a key by ftok(3) (with `?proj=`) when the
+        // queue is opened.
+        Scheme::SysvMq if s.starts_with('/') => Ok(Address::Path(PathBuf::from(s))),
         Scheme::SysvMq => {
             let key = match s.strip_prefix("0x") {
                 Some(hex) => i64::from_str_radix(hex, 16),

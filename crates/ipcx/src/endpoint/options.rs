@@ -90,6 +90,12 @@ pub struct Options {
     /// Largest message of a created message queue (`msg_size`; default:
     /// the system's, `/proc/sys/fs/mqueue/msgsize_default`).
     pub msg_size: Option<usize>,
+    /// The project number `ftok(3)` turns a `sysvmq:/path` into a key with
+    /// (`proj`, 1-255, default 1).
+    pub proj: u8,
+    /// The type a plain `send` gives a System V message (`type`, > 0,
+    /// default 1).
+    pub msg_type: i64,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).
     pub(crate) max_msg_given: bool,
@@ -131,6 +137,8 @@ impl Default for Options {
             liveness: Duration::from_millis(20),
             max_msgs: None,
             msg_size: None,
+            proj: 1,
+            msg_type: 1,
             max_msg_given: false,
         }
     }
@@ -172,6 +180,8 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("liveness", &[Shm]),
     ("max_msgs", &[Mq]),
     ("msg_size", &[Mq]),
+    ("proj", &[SysvMq]),
+    ("type", &[SysvMq]),
 ];
 
 impl Options {
@@ -289,6 +299,19 @@ impl Options {
                 "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
                 "max_pending" => o.max_pending = parse_count(value).map_err(err)?,
                 "max_msgs" => o.max_msgs = Some(parse_count(value).map_err(err)?),
+                "proj" => {
+                    o.proj =
+                        value.parse::<u8>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                            err(format!("`{value}` is not a project number 1-255"))
+                        })?
+                }
+                "type" => {
+                    o.msg_type = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| err(format!("`{value}` is not a message type above 0")))?
+                }
                 "msg_size" => {
                     let n = parse_size(value).map_err(err)?;
                     if n == 0 {
@@ -397,6 +420,12 @@ impl Options {
         }
         if let Some(n) = self.msg_size {
             put("msg_size", n.to_string());
+        }
+        if self.proj != d.proj {
+            put("proj", self.proj.to_string());
+        }
+        if self.msg_type != d.msg_type {
+            put("type", self.msg_type.to_string());
         }
         q.join("&")
     }

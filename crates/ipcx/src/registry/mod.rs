@@ -37,6 +37,9 @@ pub enum ObjectKind {
     /// A POSIX message queue, recorded as `/dev/mqueue/NAME` (where it
     /// would show if that file system were mounted; nothing needs it).
     Mq,
+    /// A System V message queue, recorded as `/proc/sysvipc/msg/0xKEY`
+    /// with its key and id as identity.
+    SysvMq,
 }
 
 impl ObjectKind {
@@ -48,6 +51,7 @@ impl ObjectKind {
             ObjectKind::Shm => "shm",
             ObjectKind::Sem => "sem",
             ObjectKind::Mq => "mq",
+            ObjectKind::SysvMq => "sysvmq",
         }
     }
 }
@@ -341,10 +345,24 @@ fn owner_holds(file: &File, record: &Record) -> bool {
     true
 }
 
-/// The device and inode of the object of `kind` at `path` now.
+/// The key of a System V queue's record path (`.../0xKEY`).
+fn sysv_key_of(path: &Path) -> Option<i32> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    u32::from_str_radix(name.strip_prefix("0x")?, 16)
+        .ok()
+        .map(|k| k as i32)
+}
+
+/// The device and inode of the object of `kind` at `path` now (for a
+/// System V queue: its key and id).
 fn identity(kind: ObjectKind, path: &Path) -> Option<(u64, u64)> {
     match kind {
         ObjectKind::Mq => sys::mq::identity(&path.file_name()?.to_string_lossy()).ok(),
+        ObjectKind::SysvMq => {
+            let key = sysv_key_of(path)?;
+            let id = sys::sysvmq::get(key, None).ok()?;
+            Some((key as u32 as u64, id.0 as u64))
+        }
         _ => sys::fs::identity(path).ok(),
     }
 }
@@ -357,6 +375,12 @@ fn remove_object(kind: ObjectKind, path: &Path) {
     if kind == ObjectKind::Mq {
         if let Some(name) = path.file_name() {
             let _ = sys::mq::unlink(&name.to_string_lossy());
+        }
+        return;
+    }
+    if kind == ObjectKind::SysvMq {
+        if let Some(id) = sysv_key_of(path).and_then(|k| sys::sysvmq::get(k, None).ok()) {
+            let _ = sys::sysvmq::remove(id);
         }
         return;
     }
@@ -471,6 +495,7 @@ fn decode_record(bytes: &[u8]) -> Option<Record> {
                     "shm" => ObjectKind::Shm,
                     "sem" => ObjectKind::Sem,
                     "mq" => ObjectKind::Mq,
+                    "sysvmq" => ObjectKind::SysvMq,
                     _ => return None,
                 })
             }

@@ -18,6 +18,7 @@ pub mod sem;
 pub mod shm;
 pub mod signal;
 pub mod socket;
+pub mod sysvmq;
 
 /// Whole seconds of `d` for a `timespec`, capped so that a huge timeout
 /// stays a far-away one instead of wrapping negative (which the kernel

@@ -102,11 +102,41 @@ impl RecvHalf {
         Ok((msg, self.take_fds()))
     }
 
+    /// Receives the first message `msgtyp` selects (`sysvmq:` links: 0 the
+    /// first of any type, N > 0 the first of type N, -N the first of the
+    /// lowest type up to N), waiting as `until` allows.
+    pub(crate) fn recv_typed(&mut self, msgtyp: i64, until: Until) -> Result<(Vec<u8>, i64)> {
+        match &mut self.rx {
+            Rx::Mq(m) if m.is_sysv() => {
+                m.next_of(msgtyp, until)
+                    .map_err(|e| e.at(&self.shared.url))?;
+                let mut v = Vec::new();
+                m.take_message(&mut v);
+                Ok((v, m.tag()))
+            }
+            _ => Err(Error::new(
+                ErrorKind::Unsupported("only sysvmq: links carry message types".into()),
+                "recv",
+            )
+            .at(&self.shared.url)),
+        }
+    }
+
+    /// The type of the message received last (`sysvmq:` links; `0` on
+    /// others).
+    pub fn last_type(&self) -> i64 {
+        match &self.rx {
+            Rx::Mq(m) if m.is_sysv() => m.tag(),
+            _ => 0,
+        }
+    }
+
     /// The priority of the message received last (`mq:` links; `0` on
     /// others).
     pub fn last_priority(&self) -> u32 {
         match &self.rx {
-            Rx::Mq(m) => m.priority(),
+            Rx::Mq(m) if !m.is_sysv() => u32::try_from(m.tag()).unwrap_or(0),
+            Rx::Mq(_) => 0,
             Rx::Stream(_) | Rx::Shm(_) | Rx::None(_) => 0,
         }
     }
@@ -139,7 +169,7 @@ impl RecvHalf {
     pub(crate) fn reactor_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
-            Rx::Mq(m) => Some(m.fd()),
+            Rx::Mq(m) => m.pollable(),
             Rx::Shm(_) | Rx::None(_) => None,
         }
     }
@@ -265,12 +295,29 @@ impl SendHalf {
         until: Until,
     ) -> Result<()> {
         match &mut self.tx {
-            Tx::Mq(m) => m
-                .send(msg, priority, until)
+            Tx::Mq(m) if !m.is_sysv() => m
+                .send(msg, Some(i64::from(priority)), until)
                 .map_err(|e| e.at(&self.shared.url)),
             _ if priority == 0 => self.send_frame(wire::KIND_DATA, msg, &[], until),
             _ => Err(Error::new(
-                ErrorKind::Unsupported("only mq: links carry priorities".into()),
+                ErrorKind::Unsupported(
+                    "only mq: links carry priorities (sysvmq: has types: send_typed)".into(),
+                ),
+                "send",
+            )
+            .at(&self.shared.url)),
+        }
+    }
+
+    /// Sends one message with the System V type `mtype` (> 0; see
+    /// [`Link::send_typed`](super::Link::send_typed)).
+    pub(crate) fn send_typed(&mut self, msg: &[u8], mtype: i64, until: Until) -> Result<()> {
+        match &mut self.tx {
+            Tx::Mq(m) if m.is_sysv() => m
+                .send(msg, Some(mtype), until)
+                .map_err(|e| e.at(&self.shared.url)),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported("only sysvmq: links carry message types".into()),
                 "send",
             )
             .at(&self.shared.url)),
@@ -339,7 +386,7 @@ impl SendHalf {
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         match &self.tx {
             Tx::Stream(s) => Some(s.descriptor().fd()),
-            Tx::Mq(m) => Some(m.fd()),
+            Tx::Mq(m) => m.fd(),
             Tx::Shm(_) | Tx::None => None,
         }
     }
@@ -364,7 +411,7 @@ impl SendHalf {
                 "send",
             )
             .at(&self.shared.url)),
-            Tx::Mq(m) => m.send(msg, 0, until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Mq(m) => m.send(msg, None, until).map_err(|e| e.at(&self.shared.url)),
             Tx::None => Err(self.only_receives()),
         }
     }

@@ -247,6 +247,37 @@ impl Link {
             .send_with_priority(msg, priority, Until::after(timeout))
     }
 
+    /// Sends one message with the System V message type `mtype` (> 0) on
+    /// a `sysvmq:` link (a plain [`Link::send`] gives `?type=`, default 1).
+    pub fn send_typed(&mut self, msg: &[u8], mtype: i64) -> Result<()> {
+        self.tx.send_typed(msg, mtype, Until::Forever)
+    }
+
+    /// [`Link::send_typed`] without waiting, as [`Link::try_send`].
+    pub fn try_send_typed(&mut self, msg: &[u8], mtype: i64) -> Result<()> {
+        self.tx.send_typed(msg, mtype, Until::NoWait)
+    }
+
+    /// Receives the first message `msgtyp` selects on a `sysvmq:` link, and
+    /// its type: `0` the first of any type (what [`Link::recv`] takes),
+    /// `N > 0` the first of type N, `-N` the first of the lowest type up to
+    /// N (`msgrcv(2)`).
+    pub fn recv_typed(&mut self, msgtyp: i64) -> Result<(Vec<u8>, i64)> {
+        self.rx.recv_typed(msgtyp, Until::Forever)
+    }
+
+    /// [`Link::recv_typed`] without waiting: `WouldBlock` when nothing is
+    /// selected.
+    pub fn try_recv_typed(&mut self, msgtyp: i64) -> Result<(Vec<u8>, i64)> {
+        self.rx.recv_typed(msgtyp, Until::NoWait)
+    }
+
+    /// The type of the message received last (`sysvmq:` links; `0` on
+    /// others).
+    pub fn last_type(&self) -> i64 {
+        self.rx.last_type()
+    }
+
     /// Receives one message and its priority (`mq:` links; `0` on others).
     /// After [`Link::try_recv`] or [`Link::recv_timeout`],
     /// [`Link::last_priority`] tells the same.

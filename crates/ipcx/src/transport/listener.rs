@@ -119,7 +119,9 @@ impl Listener {
             }
             Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
             Scheme::Shm => Ok(Listener::unshared(ep, Inner::Shm(ShmListener::bind(ep)?))),
-            Scheme::Mq => Ok(Listener::unshared(ep, Inner::Mq(MqListener::bind(ep)?))),
+            Scheme::Mq | Scheme::SysvMq => {
+                Ok(Listener::unshared(ep, Inner::Mq(MqListener::bind(ep)?)))
+            }
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
                     "pipe: has no listener: the parent calls ipcx::spawn".into(),

@@ -34,7 +34,7 @@ pub(crate) use link::Until;
 pub use listener::Listener;
 #[cfg(feature = "async")]
 pub(crate) use listener::Polled;
-pub use mq::queue_state;
+pub use mq::{queue_state, sysv_queues};
 pub use pipe::{spawn, spawn_endpoint};
 pub use std_io::{Incoming, Messages};
 
@@ -118,7 +118,15 @@ impl Capabilities {
                 connection_oriented: false,
                 ..base
             },
-            Scheme::SysvMq | Scheme::Journal => Capabilities {
+            // No descriptor: tokio waits through a watcher thread's eventfd
+            // (AsFd on the link); not awaited by AsyncLink.
+            Scheme::SysvMq => Capabilities {
+                native_boundaries: true,
+                connection_oriented: false,
+                pollable: false,
+                ..base
+            },
+            Scheme::Journal => Capabilities {
                 built: false,
                 native_boundaries: true,
                 connection_oriented: false,
@@ -156,7 +164,7 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
     let mut link = match (ep.scheme(), ep.address()) {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
-        (Scheme::Mq, _) => return mq::connect(ep, deadline),
+        (Scheme::Mq | Scheme::SysvMq, _) => return mq::connect(ep, deadline),
         (Scheme::Shm, _) => {
             let (rx, tx) = shm::connect(ep, deadline)?;
             return Ok(Link::from_shm(ep, rx, tx));

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::{Link, Until};
-use crate::endpoint::{Address, Endpoint};
+use crate::endpoint::{Address, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys;
@@ -24,22 +24,82 @@ use crate::sys::fd::Interest;
 /// An open queue, shared by the two halves of a link.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    fd: OwnedFd,
+    kind: Kind,
     /// Its largest message: what a send may carry, and the receive buffer.
     msg_size: usize,
+    /// The type a plain send gives a System V message (`?type=`).
+    send_type: i64,
 }
 
+#[derive(Debug)]
+enum Kind {
+    /// A POSIX queue: its descriptor.
+    Posix(OwnedFd),
+    /// A System V queue, which has no descriptor: what event loops wait on
+    /// is an eventfd a watcher thread raises while the queue holds
+    /// messages (started when first asked for, looking every 10 ms).
+    SysV {
+        id: sys::sysvmq::QueueId,
+        ready: OwnedFd,
+        watcher: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+    },
+}
+
+/// How often a System V queue's watcher looks at its depth.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Queue {
-    fn open(ep: &Endpoint, fd: OwnedFd) -> Result<Arc<Queue>> {
+    fn posix(ep: &Endpoint, fd: OwnedFd) -> Result<Arc<Queue>> {
         let attr = sys::mq::attr(fd.as_fd()).map_err(|e| Error::io("open", e).at(ep))?;
         Ok(Arc::new(Queue {
-            fd,
+            kind: Kind::Posix(fd),
             msg_size: attr.msg_size,
+            send_type: 1,
         }))
     }
 
+    fn sysv(ep: &Endpoint, id: sys::sysvmq::QueueId) -> Result<Arc<Queue>> {
+        let io = |e| Error::io("open", e).at(ep);
+        Ok(Arc::new(Queue {
+            kind: Kind::SysV {
+                id,
+                ready: sys::eventfd::create(0, false).map_err(io)?,
+                watcher: std::sync::OnceLock::new(),
+            },
+            msg_size: sys::sysvmq::max_message().map_err(io)?,
+            send_type: ep.options().msg_type,
+        }))
+    }
+
+    /// A second handle on the same queue (the listener's next link).
+    fn again(&self, ep: &Endpoint) -> Result<Arc<Queue>> {
+        match &self.kind {
+            Kind::Posix(fd) => Queue::posix(
+                ep,
+                sys::fd::dup_cloexec(fd.as_fd()).map_err(|e| Error::io("accept", e))?,
+            ),
+            Kind::SysV { id, .. } => Queue::sysv(ep, *id),
+        }
+    }
+
+    /// What an event loop waits on: the POSIX queue's descriptor, or a
+    /// System V queue's eventfd (its watcher started on first use).
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        match &self.kind {
+            Kind::Posix(fd) => fd.as_fd(),
+            Kind::SysV { id, ready, watcher } => {
+                watcher.get_or_init(|| watch(*id, ready.as_fd()));
+                ready.as_fd()
+            }
+        }
+    }
+
+    /// The POSIX queue's descriptor, which tokio can await.
+    pub(crate) fn pollable(&self) -> Option<BorrowedFd<'_>> {
+        match &self.kind {
+            Kind::Posix(fd) => Some(fd.as_fd()),
+            Kind::SysV { .. } => None,
+        }
     }
 
     /// Runs `op` until the queue does not find itself full or empty,
@@ -51,7 +111,11 @@ impl Queue {
         until: Until,
         op: impl FnMut() -> std::io::Result<T>,
     ) -> Result<T> {
-        match sys::fd::when_ready(self.fd(), interest, until.deadline(), op) {
+        let fd = match &self.kind {
+            Kind::Posix(fd) => fd.as_fd(),
+            Kind::SysV { .. } => return sysv_retry(what, until, op),
+        };
+        match sys::fd::when_ready(fd, interest, until.deadline(), op) {
             Ok(Some(v)) => Ok(v),
             Ok(None) if matches!(until, Until::NoWait) => {
                 Err(Error::new(ErrorKind::WouldBlock, what))
@@ -62,26 +126,151 @@ impl Queue {
     }
 }
 
-/// The receiving half of an `mq:` link.
+impl Drop for Queue {
+    fn drop(&mut self) {
+        if let Kind::SysV { watcher, .. } = &self.kind
+            && let Some(stop) = watcher.get()
+        {
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// Starts the thread that raises `ready` while queue `id` holds messages;
+/// returns its stop flag.
+fn watch(id: sys::sysvmq::QueueId, ready: BorrowedFd<'_>) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::Ordering;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = match sys::fd::dup_cloexec(ready) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!(error = %e, "a System V queue cannot be watched");
+            return stop;
+        }
+    };
+    let flag = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ipcx-sysvmq-watch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
+                let waiting = match sys::sysvmq::depth(id) {
+                    Ok(n) => n > 0,
+                    // Removed: readable for good, so a waiter looks and
+                    // sees the end.
+                    Err(_) => true,
+                };
+                let raised = sys::eventfd::inspect(ready.as_fd())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| i.count > 0);
+                if waiting && !raised {
+                    let _ = sys::eventfd::add(ready.as_fd(), 1);
+                }
+                std::thread::sleep(WATCH_EVERY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "a System V queue cannot be watched");
+    }
+    stop
+}
+
+/// The waits of a System V queue, which has no descriptor: blocking in
+/// the kernel when there is no deadline, else `IPC_NOWAIT` tries with
+/// short sleeps between.
+fn sysv_retry<T>(
+    what: &'static str,
+    until: Until,
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> Result<T> {
+    let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if e.raw_os_error() == Some(libc::EIDRM)
+                    || e.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                return Err(Error::new(ErrorKind::Closed, what));
+            }
+            Err(e) => return Err(Error::io(what, e)),
+        }
+        match until {
+            Until::NoWait => return Err(Error::new(ErrorKind::WouldBlock, what)),
+            Until::Deadline(d) => {
+                if !backoff.sleep_until(d) {
+                    return Err(Error::new(ErrorKind::TimedOut, what));
+                }
+            }
+            Until::Forever => {}
+        }
+    }
+}
+
+/// The receiving half of an `mq:` or `sysvmq:` link.
 #[derive(Debug)]
 pub(crate) struct MqRx {
     queue: Arc<Queue>,
     msg: Vec<u8>,
-    priority: u32,
+    /// The priority (POSIX) or type (System V) of the message taken last.
+    tag: i64,
+    /// Which System V messages a receive takes (`msgrcv`'s `msgtyp`).
+    select: i64,
 }
 
 impl MqRx {
-    /// Takes the next message (the oldest of the highest priority), which
+    /// Takes the next message (POSIX: the oldest of the highest priority;
+    /// System V: the first the selector allows), which
     /// [`MqRx::take_message`] then gives.
     pub(crate) fn next(&mut self, until: Until) -> Result<()> {
-        let (queue, msg) = (&self.queue, &mut self.msg);
-        msg.resize(queue.msg_size, 0);
-        let (n, priority) = queue.retry("recv", Interest::Read, until, || {
-            sys::mq::receive(queue.fd(), msg)
-        })?;
-        msg.truncate(n);
-        self.priority = priority;
+        let (queue, msg, select) = (&self.queue, &mut self.msg, self.select);
+        let got = match &queue.kind {
+            Kind::Posix(fd) => {
+                msg.resize(queue.msg_size, 0);
+                queue
+                    .retry("recv", Interest::Read, until, || {
+                        sys::mq::receive(fd.as_fd(), msg)
+                    })
+                    .map(|(n, priority)| (n, i64::from(priority)))
+            }
+            Kind::SysV { id, .. } => {
+                let wait = matches!(until, Until::Forever);
+                queue.retry("recv", Interest::Read, until, || {
+                    sys::sysvmq::receive(*id, select, queue.msg_size, !wait, msg)
+                })
+            }
+        };
+        let (n, tag) = match got {
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => {
+                self.empty();
+                return Err(e);
+            }
+            r => r?,
+        };
+        match &queue.kind {
+            Kind::Posix(_) => msg.truncate(n),
+            Kind::SysV { .. } => sys::sysvmq::text(msg, n),
+        }
+        self.tag = tag;
         Ok(())
+    }
+
+    /// A look that found nothing: a System V queue's eventfd is lowered
+    /// (the watcher raises it again when a message comes).
+    fn empty(&self) {
+        if let Kind::SysV { ready, .. } = &self.queue.kind {
+            let _ = sys::eventfd::take(ready.as_fd());
+        }
+    }
+
+    /// [`MqRx::next`] taking only what `msgtyp` selects (System V).
+    pub(crate) fn next_of(&mut self, msgtyp: i64, until: Until) -> Result<()> {
+        let before = std::mem::replace(&mut self.select, msgtyp);
+        let r = self.next(until);
+        self.select = before;
+        r
     }
 
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {
@@ -89,28 +278,38 @@ impl MqRx {
         self.msg.clear();
     }
 
-    /// The priority of the message taken last.
-    pub(crate) fn priority(&self) -> u32 {
-        self.priority
+    /// The priority (POSIX) or type (System V) of the message taken last.
+    pub(crate) fn tag(&self) -> i64 {
+        self.tag
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.queue.fd()
     }
+
+    pub(crate) fn pollable(&self) -> Option<BorrowedFd<'_>> {
+        self.queue.pollable()
+    }
+
+    pub(crate) fn is_sysv(&self) -> bool {
+        matches!(self.queue.kind, Kind::SysV { .. })
+    }
 }
 
-/// The sending half of an `mq:` link.
+/// The sending half of an `mq:` or `sysvmq:` link.
 #[derive(Debug)]
 pub(crate) struct MqTx {
     queue: Arc<Queue>,
+    scratch: Vec<u8>,
 }
 
 impl MqTx {
-    /// Sends `msg` with `priority`, waiting for room as `until` allows. A
+    /// Sends `msg` with `tag` (POSIX: its priority, default 0; System V:
+    /// its type, default `?type=`), waiting for room as `until` allows. A
     /// message larger than the queue's is refused whole
     /// ([`ErrorKind::MessageTooLarge`] with both sizes), never cut.
-    pub(crate) fn send(&mut self, msg: &[u8], priority: u32, until: Until) -> Result<()> {
-        let queue = &self.queue;
+    pub(crate) fn send(&mut self, msg: &[u8], tag: Option<i64>, until: Until) -> Result<()> {
+        let (queue, scratch) = (&self.queue, &mut self.scratch);
         if msg.len() > queue.msg_size {
             return Err(Error::new(
                 ErrorKind::MessageTooLarge {
@@ -120,13 +319,35 @@ impl MqTx {
                 "send",
             ));
         }
-        queue.retry("send", Interest::Write, until, || {
-            sys::mq::send(queue.fd(), msg, priority)
-        })
+        let invalid = |why: String| Err(Error::new(ErrorKind::InvalidArgument(why), "send"));
+        match &queue.kind {
+            Kind::Posix(fd) => {
+                let Ok(priority) = u32::try_from(tag.unwrap_or(0)) else {
+                    return invalid(format!("priority {tag:?} is not 0 to 2^32-1"));
+                };
+                queue.retry("send", Interest::Write, until, || {
+                    sys::mq::send(fd.as_fd(), msg, priority)
+                })
+            }
+            Kind::SysV { id, .. } => {
+                let mtype = tag.unwrap_or(queue.send_type);
+                if mtype <= 0 {
+                    return invalid(format!("a System V message type is above 0, not {mtype}"));
+                }
+                let wait = matches!(until, Until::Forever);
+                queue.retry("send", Interest::Write, until, || {
+                    sys::sysvmq::send(*id, mtype, msg, !wait, scratch)
+                })
+            }
+        }
     }
 
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.queue.fd()
+    pub(crate) fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.queue.pollable()
+    }
+
+    pub(crate) fn is_sysv(&self) -> bool {
+        matches!(self.queue.kind, Kind::SysV { .. })
     }
 }
 
@@ -136,10 +357,12 @@ fn halves(queue: &Arc<Queue>) -> (MqRx, MqTx) {
         MqRx {
             queue: queue.clone(),
             msg: Vec::new(),
-            priority: 0,
+            tag: 0,
+            select: 0,
         },
         MqTx {
             queue: queue.clone(),
+            scratch: Vec::new(),
         },
     )
 }
@@ -175,11 +398,42 @@ pub(crate) fn registry_path(name: &str) -> PathBuf {
 
 /// Opens the existing queue, waiting up to `deadline` for it to appear.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
-    let name = name(ep)?;
-    let fd = super::retry_until(ep, deadline, || sys::mq::open(name, None))?;
-    let queue = Queue::open(ep, fd)?;
+    let queue = match ep.scheme() {
+        Scheme::SysvMq => {
+            let key = sysv_key(ep)?;
+            let id = super::retry_until(ep, deadline, || sys::sysvmq::get(key, None))?;
+            Queue::sysv(ep, id)?
+        }
+        _ => {
+            let name = name(ep)?;
+            let fd = super::retry_until(ep, deadline, || sys::mq::open(name, None))?;
+            Queue::posix(ep, fd)?
+        }
+    };
     let (rx, tx) = halves(&queue);
     Ok(Link::from_mq(ep, rx, tx))
+}
+
+/// A `sysvmq:` endpoint's key: the number, or `ftok` of the path and
+/// `?proj=`.
+fn sysv_key(ep: &Endpoint) -> Result<i32> {
+    match ep.address() {
+        Address::Key(k) => Ok(*k),
+        Address::Path(p) => sys::sysvmq::ftok(p, ep.options().proj)
+            .map_err(|e| Error::io("ftok", e).at(format!("{ep} (ftok needs an existing path)"))),
+        _ => Err(Error::new(
+            ErrorKind::InvalidEndpoint(
+                "a System V queue is sysvmq:KEY or sysvmq:/path?proj=N".into(),
+            ),
+            "sysvmq",
+        )
+        .at(ep)),
+    }
+}
+
+/// How the registry names a System V queue (no file is there).
+pub(crate) fn sysv_registry_path(key: i32) -> PathBuf {
+    PathBuf::from(format!("/proc/sysvipc/msg/{key:#x}"))
 }
 
 /// The binding side: the queue's creator and owner.
@@ -193,6 +447,9 @@ pub(crate) struct MqListener {
 
 impl MqListener {
     pub(crate) fn bind(ep: &Endpoint) -> Result<MqListener> {
+        if ep.scheme() == Scheme::SysvMq {
+            return MqListener::bind_sysv(ep);
+        }
         let name = name(ep)?;
         let o = ep.options();
         let max_msgs = within_limit(ep, "max_msgs", o.max_msgs, "msg_max", "msg_default")?;
@@ -226,7 +483,32 @@ impl MqListener {
             Err(e) => return Err(Error::io("bind", e).at(ep)),
         };
         Ok(MqListener {
-            queue: Queue::open(ep, fd)?,
+            queue: Queue::posix(ep, fd)?,
+            active: Weak::new(),
+            _registration: reg,
+        })
+    }
+
+    /// Creates the System V queue (permissions from `?mode=`), or uses
+    /// one another program made for us.
+    fn bind_sysv(ep: &Endpoint) -> Result<MqListener> {
+        let o = ep.options();
+        let key = sysv_key(ep)?;
+        let path = sysv_registry_path(key);
+        let mut reg =
+            Registry::open()?.claim(ObjectKind::SysvMq, ep.url(), vec![path.clone()], o.persist)?;
+        let id = match sys::sysvmq::get(key, Some(o.mode)) {
+            Ok(id) => {
+                reg.created_as(&path, key as u32 as u64, id.0 as u64);
+                id
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                sys::sysvmq::get(key, None).map_err(|e| Error::io("bind", e).at(ep))?
+            }
+            Err(e) => return Err(Error::io("bind", e).at(ep)),
+        };
+        Ok(MqListener {
+            queue: Queue::sysv(ep, id)?,
             active: Weak::new(),
             _registration: reg,
         })
@@ -244,14 +526,30 @@ impl MqListener {
                 return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
             }
         }
-        let queue = Arc::new(Queue {
-            fd: sys::fd::dup_cloexec(self.queue.fd()).map_err(|e| Error::io("accept", e))?,
-            msg_size: self.queue.msg_size,
-        });
+        let queue = self.queue.again(ep)?;
         self.active = Arc::downgrade(&queue);
         let (rx, tx) = halves(&queue);
         Ok(Link::from_mq(ep, rx, tx))
     }
+}
+
+/// The System V queues this user owns (any program's), as `ipcs -q`
+/// shows them, for `ipcx ls`: `sysvmq:0xKEY` and what they hold.
+pub fn sysv_queues() -> Vec<(String, String)> {
+    sys::sysvmq::list(sys::process::euid())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|q| {
+            let last = match q.last_sender {
+                0 => "nobody sent yet".to_string(),
+                pid => format!("last sent by {pid}"),
+            };
+            (
+                format!("sysvmq:{:#x}", q.key),
+                format!("{} messages ({} bytes), {last}", q.depth, q.bytes),
+            )
+        })
+        .collect()
 }
 
 /// The value of a creation limit (`option`, or the system's default from

@@ -566,6 +566,37 @@ pub fn connect(url: &str) -> Link {
     Link::connect(&url).unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
+/// In a child: binds `URL`, says it is ready, and holds it until killed.
+pub fn bind_and_hold() {
+    let _listener = Listener::bind(&param("URL")).expect("bind");
+    ready("bound");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Runs `Registry::clean` and checks that it reports removing `url`.
+pub fn clean_reports(url: &str) {
+    let removed = ipcx::registry::Registry::open()
+        .expect("registry")
+        .clean(false)
+        .expect("clean");
+    assert!(
+        removed.iter().any(|e| e.record.url == url),
+        "clean reports {url}: {removed:?}"
+    );
+}
+
+/// Whether `fd` turns readable within `wait` (`poll(2)`, as an event loop
+/// would wait on it).
+pub fn readable(fd: impl std::os::fd::AsFd, wait: Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: wait.as_secs() as i64,
+        tv_nsec: i64::from(wait.subsec_nanos()),
+    };
+    poll(&mut fds, Some(&timeout)).expect("poll") == 1
+}
+
 /// A deterministic pseudo-random payload (xorshift), so that misplaced or
 /// reordered chunks cannot compare equal.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
