@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
     name = "ipcx",
     version,
     about = "Inter-process communication over every Linux mechanism, addressed by URL",
-    after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 1 &\n  ipcx send unix:/tmp/app.sock hello\n  ipcx ls\n  ipcx bench --quick\n\nEndpoints: pipe: fifo:/path unix:/path unix:@name unixseq:/path tcp://host:port\nOptions ride in the query string: tcp://127.0.0.1:7000?max_msg=1MiB&timeout=5s"
+    after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 1 &\n  ipcx send unix:/tmp/app.sock hello\n  ipcx ls\n  ipcx bench --quick\n\nEndpoints: pipe: fifo:/path unix:/path unix:@name unixseq:/path tcp://host:port shm:name mq:/name sysvmq:KEY\n  (and netlink:route, netlink:uevent for ipcx recv)\nOptions ride in the query string: tcp://127.0.0.1:7000?max_msg=1MiB&timeout=5s"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,7 +54,7 @@ impl Role {
 enum Command {
     /// Bind an endpoint and print each message received, one per line.
     #[command(
-        after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 3\n  ipcx recv 'fifo:/tmp/f?codec=lines' --format json\n  ipcx recv tcp://0.0.0.0:7000 --timeout 10s --format hex"
+        after_help = "Examples:\n  ipcx recv unix:/tmp/app.sock -n 3\n  ipcx recv 'fifo:/tmp/f?codec=lines' --format json\n  ipcx recv tcp://0.0.0.0:7000 --timeout 10s --format hex\n  ipcx recv mq:/jobs                      # a POSIX queue (created here)\n  ipcx recv netlink:route                 # links, addresses, routes, as ip monitor prints them\n  ipcx recv netlink:uevent --format json  # the kernel's device events"
     )]
     Recv(recv::RecvArgs),
     /// Connect to an endpoint and send each argument (or stdin) as a message.

@@ -42,6 +42,9 @@ enum Format {
 }
 
 pub fn run(a: RecvArgs) -> Result<ExitCode> {
+    if a.url.starts_with("netlink:") {
+        return netlink(a);
+    }
     let mut ep = Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
         // With --connect, the wait for the binding side counts too.
@@ -279,6 +282,83 @@ fn base64(data: &[u8]) -> String {
         }
     }
     s
+}
+
+/// `ipcx recv netlink:route` / `netlink:uevent`: one kernel event a line,
+/// as `ip monitor` prints it, or as JSON.
+fn netlink(a: RecvArgs) -> Result<ExitCode> {
+    use ipcx::netlink::{Event, Monitor};
+    if matches!(a.format, Format::Hex) {
+        anyhow::bail!("netlink events print as text or json, not hex");
+    }
+    let mut monitor = Monitor::open(&a.url)?;
+    eprintln!("ipcx: watching {}", a.url);
+    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0u64;
+    while a.count.is_none_or(|n| seen < n) {
+        let event = match deadline {
+            None => monitor.next_event()?,
+            Some(d) => {
+                match monitor.next_event_timeout(d.saturating_duration_since(Instant::now())) {
+                    Err(e) if *e.kind() == ipcx::ErrorKind::TimedOut => {
+                        eprintln!("ipcx: timed out after {seen} events");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    r => r?,
+                }
+            }
+        };
+        match a.format {
+            Format::Json => {
+                let v = match &event {
+                    Event::Link {
+                        index,
+                        name,
+                        up,
+                        running,
+                    } => serde_json::json!({
+                        "event": "link", "index": index, "name": name, "up": up, "running": running,
+                    }),
+                    Event::LinkRemoved { index, name } => serde_json::json!({
+                        "event": "link_removed", "index": index, "name": name,
+                    }),
+                    Event::Address {
+                        added,
+                        index,
+                        address,
+                        prefix,
+                    } => serde_json::json!({
+                        "event": if *added { "address_added" } else { "address_removed" },
+                        "index": index, "address": address.to_string(), "prefix": prefix,
+                    }),
+                    Event::Route {
+                        added,
+                        destination,
+                        prefix,
+                        link,
+                    } => serde_json::json!({
+                        "event": if *added { "route_added" } else { "route_removed" },
+                        "destination": destination.map(|d| d.to_string()), "prefix": prefix, "link": link,
+                    }),
+                    Event::Uevent {
+                        action,
+                        devpath,
+                        fields,
+                    } => serde_json::json!({
+                        "event": "uevent", "action": action, "devpath": devpath,
+                        "fields": fields.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    }),
+                    other => serde_json::json!({ "event": other.to_string() }),
+                };
+                writeln!(out, "{v}")?;
+            }
+            _ => writeln!(out, "{event}")?,
+        }
+        out.flush()?;
+        seen += 1;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

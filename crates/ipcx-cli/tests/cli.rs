@@ -753,3 +753,49 @@ fn mq_recv_send_and_ls() {
     let missing = s.run(["send", &url, "--timeout", "100ms", "x"]).failure();
     assert!(missing.stderr.contains("nobody bound it"), "{missing}");
 }
+
+/// `ipcx recv netlink:route` in a network namespace prints the link the
+/// test adds there, one JSON object per event.
+#[test]
+#[ignore = "needs root and iproute2 (a network namespace); scripts/test runs it as root"]
+fn recv_prints_netlink_events() {
+    let s = Scratch::new();
+    let ns = format!("ipcx-cli-nl-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    assert!(
+        ip(&["netns", "add", &ns]),
+        "ip netns add (root and iproute2)"
+    );
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_ipcx")])
+        .args([
+            "recv",
+            "netlink:route",
+            "--format",
+            "json",
+            "--timeout",
+            "60s",
+            "-n",
+            "1",
+        ])
+        .env("IPCX_REGISTRY", s.path("registry"));
+    let recv = s.start(cmd, None);
+    wait_until("the watcher", || {
+        recv.stderr_so_far().contains("watching").then_some(())
+    });
+    // This kernel has no dummy links: a veth pair (v9, v8).
+    assert!(ip(&[
+        "-n", &ns, "link", "add", "v9", "type", "veth", "peer", "name", "v8"
+    ]));
+    let got = recv.finish();
+    ip(&["netns", "delete", &ns]);
+    let got = got.success();
+    let line: serde_json::Value = serde_json::from_slice(&got.stdout).expect("one JSON line");
+    assert_eq!(line["event"], "link", "{line}");
+    assert!(line["name"] == "v9" || line["name"] == "v8", "{line}");
+}

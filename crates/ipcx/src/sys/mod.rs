@@ -12,6 +12,7 @@ pub mod fd;
 pub mod fs;
 pub mod futex;
 pub mod mq;
+pub mod netlink;
 pub mod process;
 pub mod pthread;
 pub mod sem;
