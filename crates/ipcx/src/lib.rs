@@ -34,6 +34,7 @@
 mod deadline;
 pub mod endpoint;
 mod error;
+pub mod journal;
 pub mod netlink;
 pub mod registry;
 #[allow(unsafe_code)]

@@ -90,6 +90,9 @@ pub struct Options {
     /// Largest message of a created message queue (`msg_size`; default:
     /// the system's, `/proc/sys/fs/mqueue/msgsize_default`).
     pub msg_size: Option<usize>,
+    /// What a journal's append makes durable (`durability`: `none`,
+    /// `flush`, `sync`; default none).
+    pub durability: crate::journal::Durability,
     /// The project number `ftok(3)` turns a `sysvmq:/path` into a key with
     /// (`proj`, 1-255, default 1).
     pub proj: u8,
@@ -137,6 +140,7 @@ impl Default for Options {
             liveness: Duration::from_millis(20),
             max_msgs: None,
             msg_size: None,
+            durability: crate::journal::Durability::None,
             proj: 1,
             msg_type: 1,
             max_msg_given: false,
@@ -181,6 +185,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("max_msgs", &[Mq]),
     ("msg_size", &[Mq]),
     ("proj", &[SysvMq]),
+    ("durability", &[Journal]),
     ("type", &[SysvMq]),
 ];
 
@@ -299,6 +304,14 @@ impl Options {
                 "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
                 "max_pending" => o.max_pending = parse_count(value).map_err(err)?,
                 "max_msgs" => o.max_msgs = Some(parse_count(value).map_err(err)?),
+                "durability" => {
+                    o.durability = match value {
+                        "none" => crate::journal::Durability::None,
+                        "flush" => crate::journal::Durability::Flush,
+                        "sync" => crate::journal::Durability::Sync,
+                        _ => return Err(err(format!("`{value}` is not none, flush or sync"))),
+                    }
+                }
                 "proj" => {
                     o.proj =
                         value.parse::<u8>().ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -420,6 +433,14 @@ impl Options {
         }
         if let Some(n) = self.msg_size {
             put("msg_size", n.to_string());
+        }
+        if self.durability != d.durability {
+            let name = match self.durability {
+                crate::journal::Durability::None => "none",
+                crate::journal::Durability::Flush => "flush",
+                crate::journal::Durability::Sync => "sync",
+            };
+            put("durability", name.into());
         }
         if self.proj != d.proj {
             put("proj", self.proj.to_string());

@@ -1,0 +1,580 @@
+//! `journal:/dir`: a persistent, append-only queue in files, as Chronicle
+//! Queue is on the JVM: one writer appends, any number of readers in
+//! other processes replay from any sequence number and follow it live.
+//!
+//! The directory holds fixed-size segment files named by their first
+//! sequence number (`00000000000000000000.seg`). A segment starts with a
+//! page of header: a magic, the layout version, the first sequence
+//! number, the end of what is committed, and a futex word readers sleep
+//! on. Records follow, each `[length u32][crc32c u32][seq u64][payload]`
+//! padded to 8 bytes; the CRC covers the sequence number and payload.
+//!
+//! One writer at a time: it holds `flock` on `dir/LOCK`, which the kernel
+//! releases the moment its process dies (no timeout). Opening a writer
+//! recovers the last segment: records are checked (length, CRC, sequence)
+//! up to the committed end, anything after it (a record whose append had
+//! not returned) and anything broken is cut off, and how many bytes were
+//! dropped is reported.
+//!
+//! Durability (`?durability=`): `none` (the page cache: survives a killed
+//! process), `flush` (`fdatasync` when [`JournalWriter::flush`] is called:
+//! a batch survives power loss once flushed), `sync` (`fdatasync` after
+//! every append). Retention is not built yet.
+//!
+//! ```no_run
+//! # fn main() -> ipcx::Result<()> {
+//! let mut w = ipcx::journal::JournalWriter::open("journal:/var/lib/app/events")?;
+//! let seq = w.append(b"order 42 filled")?;
+//! let mut r = ipcx::journal::JournalReader::open("journal:/var/lib/app/events", 0)?;
+//! let (first, payload) = r.next()?;
+//! # let _ = (seq, first, payload); Ok(()) }
+//! ```
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::{Address, Endpoint, WaitStrategy};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// What an append makes durable before it returns (`?durability=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The page cache: a killed process loses nothing, a power loss may.
+    None,
+    /// `fdatasync` when [`JournalWriter::flush`] is called.
+    Flush,
+    /// `fdatasync` after every append.
+    Sync,
+}
+
+const MAGIC: u64 = u64::from_le_bytes(*b"IPCXJRN1");
+const VERSION: u32 = 1;
+/// The header page; records start after it.
+const HEADER: u64 = 4096;
+/// Bytes before a record's payload.
+const RECORD_HEAD: usize = 16;
+
+/// A segment file: its descriptor and its header page, mapped.
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    map: sys::shm::Mapping,
+    first_seq: u64,
+    size: u64,
+}
+
+/// The header page's fields, at fixed offsets.
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 8;
+const OFF_FIRST: usize = 16;
+const OFF_SIZE: usize = 24;
+const OFF_COMMITTED: usize = 32;
+const OFF_NOTIFY: usize = 40;
+
+impl Segment {
+    #[allow(unsafe_code)]
+    fn word64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned and at least HEADER bytes, so
+        // `off` (a multiple of 8 below 48) is aligned and inside it; it
+        // lives as long as `self`; an atomic may hold any bit pattern, so
+        // whatever another process writes there is a valid value.
+        unsafe { &*(self.map.as_ptr().add(off).cast::<AtomicU64>()) }
+    }
+
+    #[allow(unsafe_code)]
+    fn word32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: as for `word64`, at a multiple of 4.
+        unsafe { &*(self.map.as_ptr().add(off).cast::<AtomicU32>()) }
+    }
+
+    fn committed(&self) -> u64 {
+        self.word64(OFF_COMMITTED).load(Ordering::Acquire)
+    }
+
+    fn path(dir: &Path, first_seq: u64) -> PathBuf {
+        dir.join(format!("{first_seq:020}.seg"))
+    }
+
+    /// Makes a new segment whose first record will be `first_seq`.
+    fn create(dir: &Path, first_seq: u64, size: u64) -> std::io::Result<Segment> {
+        let path = Segment::path(dir, first_seq);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        file.set_len(size)?;
+        let map = sys::shm::Mapping::new(file.as_fd(), HEADER as usize)?;
+        let seg = Segment {
+            file,
+            map,
+            first_seq,
+            size,
+        };
+        seg.word64(OFF_FIRST).store(first_seq, Ordering::Relaxed);
+        seg.word64(OFF_SIZE).store(size, Ordering::Relaxed);
+        seg.word64(OFF_COMMITTED).store(HEADER, Ordering::Relaxed);
+        seg.word32(OFF_VERSION).store(VERSION, Ordering::Relaxed);
+        seg.word64(OFF_MAGIC).store(MAGIC, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Opens an existing segment, checking its header.
+    fn open(path: &Path, write: bool) -> Result<Segment> {
+        let io = |e| Error::io("open", e).at(path.display());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let bad = |why: String| Error::new(ErrorKind::Corrupt(why), "open").at(path.display());
+        if len < HEADER * 2 {
+            return Err(bad(format!("a segment of {len} bytes is too short")));
+        }
+        // Read-only readers still map read-write: the header's futex word
+        // and committed end are only read, but mapping needs one mode.
+        let file = if write {
+            file
+        } else {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(io)?
+        };
+        let map = sys::shm::Mapping::new(file.as_fd(), HEADER as usize).map_err(io)?;
+        let mut seg = Segment {
+            file,
+            map,
+            first_seq: 0,
+            size: len,
+        };
+        if seg.word64(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(bad("not an ipcx journal segment (magic)".into()));
+        }
+        let version = seg.word32(OFF_VERSION).load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(Error::new(
+                ErrorKind::VersionMismatch {
+                    found: version,
+                    expected: VERSION,
+                },
+                "open",
+            )
+            .at(path.display()));
+        }
+        seg.first_seq = seg.word64(OFF_FIRST).load(Ordering::Relaxed);
+        Ok(seg)
+    }
+
+    /// Reads and checks the record at `pos` (within `end`), expecting
+    /// sequence `seq`: its payload and where the next record starts;
+    /// `None` if what is there is not a whole, correct record.
+    fn record_at(&self, pos: u64, end: u64, seq: u64) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+        if pos + RECORD_HEAD as u64 > end {
+            return Ok(None);
+        }
+        let mut head = [0u8; RECORD_HEAD];
+        if sys::fs::read_at(self.file.as_fd(), &mut head, pos)? < RECORD_HEAD {
+            return Ok(None);
+        }
+        let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let at_seq = u64::from_le_bytes([
+            head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15],
+        ]);
+        let next = pos + RECORD_HEAD as u64 + padded(len);
+        if at_seq != seq || next > end {
+            return Ok(None);
+        }
+        let mut payload = vec![0u8; len as usize];
+        if sys::fs::read_at(self.file.as_fd(), &mut payload, pos + RECORD_HEAD as u64)?
+            < payload.len()
+        {
+            return Ok(None);
+        }
+        if crc32c::crc32c_append(crc32c::crc32c(&head[8..16]), &payload) != crc {
+            return Ok(None);
+        }
+        Ok(Some((payload, next)))
+    }
+}
+
+fn padded(len: u64) -> u64 {
+    (len + 7) & !7
+}
+
+/// Takes `dir` out of a `journal:/dir` URL and its options.
+fn parse(url: &str) -> Result<(Endpoint, PathBuf)> {
+    let ep = Endpoint::parse(url)?;
+    match ep.address() {
+        Address::Path(p) if ep.scheme() == crate::Scheme::Journal => {
+            let dir = p.to_path_buf();
+            Ok((ep, dir))
+        }
+        _ => Err(Error::new(
+            ErrorKind::InvalidEndpoint("a journal is journal:/dir".into()),
+            "open",
+        )
+        .at(url)),
+    }
+}
+
+/// The segments of `dir`, by first sequence number.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("open", e).at(dir.display()))?;
+    let mut out: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let first = name.strip_suffix(".seg")?.parse().ok()?;
+            Some((first, e.path()))
+        })
+        .collect();
+    out.sort_by_key(|(first, _)| *first);
+    Ok(out)
+}
+
+/// What opening a writer found at the end of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// The sequence number the next append gets.
+    pub next_seq: u64,
+    /// Bytes cut off the end: a record whose append had not returned when
+    /// its writer died, or a broken one.
+    pub dropped_bytes: u64,
+}
+
+/// The one writer of a journal.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    _lock: File,
+    seg: Segment,
+    next_seq: u64,
+    end: u64,
+    durability: Durability,
+    segment_size: u64,
+    recovery: Recovery,
+    buf: Vec<u8>,
+}
+
+impl JournalWriter {
+    /// Opens `journal:/dir` for appending (made if missing), as its only
+    /// writer: another live writer is [`ErrorKind::InUse`]. Options:
+    /// `?size=` (segment bytes, default 1 MiB), `?durability=none|flush|sync`.
+    pub fn open(url: &str) -> Result<JournalWriter> {
+        let (ep, dir) = parse(url)?;
+        let o = ep.options();
+        let io = |e| Error::io("open", e).at(&ep);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let lock = sys::fs::open_private_file(&dir.join("LOCK"), true).map_err(io)?;
+        if !sys::fs::try_lock(&lock).map_err(io)? {
+            return Err(Error::new(
+                ErrorKind::occupied(format!(
+                    "{} has a live writer (it holds {}/LOCK); one writer at a time",
+                    dir.display(),
+                    dir.display()
+                )),
+                "open",
+            )
+            .at(&ep));
+        }
+        let segment_size = (o.size as u64).max(HEADER * 2);
+        let (seg, next_seq, end, dropped) = match segments(&dir)?.last() {
+            None => (
+                Segment::create(&dir, 0, segment_size).map_err(io)?,
+                0,
+                HEADER,
+                0,
+            ),
+            Some((_, path)) => recover(Segment::open(path, true)?)?,
+        };
+        Ok(JournalWriter {
+            dir,
+            _lock: lock,
+            seg,
+            next_seq,
+            end,
+            durability: o.durability,
+            segment_size,
+            recovery: Recovery {
+                next_seq,
+                dropped_bytes: dropped,
+            },
+            buf: Vec::new(),
+        })
+    }
+
+    /// What opening found at the end of the journal.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// Appends `payload`; returns its sequence number. When it returns,
+    /// the record survives this process being killed (and, with
+    /// `?durability=sync`, a power loss).
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
+        let need = RECORD_HEAD as u64 + padded(payload.len() as u64);
+        if payload.len() > u32::MAX as usize || HEADER + need > self.segment_size {
+            return Err(Error::new(
+                ErrorKind::MessageTooLarge {
+                    len: payload.len() as u64,
+                    max: self.segment_size - HEADER - RECORD_HEAD as u64,
+                },
+                "append",
+            ));
+        }
+        if self.end + need > self.seg.size {
+            self.roll()?;
+        }
+        let seq = self.next_seq;
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(payload);
+        b.resize(need as usize, 0);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload);
+        b[4..8].copy_from_slice(&crc.to_le_bytes());
+        let io = |e| Error::io("append", e);
+        sys::fs::write_all_at(self.seg.file.as_fd(), b, self.end).map_err(io)?;
+        if self.durability == Durability::Sync {
+            sys::fs::sync_data(self.seg.file.as_fd()).map_err(io)?;
+        }
+        self.end += need;
+        self.next_seq += 1;
+        self.publish();
+        Ok(seq)
+    }
+
+    /// Makes every append so far durable (`fdatasync`); what
+    /// `?durability=flush` calls per batch.
+    pub fn flush(&mut self) -> Result<()> {
+        sys::fs::sync_data(self.seg.file.as_fd()).map_err(|e| Error::io("flush", e))
+    }
+
+    /// Publishes the committed end and wakes readers.
+    fn publish(&self) {
+        self.seg
+            .word64(OFF_COMMITTED)
+            .store(self.end, Ordering::Release);
+        let notify = self.seg.word32(OFF_NOTIFY);
+        notify.fetch_add(1, Ordering::Release);
+        let _ = sys::futex::wake(notify, sys::futex::ALL);
+    }
+
+    /// Starts the next segment; the full one stays as it is.
+    fn roll(&mut self) -> Result<()> {
+        if self.durability != Durability::None {
+            self.flush()?;
+        }
+        let next = Segment::create(&self.dir, self.next_seq, self.segment_size)
+            .map_err(|e| Error::io("append", e).at(self.dir.display()))?;
+        // Readers of the old one see it end where it ends: its committed
+        // end stays; the new file's existence says to move on.
+        let notify = self.seg.word32(OFF_NOTIFY);
+        notify.fetch_add(1, Ordering::Release);
+        let _ = sys::futex::wake(notify, sys::futex::ALL);
+        self.seg = next;
+        self.end = HEADER;
+        Ok(())
+    }
+}
+
+/// Checks the last segment's records up to its committed end and cuts
+/// off what is after the last good one.
+fn recover(seg: Segment) -> Result<(Segment, u64, u64, u64)> {
+    let io = |e| Error::io("recover", e);
+    let committed = seg.committed().clamp(HEADER, seg.size);
+    let (mut pos, mut seq) = (HEADER, seg.first_seq);
+    while let Some((_, next)) = seg.record_at(pos, committed, seq).map_err(io)? {
+        pos = next;
+        seq += 1;
+    }
+    // Bytes written after the last good record (a torn append, or
+    // damage): counted up to the last non-zero byte, then zeroed.
+    let mut tail = vec![0u8; (seg.size - pos) as usize];
+    let got = sys::fs::read_at(seg.file.as_fd(), &mut tail, pos).map_err(io)?;
+    let dropped = tail[..got]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1);
+    if dropped > 0 {
+        sys::fs::write_all_at(seg.file.as_fd(), &vec![0; dropped as usize], pos).map_err(io)?;
+        tracing::warn!(
+            dropped,
+            next_seq = seq,
+            "journal: cut off a torn or broken tail"
+        );
+    }
+    seg.word64(OFF_COMMITTED).store(pos, Ordering::Release);
+    Ok((seg, seq, pos, dropped))
+}
+
+/// A reader of a journal: replays from a sequence number, then follows
+/// the writer live.
+#[derive(Debug)]
+pub struct JournalReader {
+    dir: PathBuf,
+    seg: Segment,
+    pos: u64,
+    next_seq: u64,
+    wait: WaitStrategy,
+    spin: Duration,
+}
+
+impl JournalReader {
+    /// Opens `journal:/dir` to read from sequence number `from` (0: the
+    /// start). Waits follow `?wait=` (block: a futex in the segment's
+    /// header; spin; adaptive: `?spin=` of spinning, then block).
+    pub fn open(url: &str, from: u64) -> Result<JournalReader> {
+        let (ep, dir) = parse(url)?;
+        let o = ep.options();
+        let all = segments(&dir)?;
+        let Some((_, path)) = all
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= from)
+            .or(all.first())
+        else {
+            return Err(Error::new(
+                ErrorKind::InvalidEndpoint(format!(
+                    "{} holds no journal: open its writer first",
+                    dir.display()
+                )),
+                "open",
+            )
+            .at(&ep));
+        };
+        let seg = Segment::open(path, false)?;
+        if from < seg.first_seq {
+            return Err(Error::new(
+                ErrorKind::OutOfBounds(format!(
+                    "sequence {from} is before the oldest kept, {}",
+                    seg.first_seq
+                )),
+                "open",
+            )
+            .at(&ep));
+        }
+        let mut r = JournalReader {
+            dir,
+            pos: HEADER,
+            next_seq: seg.first_seq,
+            seg,
+            wait: o.wait,
+            spin: o.spin,
+        };
+        while r.next_seq < from {
+            r.next_until(Some(Instant::now()))
+                .map_err(|e| match e.kind() {
+                    ErrorKind::WouldBlock => Error::new(
+                        ErrorKind::OutOfBounds(format!("sequence {from} was not appended yet")),
+                        "open",
+                    ),
+                    _ => e,
+                })?;
+        }
+        Ok(r)
+    }
+
+    /// The next record and its sequence number, waiting for the writer
+    /// as long as it takes.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<(u64, Vec<u8>)> {
+        self.next_until(None)
+    }
+
+    /// The next record if there is one now.
+    pub fn try_next(&mut self) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.next_until(Some(Instant::now())) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`JournalReader::next`], at most `timeout` ([`ErrorKind::TimedOut`]).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<(u64, Vec<u8>)> {
+        match self.next_until(crate::deadline::after(timeout)) {
+            Err(e) if *e.kind() == ErrorKind::WouldBlock => {
+                Err(Error::new(ErrorKind::TimedOut, "next"))
+            }
+            r => r,
+        }
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<(u64, Vec<u8>)> {
+        let io = |e| Error::io("next", e);
+        let spin_end = Instant::now() + self.spin;
+        loop {
+            let notify = self.seg.word32(OFF_NOTIFY).load(Ordering::Acquire);
+            let committed = self.seg.committed();
+            if committed > self.seg.size {
+                return Err(Error::new(
+                    ErrorKind::Corrupt(format!(
+                        "a committed end of {committed} in a segment of {} bytes",
+                        self.seg.size
+                    )),
+                    "next",
+                ));
+            }
+            if self.pos < committed {
+                return match self
+                    .seg
+                    .record_at(self.pos, committed, self.next_seq)
+                    .map_err(io)?
+                {
+                    Some((payload, next)) => {
+                        self.pos = next;
+                        self.next_seq += 1;
+                        Ok((self.next_seq - 1, payload))
+                    }
+                    None => Err(Error::new(
+                        ErrorKind::Corrupt(format!(
+                            "the record of sequence {} at byte {} is broken",
+                            self.next_seq, self.pos
+                        )),
+                        "next",
+                    )),
+                };
+            }
+            // The writer moved on to a new segment that starts here (once
+            // its header is written: until then, as if not there).
+            let path = Segment::path(&self.dir, self.next_seq);
+            if self.seg.first_seq != self.next_seq && path.exists() {
+                if let Ok(seg) = Segment::open(&path, false) {
+                    self.seg = seg;
+                    self.pos = HEADER;
+                    continue;
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::WouldBlock, "next"));
+            }
+            let spinning = match self.wait {
+                WaitStrategy::Spin => true,
+                WaitStrategy::Adaptive => Instant::now() < spin_end,
+                WaitStrategy::Block => false,
+            };
+            if spinning {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep until the writer publishes (or a slice passes: a new
+            // segment is found by looking).
+            let slice = deadline.map_or(Duration::from_millis(50), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50))
+            });
+            let _ = sys::futex::wait(self.seg.word32(OFF_NOTIFY), notify, Some(slice));
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `journal:/dir`: a writer in one process, readers in another following
+//! it live across segment files; a writer killed at any instant loses no
+//! record whose append returned, and the next writer opens at once; a
+//! torn or damaged tail is cut off and reported.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::{Test, param, ready, set_param};
+use ipcx::ErrorKind;
+use ipcx::journal::{JournalReader, JournalWriter};
+
+/// Record `seq`'s payload: its number, then a length that varies.
+fn payload(seq: u64) -> Vec<u8> {
+    let mut p = seq.to_le_bytes().to_vec();
+    p.resize(8 + (seq % 53) as usize, seq as u8);
+    p
+}
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// In a child: appends `COUNT` records (forever if 0) to `URL`, telling
+/// the parent every 100 which sequence number was appended last.
+fn writer() {
+    let mut w = JournalWriter::open(&param("URL")).expect("open the writer");
+    let count: u64 = param("COUNT").parse().expect("a count");
+    ready("open");
+    let mut seq = w.recovery().next_seq;
+    while count == 0 || seq < count {
+        assert_eq!(w.append(&payload(seq)).expect("append"), seq);
+        if seq % 100 == 99 {
+            ready(&seq.to_string());
+        }
+        seq += 1;
+    }
+}
+
+/// A reader in this process follows a writer in another, live, across
+/// several segment files (64 KiB each), and gets every record whole and
+/// in order; another reader starts in the middle.
+#[test]
+fn readers_follow_a_writer_in_another_process() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return writer();
+    }
+    let dir = t.scratch();
+    let url = format!("journal:{}?size=64KiB", dir.path("j").display());
+    let mut child = t.spawn("writer", |c| {
+        set_param(set_param(c, "URL", &url), "COUNT", "5000")
+    });
+    assert_eq!(child.wait_ready(), "open");
+    let mut r = JournalReader::open(&url, 0).expect("open a reader");
+    for want in 0..5000u64 {
+        let (seq, p) = r.next_timeout(PATIENCE).expect("the next record");
+        assert_eq!((seq, p), (want, payload(want)));
+    }
+    child.finish();
+    let segments = std::fs::read_dir(dir.path("j"))
+        .expect("the journal")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        })
+        .count();
+    assert!(
+        segments > 3,
+        "the records span several segments ({segments})"
+    );
+    let mut middle = JournalReader::open(&url, 3210).expect("a reader from 3210");
+    assert_eq!(middle.next().expect("record 3210"), (3210, payload(3210)));
+    assert_eq!(
+        r.try_next().expect("try_next"),
+        None,
+        "nothing after the last"
+    );
+    let err = JournalReader::open(&url, 9999).expect_err("not appended yet");
+    assert!(matches!(err.kind(), ErrorKind::OutOfBounds(_)), "{err}");
+}
+
+/// A writer killed (SIGKILL) while appending: the next writer opens at
+/// once (the lock dies with its holder), every record whose append had
+/// returned is there and whole, and appending goes on from there.
+#[test]
+fn a_killed_writer_loses_no_appended_record() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return writer();
+    }
+    let dir = t.scratch();
+    let url = format!("journal:{}?size=256KiB", dir.path("j").display());
+    let mut child = t.spawn("writer", |c| {
+        set_param(set_param(c, "URL", &url), "COUNT", "0")
+    });
+    assert_eq!(child.wait_ready(), "open");
+    let err = JournalWriter::open(&url).expect_err("a second writer");
+    assert!(matches!(err.kind(), ErrorKind::InUse { .. }), "{err}");
+    let mut acked = 0;
+    while acked < 3000 {
+        acked = child.wait_ready().parse().expect("a sequence number");
+    }
+    child.kill();
+    let mut w = JournalWriter::open(&url).expect("the next writer opens at once");
+    let next = w.recovery().next_seq;
+    assert!(
+        next > acked,
+        "record {acked} was acknowledged; the journal ends before {next}"
+    );
+    let mut r = JournalReader::open(&url, 0).expect("reader");
+    for want in 0..next {
+        assert_eq!(
+            r.next_timeout(PATIENCE).expect("record"),
+            (want, payload(want))
+        );
+    }
+    assert_eq!(w.append(b"after").expect("append"), next);
+    assert_eq!(
+        r.next_timeout(PATIENCE).expect("the new record"),
+        (next, b"after".to_vec())
+    );
+}
+
+/// Bytes written after the last record (a torn append) are cut off and
+/// counted; so is everything from a record whose CRC no longer matches.
+#[test]
+fn a_torn_or_damaged_tail_is_cut_and_reported() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let url = format!("journal:{}", dir.path("j").display());
+    let mut w = JournalWriter::open(&url).expect("writer");
+    assert_eq!(w.recovery().dropped_bytes, 0);
+    for seq in 0..10 {
+        w.append(&payload(seq)).expect("append");
+    }
+    drop(w);
+    let seg = dir.path("j").join(format!("{:020}.seg", 0));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg)
+        .expect("the segment");
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, 32)
+        .expect("the committed end");
+    let end = u64::from_le_bytes(word);
+    // A torn append: 100 bytes past the committed end.
+    file.write_all_at(&[0xab; 100], end).expect("scribble");
+    let w = JournalWriter::open(&url).expect("writer");
+    assert_eq!(w.recovery().dropped_bytes, 100);
+    assert_eq!(w.recovery().next_seq, 10);
+    drop(w);
+    // Damage inside record 0's payload: everything from it goes.
+    file.write_all_at(&[0xff], 4096 + 16 + 2).expect("damage");
+    let w = JournalWriter::open(&url).expect("writer");
+    assert_eq!(
+        w.recovery().next_seq,
+        0,
+        "the journal ends before the damage"
+    );
+    assert!(
+        w.recovery().dropped_bytes >= end - 4096 - 16,
+        "{:?}",
+        w.recovery()
+    );
+}
