@@ -229,10 +229,24 @@ impl Monitor {
                 let mut rest = data;
                 while !rest.is_empty() {
                     let len = message_len(rest)?;
-                    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
-                        .map_err(|e| corrupt(format!("a route message: {e}")))?;
-                    if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                        self.ready.extend(route_event(m));
+                    // A message the crate cannot decode (or panics on: it
+                    // has known panics on some kernel data) is skipped; the
+                    // rest of the datagram is still read.
+                    let one = &rest[..len];
+                    match std::panic::catch_unwind(|| {
+                        NetlinkMessage::<RouteNetlinkMessage>::deserialize(one)
+                    }) {
+                        Ok(Ok(msg)) => {
+                            if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                                self.ready.extend(route_event(m));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "netlink: a route message skipped")
+                        }
+                        Err(_) => tracing::warn!(
+                            "netlink: a route message the decoder failed on, skipped"
+                        ),
                     }
                     // Messages start 4-byte aligned; what is left after the
                     // last is padding.

@@ -201,6 +201,11 @@ impl Signals {
             if !(1..=sys::signal::rt_max()).contains(&s) {
                 return invalid(format!("{s} is not a signal number"));
             }
+            if s > 31 && s < sys::signal::rt_min() {
+                return invalid(format!(
+                    "{s} is reserved by the C library (its threads use it), below SIGRTMIN"
+                ));
+            }
         }
         let (read, write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -393,7 +398,7 @@ pub fn number(name: &str) -> Result<i32> {
                 .parse::<i32>()
                 .ok()?
         };
-        let n = base + sign * offset;
+        let n = base.checked_add(sign.checked_mul(offset)?)?;
         (sys::signal::rt_min()..=sys::signal::rt_max())
             .contains(&n)
             .then_some(n)

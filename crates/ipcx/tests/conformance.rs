@@ -413,6 +413,29 @@ fn descriptor_readiness(mech: Mechanism) {
     peer.child.finish();
 }
 
+/// Both sides leave a message larger than the link buffers partly sent
+/// (`try_send`) and then receive: each gets the other's whole message,
+/// because a receive writes the rest as room comes and reads meanwhile.
+fn both_sides_busy(mech: Mechanism) {
+    let t = Test::start();
+    let big = |seed| payload(largest_by_default(mech.scheme()), seed);
+    if t.child_role().is_some() {
+        let mut link = child_connects();
+        link.try_send(&big(2)).expect("child try_send");
+        let got = link.recv().expect("child recv");
+        assert_same(&got, &big(1), "the parent's message");
+        link.send(b"done").expect("send done");
+        return;
+    }
+    let dir = t.scratch();
+    let mut peer = parent_binds(&t, mech, &dir, "busy");
+    peer.link.try_send(&big(1)).expect("parent try_send");
+    let got = peer.link.recv().expect("parent recv");
+    assert_same(&got, &big(2), "the child's message");
+    assert_eq!(peer.link.recv().expect("recv done"), b"done");
+    peer.child.finish();
+}
+
 /// Descriptors travel with a message where the mechanism passes them (the
 /// child writes through a pipe end it received); elsewhere `send_fds` is
 /// refused with `Unsupported`, and the link stays usable.
@@ -634,6 +657,11 @@ macro_rules! conformance {
             #[test]
             fn descriptor_readiness() {
                 super::descriptor_readiness($mech);
+            }
+
+            #[test]
+            fn both_sides_busy() {
+                super::both_sides_busy($mech);
             }
 
             #[cfg(feature = "async")]

@@ -126,14 +126,21 @@ fn what_is_refused_and_how_names_read() {
             "{bad}: {err}"
         );
     }
-    for bad in [0, -1, 200] {
+    for bad in [0, -1, 200, 32] {
         let err = Signals::new(&[bad]).expect_err("not a signal");
         assert!(
             matches!(err.kind(), ErrorKind::InvalidArgument(_)),
             "{bad}: {err}"
         );
     }
-    for bad in ["SIGFOO", "", "RTMIN+999", "SIGRTMAX+1", "0"] {
+    for bad in [
+        "SIGFOO",
+        "",
+        "RTMIN+999",
+        "SIGRTMAX+1",
+        "0",
+        "SIGRTMIN+2147483647",
+    ] {
         let err = signal::number(bad).expect_err(bad);
         assert!(
             matches!(err.kind(), ErrorKind::InvalidArgument(_)),

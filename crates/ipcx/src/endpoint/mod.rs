@@ -343,6 +343,11 @@ fn parse_address(scheme: Scheme, s: &str) -> std::result::Result<Address, String
                 None => s.parse::<i64>(),
             }
             .map_err(|_| format!("SysV key `{s}` is not a number (decimal or 0x hex)"))?;
+            if key == 0 {
+                return Err(
+                    "SysV key 0 is IPC_PRIVATE (a new queue on every open): give a key".into(),
+                );
+            }
             i32::try_from(key)
                 .or_else(|_| u32::try_from(key).map(|k| k as i32))
                 .map(Address::Key)

@@ -93,6 +93,15 @@ impl Record {
     /// the same objects.
     fn remove_created(&self) {
         for c in &self.created {
+            if self.kind == ObjectKind::SysvMq {
+                // The recorded id, if it still has the recorded key: never
+                // a lookup by key (key 0 would make a new queue).
+                let id = sys::sysvmq::QueueId(c.ino as i32);
+                if sys::sysvmq::stat(id).is_ok_and(|s| s.key as u32 as u64 == c.dev) {
+                    let _ = sys::sysvmq::remove(id);
+                }
+                continue;
+            }
             if identity(self.kind, &c.path) == Some((c.dev, c.ino)) {
                 remove_object(self.kind, &c.path);
             }
@@ -345,24 +354,12 @@ fn owner_holds(file: &File, record: &Record) -> bool {
     true
 }
 
-/// The key of a System V queue's record path (`.../0xKEY`).
-fn sysv_key_of(path: &Path) -> Option<i32> {
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    u32::from_str_radix(name.strip_prefix("0x")?, 16)
-        .ok()
-        .map(|k| k as i32)
-}
-
-/// The device and inode of the object of `kind` at `path` now (for a
-/// System V queue: its key and id).
+/// The device and inode of the object of `kind` at `path` now (a System
+/// V queue is checked by its recorded id instead).
 fn identity(kind: ObjectKind, path: &Path) -> Option<(u64, u64)> {
     match kind {
         ObjectKind::Mq => sys::mq::identity(&path.file_name()?.to_string_lossy()).ok(),
-        ObjectKind::SysvMq => {
-            let key = sysv_key_of(path)?;
-            let id = sys::sysvmq::get(key, None).ok()?;
-            Some((key as u32 as u64, id.0 as u64))
-        }
+        ObjectKind::SysvMq => None,
         _ => sys::fs::identity(path).ok(),
     }
 }
@@ -379,9 +376,7 @@ fn remove_object(kind: ObjectKind, path: &Path) {
         return;
     }
     if kind == ObjectKind::SysvMq {
-        if let Some(id) = sysv_key_of(path).and_then(|k| sys::sysvmq::get(k, None).ok()) {
-            let _ = sys::sysvmq::remove(id);
-        }
+        // Removed by its recorded id in `remove_created`.
         return;
     }
     let ours = match (kind, sys::fs::object_type(path)) {

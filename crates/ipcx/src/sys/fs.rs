@@ -190,6 +190,11 @@ pub fn try_lock(file: impl std::os::fd::AsFd) -> io::Result<bool> {
     }
 }
 
+/// How many names an open file has (0: removed). See `fstat(2)`.
+pub fn link_count(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(rustix::fs::fstat(fd)?.st_nlink as u64)
+}
+
 /// Writes all of `buf` at `offset`. See `pwrite(2)`.
 pub fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {

@@ -198,6 +198,7 @@ pub fn subscribe(signals: &[i32], write: BorrowedFd<'_>) -> io::Result<usize> {
                 "{SUBSCRIBERS} signal subscriptions at once at most"
             ))
         })?;
+    forget_in_children();
     let s = &SUBSCRIPTIONS[index];
     s.lost.store(0, Ordering::Relaxed);
     s.fd.store(write.as_raw_fd(), Ordering::SeqCst);
@@ -235,6 +236,34 @@ fn install(signo: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// A child made by `fork` inherits the table and the count of running
+/// handlers as they were in the parent (a handler that ran on another
+/// thread then never ends in the child): the child starts with no
+/// subscriptions, so its own `Signals` never waits on a count that cannot
+/// drop, and signals sent to it never reach the parent's pipes.
+fn forget_in_children() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn in_child() {
+        for s in &SUBSCRIPTIONS {
+            s.wanted.store(0, Ordering::SeqCst);
+            s.fd.store(-1, Ordering::SeqCst);
+            s.taken.store(false, Ordering::SeqCst);
+        }
+        IN_HANDLER.store(0, Ordering::SeqCst);
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: `in_child` only stores to atomics (async-signal-safe, as
+        // the child of a multithreaded fork requires).
+        let r = unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        if r != 0 {
+            tracing::warn!(
+                errno = r,
+                "pthread_atfork failed: forked children keep signal subscriptions"
+            );
+        }
+    });
+}
+
 /// Ends subscription `index`: no handler writes into its pipe once this
 /// returns, so the caller may close it.
 pub fn unsubscribe(index: usize) {
@@ -266,8 +295,15 @@ pub fn kill(pid: i32, signo: i32) -> io::Result<()> {
 pub fn queue(pid: i32, signo: i32, value: i32) -> io::Result<()> {
     // The integer rides in the low bytes of the union, where `si_int`
     // reads it.
+    // `sival_int` is the union's first four bytes: the low half of the
+    // pointer on little-endian, the high half on 64-bit big-endian.
+    let shift = if cfg!(target_endian = "big") {
+        (std::mem::size_of::<usize>() - 4) * 8
+    } else {
+        0
+    };
     let sv = libc::sigval {
-        sival_ptr: value as u32 as usize as *mut libc::c_void,
+        sival_ptr: ((value as u32 as usize) << shift) as *mut libc::c_void,
     };
     // SAFETY: plain integers and a sigval by value.
     if unsafe { libc::sigqueue(pid, signo, sv) } != 0 {

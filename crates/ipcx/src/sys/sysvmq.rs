@@ -157,13 +157,28 @@ pub fn max_message() -> io::Result<usize> {
         .map_err(|_| io::Error::other("/proc/sys/kernel/msgmax is not a number"))
 }
 
-/// Messages in the queue now (`msgctl(IPC_STAT)`).
-pub fn depth(id: QueueId) -> io::Result<u64> {
+/// What `msgctl(IPC_STAT)` says of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// Its key.
+    pub key: i32,
+    /// Messages in it now.
+    pub depth: u64,
+    /// Most bytes it holds (`msg_qbytes`): no message can be larger.
+    pub max_bytes: u64,
+}
+
+/// The queue's key, depth and size (`msgctl(IPC_STAT)`).
+pub fn stat(id: QueueId) -> io::Result<Stat> {
     // SAFETY: a zeroed msqid_ds is valid to be filled in.
     let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
     // SAFETY: IPC_STAT fills the buffer it is given.
     if unsafe { libc::msgctl(id.0, libc::IPC_STAT, &mut ds) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(ds.msg_qnum as u64)
+    Ok(Stat {
+        key: ds.msg_perm.__key,
+        depth: ds.msg_qnum as u64,
+        max_bytes: ds.msg_qbytes as u64,
+    })
 }

@@ -213,7 +213,7 @@ impl AsyncSendHalf {
 
     /// Ends this direction: the peer's next receive returns `Closed` once
     /// it has read what was sent.
-    pub fn close(self) {
+    pub fn close(mut self) {
         self.half.shutdown();
     }
 

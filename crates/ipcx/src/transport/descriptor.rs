@@ -132,7 +132,10 @@ impl Descriptor {
         } else if dont_wait && self.is_blocking() {
             sys::fd::set_nonblocking(self.fd(), true)?;
             let written = sys::fd::writev(self.fd(), bufs);
-            sys::fd::set_nonblocking(self.fd(), false)?;
+            // What was written counts whatever the restore says.
+            if let Err(e) = sys::fd::set_nonblocking(self.fd(), false) {
+                tracing::warn!(error = %e, "a pipe end stays non-blocking");
+            }
             written
         } else {
             sys::fd::writev(self.fd(), bufs)

@@ -333,7 +333,6 @@ impl SendHalf {
 
     /// [`SendHalf::flush`], waiting at most the link's `?timeout=` (before
     /// the async sender takes over, which knows nothing of a rest).
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn flush_lingering(&mut self) -> Result<()> {
         match &mut self.tx {
             Tx::Stream(s) => s.flush(Until::after(s.linger)),
@@ -374,7 +373,11 @@ impl SendHalf {
     /// Ends this direction: the peer's next receive returns `Closed` once
     /// it has read what was sent (a stream's write side is shut down; an
     /// `shm:` half is marked gone when it drops).
-    pub(crate) fn shutdown(&self) {
+    pub(crate) fn shutdown(&mut self) {
+        // The rest of a message a send left partly sent goes first (at
+        // most `?timeout=`): shut down before it, the peer would get the
+        // message cut short.
+        let _ = self.flush_lingering();
         if let Tx::Stream(s) = &self.tx {
             s.descriptor().shutdown(true);
         }

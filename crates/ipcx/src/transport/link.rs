@@ -309,45 +309,92 @@ impl Link {
     /// send left partly sent (a request must be whole before its reply can
     /// come), within the same time.
     pub fn recv(&mut self) -> Result<Vec<u8>> {
-        self.finish_sending(Until::Forever)?;
-        self.rx.recv()
+        let mut v = Vec::new();
+        self.recv_into(&mut v)?;
+        Ok(v)
     }
 
     /// Receives one message into `buf`, replacing its contents; reusing one
     /// buffer avoids an allocation per message.
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
-        self.finish_sending(Until::Forever)?;
+        if self.receive_while_sending(Until::Forever)? {
+            self.rx.take_message(buf);
+            return Ok(());
+        }
         self.rx.recv_into(buf)
     }
 
     /// Receives a message if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>> {
-        self.finish_sending(Until::NoWait)?;
+        // What the peer has room for of a partly sent message goes now;
+        // the rest waits for the next call.
+        let _ = self.tx.flush_until(Until::NoWait);
         self.rx.try_recv()
     }
 
     /// Receives one message, waiting at most `timeout` ([`ErrorKind::TimedOut`]).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         let until = Until::after(timeout);
-        self.finish_sending(until)?;
+        if self.receive_while_sending(until)? {
+            let mut v = Vec::new();
+            self.rx.take_message(&mut v);
+            return Ok(v);
+        }
         self.rx.recv_until(until)
     }
 
     /// Receives one message and the file descriptors sent with it.
     pub fn recv_fds(&mut self) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
-        self.finish_sending(Until::Forever)?;
+        if self.receive_while_sending(Until::Forever)? {
+            let mut v = Vec::new();
+            self.rx.take_message(&mut v);
+            return Ok((v, self.rx.take_fds()));
+        }
         self.rx.recv_fds()
     }
 
-    /// Before a receive: finishes a message a send left partly sent, as
-    /// `until` allows. A send that fails here is the sending half's to
-    /// report; what the peer sent before is still received.
-    fn finish_sending(&mut self, until: Until) -> Result<()> {
-        match self.tx.flush_until(until) {
-            Err(e) if *e.kind() == ErrorKind::TimedOut => {
-                Err(Error::new(ErrorKind::TimedOut, "recv").at(&self.tx.shared.url))
+    /// Before a receive, while a message a send left partly sent is still
+    /// going out (see [`Link::try_send`]): writes its rest as the peer
+    /// makes room and takes a message that arrives meanwhile, whichever
+    /// comes first, as `until` allows. Two sides that each wait for the
+    /// other to read cannot deadlock this way. `true`: a message was
+    /// taken (the rest may still be going); `false`: nothing is left to
+    /// send, receive as usual. A send that fails here is the sending
+    /// half's to report; what the peer sent is still received.
+    fn receive_while_sending(&mut self, until: Until) -> Result<bool> {
+        loop {
+            match self.tx.flush_until(Until::NoWait) {
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => {}
+                _ => return Ok(false),
             }
-            _ => Ok(()),
+            if self.rx.poll_once("recv")?.is_some() {
+                return Ok(true);
+            }
+            let deadline = until.deadline();
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let kind = match until {
+                    Until::NoWait => ErrorKind::WouldBlock,
+                    _ => ErrorKind::TimedOut,
+                };
+                return Err(Error::new(kind, "recv").at(&self.tx.shared.url));
+            }
+            // Room to write or something to read; on shared memory, which
+            // has no descriptor for both, a short sleep.
+            let slice = Instant::now() + Duration::from_millis(1);
+            match (self.rx.reactor_fd(), self.tx.descriptor()) {
+                (Some(r), Some(w)) => {
+                    let mut fds = [
+                        sys::fd::poll_entry(r, sys::fd::Interest::Read),
+                        sys::fd::poll_entry(w, sys::fd::Interest::Write),
+                    ];
+                    sys::fd::wait_many(&mut fds, deadline).map_err(|e| Error::io("recv", e))?;
+                }
+                _ => std::thread::sleep(
+                    deadline
+                        .map_or(slice, |d| d.min(slice))
+                        .saturating_duration_since(Instant::now()),
+                ),
+            }
         }
     }
 
@@ -373,7 +420,7 @@ impl Link {
 
     /// Closes the link: the peer's next `recv` returns `Closed` once it has
     /// read what was sent.
-    pub fn close(self) {
+    pub fn close(mut self) {
         self.tx.shutdown();
     }
 

@@ -66,7 +66,11 @@ impl Queue {
                 ready: sys::eventfd::create(0, false).map_err(io)?,
                 watcher: std::sync::OnceLock::new(),
             },
-            msg_size: sys::sysvmq::max_message().map_err(io)?,
+            // No message may be larger than the system's msgmax or the
+            // queue's own size (one larger than that would wait forever).
+            msg_size: sys::sysvmq::max_message()
+                .map_err(io)?
+                .min(sys::sysvmq::stat(id).map_err(io)?.max_bytes as usize),
             send_type: ep.options().msg_type,
         }))
     }
@@ -153,11 +157,11 @@ fn watch(id: sys::sysvmq::QueueId, ready: BorrowedFd<'_>) -> Arc<std::sync::atom
         .name("ipcx-sysvmq-watch".into())
         .spawn(move || {
             while !flag.load(Ordering::Acquire) {
-                let waiting = match sys::sysvmq::depth(id) {
-                    Ok(n) => n > 0,
-                    // Removed: readable for good, so a waiter looks and
-                    // sees the end.
-                    Err(_) => true,
+                let (waiting, gone) = match sys::sysvmq::stat(id) {
+                    Ok(s) => (s.depth > 0, false),
+                    // Removed (or no longer readable): raised once, so a
+                    // waiter looks and sees the end; the watch ends.
+                    Err(_) => (true, true),
                 };
                 let raised = sys::eventfd::inspect(ready.as_fd())
                     .ok()
@@ -165,6 +169,9 @@ fn watch(id: sys::sysvmq::QueueId, ready: BorrowedFd<'_>) -> Arc<std::sync::atom
                     .is_some_and(|i| i.count > 0);
                 if waiting && !raised {
                     let _ = sys::eventfd::add(ready.as_fd(), 1);
+                }
+                if gone {
+                    return;
                 }
                 std::thread::sleep(WATCH_EVERY);
             }

@@ -56,9 +56,14 @@ impl Ringer {
                 },
             };
             match sys::fd::writev(fd.as_fd(), &[std::io::IoSlice::new(&[1])]) {
-                // Full: it has rung already.
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // Full: it has rung already, unless it is a FIFO nobody
+                // reads any more (removed and made anew): then reopen.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if sys::fs::link_count(fd.as_fd()).is_ok_and(|n| n == 0) {
+                        open.retain(|(number, _)| *number != k);
+                    }
+                }
                 Err(_) => open.retain(|(number, _)| *number != k),
             }
         }
@@ -75,8 +80,12 @@ impl Ringer {
 pub(crate) fn make(name: &str, k: usize, mode: u32) -> std::io::Result<OwnedFd> {
     let p = path(name, k);
     if let Ok(fd) = sys::fs::open_fifo_rw(&p) {
-        drain(&fd);
-        return Ok(fd);
+        // Only our own: one another user put there could be read or rung
+        // by them.
+        if sys::fs::owner_and_mode(&p).is_ok_and(|(uid, _)| uid == sys::process::euid()) {
+            drain(&fd);
+            return Ok(fd);
+        }
     }
     sys::fs::remove(&p)?;
     sys::fs::create_fifo(&p, mode & 0o666)?;
