@@ -45,6 +45,14 @@ pub enum ErrorKind {
         /// The version this build reads.
         expected: u32,
     },
+    /// A journal reader wants a record that retention already removed.
+    #[error("sequence {wanted} was removed by retention; the oldest kept is {oldest} ({} records behind)", oldest.saturating_sub(*wanted))]
+    FellBehind {
+        /// The sequence number the reader wanted.
+        wanted: u64,
+        /// The oldest sequence number still kept.
+        oldest: u64,
+    },
     /// A fixed table of the object is full (subscriber or publisher places,
     /// barrier parties, semaphore holders, async waiters); the text says
     /// what to do.
@@ -304,6 +312,7 @@ impl From<Error> for io::Error {
             | ErrorKind::InvalidArgument(_)
             | ErrorKind::OutOfBounds(_)
             | ErrorKind::MessageTooLarge { .. } => io::ErrorKind::InvalidInput,
+            ErrorKind::FellBehind { .. } => io::ErrorKind::NotFound,
             ErrorKind::InUse { .. } => io::ErrorKind::AddrInUse,
             ErrorKind::Frame(_)
             | ErrorKind::Corrupt(_)

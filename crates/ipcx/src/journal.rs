@@ -19,7 +19,13 @@
 //! Durability (`?durability=`): `none` (the page cache: survives a killed
 //! process), `flush` (`fdatasync` when [`JournalWriter::flush`] is called:
 //! a batch survives power loss once flushed), `sync` (`fdatasync` after
-//! every append). Retention is not built yet.
+//! every append).
+//!
+//! Retention (`?retain=` bytes, `?retain_age=`): when a new segment
+//! starts, whole segments go, oldest first, while the journal is larger
+//! or its oldest older than that. A reader still in a removed segment
+//! reads it to its end; one that needs a removed record gets
+//! [`ErrorKind::FellBehind`], which says how far behind it is.
 //!
 //! ```no_run
 //! # fn main() -> ipcx::Result<()> {
@@ -70,6 +76,8 @@ struct Segment {
 /// The header page's fields, at fixed offsets.
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 8;
+/// Bit 0: sealed (the writer moved on to the next segment).
+const OFF_FLAGS: usize = 12;
 const OFF_FIRST: usize = 16;
 const OFF_SIZE: usize = 24;
 const OFF_COMMITTED: usize = 32;
@@ -260,6 +268,8 @@ pub struct JournalWriter {
     end: u64,
     durability: Durability,
     segment_size: u64,
+    retain: Option<u64>,
+    retain_age: Option<Duration>,
     recovery: Recovery,
     buf: Vec<u8>,
 }
@@ -274,7 +284,18 @@ impl JournalWriter {
         let io = |e| Error::io("open", e).at(&ep);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let lock = sys::fs::open_private_file(&dir.join("LOCK"), true).map_err(io)?;
-        if !sys::fs::try_lock(&lock).map_err(io)? {
+        // A lock is briefly held too by a child another thread forks
+        // while the last writer's descriptor was open (until its exec
+        // closes it): a live writer still holds it after 100 ms.
+        let mut locked = false;
+        for _ in 0..50 {
+            locked = sys::fs::try_lock(&lock).map_err(io)?;
+            if locked {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !locked {
             return Err(Error::new(
                 ErrorKind::occupied(format!(
                     "{} has a live writer (it holds {}/LOCK); one writer at a time",
@@ -303,6 +324,8 @@ impl JournalWriter {
             end,
             durability: o.durability,
             segment_size,
+            retain: o.retain.map(|n| n as u64),
+            retain_age: o.retain_age,
             recovery: Recovery {
                 next_seq,
                 dropped_bytes: dropped,
@@ -377,13 +400,43 @@ impl JournalWriter {
         }
         let next = Segment::create(&self.dir, self.next_seq, self.segment_size)
             .map_err(|e| Error::io("append", e).at(self.dir.display()))?;
-        // Readers of the old one see it end where it ends: its committed
-        // end stays; the new file's existence says to move on.
+        // Readers of the old one see it end where it ends: it is sealed,
+        // and the new file says where to go on.
+        self.seg.word32(OFF_FLAGS).fetch_or(1, Ordering::Release);
         let notify = self.seg.word32(OFF_NOTIFY);
         notify.fetch_add(1, Ordering::Release);
         let _ = sys::futex::wake(notify, sys::futex::ALL);
         self.seg = next;
         self.end = HEADER;
+        self.retire()
+    }
+
+    /// Removes whole segments, oldest first, while the journal holds more
+    /// than `?retain=` bytes or its oldest is older than `?retain_age=`
+    /// (never the one being written). Readers still in a removed one read
+    /// on; one that needs it later gets [`ErrorKind::FellBehind`].
+    fn retire(&self) -> Result<()> {
+        if self.retain.is_none() && self.retain_age.is_none() {
+            return Ok(());
+        }
+        let all = segments(&self.dir)?;
+        let mut total: u64 = all.len() as u64 * self.segment_size;
+        for (first, path) in &all {
+            if *first == self.seg.first_seq {
+                break;
+            }
+            let too_big = self.retain.is_some_and(|max| total > max);
+            let too_old = self.retain_age.is_some_and(|age| {
+                std::fs::metadata(path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age))
+            });
+            if !too_big && !too_old {
+                break;
+            }
+            std::fs::remove_file(path).map_err(|e| Error::io("retain", e).at(path.display()))?;
+            total -= self.segment_size;
+        }
         Ok(())
     }
 }
@@ -456,10 +509,10 @@ impl JournalReader {
         let seg = Segment::open(path, false)?;
         if from < seg.first_seq {
             return Err(Error::new(
-                ErrorKind::OutOfBounds(format!(
-                    "sequence {from} is before the oldest kept, {}",
-                    seg.first_seq
-                )),
+                ErrorKind::FellBehind {
+                    wanted: from,
+                    oldest: seg.first_seq,
+                },
                 "open",
             )
             .at(&ep));
@@ -555,6 +608,19 @@ impl JournalReader {
                     self.pos = HEADER;
                     continue;
                 }
+            }
+            // Sealed, and its successor gone: retention removed the segment
+            // this reader needs next (it fell behind by more than the
+            // journal keeps).
+            if self.seg.word32(OFF_FLAGS).load(Ordering::Acquire) & 1 != 0 && !path.exists() {
+                let oldest = segments(&self.dir)?.first().map_or(self.next_seq, |s| s.0);
+                return Err(Error::new(
+                    ErrorKind::FellBehind {
+                        wanted: self.next_seq,
+                        oldest,
+                    },
+                    "next",
+                ));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::new(ErrorKind::WouldBlock, "next"));

@@ -165,3 +165,76 @@ fn a_torn_or_damaged_tail_is_cut_and_reported() {
         w.recovery()
     );
 }
+
+/// Retention by size: with 8 KiB segments and `?retain=24KiB`, old
+/// segments go as new ones start. A reader opened at 0 afterwards is told
+/// how far behind it is; one that was reading the first segment when it
+/// went reads it to its end, then is told too. By age: `?retain_age=`
+/// leaves only young segments.
+#[test]
+fn retention_removes_old_segments_and_tells_readers() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let url = format!("journal:{}?size=8KiB&retain=24KiB", dir.path("j").display());
+    let mut w = JournalWriter::open(&url).expect("writer");
+    w.append(&payload(0)).expect("append");
+    let mut early = JournalReader::open(&url, 0).expect("a reader in the first segment");
+    for seq in 1..2000 {
+        w.append(&payload(seq)).expect("append");
+    }
+    let kept = std::fs::read_dir(dir.path("j"))
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        })
+        .count();
+    assert!(kept <= 3, "at most 24 KiB of 8 KiB segments kept ({kept})");
+    let err = JournalReader::open(&url, 0).expect_err("record 0 is gone");
+    let ErrorKind::FellBehind { wanted, oldest } = *err.kind() else {
+        panic!("not FellBehind: {err}");
+    };
+    assert_eq!(wanted, 0);
+    assert!(oldest > 1000, "the oldest kept is recent ({oldest})");
+    let mut read = 0;
+    let err = loop {
+        match early.next_timeout(PATIENCE) {
+            Ok((seq, p)) => {
+                assert_eq!((seq, p), (read, payload(read)));
+                read += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(read > 0, "the open segment was read to its end");
+    assert!(
+        matches!(*err.kind(), ErrorKind::FellBehind { wanted, .. } if wanted == read),
+        "{err}"
+    );
+
+    // By age: batches 20 ms apart; at each new segment, those last
+    // written more than 10 ms before go.
+    let aged = format!(
+        "journal:{}?size=8KiB&retain_age=10ms",
+        dir.path("aged").display()
+    );
+    let mut w = JournalWriter::open(&aged).expect("writer");
+    for batch in 0..6u64 {
+        for seq in batch * 100..(batch + 1) * 100 {
+            w.append(&payload(seq)).expect("append");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kept = std::fs::read_dir(dir.path("aged"))
+        .expect("dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        })
+        .count();
+    assert!(kept <= 3, "only the last batches' segments stay ({kept})");
+    assert!(
+        !dir.path("aged").join(format!("{:020}.seg", 0)).exists(),
+        "the first segment went"
+    );
+}

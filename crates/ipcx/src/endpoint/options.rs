@@ -90,6 +90,11 @@ pub struct Options {
     /// Largest message of a created message queue (`msg_size`; default:
     /// the system's, `/proc/sys/fs/mqueue/msgsize_default`).
     pub msg_size: Option<usize>,
+    /// Most bytes a journal keeps (`retain`): whole segments go, oldest
+    /// first, when a new one starts. Default: all.
+    pub retain: Option<usize>,
+    /// How old a journal's segments may get (`retain_age`). Default: any.
+    pub retain_age: Option<Duration>,
     /// What a journal's append makes durable (`durability`: `none`,
     /// `flush`, `sync`; default none).
     pub durability: crate::journal::Durability,
@@ -141,6 +146,8 @@ impl Default for Options {
             max_msgs: None,
             msg_size: None,
             durability: crate::journal::Durability::None,
+            retain: None,
+            retain_age: None,
             proj: 1,
             msg_type: 1,
             max_msg_given: false,
@@ -186,6 +193,8 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("msg_size", &[Mq]),
     ("proj", &[SysvMq]),
     ("durability", &[Journal]),
+    ("retain", &[Journal]),
+    ("retain_age", &[Journal]),
     ("type", &[SysvMq]),
 ];
 
@@ -304,6 +313,8 @@ impl Options {
                 "max_conns" => o.max_conns = parse_count(value).map_err(err)?,
                 "max_pending" => o.max_pending = parse_count(value).map_err(err)?,
                 "max_msgs" => o.max_msgs = Some(parse_count(value).map_err(err)?),
+                "retain" => o.retain = Some(parse_size(value).map_err(err)?),
+                "retain_age" => o.retain_age = Some(parse_duration(value).map_err(err)?),
                 "durability" => {
                     o.durability = match value {
                         "none" => crate::journal::Durability::None,
@@ -433,6 +444,12 @@ impl Options {
         }
         if let Some(n) = self.msg_size {
             put("msg_size", n.to_string());
+        }
+        if let Some(n) = self.retain {
+            put("retain", n.to_string());
+        }
+        if let Some(a) = self.retain_age {
+            put("retain_age", format_duration(a));
         }
         if self.durability != d.durability {
             let name = match self.durability {
