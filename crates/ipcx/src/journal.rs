@@ -107,14 +107,19 @@ impl Segment {
         dir.join(format!("{first_seq:020}.seg"))
     }
 
-    /// Makes a new segment whose first record will be `first_seq`.
+    /// Makes a new segment whose first record will be `first_seq`: under
+    /// a temporary name until its header is written, then renamed, so
+    /// that a segment file is never seen half made (a writer killed in
+    /// between leaves only the temporary file, which the next removes).
     fn create(dir: &Path, first_seq: u64, size: u64) -> std::io::Result<Segment> {
         let path = Segment::path(dir, first_seq);
+        let tmp = path.with_extension("seg.tmp");
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.set_len(size)?;
         let map = sys::shm::Mapping::new(file.as_fd(), HEADER as usize)?;
         let seg = Segment {
@@ -128,6 +133,13 @@ impl Segment {
         seg.word64(OFF_COMMITTED).store(HEADER, Ordering::Relaxed);
         seg.word32(OFF_VERSION).store(VERSION, Ordering::Relaxed);
         seg.word64(OFF_MAGIC).store(MAGIC, Ordering::Release);
+        if path.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists already", path.display()),
+            ));
+        }
+        std::fs::rename(&tmp, &path)?;
         Ok(seg)
     }
 
@@ -305,6 +317,14 @@ impl JournalWriter {
                 "open",
             )
             .at(&ep));
+        }
+        // A segment a killed writer was still making.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".seg.tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         let segment_size = (o.size as u64).max(HEADER * 2);
         let (seg, next_seq, end, dropped) = match segments(&dir)?.last() {

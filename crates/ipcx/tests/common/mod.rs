@@ -437,6 +437,12 @@ impl ChildProcess {
         self.status
     }
 
+    /// The payload of a [`ready`] the child sent and nobody took yet, if
+    /// any (without waiting).
+    pub fn try_ready(&mut self) -> Option<String> {
+        self.ready.try_recv().ok()
+    }
+
     /// Waits until the child calls [`ready`], and returns its payload.
     /// Fails the test, with the child's output, if it exits first.
     pub fn wait_ready(&mut self) -> String {
