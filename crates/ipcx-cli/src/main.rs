@@ -3,6 +3,7 @@
 //! The binary is thin: it parses arguments, calls the library, and prints.
 
 mod bench;
+mod journal;
 mod objects;
 mod recv;
 mod sem;
@@ -88,6 +89,11 @@ enum Command {
         after_help = "Examples:\n  ipcx signal wait SIGUSR1 SIGRTMIN+1 -n 2        # prints: SIGUSR1 - 4242\n  ipcx signal send 4243 SIGRTMIN+1 --value 7      # the waiter prints: SIGRTMIN+1 7 <sender pid>\n  ipcx signal wait SIGHUP --timeout 30s --format json\n\nA signal carries its number and, with sigqueue, one integer. Standard signals sent\nagain before they are taken arrive once; real-time ones (SIGRTMIN..SIGRTMAX) queue."
     )]
     Signal(signal::SignalArgs),
+    /// Read a journal from any sequence number, follow it, and say what it holds.
+    #[command(
+        after_help = "Examples:\n  ipcx send journal:/var/lib/app/events 'order 42'   # appends (made if missing)\n  ipcx journal tail journal:/var/lib/app/events --from 100 -f\n  ipcx journal stat journal:/var/lib/app/events\n  ipcx recv journal:/var/lib/app/events -n 1         # the next record appended"
+    )]
+    Journal(journal::JournalArgs),
     /// One side of a benchmark cell (started by `ipcx bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         Command::Rm(a) => objects::rm(a),
         Command::Sem(a) => sem::run(a),
         Command::Signal(a) => signal::run(a),
+        Command::Journal(a) => journal::run(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

@@ -45,6 +45,9 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
     if a.url.starts_with("netlink:") {
         return netlink(a);
     }
+    if a.url.starts_with("journal:") {
+        return crate::journal::follow(&a.url, a.count, a.timeout);
+    }
     let mut ep = Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
         // With --connect, the wait for the binding side counts too.

@@ -28,6 +28,12 @@ pub struct SendArgs {
 }
 
 pub fn run(a: SendArgs) -> Result<ExitCode> {
+    if a.url.starts_with("journal:") {
+        // A journal has no receiver to wait for: each message is appended.
+        let mut w = ipcx::journal::JournalWriter::open(&a.url)?;
+        each_message(&a, &mut |m| w.append(m).map(drop))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut ep = Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
         ep = ep.with_options(|o| o.timeout = t)?;
@@ -43,9 +49,17 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
         link.wait_connected(ep.options().handshake_timeout)?;
         link
     };
+    each_message(&a, &mut |m| link.send(m))?;
+    link.close();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hands `send` each message: the arguments, else stdin's lines with
+/// `--lines`, else all of stdin as one.
+fn each_message(a: &SendArgs, send: &mut dyn FnMut(&[u8]) -> ipcx::Result<()>) -> Result<()> {
     if !a.messages.is_empty() {
         for m in &a.messages {
-            link.send(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
+            send(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
         }
     } else if a.lines {
         // Lines are bytes, like arguments: a non-UTF-8 line is sent as is.
@@ -54,13 +68,12 @@ pub fn run(a: SendArgs) -> Result<ExitCode> {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            link.send(&line)?;
+            send(&line)?;
         }
     } else {
         let mut all = Vec::new();
         std::io::stdin().lock().read_to_end(&mut all)?;
-        link.send(&all)?;
+        send(&all)?;
     }
-    link.close();
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -799,3 +799,38 @@ fn recv_prints_netlink_events() {
     assert_eq!(line["event"], "link", "{line}");
     assert!(line["name"] == "v9" || line["name"] == "v8", "{line}");
 }
+
+/// A journal from the shell: `send` appends, `journal tail` prints from a
+/// sequence number, `journal stat` says what it holds, `recv` follows
+/// from the end; a directory that is a file is refused, naming it.
+#[test]
+fn journal_from_the_shell() {
+    let s = Scratch::new();
+    let url = format!("journal:{}", s.path("events").display());
+    s.run(["send", &url, "a", "b", "c"]).success();
+    let tail = s.run(["journal", "tail", &url, "--from", "1"]).success();
+    assert_eq!(tail.stdout(), "1\tb\n2\tc\n");
+    let stat = s.run(["journal", "stat", &url, "--json"]).success();
+    let v: Value = serde_json::from_slice(&stat.stdout).expect("json");
+    assert_eq!(
+        (v["first_seq"].as_u64(), v["next_seq"].as_u64()),
+        (Some(0), Some(3)),
+        "{v}"
+    );
+    let recv = s.spawn(["recv", &url, "-n", "1", "--timeout", "60s"]);
+    wait_until("the follower", || {
+        recv.stderr_so_far().contains("following").then_some(())
+    });
+    s.run(["send", &url, "d"]).success();
+    assert_eq!(recv.finish().success().stdout(), "d\n");
+
+    let file = s.path("plain");
+    std::fs::write(&file, b"x").expect("a file");
+    let bad = s
+        .run(["send", &format!("journal:{}", file.display()), "x"])
+        .failure();
+    assert!(bad.stderr.contains(&file.display().to_string()), "{bad}");
+    // A journal is durable data: clean never touches it.
+    s.run(["clean"]).success();
+    assert!(s.path("events").is_dir());
+}

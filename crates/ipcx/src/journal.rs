@@ -491,6 +491,54 @@ fn recover(seg: Segment) -> Result<(Segment, u64, u64, u64)> {
     Ok((seg, seq, pos, dropped))
 }
 
+/// What a journal holds (`ipcx journal stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalStat {
+    /// Segment files.
+    pub segments: usize,
+    /// The oldest sequence number kept.
+    pub first_seq: u64,
+    /// The sequence number the next append gets (one past the last).
+    pub next_seq: u64,
+    /// Bytes of the segment files.
+    pub bytes: u64,
+}
+
+/// What the journal at `url` holds; every record of its last segment is
+/// checked on the way.
+pub fn stat(url: &str) -> Result<JournalStat> {
+    let (ep, dir) = parse(url)?;
+    let all = segments(&dir)?;
+    let (Some((first_seq, _)), Some((_, last))) = (all.first(), all.last()) else {
+        return Err(Error::new(
+            ErrorKind::InvalidEndpoint(format!("{} holds no journal", dir.display())),
+            "stat",
+        )
+        .at(&ep));
+    };
+    let seg = Segment::open(last, false)?;
+    let end = seg.committed().clamp(HEADER, seg.size);
+    let (mut pos, mut next_seq) = (HEADER, seg.first_seq);
+    while let Some((_, next)) = seg
+        .record_at(pos, end, next_seq)
+        .map_err(|e| Error::io("stat", e))?
+    {
+        pos = next;
+        next_seq += 1;
+    }
+    let bytes = all
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(JournalStat {
+        segments: all.len(),
+        first_seq: *first_seq,
+        next_seq,
+        bytes,
+    })
+}
+
 /// A reader of a journal: replays from a sequence number, then follows
 /// the writer live.
 #[derive(Debug)]
