@@ -594,12 +594,16 @@ impl JournalReader {
             spin: o.spin,
         };
         while r.next_seq < from {
+            let end = r.next_seq;
             r.next_until(Some(Instant::now()))
                 .map_err(|e| match e.kind() {
                     ErrorKind::WouldBlock => Error::new(
-                        ErrorKind::OutOfBounds(format!("sequence {from} was not appended yet")),
+                        ErrorKind::OutOfBounds(format!(
+                            "sequence {from} was not appended yet (the journal ends before {end})"
+                        )),
                         "open",
-                    ),
+                    )
+                    .at(&ep),
                     _ => e,
                 })?;
         }

@@ -38,8 +38,8 @@ fn writer() {
 }
 
 /// A reader in this process follows a writer in another, live, across
-/// several segment files (64 KiB each), and gets every record whole and
-/// in order; another reader starts in the middle.
+/// many segment files (1 MiB each), and gets all 1 000 000 records whole
+/// and in order; another reader starts in the middle.
 #[test]
 fn readers_follow_a_writer_in_another_process() {
     let t = Test::start();
@@ -47,13 +47,13 @@ fn readers_follow_a_writer_in_another_process() {
         return writer();
     }
     let dir = t.scratch();
-    let url = format!("journal:{}?size=64KiB", dir.path("j").display());
+    let url = format!("journal:{}?size=1MiB", dir.path("j").display());
     let mut child = t.spawn("writer", |c| {
-        set_param(set_param(c, "URL", &url), "COUNT", "5000")
+        set_param(set_param(c, "URL", &url), "COUNT", "1000000")
     });
     assert_eq!(child.wait_ready(), "open");
     let mut r = JournalReader::open(&url, 0).expect("open a reader");
-    for want in 0..5000u64 {
+    for want in 0..1_000_000u64 {
         let (seq, p) = r.next_timeout(PATIENCE).expect("the next record");
         assert_eq!((seq, p), (want, payload(want)));
     }
@@ -69,14 +69,17 @@ fn readers_follow_a_writer_in_another_process() {
         segments > 3,
         "the records span several segments ({segments})"
     );
-    let mut middle = JournalReader::open(&url, 3210).expect("a reader from 3210");
-    assert_eq!(middle.next().expect("record 3210"), (3210, payload(3210)));
+    let mut middle = JournalReader::open(&url, 654_321).expect("a reader from 654321");
+    assert_eq!(
+        middle.next().expect("record 654321"),
+        (654_321, payload(654_321))
+    );
     assert_eq!(
         r.try_next().expect("try_next"),
         None,
         "nothing after the last"
     );
-    let err = JournalReader::open(&url, 9999).expect_err("not appended yet");
+    let err = JournalReader::open(&url, 2_000_000).expect_err("not appended yet");
     assert!(matches!(err.kind(), ErrorKind::OutOfBounds(_)), "{err}");
 }
 
