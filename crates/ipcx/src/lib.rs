@@ -57,6 +57,21 @@ pub mod bench_support {
     pub use crate::sys::process::{cpus_allowed, is_alive, pack_identity, pin_to_cpu, start_time};
     pub use crate::sys::sem::PosixSem;
     pub use crate::sys::shm::{Mapping, create_exclusive, set_len, set_mode, unlink};
+    /// Bare POSIX and System V queue calls, the baselines of the queue
+    /// cells.
+    pub mod queues {
+        pub use crate::sys::mq::{
+            open_blocking as mq_open, receive as mq_receive, send as mq_send, unlink as mq_unlink,
+        };
+        pub use crate::sys::sysvmq::{
+            QueueId, get as sysv_get, max_message as sysv_max_message, receive as sysv_receive,
+            remove as sysv_remove, send as sysv_send, text as sysv_text,
+        };
+        /// `/proc/sys/fs/mqueue/msgsize_max`.
+        pub fn mq_max_message() -> std::io::Result<usize> {
+            crate::sys::mq::limit("msgsize_max")
+        }
+    }
     pub use crate::wire::fuzz::{FUZZ_LIMIT, fuzz_decode};
 }
 pub mod transport;

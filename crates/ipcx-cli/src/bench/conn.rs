@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -31,19 +31,25 @@ pub enum Mech {
     /// Zero-copy publish/subscribe, only the stamp written and read.
     #[value(name = "shm-zc-untouched")]
     ShmZcUntouched,
+    /// POSIX message queues, one each way.
+    Mq,
+    /// System V message queues, one each way.
+    Sysvmq,
     /// Cross-process mutex and semaphore against the bare pthread and
     /// POSIX ones (cells of their own, not links).
     Sync,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 9] = [
+    pub const ALL: [Mech; 11] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
         Mech::Unixseq,
         Mech::Tcp,
         Mech::Shm,
+        Mech::Mq,
+        Mech::Sysvmq,
         Mech::ShmZc,
         Mech::ShmZcUntouched,
         Mech::Sync,
@@ -57,6 +63,8 @@ impl Mech {
             Mech::Unixseq => "unixseq",
             Mech::Tcp => "tcp",
             Mech::Shm => "shm",
+            Mech::Mq => "mq",
+            Mech::Sysvmq => "sysvmq",
             Mech::ShmZc => "shm-zc",
             Mech::ShmZcUntouched => "shm-zc-untouched",
             Mech::Sync => "sync",
@@ -100,6 +108,17 @@ impl Mech {
         match self {
             // One datagram must fit the socket send buffer (~208 KiB).
             Mech::Unixseq => 128 << 10,
+            _ => self.limit(),
+        }
+    }
+
+    /// Largest message the mechanism carries at all (queues: the system's
+    /// limit, 8 KiB here).
+    pub fn limit(self) -> usize {
+        use ipcx::bench_support::queues;
+        match self {
+            Mech::Mq => queues::mq_max_message().unwrap_or(8192),
+            Mech::Sysvmq => queues::sysv_max_message().unwrap_or(8192),
             _ => usize::MAX,
         }
     }
@@ -198,6 +217,9 @@ enum Pending {
     ZeroCopy(Box<Publisher>, String, String),
     PipeRaw,
     PipeIpcx(String),
+    /// Two queues, driver to peer and back.
+    QueuePair(Box<Listener>, Box<Listener>),
+    RawQueues(RawQueues),
 }
 
 /// Creates the endpoint before the child starts.
@@ -232,6 +254,29 @@ pub fn prepare(
         (Mech::Unix, Impl::Ipcx) => listen(url_of("unix")),
         (Mech::Unixseq, Impl::Ipcx) => listen(url_of("unixseq")),
         (Mech::Tcp, Impl::Ipcx) => listen(format!("tcp://127.0.0.1:0?wait={wait}")),
+        (Mech::Mq | Mech::Sysvmq, Impl::Ipcx) => {
+            let (down, up) = queue_urls(mech, n);
+            let q = |url: &str| -> Result<Box<Listener>> {
+                let query = match mech {
+                    Mech::Mq => format!("?msg_size={size}&wait={wait}"),
+                    _ => format!("?wait={wait}"),
+                };
+                Ok(Box::new(Listener::bind(&format!("{url}{query}"))?))
+            };
+            let (d, u) = (q(&down)?, q(&up)?);
+            Ok(Setup {
+                args: vec!["--url".into(), down, "--url2".into(), up],
+                pending: Pending::QueuePair(d, u),
+            })
+        }
+        (Mech::Mq | Mech::Sysvmq, Impl::Raw) => {
+            let (down, up) = queue_urls(mech, n);
+            let raw = RawQueues::create(mech, &down, &up, size)?;
+            Ok(Setup {
+                args: vec!["--url".into(), down, "--url2".into(), up],
+                pending: Pending::RawQueues(raw),
+            })
+        }
         // 4 MiB rings: a 1 MiB message is one record.
         (Mech::Shm, Impl::Ipcx) => listen(format!(
             "shm:ipcx-bench-{}-{n}?size=4MiB&wait={wait}",
@@ -318,6 +363,20 @@ impl Setup {
                 let r: ChildStdout = child.stdout.take().context("stdout")?;
                 (child, Box::new(RawStream { r, w }))
             }
+            Pending::QueuePair(d, u) => {
+                let child = cmd.spawn()?;
+                let timeout = std::time::Duration::from_secs(30);
+                let (tx, rx) = (d.accept_timeout(timeout)?, u.accept_timeout(timeout)?);
+                (
+                    child,
+                    Box::new(QueuePair {
+                        tx,
+                        rx,
+                        _listeners: Some((d, u)),
+                    }),
+                )
+            }
+            Pending::RawQueues(raw) => (cmd.spawn()?, Box::new(raw)),
             Pending::Listener(l) => {
                 let child = cmd.spawn()?;
                 let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
@@ -423,6 +482,13 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
         // SAFETY: the bench peer is started by ipcx::spawn, adopts the pipe
         // first thing, and runs no other thread yet.
         (Mech::Pipe, Impl::Ipcx) => Box::new(unsafe { Link::from_inherited() }?),
+        // The peer takes from the driver's queue and answers on the other.
+        (Mech::Mq | Mech::Sysvmq, Impl::Ipcx) => Box::new(QueuePair {
+            tx: Link::connect(&format!("{url2}?timeout=30s"))?,
+            rx: Link::connect(&format!("{url}?timeout=30s"))?,
+            _listeners: None,
+        }),
+        (Mech::Mq | Mech::Sysvmq, Impl::Raw) => Box::new(RawQueues::open(mech, url2, url)?),
         (_, Impl::Ipcx) => Box::new(Link::connect(url)?),
         (Mech::Pipe, Impl::Raw) => {
             // Duplicates of fds 0 and 1, unbuffered: std's stdin and stdout buffer.
@@ -501,5 +567,155 @@ impl Conn for ZeroCopy {
     fn recv_seq(&mut self, _size: usize, touch: bool, _: &mut Vec<u8>) -> io::Result<Got> {
         let sample = self.subscriber.recv().map_err(io::Error::other)?;
         Ok(read(&sample, touch))
+    }
+}
+
+/// The two queue endpoints of cell `n`: driver to peer, and back.
+fn queue_urls(mech: Mech, n: usize) -> (String, String) {
+    let pid = std::process::id();
+    match mech {
+        Mech::Mq => (
+            format!("mq:/ipcx-bench-{pid}-{n}-down"),
+            format!("mq:/ipcx-bench-{pid}-{n}-up"),
+        ),
+        _ => {
+            let key = 0x6900_0000u32 | (pid & 0xfff) << 12 | (n as u32 & 0x7ff) << 1;
+            (format!("sysvmq:{key:#x}"), format!("sysvmq:{:#x}", key | 1))
+        }
+    }
+}
+
+/// A queue each way, through ipcx.
+struct QueuePair {
+    tx: Link,
+    rx: Link,
+    _listeners: Option<(Box<Listener>, Box<Listener>)>,
+}
+
+impl Conn for QueuePair {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.tx.send(msg).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        self.rx.recv_into(buf).map_err(io::Error::other)
+    }
+}
+
+/// A queue each way, bare: blocking `mq_send`/`mq_receive` or
+/// `msgsnd`/`msgrcv`, nothing else. The driver made them and removes them.
+pub struct RawQueues {
+    kind: RawKind,
+    scratch: Vec<u8>,
+    /// The queues to remove when done (the driver's side).
+    owned: Vec<String>,
+}
+
+enum RawKind {
+    Posix {
+        tx: OwnedFd,
+        rx: OwnedFd,
+        cap: usize,
+    },
+    SysV {
+        tx: ipcx::bench_support::queues::QueueId,
+        rx: ipcx::bench_support::queues::QueueId,
+    },
+}
+
+/// The SysV key of a `sysvmq:0xKEY` URL, or the name of an `mq:/name` one.
+fn queue_name(url: &str) -> &str {
+    url.trim_start_matches("mq:/").trim_start_matches("sysvmq:")
+}
+
+fn sysv_key(url: &str) -> Result<i32> {
+    let hex = queue_name(url).trim_start_matches("0x");
+    Ok(u32::from_str_radix(hex, 16)? as i32)
+}
+
+impl RawQueues {
+    fn create(mech: Mech, down: &str, up: &str, size: usize) -> Result<RawQueues> {
+        use ipcx::bench_support::queues as q;
+        let kind = match mech {
+            Mech::Mq => {
+                let make = |url| q::mq_open(queue_name(url), Some((0o600, 10, size)));
+                RawKind::Posix {
+                    tx: make(down)?,
+                    rx: make(up)?,
+                    cap: size,
+                }
+            }
+            _ => RawKind::SysV {
+                tx: q::sysv_get(sysv_key(down)?, Some(0o600))?,
+                rx: q::sysv_get(sysv_key(up)?, Some(0o600))?,
+            },
+        };
+        Ok(RawQueues {
+            kind,
+            scratch: Vec::new(),
+            owned: vec![down.to_string(), up.to_string()],
+        })
+    }
+
+    fn open(mech: Mech, tx: &str, rx: &str) -> Result<RawQueues> {
+        use ipcx::bench_support::queues as q;
+        let kind = match mech {
+            Mech::Mq => RawKind::Posix {
+                tx: q::mq_open(queue_name(tx), None)?,
+                rx: q::mq_open(queue_name(rx), None)?,
+                cap: q::mq_max_message()?,
+            },
+            _ => RawKind::SysV {
+                tx: q::sysv_get(sysv_key(tx)?, None)?,
+                rx: q::sysv_get(sysv_key(rx)?, None)?,
+            },
+        };
+        Ok(RawQueues {
+            kind,
+            scratch: Vec::new(),
+            owned: Vec::new(),
+        })
+    }
+}
+
+impl Conn for RawQueues {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        use ipcx::bench_support::queues as q;
+        match &self.kind {
+            RawKind::Posix { tx, .. } => q::mq_send(tx.as_fd(), msg, 0),
+            RawKind::SysV { tx, .. } => q::sysv_send(*tx, 1, msg, false, &mut self.scratch),
+        }
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
+        use ipcx::bench_support::queues as q;
+        match &self.kind {
+            RawKind::Posix { rx, cap, .. } => {
+                buf.resize((*cap).max(size), 0);
+                let (n, _) = q::mq_receive(rx.as_fd(), buf)?;
+                buf.truncate(n);
+            }
+            RawKind::SysV { rx, .. } => {
+                let (n, _) = q::sysv_receive(*rx, 0, size.max(1), false, buf)?;
+                q::sysv_text(buf, n);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawQueues {
+    fn drop(&mut self) {
+        use ipcx::bench_support::queues as q;
+        for url in &self.owned {
+            match &self.kind {
+                RawKind::Posix { .. } => {
+                    let _ = q::mq_unlink(queue_name(url));
+                }
+                RawKind::SysV { .. } => {
+                    if let Ok(id) = sysv_key(url).and_then(|k| Ok(q::sysv_get(k, None)?)) {
+                        let _ = q::sysv_remove(id);
+                    }
+                }
+            }
+        }
     }
 }

@@ -171,7 +171,8 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                     imp
                 ));
                 n += 1;
-                let cell = if imp == Impl::Raw && size > mech.raw_limit() {
+                let too_big = size > mech.limit() || (imp == Impl::Raw && size > mech.raw_limit());
+                let cell = if too_big {
                     Cell::not_applicable(mech.name(), size, report::impl_name(imp), wait)
                 } else {
                     measure_cell(mech, imp, wait, size, &budget, &dir, n, theirs)
@@ -368,7 +369,11 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     for i in 0..count {
         conn.send_seq(a.size, i, 0, thr_touch, &mut scratch)?;
     }
-    // Wait for the driver to hang up, so nothing is cut off in flight.
-    let _ = conn.recv_seq(a.size, false, &mut buf);
+    // Wait for the driver to hang up, so nothing is cut off in flight. A
+    // queue has no hang-up (and keeps what is in flight): nothing to wait
+    // for.
+    if !matches!(a.mech, conn::Mech::Mq | conn::Mech::Sysvmq) {
+        let _ = conn.recv_seq(a.size, false, &mut buf);
+    }
     Ok(ExitCode::SUCCESS)
 }

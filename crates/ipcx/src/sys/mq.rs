@@ -26,8 +26,22 @@ fn c_name(name: &str) -> io::Result<CString> {
 /// close-on-exec; with `create`, makes it (failing if it exists) with
 /// `mode` and the given limits. See `mq_open(3)`.
 pub fn open(name: &str, create: Option<(u32, usize, usize)>) -> io::Result<OwnedFd> {
+    open_with(name, create, libc::O_NONBLOCK)
+}
+
+/// [`open`] in blocking mode: `mq_send`/`mq_receive` sleep in the kernel
+/// (the bare baseline of a benchmark).
+pub fn open_blocking(name: &str, create: Option<(u32, usize, usize)>) -> io::Result<OwnedFd> {
+    open_with(name, create, 0)
+}
+
+fn open_with(
+    name: &str,
+    create: Option<(u32, usize, usize)>,
+    extra: libc::c_int,
+) -> io::Result<OwnedFd> {
     let n = c_name(name)?;
-    let flags = libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let flags = libc::O_RDWR | extra | libc::O_CLOEXEC;
     // SAFETY: a NUL-terminated name; with O_CREAT, the mode and a valid
     // attr pointer follow, as mq_open(3) reads them.
     let mqd = unsafe {
