@@ -29,7 +29,7 @@ pub fn open(name: &str, create: Option<(u32, usize, usize)>) -> io::Result<Owned
     open_with(name, create, libc::O_NONBLOCK)
 }
 
-/// [`open`] in blocking mode: `mq_send`/`mq_receive` sleep in the kernel
+/// `open` in blocking mode: `mq_send`/`mq_receive` sleep in the kernel
 /// (the bare baseline of a benchmark).
 pub fn open_blocking(name: &str, create: Option<(u32, usize, usize)>) -> io::Result<OwnedFd> {
     open_with(name, create, 0)
