@@ -8,6 +8,9 @@
 //! number, the end of what is committed, and a futex word readers sleep
 //! on. Records follow, each `[length u32][crc32c u32][seq u64][payload]`
 //! padded to 8 bytes; the CRC covers the sequence number and payload.
+//! The writer maps its segment and copies records in (an append is a
+//! copy and a store, no system call, unless a reader sleeps and must be
+//! woken); readers read with `pread` and check every record.
 //!
 //! One writer at a time: it holds `flock` on `dir/LOCK`, which the kernel
 //! releases the moment its process dies (no timeout). Opening a writer
@@ -17,9 +20,9 @@
 //! dropped is reported.
 //!
 //! Durability (`?durability=`): `none` (the page cache: survives a killed
-//! process), `flush` (`fdatasync` when [`JournalWriter::flush`] is called:
-//! a batch survives power loss once flushed), `sync` (`fdatasync` after
-//! every append).
+//! process), `flush` (`msync` when [`JournalWriter::flush`] is called: a
+//! batch survives power loss once flushed), `sync` (`msync` of the record
+//! after every append).
 //!
 //! Retention (`?retain=` bytes, `?retain_age=`): when a new segment
 //! starts, whole segments go, oldest first, while the journal is larger
@@ -82,6 +85,8 @@ const OFF_FIRST: usize = 16;
 const OFF_SIZE: usize = 24;
 const OFF_COMMITTED: usize = 32;
 const OFF_NOTIFY: usize = 40;
+/// Readers asleep on the futex: the writer wakes only when there are.
+const OFF_WAITERS: usize = 44;
 
 impl Segment {
     #[allow(unsafe_code)]
@@ -276,6 +281,8 @@ pub struct JournalWriter {
     dir: PathBuf,
     _lock: File,
     seg: Segment,
+    /// The whole current segment, mapped: records are copied in.
+    data: sys::shm::Mapping,
     next_seq: u64,
     end: u64,
     durability: Durability,
@@ -336,10 +343,12 @@ impl JournalWriter {
             ),
             Some((_, path)) => recover(Segment::open(path, true)?)?,
         };
+        let data = sys::shm::Mapping::new(seg.file.as_fd(), seg.size as usize).map_err(io)?;
         Ok(JournalWriter {
             dir,
             _lock: lock,
             seg,
+            data,
             next_seq,
             end,
             durability: o.durability,
@@ -387,9 +396,11 @@ impl JournalWriter {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         let io = |e| Error::io("append", e);
-        sys::fs::write_all_at(self.seg.file.as_fd(), b, self.end).map_err(io)?;
+        self.data.write(self.end as usize, b).map_err(io)?;
         if self.durability == Durability::Sync {
-            sys::fs::sync_data(self.seg.file.as_fd()).map_err(io)?;
+            self.data
+                .sync(self.end as usize, need as usize)
+                .map_err(io)?;
         }
         self.end += need;
         self.next_seq += 1;
@@ -400,17 +411,23 @@ impl JournalWriter {
     /// Makes every append so far durable (`fdatasync`); what
     /// `?durability=flush` calls per batch.
     pub fn flush(&mut self) -> Result<()> {
-        sys::fs::sync_data(self.seg.file.as_fd()).map_err(|e| Error::io("flush", e))
+        self.data
+            .sync(0, self.end as usize)
+            .map_err(|e| Error::io("flush", e))
     }
 
-    /// Publishes the committed end and wakes readers.
+    /// Publishes the committed end and wakes readers, if any sleep: a
+    /// reader counts itself in `waiters` before its last look, so either
+    /// it sees the new end or this sees it waiting.
     fn publish(&self) {
         self.seg
             .word64(OFF_COMMITTED)
-            .store(self.end, Ordering::Release);
-        let notify = self.seg.word32(OFF_NOTIFY);
-        notify.fetch_add(1, Ordering::Release);
-        let _ = sys::futex::wake(notify, sys::futex::ALL);
+            .store(self.end, Ordering::SeqCst);
+        if self.seg.word32(OFF_WAITERS).load(Ordering::SeqCst) != 0 {
+            let notify = self.seg.word32(OFF_NOTIFY);
+            notify.fetch_add(1, Ordering::Release);
+            let _ = sys::futex::wake(notify, sys::futex::ALL);
+        }
     }
 
     /// Starts the next segment; the full one stays as it is.
@@ -426,6 +443,8 @@ impl JournalWriter {
         let notify = self.seg.word32(OFF_NOTIFY);
         notify.fetch_add(1, Ordering::Release);
         let _ = sys::futex::wake(notify, sys::futex::ALL);
+        self.data = sys::shm::Mapping::new(next.file.as_fd(), next.size as usize)
+            .map_err(|e| Error::io("append", e))?;
         self.seg = next;
         self.end = HEADER;
         self.retire()
@@ -712,7 +731,12 @@ impl JournalReader {
                 d.saturating_duration_since(Instant::now())
                     .min(Duration::from_millis(50))
             });
-            let _ = sys::futex::wait(self.seg.word32(OFF_NOTIFY), notify, Some(slice));
+            let waiters = self.seg.word32(OFF_WAITERS);
+            waiters.fetch_add(1, Ordering::SeqCst);
+            if self.seg.word64(OFF_COMMITTED).load(Ordering::SeqCst) <= self.pos {
+                let _ = sys::futex::wait(self.seg.word32(OFF_NOTIFY), notify, Some(slice));
+            }
+            waiters.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

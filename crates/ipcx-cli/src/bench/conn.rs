@@ -35,13 +35,16 @@ pub enum Mech {
     Mq,
     /// System V message queues, one each way.
     Sysvmq,
+    /// Journal appends against bare sequential `write()` of the same
+    /// bytes (cells of their own, not links).
+    Journal,
     /// Cross-process mutex and semaphore against the bare pthread and
     /// POSIX ones (cells of their own, not links).
     Sync,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 11] = [
+    pub const ALL: [Mech; 12] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -50,6 +53,7 @@ impl Mech {
         Mech::Shm,
         Mech::Mq,
         Mech::Sysvmq,
+        Mech::Journal,
         Mech::ShmZc,
         Mech::ShmZcUntouched,
         Mech::Sync,
@@ -65,6 +69,7 @@ impl Mech {
             Mech::Shm => "shm",
             Mech::Mq => "mq",
             Mech::Sysvmq => "sysvmq",
+            Mech::Journal => "journal",
             Mech::ShmZc => "shm-zc",
             Mech::ShmZcUntouched => "shm-zc-untouched",
             Mech::Sync => "sync",
@@ -79,7 +84,7 @@ impl Mech {
             // Zero copy has no bare equivalent in the table; the floor and
             // memcpy rows of the same run are its yardsticks.
             Mech::ShmZc | Mech::ShmZcUntouched => &[(Impl::Ipcx, "spin"), (Impl::Ipcx, "adaptive")],
-            Mech::Sync => &[],
+            Mech::Sync | Mech::Journal => &[],
             Mech::Shm => &[
                 (Impl::Ipcx, "spin"),
                 (Impl::Raw, "spin"),
@@ -241,7 +246,9 @@ pub fn prepare(
         })
     };
     match (mech, imp) {
-        (Mech::Sync, _) => bail!("sync cells are measured by bench::sync, not over links"),
+        (Mech::Sync | Mech::Journal, _) => {
+            bail!("sync and journal cells are measured on their own, not over links")
+        }
         (Mech::Pipe, Impl::Ipcx) => Ok(Setup {
             args: vec![],
             pending: Pending::PipeIpcx(format!("pipe:?wait={wait}")),
@@ -467,7 +474,9 @@ impl Conn for ListenerLink {
 /// The child's side: connects as `prepare` told it.
 pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Result<Box<dyn Conn>> {
     Ok(match (mech, imp) {
-        (Mech::Sync, _) => bail!("sync cells are measured by bench::sync, not over links"),
+        (Mech::Sync | Mech::Journal, _) => {
+            bail!("sync and journal cells are measured on their own, not over links")
+        }
         (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
             // The driver publishes on `-ping`; the peer answers on `-pong`.
             let (base, query) = url.split_once('?').unwrap_or((url, ""));

@@ -17,6 +17,7 @@
 mod conn;
 mod fanout;
 mod floor;
+mod journal;
 mod raw;
 mod report;
 mod sync;
@@ -194,6 +195,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             bar.set_message("fan-out: one publisher, four subscribers");
             cells.push(fanout::measure(&budget).context("fan-out")?);
         }
+    }
+    if mechs.contains(&Mech::Journal) {
+        bar.set_message("journal: appends against write()");
+        cells.extend(journal::measure(&sizes, &budget, &dir).context("journal")?);
     }
     if mechs.contains(&Mech::Sync) {
         bar.set_message("sync: mutex, semaphore");

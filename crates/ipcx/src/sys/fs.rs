@@ -225,8 +225,3 @@ pub fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<us
     }
     Ok(got)
 }
-
-/// Flushes a file's data to the device. See `fdatasync(2)`.
-pub fn sync_data(fd: BorrowedFd<'_>) -> io::Result<()> {
-    Ok(rustix::fs::fdatasync(fd)?)
-}

@@ -146,6 +146,52 @@ impl Mapping {
         self.len
     }
 
+    /// Writes `bytes` at `offset` (refused past the end). The caller
+    /// owns those bytes of the mapping: nothing in this process holds a
+    /// reference into them (other processes read them as they like).
+    pub fn write(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "past the end of the mapping",
+            ));
+        }
+        // SAFETY: the range is inside the mapping (checked), which lives as
+        // long as `self`; the source is a distinct Rust slice; no Rust
+        // reference in this process points into mapped bytes (`Mapping`
+        // hands out only raw pointers).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(offset),
+                bytes.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes the pages holding `offset..offset + len` to the file and
+    /// waits (`msync(MS_SYNC)`).
+    pub fn sync(&self, offset: usize, len: usize) -> io::Result<()> {
+        let start = offset & !4095;
+        let end = offset.saturating_add(len).min(self.len);
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: a page-aligned range inside the mapping.
+        unsafe {
+            rustix::mm::msync(
+                self.ptr.as_ptr().add(start).cast(),
+                end - start,
+                rustix::mm::MsyncFlags::SYNC,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Always false: a mapping has at least one byte.
     pub fn is_empty(&self) -> bool {
         false
