@@ -343,7 +343,7 @@ impl JournalWriter {
             ),
             Some((_, path)) => recover(Segment::open(path, true)?)?,
         };
-        let data = sys::shm::Mapping::new(seg.file.as_fd(), seg.size as usize).map_err(io)?;
+        let data = writable(&seg).map_err(io)?;
         Ok(JournalWriter {
             dir,
             _lock: lock,
@@ -443,8 +443,7 @@ impl JournalWriter {
         let notify = self.seg.word32(OFF_NOTIFY);
         notify.fetch_add(1, Ordering::Release);
         let _ = sys::futex::wake(notify, sys::futex::ALL);
-        self.data = sys::shm::Mapping::new(next.file.as_fd(), next.size as usize)
-            .map_err(|e| Error::io("append", e))?;
+        self.data = writable(&next).map_err(|e| Error::io("append", e))?;
         self.seg = next;
         self.end = HEADER;
         self.retire()
@@ -478,6 +477,17 @@ impl JournalWriter {
         }
         Ok(())
     }
+}
+
+/// The whole segment mapped for the writer, every page made writable at
+/// once: an append then takes no page fault (it would, once per page, and
+/// that is its tail latency).
+fn writable(seg: &Segment) -> std::io::Result<sys::shm::Mapping> {
+    let map = sys::shm::Mapping::new(seg.file.as_fd(), seg.size as usize)?;
+    if let Err(e) = map.populate_for_writing() {
+        tracing::debug!(error = %e, "journal: pages not made writable ahead (an older kernel?)");
+    }
+    Ok(map)
 }
 
 /// Checks the last segment's records up to its committed end and cuts
