@@ -125,25 +125,31 @@ fn a_killed_writer_loses_no_appended_record() {
     );
 }
 
+/// A journal of `count` records in `dir/j`, its writer closed: its URL
+/// and its first segment file, open to be damaged.
+fn journal_of(dir: &common::Scratch, count: u64) -> (String, std::fs::File) {
+    let url = format!("journal:{}", dir.path("j").display());
+    let mut w = JournalWriter::open(&url).expect("writer");
+    assert_eq!(w.recovery().dropped_bytes, 0);
+    for seq in 0..count {
+        w.append(&payload(seq)).expect("append");
+    }
+    drop(w);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path("j").join(format!("{:020}.seg", 0)))
+        .expect("the segment");
+    (url, file)
+}
+
 /// Bytes written after the last record (a torn append) are cut off and
 /// counted; so is everything from a record whose CRC no longer matches.
 #[test]
 fn a_torn_or_damaged_tail_is_cut_and_reported() {
     let t = Test::start();
     let dir = t.scratch();
-    let url = format!("journal:{}", dir.path("j").display());
-    let mut w = JournalWriter::open(&url).expect("writer");
-    assert_eq!(w.recovery().dropped_bytes, 0);
-    for seq in 0..10 {
-        w.append(&payload(seq)).expect("append");
-    }
-    drop(w);
-    let seg = dir.path("j").join(format!("{:020}.seg", 0));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .expect("the segment");
+    let (url, file) = journal_of(&dir, 10);
     let mut word = [0u8; 8];
     file.read_exact_at(&mut word, 32)
         .expect("the committed end");
@@ -303,18 +309,7 @@ fn two_hundred_kills_lose_nothing_acknowledged() {
 fn bad_journals_are_typed_errors() {
     let t = Test::start();
     let dir = t.scratch();
-    let url = format!("journal:{}", dir.path("j").display());
-    let mut w = JournalWriter::open(&url).expect("writer");
-    for seq in 0..20 {
-        w.append(&payload(seq)).expect("append");
-    }
-    drop(w);
-    let seg = dir.path("j").join(format!("{:020}.seg", 0));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&seg)
-        .expect("the segment");
+    let (url, file) = journal_of(&dir, 20);
 
     // A byte flipped in record 10's payload: records 0-9 read, then Corrupt.
     let mut r = JournalReader::open(&url, 0).expect("reader");
