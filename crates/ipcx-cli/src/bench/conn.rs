@@ -38,13 +38,17 @@ pub enum Mech {
     /// Journal appends against bare sequential `write()` of the same
     /// bytes (cells of their own, not links).
     Journal,
+    /// A journal each way, each followed live by the other process: the
+    /// writer-to-tailer latency (against the cache-line floor).
+    #[value(name = "journal-tail")]
+    JournalTail,
     /// Cross-process mutex and semaphore against the bare pthread and
     /// POSIX ones (cells of their own, not links).
     Sync,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 12] = [
+    pub const ALL: [Mech; 13] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -54,6 +58,7 @@ impl Mech {
         Mech::Mq,
         Mech::Sysvmq,
         Mech::Journal,
+        Mech::JournalTail,
         Mech::ShmZc,
         Mech::ShmZcUntouched,
         Mech::Sync,
@@ -70,6 +75,7 @@ impl Mech {
             Mech::Mq => "mq",
             Mech::Sysvmq => "sysvmq",
             Mech::Journal => "journal",
+            Mech::JournalTail => "journal-tail",
             Mech::ShmZc => "shm-zc",
             Mech::ShmZcUntouched => "shm-zc-untouched",
             Mech::Sync => "sync",
@@ -85,6 +91,8 @@ impl Mech {
             // memcpy rows of the same run are its yardsticks.
             Mech::ShmZc | Mech::ShmZcUntouched => &[(Impl::Ipcx, "spin"), (Impl::Ipcx, "adaptive")],
             Mech::Sync | Mech::Journal => &[],
+            // No bare equivalent: the cache-line floor is the yardstick.
+            Mech::JournalTail => &[(Impl::Ipcx, "spin"), (Impl::Ipcx, "block")],
             Mech::Shm => &[
                 (Impl::Ipcx, "spin"),
                 (Impl::Raw, "spin"),
@@ -224,6 +232,9 @@ enum Pending {
     PipeIpcx(String),
     /// Two queues, driver to peer and back.
     QueuePair(Box<Listener>, Box<Listener>),
+    /// The driver's journal (written) and the peer's (to follow, once the
+    /// peer made it).
+    Journals(Box<ipcx::journal::JournalWriter>, String),
     RawQueues(RawQueues),
 }
 
@@ -274,6 +285,16 @@ pub fn prepare(
             Ok(Setup {
                 args: vec!["--url".into(), down, "--url2".into(), up],
                 pending: Pending::QueuePair(d, u),
+            })
+        }
+        (Mech::JournalTail, _) => {
+            let url =
+                |side: &str| format!("journal:{}-{side}?size=64MiB&wait={wait}", base.display());
+            let (down, up) = (url("down"), url("up"));
+            let w = ipcx::journal::JournalWriter::open(&down)?;
+            Ok(Setup {
+                args: vec!["--url".into(), down, "--url2".into(), up.clone()],
+                pending: Pending::Journals(Box::new(w), up),
             })
         }
         (Mech::Mq | Mech::Sysvmq, Impl::Raw) => {
@@ -384,6 +405,11 @@ impl Setup {
                 )
             }
             Pending::RawQueues(raw) => (cmd.spawn()?, Box::new(raw)),
+            Pending::Journals(w, up) => {
+                let child = cmd.spawn()?;
+                let r = follow(&up)?;
+                (child, Box::new(Journals { w, r }))
+            }
             Pending::Listener(l) => {
                 let child = cmd.spawn()?;
                 let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
@@ -498,6 +524,12 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
             _listeners: None,
         }),
         (Mech::Mq | Mech::Sysvmq, Impl::Raw) => Box::new(RawQueues::open(mech, url2, url)?),
+        // The peer writes the journal the driver follows, and follows the
+        // driver's.
+        (Mech::JournalTail, _) => Box::new(Journals {
+            w: Box::new(ipcx::journal::JournalWriter::open(url2)?),
+            r: follow(url)?,
+        }),
         (_, Impl::Ipcx) => Box::new(Link::connect(url)?),
         (Mech::Pipe, Impl::Raw) => {
             // Duplicates of fds 0 and 1, unbuffered: std's stdin and stdout buffer.
@@ -726,5 +758,36 @@ impl Drop for RawQueues {
                 }
             }
         }
+    }
+}
+
+/// A journal each way: appends go into one, messages come from following
+/// the other.
+struct Journals {
+    w: Box<ipcx::journal::JournalWriter>,
+    r: ipcx::journal::JournalReader,
+}
+
+/// A reader of the journal at `url` from its start, once its writer made
+/// it (up to 30 s).
+fn follow(url: &str) -> Result<ipcx::journal::JournalReader> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match ipcx::journal::JournalReader::open(url, 0) {
+            Ok(r) => return Ok(r),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+        }
+    }
+}
+
+impl Conn for Journals {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.w.append(msg).map(drop).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        let (_, payload) = self.r.next().map_err(io::Error::other)?;
+        *buf = payload;
+        Ok(())
     }
 }

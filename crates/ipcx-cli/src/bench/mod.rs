@@ -184,10 +184,12 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             }
         }
     }
-    if mechs
-        .iter()
-        .any(|m| matches!(m, Mech::Shm | Mech::ShmZc | Mech::ShmZcUntouched))
-    {
+    if mechs.iter().any(|m| {
+        matches!(
+            m,
+            Mech::Shm | Mech::ShmZc | Mech::ShmZcUntouched | Mech::JournalTail
+        )
+    }) {
         bar.set_message("physical floor: cache line, memcpy");
         cells.push(floor::cache_line(&budget, theirs).context("cache-line floor")?);
         cells.extend(sizes.iter().map(|&s| floor::memcpy(s, &budget)));
@@ -377,7 +379,10 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     // Wait for the driver to hang up, so nothing is cut off in flight. A
     // queue has no hang-up (and keeps what is in flight): nothing to wait
     // for.
-    if !matches!(a.mech, conn::Mech::Mq | conn::Mech::Sysvmq) {
+    if !matches!(
+        a.mech,
+        conn::Mech::Mq | conn::Mech::Sysvmq | conn::Mech::JournalTail
+    ) {
         let _ = conn.recv_seq(a.size, false, &mut buf);
     }
     Ok(ExitCode::SUCCESS)
