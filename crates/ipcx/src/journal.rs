@@ -205,7 +205,7 @@ impl Segment {
             return Ok(None);
         }
         let mut head = [0u8; RECORD_HEAD];
-        if sys::fs::read_at(self.file.as_fd(), &mut head, pos)? < RECORD_HEAD {
+        if !self.read(pos, &mut head)? {
             return Ok(None);
         }
         let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
@@ -218,15 +218,22 @@ impl Segment {
             return Ok(None);
         }
         let mut payload = vec![0u8; len as usize];
-        if sys::fs::read_at(self.file.as_fd(), &mut payload, pos + RECORD_HEAD as u64)?
-            < payload.len()
-        {
+        if !self.read(pos + RECORD_HEAD as u64, &mut payload)? {
             return Ok(None);
         }
         if crc32c::crc32c_append(crc32c::crc32c(&head[8..16]), &payload) != crc {
             return Ok(None);
         }
         Ok(Some((payload, next)))
+    }
+}
+
+impl Segment {
+    /// Fills `buf` from `pos` by `pread` (never through a mapping: a
+    /// segment someone truncates must give an error, not `SIGBUS`);
+    /// `false` if the segment ends first.
+    fn read(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<bool> {
+        Ok(sys::fs::read_at(self.file.as_fd(), buf, pos)? == buf.len())
     }
 }
 
@@ -396,7 +403,12 @@ impl JournalWriter {
         let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         let io = |e| Error::io("append", e);
-        self.data.write(self.end as usize, b).map_err(io)?;
+        // SAFETY: this writer alone writes the segment's record area (the
+        // journal's lock), through this mapping only, and it is `&mut`;
+        // readers in this process read only bytes below the committed end,
+        // which this write is past.
+        #[allow(unsafe_code)]
+        unsafe { self.data.write(self.end as usize, b) }.map_err(io)?;
         if self.durability == Durability::Sync {
             self.data
                 .sync(self.end as usize, need as usize)

@@ -146,29 +146,33 @@ impl Mapping {
         self.len
     }
 
-    /// Writes `bytes` at `offset` (refused past the end). The caller
-    /// owns those bytes of the mapping: nothing in this process holds a
-    /// reference into them (other processes read them as they like).
-    pub fn write(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
-        if offset
-            .checked_add(bytes.len())
-            .is_none_or(|end| end > self.len)
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "past the end of the mapping",
-            ));
-        }
+    /// Writes `bytes` at `offset` (refused past the end).
+    ///
+    /// # Safety
+    /// Nothing else in this process reads or writes those bytes of the
+    /// mapping meanwhile (through this `Mapping`, another mapping of the
+    /// same file, or a pointer from [`Mapping::as_ptr`]).
+    pub unsafe fn write(&self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        self.check(offset, bytes.len())?;
         // SAFETY: the range is inside the mapping (checked), which lives as
-        // long as `self`; the source is a distinct Rust slice; no Rust
-        // reference in this process points into mapped bytes (`Mapping`
-        // hands out only raw pointers).
+        // long as `self`; the source is a distinct Rust slice; nothing else
+        // in this process touches the range (the caller's contract).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
                 self.ptr.as_ptr().add(offset),
                 bytes.len(),
             );
+        }
+        Ok(())
+    }
+
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "past the end of the mapping",
+            ));
         }
         Ok(())
     }
