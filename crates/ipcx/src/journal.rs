@@ -159,7 +159,10 @@ impl Segment {
         let len = file.metadata().map_err(io)?.len();
         let bad = |why: String| Error::new(ErrorKind::Corrupt(why), "open").at(path.display());
         if len < HEADER * 2 {
-            return Err(bad(format!("a segment of {len} bytes is too short")));
+            return Err(bad(format!(
+                "the journal segment of {len} bytes is too short for its header; \
+                 restore it from a copy, or remove the journal directory"
+            )));
         }
         // Read-only readers still map read-write: the header's futex word
         // and committed end are only read, but mapping needs one mode.
@@ -180,7 +183,11 @@ impl Segment {
             size: len,
         };
         if seg.word64(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
-            return Err(bad("not an ipcx journal segment (magic)".into()));
+            return Err(bad(
+                "the file's header has no ipcx journal magic: not a journal segment, \
+                 or its header was overwritten; move it out of the journal directory"
+                    .into(),
+            ));
         }
         let version = seg.word32(OFF_VERSION).load(Ordering::Relaxed);
         if version != VERSION {

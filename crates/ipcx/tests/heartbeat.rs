@@ -12,9 +12,8 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::process::Command;
 
-use common::{Test, param, ready, set_param};
+use common::{Test, ip, param, ready, set_param};
 use ipcx::{Link, Listener};
 
 const NS_DIR: &str = "/var/run/netns";
@@ -22,13 +21,6 @@ const NS_DIR: &str = "/var/run/netns";
 /// A network namespace with a veth pair to it, removed on drop.
 struct Namespace {
     name: String,
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 impl Namespace {

@@ -34,16 +34,7 @@ else:
 "#;
 
 fn python(name: &str, send: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", PYTHON, &format!("/{name}"), send])
-        .output()
-        .expect("python3 (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::stdout_of(Command::new("python3").args(["-c", PYTHON, &format!("/{name}"), send]))
 }
 
 fn gone(name: &str) -> bool {

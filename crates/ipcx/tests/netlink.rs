@@ -5,18 +5,10 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Test, param, ready, set_param};
+use common::{Test, ip, param, ready, set_param};
 use ipcx::netlink::{Event, Monitor};
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// Removes the namespace (and the veth in it) when the test ends.
 struct Namespace(String);

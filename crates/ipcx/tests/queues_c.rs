@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use common::{Scratch, Test};
+use common::{Test, compile_c, run_c};
 use ipcx::Listener;
 
 const PEER_C: &str = r#"
@@ -58,66 +55,33 @@ int main(int argc, char **argv) {
 }
 "#;
 
-fn compile(dir: &Scratch) -> PathBuf {
-    let src = dir.path("peer.c");
-    std::fs::write(&src, PEER_C).expect("write the C source");
-    let exe = dir.path("peer");
-    let out = Command::new("cc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .arg("-lrt")
-        .output()
-        .expect("run cc (the C compiler Rust links with)");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-fn peer(exe: &Path, args: &[&str]) -> String {
-    let out = Command::new(exe)
-        .args(args)
-        .output()
-        .expect("run the C peer");
-    assert!(
-        out.status.success(),
-        "C peer {args:?}: {} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 #[test]
 fn a_c_program_shares_both_kinds_of_queue() {
     let t = Test::start();
     let dir = t.scratch();
-    let exe = compile(&dir);
+    let exe = compile_c(&dir, PEER_C, "-lrt");
 
     // POSIX: C sends two priorities, ipcx takes the higher first; ipcx
     // sends one, C reads it with its priority.
     let name = format!("/{}", common::abstract_name());
     let listener = Listener::bind(&format!("mq:{name}")).expect("bind mq");
     let mut q = listener.accept().expect("accept");
-    peer(&exe, &["mqsend", &name, "5", "five"]);
-    peer(&exe, &["mqsend", &name, "9", "nine"]);
+    run_c(&exe, &["mqsend", &name, "5", "five"]);
+    run_c(&exe, &["mqsend", &name, "9", "nine"]);
     assert_eq!(q.recv_with_priority().expect("recv"), (b"nine".to_vec(), 9));
     assert_eq!(q.recv_with_priority().expect("recv"), (b"five".to_vec(), 5));
     q.send_with_priority(b"from ipcx", 3).expect("send");
-    assert_eq!(peer(&exe, &["mqrecv", &name]), "3:from ipcx\n");
+    assert_eq!(run_c(&exe, &["mqrecv", &name]), "3:from ipcx\n");
 
     // System V: C sends types 4 and 2, ipcx selects the lowest up to 3;
     // ipcx sends type 7, C selects it.
     let key = format!("{:#x}", 0x5200_0000u32 | (std::process::id() & 0xffff));
     let listener = Listener::bind(&format!("sysvmq:{key}")).expect("bind sysvmq");
     let mut sv = listener.accept().expect("accept");
-    peer(&exe, &["svsend", &key, "4", "four"]);
-    peer(&exe, &["svsend", &key, "2", "two"]);
+    run_c(&exe, &["svsend", &key, "4", "four"]);
+    run_c(&exe, &["svsend", &key, "2", "two"]);
     assert_eq!(sv.recv_typed(-3).expect("recv_typed"), (b"two".to_vec(), 2));
     assert_eq!(sv.recv_typed(0).expect("recv_typed"), (b"four".to_vec(), 4));
     sv.send_typed(b"from ipcx", 7).expect("send_typed");
-    assert_eq!(peer(&exe, &["svrecv", &key, "7"]), "7:from ipcx\n");
+    assert_eq!(run_c(&exe, &["svrecv", &key, "7"]), "7:from ipcx\n");
 }

@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Scratch, Test, param, ready, set_param};
+use common::{Test, compile_c, param, ready, run_c, set_param};
 use ipcx::ErrorKind;
 use ipcx::sync::{NamedSemaphore, SysVSemaphoreSet};
 
@@ -46,40 +46,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Compiles the C peer with the system's C compiler (the one Rust links
-/// with).
-fn compile_peer(dir: &Scratch) -> PathBuf {
-    let src = dir.path("peer.c");
-    std::fs::write(&src, PEER_C).unwrap();
-    let exe = dir.path("peer");
-    let out = Command::new("cc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(&src)
-        .arg("-pthread")
-        .output()
-        .expect("run cc (the C compiler Rust links with)");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
-fn run_peer(exe: &Path, args: &[&str]) {
-    let out = Command::new(exe)
-        .args(args)
-        .output()
-        .expect("run the C peer");
-    assert!(
-        out.status.success(),
-        "C peer {args:?}: {} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn unique() -> String {
     common::abstract_name()
 }
@@ -88,19 +54,19 @@ fn unique() -> String {
 fn posix_named_semaphore_shared_with_a_c_program() {
     let t = Test::start();
     let dir = t.scratch();
-    let exe = compile_peer(&dir);
+    let exe = compile_c(&dir, PEER_C, "-pthread");
     let name = unique();
     let sem = NamedSemaphore::create(&name, 0).expect("create");
     let path = format!("/dev/shm/sem.{name}");
     assert!(Path::new(&path).exists());
     let c_name = format!("/{name}");
-    run_peer(&exe, &["posix", &c_name, "post"]);
+    run_c(&exe, &["posix", &c_name, "post"]);
     assert!(
         sem.acquire_timeout(Duration::from_secs(30)).expect("wait"),
         "the C post arrived"
     );
     sem.release().expect("post");
-    run_peer(&exe, &["posix", &c_name, "wait"]);
+    run_c(&exe, &["posix", &c_name, "wait"]);
     assert_eq!(sem.value().unwrap(), 0, "the C program took it");
 
     // The name is ours: a second create is refused while we live; a file
@@ -140,18 +106,18 @@ fn sysv_set_shared_with_a_c_program_and_undone_when_a_holder_dies() {
         return;
     }
     let dir = t.scratch();
-    let exe = compile_peer(&dir);
+    let exe = compile_c(&dir, PEER_C, "-pthread");
     let key = SysVSemaphoreSet::key_for(&unique());
     let _cleanup = RemoveSet(key);
     let set = SysVSemaphoreSet::create(key, 2, 0).expect("create");
     let key_arg = key.to_string();
-    run_peer(&exe, &["sysv", &key_arg, "post"]);
+    run_c(&exe, &["sysv", &key_arg, "post"]);
     assert!(
         set.acquire_timeout(0, Duration::from_secs(30)).unwrap(),
         "the C post arrived"
     );
     set.release(0).unwrap();
-    run_peer(&exe, &["sysv", &key_arg, "wait"]);
+    run_c(&exe, &["sysv", &key_arg, "wait"]);
     assert_eq!(set.value(0).unwrap(), 0);
 
     set.set_value(0, 2).unwrap();
@@ -192,19 +158,7 @@ sys.exit(libc.semop(ident, ctypes.byref(op), 1))
     let dir = t.scratch();
     let script = dir.path("peer.py");
     std::fs::write(&script, PEER_PY).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("python3")
-            .arg(&script)
-            .args(args)
-            .output()
-            .expect("run python3 (scripts/test installs it)");
-        assert!(
-            out.status.success(),
-            "python peer {args:?}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| common::stdout_of(Command::new("python3").arg(&script).args(args));
     let name = unique();
     let sem = NamedSemaphore::create(&name, 0).expect("create");
     run(&["posix", &format!("/{name}")]);

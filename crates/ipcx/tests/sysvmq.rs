@@ -43,18 +43,7 @@ print("%d:%s" % (m.mtype, m.text[:n].decode()))
 "#;
 
 fn python(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON)
-        .args(args)
-        .output()
-        .expect("python3 (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "python {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    common::stdout_of(Command::new("python3").arg("-c").arg(PYTHON).args(args))
 }
 
 fn exists(key: i32) -> bool {

@@ -28,14 +28,7 @@ pub fn measure(sizes: &[usize], b: &Budget, dir: &Path) -> Result<Vec<Cell>> {
             dir.join(format!("journal{i}")).display()
         );
         let mut w = JournalWriter::open(&url)?;
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        let start = Instant::now();
-        for _ in 0..n {
-            let t = Instant::now();
-            w.append(&payload)?;
-            hist.record((t.elapsed().as_nanos() as u64).max(1))?;
-        }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let (hist, rate) = timed(n, || Ok(w.append(&payload).map(drop)?))?;
         cells.push(Cell::new(
             "journal",
             size,
@@ -49,14 +42,7 @@ pub fn measure(sizes: &[usize], b: &Budget, dir: &Path) -> Result<Vec<Cell>> {
         // The same bytes a record takes (16-byte head, payload padded to 8).
         let record = vec![7u8; 16 + size.div_ceil(8) * 8];
         let mut f = std::fs::File::create(dir.join(format!("raw{i}")))?;
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-        let start = Instant::now();
-        for _ in 0..n {
-            let t = Instant::now();
-            f.write_all(&record)?;
-            hist.record((t.elapsed().as_nanos() as u64).max(1))?;
-        }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let (hist, rate) = timed(n, || Ok(f.write_all(&record)?))?;
         cells.push(Cell::new(
             "journal",
             size,
@@ -67,4 +53,17 @@ pub fn measure(sizes: &[usize], b: &Budget, dir: &Path) -> Result<Vec<Cell>> {
         ));
     }
     Ok(cells)
+}
+
+/// Calls `op` `n` times, timing each call: the histogram of those times
+/// (ns) and the calls per second over the whole run.
+fn timed(n: usize, mut op: impl FnMut() -> Result<()>) -> Result<(Histogram<u64>, f64)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        op()?;
+        hist.record((t.elapsed().as_nanos() as u64).max(1))?;
+    }
+    Ok((hist, n as f64 / start.elapsed().as_secs_f64()))
 }

@@ -87,7 +87,7 @@ impl EventFd {
         match inspect(fd.as_fd())?.semaphore {
             Some(said) if said != semaphore => Err(Error::new(
                 ErrorKind::Foreign(format!(
-                    "the eventfd is in {} mode, not {mode:?}",
+                    "the eventfd is in {} mode, not {mode:?} (pass the mode it was made with, or call from_fd)",
                     if said { "semaphore" } else { "counter" }
                 )),
                 "from_fd",
@@ -198,7 +198,9 @@ fn inspect(fd: BorrowedFd<'_>) -> Result<sys::eventfd::Info> {
     match sys::eventfd::inspect(fd).map_err(|e| Error::io("from_fd", e))? {
         Some(info) => Ok(info),
         None => Err(Error::new(
-            ErrorKind::Foreign("the descriptor is not an eventfd".into()),
+            ErrorKind::Foreign(
+                "the descriptor is not an eventfd (pass one from eventfd(2) or an EventFd)".into(),
+            ),
             "from_fd",
         )),
     }

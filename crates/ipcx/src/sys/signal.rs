@@ -177,7 +177,9 @@ extern "C" fn on_signal(signo: libc::c_int, info: *mut libc::siginfo_t, _: *mut 
 /// A subscription to some signals: the handler writes each of them into
 /// the pipe whose write end is `write` (which must stay open until
 /// [`unsubscribe`]). Installs the handler for signals that lack it.
-/// Returns the subscription's index.
+/// Returns the subscription's index; an error of kind
+/// [`io::ErrorKind::Other`] only when every slot is taken (the caller
+/// maps that to a limit).
 pub fn subscribe(signals: &[i32], write: BorrowedFd<'_>) -> io::Result<usize> {
     let mut wanted = 0u64;
     for &s in signals {
@@ -195,7 +197,8 @@ pub fn subscribe(signals: &[i32], write: BorrowedFd<'_>) -> io::Result<usize> {
         })
         .ok_or_else(|| {
             io::Error::other(format!(
-                "{SUBSCRIBERS} signal subscriptions at once at most"
+                "{SUBSCRIBERS} signal subscriptions at once at most: \
+                 drop a Signals, or share one, to make room"
             ))
         })?;
     forget_in_children();

@@ -368,6 +368,60 @@ pub fn executable_by_others(dir: &Scratch) -> PathBuf {
     copy
 }
 
+/// Compiles the C program `source` in `dir` with the system's C compiler
+/// (the one Rust links with), passing `flag` (a library or `-pthread`).
+pub fn compile_c(dir: &Scratch, source: &str, flag: &str) -> PathBuf {
+    let src = dir.path("peer.c");
+    std::fs::write(&src, source).expect("write the C source");
+    let exe = dir.path("peer");
+    let out = Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg(flag)
+        .output()
+        .expect("run cc (the C compiler Rust links with)");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Runs `cmd` (a peer in C or Python) to completion; fails the test with
+/// its stderr unless it exits 0, else returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "run {:?}: {e} (scripts/test installs what the tests need)",
+            cmd.get_program()
+        )
+    });
+    assert!(
+        out.status.success(),
+        "{:?} {:?}: {} {}",
+        cmd.get_program(),
+        cmd.get_args().last(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("the peer prints UTF-8")
+}
+
+/// Runs `ip` (iproute2) with `args`: whether it ran and succeeded.
+pub fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a C peer built by [`compile_c`]: its stdout (see [`stdout_of`]).
+pub fn run_c(exe: &Path, args: &[&str]) -> String {
+    stdout_of(Command::new(exe).args(args))
+}
+
 // ---------------------------------------------------------------------------
 // Child processes
 
