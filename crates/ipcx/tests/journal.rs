@@ -347,3 +347,51 @@ fn bad_journals_are_typed_errors() {
     assert!(matches!(err.kind(), ErrorKind::Corrupt(_)), "{err}");
     assert!(err.to_string().contains("too short"), "{err}");
 }
+
+/// The header page mirrors the last record for readers that follow the
+/// writer closely (they take it from there, not by `pread`). A mirror
+/// that does not check out (scribbled over by another process of the same
+/// user, or a length past the page) is passed over for the file: every
+/// record still reads whole.
+#[test]
+fn a_scribbled_mirror_is_passed_over() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let url = format!("journal:{}", dir.path("j").display());
+    let mut w = JournalWriter::open(&url).expect("writer");
+    let mut r = JournalReader::open(&url, 0).expect("reader");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path("j").join(format!("{:020}.seg", 0)))
+        .expect("the segment");
+    let word = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).expect("read the header");
+        u64::from_le_bytes(b)
+    };
+    let scribbles: [(u64, Vec<u8>); 3] = [
+        (128 + 16, vec![0x5a; 8]),               // the payload
+        (128 + 8, 77u64.to_le_bytes().to_vec()), // the sequence number
+        (64, u64::MAX.to_le_bytes().to_vec()),   // the length
+    ];
+    let mut at = 4096;
+    for seq in 0..30u64 {
+        w.append(&payload(seq)).expect("append");
+        // What the writer left: this record, where it is in the file, whole.
+        assert_eq!(word(56), at, "the mirror is of the last record");
+        let mut mirrored = vec![0u8; word(64) as usize];
+        file.read_exact_at(&mut mirrored, 128)
+            .expect("read the mirror");
+        let mut in_file = vec![0u8; mirrored.len()];
+        file.read_exact_at(&mut in_file, at)
+            .expect("read the record");
+        assert_eq!(mirrored, in_file);
+        at += mirrored.len() as u64;
+        if let Some((off, bytes)) = scribbles.get(seq as usize % 4) {
+            file.write_all_at(bytes, *off).expect("scribble");
+        }
+        assert_eq!(r.next().expect("a good record"), (seq, payload(seq)));
+    }
+    assert_eq!(r.try_next().expect("nothing more"), None);
+}
