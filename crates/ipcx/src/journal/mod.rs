@@ -17,9 +17,10 @@
 //! One writer at a time: it holds `flock` on `dir/LOCK`, which the kernel
 //! releases the moment its process dies (no timeout). Opening a writer
 //! recovers the last segment: records are checked (length, CRC, sequence)
-//! up to the committed end, anything after it (a record whose append had
-//! not returned) and anything broken is cut off, and how many bytes were
-//! dropped is reported.
+//! in order, every whole one is kept (also one whose append had not
+//! returned yet, or whose committed end a power loss took), the first
+//! torn or broken one and everything after it is cut off, and how many
+//! bytes were dropped is reported.
 //!
 //! Durability (`?durability=`): `none` (the page cache: survives a killed
 //! process), `flush` (`msync` when [`JournalWriter::flush`] is called: a

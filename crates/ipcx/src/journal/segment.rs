@@ -77,7 +77,17 @@ impl Segment {
     /// a temporary name until its header is written, then renamed, so
     /// that a segment file is never seen half made (a writer killed in
     /// between leaves only the temporary file, which the next removes).
-    pub(super) fn create(dir: &Path, first_seq: u64, size: u64) -> std::io::Result<Segment> {
+    ///
+    /// `durable`: its header reaches the disk before the rename, and the
+    /// rename before this returns (`fsync` of the directory), so that a
+    /// power loss never leaves a segment without its header, nor loses one
+    /// whose records were synced.
+    pub(super) fn create(
+        dir: &Path,
+        first_seq: u64,
+        size: u64,
+        durable: bool,
+    ) -> std::io::Result<Segment> {
         let path = Segment::path(dir, first_seq);
         let tmp = path.with_extension("seg.tmp");
         let file = std::fs::OpenOptions::new()
@@ -105,7 +115,13 @@ impl Segment {
                 format!("{} exists already", path.display()),
             ));
         }
+        if durable {
+            seg.map.sync(0, HEADER as usize)?;
+        }
         std::fs::rename(&tmp, &path)?;
+        if durable {
+            File::open(dir)?.sync_all()?;
+        }
         Ok(seg)
     }
 

@@ -19,8 +19,8 @@ use crate::sys;
 pub struct Recovery {
     /// The sequence number the next append gets.
     pub next_seq: u64,
-    /// Bytes cut off the end: a record whose append had not returned when
-    /// its writer died, or a broken one.
+    /// Bytes cut off the end: a record torn because its writer died while
+    /// writing it, or a broken one, and what followed it.
     pub dropped_bytes: u64,
 }
 
@@ -91,7 +91,8 @@ impl JournalWriter {
         }
         let (seg, next_seq, end, dropped) = match all.last() {
             None => (
-                Segment::create(&dir, 0, segment_size).map_err(io)?,
+                Segment::create(&dir, 0, segment_size, o.durability != Durability::None)
+                    .map_err(io)?,
                 0,
                 HEADER,
                 0,
@@ -198,7 +199,8 @@ impl JournalWriter {
         if self.durability != Durability::None {
             self.flush()?;
         }
-        let next = Segment::create(&self.dir, self.next_seq, self.segment_size)
+        let durable = self.durability != Durability::None;
+        let next = Segment::create(&self.dir, self.next_seq, self.segment_size, durable)
             .map_err(|e| Error::io("append", e).at(self.dir.display()))?;
         // Readers of the old one see it end where it ends: it is sealed,
         // and the new file says where to go on.
@@ -250,14 +252,16 @@ fn writable(seg: &Segment) -> std::io::Result<sys::shm::Mapping> {
     Ok(map)
 }
 
-/// Checks the last segment's records up to its committed end and cuts
-/// off what is after the last good one.
+/// Checks the last segment's records in order and cuts off what is after
+/// the last good one.
 fn recover(seg: Segment) -> Result<(Segment, u64, u64, u64)> {
     let io = |e| Error::io("recover", e);
-    let committed = seg.committed().clamp(HEADER, seg.size);
     let (mut pos, mut seq) = (HEADER, seg.first_seq);
     let mut ahead = ReadAhead::default();
-    while let Some((_, next)) = ahead.record_at(&seg, pos, committed, seq).map_err(io)? {
+    // Past the committed end too: a synced record is on disk before the
+    // header page that says it is committed (`?durability=sync` syncs the
+    // record's pages only), and a record is whole or not by itself.
+    while let Some((_, next)) = ahead.record_at(&seg, pos, seg.size, seq).map_err(io)? {
         pos = next;
         seq += 1;
     }
