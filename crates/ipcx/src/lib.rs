@@ -1,9 +1,10 @@
 //! # ipcx — inter-process communication for Rust
 //!
 //! Every Linux IPC mechanism behind one API, with endpoints named by URL:
-//! `pipe:`, `fifo:/path`, `unix:/path`, `unix:@name`, `unixseq:/path` and
-//! `tcp://host:port` move whole messages today; `tls:`, `shm:`, `mq:`,
-//! `sysvmq:`, `journal:` and `nats:` parse, and say they are not built yet.
+//! `pipe:`, `fifo:/path`, `unix:/path`, `unix:@name`, `unixseq:/path`,
+//! `tcp://host:port`, `shm:name`, `mq:/name`, `sysvmq:KEY` and
+//! `journal:/dir` move whole messages today; `tls:` and `nats:` parse, and
+//! say they are not built yet.
 //!
 //! ```no_run
 //! use ipcx::{Link, Listener};

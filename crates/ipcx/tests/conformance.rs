@@ -1,12 +1,15 @@
 //! The conformance suite: written once, run against every mechanism that
 //! moves messages (`pipe:`, `fifo:`, `unix:` path and abstract, `unixseq:`,
-//! `tcp:`, `shm:`), each time between two real processes, within what each
-//! mechanism's `Capabilities` declare.
+//! `tcp:`, `shm:`, `mq:`, `sysvmq:`, `journal:`), each time between two
+//! real processes, within what each mechanism's `Capabilities` declare.
 //!
 //! The side that serves or receives binds, the other connects: the echo
 //! server is a child that binds, the receiver of a stream of messages is
 //! the parent that binds. `pipe:` has no binding: the parent spawns the
 //! child with `ipcx::spawn`, and the child takes `Link::from_inherited`.
+//! Queues and journals have no peers and carry messages one way: there a
+//! link joins two objects (`Link::unsplit` of the receiving half of one
+//! and the sending half of the other), and the binding side makes both.
 
 mod common;
 
@@ -14,6 +17,8 @@ use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::{ChildProcess, Scratch, Test, assert_same, param_opt, payload, set_param};
@@ -29,6 +34,9 @@ enum Mechanism {
     UnixSeq,
     Tcp,
     Shm,
+    Mq,
+    SysvMq,
+    Journal,
 }
 
 impl Mechanism {
@@ -43,7 +51,28 @@ impl Mechanism {
             // Port 0: the OS picks a free port; the child is told which.
             Mechanism::Tcp => "tcp://127.0.0.1:0".to_string(),
             Mechanism::Shm => format!("shm:{}", common::abstract_name()),
+            Mechanism::Mq | Mechanism::SysvMq | Mechanism::Journal => return None,
         })
+    }
+
+    /// A queue or a journal: no peers, messages one way.
+    fn one_way(self) -> bool {
+        matches!(self, Mechanism::Mq | Mechanism::SysvMq | Mechanism::Journal)
+    }
+
+    /// For a mechanism with no peers (a queue, a journal): the object the
+    /// parent receives from and the one the child receives from.
+    fn pair_urls(self, dir: &Scratch) -> Option<[String; 2]> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let key = || 0x5300_0000 | (std::process::id() & 0xffff) << 8 | SEQ.fetch_add(1, Relaxed);
+        match self {
+            Mechanism::Mq => Some([0, 1].map(|_| format!("mq:/{}", common::abstract_name()))),
+            Mechanism::SysvMq => Some([0, 1].map(|_| format!("sysvmq:{:#x}", key()))),
+            Mechanism::Journal => {
+                Some(["up", "down"].map(|side| format!("{}?from=0", dir.url("journal", side))))
+            }
+            _ => None,
+        }
     }
 
     fn scheme(self) -> Scheme {
@@ -54,6 +83,9 @@ impl Mechanism {
             Mechanism::UnixSeq => Scheme::UnixSeq,
             Mechanism::Tcp => Scheme::Tcp,
             Mechanism::Shm => Scheme::Shm,
+            Mechanism::Mq => Scheme::Mq,
+            Mechanism::SysvMq => Scheme::SysvMq,
+            Mechanism::Journal => Scheme::Journal,
         }
     }
 }
@@ -62,7 +94,7 @@ impl Mechanism {
 /// seqpacket frame, under a stream chunk), and the largest the link allows
 /// (chunked on every mechanism).
 fn sizes(largest: usize) -> [usize; 4] {
-    [0, 1, 64 << 10, largest]
+    [0, 1, (64 << 10).min(largest), largest]
 }
 
 /// The largest message a link of `scheme` with default options allows.
@@ -83,7 +115,22 @@ const IN_ORDER: u64 = 100_000;
 struct Peer {
     child: ChildProcess,
     link: Link,
-    _listener: Option<Listener>,
+    _listeners: Vec<Listener>,
+}
+
+/// Makes both objects of a pair: a queue exists while its listener does;
+/// a journal is made by its first link.
+fn make_pair(urls: &[String; 2]) -> Vec<Listener> {
+    urls.iter()
+        .filter(|u| !u.starts_with("journal:"))
+        .map(|u| Listener::bind(u).unwrap_or_else(|e| panic!("bind {u}: {e}")))
+        .collect()
+}
+
+/// A duplex link over two one-way objects: receives from `rx`, sends
+/// into `tx`.
+fn join(rx: &str, tx: &str) -> Link {
+    Link::unsplit(common::connect(rx).split().0, common::connect(tx).split().1)
 }
 
 /// The parent binds (it receives); the child connects in `role` with
@@ -100,12 +147,24 @@ fn parent_binds_with(
     role: &str,
     setup: fn(&mut Command) -> &mut Command,
 ) -> Peer {
+    if let Some(urls) = mech.pair_urls(dir) {
+        let listeners = make_pair(&urls);
+        let link = join(&urls[0], &urls[1]);
+        let child = t.spawn(role, |c| {
+            setup(set_param(set_param(c, "URL", &urls[0]), "URL2", &urls[1]))
+        });
+        return Peer {
+            child,
+            link,
+            _listeners: listeners,
+        };
+    }
     let Some(url) = mech.bind_url(dir) else {
         let (child, link) = t.spawn_with_pipe(role, setup);
         return Peer {
             child,
             link,
-            _listener: None,
+            _listeners: Vec::new(),
         };
     };
     let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
@@ -116,12 +175,15 @@ fn parent_binds_with(
     Peer {
         child,
         link,
-        _listener: Some(listener),
+        _listeners: vec![listener],
     }
 }
 
 /// In the child: connects to what the parent bound.
 fn child_connects() -> Link {
+    if let Some(rx) = param_opt("URL2") {
+        return join(&rx, &param_opt("URL").expect("URL"));
+    }
     match param_opt("URL") {
         // SAFETY: started by ipcx::spawn; nothing else took the pipe; the
         // child's one test thread is the only one using the environment.
@@ -132,6 +194,13 @@ fn child_connects() -> Link {
 
 /// The child binds (it serves) and reports the URL; the parent connects.
 fn child_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> (ChildProcess, Link) {
+    if let Some(urls) = mech.pair_urls(dir) {
+        let mut child = t.spawn(role, |c| {
+            set_param(set_param(c, "URL", &urls[0]), "URL2", &urls[1])
+        });
+        assert_eq!(child.wait_ready(), "made");
+        return (child, join(&urls[0], &urls[1]));
+    }
     let Some(url) = mech.bind_url(dir) else {
         return t.spawn_with_pipe(role, |c| c);
     };
@@ -141,25 +210,38 @@ fn child_binds(t: &Test, mech: Mechanism, dir: &Scratch, role: &str) -> (ChildPr
 }
 
 /// In the child: binds what the parent named, tells it the bound URL, and
-/// accepts it. The listener is returned so that it lives as long as the link.
-fn child_serves() -> (Link, Option<Listener>) {
+/// accepts it (or, for a pair, makes both and joins them). The listeners
+/// are returned so that they live as long as the link.
+fn child_serves() -> (Link, Vec<Listener>) {
     let Some(url) = param_opt("URL") else {
         // SAFETY: as above.
         return (
             unsafe { Link::from_inherited() }.expect("Link::from_inherited"),
-            None,
+            Vec::new(),
         );
     };
+    if let Some(rx) = param_opt("URL2") {
+        let urls = [url, rx];
+        let listeners = make_pair(&urls);
+        let link = join(&urls[1], &urls[0]);
+        common::ready("made");
+        return (link, listeners);
+    }
     let listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     common::ready(listener.endpoint().url());
     let link = listener.accept().expect("accept the parent");
-    (link, Some(listener))
+    (link, vec![listener])
 }
 
-/// Sends back every message until the peer closes the link.
+/// What ends an echo where no peer can close the link (queues, journals).
+const BYE: &[u8] = b"conformance: bye";
+
+/// Sends back every message until the peer closes the link (or says
+/// [`BYE`]).
 fn echo(link: &mut Link) {
     loop {
         match link.recv() {
+            Ok(m) if m == BYE => return,
             Ok(m) => link.send(&m).expect("echo a message back"),
             Err(e) if e.is_closed() => return,
             Err(e) => panic!("echo: recv: {e}"),
@@ -197,7 +279,9 @@ fn round_trip(mech: Mechanism) {
         .capabilities()
         .max_msg
         .map_or(peer_max, |m| peer_max.min(m as u64)) as usize;
-    assert_eq!(largest, largest_by_default(mech.scheme()), "default limit");
+    if !mech.one_way() {
+        assert_eq!(largest, largest_by_default(mech.scheme()), "default limit");
+    }
     for (seed, size) in sizes(largest).into_iter().enumerate() {
         exchange(&mut link, &payload(size, seed as u64));
     }
@@ -211,6 +295,9 @@ fn round_trip(mech: Mechanism) {
         "{err}"
     );
     exchange(&mut link, b"still usable");
+    if !link.capabilities().connection_oriented {
+        link.send(BYE).expect("send bye");
+    }
     drop(link);
     child.finish();
 }
@@ -242,8 +329,11 @@ fn in_order(mech: Mechanism) {
             );
         }
     }
-    let end = peer.link.recv().expect_err("no message after the last");
-    assert!(end.is_closed(), "after the last message: {end}");
+    // Queues and journals have no end: the sender's exit is not seen.
+    if peer.link.capabilities().connection_oriented {
+        let end = peer.link.recv().expect_err("no message after the last");
+        assert!(end.is_closed(), "after the last message: {end}");
+    }
     peer.child.finish();
 }
 
@@ -285,6 +375,8 @@ fn peer_exit(mech: Mechanism) {
 /// small messages ends in `WouldBlock`. Once the peer reads again, it
 /// gets every message `Ok` was said for, whole and in order, and nothing
 /// else; a receive on the link finishes what a send left partly sent.
+/// On a queue (which takes a message whole or not at all) only the small
+/// messages: `try_send` fills it, then `send_timeout` is `TimedOut`.
 fn stalled_peer(mech: Mechanism) {
     let t = Test::start();
     if t.child_role().is_some() {
@@ -292,10 +384,12 @@ fn stalled_peer(mech: Mechanism) {
         link.send(b"ready").expect("send ready");
         let mut orders = std::io::stdin().lock().lines();
         let mut order = || orders.next().expect("an order").expect("read stdin");
-        assert_eq!(order(), "read");
-        let big = link.recv().expect("recv the large message");
-        assert_same(&big, &payload(big.len(), 1), "the large message");
-        link.send(b"got it").expect("send got it");
+        if param_opt("URL2").is_none() {
+            assert_eq!(order(), "read");
+            let big = link.recv().expect("recv the large message");
+            assert_same(&big, &payload(big.len(), 1), "the large message");
+            link.send(b"got it").expect("send got it");
+        }
         let count: u64 = order().parse().expect("a count");
         for seq in 0..count {
             assert_eq!(link.recv().expect("recv a small message"), numbered(seq));
@@ -311,28 +405,31 @@ fn stalled_peer(mech: Mechanism) {
     assert_eq!(peer.link.recv().expect("recv ready"), b"ready");
     let link = &mut peer.link;
 
-    let big = payload(largest_by_default(mech.scheme()), 1);
-    link.try_send(&big)
-        .expect("try_send a message larger than the link buffers");
-    let err = link
-        .try_send(b"small")
-        .expect_err("try_send behind an unfinished message");
-    assert_eq!(*err.kind(), ErrorKind::WouldBlock, "{err}");
-    let wait = Duration::from_millis(200);
-    let start = Instant::now();
-    let err = link
-        .send_timeout(b"small", wait)
-        .expect_err("send_timeout to a stalled peer");
-    assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
-    assert!(
-        start.elapsed() >= wait,
-        "send_timeout gave up early: {:?}",
-        start.elapsed()
-    );
-    tell("read");
-    // The receive finishes the large message first: the reply needs it.
-    assert_eq!(link.recv().expect("recv got it"), b"got it");
-
+    // A queue takes a message whole or not at all: no large message
+    // left in part there.
+    if !mech.one_way() {
+        let big = payload(largest_by_default(mech.scheme()), 1);
+        link.try_send(&big)
+            .expect("try_send a message larger than the link buffers");
+        let err = link
+            .try_send(b"small")
+            .expect_err("try_send behind an unfinished message");
+        assert_eq!(*err.kind(), ErrorKind::WouldBlock, "{err}");
+        let wait = Duration::from_millis(200);
+        let start = Instant::now();
+        let err = link
+            .send_timeout(b"small", wait)
+            .expect_err("send_timeout to a stalled peer");
+        assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+        assert!(
+            start.elapsed() >= wait,
+            "send_timeout gave up early: {:?}",
+            start.elapsed()
+        );
+        tell("read");
+        // The receive finishes the large message first: the reply needs it.
+        assert_eq!(link.recv().expect("recv got it"), b"got it");
+    }
     let mut count = 0;
     loop {
         match link.try_send(&numbered(count)) {
@@ -343,6 +440,14 @@ fn stalled_peer(mech: Mechanism) {
         assert!(count < 50_000_000, "try_send never found the link full");
     }
     assert!(count > 0, "the link took no small message");
+    if mech.one_way() {
+        // The message that did not fit (a System V queue is bounded in
+        // bytes): still not, after a wait.
+        let err = link
+            .send_timeout(&numbered(count), Duration::from_millis(200))
+            .expect_err("send_timeout into a full queue");
+        assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    }
     tell(&count.to_string());
     link.send(b"end").expect("send end");
     assert_eq!(link.recv().expect("recv done"), b"done");
@@ -497,16 +602,20 @@ fn async_round_trip(mech: Mechanism) {
     }
     let dir = t.scratch();
     let (child, link) = child_binds(&t, mech, &dir, "echo");
+    let largest = link
+        .peer_max_msg()
+        .map_or(largest_by_default(mech.scheme()), |m| m as usize);
+    let one_way = !link.capabilities().connection_oriented;
     common::runtime().block_on(async move {
         let mut link = AsyncLink::from_link(link).expect("AsyncLink::from_link");
-        for (seed, size) in sizes(largest_by_default(mech.scheme()))
-            .into_iter()
-            .enumerate()
-        {
+        for (seed, size) in sizes(largest).into_iter().enumerate() {
             let msg = payload(size, seed as u64);
             link.send(&msg).await.expect("async send");
             let back = link.recv().await.expect("async recv");
             assert_same(&back, &msg, "echoed message");
+        }
+        if one_way {
+            link.send(BYE).await.expect("send bye");
         }
     });
     child.finish();
@@ -623,69 +732,45 @@ fn async_stream_sink(mech: Mechanism) {
     child.finish();
 }
 
-/// Runs the whole suite against each mechanism, one module per mechanism.
+/// Runs the suite against each mechanism, one module per mechanism, each
+/// with the tests its capabilities allow: no peer to exit or end a
+/// stream on a queue or journal, no message taken in part (a queue takes
+/// one whole or not at all), no bound on a journal, no tokio on what has
+/// no pollable descriptor.
 macro_rules! conformance {
-    ($($module:ident => $mech:expr),* $(,)?) => {$(
+    ($($module:ident => $mech:expr, [$($test:ident),*], async [$($async_test:ident),*];)*) => {$(
         mod $module {
             use super::*;
-
-            #[test]
-            fn round_trip() {
-                super::round_trip($mech);
-            }
-
-            #[test]
-            fn in_order() {
-                super::in_order($mech);
-            }
-
-            #[test]
-            fn peer_exit() {
-                super::peer_exit($mech);
-            }
-
-            #[test]
-            fn descriptors() {
-                super::descriptors($mech);
-            }
-
-            #[test]
-            fn stalled_peer() {
-                super::stalled_peer($mech);
-            }
-
-            #[test]
-            fn descriptor_readiness() {
-                super::descriptor_readiness($mech);
-            }
-
-            #[test]
-            fn both_sides_busy() {
-                super::both_sides_busy($mech);
-            }
-
-            #[cfg(feature = "async")]
-            #[test]
-            fn async_round_trip() {
-                super::async_round_trip($mech);
-            }
-
-            #[cfg(feature = "async")]
-            #[test]
-            fn async_serve() {
-                super::async_serve($mech);
-            }
-
-            #[cfg(feature = "async")]
-            #[test]
-            fn async_stream_sink() {
-                super::async_stream_sink($mech);
-            }
+            $(
+                #[test]
+                fn $test() {
+                    super::$test($mech);
+                }
+            )*
+            $(
+                #[cfg(feature = "async")]
+                #[test]
+                fn $async_test() {
+                    super::$async_test($mech);
+                }
+            )*
         }
     )*};
 }
 
-conformance! {
+/// Every test, for mechanisms with peers and descriptors.
+macro_rules! streams {
+    ($($module:ident => $mech:expr),* $(,)?) => {
+        conformance! {$(
+            $module => $mech,
+                [round_trip, in_order, peer_exit, descriptors, stalled_peer,
+                 descriptor_readiness, both_sides_busy],
+                async [async_round_trip, async_serve, async_stream_sink];
+        )*}
+    };
+}
+
+streams! {
     pipe => Mechanism::Pipe,
     fifo => Mechanism::Fifo,
     unix => Mechanism::UnixPath,
@@ -693,4 +778,16 @@ conformance! {
     unixseq => Mechanism::UnixSeq,
     tcp => Mechanism::Tcp,
     shm => Mechanism::Shm,
+}
+
+conformance! {
+    mq => Mechanism::Mq,
+        [round_trip, in_order, descriptors, stalled_peer, descriptor_readiness],
+        async [async_round_trip];
+    sysvmq => Mechanism::SysvMq,
+        [round_trip, in_order, descriptors, stalled_peer, descriptor_readiness],
+        async [];
+    journal => Mechanism::Journal,
+        [round_trip, in_order, descriptors, descriptor_readiness],
+        async [];
 }

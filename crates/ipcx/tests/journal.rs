@@ -520,3 +520,58 @@ fn power_loss_keeps_what_sync_acknowledged() {
         assert_eq!(seq, next, "every record recovery counted reads back");
     }
 }
+
+/// A journal as a link: every link reads what is appended (from
+/// `?from=`, by default from the end); the first to send becomes the
+/// writer, and a link in another process that sends meanwhile is `InUse`
+/// until that link is gone. A journal has no listener.
+#[test]
+fn links_append_and_follow() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = ipcx::Link::connect(&param("URL")).expect("connect");
+        let err = link.send(b"from the child").expect_err("a second writer");
+        assert!(matches!(err.kind(), ErrorKind::InUse { .. }), "{err}");
+        ready("refused");
+        assert_eq!(param("GO"), "go");
+        loop {
+            match link.send(b"from the child") {
+                Ok(()) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::InUse { .. }) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("send once the writer left: {e}"),
+            }
+        }
+        return;
+    }
+    let dir = t.scratch();
+    let url = format!("journal:{}", dir.path("j").display());
+    let err = ipcx::Listener::bind(&url).expect_err("a journal has no listener");
+    assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+
+    let mut writer = ipcx::Link::connect(&url).expect("connect");
+    writer.send(b"before").expect("send");
+    let mut follower = ipcx::Link::connect(&url).expect("connect from the end");
+    let mut replay = ipcx::Link::connect(&format!("{url}?from=0")).expect("connect from 0");
+    let mut child = t.spawn("second", |c| {
+        set_param(set_param(c, "URL", &url), "GO", "go")
+    });
+    assert_eq!(child.wait_ready(), "refused");
+    writer.send(b"after").expect("send");
+    // A link reads from where the journal ended when it opened: its own
+    // records too.
+    assert_eq!(writer.recv().expect("the writer reads too"), b"before");
+    assert_eq!(writer.recv().expect("the writer reads too"), b"after");
+    assert_eq!(follower.recv().expect("from the end"), b"after");
+    assert_eq!(follower.last_seq(), 1);
+    assert_eq!(replay.recv().expect("from 0"), b"before");
+    assert_eq!(replay.recv().expect("from 0"), b"after");
+    drop(writer);
+    assert_eq!(
+        follower.recv().expect("the child's record"),
+        b"from the child"
+    );
+    assert_eq!(follower.last_seq(), 2);
+    child.finish();
+}

@@ -104,6 +104,9 @@ pub struct Options {
     /// The type a plain `send` gives a System V message (`type`, > 0,
     /// default 1).
     pub msg_type: i64,
+    /// Where a journal link starts reading (`from`: a sequence number).
+    /// Default: the end, what is appended after the link opens.
+    pub from: Option<u64>,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).
     pub(crate) max_msg_given: bool,
@@ -150,6 +153,7 @@ impl Default for Options {
             retain_age: None,
             proj: 1,
             msg_type: 1,
+            from: None,
             max_msg_given: false,
         }
     }
@@ -195,6 +199,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("durability", &[Journal]),
     ("retain", &[Journal]),
     ("retain_age", &[Journal]),
+    ("from", &[Journal]),
     ("type", &[SysvMq]),
 ];
 
@@ -328,6 +333,13 @@ impl Options {
                         value.parse::<u8>().ok().filter(|p| *p > 0).ok_or_else(|| {
                             err(format!("`{value}` is not a project number 1-255"))
                         })?
+                }
+                "from" => {
+                    o.from = Some(
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| err(format!("`{value}` is not a sequence number")))?,
+                    )
                 }
                 "type" => {
                     o.msg_type = value

@@ -67,6 +67,12 @@ pub enum Durability {
     Sync,
 }
 
+/// The largest payload a journal with segments of `segment_size` bytes
+/// takes.
+pub(crate) fn largest_record(segment_size: u64) -> u64 {
+    segment_size.max(HEADER * 2) - HEADER - segment::RECORD_HEAD as u64
+}
+
 /// Takes `dir` out of a `journal:/dir` URL and its options.
 fn parse(url: &str) -> Result<(Endpoint, PathBuf)> {
     let ep = Endpoint::parse(url)?;

@@ -118,7 +118,7 @@ impl JournalReader {
         }
     }
 
-    fn next_until(&mut self, deadline: Option<Instant>) -> Result<(u64, Vec<u8>)> {
+    pub(crate) fn next_until(&mut self, deadline: Option<Instant>) -> Result<(u64, Vec<u8>)> {
         let io = |e| Error::io("next", e);
         let spin_end = Instant::now() + self.spin;
         loop {

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::descriptor::Descriptor;
+use super::journal::{JournalRx, JournalTx};
 use super::link::{Shared, Until};
 use super::mq::{MqRx, MqTx};
 use super::outgoing::Outgoing;
@@ -26,6 +27,7 @@ pub(super) enum Rx {
     Stream(StreamRx),
     Shm(Box<ShmRx>),
     Mq(MqRx),
+    Journal(Box<JournalRx>),
     /// The sending end of a one-way FIFO: it receives nothing; the
     /// descriptor is the link's write end, which the link offers to event
     /// loops ([`AsFd`](std::os::fd::AsFd) on [`Link`](super::Link)).
@@ -37,6 +39,7 @@ pub(super) enum Tx {
     Stream(StreamTx),
     Shm(Box<ShmTx>),
     Mq(MqTx),
+    Journal(Box<JournalTx>),
     /// The receiving end of a one-way FIFO.
     None,
 }
@@ -137,7 +140,16 @@ impl RecvHalf {
         match &self.rx {
             Rx::Mq(m) if !m.is_sysv() => u32::try_from(m.tag()).unwrap_or(0),
             Rx::Mq(_) => 0,
-            Rx::Stream(_) | Rx::Shm(_) | Rx::None(_) => 0,
+            Rx::Stream(_) | Rx::Shm(_) | Rx::Journal(_) | Rx::None(_) => 0,
+        }
+    }
+
+    /// The sequence number of the record received last (`journal:`
+    /// links; `0` on others).
+    pub fn last_seq(&self) -> u64 {
+        match &self.rx {
+            Rx::Journal(j) => j.seq(),
+            Rx::Stream(_) | Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => 0,
         }
     }
 
@@ -146,7 +158,7 @@ impl RecvHalf {
     pub(crate) fn take_fds(&mut self) -> Vec<OwnedFd> {
         match &mut self.rx {
             Rx::Stream(s) => std::mem::take(&mut s.last_fds),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Vec::new(),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Vec::new(),
         }
     }
 
@@ -159,6 +171,7 @@ impl RecvHalf {
             Rx::Stream(s) => Some(s.descriptor().fd()),
             Rx::Shm(s) => Some(s.doorbell()),
             Rx::Mq(m) => Some(m.fd()),
+            Rx::Journal(j) => Some(j.fd()),
             Rx::None(_) => None,
         }
     }
@@ -170,7 +183,7 @@ impl RecvHalf {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
             Rx::Mq(m) => m.pollable(),
-            Rx::Shm(_) | Rx::None(_) => None,
+            Rx::Shm(_) | Rx::Journal(_) | Rx::None(_) => None,
         }
     }
 
@@ -181,6 +194,7 @@ impl RecvHalf {
             Rx::Stream(s) => s.descriptor().fd(),
             Rx::Shm(s) => s.doorbell(),
             Rx::Mq(m) => m.fd(),
+            Rx::Journal(j) => j.fd(),
             Rx::None(write_end) => write_end.fd(),
         }
     }
@@ -190,7 +204,7 @@ impl RecvHalf {
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.rx {
             Rx::Stream(s) => set_nonblocking(s.descriptor()),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(()),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -200,7 +214,7 @@ impl RecvHalf {
     pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.rx {
             Rx::Shm(s) => Some(s.bell()),
-            Rx::Stream(_) | Rx::Mq(_) | Rx::None(_) => None,
+            Rx::Stream(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => None,
         }
     }
 
@@ -209,7 +223,7 @@ impl RecvHalf {
     pub(crate) fn lingers(&self) -> bool {
         match &self.rx {
             Rx::Stream(s) => s.lingers(),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => false,
+            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => false,
         }
     }
 
@@ -220,6 +234,7 @@ impl RecvHalf {
             Rx::Stream(s) => s.take_message(out),
             Rx::Shm(s) => s.take_message(out),
             Rx::Mq(m) => m.take_message(out),
+            Rx::Journal(j) => j.take_message(out),
             Rx::None(_) => out.clear(),
         }
     }
@@ -230,6 +245,7 @@ impl RecvHalf {
             Rx::Stream(s) => s.next(until),
             Rx::Shm(s) => s.next(until).map_err(|e| e.at(&self.shared.url)),
             Rx::Mq(m) => m.next(until).map_err(|e| e.at(&self.shared.url)),
+            Rx::Journal(j) => j.next(until).map_err(|e| e.at(&self.shared.url)),
             Rx::None(_) => Err(self.only_sends("recv")),
         }
     }
@@ -246,6 +262,11 @@ impl RecvHalf {
                 Err(e) => Err(e.at(&self.shared.url)),
             },
             Rx::Mq(m) => match m.next(Until::NoWait) {
+                Ok(()) => Ok(Some(())),
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e.at(&self.shared.url)),
+            },
+            Rx::Journal(j) => match j.next(Until::NoWait) {
                 Ok(()) => Ok(Some(())),
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(None),
                 Err(e) => Err(e.at(&self.shared.url)),
@@ -337,7 +358,7 @@ impl SendHalf {
         match &mut self.tx {
             Tx::Stream(s) => s.flush(Until::after(s.linger)),
             Tx::Shm(s) => s.flush(Until::after(s.linger)),
-            Tx::Mq(_) | Tx::None => Ok(()),
+            Tx::Mq(_) | Tx::Journal(_) | Tx::None => Ok(()),
         }
     }
 
@@ -346,6 +367,7 @@ impl SendHalf {
         match &mut self.tx {
             Tx::Stream(s) => s.flush(until),
             Tx::Shm(s) => s.flush(until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Journal(j) => j.flush().map_err(|e| e.at(&self.shared.url)),
             Tx::Mq(_) | Tx::None => Ok(()),
         }
     }
@@ -390,7 +412,7 @@ impl SendHalf {
         match &self.tx {
             Tx::Stream(s) => Some(s.descriptor().fd()),
             Tx::Mq(m) => m.fd(),
-            Tx::Shm(_) | Tx::None => None,
+            Tx::Shm(_) | Tx::Journal(_) | Tx::None => None,
         }
     }
 
@@ -415,6 +437,12 @@ impl SendHalf {
             )
             .at(&self.shared.url)),
             Tx::Mq(m) => m.send(msg, None, until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Journal(_) if !fds.is_empty() => Err(Error::new(
+                ErrorKind::Unsupported("journal: links do not pass descriptors".into()),
+                "send",
+            )
+            .at(&self.shared.url)),
+            Tx::Journal(j) => j.send(msg).map_err(|e| e.at(&self.shared.url)),
             Tx::None => Err(self.only_receives()),
         }
     }
@@ -430,7 +458,7 @@ impl SendHalf {
     ) -> Result<(Arc<Descriptor>, Outgoing<'a>)> {
         match &self.tx {
             Tx::Stream(s) => s.prepare(kind, msg, fds, None),
-            Tx::Shm(_) | Tx::Mq(_) => Err(Error::new(
+            Tx::Shm(_) | Tx::Mq(_) | Tx::Journal(_) => Err(Error::new(
                 ErrorKind::Unsupported("not a byte stream".into()),
                 "send",
             )),
@@ -447,7 +475,7 @@ impl SendHalf {
                 s.fail();
                 Error::peer_io("send", e).at(&self.shared.url)
             }
-            Tx::Mq(_) => Error::peer_io("send", e).at(&self.shared.url),
+            Tx::Mq(_) | Tx::Journal(_) => Error::peer_io("send", e).at(&self.shared.url),
             Tx::None => self.only_receives(),
         }
     }
@@ -458,7 +486,7 @@ impl SendHalf {
     pub(crate) fn shm_bell(&self) -> Option<super::shm::LinkBell> {
         match &self.tx {
             Tx::Shm(s) => Some(s.bell()),
-            Tx::Stream(_) | Tx::Mq(_) | Tx::None => None,
+            Tx::Stream(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => None,
         }
     }
 
@@ -469,7 +497,7 @@ impl SendHalf {
         let url = &self.shared.url;
         match &mut self.tx {
             Tx::Shm(s) => s.try_send(msg, sent).map_err(|e| e.at(url)),
-            Tx::Stream(_) | Tx::Mq(_) | Tx::None => Err(Error::new(
+            Tx::Stream(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => Err(Error::new(
                 ErrorKind::Unsupported("not a shared-memory link".into()),
                 "send",
             )),
@@ -481,7 +509,7 @@ impl SendHalf {
     pub(crate) fn set_nonblocking(&self) -> Result<()> {
         match &self.tx {
             Tx::Stream(s) => set_nonblocking(s.descriptor()),
-            Tx::Shm(_) | Tx::Mq(_) | Tx::None => Ok(()),
+            Tx::Shm(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => Ok(()),
         }
     }
 

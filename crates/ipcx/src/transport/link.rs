@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::Capabilities;
 use super::descriptor::Descriptor;
 use super::half::{RecvHalf, Rx, SendHalf, Tx};
+use super::journal::{JournalRx, JournalTx};
 use super::mq::{MqRx, MqTx};
 use super::shm::{ShmRx, ShmTx};
 use super::stream::{StreamRx, StreamTx};
@@ -24,7 +25,7 @@ use crate::sys;
 use crate::wire::Hello;
 
 /// How long a receive or a send may wait.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Until {
     /// Return `WouldBlock` instead of waiting.
     NoWait,
@@ -116,8 +117,19 @@ impl Link {
     }
 
     /// A link over a message queue: it sends into it and takes from it.
+    /// The queue's message size is the limit a peer would announce.
     pub(crate) fn from_mq(ep: &Endpoint, rx: MqRx, tx: MqTx) -> Link {
-        Link::of(Rx::Mq(rx), Tx::Mq(tx), Link::shared(ep))
+        let shared = Link::shared(ep);
+        shared.peer_max.store(tx.max_msg(), Ordering::Release);
+        Link::of(Rx::Mq(rx), Tx::Mq(tx), shared)
+    }
+
+    /// A link on a journal: it appends to it and follows it. `max` is the
+    /// largest record it takes, the limit a peer would announce.
+    pub(crate) fn from_journal(ep: &Endpoint, rx: JournalRx, tx: JournalTx, max: u64) -> Link {
+        let shared = Link::shared(ep);
+        shared.peer_max.store(max, Ordering::Release);
+        Link::of(Rx::Journal(Box::new(rx)), Tx::Journal(Box::new(tx)), shared)
     }
 
     fn shared(ep: &Endpoint) -> Arc<Shared> {
@@ -292,6 +304,12 @@ impl Link {
         self.rx.last_priority()
     }
 
+    /// The sequence number of the record received last (`journal:` links;
+    /// `0` on others).
+    pub fn last_seq(&self) -> u64 {
+        self.rx.last_seq()
+    }
+
     /// Finishes sending a message that [`Link::try_send`] or
     /// [`Link::send_timeout`] left partly sent, waiting as long as it
     /// takes; at once if there is none. Receiving does it too.
@@ -413,7 +431,21 @@ impl Link {
         &mut self.tx
     }
 
-    /// Joins two halves of the same link again.
+    /// Joins two halves of the same link again; or, where messages go one
+    /// way through an object with no peers (`mq:`, `sysvmq:`, `journal:`),
+    /// the receiving half of one link and the sending half of another: a
+    /// duplex link over two queues.
+    ///
+    /// ```no_run
+    /// # fn main() -> ipcx::Result<()> {
+    /// // This side takes requests from one queue and answers on another.
+    /// let (requests, _) = ipcx::Link::connect("mq:/jobs")?.split();
+    /// let (_, replies) = ipcx::Link::connect("mq:/jobs-done")?.split();
+    /// let mut link = ipcx::Link::unsplit(requests, replies);
+    /// let job = link.recv()?;
+    /// link.send(&job)?;
+    /// # Ok(()) }
+    /// ```
     pub fn unsplit(rx: RecvHalf, tx: SendHalf) -> Link {
         Link { rx, tx }
     }
@@ -457,7 +489,8 @@ impl Link {
         &self.rx.shared.url
     }
 
-    /// The largest message the peer accepts, once its handshake arrived.
+    /// The largest message the peer accepts, once its handshake arrived
+    /// (on a queue or a journal: its own limit, known at once).
     pub fn peer_max_msg(&self) -> Option<u64> {
         self.tx.peer_max_msg()
     }
@@ -503,7 +536,7 @@ impl Link {
     pub(crate) fn send_hello(&mut self, crc: bool, max_msg: usize) -> Result<()> {
         match &mut self.tx.tx {
             Tx::Stream(s) => s.send_hello(&Hello::new(crc, max_msg)),
-            Tx::Shm(_) | Tx::Mq(_) | Tx::None => Ok(()),
+            Tx::Shm(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => Ok(()),
         }
     }
 
@@ -519,7 +552,7 @@ impl Link {
     pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.await_hello(deadline),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(()),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Ok(()),
         }
     }
 
@@ -527,7 +560,7 @@ impl Link {
     pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
         match &mut self.rx.rx {
             Rx::Stream(s) => s.poll_hello(),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::None(_) => Ok(true),
+            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Ok(true),
         }
     }
 }

@@ -129,6 +129,15 @@ impl Listener {
                 "bind",
             )
             .at(ep)),
+            Scheme::Journal => Err(Error::new(
+                ErrorKind::Unsupported(
+                    "journal: has no listener: Link::connect opens it (made if missing); \
+                     every link reads it, and the first to send becomes its writer"
+                        .into(),
+                ),
+                "bind",
+            )
+            .at(ep)),
             _ => Err(not_built(ep, "bind")),
         }
     }

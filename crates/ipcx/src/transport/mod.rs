@@ -15,6 +15,7 @@
 mod descriptor;
 mod fifo;
 mod half;
+mod journal;
 mod link;
 mod listener;
 mod mq;
@@ -126,9 +127,11 @@ impl Capabilities {
                 pollable: false,
                 ..base
             },
+            // No descriptor: event loops wait on an eventfd a watcher
+            // thread raises (AsFd on the link); not awaited by AsyncLink.
             Scheme::Journal => Capabilities {
-                built: false,
                 native_boundaries: true,
+                pollable: false,
                 connection_oriented: false,
                 ..base
             },
@@ -165,6 +168,7 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
         (Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp, _) => socket::connect(ep, deadline)?,
         (Scheme::Fifo, _) => fifo::connect(ep, deadline)?,
         (Scheme::Mq | Scheme::SysvMq, _) => return mq::connect(ep, deadline),
+        (Scheme::Journal, _) => return journal::connect(ep),
         (Scheme::Shm, _) => {
             let (rx, tx) = shm::connect(ep, deadline)?;
             return Ok(Link::from_shm(ep, rx, tx));

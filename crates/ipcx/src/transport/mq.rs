@@ -353,6 +353,11 @@ impl MqTx {
         self.queue.pollable()
     }
 
+    /// The largest message the queue takes.
+    pub(crate) fn max_msg(&self) -> u64 {
+        self.queue.msg_size as u64
+    }
+
     pub(crate) fn is_sysv(&self) -> bool {
         matches!(self.queue.kind, Kind::SysV { .. })
     }
