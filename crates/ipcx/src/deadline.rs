@@ -43,6 +43,15 @@ impl Backoff {
         }
     }
 
+    /// The next pause (for a caller that waits its own way, as an async
+    /// task does).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn next_pause(&mut self) -> Duration {
+        let pause = self.pause;
+        self.pause = (self.pause * 2).min(self.cap);
+        pause
+    }
+
     /// Sleeps the next pause, never past `deadline`; `false` (without
     /// sleeping) once the deadline has passed.
     pub(crate) fn sleep_until(&mut self, deadline: Instant) -> bool {

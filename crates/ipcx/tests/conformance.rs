@@ -735,8 +735,7 @@ fn async_stream_sink(mech: Mechanism) {
 /// Runs the suite against each mechanism, one module per mechanism, each
 /// with the tests its capabilities allow: no peer to exit or end a
 /// stream on a queue or journal, no message taken in part (a queue takes
-/// one whole or not at all), no bound on a journal, no tokio on what has
-/// no pollable descriptor.
+/// one whole or not at all), no bound on a journal.
 macro_rules! conformance {
     ($($module:ident => $mech:expr, [$($test:ident),*], async [$($async_test:ident),*];)*) => {$(
         mod $module {
@@ -786,8 +785,8 @@ conformance! {
         async [async_round_trip];
     sysvmq => Mechanism::SysvMq,
         [round_trip, in_order, descriptors, stalled_peer, descriptor_readiness],
-        async [];
+        async [async_round_trip];
     journal => Mechanism::Journal,
         [round_trip, in_order, descriptors, descriptor_readiness],
-        async [];
+        async [async_round_trip];
 }

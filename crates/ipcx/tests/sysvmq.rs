@@ -173,11 +173,62 @@ fn what_is_refused() {
         .send_typed(b"x", 1)
         .expect_err("POSIX queues have priorities, not types");
     assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
-    #[cfg(feature = "async")]
-    {
-        let err = ipcx::tokio::AsyncLink::from_link(link).expect_err("tokio cannot await it");
-        assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+}
+
+/// On tokio, a send into a full queue waits until another process makes
+/// room (no descriptor says so: it tries again after pauses), and a
+/// receive awaits the watcher's eventfd.
+#[cfg(feature = "async")]
+#[test]
+fn tokio_awaits_room_and_messages() {
+    use std::io::{BufRead, Write};
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::connect(&param("URL")).expect("connect");
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .expect("read stdin");
+        let count: u64 = line.trim().parse().expect("a count");
+        for i in 0..=count {
+            assert_eq!(link.recv().expect("recv"), i.to_le_bytes());
+        }
+        common::ready("drained");
+        std::thread::sleep(Duration::from_millis(100));
+        link.send(b"back").expect("send back");
+        return;
     }
+    let url = format!("sysvmq:{:#x}", key());
+    let listener = Listener::bind(&url).expect("bind");
+    let mut link = listener.accept().expect("accept");
+    let mut count = 0u64;
+    while link.try_send(&count.to_le_bytes()).is_ok() {
+        count += 1;
+    }
+    let mut child = t.spawn("drains", |c| {
+        set_param(c, "URL", &url).stdin(std::process::Stdio::piped())
+    });
+    let mut stdin = child.take_stdin().expect("the child's stdin");
+    let go = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        writeln!(stdin, "{count}").expect("write to the child");
+    });
+    let rt = common::runtime();
+    let (mut rx, mut tx) = {
+        let _entered = rt.enter();
+        ipcx::tokio::AsyncLink::from_link(link)
+            .expect("AsyncLink::from_link")
+            .split()
+    };
+    rt.block_on(tx.send(&count.to_le_bytes()))
+        .expect("a send that waits for room");
+    go.join().expect("the writer thread");
+    // The queue is the child's until it took everything (one queue both
+    // ways); then this side awaits its answer.
+    assert_eq!(child.wait_ready(), "drained");
+    assert_eq!(rt.block_on(rx.recv()).expect("async recv"), b"back");
+    child.finish();
 }
 
 /// `clean` removes the queue of a creator that was killed, and not one

@@ -197,15 +197,21 @@ impl AsyncSendHalf {
                 "send",
             ));
         }
+        // A System V queue has no descriptor that says it has room: it
+        // is tried again after a pause (from 1 ms, up to 5 ms), as its blocking
+        // sends with a deadline do.
+        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
         loop {
             match self.half.send_with_priority(msg, priority, Until::NoWait) {
-                Err(e) if *e.kind() == ErrorKind::WouldBlock => {
-                    let Wake::Fd(ready) = &self.wake else {
-                        return Err(no_reactor("send"));
-                    };
-                    let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
-                    g.clear_ready();
-                }
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => match &self.wake {
+                    Wake::Fd(ready) => {
+                        let mut g = ready.writable().await.map_err(|e| Error::io("send", e))?;
+                        g.clear_ready();
+                    }
+                    _ => {
+                        tokio::time::sleep(backoff.next_pause()).await;
+                    }
+                },
                 r => return r,
             }
         }

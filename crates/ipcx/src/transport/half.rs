@@ -177,13 +177,17 @@ impl RecvHalf {
     }
 
     /// The descriptor tokio's reactor watches for this half (a byte
-    /// stream's, a queue's), if it reads one.
+    /// stream's, a queue's, or the eventfd a watcher raises), if it reads
+    /// one.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn reactor_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.rx {
             Rx::Stream(s) => Some(s.descriptor().fd()),
-            Rx::Mq(m) => m.pollable(),
-            Rx::Shm(_) | Rx::Journal(_) | Rx::None(_) => None,
+            // A System V queue's and a journal's: the eventfd their
+            // watcher thread raises.
+            Rx::Mq(m) => Some(m.fd()),
+            Rx::Journal(j) => Some(j.fd()),
+            Rx::Shm(_) | Rx::None(_) => None,
         }
     }
 
@@ -301,10 +305,11 @@ impl SendHalf {
         self.send_frame(wire::KIND_DATA, msg, &[], Until::NoWait)
     }
 
-    /// Whether this half sends into a message queue.
+    /// Whether this half sends into a message queue or a journal (a
+    /// message goes whole, or not at all).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn is_queue(&self) -> bool {
-        matches!(self.tx, Tx::Mq(_))
+        matches!(self.tx, Tx::Mq(_) | Tx::Journal(_))
     }
 
     /// Sends one message with `priority` (see

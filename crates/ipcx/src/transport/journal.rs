@@ -22,7 +22,7 @@ use crate::sys;
 /// The receiving half of a journal link: a reader following the journal.
 ///
 /// A journal has no descriptor that becomes readable: what event loops
-/// wait on is an eventfd that a watcher thread (started when first asked
+/// (and tokio) wait on is an eventfd that a watcher thread (started when first asked
 /// for) raises when the journal holds a record this half has not taken;
 /// a receive that finds nothing lowers it.
 #[derive(Debug)]

@@ -62,8 +62,9 @@ pub struct Capabilities {
     /// One listener serves many peers at once.
     pub multi_peer: bool,
     /// tokio can await the link ([`crate::tokio::AsyncLink`], feature
-    /// `async`): through its descriptor, or for `shm:` through a doorbell
-    /// FIFO the peer rings.
+    /// `async`): through its descriptor, for `shm:` through a doorbell
+    /// FIFO the peer rings, for `sysvmq:` and `journal:` through the
+    /// eventfd a watcher thread raises.
     pub pollable: bool,
     /// Messages can carry file descriptors.
     pub fd_passing: bool,
@@ -119,19 +120,10 @@ impl Capabilities {
                 connection_oriented: false,
                 ..base
             },
-            // No descriptor: tokio waits through a watcher thread's eventfd
-            // (AsFd on the link); not awaited by AsyncLink.
-            Scheme::SysvMq => Capabilities {
+            // No descriptor: event loops and tokio wait on an eventfd a
+            // watcher thread raises (AsFd on the link).
+            Scheme::SysvMq | Scheme::Journal => Capabilities {
                 native_boundaries: true,
-                connection_oriented: false,
-                pollable: false,
-                ..base
-            },
-            // No descriptor: event loops wait on an eventfd a watcher
-            // thread raises (AsFd on the link); not awaited by AsyncLink.
-            Scheme::Journal => Capabilities {
-                native_boundaries: true,
-                pollable: false,
                 connection_oriented: false,
                 ..base
             },

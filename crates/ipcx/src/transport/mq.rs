@@ -294,10 +294,6 @@ impl MqRx {
         self.queue.fd()
     }
 
-    pub(crate) fn pollable(&self) -> Option<BorrowedFd<'_>> {
-        self.queue.pollable()
-    }
-
     pub(crate) fn is_sysv(&self) -> bool {
         matches!(self.queue.kind, Kind::SysV { .. })
     }
