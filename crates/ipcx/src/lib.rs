@@ -37,6 +37,7 @@ pub mod endpoint;
 mod error;
 pub mod journal;
 pub mod netlink;
+pub mod poller;
 pub mod registry;
 #[allow(unsafe_code)]
 pub mod shm;
@@ -89,6 +90,7 @@ pub struct ReadmeDoctests;
 
 pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
 pub use error::{Error, ErrorKind, Result};
+pub use poller::{Pollable, Poller, Refused, Source};
 pub use transport::{
     Capabilities, Incoming, Link, Listener, Messages, PeerCredentials, RecvHalf, SendHalf, spawn,
     spawn_endpoint,

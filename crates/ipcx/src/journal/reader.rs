@@ -92,6 +92,14 @@ impl JournalReader {
         Ok(r)
     }
 
+    /// Whether a next read may find something without waiting: a record
+    /// published past this reader, or its segment finished (a next one to
+    /// move to, or an error to give). Reads nothing.
+    pub(crate) fn may_have_more(&self) -> bool {
+        self.pos < self.seg.committed()
+            || self.seg.word32(OFF_FLAGS).load(Ordering::Acquire) & 1 != 0
+    }
+
     /// The next record and its sequence number, waiting for the writer
     /// as long as it takes.
     #[allow(clippy::should_implement_trait)]

@@ -176,6 +176,47 @@ impl RecvHalf {
         }
     }
 
+    /// Whether a receive would give a message (or an error) now although
+    /// the descriptor may not say so: a message a stream read ahead, what
+    /// `Read` has not handed out, an `shm:` ring holding one or a peer
+    /// gone. Queues and journals keep nothing back: their descriptors say
+    /// it all.
+    pub(crate) fn ready_now(&mut self) -> bool {
+        if self.unread.1 < self.unread.0.len() {
+            return true;
+        }
+        match &mut self.rx {
+            Rx::Stream(s) => s.ready_without_reading(),
+            Rx::Shm(s) => s.ready_now(),
+            Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => false,
+        }
+    }
+
+    /// For a poller told this half's descriptor is readable: whether a
+    /// receive would give something, where the descriptor may still say so
+    /// for what was taken (an `shm:` doorbell, a watcher's eventfd: those
+    /// are lowered then). A socket's and a POSIX queue's say it exactly.
+    pub(crate) fn confirm(&mut self) -> bool {
+        if self.unread.1 < self.unread.0.len() {
+            return true;
+        }
+        match &mut self.rx {
+            Rx::Shm(s) => s.confirm(),
+            Rx::Mq(m) => m.confirm(),
+            Rx::Journal(j) => j.confirm(),
+            Rx::Stream(_) | Rx::None(_) => true,
+        }
+    }
+
+    /// How often a poller must ask [`RecvHalf::ready_now`] although the
+    /// descriptor is quiet: an `shm:` peer that was killed rings nothing.
+    pub(crate) fn check_every(&self) -> Option<Duration> {
+        match &self.rx {
+            Rx::Shm(_) => Some(crate::wait::LIVENESS_INTERVAL),
+            Rx::Stream(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => None,
+        }
+    }
+
     /// The descriptor tokio's reactor watches for this half (a byte
     /// stream's, a queue's, or the eventfd a watcher raises), if it reads
     /// one.

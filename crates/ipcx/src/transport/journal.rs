@@ -66,6 +66,18 @@ impl JournalRx {
         Ok(())
     }
 
+    /// For a poller told the eventfd is raised: whether a receive may
+    /// find a record. Raised for records already taken, it is lowered
+    /// (under the lock, so the watcher raises it again for any later one).
+    pub(crate) fn confirm(&mut self) -> bool {
+        let _next = lock(&self.next);
+        if self.reader.may_have_more() {
+            return true;
+        }
+        let _ = sys::eventfd::take(self.ready.as_fd());
+        false
+    }
+
     /// What an event loop waits on (the watcher starts on first use).
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.watcher

@@ -599,6 +599,24 @@ impl AsFd for Link {
     }
 }
 
+impl crate::Pollable for Link {
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.rx.link_fd())
+    }
+
+    fn ready_now(&mut self) -> bool {
+        self.rx.ready_now()
+    }
+
+    fn confirm(&mut self) -> bool {
+        self.rx.confirm()
+    }
+
+    fn check_every(&self) -> Option<Duration> {
+        self.rx.check_every()
+    }
+}
+
 impl AsRawFd for Link {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()

@@ -45,6 +45,8 @@ pub struct Listener {
     refused: Arc<AtomicU64>,
     /// What an accept changes; one accept at a time holds it.
     inner: std::sync::Mutex<Inner>,
+    /// What a poller waits on (sockets): see `SocketListener::watch`.
+    watch: Option<Arc<polling::Poller>>,
 }
 
 /// What one accept pass that never waits found.
@@ -79,6 +81,11 @@ struct Pending {
 #[derive(Debug)]
 struct SocketListener {
     kind: FdKind,
+    /// The listening socket and every pending peer's, for a poller
+    /// ([`Listener`]'s `Pollable` descriptor): readable when a peer
+    /// connects or a pending one sends. Declared before `pending`, so it
+    /// closes before their sockets do.
+    watch: Option<Arc<polling::Poller>>,
     pending: Vec<Pending>,
     live: Arc<AtomicUsize>,
     refused: Arc<AtomicU64>,
@@ -107,15 +114,19 @@ impl Listener {
             Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp => {
                 let b = socket::bind(ep)?;
                 let (live, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicU64::new(0)));
+                let watch = watch_of(&b.fd).map_err(|e| Error::io("bind", e).at(ep))?;
                 let inner = Inner::Socket(SocketListener {
                     kind: b.kind,
+                    watch: Some(watch.clone()),
                     pending: Vec::new(),
                     live: live.clone(),
                     refused: refused.clone(),
                     evicted: 0,
                     _registration: b.registration,
                 });
-                Ok(Listener::of(b.endpoint, Some(b.fd), live, refused, inner))
+                let mut l = Listener::of(b.endpoint, Some(b.fd), live, refused, inner);
+                l.watch = Some(watch);
+                Ok(l)
             }
             Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
             Scheme::Shm => Ok(Listener::unshared(ep, Inner::Shm(ShmListener::bind(ep)?))),
@@ -161,6 +172,7 @@ impl Listener {
             live,
             refused,
             inner: std::sync::Mutex::new(inner),
+            watch: None,
         }
     }
 
@@ -265,6 +277,30 @@ impl Listener {
     }
 }
 
+/// A watch on the listening socket `fd`, which pending peers join.
+fn watch_of(fd: &std::os::fd::OwnedFd) -> std::io::Result<Arc<polling::Poller>> {
+    let watch = polling::Poller::new()?;
+    // SAFETY: the listening socket outlives its registration: the watch
+    // is dropped with the listener that owns the socket, and nothing
+    // deletes or modifies it by number before then.
+    #[allow(unsafe_code)]
+    unsafe {
+        watch.add_with_mode(fd, polling::Event::readable(0), polling::PollMode::Level)?;
+    }
+    Ok(Arc::new(watch))
+}
+
+/// A poller waits on the listening socket and the sockets of peers whose
+/// hello is awaited together (an epoll of the listener's own): ready when
+/// a peer connects or a pending one speaks, so a burst of peers is
+/// accepted one `accept` per wake-up without a peer left waiting unseen.
+impl crate::Pollable for Listener {
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.watch.as_ref().map(|w| w.as_fd())
+    }
+}
+
 impl SocketListener {
     /// Takes a place among the served connections for `ch`, or counts a
     /// refusal (the peer is closed without our hello, which its
@@ -332,6 +368,52 @@ impl SocketListener {
         std::iter::once(listening).chain(self.pending.iter().map(|p| p.link.as_fd()))
     }
 
+    /// Adds a peer whose hello is awaited, watched for it.
+    fn pend(&mut self, p: Pending) {
+        if let Some(w) = &self.watch {
+            // SAFETY: the socket stays open while it is registered: it is
+            // deleted from the watch before its `Pending` leaves the list
+            // (`unpend`), and the watch closes before the list drops.
+            #[allow(unsafe_code)]
+            let added = unsafe {
+                w.add_with_mode(
+                    &p.ch.fd(),
+                    polling::Event::readable(1),
+                    polling::PollMode::Level,
+                )
+            };
+            if let Err(e) = added {
+                tracing::warn!(error = %e, "a pending peer cannot be watched");
+            }
+        }
+        self.pending.push(p);
+    }
+
+    /// Takes pending peer `i` off the list and the watch.
+    fn unpend(&mut self, i: usize) -> Pending {
+        let p = self.pending.remove(i);
+        if let Some(w) = &self.watch {
+            let _ = w.delete(p.ch.fd());
+        }
+        p
+    }
+
+    /// `?max_pending=` is reached: drops the oldest pending peer if it has
+    /// still said nothing (or failed); `false` when it said hello and
+    /// waits to be served.
+    fn make_room(&mut self, ep: &Endpoint) -> bool {
+        let Some(oldest) = self.pending.first_mut() else {
+            return true;
+        };
+        if matches!(oldest.link.poll_handshake(), Ok(true)) {
+            return false;
+        }
+        self.unpend(0);
+        self.evicted += 1;
+        tracing::warn!(url = %ep, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes (?max_pending=)");
+        true
+    }
+
     /// One pass that never waits: takes the connections that came (a
     /// bounded batch) and checks the hellos that are due. A peer whose
     /// handshake checked out, or when the first pending peer times out.
@@ -344,6 +426,13 @@ impl SocketListener {
         // A bounded batch, so a flood of connects cannot starve the
         // handshakes already under way.
         for _ in 0..64 {
+            // Full: room is made only by dropping a peer that still said
+            // nothing; while the oldest has said hello, the connections
+            // behind it wait in the kernel's backlog for the next pass
+            // (a burst of clients is served, not dropped).
+            if self.pending.len() >= o.max_pending && !self.make_room(ep) {
+                break;
+            }
             let accepted =
                 sys::socket::accept(listening).map_err(|e| Error::io("accept", e).at(ep))?;
             let Some(fd) = accepted else { break };
@@ -362,17 +451,12 @@ impl SocketListener {
             }
             // Until its hello arrives a peer is pending: it holds no
             // place among the served (`?max_conns=`), only one of
-            // `?max_pending=`, and the oldest pending peer makes room
-            // for a new one, so silent connections cannot lock out
-            // the peers that speak.
-            if self.pending.len() >= o.max_pending {
-                self.pending.remove(0);
-                self.evicted += 1;
-                tracing::warn!(url = %ep, max_pending = o.max_pending, evicted = self.evicted, "oldest silent peer dropped: too many pending handshakes");
-            }
+            // `?max_pending=`, and the oldest silent peer makes room
+            // for a new one (above), so silent connections cannot lock
+            // out the peers that speak.
             let mut link = Link::new(ep, Some(ch.clone()), ch.clone());
             link.expect_hello(o.crc, o.max_msg);
-            self.pending.push(Pending {
+            self.pend(Pending {
                 link,
                 ch,
                 deadline: crate::deadline::far_after(o.handshake_timeout),
@@ -383,7 +467,7 @@ impl SocketListener {
         while i < self.pending.len() {
             match self.pending[i].link.poll_handshake() {
                 Ok(true) => {
-                    let p = self.pending.remove(i);
+                    let p = self.unpend(i);
                     if let Some(link) = self.served(ep, p) {
                         return Ok(Ok(link));
                     }
@@ -391,11 +475,11 @@ impl SocketListener {
                 Ok(false) if now < self.pending[i].deadline => i += 1,
                 Ok(false) => {
                     tracing::warn!(url = %ep, "peer sent no hello in time; dropped");
-                    self.pending.remove(i);
+                    self.unpend(i);
                 }
                 Err(e) => {
                     tracing::warn!(url = %ep, error = %e, "handshake failed; peer dropped");
-                    self.pending.remove(i);
+                    self.unpend(i);
                 }
             }
         }

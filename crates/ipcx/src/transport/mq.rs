@@ -264,6 +264,24 @@ impl MqRx {
         Ok(())
     }
 
+    /// For a poller told this half's descriptor is readable: whether a
+    /// receive would find a message. A POSIX queue's descriptor says so
+    /// exactly; a System V queue's eventfd may still be raised for a
+    /// message already taken: it is lowered then (the watcher raises it
+    /// again within its period if one came meanwhile).
+    pub(crate) fn confirm(&mut self) -> bool {
+        match &self.queue.kind {
+            Kind::Posix(_) => true,
+            Kind::SysV { id, .. } => {
+                if sys::sysvmq::stat(*id).is_ok_and(|s| s.depth == 0) {
+                    self.empty();
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
     /// A look that found nothing: a System V queue's eventfd is lowered
     /// (the watcher raises it again when a message comes).
     fn empty(&self) {

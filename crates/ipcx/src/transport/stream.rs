@@ -129,7 +129,7 @@ impl StreamRx {
         if self.hello.is_none() {
             return Ok(true);
         }
-        match self.poll_with("connect", false, true)? {
+        match self.poll_with("connect", false, true, false)? {
             None => Ok(self.hello.is_none()),
             // The hello came, and a message right behind it: keep that one
             // for the first `recv`.
@@ -185,7 +185,7 @@ impl StreamRx {
         let may_block = matches!(until, Until::Forever) && self.wait == WaitStrategy::Block;
         let mut spin_end = None;
         loop {
-            if self.poll_with("recv", may_block, false)?.is_some() {
+            if self.poll_with("recv", may_block, false, false)?.is_some() {
                 return Ok(());
             }
             self.wait_readable(until, &mut spin_end)?;
@@ -196,18 +196,40 @@ impl StreamRx {
     /// the link expects is checked and consumed on the way.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn poll_once(&mut self, op: &'static str) -> Result<Option<()>> {
-        self.poll_with(op, false, false)
+        self.poll_with(op, false, false, false)
+    }
+
+    /// Whether a receive would give a message (or an error) now without
+    /// reading the descriptor: one read ahead is whole in the buffer. What
+    /// a poller asks besides the descriptor's readiness.
+    pub(crate) fn ready_without_reading(&mut self) -> bool {
+        if self.ready || self.failed.is_some() {
+            return true;
+        }
+        if !self.dec.has_buffered() {
+            return false;
+        }
+        match self.poll_with("recv", false, false, true) {
+            Ok(Some(())) => {
+                self.ready = true;
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     /// `after_hello`: stop once the peer's hello is consumed, leaving what
     /// follows it (good or bad) to the first receive, so that a listener
     /// hands over a peer that said hello and the bytes after it are the
     /// link's to judge.
+    /// `buffered_only`: decode what is buffered, read nothing.
     fn poll_with(
         &mut self,
         op: &'static str,
         may_block: bool,
         after_hello: bool,
+        buffered_only: bool,
     ) -> Result<Option<()>> {
         if std::mem::take(&mut self.ready) {
             return Ok(Some(()));
@@ -218,10 +240,13 @@ impl StreamRx {
         let ch = self.ch.clone();
         let mut r;
         loop {
-            r = self
-                .dec
-                .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
-                .and_then(|d| self.accept_decoded(d));
+            r = if buffered_only {
+                self.dec.poll(&mut wire::NothingYet)
+            } else {
+                self.dec
+                    .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
+            }
+            .and_then(|d| self.accept_decoded(d));
             // A hello was consumed: what follows it may already be buffered.
             if after_hello || !matches!(r, Ok(Some(false))) {
                 break;

@@ -39,6 +39,16 @@ pub trait ReadSource {
     }
 }
 
+/// A source with nothing to read yet (always `WouldBlock`): decodes only
+/// what is already buffered.
+pub(crate) struct NothingYet;
+
+impl ReadSource for NothingYet {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
 impl ReadSource for &[u8] {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(self, buf)
@@ -117,6 +127,11 @@ impl Decoder {
     /// The largest message this decoder accepts.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// True when bytes read ahead are held that no message took yet.
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.end
     }
 
     /// True when bytes of an unfinished message are held.

@@ -44,6 +44,8 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> Result<Halves> {
         failed: None,
         doorbell,
         watched: AtomicBool::new(false),
+        liveness: crate::wait::Liveness::due_now(),
+        gone: false,
     };
     let tx = ShmTx {
         ring: conn.ring(false),
@@ -75,6 +77,11 @@ pub(crate) struct ShmRx {
     /// Someone took the descriptor: the doorbell stays armed, and a look
     /// that finds nothing empties it (see [`ShmRx::doorbell`]).
     watched: AtomicBool,
+    /// When a look that finds nothing next asks whether a killed peer is
+    /// alive (a peer that left says so in one load, at every look).
+    liveness: crate::wait::Liveness,
+    /// The peer was found gone (it stays so).
+    gone: bool,
 }
 
 impl ShmRx {
@@ -137,6 +144,11 @@ impl ShmRx {
                     }
                 }
                 None if matches!(until, Until::NoWait) => {
+                    // A peer that left (or, looked at once per liveness
+                    // interval, was killed) is the end, as for a wait.
+                    if self.peer_gone_now() && !self.ring.has_data() {
+                        return Err(self.fail(ErrorKind::Closed));
+                    }
                     return Err(Error::new(ErrorKind::WouldBlock, "recv"));
                 }
                 None => {
@@ -159,6 +171,40 @@ impl ShmRx {
                 }
             }
         }
+    }
+
+    /// Whether the peer left (one load) or, at most once per liveness
+    /// interval, was found dead.
+    fn peer_gone_now(&mut self) -> bool {
+        if !self.gone {
+            self.gone = self.conn.peer_left() || (self.liveness.due() && self.conn.peer_gone());
+        }
+        self.gone
+    }
+
+    /// Whether a receive would give something now, the doorbell aside: a
+    /// message in the ring, a failure, or a peer gone (looked at as
+    /// [`ShmRx::peer_gone_now`] does). What a poller asks.
+    pub(crate) fn ready_now(&mut self) -> bool {
+        self.failed.is_some() || self.ring.has_data() || self.peer_gone_now()
+    }
+
+    /// For a poller told the doorbell is readable: whether a receive
+    /// would give something. A doorbell rung for messages already taken
+    /// is emptied and armed, then the ring looked at once more (as an
+    /// empty `try_recv` does).
+    pub(crate) fn confirm(&mut self) -> bool {
+        if self.ready_now() {
+            return true;
+        }
+        if !self.watched.load(Ordering::Acquire) {
+            return true;
+        }
+        crate::wait::doorbell::drain(&self.doorbell);
+        // Armed (and fenced): a message pushed after this look rings the
+        // emptied doorbell.
+        self.bell().arm();
+        self.ring.has_data()
     }
 
     fn fail(&mut self, kind: ErrorKind) -> Error {
