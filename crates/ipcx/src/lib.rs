@@ -37,6 +37,7 @@ pub mod endpoint;
 mod error;
 pub mod journal;
 pub mod netlink;
+pub mod pattern;
 pub mod poller;
 pub mod registry;
 #[allow(unsafe_code)]

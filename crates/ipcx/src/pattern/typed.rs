@@ -1,0 +1,386 @@
+//! Typed messages: [`Sender<T>`] and [`Receiver<T>`] over any link, for
+//! `T` that serde serializes, encoded with postcard.
+//!
+//! Both ends first trade their schema — the type's name and a version the
+//! user sets ([`Message`]) — as the link's first message each way, so a
+//! sender and a receiver that disagree fail at connect, with an error
+//! naming both, instead of decoding garbage later. A message that does
+//! not decode afterwards is [`ErrorKind::WrongType`] and the link stays
+//! usable.
+//!
+//! ```
+//! # fn main() -> ipcx::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("ipcx-doc-typed-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! # let url = format!("unix:{}/orders.sock", dir.display());
+//! use ipcx::pattern::{Message, Receiver, Sender};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize, Debug, PartialEq)]
+//! struct Order { id: u64, qty: u32 }
+//! impl Message for Order {
+//!     const VERSION: u32 = 1;
+//! }
+//!
+//! let listener = ipcx::Listener::bind(&url)?;
+//! # let url2 = url.clone();
+//! let client = std::thread::spawn(move || -> ipcx::Result<()> {
+//!     let mut tx = Sender::<Order>::connect(&url2)?;
+//!     tx.send(&Order { id: 7, qty: 3 })
+//! });
+//! let mut rx = Receiver::<Order>::accept(&listener)?;
+//! assert_eq!(rx.recv()?, Order { id: 7, qty: 3 });
+//! # client.join().unwrap()?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Link, Listener};
+
+/// A type that travels as a typed message: its name and version are its
+/// schema, checked when a link opens.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Tick { price: f64 }
+/// // Bump VERSION when the encoding changes in a way old peers cannot read.
+/// impl ipcx::pattern::Message for Tick { const VERSION: u32 = 3; }
+/// ```
+pub trait Message: Serialize + DeserializeOwned {
+    /// The version of the type's encoding (default 0).
+    const VERSION: u32 = 0;
+
+    /// The name peers know the type by (default: its Rust path, as
+    /// `std::any::type_name` gives it). Override it to rename a type, or
+    /// to share a schema with a differently named type.
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed(std::any::type_name::<Self>())
+    }
+}
+
+macro_rules! plain_messages {
+    ($($t:ty),*) => {$(
+        impl Message for $t {}
+    )*};
+}
+plain_messages!(
+    String,
+    Vec<u8>,
+    bool,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    f32,
+    f64
+);
+
+/// A byte payload that serializes as one block of bytes (postcard: a
+/// length and the bytes), where a `Vec<u8>` serializes byte by byte: use
+/// it for blobs in typed messages. Derefs to `Vec<u8>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl std::ops::Deref for Bytes {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bytes {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Bytes {
+        Bytes(v)
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Bytes, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(
+                self,
+                v: Vec<u8>,
+            ) -> std::result::Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(Visit)
+    }
+}
+
+impl Message for Bytes {}
+
+/// What starts a schema message: nothing a typed message begins with by
+/// chance matters, since it is the link's first message only.
+const SCHEMA_MAGIC: &[u8; 8] = b"ipcx-ty\x01";
+
+/// How long a side waits for the peer's schema.
+const SCHEMA_WAIT: Duration = Duration::from_secs(10);
+
+/// The schema of `T` as it travels: magic, version, name.
+fn schema_of<T: Message>() -> Vec<u8> {
+    let mut b = SCHEMA_MAGIC.to_vec();
+    b.extend_from_slice(&T::VERSION.to_le_bytes());
+    b.extend_from_slice(T::name().as_bytes());
+    b
+}
+
+/// `name` v`version` of a schema message; `None` if it is not one.
+fn parse_schema(b: &[u8]) -> Option<(String, u32)> {
+    let rest = b.strip_prefix(SCHEMA_MAGIC)?;
+    let (version, name) = rest.split_first_chunk::<4>()?;
+    Some((
+        String::from_utf8_lossy(name).into_owned(),
+        u32::from_le_bytes(*version),
+    ))
+}
+
+/// Sends this side's schema of `T` and checks the peer's against it.
+/// `role` says which side this is, for the error.
+fn trade_schemas<T: Message>(link: &mut Link, role: &str) -> Result<()> {
+    link.send(&schema_of::<T>())?;
+    let theirs = link.recv_timeout(SCHEMA_WAIT).map_err(|e| match e.kind() {
+        ErrorKind::TimedOut => Error::new(
+            ErrorKind::Handshake(format!(
+                "the peer sent no schema within {SCHEMA_WAIT:?}: is it a typed {} of ipcx?",
+                if role == "sender" {
+                    "receiver"
+                } else {
+                    "sender"
+                }
+            )),
+            "connect",
+        )
+        .at(link.url()),
+        _ => e,
+    })?;
+    let Some((name, version)) = parse_schema(&theirs) else {
+        return Err(Error::new(
+            ErrorKind::Handshake(
+                "the peer's first message is not a schema: it is not a typed link of ipcx".into(),
+            ),
+            "connect",
+        )
+        .at(link.url()));
+    };
+    if name != T::name() || version != T::VERSION {
+        return Err(Error::new(
+            ErrorKind::Handshake(format!(
+                "schema mismatch: this {role} has `{}` v{}, the peer has `{name}` v{version}",
+                T::name(),
+                T::VERSION
+            )),
+            "connect",
+        )
+        .at(link.url()));
+    }
+    Ok(())
+}
+
+/// Encodes `msg` into `buf` (cleared first).
+pub(crate) fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
+    buf.clear();
+    let out = std::mem::take(buf);
+    *buf = postcard::to_extend(msg, out).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidArgument(format!("the message cannot be encoded: {e}")),
+            "send",
+        )
+    })?;
+    Ok(())
+}
+
+/// Decodes one `T` that must fill `bytes` exactly.
+pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
+    let wrong = |why: String| {
+        Error::new(
+            ErrorKind::WrongType(format!(
+                "a message of {} bytes does not decode as `{}` v{}: {why}",
+                bytes.len(),
+                T::name(),
+                T::VERSION
+            )),
+            "recv",
+        )
+    };
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(wrong(format!("{} bytes left over", rest.len()))),
+        Err(e) => Err(wrong(e.to_string())),
+    }
+}
+
+/// The sending end of a typed link.
+#[derive(Debug)]
+pub struct Sender<T: Message> {
+    link: Link,
+    buf: Vec<u8>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T: Message> Sender<T> {
+    /// Connects to `url` (see [`Link::connect`]) and trades schemas with
+    /// the receiver there: a different type or version is
+    /// [`ErrorKind::Handshake`], naming both.
+    pub fn connect(url: &str) -> Result<Sender<T>> {
+        Sender::from_link(Link::connect(url)?)
+    }
+
+    /// Makes `link` typed (the schemas are traded on it first).
+    pub fn from_link(mut link: Link) -> Result<Sender<T>> {
+        trade_schemas::<T>(&mut link, "sender")?;
+        Ok(Sender {
+            link,
+            buf: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &T) -> Result<()> {
+        encode(msg, &mut self.buf)?;
+        self.link.send(&self.buf)
+    }
+
+    /// Sends one message if the link has room now ([`Link::try_send`]).
+    pub fn try_send(&mut self, msg: &T) -> Result<()> {
+        encode(msg, &mut self.buf)?;
+        self.link.try_send(&self.buf)
+    }
+
+    /// The link underneath.
+    pub fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    /// The link, untyped again.
+    pub fn into_link(self) -> Link {
+        self.link
+    }
+}
+
+/// The receiving end of a typed link.
+#[derive(Debug)]
+pub struct Receiver<T: Message> {
+    link: Link,
+    buf: Vec<u8>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Receiver<T> {
+    /// Accepts the next peer of `listener` and trades schemas with it.
+    pub fn accept(listener: &Listener) -> Result<Receiver<T>> {
+        Receiver::from_link(listener.accept()?)
+    }
+
+    /// Connects to `url` (a sender that binds) and trades schemas.
+    pub fn connect(url: &str) -> Result<Receiver<T>> {
+        Receiver::from_link(Link::connect(url)?)
+    }
+
+    /// Makes `link` typed (the schemas are traded on it first).
+    pub fn from_link(mut link: Link) -> Result<Receiver<T>> {
+        trade_schemas::<T>(&mut link, "receiver")?;
+        Ok(Receiver {
+            link,
+            buf: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Receives one message, waiting as long as it takes. One that does
+    /// not decode is [`ErrorKind::WrongType`]; the next is received as
+    /// usual.
+    pub fn recv(&mut self) -> Result<T> {
+        self.link.recv_into(&mut self.buf)?;
+        decode(&self.buf)
+    }
+
+    /// A message if one is there now.
+    pub fn try_recv(&mut self) -> Result<Option<T>> {
+        match self.link.try_recv()? {
+            Some(m) => decode(&m).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Receiver::recv`], waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
+        let m = self.link.recv_timeout(timeout)?;
+        decode(&m)
+    }
+
+    /// The link underneath.
+    pub fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    /// The link, untyped again.
+    pub fn into_link(self) -> Link {
+        self.link
+    }
+}
+
+impl<T: Message> crate::Pollable for Receiver<T> {
+    fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.link.poll_fd()
+    }
+
+    fn ready_now(&mut self) -> bool {
+        self.link.ready_now()
+    }
+
+    fn confirm(&mut self) -> bool {
+        self.link.confirm()
+    }
+
+    fn check_every(&self) -> Option<Duration> {
+        self.link.check_every()
+    }
+}
+
+impl<T: Message> Iterator for Receiver<T> {
+    type Item = Result<T>;
+
+    /// The next message; `None` once the peer closed the link.
+    fn next(&mut self) -> Option<Result<T>> {
+        match self.recv() {
+            Err(e) if e.is_closed() => None,
+            r => Some(r),
+        }
+    }
+}
