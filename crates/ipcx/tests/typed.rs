@@ -73,8 +73,15 @@ fn orders_arrive(scheme: &str) {
     let bound = listener.endpoint().url().to_string();
     let child = t.spawn("sender", |c| set_param(c, "URL", &bound));
     let mut rx = Receiver::<Order>::accept(&listener).expect("accept");
+    // Half into a value kept across receives (its Vecs reused).
+    let mut kept = order(0);
     for id in 0..COUNT {
-        assert_eq!(rx.recv().expect("recv"), order(id));
+        if id % 2 == 0 {
+            assert_eq!(rx.recv().expect("recv"), order(id));
+        } else {
+            rx.recv_into(&mut kept).expect("recv_into");
+            assert_eq!(kept, order(id));
+        }
     }
     child.finish();
 }
@@ -118,7 +125,10 @@ fn a_schema_mismatch_fails_at_connect_naming_both() {
     assert!(matches!(err.kind(), ErrorKind::Handshake(_)), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("receiver has `") && text.contains("Order` v1") && text.contains("v2"),
+        text.contains("this side receives `")
+            && text.contains("Order` v1")
+            && text.contains("the peer sends `")
+            && text.contains("v2"),
         "{text}"
     );
     assert_eq!(child.wait_ready(), "refused");
@@ -155,5 +165,42 @@ fn undecodable_messages_are_typed_errors_and_the_link_goes_on() {
         assert!(err.to_string().contains("Order` v1"), "{err}");
         assert_eq!(rx.recv().expect("the good one after it"), order(5));
     }
+    child.finish();
+}
+
+/// A duplex typed link: a client sending `Order` and receiving `u64`
+/// meets a server receiving `Order` and sending `u64`; a second client
+/// built the wrong way round (sending `u64`) is refused at connect.
+#[test]
+fn typed_links_both_ways() {
+    use ipcx::pattern::TypedLink;
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let url = param("URL");
+        let mut c = TypedLink::<Order, u64>::connect(&url).expect("connect");
+        for id in 0..100 {
+            c.send(&order(id)).expect("send");
+            assert_eq!(c.recv().expect("recv"), id * 2);
+        }
+        drop(c);
+        let err = TypedLink::<u64, Order>::connect(&url).expect_err("the wrong way round");
+        assert!(matches!(err.kind(), ErrorKind::Handshake(_)), "{err}");
+        return;
+    }
+    let dir = t.scratch();
+    let listener = Listener::bind(&url_for("unix", &dir)).expect("bind");
+    let bound = listener.endpoint().url().to_string();
+    let child = t.spawn("client", |c| set_param(c, "URL", &bound));
+    let mut server = TypedLink::<u64, Order>::accept(&listener).expect("accept");
+    for _ in 0..100 {
+        let o = server.recv().expect("recv");
+        server.send(&(o.id * 2)).expect("send");
+    }
+    let err = TypedLink::<u64, Order>::accept(&listener).expect_err("the wrong way round");
+    assert!(
+        err.to_string()
+            .contains("the peer sends `u64` v0 and receives `"),
+        "{err}"
+    );
     child.finish();
 }

@@ -45,10 +45,13 @@ pub enum Mech {
     /// Cross-process mutex and semaphore against the bare pthread and
     /// POSIX ones (cells of their own, not links).
     Sync,
+    /// Typed messages (a `pattern::TypedLink` of `pattern::Bytes`, postcard)
+    /// on unix:; its raw rows are the same bytes on an untyped unix: link.
+    Typed,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 13] = [
+    pub const ALL: [Mech; 14] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -62,6 +65,7 @@ impl Mech {
         Mech::ShmZc,
         Mech::ShmZcUntouched,
         Mech::Sync,
+        Mech::Typed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Mech {
             Mech::ShmZc => "shm-zc",
             Mech::ShmZcUntouched => "shm-zc-untouched",
             Mech::Sync => "sync",
+            Mech::Typed => "typed",
         }
     }
 
@@ -236,6 +241,8 @@ enum Pending {
     /// peer made it).
     Journals(Box<ipcx::journal::JournalWriter>, String),
     RawQueues(RawQueues),
+    /// A listener whose link is made typed.
+    Typed(Box<Listener>),
 }
 
 /// Creates the endpoint before the child starts.
@@ -270,6 +277,15 @@ pub fn prepare(
         }),
         (Mech::Fifo, Impl::Ipcx) => listen(url_of("fifo")),
         (Mech::Unix, Impl::Ipcx) => listen(url_of("unix")),
+        // The typed link's baseline: the same bytes, untyped.
+        (Mech::Typed, Impl::Raw) => listen(url_of("unix")),
+        (Mech::Typed, Impl::Ipcx) => {
+            let l = Listener::bind(&url_of("unix"))?;
+            Ok(Setup {
+                args: vec!["--url".into(), l.endpoint().url().to_string()],
+                pending: Pending::Typed(Box::new(l)),
+            })
+        }
         (Mech::Unixseq, Impl::Ipcx) => listen(url_of("unixseq")),
         (Mech::Tcp, Impl::Ipcx) => listen(format!("tcp://127.0.0.1:0?wait={wait}")),
         (Mech::Mq | Mech::Sysvmq, Impl::Ipcx) => {
@@ -421,6 +437,11 @@ impl Setup {
                     }),
                 )
             }
+            Pending::Typed(l) => {
+                let child = cmd.spawn()?;
+                let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
+                (child, Box::new(Typed::new(link)?))
+            }
             Pending::Unix(l) => {
                 let child = cmd.spawn()?;
                 let (s, _) = l.accept()?;
@@ -503,6 +524,8 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
         (Mech::Sync | Mech::Journal, _) => {
             bail!("sync and journal cells are measured on their own, not over links")
         }
+        (Mech::Typed, Impl::Ipcx) => Box::new(Typed::new(Link::connect(url)?)?),
+        (Mech::Typed, Impl::Raw) => Box::new(Link::connect(url)?),
         (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
             // The driver publishes on `-ping`; the peer answers on `-pong`.
             let (base, query) = url.split_once('?').unwrap_or((url, ""));
@@ -789,5 +812,59 @@ impl Conn for Journals {
         let (_, payload) = self.r.next().map_err(io::Error::other)?;
         *buf = payload;
         Ok(())
+    }
+}
+
+/// A typed link of blobs: the message a typed application would send (a
+/// value it fills, then sends) and receive (decoded into a value it
+/// keeps, `recv_into`).
+struct Typed {
+    link: ipcx::pattern::TypedLink<Bytes, Bytes>,
+    out: Bytes,
+    /// Received into, reusing its allocation (`recv_into`), then swapped
+    /// with the caller's buffer.
+    inn: Bytes,
+}
+
+use ipcx::pattern::Bytes;
+
+impl Typed {
+    fn new(link: Link) -> Result<Typed> {
+        Ok(Typed {
+            link: ipcx::pattern::TypedLink::from_link(link)?,
+            out: Bytes::default(),
+            inn: Bytes::default(),
+        })
+    }
+}
+
+impl Conn for Typed {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(msg);
+        self.link.send(&self.out).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        self.link
+            .recv_into(&mut self.inn)
+            .map_err(io::Error::other)?;
+        std::mem::swap(buf, &mut self.inn.0);
+        Ok(())
+    }
+    /// The value is filled in place and sent, as an application would.
+    fn send_seq(
+        &mut self,
+        size: usize,
+        seq: u64,
+        extra: u64,
+        fill: bool,
+        _scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        self.out.resize(size, 0);
+        if fill {
+            self.out.fill(seq as u8);
+        }
+        stamp(&mut self.out, seq, extra);
+        self.link.send(&self.out).map_err(io::Error::other)
     }
 }

@@ -6,4 +6,4 @@
 
 mod typed;
 
-pub use typed::{Bytes, Message, Receiver, Sender};
+pub use typed::{Bytes, Message, Receiver, Sender, TypedLink};

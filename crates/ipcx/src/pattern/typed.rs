@@ -140,73 +140,147 @@ impl<'de> serde::Deserialize<'de> for Bytes {
         }
         d.deserialize_byte_buf(Visit)
     }
+
+    /// Into the bytes already there, reusing their allocation.
+    fn deserialize_in_place<D: serde::Deserializer<'de>>(
+        d: D,
+        place: &mut Bytes,
+    ) -> std::result::Result<(), D::Error> {
+        struct Into<'a>(&'a mut Vec<u8>);
+        impl<'de> serde::de::Visitor<'de> for Into<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<(), E> {
+                self.0.clear();
+                self.0.extend_from_slice(v);
+                Ok(())
+            }
+        }
+        d.deserialize_byte_buf(Into(&mut place.0))
+    }
 }
 
 impl Message for Bytes {}
 
-/// What starts a schema message: nothing a typed message begins with by
-/// chance matters, since it is the link's first message only.
+/// What starts a schema message (the link's first message each way).
 const SCHEMA_MAGIC: &[u8; 8] = b"ipcx-ty\x01";
 
 /// How long a side waits for the peer's schema.
 const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
-/// The schema of `T` as it travels: magic, version, name.
-fn schema_of<T: Message>() -> Vec<u8> {
+/// One direction of a typed link: what goes that way, by name and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Way {
+    /// `true`: this side sends it.
+    sends: bool,
+    name: String,
+    version: u32,
+}
+
+impl Way {
+    fn sends<T: Message>() -> Way {
+        Way {
+            sends: true,
+            name: T::name().into_owned(),
+            version: T::VERSION,
+        }
+    }
+
+    fn receives<T: Message>() -> Way {
+        Way {
+            sends: false,
+            ..Way::sends::<T>()
+        }
+    }
+
+    /// The same type, the other way (what the peer must have).
+    fn mirrored(&self) -> Way {
+        Way {
+            sends: !self.sends,
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Display for Way {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.sends { "sends" } else { "receives" };
+        write!(f, "{verb} `{}` v{}", self.name, self.version)
+    }
+}
+
+fn describe(ways: &[Way]) -> String {
+    ways.iter()
+        .map(Way::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// A schema message: magic, then per way its direction, version and name.
+fn encode_schema(ways: &[Way]) -> Vec<u8> {
     let mut b = SCHEMA_MAGIC.to_vec();
-    b.extend_from_slice(&T::VERSION.to_le_bytes());
-    b.extend_from_slice(T::name().as_bytes());
+    for w in ways {
+        b.push(u8::from(w.sends));
+        b.extend_from_slice(&w.version.to_le_bytes());
+        let name = &w.name.as_bytes()[..w.name.len().min(u16::MAX as usize)];
+        b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        b.extend_from_slice(name);
+    }
     b
 }
 
-/// `name` v`version` of a schema message; `None` if it is not one.
-fn parse_schema(b: &[u8]) -> Option<(String, u32)> {
-    let rest = b.strip_prefix(SCHEMA_MAGIC)?;
-    let (version, name) = rest.split_first_chunk::<4>()?;
-    Some((
-        String::from_utf8_lossy(name).into_owned(),
-        u32::from_le_bytes(*version),
-    ))
+/// The ways of a schema message; `None` if it is not one.
+fn decode_schema(b: &[u8]) -> Option<Vec<Way>> {
+    let mut rest = b.strip_prefix(SCHEMA_MAGIC)?;
+    let mut ways = Vec::new();
+    while let Some((&dir, r)) = rest.split_first() {
+        let (version, r) = r.split_first_chunk::<4>()?;
+        let (len, r) = r.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        if r.len() < len || dir > 1 || ways.len() >= 8 {
+            return None;
+        }
+        ways.push(Way {
+            sends: dir == 1,
+            version: u32::from_le_bytes(*version),
+            name: String::from_utf8_lossy(&r[..len]).into_owned(),
+        });
+        rest = &r[len..];
+    }
+    Some(ways)
 }
 
-/// Sends this side's schema of `T` and checks the peer's against it.
-/// `role` says which side this is, for the error.
-fn trade_schemas<T: Message>(link: &mut Link, role: &str) -> Result<()> {
-    link.send(&schema_of::<T>())?;
-    let theirs = link.recv_timeout(SCHEMA_WAIT).map_err(|e| match e.kind() {
-        ErrorKind::TimedOut => Error::new(
-            ErrorKind::Handshake(format!(
-                "the peer sent no schema within {SCHEMA_WAIT:?}: is it a typed {} of ipcx?",
-                if role == "sender" {
-                    "receiver"
-                } else {
-                    "sender"
-                }
-            )),
-            "connect",
-        )
-        .at(link.url()),
-        _ => e,
-    })?;
-    let Some((name, version)) = parse_schema(&theirs) else {
-        return Err(Error::new(
-            ErrorKind::Handshake(
-                "the peer's first message is not a schema: it is not a typed link of ipcx".into(),
-            ),
-            "connect",
-        )
-        .at(link.url()));
+/// Sends this side's schema and checks the peer's: it must send what this
+/// side receives and receive what it sends, nothing else.
+fn trade_schemas(link: &mut Link, mine: &[Way]) -> Result<()> {
+    let url = link.url().to_string();
+    let handshake = |why: String| Error::new(ErrorKind::Handshake(why), "connect").at(&url);
+    link.send(&encode_schema(mine))?;
+    let theirs = match link.recv_timeout(SCHEMA_WAIT) {
+        Err(e) if *e.kind() == ErrorKind::TimedOut => {
+            return Err(handshake(format!(
+                "the peer sent no schema within {SCHEMA_WAIT:?}: is it a typed end of ipcx?"
+            )));
+        }
+        r => r?,
     };
-    if name != T::name() || version != T::VERSION {
-        return Err(Error::new(
-            ErrorKind::Handshake(format!(
-                "schema mismatch: this {role} has `{}` v{}, the peer has `{name}` v{version}",
-                T::name(),
-                T::VERSION
-            )),
-            "connect",
-        )
-        .at(link.url()));
+    let Some(theirs) = decode_schema(&theirs) else {
+        return Err(handshake(
+            "the peer's first message is not a schema: it is not a typed end of ipcx".into(),
+        ));
+    };
+    let mut wanted: Vec<Way> = mine.iter().map(Way::mirrored).collect();
+    let mut got = theirs.clone();
+    wanted.sort_by(|a, b| (a.sends, &a.name).cmp(&(b.sends, &b.name)));
+    got.sort_by(|a, b| (a.sends, &a.name).cmp(&(b.sends, &b.name)));
+    if wanted != got {
+        return Err(handshake(format!(
+            "schema mismatch: this side {}, the peer {}",
+            describe(mine),
+            describe(&theirs)
+        )));
     }
     Ok(())
 }
@@ -244,6 +318,29 @@ pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
     }
 }
 
+/// Decodes one `T` that must fill `bytes` exactly into `place`, reusing
+/// what it holds where the type can (`Vec`s, `String`s, [`Bytes`]).
+pub(crate) fn decode_into<T: Message>(bytes: &[u8], place: &mut T) -> Result<()> {
+    let wrong = |why: String| {
+        Error::new(
+            ErrorKind::WrongType(format!(
+                "a message of {} bytes does not decode as `{}` v{}: {why}",
+                bytes.len(),
+                T::name(),
+                T::VERSION
+            )),
+            "recv",
+        )
+    };
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize_in_place(&mut de, place).map_err(|e| wrong(e.to_string()))?;
+    match de.finalize() {
+        Ok([]) => Ok(()),
+        Ok(rest) => Err(wrong(format!("{} bytes left over", rest.len()))),
+        Err(e) => Err(wrong(e.to_string())),
+    }
+}
+
 /// The sending end of a typed link.
 #[derive(Debug)]
 pub struct Sender<T: Message> {
@@ -262,7 +359,7 @@ impl<T: Message> Sender<T> {
 
     /// Makes `link` typed (the schemas are traded on it first).
     pub fn from_link(mut link: Link) -> Result<Sender<T>> {
-        trade_schemas::<T>(&mut link, "sender")?;
+        trade_schemas(&mut link, &[Way::sends::<T>()])?;
         Ok(Sender {
             link,
             buf: Vec::new(),
@@ -314,7 +411,7 @@ impl<T: Message> Receiver<T> {
 
     /// Makes `link` typed (the schemas are traded on it first).
     pub fn from_link(mut link: Link) -> Result<Receiver<T>> {
-        trade_schemas::<T>(&mut link, "receiver")?;
+        trade_schemas(&mut link, &[Way::receives::<T>()])?;
         Ok(Receiver {
             link,
             buf: Vec::new(),
@@ -330,6 +427,15 @@ impl<T: Message> Receiver<T> {
         decode(&self.buf)
     }
 
+    /// Receives one message into `value`, reusing what it holds where the
+    /// type can (`Vec`s and `String`s, [`Bytes`]): no allocation per
+    /// message once they are large enough, as [`Link::recv_into`]. On a
+    /// decoding error `value` may be left part-written.
+    pub fn recv_into(&mut self, value: &mut T) -> Result<()> {
+        self.link.recv_into(&mut self.buf)?;
+        decode_into(&self.buf, value)
+    }
+
     /// A message if one is there now.
     pub fn try_recv(&mut self) -> Result<Option<T>> {
         match self.link.try_recv()? {
@@ -342,6 +448,76 @@ impl<T: Message> Receiver<T> {
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
         let m = self.link.recv_timeout(timeout)?;
         decode(&m)
+    }
+
+    /// The link underneath.
+    pub fn link(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    /// The link, untyped again.
+    pub fn into_link(self) -> Link {
+        self.link
+    }
+}
+
+/// A typed link both ways: it sends `S` and receives `R` (its peer is a
+/// `TypedLink<R, S>`), as a request/reply client and server are.
+#[derive(Debug)]
+pub struct TypedLink<S: Message, R: Message> {
+    link: Link,
+    buf: Vec<u8>,
+    _t: PhantomData<fn(S) -> R>,
+}
+
+impl<S: Message, R: Message> TypedLink<S, R> {
+    /// Connects to `url` and trades schemas: the peer must send `R` and
+    /// receive `S`.
+    pub fn connect(url: &str) -> Result<TypedLink<S, R>> {
+        TypedLink::from_link(Link::connect(url)?)
+    }
+
+    /// Accepts the next peer of `listener` and trades schemas.
+    pub fn accept(listener: &Listener) -> Result<TypedLink<S, R>> {
+        TypedLink::from_link(listener.accept()?)
+    }
+
+    /// Makes `link` typed (the schemas are traded on it first).
+    pub fn from_link(mut link: Link) -> Result<TypedLink<S, R>> {
+        trade_schemas(&mut link, &[Way::sends::<S>(), Way::receives::<R>()])?;
+        Ok(TypedLink {
+            link,
+            buf: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &S) -> Result<()> {
+        encode(msg, &mut self.buf)?;
+        self.link.send(&self.buf)
+    }
+
+    /// Receives one message ([`ErrorKind::WrongType`] if it does not
+    /// decode; the link goes on).
+    pub fn recv(&mut self) -> Result<R> {
+        self.link.recv_into(&mut self.buf)?;
+        decode(&self.buf)
+    }
+
+    /// Receives one message into `value`, reusing what it holds (see
+    /// [`Receiver::recv_into`]).
+    pub fn recv_into(&mut self, value: &mut R) -> Result<()> {
+        self.link.recv_into(&mut self.buf)?;
+        decode_into(&self.buf, value)
+    }
+
+    /// A message if one is there now.
+    pub fn try_recv(&mut self) -> Result<Option<R>> {
+        match self.link.try_recv()? {
+            Some(m) => decode(&m).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The link underneath.
