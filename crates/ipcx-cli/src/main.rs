@@ -6,6 +6,7 @@ mod bench;
 mod journal;
 mod objects;
 mod recv;
+mod rpc;
 mod sem;
 mod send;
 mod signal;
@@ -94,6 +95,16 @@ enum Command {
         after_help = "Examples:\n  ipcx send journal:/var/lib/app/events 'order 42'   # appends (made if missing)\n  ipcx journal tail journal:/var/lib/app/events --from 100 -f\n  ipcx journal stat journal:/var/lib/app/events\n  ipcx recv journal:/var/lib/app/events -n 1         # the next record appended"
     )]
     Journal(journal::JournalArgs),
+    /// Answer calls (request/reply): each request with its own bytes.
+    #[command(
+        after_help = "Examples:\n  ipcx serve unix:/tmp/echo.sock --echo &\n  ipcx call unix:/tmp/echo.sock hello          # prints: hello\n  ipcx serve tcp://0.0.0.0:7100 --echo --threads 4\n  ipcx serve unix:/tmp/cb.sock --echo --connect   # to a caller that binds"
+    )]
+    Serve(rpc::ServeArgs),
+    /// Make one call (request/reply) and print the reply.
+    #[command(
+        after_help = "Examples:\n  ipcx call unix:/tmp/echo.sock hello\n  echo '{\"q\":1}' | ipcx call tcp://127.0.0.1:7100 --timeout 2s\n  ipcx call unix:/tmp/cb.sock ping --bind      # wait for a server to connect\n\nAn error the server's handler answers exits 1 with its text; so does a\nserver that is not there after --timeout, or does not answer in it."
+    )]
+    Call(rpc::CallArgs),
     /// One side of a benchmark cell (started by `ipcx bench`).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -120,6 +131,8 @@ fn main() -> ExitCode {
         Command::Sem(a) => sem::run(a),
         Command::Signal(a) => signal::run(a),
         Command::Journal(a) => journal::run(a),
+        Command::Serve(a) => rpc::serve(a),
+        Command::Call(a) => rpc::call(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),
     };

@@ -834,3 +834,34 @@ fn journal_from_the_shell() {
     s.run(["clean"]).success();
     assert!(s.path("events").is_dir());
 }
+
+/// `ipcx serve --echo` answers `ipcx call` with its own bytes (from an
+/// argument or stdin); either side may bind; a call with no server is an
+/// error after its timeout (exit 1).
+#[test]
+fn serve_and_call() {
+    let s = Scratch::new();
+    let url = s.url("unix", "echo.sock");
+    let server = s.spawn(["serve", &url, "--echo"]);
+    let got = s.run(["call", &url, "hello there"]).success();
+    assert_eq!(got.stdout(), "hello there\n");
+    let got = s
+        .spawn_with_stdin(["call", &url], b"from stdin\n")
+        .finish()
+        .success();
+    assert_eq!(got.stdout(), "from stdin\n");
+    server.kill();
+
+    // The caller binds; the server connects to it.
+    let back = s.url("unix", "back.sock");
+    let caller = s.spawn(["call", "--bind", "--timeout", "60s", &back, "ping"]);
+    wait_until("the caller binds", || exists(&s.path("back.sock")).then_some(()));
+    let server = s.spawn(["serve", "--connect", &back, "--echo"]);
+    let got = caller.finish().success();
+    assert_eq!(got.stdout(), "ping\n");
+    server.kill();
+
+    let nobody = s.url("unix", "nobody.sock");
+    let got = s.run(["call", "--timeout", "300ms", &nobody, "x"]).failure();
+    assert!(got.stderr.contains("nobody.sock"), "{got}");
+}

@@ -99,6 +99,10 @@ pub enum ErrorKind {
     /// The connect handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The server's handler answered a call with an error (the transport
+    /// worked); the text is the server's.
+    #[error("the server answered with an error: {0}")]
+    Remote(String),
     /// A message is larger than the limit of the link or of its peer.
     #[error(
         "message of {len} bytes exceeds the limit of {max} bytes (raise ?max_msg= on both sides)"

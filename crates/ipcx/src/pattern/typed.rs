@@ -72,8 +72,8 @@ macro_rules! plain_messages {
     )*};
 }
 plain_messages!(
+    (),
     String,
-    Vec<u8>,
     bool,
     u8,
     u16,
@@ -88,6 +88,30 @@ plain_messages!(
     f32,
     f64
 );
+
+/// Containers of messages: their name is the Rust path (with the inner
+/// types'), their version derives from the inner types' versions, so a
+/// `(Order, u64)` of `Order` v2 differs from one of `Order` v1.
+impl<T: Message> Message for Vec<T> {
+    const VERSION: u32 = T::VERSION;
+}
+
+impl<T: Message> Message for Option<T> {
+    const VERSION: u32 = T::VERSION;
+}
+
+macro_rules! tuple_messages {
+    ($(($($t:ident),+)),*) => {$(
+        impl<$($t: Message),+> Message for ($($t,)+) {
+            const VERSION: u32 = {
+                let mut v = 0u32;
+                $(v = v.wrapping_mul(31).wrapping_add($t::VERSION);)+
+                v
+            };
+        }
+    )*};
+}
+tuple_messages!((A, B), (A, B, C), (A, B, C, D));
 
 /// A byte payload that serializes as one block of bytes (postcard: a
 /// length and the bytes), where a `Vec<u8>` serializes byte by byte: use
@@ -172,7 +196,7 @@ const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// One direction of a typed link: what goes that way, by name and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Way {
+pub(super) struct Way {
     /// `true`: this side sends it.
     sends: bool,
     name: String,
@@ -180,7 +204,16 @@ struct Way {
 }
 
 impl Way {
-    fn sends<T: Message>() -> Way {
+    /// A way by name (what is not one Rust type: an envelope of bytes).
+    pub(super) fn named(sends: bool, name: String, version: u32) -> Way {
+        Way {
+            sends,
+            name,
+            version,
+        }
+    }
+
+    pub(super) fn sends<T: Message>() -> Way {
         Way {
             sends: true,
             name: T::name().into_owned(),
@@ -188,7 +221,7 @@ impl Way {
         }
     }
 
-    fn receives<T: Message>() -> Way {
+    pub(super) fn receives<T: Message>() -> Way {
         Way {
             sends: false,
             ..Way::sends::<T>()
@@ -254,7 +287,7 @@ fn decode_schema(b: &[u8]) -> Option<Vec<Way>> {
 
 /// Sends this side's schema and checks the peer's: it must send what this
 /// side receives and receive what it sends, nothing else.
-fn trade_schemas(link: &mut Link, mine: &[Way]) -> Result<()> {
+pub(super) fn trade_schemas(link: &mut Link, mine: &[Way]) -> Result<()> {
     let url = link.url().to_string();
     let handshake = |why: String| Error::new(ErrorKind::Handshake(why), "connect").at(&url);
     link.send(&encode_schema(mine))?;
