@@ -855,13 +855,17 @@ fn serve_and_call() {
     // The caller binds; the server connects to it.
     let back = s.url("unix", "back.sock");
     let caller = s.spawn(["call", "--bind", "--timeout", "60s", &back, "ping"]);
-    wait_until("the caller binds", || exists(&s.path("back.sock")).then_some(()));
+    wait_until("the caller binds", || {
+        exists(&s.path("back.sock")).then_some(())
+    });
     let server = s.spawn(["serve", "--connect", &back, "--echo"]);
     let got = caller.finish().success();
     assert_eq!(got.stdout(), "ping\n");
     server.kill();
 
     let nobody = s.url("unix", "nobody.sock");
-    let got = s.run(["call", "--timeout", "300ms", &nobody, "x"]).failure();
+    let got = s
+        .run(["call", "--timeout", "300ms", &nobody, "x"])
+        .failure();
     assert!(got.stderr.contains("nobody.sock"), "{got}");
 }

@@ -48,10 +48,17 @@ pub enum Mech {
     /// Typed messages (a `pattern::TypedLink` of `pattern::Bytes`, postcard)
     /// on unix:; its raw rows are the same bytes on an untyped unix: link.
     Typed,
+    /// Request/reply calls (`pattern::Client` to a `Responder`) on unix:;
+    /// its raw rows are bare ping-pong on a Unix socket.
+    #[value(name = "rpc-unix")]
+    RpcUnix,
+    /// Request/reply calls on tcp:, against bare TCP ping-pong.
+    #[value(name = "rpc-tcp")]
+    RpcTcp,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 14] = [
+    pub const ALL: [Mech; 16] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -66,6 +73,8 @@ impl Mech {
         Mech::ShmZcUntouched,
         Mech::Sync,
         Mech::Typed,
+        Mech::RpcUnix,
+        Mech::RpcTcp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +93,8 @@ impl Mech {
             Mech::ShmZcUntouched => "shm-zc-untouched",
             Mech::Sync => "sync",
             Mech::Typed => "typed",
+            Mech::RpcUnix => "rpc-unix",
+            Mech::RpcTcp => "rpc-tcp",
         }
     }
 
@@ -243,6 +254,8 @@ enum Pending {
     RawQueues(RawQueues),
     /// A listener whose link is made typed.
     Typed(Box<Listener>),
+    /// A listener whose link the driver calls over.
+    Rpc(Box<Listener>),
 }
 
 /// Creates the endpoint before the child starts.
@@ -279,6 +292,19 @@ pub fn prepare(
         (Mech::Unix, Impl::Ipcx) => listen(url_of("unix")),
         // The typed link's baseline: the same bytes, untyped.
         (Mech::Typed, Impl::Raw) => listen(url_of("unix")),
+        (Mech::RpcUnix | Mech::RpcTcp, Impl::Ipcx) => {
+            let url = match mech {
+                Mech::RpcUnix => url_of("unix"),
+                _ => format!("tcp://127.0.0.1:0?wait={wait}"),
+            };
+            let l = Listener::bind(&url)?;
+            Ok(Setup {
+                args: vec!["--url".into(), l.endpoint().url().to_string()],
+                pending: Pending::Rpc(Box::new(l)),
+            })
+        }
+        (Mech::RpcUnix, Impl::Raw) => prepare(Mech::Unix, Impl::Raw, wait, size, dir, n),
+        (Mech::RpcTcp, Impl::Raw) => prepare(Mech::Tcp, Impl::Raw, wait, size, dir, n),
         (Mech::Typed, Impl::Ipcx) => {
             let l = Listener::bind(&url_of("unix"))?;
             Ok(Setup {
@@ -437,6 +463,18 @@ impl Setup {
                     }),
                 )
             }
+            Pending::Rpc(l) => {
+                let child = cmd.spawn()?;
+                let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
+                (
+                    child,
+                    Box::new(Calls {
+                        client: ipcx::pattern::Client::from_link(link)?,
+                        reply: None,
+                        _listener: *l,
+                    }),
+                )
+            }
             Pending::Typed(l) => {
                 let child = cmd.spawn()?;
                 let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
@@ -525,6 +563,13 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
             bail!("sync and journal cells are measured on their own, not over links")
         }
         (Mech::Typed, Impl::Ipcx) => Box::new(Typed::new(Link::connect(url)?)?),
+        // The driver calls; the peer answers.
+        (Mech::RpcUnix | Mech::RpcTcp, Impl::Ipcx) => Box::new(Answers {
+            responder: ipcx::pattern::Responder::from_link(Link::connect(url)?)?,
+            pending: None,
+        }),
+        (Mech::RpcUnix, Impl::Raw) => connect(Mech::Unix, Impl::Raw, url, url2, size)?,
+        (Mech::RpcTcp, Impl::Raw) => connect(Mech::Tcp, Impl::Raw, url, url2, size)?,
         (Mech::Typed, Impl::Raw) => Box::new(Link::connect(url)?),
         (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
             // The driver publishes on `-ping`; the peer answers on `-pong`.
@@ -866,5 +911,52 @@ impl Conn for Typed {
         }
         stamp(&mut self.out, seq, extra);
         self.link.send(&self.out).map_err(io::Error::other)
+    }
+}
+
+/// The calling side of the rpc cells: a message sent is a call, and its
+/// reply the next message received; a receive with no reply waiting makes
+/// an empty call (the throughput run: one call per message).
+struct Calls {
+    client: ipcx::pattern::Client,
+    reply: Option<Vec<u8>>,
+    _listener: Listener,
+}
+
+impl Conn for Calls {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.reply = Some(self.client.call(msg).map_err(io::Error::other)?);
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        *buf = match self.reply.take() {
+            Some(r) => r,
+            None => self.client.call(&[]).map_err(io::Error::other)?,
+        };
+        Ok(())
+    }
+}
+
+/// The answering side: a message received is a call (its id kept), and a
+/// message sent answers it; a send with no call waiting takes the next.
+struct Answers {
+    responder: ipcx::pattern::Responder,
+    pending: Option<u64>,
+}
+
+impl Conn for Answers {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        let id = match self.pending.take() {
+            Some(id) => id,
+            None => self.responder.recv().map_err(io::Error::other)?.0,
+        };
+        self.responder.reply(id, msg).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        let (id, body) = self.responder.recv().map_err(io::Error::other)?;
+        buf.clear();
+        buf.extend_from_slice(body);
+        self.pending = Some(id);
+        Ok(())
     }
 }

@@ -7,5 +7,5 @@
 mod rpc;
 mod typed;
 
-pub use rpc::{Client, DEFAULT_CALL_TIMEOUT, Reply, Server, TypedClient, serve_link};
+pub use rpc::{Client, DEFAULT_CALL_TIMEOUT, Reply, Responder, Server, TypedClient, serve_link};
 pub use typed::{Bytes, Message, Receiver, Sender, TypedLink};

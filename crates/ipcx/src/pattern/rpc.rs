@@ -436,6 +436,59 @@ impl Server {
     }
 }
 
+/// The answering end of one link, for a caller that runs its own loop
+/// (a [`Poller`](crate::Poller), its own threads): takes calls one by one
+/// and answers each by its id, in any order.
+#[derive(Debug)]
+pub struct Responder {
+    rx: RecvHalf,
+    tx: SendHalf,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Responder {
+    /// Answers the calls on `link` (schemas are traded on it first).
+    pub fn from_link(mut link: Link) -> Result<Responder> {
+        trade_schemas(&mut link, &bytes_ways(false))?;
+        let (rx, tx) = link.split();
+        Ok(Responder {
+            rx,
+            tx,
+            buf: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The next call: its id and request. `Closed` once the caller left;
+    /// a message that is no call is [`ErrorKind::Frame`].
+    pub fn recv(&mut self) -> Result<(u64, &[u8])> {
+        self.rx.recv_into(&mut self.buf)?;
+        match open(&self.buf) {
+            Some((REQUEST, id, body)) => Ok((id, body)),
+            _ => Err(Error::new(
+                ErrorKind::Frame(crate::FrameError::Unexpected(
+                    "a message that is no call (kind, id, body)",
+                )),
+                "recv",
+            )),
+        }
+    }
+
+    /// Answers call `id` with `body`.
+    pub fn reply(&mut self, id: u64, body: &[u8]) -> Result<()> {
+        envelope(REPLY, id, body, &mut self.out);
+        self.tx.send(&self.out)
+    }
+
+    /// Answers call `id` with an error (the caller gets
+    /// [`ErrorKind::Remote`] with `why`).
+    pub fn reply_error(&mut self, id: u64, why: &str) -> Result<()> {
+        envelope(ERROR_REPLY, id, why.as_bytes(), &mut self.out);
+        self.tx.send(&self.out)
+    }
+}
+
 /// Answers the calls of the one peer at the other end of `link` (a
 /// server that connected, to a client that binds) with `handler`, until
 /// the peer leaves.
