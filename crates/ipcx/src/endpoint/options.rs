@@ -107,6 +107,10 @@ pub struct Options {
     /// Where a journal link starts reading (`from`: a sequence number).
     /// Default: the end, what is appended after the link opens.
     pub from: Option<u64>,
+    /// Publish/subscribe on sockets: the publisher keeps the last this
+    /// many messages of each topic; a subscriber asks for up to this many
+    /// when it joins (`history`, default 0).
+    pub history: usize,
     /// Whether the URL set `max_msg` (some mechanisms size memory by it,
     /// with a smaller default of their own).
     pub(crate) max_msg_given: bool,
@@ -154,6 +158,7 @@ impl Default for Options {
             proj: 1,
             msg_type: 1,
             from: None,
+            history: 0,
             max_msg_given: false,
         }
     }
@@ -190,8 +195,9 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("persist", DURABLE),
     ("duplex", &[Fifo]),
     ("size", &[Shm, Journal]),
-    ("slots", &[Shm]),
-    ("overflow", &[Shm, Mq, SysvMq]),
+    ("slots", &[Shm, Unix, UnixSeq, Tcp]),
+    ("overflow", &[Shm, Mq, SysvMq, Unix, UnixSeq, Tcp]),
+    ("history", &[Unix, UnixSeq, Tcp]),
     ("liveness", &[Shm]),
     ("max_msgs", &[Mq]),
     ("msg_size", &[Mq]),
@@ -334,6 +340,7 @@ impl Options {
                             err(format!("`{value}` is not a project number 1-255"))
                         })?
                 }
+                "history" => o.history = parse_count_or_zero(value).map_err(err)?,
                 "from" => {
                     o.from = Some(
                         value
@@ -454,6 +461,12 @@ impl Options {
         if let Some(n) = self.max_msgs {
             put("max_msgs", n.to_string());
         }
+        if let Some(n) = self.from {
+            put("from", n.to_string());
+        }
+        if self.history != d.history {
+            put("history", self.history.to_string());
+        }
         if let Some(n) = self.msg_size {
             put("msg_size", n.to_string());
         }
@@ -509,6 +522,13 @@ fn parse_count(v: &str) -> std::result::Result<usize, String> {
         .ok()
         .filter(|n| *n > 0)
         .ok_or_else(|| format!("`{v}` is not a positive whole number"))
+}
+
+fn parse_count_or_zero(v: &str) -> std::result::Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n <= 1 << 20)
+        .ok_or_else(|| format!("`{v}` is not a whole number up to 1048576"))
 }
 
 /// Parses `4096`, `64KiB`, `1MiB`, `2GiB`, `10kB`, `1MB`.

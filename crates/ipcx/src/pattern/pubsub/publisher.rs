@@ -1,0 +1,482 @@
+//! The publishing end: accepts subscribers, filters by their patterns,
+//! and queues, coalesces and writes each one's messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::super::topic::{Pattern, check_topic};
+use super::super::typed::trade_schemas;
+use super::{BATCH, BATCH_BYTES, SUBSCRIBE, ways};
+use crate::endpoint::Overflow;
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Link, Listener, SendHalf};
+
+/// A publish this soon after the last one is part of a burst: queued for
+/// the subscriber's writer (which coalesces), not written at once.
+const BURST: Duration = Duration::from_micros(50);
+
+/// How long a joining subscriber may take to say what it wants.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One message, shared by every queue it is in.
+#[derive(Debug, Clone)]
+struct Entry {
+    topic: Arc<str>,
+    payload: Arc<[u8]>,
+}
+
+/// A subscriber's queue at the publisher.
+#[derive(Debug, Default)]
+struct Queue {
+    msgs: VecDeque<Entry>,
+    /// Dropped since the last batch (`drop_oldest`).
+    lost: u64,
+    /// A batch is being written: nobody else writes meanwhile.
+    writing: bool,
+    /// The subscriber left (or its link failed).
+    gone: bool,
+}
+
+#[derive(Debug)]
+struct Sub {
+    peer: String,
+    patterns: Vec<Pattern>,
+    tx: Mutex<(SendHalf, Vec<u8>)>,
+    q: Mutex<Queue>,
+    /// The writer waits for messages on it; publishers for room.
+    changed: Condvar,
+    delivered: AtomicU64,
+    lost_total: AtomicU64,
+}
+
+impl Sub {
+    fn wants(&self, topic: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(topic))
+    }
+}
+
+/// What a publisher shares with its accepting and writing threads.
+#[derive(Debug)]
+struct Shared {
+    /// The subscribers, replaced whole when one joins or leaves, so a
+    /// publish takes them with one clone of an `Arc`.
+    subs: Mutex<Arc<Vec<Arc<Sub>>>>,
+    joined: Condvar,
+    /// The last `keep` messages of each topic.
+    history: Mutex<HashMap<Arc<str>, VecDeque<Entry>>>,
+    keep: usize,
+    slots: usize,
+    overflow: Overflow,
+    stop: AtomicBool,
+    /// Nanoseconds since `epoch` of the last publish (bursts).
+    last: AtomicU64,
+    epoch: Instant,
+}
+
+/// What [`Publisher::subscribers`] reports of each subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Who it is (its link's URL at the publisher).
+    pub peer: String,
+    /// Its patterns.
+    pub patterns: Vec<String>,
+    /// Messages written to it.
+    pub delivered: u64,
+    /// Messages dropped for it (`drop_oldest`).
+    pub lost: u64,
+    /// Messages waiting in its queue now.
+    pub queued: usize,
+}
+
+/// The publishing end of publish/subscribe over a socket; see the
+/// [module docs](super).
+#[derive(Debug)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    url: String,
+}
+
+impl Publisher {
+    /// Binds `url` (`unix:`, `unixseq:`, `tcp:`; `?history=`,
+    /// `?slots=`, `?overflow=`) and accepts subscribers from now on.
+    pub fn bind(url: &str) -> Result<Publisher> {
+        let listener = Listener::bind(url)?;
+        let o = listener.endpoint().options().clone();
+        let url = listener.endpoint().url().to_string();
+        let shared = Arc::new(Shared {
+            subs: Mutex::new(Arc::new(Vec::new())),
+            joined: Condvar::new(),
+            history: Mutex::new(HashMap::new()),
+            keep: o.history,
+            slots: o.slots,
+            overflow: o.overflow,
+            stop: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("ipcx-pub-accept".into())
+            .spawn(move || accept_loop(&listener, &s))
+            .map_err(|e| Error::io("bind", e))?;
+        Ok(Publisher { shared, url })
+    }
+
+    /// The bound URL (with the port the OS picked for `tcp://…:0`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Publishes `payload` on `topic` to every subscriber whose patterns
+    /// match it; returns how many. A malformed topic is an error; so is a
+    /// full queue with `?overflow=fail` ([`ErrorKind::Full`], sent to
+    /// nobody).
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<usize> {
+        check_topic(topic)?;
+        let sh = &*self.shared;
+        let now = sh.epoch.elapsed().as_nanos() as u64;
+        let burst =
+            now.saturating_sub(sh.last.swap(now, Ordering::Relaxed)) < BURST.as_nanos() as u64;
+        let entry = Entry {
+            topic: Arc::from(topic),
+            payload: Arc::from(payload),
+        };
+        // The history and the subscribers, taken together: a subscriber
+        // joining gets a message either from the history or live, once.
+        let subs = if sh.keep > 0 {
+            let mut h = lock(&sh.history);
+            let kept = h.entry(entry.topic.clone()).or_default();
+            if kept.len() == sh.keep {
+                kept.pop_front();
+            }
+            kept.push_back(entry.clone());
+            lock(&sh.subs).clone()
+        } else {
+            lock(&sh.subs).clone()
+        };
+        let wanting: Vec<&Arc<Sub>> = subs.iter().filter(|s| s.wants(topic)).collect();
+        if sh.overflow == Overflow::Fail {
+            if let Some(full) = wanting.iter().find(|s| lock(&s.q).msgs.len() >= sh.slots) {
+                return Err(Error::new(ErrorKind::Full, "publish").at(&full.peer));
+            }
+        }
+        let mut reached = 0;
+        for sub in wanting {
+            if self.deliver(sub, &entry, burst) {
+                reached += 1;
+            }
+        }
+        Ok(reached)
+    }
+
+    /// Queues (or, after a quiet moment, writes) `entry` for `sub`;
+    /// `false` if it is gone.
+    fn deliver(&self, sub: &Sub, entry: &Entry, burst: bool) -> bool {
+        let sh = &*self.shared;
+        let mut q = lock(&sub.q);
+        if q.gone {
+            return false;
+        }
+        if !burst && q.msgs.is_empty() && !q.writing {
+            // Nothing ahead of it: written now, on this thread, if the
+            // link takes it without waiting.
+            q.writing = true;
+            drop(q);
+            let sent = write_batch(sub, std::slice::from_ref(entry), 0, true);
+            q = lock(&sub.q);
+            q.writing = false;
+            match sent {
+                Ok(true) => {
+                    sub.changed.notify_all();
+                    return true;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    q.gone = true;
+                    sub.changed.notify_all();
+                    return false;
+                }
+            }
+        }
+        while q.msgs.len() >= sh.slots && !q.gone {
+            match sh.overflow {
+                Overflow::DropOldest => {
+                    q.msgs.pop_front();
+                    q.lost += 1;
+                    sub.lost_total.fetch_add(1, Ordering::Relaxed);
+                }
+                // `fail` was checked before; one that filled since waits.
+                Overflow::Block | Overflow::Fail => {
+                    q = sub.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+        if q.gone {
+            return false;
+        }
+        q.msgs.push_back(entry.clone());
+        sub.changed.notify_all();
+        true
+    }
+
+    /// Waits until at least `n` subscribers have joined, at most
+    /// `timeout` ([`ErrorKind::TimedOut`]).
+    pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut subs = lock(&self.shared.subs);
+        while subs.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(ErrorKind::TimedOut, "wait_for_subscribers").at(&self.url));
+            }
+            subs = self
+                .shared
+                .joined
+                .wait_timeout(subs, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Waits until every message queued so far was written (or its
+    /// subscriber left), at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let subs = lock(&self.shared.subs).clone();
+        for sub in subs.iter() {
+            let mut q = lock(&sub.q);
+            while (!q.msgs.is_empty() || q.writing) && !q.gone {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::new(ErrorKind::TimedOut, "flush").at(&self.url));
+                }
+                q = sub
+                    .changed
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The subscribers now, with their patterns and counts.
+    pub fn subscribers(&self) -> Vec<SubscriberStats> {
+        lock(&self.shared.subs)
+            .iter()
+            .map(|s| SubscriberStats {
+                peer: s.peer.clone(),
+                patterns: s.patterns.iter().map(|p| p.as_str().to_string()).collect(),
+                delivered: s.delivered.load(Ordering::Relaxed),
+                lost: s.lost_total.load(Ordering::Relaxed),
+                queued: lock(&s.q).msgs.len(),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Publisher {
+    /// Writes what is queued (at most 5 s), then lets the subscribers go.
+    fn drop(&mut self) {
+        let _ = self.flush(Duration::from_secs(5));
+        self.shared.stop.store(true, Ordering::Release);
+        for sub in lock(&self.shared.subs).iter() {
+            lock(&sub.q).gone = true;
+            sub.changed.notify_all();
+        }
+    }
+}
+
+/// Encodes `entries` (with `lost`) as one batch and sends it; with
+/// `no_wait`, only if the link takes it at once (`Ok(false)` if not).
+fn write_batch(sub: &Sub, entries: &[Entry], lost: u64, no_wait: bool) -> Result<bool> {
+    let mut tx = lock(&sub.tx);
+    let (half, buf) = &mut *tx;
+    buf.clear();
+    buf.push(BATCH);
+    buf.extend_from_slice(&lost.to_le_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        buf.extend_from_slice(&(e.topic.len() as u16).to_le_bytes());
+        buf.extend_from_slice(e.topic.as_bytes());
+        buf.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&e.payload);
+    }
+    let sent = if no_wait {
+        half.try_send(buf)
+    } else {
+        half.send(buf)
+    };
+    match sent {
+        Ok(()) => {
+            sub.delivered
+                .fetch_add(entries.len() as u64, Ordering::Relaxed);
+            Ok(true)
+        }
+        Err(e) if *e.kind() == ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Accepts subscribers until the publisher is dropped; each joins on a
+/// thread of its own, which then writes its queue.
+fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
+    while !sh.stop.load(Ordering::Acquire) {
+        let link = match listener.accept_timeout(Duration::from_millis(100)) {
+            Ok(l) => l,
+            Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "pubsub: accept failed");
+                continue;
+            }
+        };
+        let s = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ipcx-pub-writer".into())
+            .spawn(move || match join(link, &s) {
+                Ok(sub) => writer(&sub, &s),
+                Err(e) => tracing::warn!(error = %e, "pubsub: subscriber refused"),
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "pubsub: no thread for a subscriber; dropped");
+        }
+    }
+}
+
+/// A joining subscriber: schemas, then its patterns and history request;
+/// its history queued, then it is added to the subscribers.
+fn join(mut link: Link, sh: &Shared) -> Result<Arc<Sub>> {
+    trade_schemas(&mut link, &ways(true))?;
+    let peer = link.url().to_string();
+    let msg = link.recv_timeout(JOIN_WAIT)?;
+    let (history, patterns) = parse_subscribe(&msg)?;
+    let (_rx, tx) = link.split();
+    let sub = Arc::new(Sub {
+        peer,
+        patterns,
+        tx: Mutex::new((tx, Vec::new())),
+        q: Mutex::new(Queue::default()),
+        changed: Condvar::new(),
+        delivered: AtomicU64::new(0),
+        lost_total: AtomicU64::new(0),
+    });
+    let h = lock(&sh.history);
+    if history > 0 {
+        let mut q = lock(&sub.q);
+        for (topic, kept) in h.iter() {
+            if sub.wants(topic) {
+                let skip = kept.len().saturating_sub(history);
+                q.msgs.extend(kept.iter().skip(skip).cloned());
+            }
+        }
+    }
+    let mut subs = lock(&sh.subs);
+    let mut next = (**subs).clone();
+    next.push(sub.clone());
+    *subs = Arc::new(next);
+    drop(subs);
+    drop(h);
+    sh.joined.notify_all();
+    Ok(sub)
+}
+
+/// The history asked for and the patterns of a subscribe message.
+fn parse_subscribe(msg: &[u8]) -> Result<(usize, Vec<Pattern>)> {
+    let bad = |why: &'static str| {
+        Error::new(
+            ErrorKind::Frame(crate::FrameError::Unexpected(why)),
+            "subscribe",
+        )
+    };
+    let rest = msg
+        .strip_prefix(&[SUBSCRIBE])
+        .ok_or_else(|| bad("a subscriber's first message is no subscription"))?;
+    let (history, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| bad("a subscription cut short"))?;
+    let (count, mut rest) = rest
+        .split_first_chunk::<2>()
+        .ok_or_else(|| bad("a subscription cut short"))?;
+    let mut patterns = Vec::new();
+    for _ in 0..u16::from_le_bytes(*count) {
+        let (len, r) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| bad("a subscription cut short"))?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        if r.len() < len {
+            return Err(bad("a subscription cut short"));
+        }
+        let text = std::str::from_utf8(&r[..len]).map_err(|_| bad("a pattern not in UTF-8"))?;
+        patterns.push(Pattern::parse(text)?);
+        rest = &r[len..];
+    }
+    if !rest.is_empty() || patterns.is_empty() {
+        return Err(bad("a subscription with bytes over, or no pattern"));
+    }
+    Ok((u32::from_le_bytes(*history) as usize, patterns))
+}
+
+/// Writes `sub`'s queue as batches until it leaves or the publisher goes;
+/// then takes it off the subscribers.
+fn writer(sub: &Arc<Sub>, sh: &Shared) {
+    let mut batch = Vec::new();
+    loop {
+        let mut q = lock(&sub.q);
+        while q.msgs.is_empty() && !q.gone {
+            q = sub
+                .changed
+                .wait_timeout(q, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if sh.stop.load(Ordering::Acquire) && q.msgs.is_empty() {
+                q.gone = true;
+            }
+        }
+        if q.gone && q.msgs.is_empty() {
+            break;
+        }
+        batch.clear();
+        let mut bytes = 0;
+        while let Some(e) = q.msgs.front() {
+            let size = 6 + e.topic.len() + e.payload.len();
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            batch.extend(q.msgs.pop_front());
+        }
+        let lost = std::mem::take(&mut q.lost);
+        q.writing = true;
+        drop(q);
+        sub.changed.notify_all();
+        let sent = write_batch(sub, &batch, lost, false);
+        let mut q = lock(&sub.q);
+        q.writing = false;
+        if sent.is_err() {
+            q.gone = true;
+        }
+        sub.changed.notify_all();
+        if q.gone && q.msgs.is_empty() {
+            break;
+        }
+    }
+    let mut q = lock(&sub.q);
+    q.gone = true;
+    q.msgs.clear();
+    drop(q);
+    sub.changed.notify_all();
+    let mut subs = lock(&sh.subs);
+    let next: Vec<Arc<Sub>> = subs
+        .iter()
+        .filter(|s| !Arc::ptr_eq(s, sub))
+        .cloned()
+        .collect();
+    *subs = Arc::new(next);
+}
