@@ -5,6 +5,7 @@
 mod bench;
 mod journal;
 mod objects;
+mod pubsub;
 mod recv;
 mod rpc;
 mod sem;
@@ -95,6 +96,16 @@ enum Command {
         after_help = "Examples:\n  ipcx send journal:/var/lib/app/events 'order 42'   # appends (made if missing)\n  ipcx journal tail journal:/var/lib/app/events --from 100 -f\n  ipcx journal stat journal:/var/lib/app/events\n  ipcx recv journal:/var/lib/app/events -n 1         # the next record appended"
     )]
     Journal(journal::JournalArgs),
+    /// Publish messages on a topic to the subscribers that connect.
+    #[command(
+        after_help = "Examples:\n  ipcx sub unix:/tmp/prices.sock 'prices.eu.>' -n 2 &\n  ipcx pub unix:/tmp/prices.sock prices.eu.sap 241.5 242.0   # waits for 1 subscriber\n  tail -f log | ipcx pub tcp://0.0.0.0:7200 logs.app --wait-subs 0\n  ipcx pub 'unix:/tmp/p.sock?history=5' t.a x --linger 10s      # kept for late subscribers"
+    )]
+    Pub(pubsub::PubArgs),
+    /// Subscribe to topics of a publisher and print `topic<TAB>message` per line.
+    #[command(
+        after_help = "Examples:\n  ipcx sub unix:/tmp/prices.sock 'prices.*.sap' 'fx.>'\n  ipcx sub 'tcp://127.0.0.1:7200?history=10' 'logs.>' --format json -n 100\n\nPatterns: levels split by '.', '*' for one level, a last '>' for the rest."
+    )]
+    Sub(pubsub::SubArgs),
     /// Answer calls (request/reply): each request with its own bytes.
     #[command(
         after_help = "Examples:\n  ipcx serve unix:/tmp/echo.sock --echo &\n  ipcx call unix:/tmp/echo.sock hello          # prints: hello\n  ipcx serve tcp://0.0.0.0:7100 --echo --threads 4\n  ipcx serve unix:/tmp/cb.sock --echo --connect   # to a caller that binds"
@@ -132,6 +143,8 @@ fn main() -> ExitCode {
         Command::Signal(a) => signal::run(a),
         Command::Journal(a) => journal::run(a),
         Command::Serve(a) => rpc::serve(a),
+        Command::Pub(a) => pubsub::publish(a),
+        Command::Sub(a) => pubsub::subscribe(a),
         Command::Call(a) => rpc::call(a),
         Command::Bench(a) => bench::run(a),
         Command::BenchPeer(a) => bench::peer(a),

@@ -266,7 +266,7 @@ fn print_message(out: &mut impl Write, format: Format, seq: u64, msg: &[u8]) -> 
 }
 
 /// Standard base64 with padding (RFC 4648).
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

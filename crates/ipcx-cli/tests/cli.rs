@@ -869,3 +869,51 @@ fn serve_and_call() {
         .failure();
     assert!(got.stderr.contains("nobody.sock"), "{got}");
 }
+
+/// `ipcx sub` prints `topic<TAB>message` (or JSON); `ipcx pub` waits for
+/// a subscriber, publishes, and exits; a
+/// malformed pattern is an error naming what is wrong.
+#[test]
+fn pub_and_sub() {
+    let s = Scratch::new();
+    let url = s.url("unix", "prices.sock");
+    let sub = s.spawn(["sub", &url, "prices.eu.>", "-n", "2", "--timeout", "60s"]);
+    let publisher = s.spawn([
+        "pub",
+        &url,
+        "prices.eu.sap",
+        "241.5",
+        "242.0",
+        "--timeout",
+        "60s",
+    ]);
+    let got = sub.finish().success();
+    assert_eq!(got.stdout(), "prices.eu.sap\t241.5\nprices.eu.sap\t242.0\n");
+    publisher.finish().success();
+
+    let sub = s.spawn([
+        "sub",
+        &url,
+        "t.*",
+        "-n",
+        "1",
+        "--format",
+        "json",
+        "--timeout",
+        "60s",
+    ]);
+    s.run(["pub", &url, "t.x", "hi", "--timeout", "60s"])
+        .success();
+    let got = sub.finish().success();
+    assert_eq!(
+        got.stdout(),
+        "{\"topic\":\"t.x\",\"len\":2,\"text\":\"hi\"}\n"
+    );
+
+    let got = s.run(["sub", &url, "a..b", "--timeout", "1s"]).failure();
+    assert!(got.stderr.contains("level 2 is empty"), "{got}");
+    let got = s
+        .run(["pub", &url, "a.>", "x", "--timeout", "1s"])
+        .failure();
+    assert!(got.stderr.contains("level 2 holds '>'"), "{got}");
+}

@@ -1,0 +1,145 @@
+//! `ipcx pub` and `ipcx sub`: publish/subscribe from the shell.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use ipcx::pattern::{Publisher, Subscriber};
+
+use crate::Role;
+
+#[derive(Args)]
+pub struct PubArgs {
+    /// Endpoint URL the publisher binds, e.g. unix:/tmp/prices.sock
+    url: String,
+    /// The topic, e.g. sensors.lidar.front
+    topic: String,
+    /// Messages, one per argument; none: each line of stdin.
+    messages: Vec<std::ffi::OsString>,
+    /// Publish only once this many subscribers joined.
+    #[arg(long, default_value_t = 1)]
+    wait_subs: usize,
+    /// How long to wait for them (and for the messages to go out).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "5s")]
+    timeout: Duration,
+    /// After publishing, stay this long (for subscribers that join late
+    /// and ask for ?history=).
+    #[arg(long, value_parser = crate::parse_duration)]
+    linger: Option<Duration>,
+    #[command(flatten)]
+    role: Role,
+}
+
+#[derive(Args)]
+pub struct SubArgs {
+    /// Endpoint URL of the publisher.
+    url: String,
+    /// Patterns: levels split by `.`, `*` one level, a last `>` the rest.
+    #[arg(required = true)]
+    patterns: Vec<String>,
+    /// Exit 0 after this many messages.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+    /// Give up (exit 1) when the messages have not all arrived in this time.
+    #[arg(long, value_parser = crate::parse_duration)]
+    timeout: Option<Duration>,
+    /// How to print each message.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    #[command(flatten)]
+    role: Role,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// `topic<TAB>message`, one per line.
+    Text,
+    /// One JSON object per line: topic, len, and text (UTF-8) or base64.
+    Json,
+}
+
+pub fn publish(a: PubArgs) -> Result<ExitCode> {
+    if !a.role.binds(true) {
+        bail!("ipcx pub binds: a publisher that connects to a binding subscriber is not built yet");
+    }
+    ipcx::pattern::check_topic(&a.topic)?;
+    let publisher = Publisher::bind(&a.url)?;
+    if a.wait_subs > 0 {
+        publisher.wait_for_subscribers(a.wait_subs, a.timeout)?;
+    }
+    if a.messages.is_empty() {
+        for line in std::io::stdin().lock().split(b'\n') {
+            publisher.publish(&a.topic, &line?)?;
+        }
+    } else {
+        for m in &a.messages {
+            let bytes = std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str());
+            publisher.publish(&a.topic, bytes)?;
+        }
+    }
+    publisher.flush(a.timeout)?;
+    if let Some(d) = a.linger {
+        std::thread::sleep(d);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
+    if a.role.binds(false) {
+        bail!(
+            "ipcx sub connects: a subscriber that binds for publishers to connect is not built yet"
+        );
+    }
+    let patterns: Vec<&str> = a.patterns.iter().map(String::as_str).collect();
+    let mut url = ipcx::Endpoint::parse(&a.url)?;
+    if let Some(t) = a.timeout {
+        url = url.with_options(|o| o.timeout = t)?;
+    }
+    let mut sub = Subscriber::connect(url.url(), &patterns)?;
+    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut out = std::io::stdout().lock();
+    let mut got = 0;
+    while a.count.is_none_or(|n| got < n) {
+        let d = match deadline {
+            Some(d) => sub.recv_timeout(d.saturating_duration_since(Instant::now()))?,
+            None => match sub.recv() {
+                Err(e) if e.is_closed() => break,
+                r => r?,
+            },
+        };
+        match a.format {
+            Format::Text => {
+                out.write_all(d.topic.as_bytes())?;
+                out.write_all(b"\t")?;
+                out.write_all(&d.payload)?;
+                out.write_all(b"\n")?;
+            }
+            Format::Json => {
+                let (key, value) = match std::str::from_utf8(&d.payload) {
+                    Ok(text) => ("text", serde_json::Value::from(text)),
+                    Err(_) => (
+                        "base64",
+                        serde_json::Value::from(crate::recv::base64(&d.payload)),
+                    ),
+                };
+                writeln!(
+                    out,
+                    "{{\"topic\":{},\"len\":{},\"{key}\":{value}}}",
+                    serde_json::Value::from(d.topic.as_str()),
+                    d.payload.len()
+                )?;
+            }
+        }
+        out.flush()?;
+        got += 1;
+    }
+    if sub.lost() > 0 {
+        eprintln!(
+            "ipcx: the publisher dropped {} messages for this subscriber",
+            sub.lost()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
