@@ -55,10 +55,15 @@ pub enum Mech {
     /// Request/reply calls on tcp:, against bare TCP ping-pong.
     #[value(name = "rpc-tcp")]
     RpcTcp,
+    /// Publish/subscribe on unix: (a publisher each way, one subscriber
+    /// each), against bare write() of one message per call on a Unix
+    /// socket.
+    #[value(name = "pubsub")]
+    Pubsub,
 }
 
 impl Mech {
-    pub const ALL: [Mech; 16] = [
+    pub const ALL: [Mech; 17] = [
         Mech::Pipe,
         Mech::Fifo,
         Mech::Unix,
@@ -75,6 +80,7 @@ impl Mech {
         Mech::Typed,
         Mech::RpcUnix,
         Mech::RpcTcp,
+        Mech::Pubsub,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +101,7 @@ impl Mech {
             Mech::Typed => "typed",
             Mech::RpcUnix => "rpc-unix",
             Mech::RpcTcp => "rpc-tcp",
+            Mech::Pubsub => "pubsub",
         }
     }
 
@@ -256,6 +263,9 @@ enum Pending {
     Typed(Box<Listener>),
     /// A listener whose link the driver calls over.
     Rpc(Box<Listener>),
+    /// The driver's publisher, and the URL of the peer's (to subscribe
+    /// to once the peer made it).
+    Pubsub(Box<ipcx::pattern::Publisher>, String),
 }
 
 /// Creates the endpoint before the child starts.
@@ -304,6 +314,16 @@ pub fn prepare(
             })
         }
         (Mech::RpcUnix, Impl::Raw) => prepare(Mech::Unix, Impl::Raw, wait, size, dir, n),
+        (Mech::Pubsub, Impl::Raw) => prepare(Mech::Unix, Impl::Raw, wait, size, dir, n),
+        (Mech::Pubsub, Impl::Ipcx) => {
+            let (down, up) = (url_of("unix"), format!("{}-up?wait={wait}", base.display()));
+            let down = down.replace("?wait", "-down?wait");
+            let publisher = ipcx::pattern::Publisher::bind(&down)?;
+            Ok(Setup {
+                args: vec!["--url".into(), down, "--url2".into(), format!("unix:{up}")],
+                pending: Pending::Pubsub(Box::new(publisher), format!("unix:{up}")),
+            })
+        }
         (Mech::RpcTcp, Impl::Raw) => prepare(Mech::Tcp, Impl::Raw, wait, size, dir, n),
         (Mech::Typed, Impl::Ipcx) => {
             let l = Listener::bind(&url_of("unix"))?;
@@ -463,6 +483,18 @@ impl Setup {
                     }),
                 )
             }
+            Pending::Pubsub(publisher, up) => {
+                let child = cmd.spawn()?;
+                let subscriber = ipcx::pattern::Subscriber::connect(&format!("{up}&timeout=30s"), &[">"])?;
+                publisher.wait_for_subscribers(1, std::time::Duration::from_secs(30))?;
+                (
+                    child,
+                    Box::new(PubSub {
+                        publisher: *publisher,
+                        subscriber,
+                    }),
+                )
+            }
             Pending::Rpc(l) => {
                 let child = cmd.spawn()?;
                 let link = l.accept_timeout(std::time::Duration::from_secs(30))?;
@@ -569,6 +601,18 @@ pub fn connect(mech: Mech, imp: Impl, url: &str, url2: &str, size: usize) -> Res
             pending: None,
         }),
         (Mech::RpcUnix, Impl::Raw) => connect(Mech::Unix, Impl::Raw, url, url2, size)?,
+        (Mech::Pubsub, Impl::Raw) => connect(Mech::Unix, Impl::Raw, url, url2, size)?,
+        // The peer publishes on `url2`, and subscribes to the driver's.
+        (Mech::Pubsub, Impl::Ipcx) => {
+            let publisher = ipcx::pattern::Publisher::bind(url2)?;
+            let subscriber =
+                ipcx::pattern::Subscriber::connect(&format!("{url}&timeout=30s"), &[">"])?;
+            publisher.wait_for_subscribers(1, std::time::Duration::from_secs(30))?;
+            Box::new(PubSub {
+                publisher,
+                subscriber,
+            })
+        }
         (Mech::RpcTcp, Impl::Raw) => connect(Mech::Tcp, Impl::Raw, url, url2, size)?,
         (Mech::Typed, Impl::Raw) => Box::new(Link::connect(url)?),
         (Mech::ShmZc | Mech::ShmZcUntouched, _) => {
@@ -957,6 +1001,26 @@ impl Conn for Answers {
         buf.clear();
         buf.extend_from_slice(body);
         self.pending = Some(id);
+        Ok(())
+    }
+}
+
+/// A publisher each way: a message sent is published (topic `bench.m`),
+/// one received is the next delivery of the other side's publisher.
+struct PubSub {
+    publisher: ipcx::pattern::Publisher,
+    subscriber: ipcx::pattern::Subscriber,
+}
+
+impl Conn for PubSub {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.publisher
+            .publish("bench.m", msg)
+            .map(drop)
+            .map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>, _size: usize) -> io::Result<()> {
+        *buf = self.subscriber.recv().map_err(io::Error::other)?.payload;
         Ok(())
     }
 }

@@ -41,6 +41,11 @@ struct Queue {
     writing: bool,
     /// The subscriber left (or its link failed).
     gone: bool,
+    /// The writer sleeps for messages: the next one queued wakes it (and
+    /// only then: a wake-up is a system call).
+    writer_asleep: bool,
+    /// Publishers sleeping for room (`block`).
+    room_waiters: usize,
 }
 
 #[derive(Debug)]
@@ -49,7 +54,9 @@ struct Sub {
     patterns: Vec<Pattern>,
     tx: Mutex<(SendHalf, Vec<u8>)>,
     q: Mutex<Queue>,
-    /// The writer waits for messages on it; publishers for room.
+    /// The writer waits on it for messages.
+    data: Condvar,
+    /// Publishers (`block`) and `flush` wait on it for room.
     changed: Condvar,
     delivered: AtomicU64,
     lost_total: AtomicU64,
@@ -200,6 +207,7 @@ impl Publisher {
                 Err(_) => {
                     q.gone = true;
                     sub.changed.notify_all();
+                    sub.data.notify_all();
                     return false;
                 }
             }
@@ -213,7 +221,9 @@ impl Publisher {
                 }
                 // `fail` was checked before; one that filled since waits.
                 Overflow::Block | Overflow::Fail => {
+                    q.room_waiters += 1;
                     q = sub.changed.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    q.room_waiters -= 1;
                 }
             }
         }
@@ -221,7 +231,10 @@ impl Publisher {
             return false;
         }
         q.msgs.push_back(entry.clone());
-        sub.changed.notify_all();
+        if q.writer_asleep {
+            q.writer_asleep = false;
+            sub.data.notify_one();
+        }
         true
     }
 
@@ -290,6 +303,7 @@ impl Drop for Publisher {
         for sub in lock(&self.shared.subs).iter() {
             lock(&sub.q).gone = true;
             sub.changed.notify_all();
+            sub.data.notify_all();
         }
     }
 }
@@ -363,6 +377,7 @@ fn join(mut link: Link, sh: &Shared) -> Result<Arc<Sub>> {
         patterns,
         tx: Mutex::new((tx, Vec::new())),
         q: Mutex::new(Queue::default()),
+        data: Condvar::new(),
         changed: Condvar::new(),
         delivered: AtomicU64::new(0),
         lost_total: AtomicU64::new(0),
@@ -430,11 +445,13 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
     loop {
         let mut q = lock(&sub.q);
         while q.msgs.is_empty() && !q.gone {
+            q.writer_asleep = true;
             q = sub
-                .changed
+                .data
                 .wait_timeout(q, Duration::from_millis(100))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            q.writer_asleep = false;
             if sh.stop.load(Ordering::Acquire) && q.msgs.is_empty() {
                 q.gone = true;
             }
@@ -454,8 +471,11 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
         }
         let lost = std::mem::take(&mut q.lost);
         q.writing = true;
+        let room_waiters = q.room_waiters;
         drop(q);
-        sub.changed.notify_all();
+        if room_waiters > 0 {
+            sub.changed.notify_all();
+        }
         let sent = write_batch(sub, &batch, lost, false);
         let mut q = lock(&sub.q);
         q.writing = false;
