@@ -345,3 +345,40 @@ fn hostile_subscribers_are_dropped_and_the_rest_served() {
     assert_eq!(child.wait_ready(), "served");
     child.finish();
 }
+
+/// Messages of 1 MiB (more than a batch, or a socket, holds) go whole and
+/// in order; a lone one after a quiet moment (written at once, taken in
+/// part by the socket) arrives whole with no publish after it.
+#[test]
+fn large_messages() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut sub = Subscriber::connect(&param("URL"), &[">"]).expect("subscribe");
+        for n in 0..20u8 {
+            let d = sub.recv_timeout(PATIENCE).expect("recv");
+            assert_eq!(d.payload.len(), 1 << 20);
+            assert!(d.payload.iter().all(|&b| b == n), "message {n}");
+        }
+        ready("all");
+        let d = sub.recv_timeout(PATIENCE).expect("the lone one");
+        assert!(d.payload.len() == 1 << 20 && d.payload.iter().all(|&b| b == 99));
+        ready("lone");
+        return;
+    }
+    let dir = t.scratch();
+    let publisher = Publisher::bind(&dir.url("unix", "big.sock")).expect("bind");
+    let mut child = t.spawn("big", |c| set_param(c, "URL", publisher.url()));
+    publisher.wait_for_subscribers(1, PATIENCE).expect("joined");
+    for n in 0..20u8 {
+        publisher
+            .publish("big.one", &vec![n; 1 << 20])
+            .expect("publish");
+    }
+    assert_eq!(child.wait_ready(), "all");
+    std::thread::sleep(Duration::from_millis(5));
+    publisher
+        .publish("big.one", &vec![99; 1 << 20])
+        .expect("publish");
+    assert_eq!(child.wait_ready(), "lone");
+    child.finish();
+}

@@ -485,7 +485,8 @@ impl Setup {
             }
             Pending::Pubsub(publisher, up) => {
                 let child = cmd.spawn()?;
-                let subscriber = ipcx::pattern::Subscriber::connect(&format!("{up}&timeout=30s"), &[">"])?;
+                let subscriber =
+                    ipcx::pattern::Subscriber::connect(&format!("{up}&timeout=30s"), &[">"])?;
                 publisher.wait_for_subscribers(1, std::time::Duration::from_secs(30))?;
                 (
                     child,

@@ -18,6 +18,7 @@ mod conn;
 mod fanout;
 mod floor;
 mod journal;
+mod pubsub_fanout;
 mod raw;
 mod report;
 mod sync;
@@ -72,6 +73,9 @@ pub struct PeerArgs {
     /// Be fan-out subscriber number N instead.
     #[arg(long)]
     fanout: Option<usize>,
+    /// Be a subscriber of the publish/subscribe fan-out instead.
+    #[arg(long)]
+    pubsub_fanout: bool,
     /// Be the peer of a synchronization cell instead (ROLE:N).
     #[arg(long)]
     sync: Option<String>,
@@ -198,6 +202,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             cells.push(fanout::measure(&budget).context("fan-out")?);
         }
     }
+    if mechs.contains(&Mech::Pubsub) {
+        bar.set_message("publish/subscribe fan-out: 1, 4, 16 subscribers");
+        cells.extend(pubsub_fanout::measure(&budget, &dir).context("pub/sub fan-out")?);
+    }
     if mechs.contains(&Mech::Journal) {
         bar.set_message("journal: appends against write()");
         cells.extend(journal::measure(&sizes, &budget, &dir).context("journal")?);
@@ -249,6 +257,18 @@ fn largest_size() -> usize {
 /// Where this process's benchmark keeps its sockets and FIFOs.
 pub fn scratch_dir() -> PathBuf {
     std::env::temp_dir().join(format!("ipcx-bench-{}", std::process::id()))
+}
+
+/// A child process killed (and reaped) if a measurement fails midway.
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }
 
 struct RemoveDir(PathBuf);
@@ -358,6 +378,9 @@ pub fn peer(a: PeerArgs) -> Result<ExitCode> {
     }
     if let Some(role) = &a.sync {
         return sync::peer_side(role, &a.url).map(|()| ExitCode::SUCCESS);
+    }
+    if a.pubsub_fanout {
+        return pubsub_fanout::subscriber(&a.url).map(|()| ExitCode::SUCCESS);
     }
     if let Some(k) = a.fanout {
         return fanout::subscriber(&a.url, k).map(|()| ExitCode::SUCCESS);

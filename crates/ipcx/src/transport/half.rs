@@ -391,6 +391,17 @@ impl SendHalf {
         }
     }
 
+    /// Whether a message [`SendHalf::try_send`] or
+    /// [`SendHalf::send_timeout`] took in part still has bytes to write
+    /// (they go before the next message, or on [`SendHalf::flush`]).
+    pub fn has_unsent(&self) -> bool {
+        match &self.tx {
+            Tx::Stream(s) => s.has_unsent(),
+            Tx::Shm(s) => s.has_unsent(),
+            Tx::Mq(_) | Tx::Journal(_) | Tx::None => false,
+        }
+    }
+
     /// Finishes sending a message that [`SendHalf::try_send`] or
     /// [`SendHalf::send_timeout`] left partly sent, waiting as long as it
     /// takes; at once if there is none.

@@ -46,6 +46,10 @@ struct Queue {
     writer_asleep: bool,
     /// Publishers sleeping for room (`block`).
     room_waiters: usize,
+    /// A message written at once was taken in part: the writer finishes
+    /// it (waiting for the subscriber) before anything else; `writing`
+    /// stays set until then.
+    rest_pending: bool,
 }
 
 #[derive(Debug)]
@@ -196,15 +200,25 @@ impl Publisher {
             q.writing = true;
             drop(q);
             let sent = write_batch(sub, std::slice::from_ref(entry), 0, true);
+            let rest = lock(&sub.tx).0.has_unsent();
             q = lock(&sub.q);
-            q.writing = false;
             match sent {
+                // Taken in part: the writer finishes it, so that this
+                // publish does not wait for the subscriber.
+                Ok(true) if rest => {
+                    q.rest_pending = true;
+                    q.writer_asleep = false;
+                    sub.data.notify_one();
+                    return true;
+                }
                 Ok(true) => {
+                    q.writing = false;
                     sub.changed.notify_all();
                     return true;
                 }
-                Ok(false) => {}
+                Ok(false) => q.writing = false,
                 Err(_) => {
+                    q.writing = false;
                     q.gone = true;
                     sub.changed.notify_all();
                     sub.data.notify_all();
@@ -444,7 +458,19 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
     let mut batch = Vec::new();
     loop {
         let mut q = lock(&sub.q);
-        while q.msgs.is_empty() && !q.gone {
+        if q.rest_pending {
+            drop(q);
+            let flushed = lock(&sub.tx).0.flush();
+            let mut q = lock(&sub.q);
+            q.rest_pending = false;
+            q.writing = false;
+            if flushed.is_err() {
+                q.gone = true;
+            }
+            sub.changed.notify_all();
+            continue;
+        }
+        while q.msgs.is_empty() && !q.gone && !q.rest_pending {
             q.writer_asleep = true;
             q = sub
                 .data
@@ -455,6 +481,9 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
             if sh.stop.load(Ordering::Acquire) && q.msgs.is_empty() {
                 q.gone = true;
             }
+        }
+        if q.rest_pending {
+            continue;
         }
         if q.gone && q.msgs.is_empty() {
             break;

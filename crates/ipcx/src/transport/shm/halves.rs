@@ -283,6 +283,11 @@ impl ShmTx {
 
     /// Pushes the rest of a message a send left unfinished, waiting as
     /// `until` allows.
+    /// Whether a message a send took in part still has bytes to push.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.unsent.1 < self.unsent.0.len()
+    }
+
     pub(crate) fn flush(&mut self, until: Until) -> Result<()> {
         if self.unsent.0.is_empty() {
             return Ok(());
