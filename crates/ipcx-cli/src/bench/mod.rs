@@ -37,7 +37,7 @@ pub use report::Cell;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A short run (about 16 s here): fewer round trips and bytes per cell.
+    /// A short run (about 40 s here): fewer round trips and bytes per cell.
     #[arg(long)]
     quick: bool,
     /// Mechanisms to measure (default: all built).
