@@ -11,6 +11,7 @@ mod rpc;
 mod sem;
 mod send;
 mod signal;
+mod workqueue;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,6 +107,16 @@ enum Command {
         after_help = "Examples:\n  ipcx sub unix:/tmp/prices.sock 'prices.*.sap' 'fx.>'\n  ipcx sub 'tcp://127.0.0.1:7200?history=10' 'logs.>' --format json -n 100\n\nPatterns: levels split by '.', '*' for one level, a last '>' for the rest."
     )]
     Sub(pubsub::SubArgs),
+    /// Hand out jobs to the workers that connect; exit once each is acknowledged.
+    #[command(
+        after_help = "Examples:\n  ipcx push unix:/tmp/jobs.sock 'resize 1.jpg' 'resize 2.jpg' &\n  ipcx pull unix:/tmp/jobs.sock -n 1     # prints a job, then acknowledges it\n  find . -name '*.log' | ipcx push tcp://0.0.0.0:7300 --timeout 10m\n\nA job a worker took and did not acknowledge (it died) goes to another worker."
+    )]
+    Push(workqueue::PushArgs),
+    /// Take jobs from a pusher, print each, and acknowledge it.
+    #[command(
+        after_help = "Examples:\n  ipcx pull unix:/tmp/jobs.sock\n  ipcx pull tcp://127.0.0.1:7300 -n 10 --timeout 1m"
+    )]
+    Pull(workqueue::PullArgs),
     /// Answer calls (request/reply): each request with its own bytes.
     #[command(
         after_help = "Examples:\n  ipcx serve unix:/tmp/echo.sock --echo &\n  ipcx call unix:/tmp/echo.sock hello          # prints: hello\n  ipcx serve tcp://0.0.0.0:7100 --echo --threads 4\n  ipcx serve unix:/tmp/cb.sock --echo --connect   # to a caller that binds"
@@ -144,6 +155,8 @@ fn main() -> ExitCode {
         Command::Journal(a) => journal::run(a),
         Command::Serve(a) => rpc::serve(a),
         Command::Pub(a) => pubsub::publish(a),
+        Command::Push(a) => workqueue::push(a),
+        Command::Pull(a) => workqueue::pull(a),
         Command::Sub(a) => pubsub::subscribe(a),
         Command::Call(a) => rpc::call(a),
         Command::Bench(a) => bench::run(a),

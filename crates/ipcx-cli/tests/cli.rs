@@ -917,3 +917,26 @@ fn pub_and_sub() {
         .failure();
     assert!(got.stderr.contains("level 2 holds '>'"), "{got}");
 }
+
+/// `ipcx push` hands each job to one `ipcx pull` and exits once all are
+/// acknowledged; each worker prints the jobs it did.
+#[test]
+fn push_and_pull() {
+    let s = Scratch::new();
+    let url = s.url("unix", "jobs.sock");
+    let pusher = s.spawn(["push", &url, "a", "b", "c", "--timeout", "60s"]);
+    let got = s
+        .run(["pull", &url, "-n", "2", "--timeout", "60s"])
+        .success();
+    let first = got.stdout();
+    let got = s
+        .run(["pull", &url, "-n", "1", "--timeout", "60s"])
+        .success();
+    let mut all: Vec<String> = format!("{first}{}", got.stdout())
+        .lines()
+        .map(String::from)
+        .collect();
+    all.sort();
+    assert_eq!(all, ["a", "b", "c"]);
+    pusher.finish().success();
+}

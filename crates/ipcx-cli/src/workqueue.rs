@@ -1,0 +1,88 @@
+//! `ipcx push` and `ipcx pull`: work queues from the shell.
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ipcx::pattern::{Puller, Pusher};
+
+use crate::Role;
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Endpoint URL the pusher binds, e.g. unix:/tmp/jobs.sock
+    url: String,
+    /// Jobs, one per argument; none: each line of stdin.
+    messages: Vec<std::ffi::OsString>,
+    /// Give up (exit 1) when the jobs are not all acknowledged in this
+    /// time (default: wait for workers as long as it takes).
+    #[arg(long, value_parser = crate::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    role: Role,
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Endpoint URL of the pusher.
+    url: String,
+    /// Exit 0 after this many jobs.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+    /// Give up (exit 1) when the jobs have not all arrived in this time.
+    #[arg(long, value_parser = crate::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    role: Role,
+}
+
+pub fn push(a: PushArgs) -> Result<ExitCode> {
+    if !a.role.binds(true) {
+        bail!("ipcx push binds: a pusher that connects to a binding puller is not built yet");
+    }
+    let pusher = Pusher::bind(&a.url)?;
+    if a.messages.is_empty() {
+        for line in std::io::stdin().lock().split(b'\n') {
+            pusher.push(&line?)?;
+        }
+    } else {
+        for m in &a.messages {
+            pusher.push(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
+        }
+    }
+    pusher.wait_acked(a.timeout.unwrap_or(Duration::MAX))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pull(a: PullArgs) -> Result<ExitCode> {
+    if a.role.binds(false) {
+        bail!("ipcx pull connects: a puller that binds for pushers to connect is not built yet");
+    }
+    let mut ep = ipcx::Endpoint::parse(&a.url)?;
+    if let Some(t) = a.timeout {
+        ep = ep.with_options(|o| o.timeout = t)?;
+    }
+    let mut puller = Puller::connect(ep.url())?;
+    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut out = std::io::stdout().lock();
+    let mut got = 0;
+    while a.count.is_none_or(|n| got < n) {
+        let job = match deadline {
+            Some(d) => puller.recv_timeout(d.saturating_duration_since(Instant::now()))?,
+            None => match puller.recv() {
+                Err(e) if e.is_closed() => break,
+                r => r?,
+            },
+        };
+        out.write_all(&job.payload)?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        // Acknowledged once printed: a pull killed before that leaves the
+        // job to another worker.
+        puller.ack(job.id)?;
+        got += 1;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,140 @@
+//! Work queues (`ipcx::pattern::{Pusher, Puller}`) between processes:
+//! jobs are balanced across workers and each is acknowledged once; a job
+//! whose worker is killed before it acknowledged goes to another worker,
+//! exactly once, with its delivery count raised.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Test, param, ready, set_param};
+use ipcx::pattern::{Puller, Pusher};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits (at most `PATIENCE`) until `done` holds.
+fn until(what: &str, done: impl Fn() -> bool) {
+    let give_up = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "still waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// In a child: a worker that acknowledges every job until the pusher
+/// goes, then says which ids it did.
+fn worker() {
+    let mut w = Puller::connect(&param("URL")).expect("connect");
+    ready("connected");
+    let mut ids = Vec::new();
+    loop {
+        match w.recv() {
+            Ok(job) => {
+                assert_eq!(job.deliveries, 1);
+                assert_eq!(job.payload, format!("job {}", job.id).into_bytes());
+                w.ack(job.id).expect("ack");
+                ids.push(job.id.to_string());
+            }
+            Err(e) if e.is_closed() => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    ready(&ids.join(","));
+}
+
+/// 300 jobs to three worker processes: every job is done once, and each
+/// worker did some.
+#[test]
+fn jobs_are_balanced_and_each_acknowledged_once() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return worker();
+    }
+    let dir = t.scratch();
+    let pusher = Pusher::bind(&dir.url("unix", "jobs.sock")).expect("bind");
+    let mut workers: Vec<_> = (0..3)
+        .map(|_| t.spawn("worker", |c| set_param(c, "URL", pusher.url())))
+        .collect();
+    for w in &mut workers {
+        assert_eq!(w.wait_ready(), "connected");
+    }
+    until("three pullers", || pusher.stats().pullers == 3);
+    for n in 0..300u64 {
+        assert_eq!(pusher.push(format!("job {n}").as_bytes()).expect("push"), n);
+    }
+    pusher.wait_acked(PATIENCE).expect("every job acknowledged");
+    let stats = pusher.stats();
+    assert_eq!((stats.acked, stats.redelivered), (300, 0));
+    drop(pusher);
+    let mut all = Vec::new();
+    for mut w in workers {
+        let ids: Vec<u64> = w
+            .wait_ready()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("an id"))
+            .collect();
+        assert!(!ids.is_empty(), "a worker was given nothing");
+        all.extend(ids);
+        w.finish();
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..300).collect::<Vec<_>>());
+}
+
+/// In a child: takes one job, says which, and (as worker A) holds it
+/// without acknowledging until killed, or (as worker B) acknowledges it
+/// and says how many deliveries it had.
+fn one_job() {
+    let mut w = Puller::connect(&param("URL")).expect("connect");
+    ready("connected");
+    let job = w.recv_timeout(PATIENCE).expect("a job");
+    if param("ACK") == "no" {
+        ready(&format!("took {}", job.id));
+        std::thread::sleep(PATIENCE);
+        return;
+    }
+    w.ack(job.id).expect("ack");
+    ready(&format!(
+        "did {} {} {}",
+        job.id,
+        job.deliveries,
+        String::from_utf8_lossy(&job.payload)
+    ));
+    // Nothing else comes: the job is not delivered twice.
+    let again = w.recv_timeout(Duration::from_millis(500));
+    assert!(again.is_err(), "a second job: {again:?}");
+}
+
+/// A worker killed holding a job: the job goes to the other worker,
+/// once, with two deliveries counted.
+#[test]
+fn a_killed_workers_job_goes_to_another_once() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return one_job();
+    }
+    let dir = t.scratch();
+    let pusher = Pusher::bind(&dir.url("unix", "redo.sock")).expect("bind");
+    let mut a = t.spawn("holder", |c| {
+        set_param(set_param(c, "URL", pusher.url()), "ACK", "no")
+    });
+    assert_eq!(a.wait_ready(), "connected");
+    until("worker A", || pusher.stats().pullers == 1);
+    let id = pusher.push(b"encode video 9").expect("push");
+    assert_eq!(a.wait_ready(), format!("took {id}"));
+    let mut b = t.spawn("doer", |c| {
+        set_param(set_param(c, "URL", pusher.url()), "ACK", "yes")
+    });
+    assert_eq!(b.wait_ready(), "connected");
+    until("worker B", || pusher.stats().pullers == 2);
+    a.kill();
+    assert_eq!(b.wait_ready(), format!("did {id} 2 encode video 9"));
+    pusher.wait_acked(PATIENCE).expect("acknowledged");
+    let stats = pusher.stats();
+    assert_eq!((stats.acked, stats.redelivered, stats.pullers), (1, 1, 1));
+    b.finish();
+}
