@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ipcx::pattern::{Publisher, Subscriber};
 
@@ -61,14 +61,18 @@ enum Format {
 }
 
 pub fn publish(a: PubArgs) -> Result<ExitCode> {
-    if !a.role.binds(true) {
-        bail!("ipcx pub binds: a publisher that connects to a binding subscriber is not built yet");
-    }
     ipcx::pattern::check_topic(&a.topic)?;
-    let publisher = Publisher::bind(&a.url)?;
-    if a.wait_subs > 0 {
-        publisher.wait_for_subscribers(a.wait_subs, a.timeout)?;
-    }
+    let publisher = if a.role.binds(true) {
+        let publisher = Publisher::bind(&a.url)?;
+        if a.wait_subs > 0 {
+            publisher.wait_for_subscribers(a.wait_subs, a.timeout)?;
+        }
+        publisher
+    } else {
+        // To a subscriber that binds: it is the one subscriber.
+        let ep = ipcx::Endpoint::parse(&a.url)?.with_options(|o| o.timeout = a.timeout)?;
+        Publisher::connect(ep.url())?
+    };
     if a.messages.is_empty() {
         for line in std::io::stdin().lock().split(b'\n') {
             publisher.publish(&a.topic, &line?)?;
@@ -87,17 +91,17 @@ pub fn publish(a: PubArgs) -> Result<ExitCode> {
 }
 
 pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
-    if a.role.binds(false) {
-        bail!(
-            "ipcx sub connects: a subscriber that binds for publishers to connect is not built yet"
-        );
-    }
     let patterns: Vec<&str> = a.patterns.iter().map(String::as_str).collect();
     let mut url = ipcx::Endpoint::parse(&a.url)?;
     if let Some(t) = a.timeout {
         url = url.with_options(|o| o.timeout = t)?;
     }
-    let mut sub = Subscriber::connect(url.url(), &patterns)?;
+    let mut sub = if a.role.binds(false) {
+        // Collects from the publishers that connect.
+        Subscriber::bind(url.url(), &patterns)?
+    } else {
+        Subscriber::connect(url.url(), &patterns)?
+    };
     let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut out = std::io::stdout().lock();
     let mut got = 0;

@@ -940,3 +940,21 @@ fn push_and_pull() {
     assert_eq!(all, ["a", "b", "c"]);
     pusher.finish().success();
 }
+
+/// Either side may bind: `ipcx sub --bind` collects from publishers that
+/// connect (`ipcx pub --connect`).
+#[test]
+fn a_binding_subscriber_collects() {
+    let s = Scratch::new();
+    let url = s.url("unix", "all.sock");
+    let sub = s.spawn(["sub", "--bind", &url, "t.>", "-n", "2", "--timeout", "60s"]);
+    wait_until("the subscriber binds", || {
+        exists(&s.path("all.sock")).then_some(())
+    });
+    s.run(["pub", "--connect", &url, "t.a", "one", "--timeout", "60s"])
+        .success();
+    s.run(["pub", "--connect", &url, "t.b", "two", "--timeout", "60s"])
+        .success();
+    let got = sub.finish().success();
+    assert_eq!(got.stdout(), "t.a\tone\nt.b\ttwo\n");
+}

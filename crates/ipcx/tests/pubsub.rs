@@ -382,3 +382,56 @@ fn large_messages() {
     assert_eq!(child.wait_ready(), "lone");
     child.finish();
 }
+
+/// A subscriber that binds collects from publishers that connect to it:
+/// two publisher processes, each publishing 1000 numbered messages on its
+/// own topic; every message arrives, each publisher's in order.
+#[test]
+fn a_subscriber_that_binds_collects_from_publishers() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let publisher = Publisher::connect(&format!("{}?timeout=30s", param("URL")))
+            .expect("connect to the subscriber");
+        let topic = format!("from.{}", param("ME"));
+        for n in 0..1000u32 {
+            publisher
+                .publish(&topic, &n.to_le_bytes())
+                .expect("publish");
+        }
+        publisher.flush(PATIENCE).expect("flush");
+        ready("sent");
+        // Stay until told: leaving is fine too, but not before the test
+        // has counted.
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "collect.sock");
+    let mut sub = Subscriber::bind(&url, &["from.*"]).expect("bind");
+    let mut children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|me| {
+            t.spawn("publisher", |c| {
+                set_param(set_param(c, "URL", &url), "ME", me).stdin(std::process::Stdio::piped())
+            })
+        })
+        .collect();
+    let mut next = std::collections::HashMap::new();
+    for _ in 0..2000 {
+        let d = sub.recv_timeout(PATIENCE).expect("recv");
+        let n = u32::from_le_bytes(d.payload[..4].try_into().expect("4 bytes"));
+        let want = next.entry(d.topic.clone()).or_insert(0u32);
+        assert_eq!(n, *want, "{}: out of order", d.topic);
+        *want += 1;
+    }
+    assert_eq!(next.get("from.a"), Some(&1000));
+    assert_eq!(next.get("from.b"), Some(&1000));
+    for c in &mut children {
+        assert_eq!(c.wait_ready(), "sent");
+        drop(c.take_stdin());
+    }
+    for c in children {
+        c.finish();
+    }
+}

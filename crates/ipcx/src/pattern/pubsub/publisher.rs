@@ -118,25 +118,47 @@ impl Publisher {
     /// `?slots=`, `?overflow=`) and accepts subscribers from now on.
     pub fn bind(url: &str) -> Result<Publisher> {
         let listener = Listener::bind(url)?;
-        let o = listener.endpoint().options().clone();
-        let url = listener.endpoint().url().to_string();
-        let shared = Arc::new(Shared {
-            subs: Mutex::new(Arc::new(Vec::new())),
-            joined: Condvar::new(),
-            history: Mutex::new(HashMap::new()),
-            keep: o.history,
-            slots: o.slots,
-            overflow: o.overflow,
-            stop: AtomicBool::new(false),
-            last: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
-        let s = shared.clone();
+        let publisher = Publisher::new(listener.endpoint());
+        let s = publisher.shared.clone();
         std::thread::Builder::new()
             .name("ipcx-pub-accept".into())
             .spawn(move || accept_loop(&listener, &s))
             .map_err(|e| Error::io("bind", e))?;
-        Ok(Publisher { shared, url })
+        Ok(publisher)
+    }
+
+    /// Connects to a subscriber that binds `url` (one that collects from
+    /// publishers: [`Subscriber::bind`](super::Subscriber::bind)); it is
+    /// this publisher's one subscriber, joined when this returns.
+    pub fn connect(url: &str) -> Result<Publisher> {
+        let link = Link::connect(url)?;
+        let ep = crate::Endpoint::parse(url)?;
+        let publisher = Publisher::new(&ep);
+        let sub = join(link, &publisher.shared)?;
+        let s = publisher.shared.clone();
+        std::thread::Builder::new()
+            .name("ipcx-pub-writer".into())
+            .spawn(move || writer(&sub, &s))
+            .map_err(|e| Error::io("connect", e))?;
+        Ok(publisher)
+    }
+
+    fn new(ep: &crate::Endpoint) -> Publisher {
+        let o = ep.options();
+        Publisher {
+            shared: Arc::new(Shared {
+                subs: Mutex::new(Arc::new(Vec::new())),
+                joined: Condvar::new(),
+                history: Mutex::new(HashMap::new()),
+                keep: o.history,
+                slots: o.slots,
+                overflow: o.overflow,
+                stop: AtomicBool::new(false),
+                last: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+            url: ep.url().to_string(),
+        }
     }
 
     /// The bound URL (with the port the OS picked for `tcp://…:0`).

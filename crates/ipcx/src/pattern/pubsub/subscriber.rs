@@ -1,7 +1,7 @@
 //! The subscribing end: joins a publisher with its patterns and takes
 //! the messages of its batches one by one.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
 use super::super::typed::trade_schemas;
@@ -22,16 +22,61 @@ pub struct Delivery {
 /// The subscribing end of publish/subscribe over a socket.
 #[derive(Debug)]
 pub struct Subscriber {
-    link: Link,
-    /// The batch being read, and where its next message starts.
-    batch: Vec<u8>,
+    from: From,
+    batch: Batch,
+    lost: u64,
+}
+
+/// Where batches come from: the publisher this subscriber connected to,
+/// or the publishers that connect to it.
+#[derive(Debug)]
+enum From {
+    One(Link),
+    Many {
+        poller: crate::Poller,
+        listener: usize,
+        subscription: Vec<u8>,
+    },
+}
+
+/// The batch being read, and where its next message starts.
+#[derive(Debug, Default)]
+struct Batch {
+    buf: Vec<u8>,
     at: usize,
     left: u32,
-    lost: u64,
 }
 
 fn bad(why: &'static str) -> Error {
     Error::new(ErrorKind::Frame(FrameError::Unexpected(why)), "recv")
+}
+
+/// The subscription message for `patterns` (checked) and `history`.
+fn subscription(patterns: &[&str], history: usize) -> Result<Vec<u8>> {
+    let checked = patterns
+        .iter()
+        .map(|p| Pattern::parse(p))
+        .collect::<Result<Vec<_>>>()?;
+    if checked.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument("subscribe to at least one pattern (`>`: all)".into()),
+            "subscribe",
+        ));
+    }
+    let mut msg = vec![SUBSCRIBE];
+    msg.extend_from_slice(&(history as u32).to_le_bytes());
+    msg.extend_from_slice(&(checked.len() as u16).to_le_bytes());
+    for p in &checked {
+        msg.extend_from_slice(&(p.as_str().len() as u16).to_le_bytes());
+        msg.extend_from_slice(p.as_str().as_bytes());
+    }
+    Ok(msg)
+}
+
+/// Trades schemas on a new link to a publisher and subscribes.
+fn subscribe(link: &mut Link, subscription: &[u8]) -> Result<()> {
+    trade_schemas(link, &ways(false))?;
+    link.send(subscription)
 }
 
 impl Subscriber {
@@ -40,75 +85,55 @@ impl Subscriber {
     /// the last N messages of each matching topic first. A malformed
     /// pattern is an error before anything is sent.
     pub fn connect(url: &str, patterns: &[&str]) -> Result<Subscriber> {
-        let checked = patterns
-            .iter()
-            .map(|p| Pattern::parse(p))
-            .collect::<Result<Vec<_>>>()?;
-        if checked.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument("subscribe to at least one pattern (`>`: all)".into()),
-                "subscribe",
-            ));
-        }
         let history = crate::Endpoint::parse(url)?.options().history;
+        let msg = subscription(patterns, history)?;
         let mut link = Link::connect(url)?;
-        trade_schemas(&mut link, &ways(false))?;
-        let mut msg = vec![SUBSCRIBE];
-        msg.extend_from_slice(&(history as u32).to_le_bytes());
-        msg.extend_from_slice(&(checked.len() as u16).to_le_bytes());
-        for p in &checked {
-            msg.extend_from_slice(&(p.as_str().len() as u16).to_le_bytes());
-            msg.extend_from_slice(p.as_str().as_bytes());
-        }
-        link.send(&msg)?;
+        subscribe(&mut link, &msg)?;
         Ok(Subscriber {
-            link,
-            batch: Vec::new(),
-            at: 0,
-            left: 0,
+            from: From::One(link),
+            batch: Batch::default(),
+            lost: 0,
+        })
+    }
+
+    /// Binds `url` and collects from the publishers that connect to it
+    /// ([`Publisher::connect`](super::Publisher::connect)), subscribed to
+    /// `patterns` at each. Each publisher's order is kept; a publisher
+    /// that leaves is let go, and others may come.
+    pub fn bind(url: &str, patterns: &[&str]) -> Result<Subscriber> {
+        let history = crate::Endpoint::parse(url)?.options().history;
+        let subscription = subscription(patterns, history)?;
+        let mut poller = crate::Poller::new()?;
+        let listener = poller.add(crate::Source::Listener(crate::Listener::bind(url)?))?;
+        Ok(Subscriber {
+            from: From::Many {
+                poller,
+                listener,
+                subscription,
+            },
+            batch: Batch::default(),
             lost: 0,
         })
     }
 
     /// The next message, waiting as long as it takes; `Closed` once the
-    /// publisher is gone.
+    /// publisher is gone (a subscriber that binds waits for the next).
     pub fn recv(&mut self) -> Result<Delivery> {
-        loop {
-            if let Some(d) = self.next_in_batch()? {
-                return Ok(d);
-            }
-            let mut batch = std::mem::take(&mut self.batch);
-            self.link.recv_into(&mut batch)?;
-            self.start(batch)?;
-        }
+        self.recv_until(None)
     }
 
     /// The next message if one is there now.
     pub fn try_recv(&mut self) -> Result<Option<Delivery>> {
-        loop {
-            if let Some(d) = self.next_in_batch()? {
-                return Ok(Some(d));
-            }
-            match self.link.try_recv()? {
-                Some(batch) => self.start(batch)?,
-                None => return Ok(None),
-            }
+        match self.recv_until(Some(Instant::now())) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
     /// [`Subscriber::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Delivery> {
-        let deadline = crate::deadline::after(timeout);
-        loop {
-            if let Some(d) = self.next_in_batch()? {
-                return Ok(d);
-            }
-            let left = deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(std::time::Instant::now())
-            });
-            let batch = self.link.recv_timeout(left)?;
-            self.start(batch)?;
-        }
+        self.recv_until(crate::deadline::after(timeout))
     }
 
     /// Messages the publisher dropped for this subscriber so far
@@ -118,32 +143,117 @@ impl Subscriber {
         self.lost
     }
 
-    /// Takes a new batch: checks its head.
-    fn start(&mut self, batch: Vec<u8>) -> Result<()> {
-        if batch.len() < BATCH_HEAD || batch[0] != BATCH {
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Delivery> {
+        loop {
+            if let Some(d) = self.batch.next()? {
+                return Ok(d);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let buf = match &mut self.from {
+                From::One(link) => match left {
+                    None => {
+                        let mut buf = std::mem::take(&mut self.batch.buf);
+                        link.recv_into(&mut buf)?;
+                        buf
+                    }
+                    Some(left) if left.is_zero() => match link.try_recv()? {
+                        Some(b) => b,
+                        None => return Err(Error::new(ErrorKind::TimedOut, "recv")),
+                    },
+                    Some(left) => link.recv_timeout(left)?,
+                },
+                From::Many {
+                    poller,
+                    listener,
+                    subscription,
+                } => match next_batch(poller, *listener, subscription, left)? {
+                    Some(b) => b,
+                    None if left.is_some_and(|l| l.is_zero())
+                        || deadline.is_some_and(|d| Instant::now() >= d) =>
+                    {
+                        return Err(Error::new(ErrorKind::TimedOut, "recv"));
+                    }
+                    None => continue,
+                },
+            };
+            self.lost += self.batch.start(buf)?;
+        }
+    }
+}
+
+/// One wait of a subscriber that binds: a new publisher is accepted and
+/// subscribed at; a batch from one is returned; a publisher that left or
+/// broke the protocol is let go.
+fn next_batch(
+    poller: &mut crate::Poller,
+    listener: usize,
+    subscription: &[u8],
+    left: Option<Duration>,
+) -> Result<Option<Vec<u8>>> {
+    let keys = poller.wait(left)?.to_vec();
+    for key in keys {
+        match poller.get_mut(key) {
+            Some(crate::Source::Listener(l)) if key == listener => {
+                let mut link = l.accept()?;
+                match subscribe(&mut link, subscription) {
+                    Ok(()) => {
+                        poller.add(crate::Source::Link(link))?;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pubsub: a publisher refused"),
+                }
+            }
+            Some(crate::Source::Link(link)) => match link.try_recv() {
+                Ok(Some(batch)) => return Ok(Some(batch)),
+                Ok(None) => {}
+                Err(e) => {
+                    if !e.is_closed() {
+                        tracing::warn!(error = %e, "pubsub: a publisher failed; let go");
+                    }
+                    poller.remove(key);
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+impl Batch {
+    /// Takes a new batch: checks its head; returns what it says was lost.
+    fn start(&mut self, buf: Vec<u8>) -> Result<u64> {
+        if buf.len() < BATCH_HEAD || buf[0] != BATCH {
             return Err(bad("a publisher's message that is no batch"));
         }
         let mut lost = [0u8; 8];
-        lost.copy_from_slice(&batch[1..9]);
-        self.lost += u64::from_le_bytes(lost);
+        lost.copy_from_slice(&buf[1..9]);
         let mut count = [0u8; 4];
-        count.copy_from_slice(&batch[9..13]);
+        count.copy_from_slice(&buf[9..13]);
         self.left = u32::from_le_bytes(count);
-        self.batch = batch;
+        self.buf = buf;
         self.at = BATCH_HEAD;
-        Ok(())
+        Ok(u64::from_le_bytes(lost))
     }
 
-    /// The next message of the current batch, its lengths checked
-    /// against the batch.
-    fn next_in_batch(&mut self) -> Result<Option<Delivery>> {
+    /// The next message of the batch, its lengths checked against it. A
+    /// broken batch is reported once and dropped.
+    fn next(&mut self) -> Result<Option<Delivery>> {
+        let r = self.take();
+        if r.is_err() {
+            (self.at, self.left) = (0, 0);
+        }
+        r
+    }
+
+    fn take(&mut self) -> Result<Option<Delivery>> {
         if self.left == 0 {
-            if self.at != 0 && self.at != self.batch.len() {
+            let over = self.at != 0 && self.at != self.buf.len();
+            self.at = 0;
+            if over {
                 return Err(bad("bytes after the last message of a batch"));
             }
             return Ok(None);
         }
-        let rest = &self.batch[self.at..];
+        let rest = &self.buf[self.at..];
         let (tlen, rest) = rest
             .split_first_chunk::<2>()
             .ok_or_else(|| bad("a batch cut short (topic length)"))?;
