@@ -31,7 +31,7 @@ pub struct Subscriber {
 /// or the publishers that connect to it.
 #[derive(Debug)]
 enum From {
-    One(Link),
+    One(Box<Link>),
     Many {
         poller: crate::Poller,
         listener: usize,
@@ -90,7 +90,7 @@ impl Subscriber {
         let mut link = Link::connect(url)?;
         subscribe(&mut link, &msg)?;
         Ok(Subscriber {
-            from: From::One(link),
+            from: From::One(Box::new(link)),
             batch: Batch::default(),
             lost: 0,
         })
