@@ -46,6 +46,7 @@ fn state(e: &Entry) -> String {
             .map(|v| format!("posix semaphore value {v}"))
             .unwrap_or_default(),
         ObjectKind::Mq => ipcx::transport::queue_state(&name).unwrap_or_default(),
+        ObjectKind::Socket => e.state().unwrap_or_default(),
         ObjectKind::SysvMq => ipcx::transport::sysv_queues()
             .into_iter()
             .find(|(url, _)| url.strip_prefix("sysvmq:") == Some(name.as_str()))

@@ -958,3 +958,44 @@ fn a_binding_subscriber_collects() {
     let got = sub.finish().success();
     assert_eq!(got.stdout(), "t.a\tone\nt.b\ttwo\n");
 }
+
+/// `ipcx ls` shows what pattern endpoints are doing: a publisher's
+/// subscribers and their patterns, a server's calls.
+#[test]
+fn ls_shows_publishers_and_servers() {
+    let s = Scratch::new();
+    let url = s.url("unix", "ls-pub.sock");
+    let publisher = s.spawn([
+        "pub",
+        &url,
+        "t.a",
+        "x",
+        "--wait-subs",
+        "2",
+        "--timeout",
+        "60s",
+    ]);
+    let sub = s.spawn(["sub", &url, "t.>", "-n", "1", "--timeout", "60s"]);
+    let state_of = |path: &str| {
+        ls(&s)
+            .into_iter()
+            .find(|e| e["url"].as_str().is_some_and(|u| u.contains(path)))
+            .and_then(|e| e["state"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    wait_until("the publisher's state", || {
+        let st = state_of("ls-pub.sock");
+        (st == "publisher: 1 subscribers [t.>], 0 delivered, 0 lost").then_some(())
+    });
+    publisher.kill();
+    sub.kill();
+
+    let url = s.url("unix", "ls-rpc.sock");
+    let server = s.spawn(["serve", &url, "--echo"]);
+    s.run(["call", &url, "hi"]).success();
+    wait_until("the server's state", || {
+        let st = state_of("ls-rpc.sock");
+        st.ends_with("calls in flight, 1 served").then_some(())
+    });
+    server.kill();
+}

@@ -335,7 +335,15 @@ type Handler = Arc<dyn Fn(&[u8]) -> Reply + Send + Sync>;
 #[derive(Debug)]
 pub struct Server {
     listener: Listener,
-    served: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+/// A server's counts, for its users and `ipcx ls`.
+#[derive(Debug, Default)]
+struct Counts {
+    served: AtomicU64,
+    in_flight: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl Server {
@@ -348,7 +356,7 @@ impl Server {
     pub fn from_listener(listener: Listener) -> Server {
         Server {
             listener,
-            served: Arc::new(AtomicU64::new(0)),
+            counts: Arc::new(Counts::default()),
         }
     }
 
@@ -359,7 +367,12 @@ impl Server {
 
     /// Calls answered so far, over every connection.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        self.counts.served.load(Ordering::Relaxed)
+    }
+
+    /// Calls received and not answered yet, over every connection.
+    pub fn in_flight(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::Relaxed)
     }
 
     /// Serves forever (until accepting fails): each connection on a
@@ -418,15 +431,35 @@ impl Server {
     /// by `serve` on a thread of its own.
     fn accept_each<S>(&self, ways: &[Way], serve: S) -> Result<()>
     where
-        S: Fn(Link, Arc<AtomicU64>) + Clone + Send + 'static,
+        S: Fn(Link, Arc<Counts>) + Clone + Send + 'static,
     {
+        let mut said = String::new();
         loop {
-            let mut link = self.listener.accept()?;
-            let (ways, serve, served) = (ways.to_vec(), serve.clone(), self.served.clone());
+            let c = &self.counts;
+            let now = format!(
+                "rpc server: {} connections, {} calls in flight, {} served",
+                c.connections.load(Ordering::Relaxed),
+                c.in_flight.load(Ordering::Relaxed),
+                c.served.load(Ordering::Relaxed)
+            );
+            if now != said {
+                self.listener.set_state(&now);
+                said = now;
+            }
+            let mut link = match self.listener.accept_timeout(Duration::from_millis(250)) {
+                Ok(link) => link,
+                Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
+                Err(e) => return Err(e),
+            };
+            let (ways, serve, counts) = (ways.to_vec(), serve.clone(), self.counts.clone());
             let spawned = std::thread::Builder::new()
                 .name("ipcx-rpc-conn".into())
                 .spawn(move || match trade_schemas(&mut link, &ways) {
-                    Ok(()) => serve(link, served),
+                    Ok(()) => {
+                        counts.connections.fetch_add(1, Ordering::Relaxed);
+                        serve(link, counts.clone());
+                        counts.connections.fetch_sub(1, Ordering::Relaxed);
+                    }
                     Err(e) => tracing::warn!(error = %e, "rpc: peer refused"),
                 });
             if let Err(e) = spawned {
@@ -497,7 +530,7 @@ where
     F: Fn(&[u8]) -> Reply + Send + Sync,
 {
     trade_schemas(&mut link, &bytes_ways(false))?;
-    serve_inline(link, Arc::new(AtomicU64::new(0)), handler);
+    serve_inline(link, Arc::new(Counts::default()), handler);
     Ok(())
 }
 
@@ -534,14 +567,16 @@ fn next_call(link: &mut RecvHalf, buf: &mut Vec<u8>) -> Option<u64> {
 }
 
 /// Serves one connection, the handler on this thread.
-fn serve_inline<H>(link: Link, served: Arc<AtomicU64>, handler: H)
+fn serve_inline<H>(link: Link, counts: Arc<Counts>, handler: H)
 where
     H: Fn(&[u8]) -> Reply + Send + Sync,
 {
     let (mut rx, mut tx) = link.split();
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     while let Some(id) = next_call(&mut rx, &mut buf) {
+        counts.in_flight.fetch_add(1, Ordering::Relaxed);
         let reply = answer(&handler, &buf[HEAD..]);
+        counts.in_flight.fetch_sub(1, Ordering::Relaxed);
         match &reply {
             Ok(body) => envelope(REPLY, id, body, &mut out),
             Err(why) => envelope(ERROR_REPLY, id, why.as_bytes(), &mut out),
@@ -549,7 +584,7 @@ where
         if tx.send(&out).is_err() {
             return;
         }
-        served.fetch_add(1, Ordering::Relaxed);
+        counts.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -564,7 +599,7 @@ struct Job {
     id: u64,
     body: Vec<u8>,
     tx: Arc<Mutex<SendHalf>>,
-    served: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 }
 
 impl Pool {
@@ -584,8 +619,9 @@ impl Pool {
                             Ok(body) => envelope(REPLY, job.id, body, &mut out),
                             Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
                         }
+                        job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
                         if lock(&job.tx).send(&out).is_ok() {
-                            job.served.fetch_add(1, Ordering::Relaxed);
+                            job.counts.served.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 });
@@ -598,7 +634,7 @@ impl Pool {
 }
 
 /// Serves one connection, handing its calls to the pool.
-fn serve_pooled(link: Link, served: Arc<AtomicU64>, pool: &Pool) {
+fn serve_pooled(link: Link, counts: Arc<Counts>, pool: &Pool) {
     let (mut rx, tx) = link.split();
     let tx = Arc::new(Mutex::new(tx));
     let mut buf = Vec::new();
@@ -607,8 +643,9 @@ fn serve_pooled(link: Link, served: Arc<AtomicU64>, pool: &Pool) {
             id,
             body: buf[HEAD..].to_vec(),
             tx: tx.clone(),
-            served: served.clone(),
+            counts: counts.clone(),
         };
+        counts.in_flight.fetch_add(1, Ordering::Relaxed);
         if pool.jobs.send(job).is_err() {
             return;
         }

@@ -265,7 +265,23 @@ impl Drop for Pusher {
 
 /// Accepts pullers until the pusher is dropped.
 fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
+    let mut said = String::new();
     while !sh.stop.load(Ordering::Acquire) {
+        let now = {
+            let st = lock(&sh.state);
+            format!(
+                "work queue: {} pullers, {} waiting, {} in flight, {} acked, {} redelivered",
+                st.workers.len(),
+                st.waiting.len(),
+                st.workers.values().map(|w| w.taken.len()).sum::<usize>(),
+                st.acked,
+                st.redelivered
+            )
+        };
+        if now != said {
+            listener.set_state(&now);
+            said = now;
+        }
         let link = match listener.accept_timeout(Duration::from_millis(100)) {
             Ok(l) => l,
             Err(e) if *e.kind() == ErrorKind::TimedOut => continue,

@@ -112,6 +112,11 @@ impl Record {
     }
 }
 
+/// Where a record's state line is kept (next to the record).
+fn state_path(record_file: &Path) -> PathBuf {
+    record_file.with_extension("state")
+}
+
 /// A record and whether its owner still lives.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -121,6 +126,26 @@ pub struct Entry {
     pub alive: bool,
     /// The record's own file in the registry directory.
     pub file: PathBuf,
+}
+
+impl Entry {
+    /// What the owner last said the object is doing (one line, for
+    /// `ipcx ls`: a publisher's subscribers, a server's calls in flight),
+    /// while the owner lives.
+    pub fn state(&self) -> Option<String> {
+        if !self.alive {
+            return None;
+        }
+        let text = std::fs::read_to_string(state_path(&self.file)).ok()?;
+        Some(
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(400)
+                .collect(),
+        )
+    }
 }
 
 /// The per-user registry directory.
@@ -315,6 +340,7 @@ impl Registry {
             if r.owner_pid == pid && r.owner_start == start && !r.persist {
                 r.remove_created();
                 let _ = std::fs::remove_file(&entry.file);
+                let _ = std::fs::remove_file(state_path(&entry.file));
                 removed.push(entry);
             }
         }
@@ -333,6 +359,7 @@ impl Registry {
         }
         entry.record.remove_created();
         let _ = std::fs::remove_file(&entry.file);
+        let _ = std::fs::remove_file(state_path(&entry.file));
         Ok(true)
     }
 }
@@ -591,10 +618,24 @@ impl Registration {
     pub fn record(&self) -> &Record {
         &self.record
     }
+
+    /// Says what the object is doing now, for `ipcx ls` (one line,
+    /// replaced whole: written aside, then renamed over).
+    pub fn set_state(&self, text: &str) {
+        let path = state_path(&self.file_path);
+        let tmp = path.with_extension("state.tmp");
+        let line = text.replace('\n', " ");
+        let written =
+            std::fs::write(&tmp, line.as_bytes()).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "cannot write a registry state line");
+        }
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(state_path(&self.file_path));
         if !self.record.persist {
             self.record.remove_created();
             let _ = std::fs::remove_file(&self.file_path);

@@ -275,6 +275,24 @@ impl Listener {
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
+
+    /// Says what the endpoint is doing now, as one line `ipcx ls` shows
+    /// in its state column (a publisher's subscribers, a server's calls
+    /// in flight). Socket listeners only (others have no record of their
+    /// own to keep it with); at most a few times a second is plenty.
+    pub fn set_state(&self, text: &str) {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Inner::Socket(SocketListener {
+            _registration: Some(r),
+            ..
+        }) = &*inner
+        {
+            r.set_state(text);
+        }
+    }
 }
 
 /// A watch on the listening socket `fd`, which pending peers join.

@@ -378,7 +378,13 @@ fn write_batch(sub: &Sub, entries: &[Entry], lost: u64, no_wait: bool) -> Result
 /// Accepts subscribers until the publisher is dropped; each joins on a
 /// thread of its own, which then writes its queue.
 fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
+    let mut said = String::new();
     while !sh.stop.load(Ordering::Acquire) {
+        let now = describe(sh);
+        if now != said {
+            listener.set_state(&now);
+            said = now;
+        }
         let link = match listener.accept_timeout(Duration::from_millis(100)) {
             Ok(l) => l,
             Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
@@ -398,6 +404,31 @@ fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
             tracing::warn!(error = %e, "pubsub: no thread for a subscriber; dropped");
         }
     }
+}
+
+/// What `ipcx ls` says of a publisher: its subscribers, their patterns,
+/// and what was delivered and lost.
+fn describe(sh: &Shared) -> String {
+    let subs = lock(&sh.subs).clone();
+    let mut patterns: Vec<&str> = subs
+        .iter()
+        .flat_map(|s| s.patterns.iter().map(Pattern::as_str))
+        .collect();
+    patterns.sort_unstable();
+    patterns.dedup();
+    let delivered: u64 = subs
+        .iter()
+        .map(|s| s.delivered.load(Ordering::Relaxed))
+        .sum();
+    let lost: u64 = subs
+        .iter()
+        .map(|s| s.lost_total.load(Ordering::Relaxed))
+        .sum();
+    format!(
+        "publisher: {} subscribers [{}], {delivered} delivered, {lost} lost",
+        subs.len(),
+        patterns.join(" ")
+    )
 }
 
 /// A joining subscriber: schemas, then its patterns and history request;
