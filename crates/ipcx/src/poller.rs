@@ -163,6 +163,8 @@ struct Slot<S> {
     source: S,
     /// Its next liveness look, if it needs them.
     check_at: Option<Instant>,
+    /// Already in the list to look at before the next wait.
+    listed: bool,
 }
 
 /// Waits on many sources at once; see the [module docs](self).
@@ -227,6 +229,7 @@ impl<S: Pollable> Poller<S> {
         let slot = Slot {
             check_at: source.check_every().map(|_| Instant::now()),
             source,
+            listed: true,
         };
         match self.slots.get_mut(key) {
             Some(place) => *place = Some(slot),
@@ -252,10 +255,15 @@ impl<S: Pollable> Poller<S> {
     }
 
     /// The source of `key`, to receive from (it is looked at again before
-    /// the next wait: what it has left is still reported).
+    /// the next wait: what it has left is still reported). Use it, do not
+    /// replace it (`*poller.get_mut(k)? = other`): the poller watches the
+    /// descriptor it had when added; `remove` it and `add` the new one.
     pub fn get_mut(&mut self, key: usize) -> Option<&mut S> {
         let slot = self.slots.get_mut(key)?.as_mut()?;
-        self.recheck.push(key);
+        if !slot.listed {
+            slot.listed = true;
+            self.recheck.push(key);
+        }
         Some(&mut slot.source)
     }
 
@@ -303,6 +311,7 @@ impl<S: Pollable> Poller<S> {
             recheck.dedup();
             for key in recheck {
                 if let Some(Some(slot)) = self.slots.get_mut(key) {
+                    slot.listed = false;
                     if slot.source.ready_now() {
                         self.ready.push(key);
                     }
@@ -333,7 +342,14 @@ impl<S: Pollable> Poller<S> {
             self.ready.sort_unstable();
             self.ready.dedup();
             // Ready now, and until a receive says otherwise: asked again.
-            self.recheck.extend_from_slice(&self.ready);
+            for &key in &self.ready {
+                if let Some(Some(slot)) = self.slots.get_mut(key) {
+                    if !slot.listed {
+                        slot.listed = true;
+                        self.recheck.push(key);
+                    }
+                }
+            }
             if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(&self.ready);
             }

@@ -435,3 +435,79 @@ fn a_subscriber_that_binds_collects_from_publishers() {
         c.finish();
     }
 }
+
+/// What a subscriber cannot take or has stopped taking is handled without
+/// hurting the others: a message over its `?max_msg=` is counted lost and
+/// its link stays; a subscriber that leaves while its topics are quiet is
+/// noticed without a publish; a peer that connects to a binding
+/// subscriber and leaves at once does not stop it.
+#[test]
+fn limits_departures_and_drive_by_peers() {
+    let t = Test::start();
+    if t.child_role() == Some("publisher") {
+        return connecting_publisher();
+    }
+    if t.child_role().is_some() {
+        let url = format!("{}?max_msg=1KiB", param("URL"));
+        let mut sub = Subscriber::connect(&url, &["t.>"]).expect("subscribe");
+        ready("joined");
+        for n in 0..10u8 {
+            let d = sub.recv_timeout(PATIENCE).expect("a small one");
+            assert_eq!(d.payload, [n]);
+        }
+        ready(&sub.lost().to_string());
+        return;
+    }
+    let dir = t.scratch();
+    let publisher = Publisher::bind(&dir.url("unix", "lim.sock")).expect("bind");
+    let mut child = t.spawn("small", |c| set_param(c, "URL", publisher.url()));
+    assert_eq!(child.wait_ready(), "joined");
+    publisher.wait_for_subscribers(1, PATIENCE).expect("joined");
+    publisher.publish("t.big", &[7; 4096]).expect("publish");
+    for n in 0..10u8 {
+        publisher.publish("t.small", &[n]).expect("publish");
+    }
+    assert_eq!(child.wait_ready(), "1", "the large one counted lost");
+    child.finish();
+    let give_up = std::time::Instant::now() + PATIENCE;
+    while !publisher.subscribers().is_empty() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the subscriber that left is still there"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let url = dir.url("unix", "drive.sock");
+    let mut sub = Subscriber::bind(&url, &[">"]).expect("bind");
+    let path = dir.path("drive.sock");
+    drop(std::os::unix::net::UnixStream::connect(&path).expect("a drive-by connect"));
+    let mut child = t.spawn("publisher", |c| {
+        set_param(set_param(c, "URL", &url), "ME", "z").stdin(std::process::Stdio::piped())
+    });
+    for n in 0..1000u32 {
+        let d = sub.recv_timeout(PATIENCE).expect("recv after the drive-by");
+        assert_eq!(d.payload, n.to_le_bytes());
+    }
+    assert_eq!(child.wait_ready(), "sent");
+    drop(child.take_stdin());
+    child.finish();
+}
+
+/// In a child: a publisher that connects to the subscriber binding `URL`
+/// and publishes 1000 numbered messages on `from.<ME>`, then stays until
+/// its stdin closes.
+fn connecting_publisher() {
+    let publisher = Publisher::connect(&format!("{}?timeout=30s", param("URL")))
+        .expect("connect to the subscriber");
+    let topic = format!("from.{}", param("ME"));
+    for n in 0..1000u32 {
+        publisher
+            .publish(&topic, &n.to_le_bytes())
+            .expect("publish");
+    }
+    publisher.flush(PATIENCE).expect("flush");
+    ready("sent");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}

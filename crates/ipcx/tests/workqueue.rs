@@ -138,3 +138,31 @@ fn a_killed_workers_job_goes_to_another_once() {
     assert_eq!((stats.acked, stats.redelivered, stats.pullers), (1, 1, 1));
     b.finish();
 }
+
+/// A job larger than the puller takes (its `?max_msg=`) is dropped and
+/// counted; the puller stays and gets the next one.
+#[test]
+fn a_job_too_large_for_the_puller_is_refused_not_the_puller() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut w = Puller::connect(&format!("{}?max_msg=1KiB", param("URL"))).expect("connect");
+        ready("connected");
+        let job = w.recv_timeout(PATIENCE).expect("the small job");
+        assert_eq!(job.payload, b"small");
+        w.ack(job.id).expect("ack");
+        ready("done");
+        return;
+    }
+    let dir = t.scratch();
+    let pusher = Pusher::bind(&dir.url("unix", "big.sock")).expect("bind");
+    let mut child = t.spawn("worker", |c| set_param(c, "URL", pusher.url()));
+    assert_eq!(child.wait_ready(), "connected");
+    until("the puller", || pusher.stats().pullers == 1);
+    pusher.push(&[0; 4096]).expect("push");
+    pusher.push(b"small").expect("push");
+    assert_eq!(child.wait_ready(), "done");
+    pusher.wait_acked(PATIENCE).expect("acknowledged");
+    let stats = pusher.stats();
+    assert_eq!((stats.refused, stats.acked, stats.pullers), (1, 1, 1));
+    child.finish();
+}

@@ -211,6 +211,19 @@ impl Segment {
         version.store(odd + 1, Ordering::Release);
     }
 
+    /// Empties the mirror (no position), so that no record is taken from
+    /// it until the next one is mirrored: recovery, and an append too
+    /// large to mirror, make it stale.
+    pub(super) fn unmirror(&self) {
+        let version = self.word64(OFF_MIRROR_VERSION);
+        let odd = version.load(Ordering::Relaxed) | 1;
+        version.store(odd, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.word64(OFF_MIRROR_POS)
+            .store(u64::MAX, Ordering::Relaxed);
+        version.store(odd + 1, Ordering::Release);
+    }
+
     /// The mirrored record if it is the one at `pos` and ends by `end`,
     /// copied into `out`; `false` if not, or if the writer is rewriting
     /// it this instant. What it holds is checked by the caller like any
@@ -246,12 +259,24 @@ pub(super) struct ReadAhead {
     at: u64,
     /// `buf` holds the writer's mirror, not bytes read from the file.
     mirrored: bool,
+    /// Never take the mirror (recovery: only what is in the file counts).
+    file_only: bool,
 }
 
 /// At most this much is read ahead at once (more if a record is larger).
 const WINDOW: u64 = 64 * 1024;
 
 impl ReadAhead {
+    /// A read-ahead that reads the file only, never the mirror: what
+    /// recovery uses (after a power loss the header page can hold a
+    /// record the file lost).
+    pub(super) fn file_only() -> ReadAhead {
+        ReadAhead {
+            file_only: true,
+            ..ReadAhead::default()
+        }
+    }
+
     /// Forgets what was read (the reader moved to another segment).
     pub(super) fn clear(&mut self) {
         self.buf.clear();
@@ -300,6 +325,9 @@ impl ReadAhead {
         end: u64,
         seq: u64,
     ) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+        if self.file_only {
+            return self.checked_record(seg, pos, end, seq, false);
+        }
         match self.checked_record(seg, pos, end, seq, true)? {
             None if self.mirrored => {
                 self.buf.clear();

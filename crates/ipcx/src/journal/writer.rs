@@ -160,6 +160,8 @@ impl JournalWriter {
         unsafe { self.data.write(self.end as usize, b) }.map_err(io)?;
         if b.len() <= MIRROR_MAX {
             self.seg.mirror(self.end, b);
+        } else {
+            self.seg.unmirror();
         }
         if self.durability == Durability::Sync {
             self.data
@@ -257,7 +259,10 @@ fn writable(seg: &Segment) -> std::io::Result<sys::shm::Mapping> {
 fn recover(seg: Segment) -> Result<(Segment, u64, u64, u64)> {
     let io = |e| Error::io("recover", e);
     let (mut pos, mut seq) = (HEADER, seg.first_seq);
-    let mut ahead = ReadAhead::default();
+    // The file only: after a power loss the header page may have reached
+    // the disk with a mirrored record whose own page did not.
+    let mut ahead = ReadAhead::file_only();
+    seg.unmirror();
     // Past the committed end too: a synced record is on disk before the
     // header page that says it is committed (`?durability=sync` syncs the
     // record's pages only), and a record is whole or not by itself.

@@ -87,6 +87,8 @@ struct State {
     next_id: u64,
     acked: u64,
     redelivered: u64,
+    /// Jobs dropped because no puller takes one that large.
+    refused: u64,
 }
 
 #[derive(Debug)]
@@ -130,6 +132,13 @@ impl Shared {
                     w.credit -= 1;
                     w.taken.insert(job.id, job);
                 }
+                // Larger than this puller takes (its ?max_msg=): the job,
+                // not the puller, is at fault; it is dropped and counted.
+                Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge { .. }) => {
+                    tracing::warn!(job = job.id, error = %e, "work queue: a job larger than a puller takes; dropped");
+                    st.refused += 1;
+                    self.changed.notify_all();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "work queue: a puller's link failed; its jobs go to others");
                     st.waiting.push_front(job);
@@ -142,7 +151,9 @@ impl Shared {
     /// Takes worker `id` away; what it took and did not acknowledge waits
     /// again, first, one delivery more.
     fn drop_worker(&self, st: &mut State, id: u64) {
-        if let Some(w) = st.workers.remove(&id) {
+        if let Some(mut w) = st.workers.remove(&id) {
+            // Its reader sees the end too, and so does the puller.
+            w.tx.shutdown();
             let mut back: Vec<Job> = w.taken.into_values().collect();
             back.sort_by_key(|j| std::cmp::Reverse(j.id));
             for mut job in back {
@@ -169,6 +180,9 @@ pub struct WorkStats {
     pub redelivered: u64,
     /// Pullers connected.
     pub pullers: usize,
+    /// Jobs dropped because they were larger than a puller takes (its
+    /// `?max_msg=`).
+    pub refused: u64,
 }
 
 /// The pushing end of a work queue; see the [module docs](self).
@@ -247,6 +261,7 @@ impl Pusher {
             acked: st.acked,
             redelivered: st.redelivered,
             pullers: st.workers.len(),
+            refused: st.refused,
         }
     }
 }

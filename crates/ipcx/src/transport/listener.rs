@@ -83,8 +83,10 @@ struct SocketListener {
     kind: FdKind,
     /// The listening socket and every pending peer's, for a poller
     /// ([`Listener`]'s `Pollable` descriptor): readable when a peer
-    /// connects or a pending one sends. Declared before `pending`, so it
-    /// closes before their sockets do.
+    /// connects or a pending one sends. A pending socket is deleted from
+    /// it before it leaves the list; what closes while still registered
+    /// (the listener dropping) the kernel takes out of the epoll set, and
+    /// nothing here touches it by number afterwards.
     watch: Option<Arc<polling::Poller>>,
     pending: Vec<Pending>,
     live: Arc<AtomicUsize>,
@@ -389,9 +391,11 @@ impl SocketListener {
     /// Adds a peer whose hello is awaited, watched for it.
     fn pend(&mut self, p: Pending) {
         if let Some(w) = &self.watch {
-            // SAFETY: the socket stays open while it is registered: it is
-            // deleted from the watch before its `Pending` leaves the list
-            // (`unpend`), and the watch closes before the list drops.
+            // SAFETY: the socket is deleted from the watch before its
+            // `Pending` leaves the list (`unpend`); when the listener drops
+            // with it still registered, the kernel removes a closed
+            // descriptor from the epoll set, and no call here names it by
+            // number again (no reuse can be mistaken for it).
             #[allow(unsafe_code)]
             let added = unsafe {
                 w.add_with_mode(

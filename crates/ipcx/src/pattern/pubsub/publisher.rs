@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
 use super::super::typed::trade_schemas;
-use super::{BATCH, BATCH_BYTES, SUBSCRIBE, ways};
+use super::{BATCH, BATCH_BYTES, BATCH_HEAD, SUBSCRIBE, ways};
 use crate::endpoint::Overflow;
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, SendHalf};
@@ -134,11 +134,11 @@ impl Publisher {
         let link = Link::connect(url)?;
         let ep = crate::Endpoint::parse(url)?;
         let publisher = Publisher::new(&ep);
-        let sub = join(link, &publisher.shared)?;
+        let (sub, rx) = join(link, &publisher.shared)?;
         let s = publisher.shared.clone();
         std::thread::Builder::new()
             .name("ipcx-pub-writer".into())
-            .spawn(move || writer(&sub, &s))
+            .spawn(move || writer(&sub, rx, &s))
             .map_err(|e| Error::io("connect", e))?;
         Ok(publisher)
     }
@@ -180,6 +180,17 @@ impl Publisher {
             topic: Arc::from(topic),
             payload: Arc::from(payload),
         };
+        // `fail` first: a refused message is sent to nobody and kept
+        // nowhere.
+        if sh.overflow == Overflow::Fail {
+            let subs = lock(&sh.subs).clone();
+            if let Some(full) = subs
+                .iter()
+                .find(|s| s.wants(topic) && lock(&s.q).msgs.len() >= sh.slots)
+            {
+                return Err(Error::new(ErrorKind::Full, "publish").at(&full.peer));
+            }
+        }
         // The history and the subscribers, taken together: a subscriber
         // joining gets a message either from the history or live, once.
         let subs = if sh.keep > 0 {
@@ -194,11 +205,6 @@ impl Publisher {
             lock(&sh.subs).clone()
         };
         let wanting: Vec<&Arc<Sub>> = subs.iter().filter(|s| s.wants(topic)).collect();
-        if sh.overflow == Overflow::Fail {
-            if let Some(full) = wanting.iter().find(|s| lock(&s.q).msgs.len() >= sh.slots) {
-                return Err(Error::new(ErrorKind::Full, "publish").at(&full.peer));
-            }
-        }
         let mut reached = 0;
         for sub in wanting {
             if self.deliver(sub, &entry, burst) {
@@ -235,10 +241,23 @@ impl Publisher {
                 }
                 Ok(true) => {
                     q.writing = false;
+                    wake_writer(sub, &mut q);
                     sub.changed.notify_all();
                     return true;
                 }
-                Ok(false) => q.writing = false,
+                Ok(false) => {
+                    q.writing = false;
+                    wake_writer(sub, &mut q);
+                }
+                // More than this subscriber takes (its ?max_msg=): lost
+                // for it, told with its next batch; its link stays.
+                Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge { .. }) => {
+                    q.writing = false;
+                    q.lost += 1;
+                    sub.lost_total.fetch_add(1, Ordering::Relaxed);
+                    wake_writer(sub, &mut q);
+                    return false;
+                }
                 Err(_) => {
                     q.writing = false;
                     q.gone = true;
@@ -267,10 +286,7 @@ impl Publisher {
             return false;
         }
         q.msgs.push_back(entry.clone());
-        if q.writer_asleep {
-            q.writer_asleep = false;
-            sub.data.notify_one();
-        }
+        wake_writer(sub, &mut q);
         true
     }
 
@@ -344,6 +360,14 @@ impl Drop for Publisher {
     }
 }
 
+/// Wakes `sub`'s writer if it sleeps and has something to do.
+fn wake_writer(sub: &Sub, q: &mut Queue) {
+    if q.writer_asleep && !q.msgs.is_empty() && !q.writing {
+        q.writer_asleep = false;
+        sub.data.notify_one();
+    }
+}
+
 /// Encodes `entries` (with `lost`) as one batch and sends it; with
 /// `no_wait`, only if the link takes it at once (`Ok(false)` if not).
 fn write_batch(sub: &Sub, entries: &[Entry], lost: u64, no_wait: bool) -> Result<bool> {
@@ -397,7 +421,7 @@ fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name("ipcx-pub-writer".into())
             .spawn(move || match join(link, &s) {
-                Ok(sub) => writer(&sub, &s),
+                Ok((sub, rx)) => writer(&sub, rx, &s),
                 Err(e) => tracing::warn!(error = %e, "pubsub: subscriber refused"),
             });
         if let Err(e) = spawned {
@@ -433,12 +457,12 @@ fn describe(sh: &Shared) -> String {
 
 /// A joining subscriber: schemas, then its patterns and history request;
 /// its history queued, then it is added to the subscribers.
-fn join(mut link: Link, sh: &Shared) -> Result<Arc<Sub>> {
+fn join(mut link: Link, sh: &Shared) -> Result<(Arc<Sub>, crate::RecvHalf)> {
     trade_schemas(&mut link, &ways(true))?;
     let peer = link.url().to_string();
     let msg = link.recv_timeout(JOIN_WAIT)?;
     let (history, patterns) = parse_subscribe(&msg)?;
-    let (_rx, tx) = link.split();
+    let (rx, tx) = link.split();
     let sub = Arc::new(Sub {
         peer,
         patterns,
@@ -466,7 +490,7 @@ fn join(mut link: Link, sh: &Shared) -> Result<Arc<Sub>> {
     drop(subs);
     drop(h);
     sh.joined.notify_all();
-    Ok(sub)
+    Ok((sub, rx))
 }
 
 /// The history asked for and the patterns of a subscribe message.
@@ -507,8 +531,16 @@ fn parse_subscribe(msg: &[u8]) -> Result<(usize, Vec<Pattern>)> {
 
 /// Writes `sub`'s queue as batches until it leaves or the publisher goes;
 /// then takes it off the subscribers.
-fn writer(sub: &Arc<Sub>, sh: &Shared) {
+fn writer(sub: &Arc<Sub>, mut rx: crate::RecvHalf, sh: &Shared) {
     let mut batch = Vec::new();
+    // The largest batch this subscriber takes (its ?max_msg=).
+    let cap = lock(&sub.tx).0.peer_max_msg().map_or(BATCH_BYTES, |m| {
+        (m as usize).saturating_sub(BATCH_HEAD).min(BATCH_BYTES)
+    });
+    let limit = lock(&sub.tx)
+        .0
+        .peer_max_msg()
+        .map_or(usize::MAX, |m| m as usize);
     loop {
         let mut q = lock(&sub.q);
         if q.rest_pending {
@@ -523,15 +555,22 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
             sub.changed.notify_all();
             continue;
         }
-        while q.msgs.is_empty() && !q.gone && !q.rest_pending {
+        // Asleep while there is nothing to write, or a publish is writing
+        // at once (it wakes this when it is done and more is queued).
+        while (q.msgs.is_empty() || q.writing) && !q.gone && !q.rest_pending {
             q.writer_asleep = true;
-            q = sub
+            let (guard, waited) = sub
                 .data
                 .wait_timeout(q, Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+                .unwrap_or_else(PoisonError::into_inner);
+            q = guard;
             q.writer_asleep = false;
             if sh.stop.load(Ordering::Acquire) && q.msgs.is_empty() {
+                q.gone = true;
+            }
+            // Quiet: has the subscriber left? (It sends nothing after its
+            // subscription, so anything but "nothing yet" means gone.)
+            if waited.timed_out() && q.msgs.is_empty() && !matches!(rx.try_recv(), Ok(None)) {
                 q.gone = true;
             }
         }
@@ -545,11 +584,21 @@ fn writer(sub: &Arc<Sub>, sh: &Shared) {
         let mut bytes = 0;
         while let Some(e) = q.msgs.front() {
             let size = 6 + e.topic.len() + e.payload.len();
-            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+            if BATCH_HEAD + size > limit {
+                // More than this subscriber takes: lost, not its link.
+                q.msgs.pop_front();
+                q.lost += 1;
+                sub.lost_total.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !batch.is_empty() && bytes + size > cap {
                 break;
             }
             bytes += size;
             batch.extend(q.msgs.pop_front());
+        }
+        if batch.is_empty() {
+            continue;
         }
         let lost = std::mem::take(&mut q.lost);
         q.writing = true;

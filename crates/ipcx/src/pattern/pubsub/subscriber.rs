@@ -36,6 +36,8 @@ enum From {
         poller: crate::Poller,
         listener: usize,
         subscription: Vec<u8>,
+        /// The publisher whose batch was read last.
+        last: usize,
     },
 }
 
@@ -110,6 +112,7 @@ impl Subscriber {
                 poller,
                 listener,
                 subscription,
+                last: 0,
             },
             batch: Batch::default(),
             lost: 0,
@@ -166,7 +169,8 @@ impl Subscriber {
                     poller,
                     listener,
                     subscription,
-                } => match next_batch(poller, *listener, subscription, left)? {
+                    last,
+                } => match next_batch(poller, *listener, subscription, last, left)? {
                     Some(b) => b,
                     None if left.is_some_and(|l| l.is_zero())
                         || deadline.is_some_and(|d| Instant::now() >= d) =>
@@ -176,7 +180,7 @@ impl Subscriber {
                     None => continue,
                 },
             };
-            self.lost += self.batch.start(buf)?;
+            self.lost = self.lost.saturating_add(self.batch.start(buf)?);
         }
     }
 }
@@ -188,22 +192,42 @@ fn next_batch(
     poller: &mut crate::Poller,
     listener: usize,
     subscription: &[u8],
+    last: &mut usize,
     left: Option<Duration>,
 ) -> Result<Option<Vec<u8>>> {
-    let keys = poller.wait(left)?.to_vec();
+    let mut keys = poller.wait(left)?.to_vec();
+    // The ready ones from just past the last served: a busy publisher
+    // does not starve the others.
+    let first = keys.iter().position(|k| *k > *last).unwrap_or(0);
+    keys.rotate_left(first);
     for key in keys {
         match poller.get_mut(key) {
             Some(crate::Source::Listener(l)) if key == listener => {
-                let mut link = l.accept()?;
+                // Never waits: a peer that connected and left (or is still
+                // silent) is no reason to stop reading the others.
+                let mut link = match l.accept_timeout(Duration::ZERO) {
+                    Ok(link) => link,
+                    Err(e) => {
+                        if *e.kind() != ErrorKind::TimedOut {
+                            tracing::warn!(error = %e, "pubsub: accepting a publisher failed");
+                        }
+                        continue;
+                    }
+                };
                 match subscribe(&mut link, subscription) {
                     Ok(()) => {
-                        poller.add(crate::Source::Link(link))?;
+                        if let Err(r) = poller.add(crate::Source::Link(link)) {
+                            tracing::warn!(error = %r.error, "pubsub: a publisher cannot be watched");
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "pubsub: a publisher refused"),
                 }
             }
             Some(crate::Source::Link(link)) => match link.try_recv() {
-                Ok(Some(batch)) => return Ok(Some(batch)),
+                Ok(Some(batch)) => {
+                    *last = key;
+                    return Ok(Some(batch));
+                }
                 Ok(None) => {}
                 Err(e) => {
                     if !e.is_closed() {
