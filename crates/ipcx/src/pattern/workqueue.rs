@@ -100,15 +100,18 @@ struct Shared {
 }
 
 impl Shared {
-    /// Hands waiting jobs to workers with credit, in turn. A worker whose
-    /// link fails is dropped and its jobs wait again.
+    /// Hands waiting jobs to workers with credit, in turn, never waiting
+    /// on one (the lock is held): a worker whose socket is full is passed
+    /// over until the next pass (every ack, push, and ~100 ms). A worker
+    /// whose link fails is dropped and its jobs wait again.
     fn dispatch(&self, st: &mut State) {
         let mut buf = Vec::new();
+        let mut full: Vec<u64> = Vec::new();
         while let Some(job) = st.waiting.front().cloned() {
             let mut ids: Vec<u64> = st
                 .workers
                 .iter()
-                .filter(|(_, w)| w.credit > 0)
+                .filter(|(id, w)| w.credit > 0 && !full.contains(id))
                 .map(|(id, _)| *id)
                 .collect();
             if ids.is_empty() {
@@ -118,7 +121,6 @@ impl Shared {
             let turn = st.turn;
             let id = ids.iter().copied().find(|id| *id >= turn).unwrap_or(ids[0]);
             st.turn = id + 1;
-            st.waiting.pop_front();
             buf.clear();
             buf.push(JOB);
             buf.extend_from_slice(&job.id.to_le_bytes());
@@ -127,25 +129,43 @@ impl Shared {
             let Some(w) = st.workers.get_mut(&id) else {
                 continue;
             };
-            match w.tx.send(&buf) {
+            // Taken whole, or in part (the rest is pushed by `pump`).
+            match w.tx.try_send(&buf) {
                 Ok(()) => {
                     w.credit -= 1;
                     w.taken.insert(job.id, job);
+                    st.waiting.pop_front();
                 }
+                Err(e) if *e.kind() == ErrorKind::WouldBlock => full.push(id),
                 // Larger than this puller takes (its ?max_msg=): the job,
                 // not the puller, is at fault; it is dropped and counted.
                 Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge { .. }) => {
                     tracing::warn!(job = job.id, error = %e, "work queue: a job larger than a puller takes; dropped");
+                    st.waiting.pop_front();
                     st.refused += 1;
                     self.changed.notify_all();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "work queue: a puller's link failed; its jobs go to others");
-                    st.waiting.push_front(job);
                     self.drop_worker(st, id);
                 }
             }
         }
+    }
+
+    /// Pushes what the workers' links left unsent, without waiting, then
+    /// hands out waiting jobs: what a full socket held back goes on.
+    fn pump(&self, st: &mut State) {
+        let mut failed = Vec::new();
+        for (id, w) in st.workers.iter_mut() {
+            if w.tx.has_unsent() && w.tx.try_flush().is_err() {
+                failed.push(*id);
+            }
+        }
+        for id in failed {
+            self.drop_worker(st, id);
+        }
+        self.dispatch(st);
     }
 
     /// Takes worker `id` away; what it took and did not acknowledge waits
@@ -283,7 +303,8 @@ fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
     let mut said = String::new();
     while !sh.stop.load(Ordering::Acquire) {
         let now = {
-            let st = lock(&sh.state);
+            let mut st = lock(&sh.state);
+            sh.pump(&mut st);
             format!(
                 "work queue: {} pullers, {} waiting, {} in flight, {} acked, {} redelivered",
                 st.workers.len(),

@@ -391,6 +391,17 @@ impl SendHalf {
         }
     }
 
+    /// Pushes what [`SendHalf::try_send`] left unsent, without waiting:
+    /// `true` once nothing is left (an event loop calls it when the link
+    /// is writable, or now and then).
+    pub fn try_flush(&mut self) -> Result<bool> {
+        match self.flush_until(Until::NoWait) {
+            Ok(()) => Ok(!self.has_unsent()),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether a message [`SendHalf::try_send`] or
     /// [`SendHalf::send_timeout`] took in part still has bytes to write
     /// (they go before the next message, or on [`SendHalf::flush`]).
