@@ -175,3 +175,56 @@ fn a_typed_service() {
     );
     child.kill();
 }
+
+/// How long the hostile client's thread holds its link.
+const PATIENCE_HOSTILE: Duration = Duration::from_secs(60);
+
+/// A client that sends calls and never reads the replies cannot tie up a
+/// pooled server: once a reply waits too long its link is shut, and
+/// another client's call is answered.
+#[test]
+fn a_client_that_never_reads_cannot_hold_the_pool() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let server = Server::bind(&param("URL")).expect("bind");
+        ready("bound");
+        let _ = server.serve_pool(2, |req| Ok(req.to_vec()));
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "pool.sock");
+    let mut child = t.spawn("server", |c| set_param(c, "URL", &url));
+    assert_eq!(child.wait_ready(), "bound");
+    // The hostile client: the server's schema mirrored back, then calls
+    // (kind 1, id, body) until its socket is full; it reads nothing.
+    let mut hostile = ipcx::Link::connect(&url).expect("connect");
+    let mut schema = hostile
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server's schema");
+    let mut at = 8;
+    while at < schema.len() {
+        schema[at] ^= 1;
+        let len = u16::from_le_bytes([schema[at + 5], schema[at + 6]]) as usize;
+        at += 7 + len;
+    }
+    hostile.send(&schema).expect("send a schema");
+    // More calls than the replies' socket buffers and the pool's queue
+    // hold: the sender ends up blocked too, on a thread of its own.
+    std::thread::spawn(move || {
+        let mut call = vec![1u8; 9 + (64 << 10)];
+        for id in 0..400u64 {
+            call[1..9].copy_from_slice(&id.to_le_bytes());
+            if hostile.send(&call).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(PATIENCE_HOSTILE);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let client = Client::connect(&url).expect("connect");
+    let got = client
+        .call_timeout(b"still served", Duration::from_secs(30))
+        .expect("a call while the hostile client holds its replies");
+    assert_eq!(got, b"still served");
+    child.kill();
+}

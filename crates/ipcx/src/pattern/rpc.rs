@@ -54,6 +54,9 @@ const ERROR_REPLY: u8 = 3;
 /// Kind byte and id.
 const HEAD: usize = 9;
 
+/// How long a pool thread waits for a client to take a reply.
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a call waits for its reply unless told otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -173,7 +176,12 @@ impl Client {
             let mut tx = lock(&self.tx);
             let (half, buf) = &mut *tx;
             envelope(REQUEST, id, request, buf);
-            half.send(buf)
+            // A server that stopped reading holds the call no longer than
+            // its timeout (and the next caller no longer than theirs).
+            match deadline {
+                Some(d) => half.send_timeout(buf, d.saturating_duration_since(Instant::now())),
+                None => half.send(buf),
+            }
         };
         if let Err(e) = sent {
             lock(&self.state).waiting.remove(&id);
@@ -620,8 +628,18 @@ impl Pool {
                             Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
                         }
                         job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        if lock(&job.tx).send(&out).is_ok() {
-                            job.counts.served.fetch_add(1, Ordering::Relaxed);
+                        // A client that stopped reading its replies holds a
+                        // pool thread at most REPLY_WAIT; then its link is
+                        // shut, so it cannot tie up the pool.
+                        let mut tx = lock(&job.tx);
+                        match tx.send_timeout(&out, REPLY_WAIT) {
+                            Ok(()) => {
+                                job.counts.served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
+                                tx.shutdown();
+                            }
                         }
                     }
                 });
