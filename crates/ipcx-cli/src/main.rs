@@ -30,6 +30,43 @@ struct Cli {
     command: Command,
 }
 
+/// How many messages a receiving command takes, and how long it waits.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct Take {
+    /// Exit 0 after this many.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+    /// Give up (exit 1) when they have not all arrived in this time.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+impl Take {
+    /// Hands `each` what `next` receives (given the time left, `None`:
+    /// no limit) until `count` were taken, or the sender is gone while
+    /// waiting without a limit; a timeout is `next`'s error.
+    pub fn run<T>(
+        self,
+        mut next: impl FnMut(Option<Duration>) -> ipcx::Result<T>,
+        mut each: impl FnMut(T) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let deadline = self
+            .timeout
+            .and_then(|t| std::time::Instant::now().checked_add(t));
+        let mut got = 0;
+        while self.count.is_none_or(|n| got < n) {
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            let item = match next(left) {
+                Err(e) if left.is_none() && e.is_closed() => break,
+                r => r?,
+            };
+            each(item)?;
+            got += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Who creates the endpoint; the default depends on the command.
 #[derive(Args, Clone, Copy, Debug, Default)]
 pub struct Role {

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -39,12 +39,8 @@ pub struct SubArgs {
     /// Patterns: levels split by `.`, `*` one level, a last `>` the rest.
     #[arg(required = true)]
     patterns: Vec<String>,
-    /// Exit 0 after this many messages.
-    #[arg(short = 'n', long)]
-    count: Option<u64>,
-    /// Give up (exit 1) when the messages have not all arrived in this time.
-    #[arg(long, value_parser = crate::parse_duration)]
-    timeout: Option<Duration>,
+    #[command(flatten)]
+    take: crate::Take,
     /// How to print each message.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -93,7 +89,7 @@ pub fn publish(a: PubArgs) -> Result<ExitCode> {
 pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
     let patterns: Vec<&str> = a.patterns.iter().map(String::as_str).collect();
     let mut url = ipcx::Endpoint::parse(&a.url)?;
-    if let Some(t) = a.timeout {
+    if let Some(t) = a.take.timeout {
         url = url.with_options(|o| o.timeout = t)?;
     }
     let mut sub = if a.role.binds(false) {
@@ -102,17 +98,12 @@ pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
     } else {
         Subscriber::connect(url.url(), &patterns)?
     };
-    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut out = std::io::stdout().lock();
-    let mut got = 0;
-    while a.count.is_none_or(|n| got < n) {
-        let d = match deadline {
-            Some(d) => sub.recv_timeout(d.saturating_duration_since(Instant::now()))?,
-            None => match sub.recv() {
-                Err(e) if e.is_closed() => break,
-                r => r?,
-            },
-        };
+    let next = |left: Option<Duration>| match left {
+        Some(left) => sub.recv_timeout(left),
+        None => sub.recv(),
+    };
+    a.take.run(next, |d| {
         match a.format {
             Format::Text => {
                 out.write_all(d.topic.as_bytes())?;
@@ -121,13 +112,7 @@ pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
                 out.write_all(b"\n")?;
             }
             Format::Json => {
-                let (key, value) = match std::str::from_utf8(&d.payload) {
-                    Ok(text) => ("text", serde_json::Value::from(text)),
-                    Err(_) => (
-                        "base64",
-                        serde_json::Value::from(crate::recv::base64(&d.payload)),
-                    ),
-                };
+                let (key, value) = crate::recv::text_or_base64(&d.payload);
                 writeln!(
                     out,
                     "{{\"topic\":{},\"len\":{},\"{key}\":{value}}}",
@@ -137,8 +122,8 @@ pub fn subscribe(a: SubArgs) -> Result<ExitCode> {
             }
         }
         out.flush()?;
-        got += 1;
-    }
+        Ok(())
+    })?;
     if sub.lost() > 0 {
         eprintln!(
             "ipcx: the publisher dropped {} messages for this subscriber",

@@ -250,10 +250,7 @@ fn print_message(out: &mut impl Write, format: Format, seq: u64, msg: &[u8]) -> 
         }
         Format::Json => {
             // Keys in the documented order: seq, len, then text or base64.
-            let (key, value) = match std::str::from_utf8(msg) {
-                Ok(text) => ("text", serde_json::Value::from(text)),
-                Err(_) => ("base64", serde_json::Value::from(base64(msg))),
-            };
+            let (key, value) = text_or_base64(msg);
             writeln!(
                 out,
                 "{{\"seq\":{seq},\"len\":{},\"{key}\":{value}}}",
@@ -265,8 +262,17 @@ fn print_message(out: &mut impl Write, format: Format, seq: u64, msg: &[u8]) -> 
     Ok(())
 }
 
+/// A message for JSON output: `("text", its UTF-8)`, or `("base64", …)`
+/// when it is not UTF-8.
+pub(crate) fn text_or_base64(msg: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(msg) {
+        Ok(text) => ("text", serde_json::Value::from(text)),
+        Err(_) => ("base64", serde_json::Value::from(base64(msg))),
+    }
+}
+
 /// Standard base64 with padding (RFC 4648).
-pub(crate) fn base64(data: &[u8]) -> String {
+fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {

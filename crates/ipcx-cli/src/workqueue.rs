@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -28,12 +28,8 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// Endpoint URL of the pusher.
     url: String,
-    /// Exit 0 after this many jobs.
-    #[arg(short = 'n', long)]
-    count: Option<u64>,
-    /// Give up (exit 1) when the jobs have not all arrived in this time.
-    #[arg(long, value_parser = crate::parse_duration)]
-    timeout: Option<Duration>,
+    #[command(flatten)]
+    take: crate::Take,
     #[command(flatten)]
     role: Role,
 }
@@ -61,28 +57,23 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
         bail!("ipcx pull connects: a puller that binds for pushers to connect is not built yet");
     }
     let mut ep = ipcx::Endpoint::parse(&a.url)?;
-    if let Some(t) = a.timeout {
+    if let Some(t) = a.take.timeout {
         ep = ep.with_options(|o| o.timeout = t)?;
     }
-    let mut puller = Puller::connect(ep.url())?;
-    let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
+    let puller = std::cell::RefCell::new(Puller::connect(ep.url())?);
     let mut out = std::io::stdout().lock();
-    let mut got = 0;
-    while a.count.is_none_or(|n| got < n) {
-        let job = match deadline {
-            Some(d) => puller.recv_timeout(d.saturating_duration_since(Instant::now()))?,
-            None => match puller.recv() {
-                Err(e) if e.is_closed() => break,
-                r => r?,
-            },
-        };
+    let next = |left: Option<Duration>| match left {
+        Some(left) => puller.borrow_mut().recv_timeout(left),
+        None => puller.borrow_mut().recv(),
+    };
+    a.take.run(next, |job| {
         out.write_all(&job.payload)?;
         out.write_all(b"\n")?;
         out.flush()?;
         // Acknowledged once printed: a pull killed before that leaves the
         // job to another worker.
-        puller.ack(job.id)?;
-        got += 1;
-    }
+        puller.borrow_mut().ack(job.id)?;
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -331,40 +331,35 @@ pub(crate) fn encode<T: Serialize>(msg: &T, buf: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// The error for `len` bytes that do not decode as `T`.
+fn undecodable<T: Message>(len: usize, why: String) -> Error {
+    Error::new(
+        ErrorKind::WrongType(format!(
+            "a message of {len} bytes does not decode as `{}` v{}: {why}; \
+             is the peer's type the same, with the same VERSION?",
+            T::name(),
+            T::VERSION
+        )),
+        "recv",
+    )
+}
+
 /// Decodes one `T` that must fill `bytes` exactly.
 pub(crate) fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
-    let wrong = |why: String| {
-        Error::new(
-            ErrorKind::WrongType(format!(
-                "a message of {} bytes does not decode as `{}` v{}: {why}",
-                bytes.len(),
-                T::name(),
-                T::VERSION
-            )),
-            "recv",
-        )
-    };
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(wrong(format!("{} bytes left over", rest.len()))),
-        Err(e) => Err(wrong(e.to_string())),
+        Ok((_, rest)) => Err(undecodable::<T>(
+            bytes.len(),
+            format!("{} bytes left over", rest.len()),
+        )),
+        Err(e) => Err(undecodable::<T>(bytes.len(), e.to_string())),
     }
 }
 
 /// Decodes one `T` that must fill `bytes` exactly into `place`, reusing
 /// what it holds where the type can (`Vec`s, `String`s, [`Bytes`]).
 pub(crate) fn decode_into<T: Message>(bytes: &[u8], place: &mut T) -> Result<()> {
-    let wrong = |why: String| {
-        Error::new(
-            ErrorKind::WrongType(format!(
-                "a message of {} bytes does not decode as `{}` v{}: {why}",
-                bytes.len(),
-                T::name(),
-                T::VERSION
-            )),
-            "recv",
-        )
-    };
+    let wrong = |why: String| undecodable::<T>(bytes.len(), why);
     let mut de = postcard::Deserializer::from_bytes(bytes);
     T::deserialize_in_place(&mut de, place).map_err(|e| wrong(e.to_string()))?;
     match de.finalize() {
@@ -374,11 +369,52 @@ pub(crate) fn decode_into<T: Message>(bytes: &[u8], place: &mut T) -> Result<()>
     }
 }
 
+/// What every typed end holds: the link, and one buffer messages are
+/// encoded into and received into.
+#[derive(Debug)]
+struct Typed {
+    link: Link,
+    buf: Vec<u8>,
+}
+
+impl Typed {
+    /// Makes `link` typed: this end's `ways` are traded with the peer's.
+    fn new(mut link: Link, ways: &[Way]) -> Result<Typed> {
+        trade_schemas(&mut link, ways)?;
+        Ok(Typed {
+            link,
+            buf: Vec::new(),
+        })
+    }
+
+    fn send<T: Serialize>(&mut self, msg: &T, wait: bool) -> Result<()> {
+        encode(msg, &mut self.buf)?;
+        if wait {
+            self.link.send(&self.buf)
+        } else {
+            self.link.try_send(&self.buf)
+        }
+    }
+
+    fn recv<T: Message>(&mut self) -> Result<T> {
+        self.link.recv_into(&mut self.buf)?;
+        decode(&self.buf)
+    }
+
+    fn recv_into<T: Message>(&mut self, value: &mut T) -> Result<()> {
+        self.link.recv_into(&mut self.buf)?;
+        decode_into(&self.buf, value)
+    }
+
+    fn try_recv<T: Message>(&mut self) -> Result<Option<T>> {
+        self.link.try_recv()?.map(|m| decode(&m)).transpose()
+    }
+}
+
 /// The sending end of a typed link.
 #[derive(Debug)]
 pub struct Sender<T: Message> {
-    link: Link,
-    buf: Vec<u8>,
+    ends: Typed,
     _t: PhantomData<fn(T)>,
 }
 
@@ -391,43 +427,38 @@ impl<T: Message> Sender<T> {
     }
 
     /// Makes `link` typed (the schemas are traded on it first).
-    pub fn from_link(mut link: Link) -> Result<Sender<T>> {
-        trade_schemas(&mut link, &[Way::sends::<T>()])?;
+    pub fn from_link(link: Link) -> Result<Sender<T>> {
         Ok(Sender {
-            link,
-            buf: Vec::new(),
+            ends: Typed::new(link, &[Way::sends::<T>()])?,
             _t: PhantomData,
         })
     }
 
     /// Sends one message.
     pub fn send(&mut self, msg: &T) -> Result<()> {
-        encode(msg, &mut self.buf)?;
-        self.link.send(&self.buf)
+        self.ends.send(msg, true)
     }
 
     /// Sends one message if the link has room now ([`Link::try_send`]).
     pub fn try_send(&mut self, msg: &T) -> Result<()> {
-        encode(msg, &mut self.buf)?;
-        self.link.try_send(&self.buf)
+        self.ends.send(msg, false)
     }
 
     /// The link underneath.
     pub fn link(&mut self) -> &mut Link {
-        &mut self.link
+        &mut self.ends.link
     }
 
     /// The link, untyped again.
     pub fn into_link(self) -> Link {
-        self.link
+        self.ends.link
     }
 }
 
 /// The receiving end of a typed link.
 #[derive(Debug)]
 pub struct Receiver<T: Message> {
-    link: Link,
-    buf: Vec<u8>,
+    ends: Typed,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -443,11 +474,9 @@ impl<T: Message> Receiver<T> {
     }
 
     /// Makes `link` typed (the schemas are traded on it first).
-    pub fn from_link(mut link: Link) -> Result<Receiver<T>> {
-        trade_schemas(&mut link, &[Way::receives::<T>()])?;
+    pub fn from_link(link: Link) -> Result<Receiver<T>> {
         Ok(Receiver {
-            link,
-            buf: Vec::new(),
+            ends: Typed::new(link, &[Way::receives::<T>()])?,
             _t: PhantomData,
         })
     }
@@ -456,8 +485,7 @@ impl<T: Message> Receiver<T> {
     /// not decode is [`ErrorKind::WrongType`]; the next is received as
     /// usual.
     pub fn recv(&mut self) -> Result<T> {
-        self.link.recv_into(&mut self.buf)?;
-        decode(&self.buf)
+        self.ends.recv()
     }
 
     /// Receives one message into `value`, reusing what it holds where the
@@ -465,32 +493,27 @@ impl<T: Message> Receiver<T> {
     /// message once they are large enough, as [`Link::recv_into`]. On a
     /// decoding error `value` may be left part-written.
     pub fn recv_into(&mut self, value: &mut T) -> Result<()> {
-        self.link.recv_into(&mut self.buf)?;
-        decode_into(&self.buf, value)
+        self.ends.recv_into(value)
     }
 
     /// A message if one is there now.
     pub fn try_recv(&mut self) -> Result<Option<T>> {
-        match self.link.try_recv()? {
-            Some(m) => decode(&m).map(Some),
-            None => Ok(None),
-        }
+        self.ends.try_recv()
     }
 
     /// [`Receiver::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<T> {
-        let m = self.link.recv_timeout(timeout)?;
-        decode(&m)
+        decode(&self.ends.link.recv_timeout(timeout)?)
     }
 
     /// The link underneath.
     pub fn link(&mut self) -> &mut Link {
-        &mut self.link
+        &mut self.ends.link
     }
 
     /// The link, untyped again.
     pub fn into_link(self) -> Link {
-        self.link
+        self.ends.link
     }
 }
 
@@ -498,8 +521,7 @@ impl<T: Message> Receiver<T> {
 /// `TypedLink<R, S>`), as a request/reply client and server are.
 #[derive(Debug)]
 pub struct TypedLink<S: Message, R: Message> {
-    link: Link,
-    buf: Vec<u8>,
+    ends: Typed,
     _t: PhantomData<fn(S) -> R>,
 }
 
@@ -516,69 +538,61 @@ impl<S: Message, R: Message> TypedLink<S, R> {
     }
 
     /// Makes `link` typed (the schemas are traded on it first).
-    pub fn from_link(mut link: Link) -> Result<TypedLink<S, R>> {
-        trade_schemas(&mut link, &[Way::sends::<S>(), Way::receives::<R>()])?;
+    pub fn from_link(link: Link) -> Result<TypedLink<S, R>> {
         Ok(TypedLink {
-            link,
-            buf: Vec::new(),
+            ends: Typed::new(link, &[Way::sends::<S>(), Way::receives::<R>()])?,
             _t: PhantomData,
         })
     }
 
     /// Sends one message.
     pub fn send(&mut self, msg: &S) -> Result<()> {
-        encode(msg, &mut self.buf)?;
-        self.link.send(&self.buf)
+        self.ends.send(msg, true)
     }
 
     /// Receives one message ([`ErrorKind::WrongType`] if it does not
     /// decode; the link goes on).
     pub fn recv(&mut self) -> Result<R> {
-        self.link.recv_into(&mut self.buf)?;
-        decode(&self.buf)
+        self.ends.recv()
     }
 
     /// Receives one message into `value`, reusing what it holds (see
     /// [`Receiver::recv_into`]).
     pub fn recv_into(&mut self, value: &mut R) -> Result<()> {
-        self.link.recv_into(&mut self.buf)?;
-        decode_into(&self.buf, value)
+        self.ends.recv_into(value)
     }
 
     /// A message if one is there now.
     pub fn try_recv(&mut self) -> Result<Option<R>> {
-        match self.link.try_recv()? {
-            Some(m) => decode(&m).map(Some),
-            None => Ok(None),
-        }
+        self.ends.try_recv()
     }
 
     /// The link underneath.
     pub fn link(&mut self) -> &mut Link {
-        &mut self.link
+        &mut self.ends.link
     }
 
     /// The link, untyped again.
     pub fn into_link(self) -> Link {
-        self.link
+        self.ends.link
     }
 }
 
 impl<T: Message> crate::Pollable for Receiver<T> {
     fn poll_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.link.poll_fd()
+        self.ends.link.poll_fd()
     }
 
     fn ready_now(&mut self) -> bool {
-        self.link.ready_now()
+        self.ends.link.ready_now()
     }
 
     fn confirm(&mut self) -> bool {
-        self.link.confirm()
+        self.ends.link.confirm()
     }
 
     fn check_every(&self) -> Option<Duration> {
-        self.link.check_every()
+        self.ends.link.check_every()
     }
 }
 

@@ -300,9 +300,13 @@ impl Drop for Pusher {
 
 /// Accepts pullers until the pusher is dropped.
 fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
-    let mut said = String::new();
-    while !sh.stop.load(Ordering::Acquire) {
-        let now = {
+    let s = sh.clone();
+    super::accept_each(
+        listener,
+        "ipcx-push-worker",
+        || sh.stop.load(Ordering::Acquire),
+        || {
+            // Each pass also pushes on what full sockets held back.
             let mut st = lock(&sh.state);
             sh.pump(&mut st);
             format!(
@@ -313,30 +317,12 @@ fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
                 st.acked,
                 st.redelivered
             )
-        };
-        if now != said {
-            listener.set_state(&now);
-            said = now;
-        }
-        let link = match listener.accept_timeout(Duration::from_millis(100)) {
-            Ok(l) => l,
-            Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "work queue: accept failed");
-                continue;
-            }
-        };
-        let s = sh.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ipcx-push-worker".into())
-            .spawn(move || match join(link, &s) {
-                Ok((id, rx)) => read_acks(id, rx, &s),
-                Err(e) => tracing::warn!(error = %e, "work queue: puller refused"),
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "work queue: no thread for a puller; dropped");
-        }
-    }
+        },
+        move |link| match join(link, &s) {
+            Ok((id, rx)) => read_acks(id, rx, &s),
+            Err(e) => tracing::warn!(error = %e, "work queue: puller refused"),
+        },
+    );
 }
 
 /// A joining puller: schemas, then its credit; added to the workers.

@@ -402,32 +402,17 @@ fn write_batch(sub: &Sub, entries: &[Entry], lost: u64, no_wait: bool) -> Result
 /// Accepts subscribers until the publisher is dropped; each joins on a
 /// thread of its own, which then writes its queue.
 fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
-    let mut said = String::new();
-    while !sh.stop.load(Ordering::Acquire) {
-        let now = describe(sh);
-        if now != said {
-            listener.set_state(&now);
-            said = now;
-        }
-        let link = match listener.accept_timeout(Duration::from_millis(100)) {
-            Ok(l) => l,
-            Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "pubsub: accept failed");
-                continue;
-            }
-        };
-        let s = sh.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ipcx-pub-writer".into())
-            .spawn(move || match join(link, &s) {
-                Ok((sub, rx)) => writer(&sub, rx, &s),
-                Err(e) => tracing::warn!(error = %e, "pubsub: subscriber refused"),
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "pubsub: no thread for a subscriber; dropped");
-        }
-    }
+    let s = sh.clone();
+    super::super::accept_each(
+        listener,
+        "ipcx-pub-writer",
+        || sh.stop.load(Ordering::Acquire),
+        || describe(sh),
+        move |link| match join(link, &s) {
+            Ok((sub, rx)) => writer(&sub, rx, &s),
+            Err(e) => tracing::warn!(error = %e, "pubsub: subscriber refused"),
+        },
+    );
 }
 
 /// What `ipcx ls` says of a publisher: its subscribers, their patterns,
