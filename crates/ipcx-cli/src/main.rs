@@ -146,12 +146,12 @@ enum Command {
     Sub(pubsub::SubArgs),
     /// Hand out jobs to the workers that connect; exit once each is acknowledged.
     #[command(
-        after_help = "Examples:\n  ipcx push unix:/tmp/jobs.sock 'resize 1.jpg' 'resize 2.jpg' &\n  ipcx pull unix:/tmp/jobs.sock -n 1     # prints a job, then acknowledges it\n  find . -name '*.log' | ipcx push tcp://0.0.0.0:7300 --timeout 10m\n\nA job a worker took and did not acknowledge (it died) goes to another worker."
+        after_help = "Examples:\n  ipcx push unix:/tmp/jobs.sock 'resize 1.jpg' 'resize 2.jpg' &\n  ipcx pull unix:/tmp/jobs.sock -n 1     # prints a job, then acknowledges it\n  find . -name '*.log' | ipcx push tcp://0.0.0.0:7300 --timeout 10m\n  ipcx push unix:/tmp/collect.sock 'job' --connect   # to a puller that binds\n\nA job a worker took and did not acknowledge (it died) goes to another worker."
     )]
     Push(workqueue::PushArgs),
     /// Take jobs from a pusher, print each, and acknowledge it.
     #[command(
-        after_help = "Examples:\n  ipcx pull unix:/tmp/jobs.sock\n  ipcx pull tcp://127.0.0.1:7300 -n 10 --timeout 1m"
+        after_help = "Examples:\n  ipcx pull unix:/tmp/jobs.sock\n  ipcx pull tcp://127.0.0.1:7300 -n 10 --timeout 1m --prefetch 4\n  ipcx pull unix:/tmp/collect.sock --bind   # pushers connect to it"
     )]
     Pull(workqueue::PullArgs),
     /// Answer calls (request/reply): each request with its own bytes.

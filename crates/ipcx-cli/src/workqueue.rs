@@ -4,7 +4,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use ipcx::pattern::{Puller, Pusher};
 
@@ -12,7 +12,8 @@ use crate::Role;
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// Endpoint URL the pusher binds, e.g. unix:/tmp/jobs.sock
+    /// Endpoint URL the pusher binds, e.g. unix:/tmp/jobs.sock (or, with
+    /// --connect, where a puller that binds collects jobs)
     url: String,
     /// Jobs, one per argument; none: each line of stdin.
     messages: Vec<std::ffi::OsString>,
@@ -26,8 +27,13 @@ pub struct PushArgs {
 
 #[derive(Args)]
 pub struct PullArgs {
-    /// Endpoint URL of the pusher.
+    /// Endpoint URL of the pusher (or, with --bind, where this puller
+    /// collects jobs from the pushers that connect)
     url: String,
+    /// Jobs taken at once, before acknowledging (from each pusher when
+    /// binding)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    prefetch: u32,
     #[command(flatten)]
     take: crate::Take,
     #[command(flatten)]
@@ -35,10 +41,12 @@ pub struct PullArgs {
 }
 
 pub fn push(a: PushArgs) -> Result<ExitCode> {
-    if !a.role.binds(true) {
-        bail!("ipcx push binds: a pusher that connects to a binding puller is not built yet");
-    }
-    let pusher = Pusher::bind(&a.url)?;
+    let pusher = if a.role.binds(true) {
+        Pusher::bind(&a.url)?
+    } else {
+        // To a puller that binds; connected again if it goes away.
+        Pusher::connect(&a.url)?
+    };
     if a.messages.is_empty() {
         for line in std::io::stdin().lock().split(b'\n') {
             pusher.push(&line?)?;
@@ -53,14 +61,16 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
 }
 
 pub fn pull(a: PullArgs) -> Result<ExitCode> {
-    if a.role.binds(false) {
-        bail!("ipcx pull connects: a puller that binds for pushers to connect is not built yet");
-    }
     let mut ep = ipcx::Endpoint::parse(&a.url)?;
     if let Some(t) = a.take.timeout {
         ep = ep.with_options(|o| o.timeout = t)?;
     }
-    let puller = std::cell::RefCell::new(Puller::connect(ep.url())?);
+    let puller = std::cell::RefCell::new(if a.role.binds(false) {
+        // Collects from the pushers that connect.
+        Puller::bind(ep.url(), a.prefetch)?
+    } else {
+        Puller::connect_with_prefetch(ep.url(), a.prefetch)?
+    });
     let mut out = std::io::stdout().lock();
     let next = |left: Option<Duration>| match left {
         Some(left) => puller.borrow_mut().recv_timeout(left),

@@ -999,3 +999,22 @@ fn ls_shows_publishers_and_servers() {
     });
     server.kill();
 }
+
+/// Either side may bind: `ipcx pull --bind` collects the jobs of pushers
+/// that connect (`ipcx push --connect`), each of which exits once its
+/// jobs are acknowledged.
+#[test]
+fn a_binding_puller_collects() {
+    let s = Scratch::new();
+    let url = s.url("unix", "collect.sock");
+    let puller = s.spawn(["pull", "--bind", &url, "-n", "3", "--timeout", "60s"]);
+    wait_until("the puller binds", || {
+        exists(&s.path("collect.sock")).then_some(())
+    });
+    s.run(["push", "--connect", &url, "one", "two", "--timeout", "60s"])
+        .success();
+    s.run(["push", "--connect", &url, "three", "--timeout", "60s"])
+        .success();
+    let got = puller.finish().success();
+    assert_eq!(got.stdout(), "one\ntwo\nthree\n");
+}

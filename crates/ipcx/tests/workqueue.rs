@@ -204,3 +204,126 @@ fn a_puller_that_stops_reading_does_not_hold_the_queue() {
     stalled.kill();
     worker.finish();
 }
+
+/// In a child: a pusher that connects to a puller that binds, pushes
+/// `JOBS` jobs named after its `NAME`, and exits once each is
+/// acknowledged.
+fn connecting_pusher() {
+    let pusher = Pusher::connect(&param("URL")).expect("connect");
+    let name = param("NAME");
+    let jobs: u64 = param("JOBS").parse().expect("JOBS");
+    for n in 0..jobs {
+        pusher.push(format!("{name} {n}").as_bytes()).expect("push");
+    }
+    pusher.wait_acked(PATIENCE).expect("every job acknowledged");
+    let stats = pusher.stats();
+    assert_eq!((stats.acked, stats.redelivered), (jobs, 0));
+    ready("all acknowledged");
+}
+
+/// A puller that binds collects from three pusher processes that
+/// connect: every job once, each pusher's in order, each acknowledged
+/// (the pushers exit only then).
+#[test]
+fn a_puller_that_binds_collects_from_pushers_that_connect() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return connecting_pusher();
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "collect.sock");
+    let mut puller = Puller::bind(&url, 4).expect("bind");
+    let pushers: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            t.spawn("pusher", |c| {
+                set_param(
+                    set_param(set_param(c, "URL", &url), "NAME", name),
+                    "JOBS",
+                    "200",
+                )
+            })
+        })
+        .collect();
+    let mut next = std::collections::HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..600 {
+        let job = puller.recv_timeout(PATIENCE).expect("a job");
+        assert_eq!(job.deliveries, 1);
+        assert!(ids.insert(job.id), "job id {} given twice", job.id);
+        let text = String::from_utf8(job.payload).expect("utf-8");
+        let (name, n) = text.split_once(' ').expect("name and number");
+        let want = next.entry(name.to_string()).or_insert(0u64);
+        assert_eq!(n.parse::<u64>().expect("number"), *want, "{name}'s order");
+        *want += 1;
+        puller.ack(job.id).expect("ack");
+    }
+    assert_eq!(next.values().copied().collect::<Vec<_>>(), [200, 200, 200]);
+    for mut p in pushers {
+        assert_eq!(p.wait_ready(), "all acknowledged");
+        p.finish();
+    }
+    // An id acknowledged already is named as such.
+    let again = puller.ack(0).expect_err("acknowledged twice");
+    assert!(
+        matches!(again.kind(), ipcx::ErrorKind::InvalidArgument(m) if m.contains("job 0 is not held")),
+        "{again}"
+    );
+    // Nothing else comes.
+    let none = puller
+        .recv_timeout(Duration::from_millis(200))
+        .expect_err("no job");
+    assert_eq!(*none.kind(), ipcx::ErrorKind::TimedOut);
+}
+
+/// In a child: a puller that binds, takes one job, says which, and holds
+/// it unacknowledged until killed (`ACK=no`), or acknowledges it and says
+/// how many deliveries it had.
+fn binding_puller() {
+    let mut w = Puller::bind(&param("URL"), 1).expect("bind");
+    ready("bound");
+    let job = w.recv_timeout(PATIENCE).expect("a job");
+    if param("ACK") == "no" {
+        ready(&format!("took {}", String::from_utf8_lossy(&job.payload)));
+        std::thread::sleep(PATIENCE);
+        return;
+    }
+    w.ack(job.id).expect("ack");
+    ready(&format!(
+        "did {} {}",
+        job.deliveries,
+        String::from_utf8_lossy(&job.payload)
+    ));
+}
+
+/// A pusher that connected keeps a job its puller was killed holding,
+/// connects again when a puller binds the URL anew, and hands the job
+/// out again: once, two deliveries counted.
+#[test]
+fn a_connected_pusher_hands_a_job_again_to_the_next_puller() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return binding_puller();
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "again.sock");
+    let mut a = t.spawn("holder", |c| {
+        set_param(set_param(c, "URL", &url), "ACK", "no")
+    });
+    assert_eq!(a.wait_ready(), "bound");
+    let pusher = Pusher::connect(&url).expect("connect");
+    pusher.push(b"transcode 4").expect("push");
+    assert_eq!(a.wait_ready(), "took transcode 4");
+    a.kill();
+    until("the puller gone", || pusher.stats().pullers == 0);
+    assert_eq!(pusher.stats().waiting, 1);
+    let mut b = t.spawn("doer", |c| {
+        set_param(set_param(c, "URL", &url), "ACK", "yes")
+    });
+    assert_eq!(b.wait_ready(), "bound");
+    assert_eq!(b.wait_ready(), "did 2 transcode 4");
+    pusher.wait_acked(PATIENCE).expect("acknowledged");
+    let stats = pusher.stats();
+    assert_eq!((stats.acked, stats.redelivered), (1, 1));
+    b.finish();
+}

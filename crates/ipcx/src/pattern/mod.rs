@@ -53,3 +53,36 @@ fn accept_each<S>(
         }
     }
 }
+
+/// For an end that binds and reads its peers in one poller (a subscriber
+/// or a puller): accepts a peer that connected to the listener at key
+/// `listener`, without waiting for one, runs `join` on its link (the
+/// pattern's handshake), and adds it to the poller. What fails is logged
+/// as the pattern's (`what`): nothing stops reading the others.
+fn accept_into(
+    poller: &mut crate::Poller,
+    listener: usize,
+    what: &str,
+    join: impl FnOnce(&mut crate::Link) -> crate::Result<()>,
+) {
+    let Some(crate::Source::Listener(l)) = poller.get_mut(listener) else {
+        return;
+    };
+    let mut link = match l.accept_timeout(std::time::Duration::ZERO) {
+        Ok(link) => link,
+        Err(e) => {
+            if *e.kind() != crate::ErrorKind::TimedOut {
+                tracing::warn!(error = %e, "{what}: accepting a peer failed");
+            }
+            return;
+        }
+    };
+    match join(&mut link) {
+        Ok(()) => {
+            if let Err(r) = poller.add(crate::Source::Link(link)) {
+                tracing::warn!(error = %r.error, "{what}: a peer cannot be watched");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "{what}: a peer refused"),
+    }
+}

@@ -202,26 +202,12 @@ fn next_batch(
     keys.rotate_left(first);
     for key in keys {
         match poller.get_mut(key) {
-            Some(crate::Source::Listener(l)) if key == listener => {
+            Some(crate::Source::Listener(_)) if key == listener => {
                 // Never waits: a peer that connected and left (or is still
                 // silent) is no reason to stop reading the others.
-                let mut link = match l.accept_timeout(Duration::ZERO) {
-                    Ok(link) => link,
-                    Err(e) => {
-                        if *e.kind() != ErrorKind::TimedOut {
-                            tracing::warn!(error = %e, "pubsub: accepting a publisher failed");
-                        }
-                        continue;
-                    }
-                };
-                match subscribe(&mut link, subscription) {
-                    Ok(()) => {
-                        if let Err(r) = poller.add(crate::Source::Link(link)) {
-                            tracing::warn!(error = %r.error, "pubsub: a publisher cannot be watched");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "pubsub: a publisher refused"),
-                }
+                super::super::accept_into(poller, key, "pubsub", |link| {
+                    subscribe(link, subscription)
+                });
             }
             Some(crate::Source::Link(link)) => match link.try_recv() {
                 Ok(Some(batch)) => {

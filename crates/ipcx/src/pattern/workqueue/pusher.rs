@@ -1,60 +1,15 @@
-//! Work queues (push/pull): a [`Pusher`] binds and hands each job to one
-//! of the [`Puller`]s that connect, load-balanced, and each job is
-//! acknowledged. A job taken by a puller whose link breaks before it
-//! acknowledged (its process died) goes to another puller, its delivery
-//! count one higher: at-least-once delivery.
-//!
-//! Each puller takes at most `prefetch` unacknowledged jobs at a time
-//! (default 1, as RabbitMQ's fair dispatch): a busy worker is not given
-//! more while an idle one waits. On the link, after the schemas: the
-//! puller sends `C` (u32: the jobs it takes at once) and `A` + id (u64)
-//! per job done; the pusher sends `J`, id (u64), delivery count (u32),
-//! payload. Integers little-endian.
-//!
-//! ```
-//! # fn main() -> ipcx::Result<()> {
-//! # let dir = std::env::temp_dir().join(format!("ipcx-doc-wq-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let url = format!("unix:{}/jobs.sock", dir.display());
-//! use ipcx::pattern::{Puller, Pusher};
-//!
-//! let jobs = Pusher::bind(&url)?;
-//! jobs.push(b"resize photo 17")?;
-//! let mut worker = Puller::connect(&url)?;
-//! let job = worker.recv()?;
-//! assert_eq!((&job.payload[..], job.deliveries), (&b"resize photo 17"[..], 1));
-//! worker.ack(job.id)?;
-//! jobs.wait_acked(std::time::Duration::from_secs(5))?;
-//! # std::fs::remove_dir_all(&dir).ok();
-//! # Ok(()) }
-//! ```
-
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::typed::{Way, trade_schemas};
+use super::super::typed::trade_schemas;
+use super::{ACK, CREDIT, JOB, bad, ways};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, RecvHalf, SendHalf};
 
-const CREDIT: u8 = b'C';
-const ACK: u8 = b'A';
-const JOB: u8 = b'J';
-
-fn ways(pusher: bool) -> [Way; 2] {
-    [
-        Way::named(pusher, "workqueue jobs".into(), 1),
-        Way::named(!pusher, "workqueue acks".into(), 1),
-    ]
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn bad(why: &'static str) -> Error {
-    Error::new(ErrorKind::Frame(crate::FrameError::Unexpected(why)), "recv")
 }
 
 /// A job waiting to be handed out.
@@ -216,21 +171,45 @@ impl Pusher {
     /// Binds `url` and hands jobs to the pullers that connect.
     pub fn bind(url: &str) -> Result<Pusher> {
         let listener = Listener::bind(url)?;
-        let url = listener.endpoint().url().to_string();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-            stop: AtomicBool::new(false),
-        });
-        let s = shared.clone();
+        let pusher = Pusher::new(listener.endpoint().url());
+        let s = pusher.shared.clone();
         std::thread::Builder::new()
             .name("ipcx-push-accept".into())
             .spawn(move || accept_loop(&listener, &s))
             .map_err(|e| Error::io("bind", e))?;
-        Ok(Pusher { shared, url })
+        Ok(pusher)
     }
 
-    /// The bound URL.
+    /// Connects to a puller that binds `url` (one that collects jobs:
+    /// [`Puller::bind`](super::Puller::bind)); it is this pusher's one
+    /// puller, joined when this returns. When its link breaks, what it
+    /// did not acknowledge waits, and the pusher connects again every
+    /// 100 ms until a puller is there.
+    pub fn connect(url: &str) -> Result<Pusher> {
+        let pusher = Pusher::new(url);
+        let (id, rx) = join(Link::connect(url)?, &pusher.shared)?;
+        let s = pusher.shared.clone();
+        spawn_reader(id, rx, &s)?;
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("ipcx-push-connect".into())
+            .spawn(move || connect_loop(&url, &s))
+            .map_err(|e| Error::io("connect", e))?;
+        Ok(pusher)
+    }
+
+    fn new(url: &str) -> Pusher {
+        Pusher {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+                stop: AtomicBool::new(false),
+            }),
+            url: url.to_string(),
+        }
+    }
+
+    /// The bound URL (or the one connected to).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -301,7 +280,7 @@ impl Drop for Pusher {
 /// Accepts pullers until the pusher is dropped.
 fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
     let s = sh.clone();
-    super::accept_each(
+    super::super::accept_each(
         listener,
         "ipcx-push-worker",
         || sh.stop.load(Ordering::Acquire),
@@ -323,6 +302,40 @@ fn accept_loop(listener: &Listener, sh: &Arc<Shared>) {
             Err(e) => tracing::warn!(error = %e, "work queue: puller refused"),
         },
     );
+}
+
+/// A pusher that connected: every ~100 ms, pushes on what a full socket
+/// held back and, when its puller is gone, connects again.
+fn connect_loop(url: &str, sh: &Arc<Shared>) {
+    while !sh.stop.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(100));
+        let gone = {
+            let mut st = lock(&sh.state);
+            sh.pump(&mut st);
+            st.workers.is_empty()
+        };
+        if !gone {
+            continue;
+        }
+        let joined = Link::connect(url).and_then(|link| join(link, sh));
+        match joined.and_then(|(id, rx)| spawn_reader(id, rx, sh)) {
+            Ok(()) => tracing::info!(url, "work queue: connected to a puller again"),
+            Err(e) => tracing::debug!(url, error = %e, "work queue: no puller yet"),
+        }
+    }
+}
+
+/// Reads a joined puller's acknowledgements on a thread of its own (with
+/// none, the puller is dropped again).
+fn spawn_reader(id: u64, rx: RecvHalf, sh: &Arc<Shared>) -> Result<()> {
+    let s = sh.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ipcx-push-acks".into())
+        .spawn(move || read_acks(id, rx, &s));
+    spawned.map(drop).map_err(|e| {
+        sh.drop_worker(&mut lock(&sh.state), id);
+        Error::io("connect", e)
+    })
 }
 
 /// A joining puller: schemas, then its credit; added to the workers.
@@ -390,90 +403,5 @@ fn read_acks(id: u64, mut rx: RecvHalf, sh: &Shared) {
         }
         sh.dispatch(&mut st);
         sh.changed.notify_all();
-    }
-}
-
-/// One job a puller received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    /// Its id, to acknowledge it with ([`Puller::ack`]).
-    pub id: u64,
-    /// How many times it was handed out (1 the first time; more if a
-    /// puller that took it left without acknowledging it).
-    pub deliveries: u32,
-    /// Its bytes.
-    pub payload: Vec<u8>,
-}
-
-/// The pulling end of a work queue: a worker.
-#[derive(Debug)]
-pub struct Puller {
-    link: Link,
-    buf: Vec<u8>,
-}
-
-impl Puller {
-    /// Connects to the pusher at `url`, taking one job at a time.
-    pub fn connect(url: &str) -> Result<Puller> {
-        Puller::connect_with_prefetch(url, 1)
-    }
-
-    /// Connects, taking up to `prefetch` (≥ 1) unacknowledged jobs at a
-    /// time.
-    pub fn connect_with_prefetch(url: &str, prefetch: u32) -> Result<Puller> {
-        if prefetch == 0 {
-            return Err(Error::new(
-                ErrorKind::InvalidArgument("a puller takes at least one job at a time".into()),
-                "connect",
-            ));
-        }
-        let mut link = Link::connect(url)?;
-        trade_schemas(&mut link, &ways(false))?;
-        let mut credit = vec![CREDIT];
-        credit.extend_from_slice(&prefetch.to_le_bytes());
-        link.send(&credit)?;
-        Ok(Puller {
-            link,
-            buf: Vec::new(),
-        })
-    }
-
-    /// The next job, waiting as long as it takes; `Closed` once the
-    /// pusher is gone.
-    pub fn recv(&mut self) -> Result<Delivery> {
-        self.link.recv_into(&mut self.buf)?;
-        self.parse()
-    }
-
-    /// [`Puller::recv`], waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Delivery> {
-        self.buf = self.link.recv_timeout(timeout)?;
-        self.parse()
-    }
-
-    fn parse(&self) -> Result<Delivery> {
-        let rest = self
-            .buf
-            .strip_prefix(&[JOB])
-            .ok_or_else(|| bad("a pusher's message that is no job"))?;
-        let (id, rest) = rest
-            .split_first_chunk::<8>()
-            .ok_or_else(|| bad("a job cut short"))?;
-        let (deliveries, payload) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| bad("a job cut short"))?;
-        Ok(Delivery {
-            id: u64::from_le_bytes(*id),
-            deliveries: u32::from_le_bytes(*deliveries),
-            payload: payload.to_vec(),
-        })
-    }
-
-    /// Acknowledges job `id`: done; the pusher forgets it and hands this
-    /// puller the next.
-    pub fn ack(&mut self, id: u64) -> Result<()> {
-        let mut m = vec![ACK];
-        m.extend_from_slice(&id.to_le_bytes());
-        self.link.send(&m)
     }
 }

@@ -1,0 +1,219 @@
+//! The pulling end of a work queue: a worker, connected to one pusher or
+//! bound for the pushers that connect to it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::super::typed::trade_schemas;
+use super::{ACK, CREDIT, Delivery, ways};
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Link, Listener, Poller, Source};
+
+/// The pulling end of a work queue: a worker.
+#[derive(Debug)]
+pub struct Puller {
+    from: From,
+    buf: Vec<u8>,
+}
+
+/// Where jobs come from: the pusher this puller connected to, or the
+/// pushers that connect to it.
+#[derive(Debug)]
+enum From {
+    One(Box<Link>),
+    Many(Box<Pushers>),
+}
+
+/// A puller that binds: its listener and the pushers that joined, in one
+/// poller.
+#[derive(Debug)]
+struct Pushers {
+    poller: Poller,
+    listener: usize,
+    prefetch: u32,
+    /// The pusher whose job was taken last (the next wait starts past it).
+    last: usize,
+    /// Jobs taken and not acknowledged: the id given out → the pusher's
+    /// key and its id for the job.
+    held: HashMap<u64, (usize, u64)>,
+    next_id: u64,
+}
+
+/// Joins a pusher on a new link: schemas, then the jobs taken at once.
+fn join(link: &mut Link, prefetch: u32) -> Result<()> {
+    trade_schemas(link, &ways(false))?;
+    let mut credit = vec![CREDIT];
+    credit.extend_from_slice(&prefetch.to_le_bytes());
+    link.send(&credit)
+}
+
+fn check_prefetch(prefetch: u32, op: &'static str) -> Result<()> {
+    if prefetch == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument("a puller takes at least one job at a time".into()),
+            op,
+        ));
+    }
+    Ok(())
+}
+
+impl Puller {
+    /// Connects to the pusher at `url`, taking one job at a time.
+    pub fn connect(url: &str) -> Result<Puller> {
+        Puller::connect_with_prefetch(url, 1)
+    }
+
+    /// Connects, taking up to `prefetch` (≥ 1) unacknowledged jobs at a
+    /// time.
+    pub fn connect_with_prefetch(url: &str, prefetch: u32) -> Result<Puller> {
+        check_prefetch(prefetch, "connect")?;
+        let mut link = Link::connect(url)?;
+        join(&mut link, prefetch)?;
+        Ok(Puller {
+            from: From::One(Box::new(link)),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Binds `url` and takes jobs from the pushers that connect to it
+    /// ([`Pusher::connect`](super::Pusher::connect)), up to `prefetch`
+    /// (≥ 1) unacknowledged jobs from each. A pusher that leaves is let
+    /// go (its jobs are its own: it hands out again what was not
+    /// acknowledged when it connects again), and others may come.
+    pub fn bind(url: &str, prefetch: u32) -> Result<Puller> {
+        check_prefetch(prefetch, "bind")?;
+        let mut poller = Poller::new()?;
+        let listener = poller.add(Source::Listener(Listener::bind(url)?))?;
+        Ok(Puller {
+            from: From::Many(Box::new(Pushers {
+                poller,
+                listener,
+                prefetch,
+                last: 0,
+                held: HashMap::new(),
+                next_id: 0,
+            })),
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next job, waiting as long as it takes; `Closed` once the
+    /// pusher is gone (a puller that binds waits for the next pusher).
+    pub fn recv(&mut self) -> Result<Delivery> {
+        match &mut self.from {
+            From::One(link) => {
+                link.recv_into(&mut self.buf)?;
+                Delivery::parse(&self.buf)
+            }
+            From::Many(p) => p.next_job(None),
+        }
+    }
+
+    /// [`Puller::recv`], waiting at most `timeout` ([`ErrorKind::TimedOut`]).
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Delivery> {
+        match &mut self.from {
+            From::One(link) => {
+                self.buf = link.recv_timeout(timeout)?;
+                Delivery::parse(&self.buf)
+            }
+            From::Many(p) => p.next_job(crate::deadline::after(timeout)),
+        }
+    }
+
+    /// Acknowledges job `id`: done; the pusher forgets it and hands this
+    /// puller the next. For a puller that binds, a job whose pusher has
+    /// left is acknowledged to nobody (`Ok`); an id this puller does not
+    /// hold is [`ErrorKind::InvalidArgument`].
+    pub fn ack(&mut self, id: u64) -> Result<()> {
+        let many = matches!(self.from, From::Many(_));
+        let (link, id) = match &mut self.from {
+            From::One(link) => (&mut **link, id),
+            From::Many(p) => match p.holder(id)? {
+                Some(found) => found,
+                None => return Ok(()),
+            },
+        };
+        let mut m = vec![ACK];
+        m.extend_from_slice(&id.to_le_bytes());
+        match link.send(&m) {
+            // Its pusher left just now; the next wait lets it go.
+            Err(e) if many && e.is_closed() => Ok(()),
+            r => r,
+        }
+    }
+}
+
+impl Pushers {
+    /// Waits for a job from any pusher until `deadline`; accepts and
+    /// joins the pushers that connect meanwhile.
+    fn next_job(&mut self, deadline: Option<Instant>) -> Result<Delivery> {
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let mut keys = self.poller.wait(left)?.to_vec();
+            // From just past the pusher served last: a busy pusher does not
+            // starve the others.
+            let first = keys.iter().position(|k| *k > self.last).unwrap_or(0);
+            keys.rotate_left(first);
+            for key in keys {
+                if key == self.listener {
+                    let prefetch = self.prefetch;
+                    super::super::accept_into(&mut self.poller, key, "work queue", |link| {
+                        join(link, prefetch)
+                    });
+                } else if let Some(job) = self.take(key) {
+                    return Ok(job);
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(ErrorKind::TimedOut, "recv"));
+            }
+        }
+    }
+
+    /// The job pusher `key` sent, if one is whole; a pusher that left or
+    /// broke the protocol is let go.
+    fn take(&mut self, key: usize) -> Option<Delivery> {
+        let Some(Source::Link(link)) = self.poller.get_mut(key) else {
+            return None;
+        };
+        let failed = match link
+            .try_recv()
+            .and_then(|m| m.map(|m| Delivery::parse(&m)).transpose())
+        {
+            Ok(None) => return None,
+            Ok(Some(mut job)) => {
+                self.last = key;
+                let id = self.next_id;
+                self.next_id += 1;
+                self.held.insert(id, (key, job.id));
+                job.id = id;
+                return Some(job);
+            }
+            Err(e) => e,
+        };
+        if !failed.is_closed() {
+            tracing::warn!(error = %failed, "work queue: a pusher failed; let go");
+        }
+        self.poller.remove(key);
+        // Its key may be given to the next pusher: its jobs are forgotten.
+        self.held.retain(|_, (k, _)| *k != key);
+        None
+    }
+
+    /// The link and the pusher's id of job `id`; `None` when its pusher
+    /// has left.
+    fn holder(&mut self, id: u64) -> Result<Option<(&mut Link, u64)>> {
+        let Some((key, theirs)) = self.held.remove(&id) else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument(format!(
+                    "job {id} is not held by this puller (acknowledged already?)"
+                )),
+                "ack",
+            ));
+        };
+        Ok(match self.poller.get_mut(key) {
+            Some(Source::Link(link)) => Some((link, theirs)),
+            _ => None,
+        })
+    }
+}
