@@ -1,0 +1,347 @@
+//! The answering end: [`Server`], [`Responder`], [`serve_link`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::super::typed::{Message, Way, decode, encode, trade_schemas};
+use super::{
+    ERROR_REPLY, HEAD, REPLY, REPLY_WAIT, REQUEST, Reply, bytes_ways, envelope, lock, open,
+    rpc_ways,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::{Link, Listener, RecvHalf, SendHalf};
+
+/// A handler shared by the threads that run it.
+type Handler = Arc<dyn Fn(&[u8]) -> Reply + Send + Sync>;
+
+/// The answering end: a listener whose peers call.
+#[derive(Debug)]
+pub struct Server {
+    listener: Listener,
+    counts: Arc<Counts>,
+}
+
+/// A server's counts, for its users and `ipcx ls`.
+#[derive(Debug, Default)]
+struct Counts {
+    served: AtomicU64,
+    in_flight: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl Server {
+    /// Binds `url` (see [`Listener::bind`]).
+    pub fn bind(url: &str) -> Result<Server> {
+        Ok(Server::from_listener(Listener::bind(url)?))
+    }
+
+    /// Answers the peers of `listener`.
+    pub fn from_listener(listener: Listener) -> Server {
+        Server {
+            listener,
+            counts: Arc::new(Counts::default()),
+        }
+    }
+
+    /// The listener underneath (its endpoint, its descriptor).
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    /// Calls answered so far, over every connection.
+    pub fn served(&self) -> u64 {
+        self.counts.served.load(Ordering::Relaxed)
+    }
+
+    /// Calls received and not answered yet, over every connection.
+    pub fn in_flight(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Serves forever (until accepting fails): each connection on a
+    /// thread of its own, where `handler` answers its calls in order.
+    pub fn serve<F>(&self, handler: F) -> Result<()>
+    where
+        F: Fn(&[u8]) -> Reply + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.accept_each(&bytes_ways(false), move |link, served| {
+            let handler = handler.clone();
+            serve_inline(link, served, move |body| handler(body));
+        })
+    }
+
+    /// Serves forever with `threads` threads running `handler`: each
+    /// connection's thread reads its calls and hands them to the pool;
+    /// replies go back as they are ready, in any order.
+    pub fn serve_pool<F>(&self, threads: usize, handler: F) -> Result<()>
+    where
+        F: Fn(&[u8]) -> Reply + Send + Sync + 'static,
+    {
+        let pool = Pool::new(threads.max(1), Arc::new(handler));
+        self.accept_each(&bytes_ways(false), move |link, served| {
+            serve_pooled(link, served, &pool);
+        })
+    }
+
+    /// Serves a typed service forever (as [`Server::serve`]): `handler`
+    /// takes a `Req` and answers a `Resp`, or an error text.
+    pub fn serve_typed<Req, Resp, F>(&self, handler: F) -> Result<()>
+    where
+        Req: Message,
+        Resp: Message,
+        F: Fn(Req) -> std::result::Result<Resp, String> + Send + Sync + 'static,
+    {
+        let ways = rpc_ways(
+            false,
+            (Req::name().into_owned(), Req::VERSION),
+            (Resp::name().into_owned(), Resp::VERSION),
+        );
+        let handler = Arc::new(handler);
+        self.accept_each(&ways, move |link, served| {
+            let handler = handler.clone();
+            serve_inline(link, served, move |body| {
+                let req = decode::<Req>(body).map_err(|e| e.to_string())?;
+                let resp = handler(req)?;
+                let mut out = Vec::new();
+                encode(&resp, &mut out).map_err(|e| e.to_string())?;
+                Ok(out)
+            });
+        })
+    }
+
+    /// Accepts peers forever; each that trades the right schema is served
+    /// by `serve` on a thread of its own.
+    fn accept_each<S>(&self, ways: &[Way], serve: S) -> Result<()>
+    where
+        S: Fn(Link, Arc<Counts>) + Clone + Send + 'static,
+    {
+        let mut said = String::new();
+        loop {
+            let c = &self.counts;
+            let now = format!(
+                "rpc server: {} connections, {} calls in flight, {} served",
+                c.connections.load(Ordering::Relaxed),
+                c.in_flight.load(Ordering::Relaxed),
+                c.served.load(Ordering::Relaxed)
+            );
+            if now != said {
+                self.listener.set_state(&now);
+                said = now;
+            }
+            let mut link = match self.listener.accept_timeout(Duration::from_millis(250)) {
+                Ok(link) => link,
+                Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
+                Err(e) => return Err(e),
+            };
+            let (ways, serve, counts) = (ways.to_vec(), serve.clone(), self.counts.clone());
+            let spawned = std::thread::Builder::new()
+                .name("ipcx-rpc-conn".into())
+                .spawn(move || match trade_schemas(&mut link, &ways) {
+                    Ok(()) => {
+                        counts.connections.fetch_add(1, Ordering::Relaxed);
+                        serve(link, counts.clone());
+                        counts.connections.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "rpc: peer refused"),
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "rpc: no thread for a connection; dropped");
+            }
+        }
+    }
+}
+
+/// The answering end of one link, for a caller that runs its own loop
+/// (a [`Poller`](crate::Poller), its own threads): takes calls one by one
+/// and answers each by its id, in any order.
+#[derive(Debug)]
+pub struct Responder {
+    rx: RecvHalf,
+    tx: SendHalf,
+    buf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Responder {
+    /// Answers the calls on `link` (schemas are traded on it first).
+    pub fn from_link(mut link: Link) -> Result<Responder> {
+        trade_schemas(&mut link, &bytes_ways(false))?;
+        let (rx, tx) = link.split();
+        Ok(Responder {
+            rx,
+            tx,
+            buf: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The next call: its id and request. `Closed` once the caller left;
+    /// a message that is no call is [`ErrorKind::Frame`].
+    pub fn recv(&mut self) -> Result<(u64, &[u8])> {
+        self.rx.recv_into(&mut self.buf)?;
+        match open(&self.buf) {
+            Some((REQUEST, id, body)) => Ok((id, body)),
+            _ => Err(Error::new(
+                ErrorKind::Frame(crate::FrameError::Unexpected(
+                    "a message that is no call (kind, id, body)",
+                )),
+                "recv",
+            )),
+        }
+    }
+
+    /// Answers call `id` with `body`.
+    pub fn reply(&mut self, id: u64, body: &[u8]) -> Result<()> {
+        envelope(REPLY, id, body, &mut self.out);
+        self.tx.send(&self.out)
+    }
+
+    /// Answers call `id` with an error (the caller gets
+    /// [`ErrorKind::Remote`] with `why`).
+    pub fn reply_error(&mut self, id: u64, why: &str) -> Result<()> {
+        envelope(ERROR_REPLY, id, why.as_bytes(), &mut self.out);
+        self.tx.send(&self.out)
+    }
+}
+
+/// Answers the calls of the one peer at the other end of `link` (a
+/// server that connected, to a client that binds) with `handler`, until
+/// the peer leaves.
+pub fn serve_link<F>(mut link: Link, handler: F) -> Result<()>
+where
+    F: Fn(&[u8]) -> Reply + Send + Sync,
+{
+    trade_schemas(&mut link, &bytes_ways(false))?;
+    serve_inline(link, Arc::new(Counts::default()), handler);
+    Ok(())
+}
+
+/// Runs `handler` on a call's body, a panic answered as an error.
+fn answer(handler: &(dyn Fn(&[u8]) -> Reply + Send + Sync), body: &[u8]) -> Reply {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(body))).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(format!("the handler panicked: {what}"))
+    })
+}
+
+/// The next call on `link`: its id and body; `None` when the peer left or
+/// broke the envelope (then it is dropped, and said so).
+fn next_call(link: &mut RecvHalf, buf: &mut Vec<u8>) -> Option<u64> {
+    match link.recv_into(buf) {
+        Ok(()) => {}
+        Err(e) if e.is_closed() => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "rpc: connection failed; dropped");
+            return None;
+        }
+    }
+    match open(buf) {
+        Some((REQUEST, id, _)) => Some(id),
+        _ => {
+            tracing::warn!("rpc: a message that is no call (kind, id, body); peer dropped");
+            None
+        }
+    }
+}
+
+/// Serves one connection, the handler on this thread.
+fn serve_inline<H>(link: Link, counts: Arc<Counts>, handler: H)
+where
+    H: Fn(&[u8]) -> Reply + Send + Sync,
+{
+    let (mut rx, mut tx) = link.split();
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    while let Some(id) = next_call(&mut rx, &mut buf) {
+        counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        let reply = answer(&handler, &buf[HEAD..]);
+        counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match &reply {
+            Ok(body) => envelope(REPLY, id, body, &mut out),
+            Err(why) => envelope(ERROR_REPLY, id, why.as_bytes(), &mut out),
+        }
+        if tx.send(&out).is_err() {
+            return;
+        }
+        counts.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Handlers on a fixed set of threads, fed by the connections' threads.
+#[derive(Clone)]
+struct Pool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+/// A call for the pool: its body, id, and the connection to answer on.
+struct Job {
+    id: u64,
+    body: Vec<u8>,
+    tx: Arc<Mutex<SendHalf>>,
+    counts: Arc<Counts>,
+}
+
+impl Pool {
+    fn new(threads: usize, handler: Handler) -> Pool {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(threads * 64);
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..threads {
+            let (queue, handler) = (queue.clone(), handler.clone());
+            let spawned = std::thread::Builder::new()
+                .name("ipcx-rpc-pool".into())
+                .spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let Ok(job) = lock(&queue).recv() else { return };
+                        let reply = answer(&*handler, &job.body);
+                        match &reply {
+                            Ok(body) => envelope(REPLY, job.id, body, &mut out),
+                            Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
+                        }
+                        job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+                        // A client that stopped reading its replies holds a
+                        // pool thread at most REPLY_WAIT; then its link is
+                        // shut, so it cannot tie up the pool.
+                        let mut tx = lock(&job.tx);
+                        match tx.send_timeout(&out, REPLY_WAIT) {
+                            Ok(()) => {
+                                job.counts.served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
+                                tx.shutdown();
+                            }
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "rpc: a pool thread could not start");
+            }
+        }
+        Pool { jobs }
+    }
+}
+
+/// Serves one connection, handing its calls to the pool.
+fn serve_pooled(link: Link, counts: Arc<Counts>, pool: &Pool) {
+    let (mut rx, tx) = link.split();
+    let tx = Arc::new(Mutex::new(tx));
+    let mut buf = Vec::new();
+    while let Some(id) = next_call(&mut rx, &mut buf) {
+        let job = Job {
+            id,
+            body: buf[HEAD..].to_vec(),
+            tx: tx.clone(),
+            counts: counts.clone(),
+        };
+        counts.in_flight.fetch_add(1, Ordering::Relaxed);
+        if pool.jobs.send(job).is_err() {
+            return;
+        }
+    }
+}
