@@ -11,6 +11,8 @@ mod typed;
 pub mod workqueue;
 
 pub use pubsub::{Delivery, Publisher, Subscriber, SubscriberStats};
+#[cfg(feature = "async")]
+pub use rpc::{AsyncClient, AsyncServer, AsyncTypedClient};
 pub use rpc::{Client, DEFAULT_CALL_TIMEOUT, Reply, Responder, Server, TypedClient, serve_link};
 pub use topic::{Pattern, TOPIC_MAX, check_topic};
 pub use typed::{Bytes, Message, Receiver, Sender, TypedLink};

@@ -289,9 +289,29 @@ fn decode_schema(b: &[u8]) -> Option<Vec<Way>> {
 /// side receives and receive what it sends, nothing else.
 pub(super) fn trade_schemas(link: &mut Link, mine: &[Way]) -> Result<()> {
     let url = link.url().to_string();
-    let handshake = |why: String| Error::new(ErrorKind::Handshake(why), "connect").at(&url);
     link.send(&encode_schema(mine))?;
-    let theirs = match link.recv_timeout(SCHEMA_WAIT) {
+    check_schema(&url, mine, link.recv_timeout(SCHEMA_WAIT))
+}
+
+/// [`trade_schemas`] on tokio; `url` names the link in errors.
+#[cfg(feature = "async")]
+pub(super) async fn trade_schemas_async(
+    link: &mut crate::tokio::AsyncLink,
+    url: &str,
+    mine: &[Way],
+) -> Result<()> {
+    link.send(&encode_schema(mine)).await?;
+    let got = tokio::time::timeout(SCHEMA_WAIT, link.recv())
+        .await
+        .unwrap_or_else(|_| Err(Error::new(ErrorKind::TimedOut, "connect")));
+    check_schema(url, mine, got)
+}
+
+/// Checks the peer's schema message (what waiting for it gave) against
+/// this side's ways.
+fn check_schema(url: &str, mine: &[Way], got: Result<Vec<u8>>) -> Result<()> {
+    let handshake = |why: String| Error::new(ErrorKind::Handshake(why), "connect").at(url);
+    let theirs = match got {
         Err(e) if *e.kind() == ErrorKind::TimedOut => {
             return Err(handshake(format!(
                 "the peer sent no schema within {SCHEMA_WAIT:?}: is it a typed end of ipcx?"

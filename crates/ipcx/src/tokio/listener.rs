@@ -43,6 +43,12 @@ impl AsyncListener {
         self.inner.endpoint()
     }
 
+    /// What the endpoint is doing, one line shown by `ipcx ls` (see
+    /// [`Listener::set_state`]).
+    pub fn set_state(&self, state: &str) {
+        self.inner.set_state(state);
+    }
+
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
         loop {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::super::typed::{Message, Way, decode, encode, trade_schemas};
 use super::{
-    DEFAULT_CALL_TIMEOUT, ERROR_REPLY, REPLY, REQUEST, bytes_ways, envelope, lock, open, rpc_ways,
+    DEFAULT_CALL_TIMEOUT, ERROR_REPLY, REPLY, REQUEST, bytes_ways, envelope, lock, open, typed_ways,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, RecvHalf, SendHalf};
@@ -225,11 +225,7 @@ impl<Req: Message, Resp: Message> TypedClient<Req, Resp> {
 
     /// Calls over `link`.
     pub fn from_link(link: Link) -> Result<TypedClient<Req, Resp>> {
-        let ways = rpc_ways(
-            true,
-            (Req::name().into_owned(), Req::VERSION),
-            (Resp::name().into_owned(), Resp::VERSION),
-        );
+        let ways = typed_ways::<Req, Resp>(true);
         Ok(TypedClient {
             client: Client::with_ways(link, &ways)?,
             _t: PhantomData,

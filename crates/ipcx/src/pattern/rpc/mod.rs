@@ -19,7 +19,9 @@
 //!
 //! The server serves each connection on a thread of its own and runs the
 //! handler there, without a hand-off ([`Server::serve`]), or on a pool of
-//! threads ([`Server::serve_pool`]). A handler that panics answers its
+//! threads ([`Server::serve_pool`]); on tokio (feature `async`),
+//! `AsyncServer` runs each call's handler as a task, and `AsyncClient`
+//! calls from tasks. A handler that panics answers its
 //! call with an error and the server goes on; a peer that breaks the
 //! envelope is dropped and the others are served.
 //!
@@ -41,12 +43,16 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::typed::Way;
+use super::typed::{Message, Way};
 
 mod client;
+#[cfg(feature = "async")]
+mod on_tokio;
 mod server;
 
 pub use client::{Client, TypedClient};
+#[cfg(feature = "async")]
+pub use on_tokio::{AsyncClient, AsyncServer, AsyncTypedClient};
 pub use server::{Responder, Server, serve_link};
 
 const REQUEST: u8 = 1;
@@ -88,6 +94,15 @@ fn bytes_ways(client: bool) -> [Way; 2] {
     rpc_ways(client, ("bytes".into(), 1), ("bytes".into(), 1))
 }
 
+/// The ways of an end of a typed service.
+fn typed_ways<Req: Message, Resp: Message>(client: bool) -> [Way; 2] {
+    rpc_ways(
+        client,
+        (Req::name().into_owned(), Req::VERSION),
+        (Resp::name().into_owned(), Resp::VERSION),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -95,3 +110,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What a handler returns: the response, or an error text the caller
 /// gets as [`ErrorKind::Remote`](crate::ErrorKind::Remote).
 pub type Reply = std::result::Result<Vec<u8>, String>;
+
+/// The error reply for a handler that panicked with `p`.
+fn panicked(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("the handler panicked: {what}")
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::super::typed::{Message, Way, decode, encode, trade_schemas};
 use super::{
     ERROR_REPLY, HEAD, REPLY, REPLY_WAIT, REQUEST, Reply, bytes_ways, envelope, lock, open,
-    rpc_ways,
+    panicked, typed_ways,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, RecvHalf, SendHalf};
@@ -24,10 +24,31 @@ pub struct Server {
 
 /// A server's counts, for its users and `ipcx ls`.
 #[derive(Debug, Default)]
-struct Counts {
-    served: AtomicU64,
-    in_flight: AtomicU64,
-    connections: AtomicU64,
+pub(super) struct Counts {
+    pub(super) served: AtomicU64,
+    pub(super) in_flight: AtomicU64,
+    pub(super) connections: AtomicU64,
+}
+
+impl Counts {
+    /// Says the endpoint's line in `ipcx ls` with `set_state` when it is
+    /// not what was `said` last.
+    pub(super) fn tell(&self, said: &mut String, set_state: impl FnOnce(&str)) {
+        let now = self.state();
+        if now != *said {
+            set_state(&now);
+            *said = now;
+        }
+    }
+
+    fn state(&self) -> String {
+        format!(
+            "rpc server: {} connections, {} calls in flight, {} served",
+            self.connections.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+            self.served.load(Ordering::Relaxed)
+        )
+    }
 }
 
 impl Server {
@@ -93,11 +114,7 @@ impl Server {
         Resp: Message,
         F: Fn(Req) -> std::result::Result<Resp, String> + Send + Sync + 'static,
     {
-        let ways = rpc_ways(
-            false,
-            (Req::name().into_owned(), Req::VERSION),
-            (Resp::name().into_owned(), Resp::VERSION),
-        );
+        let ways = typed_ways::<Req, Resp>(false);
         let handler = Arc::new(handler);
         self.accept_each(&ways, move |link, served| {
             let handler = handler.clone();
@@ -119,17 +136,8 @@ impl Server {
     {
         let mut said = String::new();
         loop {
-            let c = &self.counts;
-            let now = format!(
-                "rpc server: {} connections, {} calls in flight, {} served",
-                c.connections.load(Ordering::Relaxed),
-                c.in_flight.load(Ordering::Relaxed),
-                c.served.load(Ordering::Relaxed)
-            );
-            if now != said {
-                self.listener.set_state(&now);
-                said = now;
-            }
+            self.counts
+                .tell(&mut said, |now| self.listener.set_state(now));
             let mut link = match self.listener.accept_timeout(Duration::from_millis(250)) {
                 Ok(link) => link,
                 Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
@@ -220,14 +228,8 @@ where
 
 /// Runs `handler` on a call's body, a panic answered as an error.
 fn answer(handler: &(dyn Fn(&[u8]) -> Reply + Send + Sync), body: &[u8]) -> Reply {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(body))).unwrap_or_else(|p| {
-        let what = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        Err(format!("the handler panicked: {what}"))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(body)))
+        .unwrap_or_else(|p| Err(panicked(&*p)))
 }
 
 /// The next call on `link`: its id and body; `None` when the peer left or
