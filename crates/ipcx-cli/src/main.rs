@@ -136,7 +136,7 @@ enum Command {
     Journal(journal::JournalArgs),
     /// Publish messages on a topic to the subscribers that connect.
     #[command(
-        after_help = "Examples:\n  ipcx sub unix:/tmp/prices.sock 'prices.eu.>' -n 2 &\n  ipcx pub unix:/tmp/prices.sock prices.eu.sap 241.5 242.0   # waits for 1 subscriber\n  tail -f log | ipcx pub tcp://0.0.0.0:7200 logs.app --wait-subs 0\n  ipcx pub 'unix:/tmp/p.sock?history=5' t.a x --linger 10s      # kept for late subscribers\n  ipcx sub --bind unix:/tmp/all.sock '>' &  ipcx pub --connect unix:/tmp/all.sock t.a x"
+        after_help = "Examples:\n  ipcx sub unix:/tmp/prices.sock 'prices.eu.>' -n 2 &\n  ipcx pub unix:/tmp/prices.sock prices.eu.sap 241.5 242.0   # waits for 1 subscriber\n  tail -f log | ipcx pub tcp://0.0.0.0:7200 logs.app --wait-subs 0\n  ipcx pub 'unix:/tmp/p.sock?history=5' t.a x --linger 10s      # kept for late subscribers\n  ipcx sub --bind unix:/tmp/all.sock '>' &  ipcx pub --connect unix:/tmp/all.sock t.a x\n  ipcx sub shm:ticks 'fx.>' &  ipcx pub shm:ticks fx.eurusd 1.0842   # zero-copy channel"
     )]
     Pub(pubsub::PubArgs),
     /// Subscribe to topics of a publisher and print `topic<TAB>message` per line.

@@ -12,7 +12,8 @@ use crate::Role;
 
 #[derive(Args)]
 pub struct PubArgs {
-    /// Endpoint URL the publisher binds, e.g. unix:/tmp/prices.sock
+    /// Endpoint URL the publisher binds, e.g. unix:/tmp/prices.sock, or the
+    /// shared-memory channel it creates, e.g. shm:prices?max_msg=4KiB
     url: String,
     /// The topic, e.g. sensors.lidar.front
     topic: String,
@@ -34,7 +35,7 @@ pub struct PubArgs {
 
 #[derive(Args)]
 pub struct SubArgs {
-    /// Endpoint URL of the publisher.
+    /// Endpoint URL of the publisher (or its shm: channel).
     url: String,
     /// Patterns: levels split by `.`, `*` one level, a last `>` the rest.
     #[arg(required = true)]

@@ -1018,3 +1018,16 @@ fn a_binding_puller_collects() {
     let got = puller.finish().success();
     assert_eq!(got.stdout(), "one\ntwo\nthree\n");
 }
+
+/// Topics on a shared-memory channel: `ipcx pub shm:…` creates it (and
+/// waits for the subscriber), `ipcx sub shm:…` attaches.
+#[test]
+fn topics_on_shm() {
+    let s = Scratch::new();
+    let url = format!("shm:ipcx-cli-topics-{}?timeout=60s", std::process::id());
+    let sub = s.spawn(["sub", &url, "a.>", "-n", "2", "--timeout", "60s"]);
+    s.run(["pub", &url, "a.b", "one", "two", "--timeout", "60s"])
+        .success();
+    let got = sub.finish().success();
+    assert_eq!(got.stdout(), "a.b\tone\na.b\ttwo\n");
+}

@@ -1,5 +1,7 @@
-//! Publish/subscribe over sockets (`unix:`, `tcp:`): a [`Publisher`]
-//! binds and fans out to the [`Subscriber`]s that connect.
+//! Publish/subscribe with topics: over sockets (`unix:`, `tcp:`) a
+//! [`Publisher`] binds and fans out to the [`Subscriber`]s that connect;
+//! over `shm:name` the publisher creates a zero-copy channel the
+//! subscribers attach to (below).
 //!
 //! A subscriber sends its patterns when it joins, and the publisher
 //! filters: no byte of a topic a subscriber did not ask for goes to it.
@@ -25,6 +27,14 @@
 //! and payload (u32 length, bytes). All integers little-endian. The
 //! subscriber checks every length against the message it came in.
 //!
+//! On `shm:name` each message is written once, in place, into a chunk of
+//! the shared-memory channel ([`crate::shm::Publisher`]) as its topic and
+//! payload, and each subscriber reads it there and keeps what its
+//! patterns match: the publisher does not filter, and a subscriber passes
+//! over the rest without copying it. The channel's `?slots=`, `?max_msg=`
+//! and `?overflow=` apply (`drop_oldest`: `lost()` counts what was
+//! overwritten); there is no history, and the subscriber cannot bind.
+//!
 //! ```
 //! # fn main() -> ipcx::Result<()> {
 //! # let dir = std::env::temp_dir().join(format!("ipcx-doc-pubsub-{}", std::process::id()));
@@ -43,10 +53,13 @@
 //! # Ok(()) }
 //! ```
 
+mod fanout;
 mod publisher;
+mod shm;
 mod subscriber;
 
-pub use publisher::{Publisher, SubscriberStats};
+pub use fanout::SubscriberStats;
+pub use publisher::Publisher;
 pub use subscriber::{Delivery, Subscriber};
 
 use super::typed::Way;

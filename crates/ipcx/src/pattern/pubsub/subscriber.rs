@@ -32,6 +32,7 @@ pub struct Subscriber {
 #[derive(Debug)]
 enum From {
     One(Box<Link>),
+    Shm(Box<super::shm::ShmSubscriber>),
     Many {
         poller: crate::Poller,
         listener: usize,
@@ -53,8 +54,8 @@ fn bad(why: &'static str) -> Error {
     Error::new(ErrorKind::Frame(FrameError::Unexpected(why)), "recv")
 }
 
-/// The subscription message for `patterns` (checked) and `history`.
-fn subscription(patterns: &[&str], history: usize) -> Result<Vec<u8>> {
+/// `patterns`, checked: at least one, each well formed.
+fn parse_patterns(patterns: &[&str]) -> Result<Vec<Pattern>> {
     let checked = patterns
         .iter()
         .map(|p| Pattern::parse(p))
@@ -65,6 +66,12 @@ fn subscription(patterns: &[&str], history: usize) -> Result<Vec<u8>> {
             "subscribe",
         ));
     }
+    Ok(checked)
+}
+
+/// The subscription message for `patterns` (checked) and `history`.
+fn subscription(patterns: &[&str], history: usize) -> Result<Vec<u8>> {
+    let checked = parse_patterns(patterns)?;
     let mut msg = vec![SUBSCRIBE];
     msg.extend_from_slice(&(history as u32).to_le_bytes());
     msg.extend_from_slice(&(checked.len() as u16).to_le_bytes());
@@ -85,8 +92,18 @@ impl Subscriber {
     /// Connects to the publisher at `url` and subscribes to `patterns`
     /// (`sensors.*.front`, `prices.>`); with `?history=N`, asks for up to
     /// the last N messages of each matching topic first. A malformed
-    /// pattern is an error before anything is sent.
+    /// pattern is an error before anything is sent. On `shm:name`,
+    /// attaches to the channel a publisher created (waiting up to its
+    /// `?timeout=`) and keeps the messages its patterns match.
     pub fn connect(url: &str, patterns: &[&str]) -> Result<Subscriber> {
+        if super::shm::is_shm(url)? {
+            let chan = super::shm::ShmSubscriber::open(url, parse_patterns(patterns)?)?;
+            return Ok(Subscriber {
+                from: From::Shm(Box::new(chan)),
+                batch: Batch::default(),
+                lost: 0,
+            });
+        }
         let history = crate::Endpoint::parse(url)?.options().history;
         let msg = subscription(patterns, history)?;
         let mut link = Link::connect(url)?;
@@ -101,8 +118,20 @@ impl Subscriber {
     /// Binds `url` and collects from the publishers that connect to it
     /// ([`Publisher::connect`](super::Publisher::connect)), subscribed to
     /// `patterns` at each. Each publisher's order is kept; a publisher
-    /// that leaves is let go, and others may come.
+    /// that leaves is let go, and others may come. Not on `shm:`, whose
+    /// channel its publisher creates ([`ErrorKind::Unsupported`]).
     pub fn bind(url: &str, patterns: &[&str]) -> Result<Subscriber> {
+        if super::shm::is_shm(url)? {
+            return Err(Error::new(
+                ErrorKind::Unsupported(
+                    "a shm: channel is created by its publisher (Publisher::bind); \
+                     subscribers connect to it"
+                        .into(),
+                ),
+                "bind",
+            )
+            .at(url));
+        }
         let history = crate::Endpoint::parse(url)?.options().history;
         let subscription = subscription(patterns, history)?;
         let mut poller = crate::Poller::new()?;
@@ -143,7 +172,10 @@ impl Subscriber {
     /// (`?overflow=drop_oldest` when it fell behind), as far as the
     /// batches received say.
     pub fn lost(&self) -> u64 {
-        self.lost
+        match &self.from {
+            From::Shm(chan) => chan.lost(),
+            _ => self.lost,
+        }
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Delivery> {
@@ -165,6 +197,8 @@ impl Subscriber {
                     },
                     Some(left) => link.recv_timeout(left)?,
                 },
+                // Message by message, read in place: no batches.
+                From::Shm(chan) => return chan.recv_until(deadline),
                 From::Many {
                     poller,
                     listener,
