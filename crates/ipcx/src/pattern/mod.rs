@@ -4,12 +4,14 @@
 //! module or a system call — so each pattern works on every mechanism
 //! whose capabilities it needs.
 
+mod plain;
 pub mod pubsub;
 mod rpc;
 mod topic;
 mod typed;
 pub mod workqueue;
 
+pub use plain::{Plain, PlainReceiver, PlainSender};
 pub use pubsub::{Delivery, Publisher, Subscriber, SubscriberStats};
 #[cfg(feature = "async")]
 pub use rpc::{AsyncClient, AsyncServer, AsyncTypedClient};

@@ -45,8 +45,8 @@ pub fn describe(seg: &Segment) -> Option<String> {
         .or_else(|| queue::describe(seg))
 }
 pub use pubsub::{
-    ChannelHeader, Loan, MAX_PUBLISHERS, MAX_SUBSCRIBERS, Publisher, Sample, Subscriber, TypedLoan,
-    TypedSample,
+    ChannelHeader, Loan, MAX_PUBLISHERS, MAX_SUBSCRIBERS, Publisher, SCHEMA_NAME_MAX, Sample,
+    Schema, Subscriber, TypedLoan, TypedSample,
 };
 pub use queue::{Queue, QueueHeader};
 pub use ring::RingHeader;

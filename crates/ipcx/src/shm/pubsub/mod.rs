@@ -34,7 +34,7 @@ use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{EventCount, Line};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXPUB1");
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Most publishers of one channel.
 pub const MAX_PUBLISHERS: usize = 4;
@@ -93,6 +93,8 @@ pub struct ChannelHeader {
     /// The publisher sleeps here for a free slot or chunk.
     space: Line<EventCount>,
     publishers: Line<Publishers>,
+    /// What the channel carries, if it is typed.
+    schema: Line<schema::SchemaField>,
 }
 
 /// One publisher's entry.
@@ -150,7 +152,8 @@ struct Slot {
 #[cfg(not(ipcx_loom))]
 const _: () = {
     assert!(size_of::<Info>() <= 64);
-    assert!(size_of::<ChannelHeader>() == 384);
+    assert!(size_of::<ChannelHeader>() == 576);
+    assert!(size_of::<schema::SchemaField>() == 144);
     assert!(size_of::<PublisherEntry>() == 16);
     assert!(size_of::<Publishers>() == 16 + 16 * MAX_PUBLISHERS);
     assert!(std::mem::offset_of!(Publishers, entries) == 16);
@@ -225,6 +228,10 @@ impl Channel {
 
     fn info(&self) -> &Info {
         &self.header().info.0
+    }
+
+    fn schema(&self) -> &schema::SchemaField {
+        &self.header().schema.0
     }
 
     fn subscriber(&self, i: usize) -> &SubscriberEntry {
@@ -396,8 +403,13 @@ pub(crate) fn describe(seg: &Segment) -> Option<String> {
         .collect();
     let subscribers =
         (h.info.0.active.load(Ordering::Relaxed) & ((1u64 << MAX_SUBSCRIBERS) - 1)).count_ones();
+    let carries = h
+        .schema
+        .0
+        .load()
+        .map_or_else(String::new, |s| format!(", carries {s}"));
     Some(format!(
-        "pub/sub: publisher pid {}, subscribers {subscribers}, published {}",
+        "pub/sub: publisher pid {}, subscribers {subscribers}, published {}{carries}",
         if publishers.is_empty() {
             "none".to_string()
         } else {
@@ -465,8 +477,10 @@ mod loan;
 #[cfg(all(test, ipcx_loom))]
 mod model;
 mod publisher;
+mod schema;
 mod subscriber;
 
 pub use loan::{Loan, TypedLoan};
 pub use publisher::Publisher;
+pub use schema::{SCHEMA_NAME_MAX, Schema};
 pub use subscriber::{Sample, Subscriber, TypedSample};

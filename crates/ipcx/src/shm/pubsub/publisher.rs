@@ -58,28 +58,56 @@ impl Publisher {
         Publisher::create_endpoint(&Endpoint::parse(url)?)
     }
 
+    /// Creates the channel `url` for messages of one type, `schema`:
+    /// publishers and subscribers that open it typed must name the same
+    /// (see [`Subscriber::open_typed`]); `ipcx ls` shows it.
+    pub fn create_typed(url: &str, schema: &Schema) -> Result<Publisher> {
+        Publisher::create_as(&Endpoint::parse(url)?, Some(schema))
+    }
+
     /// [`Publisher::create`] with a parsed endpoint.
     pub fn create_endpoint(ep: &Endpoint) -> Result<Publisher> {
+        Publisher::create_as(ep, None)
+    }
+
+    fn create_as(ep: &Endpoint, schema: Option<&Schema>) -> Result<Publisher> {
         need_shm(ep, "create")?;
         let o = ep.options();
-        if chunk_size_for(ep) > u32::MAX as usize / 2 {
-            return Err(Error::new(
+        // A typed channel's chunk holds one value unless ?max_msg= says more.
+        let chunk = match schema {
+            Some(s) if !o.max_msg_given => s.size as usize,
+            _ => chunk_size_for(ep),
+        };
+        let bad_max = |reason: String| {
+            Error::new(
                 ErrorKind::InvalidOption {
                     scheme: "shm",
                     option: "max_msg".into(),
-                    reason: "must be under 2 GiB for publish/subscribe chunks".into(),
+                    reason,
                 },
                 "create",
             )
-            .at(ep));
+            .at(ep)
+        };
+        if chunk > u32::MAX as usize / 2 {
+            return Err(bad_max(
+                "must be under 2 GiB for publish/subscribe chunks".into(),
+            ));
         }
-        let layout = Layout::new(o.slots, chunk_size_for(ep));
+        if let Some(s) = schema.filter(|s| s.size as usize > chunk) {
+            return Err(bad_max(format!("smaller than one {s}")));
+        }
+        let layout = Layout::new(o.slots, chunk);
         let mut sized = ep.clone();
         sized.options_mut().size = layout.total;
         let ch = Channel {
             seg: Segment::create_endpoint(&sized)?,
             layout,
         };
+        if let Some(schema) = schema {
+            // Before the magic that publishes the channel.
+            ch.schema().store(schema);
+        }
         Ok(Publisher::init(ch, o.overflow, o.wait, o.spin))
     }
 
@@ -128,8 +156,21 @@ impl Publisher {
     /// channel, each message whole. The creator keeps the name: when it
     /// exits, others attached carry on, but nobody new can open the channel.
     pub fn open(url: &str) -> Result<Publisher> {
+        Publisher::open_as(url, None)
+    }
+
+    /// [`Publisher::open`] for a typed channel: it must carry `schema`
+    /// ([`ErrorKind::Handshake`] naming both if not).
+    pub fn open_typed(url: &str, schema: &Schema) -> Result<Publisher> {
+        Publisher::open_as(url, Some(schema))
+    }
+
+    fn open_as(url: &str, schema: Option<&Schema>) -> Result<Publisher> {
         let ep = Endpoint::parse(url)?;
         let ch = open_channel(&ep)?;
+        if let Some(want) = schema {
+            ch.schema().check(want, "open").map_err(|e| e.at(&ep))?;
+        }
         let pid = sys::process::pid();
         let start = sys::process::start_time(pid).unwrap_or(0);
         let p = ch.publishers();

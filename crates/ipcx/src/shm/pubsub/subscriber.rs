@@ -55,9 +55,23 @@ impl Subscriber {
         Subscriber::open_endpoint(&Endpoint::parse(url)?)
     }
 
+    /// Attaches to a typed channel (one its publisher made with
+    /// [`Publisher::create_typed`]): it must carry `schema`, else
+    /// [`ErrorKind::Handshake`] names both.
+    pub fn open_typed(url: &str, schema: &Schema) -> Result<Subscriber> {
+        Subscriber::open_as(&Endpoint::parse(url)?, Some(schema))
+    }
+
     /// [`Subscriber::open`] with a parsed endpoint.
     pub fn open_endpoint(ep: &Endpoint) -> Result<Subscriber> {
+        Subscriber::open_as(ep, None)
+    }
+
+    fn open_as(ep: &Endpoint, schema: Option<&Schema>) -> Result<Subscriber> {
         let ch = open_channel(ep)?;
+        if let Some(want) = schema {
+            ch.schema().check(want, "open").map_err(|e| e.at(ep))?;
+        }
         let o = ep.options();
         Subscriber::attach(ch, o.wait, o.spin).map_err(|e| e.at(ep))
     }
@@ -127,22 +141,22 @@ impl Subscriber {
     /// Receives one message as a `T` read in place; a message of another
     /// size (or alignment) is an error naming both, and is consumed.
     pub fn recv_as<T: FromBytes + KnownLayout + Immutable>(&self) -> Result<TypedSample<'_, T>> {
-        let sample = self.recv()?;
-        if T::ref_from_bytes(&sample).is_err() {
-            return Err(Error::new(
-                ErrorKind::WrongType(format!(
-                    "a message of {} bytes is not a {} ({} bytes)",
-                    sample.len(),
-                    std::any::type_name::<T>(),
-                    size_of::<T>()
-                )),
-                "recv",
-            ));
-        }
-        Ok(TypedSample {
-            sample,
-            _type: PhantomData,
-        })
+        TypedSample::of(self.recv()?)
+    }
+
+    /// [`Subscriber::recv_as`], waiting at most `timeout`.
+    pub fn recv_timeout_as<T: FromBytes + KnownLayout + Immutable>(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedSample<'_, T>> {
+        TypedSample::of(self.recv_timeout(timeout)?)
+    }
+
+    /// [`Subscriber::recv_as`] if a message is ready.
+    pub fn try_recv_as<T: FromBytes + KnownLayout + Immutable>(
+        &self,
+    ) -> Result<Option<TypedSample<'_, T>>> {
+        self.try_recv()?.map(TypedSample::of).transpose()
     }
 
     /// [`Subscriber::recv`], waiting at most `timeout`.
@@ -379,6 +393,28 @@ impl Sample<'_> {
 pub struct TypedSample<'a, T> {
     sample: Sample<'a>,
     _type: PhantomData<T>,
+}
+
+impl<'a, T: FromBytes + KnownLayout + Immutable> TypedSample<'a, T> {
+    /// `sample` seen as a `T`; a message of another size (or alignment)
+    /// is an error naming both, and is consumed.
+    fn of(sample: Sample<'a>) -> Result<TypedSample<'a, T>> {
+        if T::ref_from_bytes(&sample).is_err() {
+            return Err(Error::new(
+                ErrorKind::WrongType(format!(
+                    "a message of {} bytes is not a {} ({} bytes)",
+                    sample.len(),
+                    std::any::type_name::<T>(),
+                    size_of::<T>()
+                )),
+                "recv",
+            ));
+        }
+        Ok(TypedSample {
+            sample,
+            _type: PhantomData,
+        })
+    }
 }
 
 impl<T: FromBytes + KnownLayout + Immutable> Deref for TypedSample<'_, T> {
