@@ -146,7 +146,7 @@ enum Command {
     Sub(pubsub::SubArgs),
     /// Hand out jobs to the workers that connect; exit once each is acknowledged.
     #[command(
-        after_help = "Examples:\n  ipcx push unix:/tmp/jobs.sock 'resize 1.jpg' 'resize 2.jpg' &\n  ipcx pull unix:/tmp/jobs.sock -n 1     # prints a job, then acknowledges it\n  find . -name '*.log' | ipcx push tcp://0.0.0.0:7300 --timeout 10m\n  ipcx push unix:/tmp/collect.sock 'job' --connect   # to a puller that binds\n\nA job a worker took and did not acknowledge (it died) goes to another worker."
+        after_help = "Examples:\n  ipcx push unix:/tmp/jobs.sock 'resize 1.jpg' 'resize 2.jpg' &\n  ipcx pull unix:/tmp/jobs.sock -n 1     # prints a job, then acknowledges it\n  find . -name '*.log' | ipcx push tcp://0.0.0.0:7300 --timeout 10m\n  ipcx push unix:/tmp/collect.sock 'job' --connect   # to a puller that binds\n  ipcx push unix:/tmp/jobs.sock a b --journal journal:/var/lib/jobs   # survives a restart\n\nA job a worker took and did not acknowledge (it died) goes to another worker."
     )]
     Push(workqueue::PushArgs),
     /// Take jobs from a pusher, print each, and acknowledge it.

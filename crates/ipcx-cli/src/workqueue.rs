@@ -21,6 +21,10 @@ pub struct PushArgs {
     /// time (default: wait for workers as long as it takes).
     #[arg(long, value_parser = crate::parse_duration)]
     timeout: Option<Duration>,
+    /// Keep the jobs in this journal (journal:/dir): a push killed and run
+    /// again with it hands out every job not acknowledged (binding only).
+    #[arg(long)]
+    journal: Option<String>,
     #[command(flatten)]
     role: Role,
 }
@@ -41,7 +45,12 @@ pub struct PullArgs {
 }
 
 pub fn push(a: PushArgs) -> Result<ExitCode> {
-    let pusher = if a.role.binds(true) {
+    let pusher = if let Some(journal) = &a.journal {
+        if !a.role.binds(true) {
+            anyhow::bail!("--journal keeps a binding pusher's jobs; it does not go with --connect");
+        }
+        Pusher::bind_durable(&a.url, journal)?
+    } else if a.role.binds(true) {
         Pusher::bind(&a.url)?
     } else {
         // To a puller that binds; connected again if it goes away.

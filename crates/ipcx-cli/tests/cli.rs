@@ -1031,3 +1031,37 @@ fn topics_on_shm() {
     let got = sub.finish().success();
     assert_eq!(got.stdout(), "a.b\tone\na.b\ttwo\n");
 }
+
+/// `ipcx push --journal`: jobs a killed push left unacknowledged are
+/// handed out by the next push on the same journal.
+#[test]
+fn push_with_a_journal_survives_a_kill() {
+    let s = Scratch::new();
+    let url = s.url("unix", "durable.sock");
+    let journal = format!("journal:{}", s.path("jobs").display());
+    let first = s.spawn(["push", &url, "a", "b", "--journal", &journal]);
+    wait_until("the pusher binds", || {
+        exists(&s.path("durable.sock")).then_some(())
+    });
+    let got = s
+        .run(["pull", &url, "-n", "1", "--timeout", "60s"])
+        .success();
+    assert_eq!(got.stdout(), "a\n");
+    first.kill();
+    let again = s.spawn_with_stdin(
+        ["push", &url, "--journal", &journal, "--timeout", "60s"],
+        b"",
+    );
+    let got = s
+        .run(["pull", &url, "-n", "1", "--timeout", "60s"])
+        .success();
+    assert_eq!(got.stdout(), "b\n");
+    again.finish().success();
+    let refused = s
+        .run(["push", &url, "x", "--journal", &journal, "--connect"])
+        .failure();
+    assert!(
+        refused.stderr.contains("does not go with --connect"),
+        "{refused}"
+    );
+}

@@ -327,3 +327,107 @@ fn a_connected_pusher_hands_a_job_again_to_the_next_puller() {
     assert_eq!((stats.acked, stats.redelivered), (1, 1));
     b.finish();
 }
+
+/// In a child: a durable pusher on `URL` with its journal at `JOURNAL`;
+/// pushes `PUSH` jobs, says how many wait, then waits until each is
+/// acknowledged.
+fn durable_pusher() {
+    let pusher = Pusher::bind_durable(&param("URL"), &param("JOURNAL")).expect("bind");
+    let push: u64 = param("PUSH").parse().expect("PUSH");
+    for n in 0..push {
+        pusher.push(format!("job {n}").as_bytes()).expect("push");
+    }
+    let s = pusher.stats();
+    ready(&format!(
+        "waiting {} redelivered {}",
+        s.waiting, s.redelivered
+    ));
+    pusher.wait_acked(PATIENCE).expect("every job acknowledged");
+    ready("all acknowledged");
+}
+
+/// A durable pusher killed with 60 of its 100 jobs unfinished (one of
+/// them taken by a worker): bound again on the same journal, it hands
+/// out those 60, in order, the taken one with two deliveries counted.
+#[test]
+fn a_durable_pushers_jobs_outlive_it() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return durable_pusher();
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "durable.sock");
+    let journal = format!("journal:{}", dir.path("jobs").display());
+    let spawn = |push: &str| {
+        t.spawn("pusher", |c| {
+            set_param(
+                set_param(set_param(c, "URL", &url), "JOURNAL", &journal),
+                "PUSH",
+                push,
+            )
+        })
+    };
+    let mut first = spawn("100");
+    assert_eq!(first.wait_ready(), "waiting 100 redelivered 0");
+    let mut worker = Puller::connect(&url).expect("connect");
+    for n in 0..40 {
+        let job = worker.recv_timeout(PATIENCE).expect("a job");
+        assert_eq!((job.id, job.deliveries), (n, 1));
+        worker.ack(job.id).expect("ack");
+    }
+    let taken = worker.recv_timeout(PATIENCE).expect("job 40");
+    assert_eq!(taken.id, 40);
+    first.kill();
+    drop(worker);
+
+    let mut second = spawn("0");
+    assert_eq!(second.wait_ready(), "waiting 60 redelivered 1");
+    let mut worker = Puller::connect(&url).expect("connect");
+    for n in 40..100 {
+        let job = worker.recv_timeout(PATIENCE).expect("a job");
+        assert_eq!(job.id, n);
+        assert_eq!(job.payload, format!("job {n}").into_bytes());
+        assert_eq!(job.deliveries, if n == 40 { 2 } else { 1 }, "job {n}");
+        worker.ack(job.id).expect("ack");
+    }
+    assert_eq!(second.wait_ready(), "all acknowledged");
+    second.finish();
+    // Nothing is left to hand out: a third pusher on the journal has none.
+    let third = Pusher::bind_durable(&dir.url("unix", "third.sock"), &journal).expect("bind");
+    assert_eq!(third.stats().waiting, 0);
+    // New ids go on from the old ones.
+    assert_eq!(third.push(b"next").expect("push"), 100);
+}
+
+/// A durable pusher's journal keeps only segments that hold unfinished
+/// jobs: 2 000 jobs through 4 KiB segments, all done, leave few.
+#[test]
+fn a_durable_pushers_journal_is_compacted() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return worker();
+    }
+    let dir = t.scratch();
+    let journal = format!("journal:{}?size=4KiB", dir.path("jobs").display());
+    let pusher = Pusher::bind_durable(&dir.url("unix", "compact.sock"), &journal).expect("bind");
+    let mut w = t.spawn("worker", |c| set_param(c, "URL", pusher.url()));
+    assert_eq!(w.wait_ready(), "connected");
+    for n in 0..2000u64 {
+        pusher.push(format!("job {n}").as_bytes()).expect("push");
+    }
+    pusher.wait_acked(PATIENCE).expect("acknowledged");
+    let segments = || {
+        std::fs::read_dir(dir.path("jobs"))
+            .expect("the journal")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            })
+            .count()
+    };
+    // Compaction runs on the pusher's ~100 ms pass.
+    until("the finished segments removed", || segments() <= 2);
+    drop(pusher);
+    w.wait_ready();
+    w.finish();
+}

@@ -31,7 +31,10 @@
 //! starts, whole segments go, oldest first, while the journal is larger
 //! or its oldest older than that. A reader still in a removed segment
 //! reads it to its end; one that needs a removed record gets
-//! [`ErrorKind::FellBehind`], which says how far behind it is.
+//! [`ErrorKind::FellBehind`], which says how far behind it is. A user
+//! that knows it needs nothing before some record removes the segments
+//! before it itself ([`JournalWriter::release_before`]; the durable work
+//! queue does).
 //!
 //! ```no_run
 //! # fn main() -> ipcx::Result<()> {

@@ -124,6 +124,11 @@ impl JournalWriter {
         self.recovery
     }
 
+    /// The sequence number the next append gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Appends `payload`; returns its sequence number. When it returns,
     /// the record survives this process being killed (and, with
     /// `?durability=sync`, a power loss).
@@ -180,6 +185,27 @@ impl JournalWriter {
         self.data
             .sync(0, self.end as usize)
             .map_err(|e| Error::io("flush", e))
+    }
+
+    /// Removes the whole segments every record of which comes before
+    /// sequence number `seq` (never the one being written): for a user of
+    /// the journal that knows it needs nothing older. Returns how many
+    /// went. A reader still in one reads on; one that needs it later gets
+    /// [`ErrorKind::FellBehind`].
+    pub fn release_before(&mut self, seq: u64) -> Result<usize> {
+        let all = segments(&self.dir)?;
+        let mut gone = 0;
+        for pair in all.windows(2) {
+            let [(first, path), (next_first, _)] = pair else {
+                break;
+            };
+            if *first == self.seg.first_seq || *next_first > seq {
+                break;
+            }
+            std::fs::remove_file(path).map_err(|e| Error::io("release", e).at(path.display()))?;
+            gone += 1;
+        }
+        Ok(gone)
     }
 
     /// Publishes the committed end and wakes readers, if any sleep: a

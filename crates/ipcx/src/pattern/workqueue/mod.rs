@@ -38,6 +38,7 @@
 
 mod puller;
 mod pusher;
+mod store;
 
 pub use puller::Puller;
 pub use pusher::{Pusher, WorkStats};

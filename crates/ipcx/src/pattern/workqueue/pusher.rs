@@ -14,10 +14,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A job waiting to be handed out.
 #[derive(Debug, Clone)]
-struct Job {
-    id: u64,
-    deliveries: u32,
-    payload: Arc<[u8]>,
+pub(super) struct Job {
+    pub(super) id: u64,
+    pub(super) deliveries: u32,
+    pub(super) payload: Arc<[u8]>,
 }
 
 /// A connected puller, as the pusher sees it.
@@ -44,6 +44,8 @@ struct State {
     redelivered: u64,
     /// Jobs dropped because no puller takes one that large.
     refused: u64,
+    /// The journal of a durable pusher.
+    store: Option<super::store::Store>,
 }
 
 #[derive(Debug)]
@@ -81,14 +83,31 @@ impl Shared {
             buf.extend_from_slice(&job.id.to_le_bytes());
             buf.extend_from_slice(&job.deliveries.to_le_bytes());
             buf.extend_from_slice(&job.payload);
-            let Some(w) = st.workers.get_mut(&id) else {
+            let State { workers, store, .. } = &mut *st;
+            let Some(w) = workers.get_mut(&id) else {
                 continue;
             };
+            // Recorded before it goes (a pusher killed just after the send
+            // still counts this delivery when it is back), undone if it
+            // did not go.
+            if let Some(store) = store.as_mut() {
+                store.handing_out(job.id);
+            }
             // Taken whole, or in part (the rest is pushed by `pump`).
-            match w.tx.try_send(&buf) {
+            let sent = w.tx.try_send(&buf);
+            match &sent {
                 Ok(()) => {
                     w.credit -= 1;
-                    w.taken.insert(job.id, job);
+                    w.taken.insert(job.id, job.clone());
+                }
+                Err(_) => {
+                    if let Some(store) = store.as_mut() {
+                        store.not_handed_out(job.id);
+                    }
+                }
+            }
+            match sent {
+                Ok(()) => {
                     st.waiting.pop_front();
                 }
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => full.push(id),
@@ -98,6 +117,9 @@ impl Shared {
                     tracing::warn!(job = job.id, error = %e, "work queue: a job larger than a puller takes; dropped");
                     st.waiting.pop_front();
                     st.refused += 1;
+                    if let Some(store) = st.store.as_mut() {
+                        store.finished(job.id);
+                    }
                     self.changed.notify_all();
                 }
                 Err(e) => {
@@ -121,6 +143,9 @@ impl Shared {
             self.drop_worker(st, id);
         }
         self.dispatch(st);
+        if let Some(store) = st.store.as_mut() {
+            store.compact();
+        }
     }
 
     /// Takes worker `id` away; what it took and did not acknowledge waits
@@ -170,8 +195,37 @@ pub struct Pusher {
 impl Pusher {
     /// Binds `url` and hands jobs to the pullers that connect.
     pub fn bind(url: &str) -> Result<Pusher> {
-        let listener = Listener::bind(url)?;
+        Pusher::accepting(Listener::bind(url)?, None)
+    }
+
+    /// Binds `url` as [`Pusher::bind`] does, keeping the jobs in the
+    /// journal at `journal` (`journal:/dir`, made if missing; its
+    /// `?durability=` says what survives a power loss): `push` returns
+    /// once the job is appended, and every hand-out and acknowledgement
+    /// is recorded. A pusher that binds again with the same journal (after
+    /// this one was killed, or restarted) hands out every job not
+    /// acknowledged, each with the deliveries it had. One pusher per
+    /// journal (another is [`ErrorKind::InUse`]). Segments that hold only
+    /// finished jobs are removed as the queue moves on.
+    pub fn bind_durable(url: &str, journal: &str) -> Result<Pusher> {
+        let store = super::store::Store::open(journal)?;
+        Pusher::accepting(Listener::bind(url)?, Some(store))
+    }
+
+    /// A pusher whose accepting thread takes pullers from `listener`,
+    /// starting from what a journal held.
+    fn accepting(
+        listener: Listener,
+        store: Option<(super::store::Store, super::store::Recovered)>,
+    ) -> Result<Pusher> {
         let pusher = Pusher::new(listener.endpoint().url());
+        if let Some((store, recovered)) = store {
+            let mut st = lock(&pusher.shared.state);
+            st.next_id = recovered.next_id;
+            st.redelivered = recovered.redelivered;
+            st.waiting.extend(recovered.jobs);
+            st.store = Some(store);
+        }
         let s = pusher.shared.clone();
         std::thread::Builder::new()
             .name("ipcx-push-accept".into())
@@ -215,15 +269,21 @@ impl Pusher {
     }
 
     /// Queues a job (kept until a puller acknowledges it); returns its id.
+    /// A durable pusher appends it to its journal first (an error there
+    /// is returned, and the job is not queued).
     pub fn push(&self, payload: &[u8]) -> Result<u64> {
         let mut st = lock(&self.shared.state);
         let id = st.next_id;
-        st.next_id += 1;
-        st.waiting.push_back(Job {
+        let job = Job {
             id,
             deliveries: 1,
             payload: Arc::from(payload),
-        });
+        };
+        if let Some(store) = st.store.as_mut() {
+            store.pushed(&job)?;
+        }
+        st.next_id += 1;
+        st.waiting.push_back(job);
         self.shared.dispatch(&mut st);
         Ok(id)
     }
@@ -395,6 +455,9 @@ fn read_acks(id: u64, mut rx: RecvHalf, sh: &Shared) {
             w.credit += 1;
             w.done += 1;
             st.acked += 1;
+            if let Some(store) = st.store.as_mut() {
+                store.finished(job);
+            }
         } else {
             tracing::warn!(
                 job,
