@@ -21,6 +21,9 @@ pub struct PushArgs {
     /// time (default: wait for workers as long as it takes).
     #[arg(long, value_parser = crate::parse_duration)]
     timeout: Option<Duration>,
+    /// Priority of these jobs: waiting jobs go out highest first.
+    #[arg(long, default_value_t = 0)]
+    priority: u32,
     /// Keep the jobs in this journal (journal:/dir): a push killed and run
     /// again with it hands out every job not acknowledged (binding only).
     #[arg(long)]
@@ -58,11 +61,14 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
     };
     if a.messages.is_empty() {
         for line in std::io::stdin().lock().split(b'\n') {
-            pusher.push(&line?)?;
+            pusher.push_with_priority(&line?, a.priority)?;
         }
     } else {
         for m in &a.messages {
-            pusher.push(std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()))?;
+            pusher.push_with_priority(
+                std::os::unix::ffi::OsStrExt::as_bytes(m.as_os_str()),
+                a.priority,
+            )?;
         }
     }
     pusher.wait_acked(a.timeout.unwrap_or(Duration::MAX))?;

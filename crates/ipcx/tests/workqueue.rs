@@ -431,3 +431,51 @@ fn a_durable_pushers_journal_is_compacted() {
     w.wait_ready();
     w.finish();
 }
+
+/// In a child: takes `N` jobs one at a time, acknowledging each, and
+/// says their payloads and priorities in the order they came.
+fn ordered_worker() {
+    let mut w = Puller::connect(&param("URL")).expect("connect");
+    let n: usize = param("N").parse().expect("N");
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let job = w.recv_timeout(PATIENCE).expect("a job");
+        got.push(format!(
+            "{}:{}",
+            String::from_utf8_lossy(&job.payload),
+            job.priority
+        ));
+        w.ack(job.id).expect("ack");
+    }
+    ready(&got.join(" "));
+}
+
+/// Jobs waiting go out highest priority first, in push order within a
+/// priority; a durable pusher's journal keeps the priorities.
+#[test]
+fn higher_priorities_go_first_and_are_kept_in_the_journal() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return ordered_worker();
+    }
+    let dir = t.scratch();
+    let journal = format!("journal:{}", dir.path("prio").display());
+    let url = dir.url("unix", "prio.sock");
+    {
+        let pusher = Pusher::bind_durable(&url, &journal).expect("bind");
+        for (n, p) in [0, 2, 1, 2, 0, 1].into_iter().enumerate() {
+            pusher
+                .push_with_priority(format!("j{n}").as_bytes(), p)
+                .expect("push");
+        }
+    }
+    // Bound again: the six wait, in their priorities.
+    let pusher = Pusher::bind_durable(&url, &journal).expect("bind again");
+    pusher.push(b"j6").expect("push");
+    let mut w = t.spawn("worker", |c| {
+        set_param(set_param(c, "URL", pusher.url()), "N", "7")
+    });
+    assert_eq!(w.wait_ready(), "j1:2 j3:2 j2:1 j5:1 j0:0 j4:0 j6:0");
+    w.finish();
+    pusher.wait_acked(PATIENCE).expect("acknowledged");
+}

@@ -9,7 +9,7 @@
 //! more while an idle one waits. On the link, after the schemas: the
 //! puller sends `C` (u32: the jobs it takes at once) and `A` + id (u64)
 //! per job done; the pusher sends `J`, id (u64), delivery count (u32),
-//! payload. Integers little-endian.
+//! priority (u32), payload. Integers little-endian.
 //!
 //! Either side may bind. The usual way: the pusher binds and workers
 //! connect ([`Pusher::bind`], [`Puller::connect`]). The other way round, a
@@ -69,6 +69,8 @@ pub struct Delivery {
     /// How many times it was handed out (1 the first time; more if a
     /// puller that took it left without acknowledging it).
     pub deliveries: u32,
+    /// Its priority ([`Pusher::push_with_priority`]; 0 by default).
+    pub priority: u32,
     /// Its bytes.
     pub payload: Vec<u8>,
 }
@@ -82,12 +84,16 @@ impl Delivery {
         let (id, rest) = rest
             .split_first_chunk::<8>()
             .ok_or_else(|| bad("a job cut short"))?;
-        let (deliveries, payload) = rest
+        let (deliveries, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("a job cut short"))?;
+        let (priority, payload) = rest
             .split_first_chunk::<4>()
             .ok_or_else(|| bad("a job cut short"))?;
         Ok(Delivery {
             id: u64::from_le_bytes(*id),
             deliveries: u32::from_le_bytes(*deliveries),
+            priority: u32::from_le_bytes(*priority),
             payload: payload.to_vec(),
         })
     }

@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,7 +17,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct Job {
     pub(super) id: u64,
     pub(super) deliveries: u32,
+    /// Higher goes first.
+    pub(super) priority: u32,
     pub(super) payload: Arc<[u8]>,
+}
+
+impl Job {
+    /// Its place among the waiting: the highest priority first, then the
+    /// oldest.
+    fn place(&self) -> (std::cmp::Reverse<u32>, u64) {
+        (std::cmp::Reverse(self.priority), self.id)
+    }
+}
+
+/// The jobs waiting, in the order they go out.
+#[derive(Debug, Default)]
+struct Waiting(BTreeMap<(std::cmp::Reverse<u32>, u64), Job>);
+
+impl Waiting {
+    fn add(&mut self, job: Job) {
+        self.0.insert(job.place(), job);
+    }
+
+    fn first(&self) -> Option<&Job> {
+        self.0.first_key_value().map(|(_, j)| j)
+    }
+
+    fn take_first(&mut self) {
+        self.0.pop_first();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A connected puller, as the pusher sees it.
@@ -34,7 +70,7 @@ struct Worker {
 
 #[derive(Debug, Default)]
 struct State {
-    waiting: VecDeque<Job>,
+    waiting: Waiting,
     workers: HashMap<u64, Worker>,
     next_worker: u64,
     /// Round-robin start among workers with credit.
@@ -64,7 +100,7 @@ impl Shared {
     fn dispatch(&self, st: &mut State) {
         let mut buf = Vec::new();
         let mut full: Vec<u64> = Vec::new();
-        while let Some(job) = st.waiting.front().cloned() {
+        while let Some(job) = st.waiting.first().cloned() {
             let mut ids: Vec<u64> = st
                 .workers
                 .iter()
@@ -82,6 +118,7 @@ impl Shared {
             buf.push(JOB);
             buf.extend_from_slice(&job.id.to_le_bytes());
             buf.extend_from_slice(&job.deliveries.to_le_bytes());
+            buf.extend_from_slice(&job.priority.to_le_bytes());
             buf.extend_from_slice(&job.payload);
             let State { workers, store, .. } = &mut *st;
             let Some(w) = workers.get_mut(&id) else {
@@ -108,14 +145,14 @@ impl Shared {
             }
             match sent {
                 Ok(()) => {
-                    st.waiting.pop_front();
+                    st.waiting.take_first();
                 }
                 Err(e) if *e.kind() == ErrorKind::WouldBlock => full.push(id),
                 // Larger than this puller takes (its ?max_msg=): the job,
                 // not the puller, is at fault; it is dropped and counted.
                 Err(e) if matches!(e.kind(), ErrorKind::MessageTooLarge { .. }) => {
                     tracing::warn!(job = job.id, error = %e, "work queue: a job larger than a puller takes; dropped");
-                    st.waiting.pop_front();
+                    st.waiting.take_first();
                     st.refused += 1;
                     if let Some(store) = st.store.as_mut() {
                         store.finished(job.id);
@@ -149,17 +186,16 @@ impl Shared {
     }
 
     /// Takes worker `id` away; what it took and did not acknowledge waits
-    /// again, first, one delivery more.
+    /// again (at its old place: ahead of later jobs of its priority), one
+    /// delivery more.
     fn drop_worker(&self, st: &mut State, id: u64) {
         if let Some(mut w) = st.workers.remove(&id) {
             // Its reader sees the end too, and so does the puller.
             w.tx.shutdown();
-            let mut back: Vec<Job> = w.taken.into_values().collect();
-            back.sort_by_key(|j| std::cmp::Reverse(j.id));
-            for mut job in back {
+            for mut job in w.taken.into_values() {
                 job.deliveries += 1;
                 st.redelivered += 1;
-                st.waiting.push_front(job);
+                st.waiting.add(job);
             }
         }
         self.changed.notify_all();
@@ -190,6 +226,8 @@ pub struct WorkStats {
 pub struct Pusher {
     shared: Arc<Shared>,
     url: String,
+    /// The accepting (or connecting) thread, joined when dropped.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Pusher {
@@ -218,19 +256,22 @@ impl Pusher {
         listener: Listener,
         store: Option<(super::store::Store, super::store::Recovered)>,
     ) -> Result<Pusher> {
-        let pusher = Pusher::new(listener.endpoint().url());
+        let mut pusher = Pusher::new(listener.endpoint().url());
         if let Some((store, recovered)) = store {
             let mut st = lock(&pusher.shared.state);
             st.next_id = recovered.next_id;
             st.redelivered = recovered.redelivered;
-            st.waiting.extend(recovered.jobs);
+            for job in recovered.jobs {
+                st.waiting.add(job);
+            }
             st.store = Some(store);
         }
         let s = pusher.shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ipcx-push-accept".into())
             .spawn(move || accept_loop(&listener, &s))
             .map_err(|e| Error::io("bind", e))?;
+        pusher.thread = Some(thread);
         Ok(pusher)
     }
 
@@ -240,15 +281,16 @@ impl Pusher {
     /// did not acknowledge waits, and the pusher connects again every
     /// 100 ms until a puller is there.
     pub fn connect(url: &str) -> Result<Pusher> {
-        let pusher = Pusher::new(url);
+        let mut pusher = Pusher::new(url);
         let (id, rx) = join(Link::connect(url)?, &pusher.shared)?;
         let s = pusher.shared.clone();
         spawn_reader(id, rx, &s)?;
         let url = url.to_string();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ipcx-push-connect".into())
             .spawn(move || connect_loop(&url, &s))
             .map_err(|e| Error::io("connect", e))?;
+        pusher.thread = Some(thread);
         Ok(pusher)
     }
 
@@ -260,6 +302,7 @@ impl Pusher {
                 stop: AtomicBool::new(false),
             }),
             url: url.to_string(),
+            thread: None,
         }
     }
 
@@ -272,18 +315,26 @@ impl Pusher {
     /// A durable pusher appends it to its journal first (an error there
     /// is returned, and the job is not queued).
     pub fn push(&self, payload: &[u8]) -> Result<u64> {
+        self.push_with_priority(payload, 0)
+    }
+
+    /// [`Pusher::push`] with a priority: waiting jobs go out highest
+    /// priority first, and in the order pushed within one priority (the
+    /// default is 0). A job a puller already holds is not taken back.
+    pub fn push_with_priority(&self, payload: &[u8], priority: u32) -> Result<u64> {
         let mut st = lock(&self.shared.state);
         let id = st.next_id;
         let job = Job {
             id,
             deliveries: 1,
+            priority,
             payload: Arc::from(payload),
         };
         if let Some(store) = st.store.as_mut() {
             store.pushed(&job)?;
         }
         st.next_id += 1;
-        st.waiting.push_back(job);
+        st.waiting.add(job);
         self.shared.dispatch(&mut st);
         Ok(id)
     }
@@ -326,13 +377,22 @@ impl Pusher {
 }
 
 impl Drop for Pusher {
-    /// Stops accepting and closes every puller's link (their `recv` then
-    /// returns `Closed`); jobs not acknowledged are lost with the pusher.
+    /// Stops accepting (the listener is closed when this returns, within
+    /// ~100 ms) and closes every puller's link (their `recv` then returns
+    /// `Closed`); jobs not acknowledged are lost with the pusher, unless
+    /// it keeps a journal (closed too: another pusher may bind it now).
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        let mut st = lock(&self.shared.state);
-        for w in st.workers.values_mut() {
-            w.tx.shutdown();
+        let store = {
+            let mut st = lock(&self.shared.state);
+            for w in st.workers.values_mut() {
+                w.tx.shutdown();
+            }
+            st.store.take()
+        };
+        drop(store);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -374,7 +434,9 @@ fn connect_loop(url: &str, sh: &Arc<Shared>) {
             sh.pump(&mut st);
             st.workers.is_empty()
         };
-        if !gone {
+        // A pusher being dropped shut its puller's link: no connecting
+        // again then.
+        if !gone || sh.stop.load(Ordering::Acquire) {
             continue;
         }
         let joined = Link::connect(url).and_then(|link| join(link, sh));

@@ -1,6 +1,6 @@
 //! The journal a durable pusher keeps its jobs in
 //! ([`Pusher::bind_durable`](super::Pusher::bind_durable)): a record per
-//! job pushed (`J`, id, payload), handed out (`D`, id; written before the
+//! job pushed (`J`, id, priority u32, payload), handed out (`D`, id; written before the
 //! send, and undone by `U`, id, when the send did not take it) and
 //! acknowledged (`A`, id). Opening it again replays them: the jobs not acknowledged
 //! wait again, each with the deliveries it had. Whole segments that hold
@@ -48,8 +48,9 @@ impl Store {
     pub(super) fn open(url: &str) -> Result<(Store, Recovered)> {
         let writer = JournalWriter::open(url)?;
         let stat = crate::journal::stat(url)?;
-        // Unfinished jobs by id: payload, times handed out, record's seq.
-        let mut jobs: BTreeMap<u64, (Arc<[u8]>, u32, u64)> = BTreeMap::new();
+        // Unfinished jobs by id (`deliveries` counting hand-outs so far),
+        // with their record's seq.
+        let mut jobs: BTreeMap<u64, (Job, u64)> = BTreeMap::new();
         let mut next_id = 0;
         if stat.next_seq > stat.first_seq {
             let mut r = JournalReader::open(url, stat.first_seq)?;
@@ -59,16 +60,25 @@ impl Store {
                 next_id = next_id.max(id + 1);
                 match kind {
                     JOB => {
-                        jobs.insert(id, (Arc::from(rest), 0, seq));
+                        let (priority, payload) = rest
+                            .split_first_chunk::<4>()
+                            .ok_or_else(|| broken(url, "a job record cut short"))?;
+                        let job = Job {
+                            id,
+                            deliveries: 0,
+                            priority: u32::from_le_bytes(*priority),
+                            payload: Arc::from(payload),
+                        };
+                        jobs.insert(id, (job, seq));
                     }
                     DELIVERED => {
-                        if let Some(j) = jobs.get_mut(&id) {
-                            j.1 = j.1.saturating_add(1);
+                        if let Some((j, _)) = jobs.get_mut(&id) {
+                            j.deliveries = j.deliveries.saturating_add(1);
                         }
                     }
                     UNDONE => {
-                        if let Some(j) = jobs.get_mut(&id) {
-                            j.1 = j.1.saturating_sub(1);
+                        if let Some((j, _)) = jobs.get_mut(&id) {
+                            j.deliveries = j.deliveries.saturating_sub(1);
                         }
                     }
                     ACK => {
@@ -86,14 +96,11 @@ impl Store {
             ..Recovered::default()
         };
         let mut at = HashMap::new();
-        for (id, (payload, handed, seq)) in jobs {
+        for (id, (mut job, seq)) in jobs {
             at.insert(id, seq);
-            recovered.redelivered += u64::from(handed > 0);
-            recovered.jobs.push(Job {
-                id,
-                deliveries: handed + 1,
-                payload,
-            });
+            recovered.redelivered += u64::from(job.deliveries > 0);
+            job.deliveries += 1;
+            recovered.jobs.push(job);
         }
         let store = Store {
             writer,
@@ -103,17 +110,19 @@ impl Store {
         Ok((store, recovered))
     }
 
-    fn append(&mut self, kind: u8, id: u64, payload: &[u8]) -> Result<u64> {
+    fn append(&mut self, kind: u8, id: u64, parts: &[&[u8]]) -> Result<u64> {
         self.buf.clear();
         self.buf.push(kind);
         self.buf.extend_from_slice(&id.to_le_bytes());
-        self.buf.extend_from_slice(payload);
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
         self.writer.append(&self.buf)
     }
 
     /// Records a job pushed; it is queued only once this succeeded.
     pub(super) fn pushed(&mut self, job: &Job) -> Result<()> {
-        let seq = self.append(JOB, job.id, &job.payload)?;
+        let seq = self.append(JOB, job.id, &[&job.priority.to_le_bytes(), &job.payload])?;
         self.at.insert(job.id, seq);
         Ok(())
     }
