@@ -39,6 +39,7 @@ pub mod journal;
 pub mod netlink;
 pub mod pattern;
 pub mod poller;
+mod process;
 pub mod registry;
 #[allow(unsafe_code)]
 pub mod shm;
@@ -93,6 +94,7 @@ pub struct ReadmeDoctests;
 pub use endpoint::{Codec, Endpoint, Options, Scheme, WaitStrategy};
 pub use error::{Error, ErrorKind, Result};
 pub use poller::{Pollable, Poller, Refused, Source};
+pub use process::Process;
 pub use transport::{
     Capabilities, Incoming, Link, Listener, Messages, PeerCredentials, RecvHalf, SendHalf, spawn,
     spawn_endpoint,

@@ -144,6 +144,16 @@ impl RecvHalf {
         }
     }
 
+    /// How many messages wait in the queue this half takes from (`mq:`,
+    /// `sysvmq:`; `None` on links of other mechanisms, which have no
+    /// queue of their own to count).
+    pub fn queued(&self) -> Option<Result<usize>> {
+        match &self.rx {
+            Rx::Mq(m) => Some(m.depth().map_err(|e| e.at(&self.shared.url))),
+            _ => None,
+        }
+    }
+
     /// The sequence number of the record received last (`journal:`
     /// links; `0` on others).
     pub fn last_seq(&self) -> u64 {
@@ -344,6 +354,13 @@ impl SendHalf {
     /// before awaiting a reply.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_frame(wire::KIND_DATA, msg, &[], Until::NoWait)
+    }
+
+    /// [`SendHalf::try_send`] with `priority` (`mq:` links; see
+    /// [`Link::send_with_priority`](super::Link::send_with_priority)):
+    /// `WouldBlock` when the queue is full.
+    pub fn try_send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
+        self.send_with_priority(msg, priority, Until::NoWait)
     }
 
     /// Whether this half sends into a message queue or a journal (a

@@ -304,6 +304,12 @@ impl Link {
         self.rx.last_priority()
     }
 
+    /// How many messages wait in the queue this link takes from (`mq:`,
+    /// `sysvmq:`; `None` elsewhere).
+    pub fn queued(&self) -> Option<Result<usize>> {
+        self.rx.queued()
+    }
+
     /// The sequence number of the record received last (`journal:` links;
     /// `0` on others).
     pub fn last_seq(&self) -> u64 {

@@ -315,6 +315,15 @@ impl MqRx {
     pub(crate) fn is_sysv(&self) -> bool {
         matches!(self.queue.kind, Kind::SysV { .. })
     }
+
+    /// How many messages the queue holds now.
+    pub(crate) fn depth(&self) -> Result<usize> {
+        let io = |e| Error::io("queued", e);
+        match &self.queue.kind {
+            Kind::Posix(fd) => sys::mq::attr(fd.as_fd()).map(|a| a.depth).map_err(io),
+            Kind::SysV { id, .. } => sys::sysvmq::stat(*id).map(|s| s.depth as usize).map_err(io),
+        }
+    }
 }
 
 /// The sending half of an `mq:` or `sysvmq:` link.

@@ -110,6 +110,9 @@ pub struct SubscriberStats {
 pub(super) struct Fanout {
     shared: Arc<Shared>,
     url: String,
+    /// The accepting thread (which owns the listener), joined when
+    /// dropped: the endpoint is gone when the drop returns.
+    accepting: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Fanout {
@@ -117,12 +120,13 @@ impl Fanout {
     /// `?slots=`, `?overflow=`) and accepts subscribers from now on.
     pub(super) fn bind(url: &str) -> Result<Fanout> {
         let listener = Listener::bind(url)?;
-        let publisher = Fanout::new(listener.endpoint());
+        let mut publisher = Fanout::new(listener.endpoint());
         let s = publisher.shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ipcx-pub-accept".into())
             .spawn(move || accept_loop(&listener, &s))
             .map_err(|e| Error::io("bind", e))?;
+        publisher.accepting = Some(thread);
         Ok(publisher)
     }
 
@@ -157,6 +161,7 @@ impl Fanout {
                 epoch: Instant::now(),
             }),
             url: ep.url().to_string(),
+            accepting: None,
         }
     }
 
@@ -347,7 +352,8 @@ impl Fanout {
 }
 
 impl Drop for Fanout {
-    /// Writes what is queued (at most 5 s), then lets the subscribers go.
+    /// Writes what is queued (at most 5 s), then lets the subscribers go
+    /// and stops accepting (the listener is closed when this returns).
     fn drop(&mut self) {
         let _ = self.flush(Duration::from_secs(5));
         self.shared.stop.store(true, Ordering::Release);
@@ -355,6 +361,9 @@ impl Drop for Fanout {
             lock(&sub.q).gone = true;
             sub.changed.notify_all();
             sub.data.notify_all();
+        }
+        if let Some(t) = self.accepting.take() {
+            let _ = t.join();
         }
     }
 }

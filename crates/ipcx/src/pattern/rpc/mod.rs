@@ -36,6 +36,8 @@
 //! std::thread::spawn(move || server.serve_typed(|(a, b): (u64, u64)| Ok::<u64, String>(a + b)));
 //! let calc = TypedClient::<(u64, u64), u64>::connect(&url)?;
 //! assert_eq!(calc.call(&(2, 3))?, 5);
+//! # // The server serves on: its record goes with this process's.
+//! # ipcx::registry::Registry::open()?.release_own()?;
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
 //! ```

@@ -38,6 +38,7 @@
 
 mod puller;
 mod pusher;
+mod queue;
 mod store;
 
 pub use puller::Puller;
@@ -49,6 +50,8 @@ use crate::error::{Error, ErrorKind};
 const CREDIT: u8 = b'C';
 const ACK: u8 = b'A';
 const JOB: u8 = b'J';
+/// On `mq:`: a puller took a job (id, then who: `Process::to_bytes`).
+const TAKEN: u8 = b'T';
 
 fn ways(pusher: bool) -> [Way; 2] {
     [

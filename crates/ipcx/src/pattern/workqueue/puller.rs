@@ -22,6 +22,7 @@ pub struct Puller {
 enum From {
     One(Box<Link>),
     Many(Box<Pushers>),
+    Queue(Box<super::queue::Taker>),
 }
 
 /// A puller that binds: its listener and the pushers that joined, in one
@@ -64,9 +65,16 @@ impl Puller {
     }
 
     /// Connects, taking up to `prefetch` (≥ 1) unacknowledged jobs at a
-    /// time.
+    /// time. On `mq:/name` (a queue a pusher made), opens it and its
+    /// reports queue; a puller there takes one job per receive.
     pub fn connect_with_prefetch(url: &str, prefetch: u32) -> Result<Puller> {
         check_prefetch(prefetch, "connect")?;
+        if super::queue::is_queue(url)? {
+            return Ok(Puller {
+                from: From::Queue(Box::new(super::queue::Taker::connect(url)?)),
+                buf: Vec::new(),
+            });
+        }
         let mut link = Link::connect(url)?;
         join(&mut link, prefetch)?;
         Ok(Puller {
@@ -82,6 +90,9 @@ impl Puller {
     /// acknowledged when it connects again), and others may come.
     pub fn bind(url: &str, prefetch: u32) -> Result<Puller> {
         check_prefetch(prefetch, "bind")?;
+        if super::queue::is_queue(url)? {
+            return Err(super::queue::no_bind(url));
+        }
         let mut poller = Poller::new()?;
         let listener = poller.add(Source::Listener(Listener::bind(url)?))?;
         Ok(Puller {
@@ -106,6 +117,7 @@ impl Puller {
                 Delivery::parse(&self.buf)
             }
             From::Many(p) => p.next_job(None),
+            From::Queue(q) => q.recv(None, &mut self.buf),
         }
     }
 
@@ -117,6 +129,7 @@ impl Puller {
                 Delivery::parse(&self.buf)
             }
             From::Many(p) => p.next_job(crate::deadline::after(timeout)),
+            From::Queue(q) => q.recv(Some(timeout), &mut self.buf),
         }
     }
 
@@ -132,6 +145,7 @@ impl Puller {
                 Some(found) => found,
                 None => return Ok(()),
             },
+            From::Queue(q) => return q.ack(id),
         };
         let mut m = vec![ACK];
         m.extend_from_slice(&id.to_le_bytes());

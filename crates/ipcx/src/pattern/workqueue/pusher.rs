@@ -8,7 +8,7 @@ use super::{ACK, CREDIT, JOB, bad, ways};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, RecvHalf, SendHalf};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -32,14 +32,14 @@ impl Job {
 
 /// The jobs waiting, in the order they go out.
 #[derive(Debug, Default)]
-struct Waiting(BTreeMap<(std::cmp::Reverse<u32>, u64), Job>);
+pub(super) struct Waiting(BTreeMap<(std::cmp::Reverse<u32>, u64), Job>);
 
 impl Waiting {
-    fn add(&mut self, job: Job) {
+    pub(super) fn add(&mut self, job: Job) {
         self.0.insert(job.place(), job);
     }
 
-    fn first(&self) -> Option<&Job> {
+    pub(super) fn first(&self) -> Option<&Job> {
         self.0.first_key_value().map(|(_, j)| j)
     }
 
@@ -56,40 +56,45 @@ impl Waiting {
     }
 }
 
-/// A connected puller, as the pusher sees it.
+/// A connected puller, as the pusher sees it (or, on `mq:`, the queue
+/// the pullers take from).
 #[derive(Debug)]
-struct Worker {
-    tx: SendHalf,
+pub(super) struct Worker {
+    pub(super) tx: SendHalf,
     /// Jobs it may still take.
-    credit: u32,
+    pub(super) credit: u32,
     /// Jobs it took and has not acknowledged.
-    taken: HashMap<u64, Job>,
+    pub(super) taken: HashMap<u64, Job>,
     /// Jobs acknowledged by it.
-    done: u64,
+    pub(super) done: u64,
+    /// It is a message queue: jobs go in with their priority.
+    pub(super) queue: bool,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    waiting: Waiting,
-    workers: HashMap<u64, Worker>,
+pub(super) struct State {
+    pub(super) waiting: Waiting,
+    pub(super) workers: HashMap<u64, Worker>,
     next_worker: u64,
     /// Round-robin start among workers with credit.
     turn: u64,
     next_id: u64,
     acked: u64,
-    redelivered: u64,
+    pub(super) redelivered: u64,
     /// Jobs dropped because no puller takes one that large.
     refused: u64,
     /// The journal of a durable pusher.
-    store: Option<super::store::Store>,
+    pub(super) store: Option<super::store::Store>,
+    /// The pullers' reports of a work queue on `mq:`.
+    pub(super) queue: Option<super::queue::OnQueue>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
     /// Something changed: a job acknowledged, a worker joined or left.
-    changed: Condvar,
-    stop: AtomicBool,
+    pub(super) changed: Condvar,
+    pub(super) stop: AtomicBool,
 }
 
 impl Shared {
@@ -97,7 +102,10 @@ impl Shared {
     /// on one (the lock is held): a worker whose socket is full is passed
     /// over until the next pass (every ack, push, and ~100 ms). A worker
     /// whose link fails is dropped and its jobs wait again.
-    fn dispatch(&self, st: &mut State) {
+    pub(super) fn dispatch(&self, st: &mut State) {
+        // On mq:, first what is in the queue goes back behind a waiting
+        // job that outranks it.
+        super::queue::reorder(st);
         let mut buf = Vec::new();
         let mut full: Vec<u64> = Vec::new();
         while let Some(job) = st.waiting.first().cloned() {
@@ -131,7 +139,11 @@ impl Shared {
                 store.handing_out(job.id);
             }
             // Taken whole, or in part (the rest is pushed by `pump`).
-            let sent = w.tx.try_send(&buf);
+            let sent = if w.queue {
+                w.tx.try_send_with_priority(&buf, job.priority)
+            } else {
+                w.tx.try_send(&buf)
+            };
             match &sent {
                 Ok(()) => {
                     w.credit -= 1;
@@ -169,7 +181,7 @@ impl Shared {
 
     /// Pushes what the workers' links left unsent, without waiting, then
     /// hands out waiting jobs: what a full socket held back goes on.
-    fn pump(&self, st: &mut State) {
+    pub(super) fn pump(&self, st: &mut State) {
         let mut failed = Vec::new();
         for (id, w) in st.workers.iter_mut() {
             if w.tx.has_unsent() && w.tx.try_flush().is_err() {
@@ -231,8 +243,15 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Binds `url` and hands jobs to the pullers that connect.
+    /// Binds `url` and hands jobs to the pullers that connect. On
+    /// `mq:/name` it creates the POSIX message queue (and `/name.acks`,
+    /// for the pullers' reports) and puts each job in with its priority;
+    /// the pullers that connect take from it (see the
+    /// [module docs](super)).
     pub fn bind(url: &str) -> Result<Pusher> {
+        if super::queue::is_queue(url)? {
+            return Pusher::on_queue(url, None);
+        }
         Pusher::accepting(Listener::bind(url)?, None)
     }
 
@@ -247,7 +266,53 @@ impl Pusher {
     /// finished jobs are removed as the queue moves on.
     pub fn bind_durable(url: &str, journal: &str) -> Result<Pusher> {
         let store = super::store::Store::open(journal)?;
+        if super::queue::is_queue(url)? {
+            return Pusher::on_queue(url, Some(store));
+        }
         Pusher::accepting(Listener::bind(url)?, Some(store))
+    }
+
+    /// A pusher that feeds the message queue `url` and reads its pullers'
+    /// reports, starting from what a journal held.
+    fn on_queue(
+        url: &str,
+        store: Option<(super::store::Store, super::store::Recovered)>,
+    ) -> Result<Pusher> {
+        let super::queue::Opened {
+            worker,
+            on_queue,
+            reports,
+            listeners,
+        } = super::queue::open(url)?;
+        let mut pusher = Pusher::new(url);
+        pusher.restore(store);
+        {
+            let mut st = lock(&pusher.shared.state);
+            st.workers.insert(super::queue::QUEUE_WORKER, worker);
+            st.next_worker = super::queue::QUEUE_WORKER + 1;
+            st.queue = Some(on_queue);
+            pusher.shared.dispatch(&mut st);
+        }
+        let s = pusher.shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("ipcx-push-queue".into())
+            .spawn(move || super::queue::serve(reports, listeners, &s))
+            .map_err(|e| Error::io("bind", e))?;
+        pusher.thread = Some(thread);
+        Ok(pusher)
+    }
+
+    /// Starts from what a journal held.
+    fn restore(&mut self, store: Option<(super::store::Store, super::store::Recovered)>) {
+        if let Some((store, recovered)) = store {
+            let mut st = lock(&self.shared.state);
+            st.next_id = recovered.next_id;
+            st.redelivered = recovered.redelivered;
+            for job in recovered.jobs {
+                st.waiting.add(job);
+            }
+            st.store = Some(store);
+        }
     }
 
     /// A pusher whose accepting thread takes pullers from `listener`,
@@ -257,15 +322,7 @@ impl Pusher {
         store: Option<(super::store::Store, super::store::Recovered)>,
     ) -> Result<Pusher> {
         let mut pusher = Pusher::new(listener.endpoint().url());
-        if let Some((store, recovered)) = store {
-            let mut st = lock(&pusher.shared.state);
-            st.next_id = recovered.next_id;
-            st.redelivered = recovered.redelivered;
-            for job in recovered.jobs {
-                st.waiting.add(job);
-            }
-            st.store = Some(store);
-        }
+        pusher.restore(store);
         let s = pusher.shared.clone();
         let thread = std::thread::Builder::new()
             .name("ipcx-push-accept".into())
@@ -482,6 +539,7 @@ fn join(mut link: Link, sh: &Shared) -> Result<(u64, RecvHalf)> {
             credit,
             taken: HashMap::new(),
             done: 0,
+            queue: false,
         },
     );
     sh.dispatch(&mut st);
@@ -510,15 +568,28 @@ fn read_acks(id: u64, mut rx: RecvHalf, sh: &Shared) {
             sh.dispatch(&mut st);
             return;
         };
-        let Some(w) = st.workers.get_mut(&id) else {
+        if !sh.acked(&mut st, id, job) {
             return;
+        }
+    }
+}
+
+impl Shared {
+    /// Worker `worker` acknowledged `job`: it is done, and the worker has
+    /// room for one more. `false` once the worker is gone.
+    pub(super) fn acked(&self, st: &mut State, worker: u64, job: u64) -> bool {
+        let Some(w) = st.workers.get_mut(&worker) else {
+            return false;
         };
         if w.taken.remove(&job).is_some() {
-            w.credit += 1;
+            w.credit = w.credit.saturating_add(1);
             w.done += 1;
             st.acked += 1;
             if let Some(store) = st.store.as_mut() {
                 store.finished(job);
+            }
+            if let Some(q) = st.queue.as_mut() {
+                q.forget(job);
             }
         } else {
             tracing::warn!(
@@ -526,7 +597,8 @@ fn read_acks(id: u64, mut rx: RecvHalf, sh: &Shared) {
                 "work queue: an ack for a job this puller does not hold; ignored"
             );
         }
-        sh.dispatch(&mut st);
-        sh.changed.notify_all();
+        self.dispatch(st);
+        self.changed.notify_all();
+        true
     }
 }
