@@ -4,7 +4,7 @@
 //! module or a system call — so each pattern works on every mechanism
 //! whose capabilities it needs.
 
-mod plain;
+pub mod plain;
 pub mod pubsub;
 mod rpc;
 mod topic;

@@ -38,7 +38,9 @@ const STATE_EVERY: Duration = Duration::from_millis(250);
 type Answer = Pin<Box<dyn Future<Output = Reply> + Send>>;
 type Handler = Arc<dyn Fn(Vec<u8>) -> Answer + Send + Sync>;
 
-/// The answering end on tokio; see the [module docs](self).
+/// The answering end on tokio: each call's handler future runs as a task
+/// of its own, the calls of one connection answered as they finish; the
+/// same wire as [`Server`](super::Server), so blocking clients call it too.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -269,7 +271,7 @@ struct Calls {
 }
 
 /// The calling end on tokio: calls from any number of tasks over one
-/// link, each matched to its reply by id (see the [module docs](self)).
+/// link, each matched to its reply by id by a reader task.
 /// A call's future may be dropped (cancelled, or lost a `select!`): its
 /// reply, when it comes, is dropped and counted.
 #[derive(Debug)]

@@ -233,7 +233,7 @@ pub struct WorkStats {
     pub refused: u64,
 }
 
-/// The pushing end of a work queue; see the [module docs](self).
+/// The pushing end of a work queue; see the [module docs](super).
 #[derive(Debug)]
 pub struct Pusher {
     shared: Arc<Shared>,

@@ -68,6 +68,7 @@ fn channel_pair() -> (Channel, Channel) {
                     start: u64z(),
                 }),
             }),
+            schema: Line(super::schema::SchemaField::empty()),
         },
     );
     // Only the first subscriber entry is ever claimed here.

@@ -70,6 +70,19 @@ pub(super) struct SchemaField {
 }
 
 impl SchemaField {
+    /// An empty field (what a fresh, zeroed segment holds), for models
+    /// that build a header in memory.
+    #[cfg(ipcx_loom)]
+    pub(super) fn empty() -> SchemaField {
+        SchemaField {
+            len: AtomicU32::new(0),
+            version: AtomicU32::new(0),
+            size: AtomicU32::new(0),
+            align: AtomicU32::new(0),
+            name: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
     /// Writes `s` (before the channel is published).
     pub(super) fn store(&self, s: &Schema) {
         let name = s.name.as_bytes();
