@@ -32,6 +32,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod copy;
 mod deadline;
 pub mod endpoint;
 mod error;

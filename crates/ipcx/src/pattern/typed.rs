@@ -153,7 +153,7 @@ impl<'de> serde::Deserialize<'de> for Bytes {
                 f.write_str("bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Bytes, E> {
-                Ok(Bytes(v.to_vec()))
+                Ok(Bytes(crate::copy::to_vec(v)))
             }
             fn visit_byte_buf<E: serde::de::Error>(
                 self,
@@ -178,7 +178,7 @@ impl<'de> serde::Deserialize<'de> for Bytes {
             }
             fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<(), E> {
                 self.0.clear();
-                self.0.extend_from_slice(v);
+                crate::copy::extend(self.0, v);
                 Ok(())
             }
         }

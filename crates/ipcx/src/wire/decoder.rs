@@ -189,8 +189,7 @@ impl Decoder {
             };
             let avail = (self.end - self.start).min(self.remaining);
             if avail > 0 {
-                self.msg
-                    .extend_from_slice(&self.buf[self.start..self.start + avail]);
+                crate::copy::extend(&mut self.msg, &self.buf[self.start..self.start + avail]);
                 self.start += avail;
                 self.remaining -= avail;
             }
@@ -278,8 +277,7 @@ impl Decoder {
         }
         let n = (self.end - self.start).min(self.limit);
         self.msg.clear();
-        self.msg
-            .extend_from_slice(&self.buf[self.start..self.start + n]);
+        crate::copy::extend(&mut self.msg, &self.buf[self.start..self.start + n]);
         self.start += n;
         Ok(Some(Decoded::Message { nfds: 0 }))
     }

@@ -389,7 +389,7 @@ fn write_batch(sub: &Sub, entries: &[Entry], lost: u64, no_wait: bool) -> Result
         buf.extend_from_slice(&(e.topic.len() as u16).to_le_bytes());
         buf.extend_from_slice(e.topic.as_bytes());
         buf.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&e.payload);
+        crate::copy::extend(buf, &e.payload);
     }
     let sent = if no_wait {
         half.try_send(buf)

@@ -142,7 +142,7 @@ impl ShmSubscriber {
                 .filter(|t| check_topic(t).is_ok())
                 .ok_or_else(|| bad("a shm: message with a malformed topic"))?;
             if self.patterns.iter().any(|p| p.matches(&topic)) {
-                let payload = rest[tlen..].to_vec();
+                let payload = crate::copy::to_vec(&rest[tlen..]);
                 return Ok(Delivery { topic, payload });
             }
         }

@@ -318,7 +318,7 @@ impl Batch {
             .filter(|t| check_topic(t).is_ok())
             .ok_or_else(|| bad("a batch with a malformed topic"))?
             .to_string();
-        let payload = rest[..plen].to_vec();
+        let payload = crate::copy::to_vec(&rest[..plen]);
         self.at += 2 + tlen + 4 + plen;
         self.left -= 1;
         Ok(Some(Delivery { topic, payload }))

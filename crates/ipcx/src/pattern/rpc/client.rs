@@ -184,7 +184,7 @@ impl Client {
             return;
         }
         let r = if kind == REPLY {
-            Ok(body.to_vec())
+            Ok(crate::copy::to_vec(body))
         } else {
             Err(String::from_utf8_lossy(body).into_owned())
         };

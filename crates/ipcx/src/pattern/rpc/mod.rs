@@ -75,7 +75,7 @@ fn envelope(kind: u8, id: u64, body: &[u8], out: &mut Vec<u8>) {
     out.reserve(HEAD + body.len());
     out.push(kind);
     out.extend_from_slice(&id.to_le_bytes());
-    out.extend_from_slice(body);
+    crate::copy::extend(out, body);
 }
 
 /// Kind, id and body of an envelope; `None` if it is too short.

@@ -192,7 +192,7 @@ async fn serve_conn(link: AsyncLink, handler: Handler, counts: &Arc<Counts>) {
             break;
         }
         counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = CatchUnwind(handler(body.to_vec()));
+        let answer = CatchUnwind(handler(crate::copy::to_vec(body)));
         tokio::spawn(run_call(
             id,
             answer,
@@ -324,7 +324,7 @@ impl AsyncClient {
                 };
                 let waiter = lock(&c).waiting.remove(&id);
                 let reply = if kind == REPLY {
-                    Ok(body.to_vec())
+                    Ok(crate::copy::to_vec(body))
                 } else {
                     Err(String::from_utf8_lossy(body).into_owned())
                 };

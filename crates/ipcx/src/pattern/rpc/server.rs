@@ -337,7 +337,7 @@ fn serve_pooled(link: Link, counts: Arc<Counts>, pool: &Pool) {
     while let Some(id) = next_call(&mut rx, &mut buf) {
         let job = Job {
             id,
-            body: buf[HEAD..].to_vec(),
+            body: crate::copy::to_vec(&buf[HEAD..]),
             tx: tx.clone(),
             counts: counts.clone(),
         };

@@ -97,7 +97,7 @@ impl Delivery {
             id: u64::from_le_bytes(*id),
             deliveries: u32::from_le_bytes(*deliveries),
             priority: u32::from_le_bytes(*priority),
-            payload: payload.to_vec(),
+            payload: crate::copy::to_vec(payload),
         })
     }
 }

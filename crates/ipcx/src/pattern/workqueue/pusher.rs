@@ -127,7 +127,7 @@ impl Shared {
             buf.extend_from_slice(&job.id.to_le_bytes());
             buf.extend_from_slice(&job.deliveries.to_le_bytes());
             buf.extend_from_slice(&job.priority.to_le_bytes());
-            buf.extend_from_slice(&job.payload);
+            crate::copy::extend(&mut buf, &job.payload);
             let State { workers, store, .. } = &mut *st;
             let Some(w) = workers.get_mut(&id) else {
                 continue;
