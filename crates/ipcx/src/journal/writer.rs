@@ -152,7 +152,7 @@ impl JournalWriter {
         b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         b.extend_from_slice(&[0; 4]);
         b.extend_from_slice(&seq.to_le_bytes());
-        b.extend_from_slice(payload);
+        crate::copy::extend(b, payload);
         b.resize(need as usize, 0);
         let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), payload);
         b[4..8].copy_from_slice(&crc.to_le_bytes());

@@ -349,9 +349,7 @@ impl Segment {
         // SAFETY: the range is inside the mapping (checked); `data` is a
         // Rust slice and cannot overlap shared memory we only reach by
         // pointer; no access races with this one (the caller's contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        unsafe { crate::sys::mem::copy(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
         Ok(())
     }
 
@@ -364,9 +362,7 @@ impl Segment {
         self.check(offset, buf.len())?;
         // SAFETY: in bounds (checked), and no write races with it (the
         // caller's contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        unsafe { crate::sys::mem::copy(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 

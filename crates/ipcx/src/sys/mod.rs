@@ -11,6 +11,7 @@ pub mod eventfd;
 pub mod fd;
 pub mod fs;
 pub mod futex;
+pub mod mem;
 pub mod mq;
 pub mod netlink;
 pub mod process;

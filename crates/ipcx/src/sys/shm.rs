@@ -158,11 +158,7 @@ impl Mapping {
         // long as `self`; the source is a distinct Rust slice; nothing else
         // in this process touches the range (the caller's contract).
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.ptr.as_ptr().add(offset),
-                bytes.len(),
-            );
+            super::mem::copy(bytes.as_ptr(), self.ptr.as_ptr().add(offset), bytes.len());
         }
         Ok(())
     }
