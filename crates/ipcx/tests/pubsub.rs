@@ -520,3 +520,48 @@ fn connecting_publisher() {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
 }
+
+/// A peer that connects to a binding subscriber and stays silent (no
+/// schema) holds nobody up: a publisher that connects after it is read
+/// at once (it waited out the silent one's 10 s schema wait before).
+#[test]
+fn a_silent_peer_does_not_hold_a_binding_subscriber() {
+    let t = Test::start();
+    if t.child_role() == Some("publisher") {
+        return connecting_publisher();
+    }
+    if t.child_role().is_some() {
+        let _silent = ipcx::Link::connect(&param("URL")).expect("connect");
+        ready("connected");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "silent.sock");
+    let mut sub = Subscriber::bind(&url, &["from.*"]).expect("bind");
+    let mut silent = t.spawn("silent", |c| {
+        set_param(c, "URL", &url).stdin(std::process::Stdio::piped())
+    });
+    assert_eq!(silent.wait_ready(), "connected");
+    // The subscriber meets the silent peer first.
+    let none = sub
+        .recv_timeout(Duration::from_millis(200))
+        .expect_err("nothing yet");
+    assert_eq!(*none.kind(), ErrorKind::TimedOut);
+    let mut publisher = t.spawn("publisher", |c| {
+        set_param(set_param(c, "URL", &url), "ME", "p").stdin(std::process::Stdio::piped())
+    });
+    let first = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the publisher, at once");
+    assert_eq!(first.topic, "from.p");
+    for _ in 1..1000 {
+        sub.recv_timeout(PATIENCE).expect("recv");
+    }
+    assert_eq!(publisher.wait_ready(), "sent");
+    drop(publisher.take_stdin());
+    publisher.finish();
+    drop(silent.take_stdin());
+    silent.finish();
+}

@@ -479,3 +479,45 @@ fn higher_priorities_go_first_and_are_kept_in_the_journal() {
     w.finish();
     pusher.wait_acked(PATIENCE).expect("acknowledged");
 }
+
+/// A peer that connects to a binding puller and stays silent (no schema)
+/// holds nobody up: a pusher that connects after it is served at once.
+#[test]
+fn a_silent_peer_does_not_hold_a_binding_puller() {
+    let t = Test::start();
+    if t.child_role() == Some("pusher") {
+        return connecting_pusher();
+    }
+    if t.child_role().is_some() {
+        let _silent = ipcx::Link::connect(&param("URL")).expect("connect");
+        ready("connected");
+        std::thread::sleep(PATIENCE);
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "silent.sock");
+    let mut puller = Puller::bind(&url, 1).expect("bind");
+    let mut silent = t.spawn("silent", |c| set_param(c, "URL", &url));
+    assert_eq!(silent.wait_ready(), "connected");
+    let none = puller
+        .recv_timeout(Duration::from_millis(200))
+        .expect_err("nothing yet");
+    assert_eq!(*none.kind(), ipcx::ErrorKind::TimedOut);
+    let mut pusher = t.spawn("pusher", |c| {
+        set_param(
+            set_param(set_param(c, "URL", &url), "NAME", "p"),
+            "JOBS",
+            "3",
+        )
+    });
+    for n in 0..3 {
+        let job = puller
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the pusher, at once");
+        assert_eq!(job.payload, format!("p {n}").into_bytes());
+        puller.ack(job.id).expect("ack");
+    }
+    assert_eq!(pusher.wait_ready(), "all acknowledged");
+    pusher.finish();
+    silent.kill();
+}

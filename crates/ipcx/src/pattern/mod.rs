@@ -58,35 +58,114 @@ fn accept_each<S>(
     }
 }
 
-/// For an end that binds and reads its peers in one poller (a subscriber
-/// or a puller): accepts a peer that connected to the listener at key
-/// `listener`, without waiting for one, runs `join` on its link (the
-/// pattern's handshake), and adds it to the poller. What fails is logged
-/// as the pattern's (`what`): nothing stops reading the others.
-fn accept_into(
-    poller: &mut crate::Poller,
-    listener: usize,
-    what: &str,
-    join: impl FnOnce(&mut crate::Link) -> crate::Result<()>,
-) {
-    let Some(crate::Source::Listener(l)) = poller.get_mut(listener) else {
-        return;
-    };
-    let mut link = match l.accept_timeout(std::time::Duration::ZERO) {
-        Ok(link) => link,
-        Err(e) => {
-            if *e.kind() != crate::ErrorKind::TimedOut {
-                tracing::warn!(error = %e, "{what}: accepting a peer failed");
-            }
+/// The peers of an end that binds and reads them in one poller (a
+/// subscriber or a puller) whose schemas have not come yet: each is
+/// joined when its schema arrives, and none is waited for, so a peer that
+/// connects and stays silent holds nobody up (it is let go after the
+/// schema wait, 10 s).
+#[derive(Debug, Default)]
+struct Joining {
+    since: std::collections::HashMap<usize, std::time::Instant>,
+}
+
+/// What a ready key of a binding end's poller is.
+enum Ready {
+    /// A peer whose schema just checked out: the pattern's own step next.
+    Joined,
+    /// A joining peer with nothing whole yet, or one let go.
+    Nothing,
+    /// A peer that joined before: read it.
+    Member,
+}
+
+impl Joining {
+    /// Accepts a peer that connected to the listener at key `listener`,
+    /// without waiting for one, sends it this end's schema (`mine`) and
+    /// watches it for the peer's.
+    fn accept(
+        &mut self,
+        poller: &mut crate::Poller,
+        listener: usize,
+        mine: &[typed::Way],
+        what: &str,
+    ) {
+        let Some(crate::Source::Listener(l)) = poller.get_mut(listener) else {
             return;
+        };
+        let mut link = match l.accept_timeout(std::time::Duration::ZERO) {
+            Ok(link) => link,
+            Err(e) => {
+                if *e.kind() != crate::ErrorKind::TimedOut {
+                    tracing::warn!(error = %e, "{what}: accepting a peer failed");
+                }
+                return;
+            }
+        };
+        if let Err(e) = link.send(&typed::encode_schema(mine)) {
+            return tracing::warn!(error = %e, "{what}: a peer refused");
         }
-    };
-    match join(&mut link) {
-        Ok(()) => {
-            if let Err(r) = poller.add(crate::Source::Link(link)) {
-                tracing::warn!(error = %r.error, "{what}: a peer cannot be watched");
+        match poller.add(crate::Source::Link(link)) {
+            Ok(key) => {
+                self.since.insert(key, std::time::Instant::now());
+            }
+            Err(r) => tracing::warn!(error = %r.error, "{what}: a peer cannot be watched"),
+        }
+    }
+
+    /// Key `key` is ready: a joining peer's schema is read (if whole) and
+    /// checked; a peer that fails it is let go.
+    fn ready(
+        &mut self,
+        poller: &mut crate::Poller,
+        key: usize,
+        mine: &[typed::Way],
+        what: &str,
+    ) -> Ready {
+        if !self.since.contains_key(&key) {
+            return Ready::Member;
+        }
+        let Some(crate::Source::Link(link)) = poller.get_mut(key) else {
+            self.since.remove(&key);
+            return Ready::Nothing;
+        };
+        let got = match link.try_recv() {
+            Ok(None) => return Ready::Nothing,
+            Ok(Some(msg)) => Ok(msg),
+            Err(e) => Err(e),
+        };
+        self.since.remove(&key);
+        let url = link.url().to_string();
+        match typed::check_schema(&url, mine, got) {
+            Ok(()) => Ready::Joined,
+            Err(e) => {
+                if !e.is_closed() {
+                    tracing::warn!(error = %e, "{what}: a peer refused");
+                }
+                poller.remove(key);
+                Ready::Nothing
             }
         }
-        Err(e) => tracing::warn!(error = %e, "{what}: a peer refused"),
+    }
+
+    /// Lets go the peers that sent no schema within the wait; returns how
+    /// long the poller may sleep before the next is due (`None`: no peer
+    /// is joining).
+    fn expire(&mut self, poller: &mut crate::Poller, what: &str) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        self.since.retain(|key, since| {
+            let late = now.duration_since(*since) >= typed::SCHEMA_WAIT;
+            if late {
+                tracing::warn!(
+                    "{what}: a peer sent no schema within {:?}; let go",
+                    typed::SCHEMA_WAIT
+                );
+                poller.remove(*key);
+            }
+            !late
+        });
+        self.since
+            .values()
+            .map(|since| (*since + typed::SCHEMA_WAIT).saturating_duration_since(now))
+            .min()
     }
 }

@@ -192,7 +192,7 @@ impl Message for Bytes {}
 const SCHEMA_MAGIC: &[u8; 8] = b"ipcx-ty\x01";
 
 /// How long a side waits for the peer's schema.
-const SCHEMA_WAIT: Duration = Duration::from_secs(10);
+pub(super) const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// One direction of a typed link: what goes that way, by name and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +252,7 @@ fn describe(ways: &[Way]) -> String {
 }
 
 /// A schema message: magic, then per way its direction, version and name.
-fn encode_schema(ways: &[Way]) -> Vec<u8> {
+pub(super) fn encode_schema(ways: &[Way]) -> Vec<u8> {
     let mut b = SCHEMA_MAGIC.to_vec();
     for w in ways {
         b.push(u8::from(w.sends));
@@ -309,7 +309,7 @@ pub(super) async fn trade_schemas_async(
 
 /// Checks the peer's schema message (what waiting for it gave) against
 /// this side's ways.
-fn check_schema(url: &str, mine: &[Way], got: Result<Vec<u8>>) -> Result<()> {
+pub(super) fn check_schema(url: &str, mine: &[Way], got: Result<Vec<u8>>) -> Result<()> {
     let handshake = |why: String| Error::new(ErrorKind::Handshake(why), "connect").at(url);
     let theirs = match got {
         Err(e) if *e.kind() == ErrorKind::TimedOut => {

@@ -33,13 +33,20 @@ pub struct Subscriber {
 enum From {
     One(Box<Link>),
     Shm(Box<super::shm::ShmSubscriber>),
-    Many {
-        poller: crate::Poller,
-        listener: usize,
-        subscription: Vec<u8>,
-        /// The publisher whose batch was read last.
-        last: usize,
-    },
+    Many(Box<Collecting>),
+}
+
+/// A subscriber that binds: its listener and the publishers that joined,
+/// in one poller.
+#[derive(Debug)]
+struct Collecting {
+    poller: crate::Poller,
+    listener: usize,
+    subscription: Vec<u8>,
+    /// The publisher whose batch was read last.
+    last: usize,
+    /// Publishers that connected and whose schemas have not come yet.
+    joining: super::super::Joining,
 }
 
 /// The batch being read, and where its next message starts.
@@ -137,12 +144,13 @@ impl Subscriber {
         let mut poller = crate::Poller::new()?;
         let listener = poller.add(crate::Source::Listener(crate::Listener::bind(url)?))?;
         Ok(Subscriber {
-            from: From::Many {
+            from: From::Many(Box::new(Collecting {
                 poller,
                 listener,
                 subscription,
                 last: 0,
-            },
+                joining: Default::default(),
+            })),
             batch: Batch::default(),
             lost: 0,
         })
@@ -199,12 +207,14 @@ impl Subscriber {
                 },
                 // Message by message, read in place: no batches.
                 From::Shm(chan) => return chan.recv_until(deadline),
-                From::Many {
-                    poller,
-                    listener,
-                    subscription,
-                    last,
-                } => match next_batch(poller, *listener, subscription, last, left)? {
+                From::Many(c) => match next_batch(
+                    &mut c.poller,
+                    c.listener,
+                    &c.subscription,
+                    &mut c.last,
+                    &mut c.joining,
+                    left,
+                )? {
                     Some(b) => b,
                     None if left.is_some_and(|l| l.is_zero())
                         || deadline.is_some_and(|d| Instant::now() >= d) =>
@@ -219,31 +229,48 @@ impl Subscriber {
     }
 }
 
-/// One wait of a subscriber that binds: a new publisher is accepted and
-/// subscribed at; a batch from one is returned; a publisher that left or
-/// broke the protocol is let go.
+/// One wait of a subscriber that binds: a new publisher is accepted and,
+/// once its schema came, subscribed at; a batch from one is returned; a
+/// publisher that left or broke the protocol is let go.
 fn next_batch(
     poller: &mut crate::Poller,
     listener: usize,
     subscription: &[u8],
     last: &mut usize,
+    joining: &mut super::super::Joining,
     left: Option<Duration>,
 ) -> Result<Option<Vec<u8>>> {
-    let mut keys = poller.wait(left)?.to_vec();
+    use super::super::Ready;
+    let due = joining.expire(poller, "pubsub");
+    let wait = match (left, due) {
+        (Some(l), Some(d)) => Some(l.min(d)),
+        (l, d) => l.or(d),
+    };
+    let mut keys = poller.wait(wait)?.to_vec();
     // The ready ones from just past the last served: a busy publisher
     // does not starve the others.
     let first = keys.iter().position(|k| *k > *last).unwrap_or(0);
     keys.rotate_left(first);
     for key in keys {
-        match poller.get_mut(key) {
-            Some(crate::Source::Listener(_)) if key == listener => {
-                // Never waits: a peer that connected and left (or is still
-                // silent) is no reason to stop reading the others.
-                super::super::accept_into(poller, key, "pubsub", |link| {
-                    subscribe(link, subscription)
-                });
+        if key == listener {
+            // Never waits: a peer that connected and left (or is still
+            // silent) is no reason to stop reading the others.
+            joining.accept(poller, key, &ways(false), "pubsub");
+            continue;
+        }
+        let ready = joining.ready(poller, key, &ways(false), "pubsub");
+        let Some(crate::Source::Link(link)) = poller.get_mut(key) else {
+            continue;
+        };
+        match ready {
+            Ready::Joined => {
+                if let Err(e) = link.send(subscription) {
+                    tracing::warn!(error = %e, "pubsub: a publisher left while joining");
+                    poller.remove(key);
+                }
             }
-            Some(crate::Source::Link(link)) => match link.try_recv() {
+            Ready::Nothing => {}
+            Ready::Member => match link.try_recv() {
                 Ok(Some(batch)) => {
                     *last = key;
                     return Ok(Some(batch));
@@ -256,7 +283,6 @@ fn next_batch(
                     poller.remove(key);
                 }
             },
-            _ => {}
         }
     }
     Ok(None)

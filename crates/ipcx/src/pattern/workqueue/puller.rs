@@ -38,6 +38,8 @@ struct Pushers {
     /// key and its id for the job.
     held: HashMap<u64, (usize, u64)>,
     next_id: u64,
+    /// Pushers that connected and whose schemas have not come yet.
+    joining: super::super::Joining,
 }
 
 /// Joins a pusher on a new link: schemas, then the jobs taken at once.
@@ -103,6 +105,7 @@ impl Puller {
                 last: 0,
                 held: HashMap::new(),
                 next_id: 0,
+                joining: Default::default(),
             })),
             buf: Vec::new(),
         })
@@ -161,26 +164,54 @@ impl Pushers {
     /// Waits for a job from any pusher until `deadline`; accepts and
     /// joins the pushers that connect meanwhile.
     fn next_job(&mut self, deadline: Option<Instant>) -> Result<Delivery> {
+        use super::super::Ready;
         loop {
+            let due = self.joining.expire(&mut self.poller, "work queue");
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let mut keys = self.poller.wait(left)?.to_vec();
+            let wait = match (left, due) {
+                (Some(l), Some(d)) => Some(l.min(d)),
+                (l, d) => l.or(d),
+            };
+            let mut keys = self.poller.wait(wait)?.to_vec();
             // From just past the pusher served last: a busy pusher does not
             // starve the others.
             let first = keys.iter().position(|k| *k > self.last).unwrap_or(0);
             keys.rotate_left(first);
             for key in keys {
                 if key == self.listener {
-                    let prefetch = self.prefetch;
-                    super::super::accept_into(&mut self.poller, key, "work queue", |link| {
-                        join(link, prefetch)
-                    });
-                } else if let Some(job) = self.take(key) {
-                    return Ok(job);
+                    self.joining
+                        .accept(&mut self.poller, key, &ways(false), "work queue");
+                    continue;
+                }
+                match self
+                    .joining
+                    .ready(&mut self.poller, key, &ways(false), "work queue")
+                {
+                    Ready::Joined => self.give_credit(key),
+                    Ready::Nothing => {}
+                    Ready::Member => {
+                        if let Some(job) = self.take(key) {
+                            return Ok(job);
+                        }
+                    }
                 }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::new(ErrorKind::TimedOut, "recv"));
             }
+        }
+    }
+
+    /// A pusher joined: it is told how many jobs this puller takes.
+    fn give_credit(&mut self, key: usize) {
+        let Some(Source::Link(link)) = self.poller.get_mut(key) else {
+            return;
+        };
+        let mut credit = vec![CREDIT];
+        credit.extend_from_slice(&self.prefetch.to_le_bytes());
+        if let Err(e) = link.send(&credit) {
+            tracing::warn!(error = %e, "work queue: a pusher left while joining");
+            self.poller.remove(key);
         }
     }
 
