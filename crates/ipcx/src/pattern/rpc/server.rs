@@ -280,13 +280,19 @@ struct Pool {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
-/// A call for the pool: its body, id, and the connection to answer on.
+/// A call for the pool: its body, id, and where its connection's replies
+/// queue.
 struct Job {
     id: u64,
     body: Vec<u8>,
-    tx: Arc<Mutex<SendHalf>>,
+    replies: std::sync::mpsc::SyncSender<Vec<u8>>,
     counts: Arc<Counts>,
 }
+
+/// Replies of one connection waiting for its writer; a client that lets
+/// this many pile up has its replies dropped (its writer, stuck, shuts it
+/// within `REPLY_WAIT`).
+const REPLY_QUEUE: usize = 256;
 
 impl Pool {
     fn new(threads: usize, handler: Handler) -> Pool {
@@ -297,27 +303,25 @@ impl Pool {
             let spawned = std::thread::Builder::new()
                 .name("ipcx-rpc-pool".into())
                 .spawn(move || {
-                    let mut out = Vec::new();
                     loop {
                         let Ok(job) = lock(&queue).recv() else { return };
                         let reply = answer(&*handler, &job.body);
+                        let mut out = Vec::new();
                         match &reply {
                             Ok(body) => envelope(REPLY, job.id, body, &mut out),
                             Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
                         }
                         job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        // A client that stopped reading its replies holds a
-                        // pool thread at most REPLY_WAIT; then its link is
-                        // shut, so it cannot tie up the pool.
-                        let mut tx = lock(&job.tx);
-                        match tx.send_timeout(&out, REPLY_WAIT) {
-                            Ok(()) => {
-                                job.counts.served.fetch_add(1, Ordering::Relaxed);
+                        // Never waits on a client: its writer sends.
+                        match job.replies.try_send(out) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                                tracing::warn!(
+                                    "rpc: a client does not take its replies; one dropped"
+                                );
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
-                                tx.shutdown();
-                            }
+                            // The connection is gone.
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
                         }
                     }
                 });
@@ -329,16 +333,36 @@ impl Pool {
     }
 }
 
-/// Serves one connection, handing its calls to the pool.
+/// Serves one connection, handing its calls to the pool; a writer thread
+/// of its own sends the replies as they come (a client that takes none
+/// within `REPLY_WAIT` is shut).
 fn serve_pooled(link: Link, counts: Arc<Counts>, pool: &Pool) {
-    let (mut rx, tx) = link.split();
-    let tx = Arc::new(Mutex::new(tx));
+    let (mut rx, mut tx) = link.split();
+    let (replies, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(REPLY_QUEUE);
+    let c = counts.clone();
+    let writer = std::thread::Builder::new()
+        .name("ipcx-rpc-writer".into())
+        .spawn(move || {
+            for out in queue {
+                if let Err(e) = tx.send_timeout(&out, REPLY_WAIT) {
+                    if !e.is_closed() {
+                        tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
+                    }
+                    tx.shutdown();
+                    return;
+                }
+                c.served.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    if let Err(e) = writer {
+        return tracing::warn!(error = %e, "rpc: no writer thread for a connection; dropped");
+    }
     let mut buf = Vec::new();
     while let Some(id) = next_call(&mut rx, &mut buf) {
         let job = Job {
             id,
             body: crate::copy::to_vec(&buf[HEAD..]),
-            tx: tx.clone(),
+            replies: replies.clone(),
             counts: counts.clone(),
         };
         counts.in_flight.fetch_add(1, Ordering::Relaxed);
