@@ -37,6 +37,7 @@
 //! ```
 
 mod puller;
+mod pullers;
 mod pusher;
 mod queue;
 mod store;
