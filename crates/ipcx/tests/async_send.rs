@@ -15,6 +15,8 @@ async fn every_future_is_send(
     mut listener: AsyncListener,
     sub: AsyncSubscriber,
     mut event: AsyncEvent,
+    client: ipcx::pattern::AsyncClient,
+    mut server: ipcx::pattern::AsyncServer,
 ) {
     let (mut rx, mut tx) = AsyncLink::connect("unix:@x").await.unwrap().split();
     spawnable(&link.recv());
@@ -27,6 +29,11 @@ async fn every_future_is_send(
     spawnable(&AsyncEvent::open("x"));
     spawnable(&sub.recv());
     spawnable(&event.wait());
+    spawnable(&client.call(b"x"));
+    spawnable(&ipcx::pattern::AsyncClient::connect("unix:@x"));
+    spawnable(&listener.set_state("x"));
+    spawnable(&client);
+    spawnable(&server.serve(|b: Vec<u8>| async move { Ok(b) }));
     spawnable(&link);
     spawnable(&listener);
     spawnable(&sub);

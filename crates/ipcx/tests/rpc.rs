@@ -182,8 +182,9 @@ const PATIENCE_HOSTILE: Duration = Duration::from_secs(60);
 /// A client that sends calls and never reads the replies cannot tie up a
 /// pooled server: its replies wait for its own writer (which shuts it
 /// once one waits too long), never a pool thread, so another client's
-/// call is answered at once (within 2 s; a pool thread held for the
-/// 5 s a reply may wait failed this).
+/// call is answered without waiting on the hostile one. The bound is not
+/// a speed claim: a pool thread held by the stuck reply took the 5 s a
+/// reply may wait, and 4 s tells the two apart with room to spare.
 #[test]
 fn a_client_that_never_reads_cannot_hold_the_pool() {
     let t = Test::start();
@@ -225,7 +226,7 @@ fn a_client_that_never_reads_cannot_hold_the_pool() {
     std::thread::sleep(Duration::from_millis(500));
     let client = Client::connect(&url).expect("connect");
     let got = client
-        .call_timeout(b"still served", Duration::from_secs(2))
+        .call_timeout(b"still served", Duration::from_secs(4))
         .expect("a call while the hostile client holds its replies");
     assert_eq!(got, b"still served");
     child.kill();

@@ -511,8 +511,10 @@ fn a_silent_peer_does_not_hold_a_binding_puller() {
         )
     });
     for n in 0..3 {
+        // Not a speed claim: the blocking join stalled for the silent
+        // peer's 10 s schema wait; 8 s tells the two apart.
         let job = puller
-            .recv_timeout(Duration::from_secs(5))
+            .recv_timeout(Duration::from_secs(8))
             .expect("the pusher, at once");
         assert_eq!(job.payload, format!("p {n}").into_bytes());
         puller.ack(job.id).expect("ack");
@@ -520,4 +522,69 @@ fn a_silent_peer_does_not_hold_a_binding_puller() {
     assert_eq!(pusher.wait_ready(), "all acknowledged");
     pusher.finish();
     silent.kill();
+}
+
+/// A pusher that hands a binding puller more jobs than its credit is let
+/// go (the puller would hold them without end); a good pusher is served.
+#[test]
+fn a_pusher_over_its_credit_is_let_go() {
+    let t = Test::start();
+    if t.child_role() == Some("pusher") {
+        return connecting_pusher();
+    }
+    if t.child_role().is_some() {
+        let mut raw = ipcx::Link::connect(&param("URL")).expect("connect");
+        // The puller's schema, its directions turned round, sent back.
+        let mut schema = raw.recv_timeout(PATIENCE).expect("the puller's schema");
+        let mut at = 8;
+        while at < schema.len() {
+            schema[at] ^= 1;
+            let len = u16::from_le_bytes([schema[at + 5], schema[at + 6]]) as usize;
+            at += 7 + len;
+        }
+        raw.send(&schema).expect("send a schema");
+        assert_eq!(
+            raw.recv_timeout(PATIENCE).expect("credit"),
+            [b'C', 1, 0, 0, 0]
+        );
+        for id in 0..3u64 {
+            let mut job = vec![b'J'];
+            job.extend_from_slice(&id.to_le_bytes());
+            job.extend_from_slice(&1u32.to_le_bytes());
+            job.extend_from_slice(&0u32.to_le_bytes());
+            job.extend_from_slice(b"greedy");
+            raw.send(&job).expect("a job");
+        }
+        ready("flooded");
+        std::thread::sleep(PATIENCE);
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unix", "greedy.sock");
+    let mut puller = Puller::bind(&url, 1).expect("bind");
+    let mut greedy = t.spawn("greedy", |c| set_param(c, "URL", &url));
+    let first = puller.recv_timeout(PATIENCE).expect("the first job");
+    assert_eq!(first.payload, b"greedy");
+    assert_eq!(greedy.wait_ready(), "flooded");
+    // The second is over the credit: the pusher is let go, nothing more
+    // of it comes.
+    let none = puller
+        .recv_timeout(Duration::from_millis(300))
+        .expect_err("no more");
+    assert_eq!(*none.kind(), ipcx::ErrorKind::TimedOut);
+    let mut good = t.spawn("pusher", |c| {
+        set_param(
+            set_param(set_param(c, "URL", &url), "NAME", "g"),
+            "JOBS",
+            "1",
+        )
+    });
+    let job = puller
+        .recv_timeout(PATIENCE)
+        .expect("the good pusher's job");
+    assert_eq!(job.payload, b"g 0");
+    puller.ack(job.id).expect("ack");
+    assert_eq!(good.wait_ready(), "all acknowledged");
+    good.finish();
+    greedy.kill();
 }

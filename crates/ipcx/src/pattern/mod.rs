@@ -20,6 +20,19 @@ pub use topic::{Pattern, TOPIC_MAX, check_topic};
 pub use typed::{Bytes, Message, Receiver, Sender, TypedLink};
 pub use workqueue::{Puller, Pusher, WorkStats};
 
+/// Starts `f` on a thread named `name`; that the system gives none is an
+/// error of `op`.
+fn spawn(
+    name: &str,
+    op: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> crate::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| crate::Error::io(op, e))
+}
+
 /// Accepts peers on `listener` until `stop()` says so, each served by
 /// `serve` on a thread of its own named `thread`. Between waits (at most
 /// 100 ms apart) `state()` is the endpoint's line in `ipcx ls`, written

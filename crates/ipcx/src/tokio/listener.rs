@@ -44,9 +44,11 @@ impl AsyncListener {
     }
 
     /// What the endpoint is doing, one line shown by `ipcx ls` (see
-    /// [`Listener::set_state`]).
-    pub fn set_state(&self, state: &str) {
-        self.inner.set_state(state);
+    /// [`Listener::set_state`]); the file is written on tokio's blocking
+    /// pool, not the runtime's thread.
+    pub async fn set_state(&self, state: &str) {
+        let (inner, state) = (self.inner.clone(), state.to_string());
+        let _ = tokio::task::spawn_blocking(move || inner.set_state(&state)).await;
     }
 
     /// Accepts the next peer whose handshake succeeded.

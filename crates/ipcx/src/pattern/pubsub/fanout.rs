@@ -122,10 +122,9 @@ impl Fanout {
         let listener = Listener::bind(url)?;
         let mut publisher = Fanout::new(listener.endpoint());
         let s = publisher.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ipcx-pub-accept".into())
-            .spawn(move || accept_loop(&listener, &s))
-            .map_err(|e| Error::io("bind", e))?;
+        let thread = super::super::spawn("ipcx-pub-accept", "bind", move || {
+            accept_loop(&listener, &s)
+        })?;
         publisher.accepting = Some(thread);
         Ok(publisher)
     }
@@ -139,10 +138,7 @@ impl Fanout {
         let publisher = Fanout::new(&ep);
         let (sub, rx) = join(link, &publisher.shared)?;
         let s = publisher.shared.clone();
-        std::thread::Builder::new()
-            .name("ipcx-pub-writer".into())
-            .spawn(move || writer(&sub, rx, &s))
-            .map_err(|e| Error::io("connect", e))?;
+        super::super::spawn("ipcx-pub-writer", "connect", move || writer(&sub, rx, &s))?;
         Ok(publisher)
     }
 

@@ -135,8 +135,9 @@ impl AsyncServer {
         let url = self.listener.endpoint().url().to_string();
         let mut said = String::new();
         loop {
-            self.counts
-                .tell(&mut said, |now| self.listener.set_state(now));
+            if let Some(now) = self.counts.changed(&mut said) {
+                self.listener.set_state(&now).await;
+            }
             // Dropping an accept loses nothing (see AsyncListener).
             let Ok(accepted) = tokio::time::timeout(STATE_EVERY, self.listener.accept()).await
             else {

@@ -31,14 +31,14 @@ pub(super) struct Counts {
 }
 
 impl Counts {
-    /// Says the endpoint's line in `ipcx ls` with `set_state` when it is
-    /// not what was `said` last.
-    pub(super) fn tell(&self, said: &mut String, set_state: impl FnOnce(&str)) {
+    /// The endpoint's line in `ipcx ls`, when it is not what was `said`
+    /// last (which it then becomes).
+    pub(super) fn changed(&self, said: &mut String) -> Option<String> {
         let now = self.state();
-        if now != *said {
-            set_state(&now);
-            *said = now;
-        }
+        (now != *said).then(|| {
+            said.clone_from(&now);
+            now
+        })
     }
 
     fn state(&self) -> String {
@@ -136,8 +136,9 @@ impl Server {
     {
         let mut said = String::new();
         loop {
-            self.counts
-                .tell(&mut said, |now| self.listener.set_state(now));
+            if let Some(now) = self.counts.changed(&mut said) {
+                self.listener.set_state(&now);
+            }
             let mut link = match self.listener.accept_timeout(Duration::from_millis(250)) {
                 Ok(link) => link,
                 Err(e) if *e.kind() == ErrorKind::TimedOut => continue,

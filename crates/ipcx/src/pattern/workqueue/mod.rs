@@ -61,6 +61,13 @@ fn ways(pusher: bool) -> [Way; 2] {
     ]
 }
 
+/// The acknowledgement of job `id`: `A`, id.
+fn ack_message(id: u64) -> [u8; 9] {
+    let mut m = [ACK; 9];
+    m[1..].copy_from_slice(&id.to_le_bytes());
+    m
+}
+
 fn bad(why: &'static str) -> Error {
     Error::new(ErrorKind::Frame(crate::FrameError::Unexpected(why)), "recv")
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::super::typed::trade_schemas;
-use super::{ACK, CREDIT, Delivery, ways};
+use super::bad;
+use super::{CREDIT, Delivery, ways};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, Poller, Source};
 
@@ -150,9 +151,7 @@ impl Puller {
             },
             From::Queue(q) => return q.ack(id),
         };
-        let mut m = vec![ACK];
-        m.extend_from_slice(&id.to_le_bytes());
-        match link.send(&m) {
+        match link.send(&super::ack_message(id)) {
             // Its pusher left just now; the next wait lets it go.
             Err(e) if many && e.is_closed() => Ok(()),
             r => r,
@@ -221,11 +220,17 @@ impl Pushers {
         let Some(Source::Link(link)) = self.poller.get_mut(key) else {
             return None;
         };
-        let failed = match link
+        let got = link
             .try_recv()
-            .and_then(|m| m.map(|m| Delivery::parse(&m)).transpose())
-        {
+            .and_then(|m| m.map(|m| Delivery::parse(&m)).transpose());
+        let holds = self.held.values().filter(|(k, _)| *k == key).count();
+        let failed = match got {
             Ok(None) => return None,
+            // A pusher that hands out more than it was given credit for
+            // would fill `held` without end: it broke the protocol.
+            Ok(Some(_)) if holds >= self.prefetch as usize => {
+                bad("a pusher sent more jobs than the puller takes at once")
+            }
             Ok(Some(mut job)) => {
                 self.last = key;
                 let id = self.next_id;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::super::typed::trade_schemas;
 use super::pusher::{Shared, State, Worker, lock};
 use super::{ACK, CREDIT, bad, ways};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::{Link, Listener, RecvHalf};
 
 /// Accepts pullers until the pusher is dropped.
@@ -66,13 +66,10 @@ pub(super) fn connect_loop(url: &str, sh: &Arc<Shared>) {
 /// none, the puller is dropped again).
 pub(super) fn spawn_reader(id: u64, rx: RecvHalf, sh: &Arc<Shared>) -> Result<()> {
     let s = sh.clone();
-    let spawned = std::thread::Builder::new()
-        .name("ipcx-push-acks".into())
-        .spawn(move || read_acks(id, rx, &s));
-    spawned.map(drop).map_err(|e| {
-        sh.drop_worker(&mut lock(&sh.state), id);
-        Error::io("connect", e)
-    })
+    let spawned = super::super::spawn("ipcx-push-acks", "connect", move || read_acks(id, rx, &s));
+    spawned
+        .map(drop)
+        .inspect_err(|_| sh.drop_worker(&mut lock(&sh.state), id))
 }
 
 /// A joining puller: schemas, then its credit; added to the workers.

@@ -294,10 +294,9 @@ impl Pusher {
             pusher.shared.dispatch(&mut st);
         }
         let s = pusher.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ipcx-push-queue".into())
-            .spawn(move || super::queue::serve(reports, listeners, &s))
-            .map_err(|e| Error::io("bind", e))?;
+        let thread = super::super::spawn("ipcx-push-queue", "bind", move || {
+            super::queue::serve(reports, listeners, &s)
+        })?;
         pusher.thread = Some(thread);
         Ok(pusher)
     }
@@ -324,10 +323,9 @@ impl Pusher {
         let mut pusher = Pusher::new(listener.endpoint().url());
         pusher.restore(store);
         let s = pusher.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("ipcx-push-accept".into())
-            .spawn(move || accept_loop(&listener, &s))
-            .map_err(|e| Error::io("bind", e))?;
+        let thread = super::super::spawn("ipcx-push-accept", "bind", move || {
+            accept_loop(&listener, &s)
+        })?;
         pusher.thread = Some(thread);
         Ok(pusher)
     }
@@ -343,10 +341,9 @@ impl Pusher {
         let s = pusher.shared.clone();
         spawn_reader(id, rx, &s)?;
         let url = url.to_string();
-        let thread = std::thread::Builder::new()
-            .name("ipcx-push-connect".into())
-            .spawn(move || connect_loop(&url, &s))
-            .map_err(|e| Error::io("connect", e))?;
+        let thread = super::super::spawn("ipcx-push-connect", "connect", move || {
+            connect_loop(&url, &s)
+        })?;
         pusher.thread = Some(thread);
         Ok(pusher)
     }

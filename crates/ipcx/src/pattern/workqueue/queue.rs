@@ -322,17 +322,15 @@ impl Taker {
             Some(t) => *buf = self.jobs.recv_timeout(t)?,
         }
         let job = Delivery::parse(buf)?;
-        let mut report = vec![TAKEN];
-        report.extend_from_slice(&job.id.to_le_bytes());
-        report.extend_from_slice(&self.me.to_bytes());
+        let mut report = [TAKEN; 21];
+        report[1..9].copy_from_slice(&job.id.to_le_bytes());
+        report[9..].copy_from_slice(&self.me.to_bytes());
         self.reports.send(&report)?;
         Ok(job)
     }
 
     pub(super) fn ack(&mut self, id: u64) -> Result<()> {
-        let mut m = vec![ACK];
-        m.extend_from_slice(&id.to_le_bytes());
-        self.reports.send(&m)
+        self.reports.send(&super::ack_message(id))
     }
 }
 

@@ -39,7 +39,13 @@ pub(super) struct Recovered {
 }
 
 fn broken(url: &str, why: &'static str) -> Error {
-    Error::new(ErrorKind::Frame(crate::FrameError::Unexpected(why)), "open").at(url)
+    Error::new(
+        ErrorKind::Foreign(format!(
+            "{why}: is {url} another program's journal? give the work queue a journal of its own"
+        )),
+        "open",
+    )
+    .at(url)
 }
 
 impl Store {

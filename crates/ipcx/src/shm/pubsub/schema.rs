@@ -125,7 +125,8 @@ impl SchemaField {
             Some(have) if have == *want => Ok(()),
             have => Err(Error::new(
                 ErrorKind::Handshake(format!(
-                    "schema mismatch: this side carries {want}, the channel {}",
+                    "schema mismatch: this side carries {want}, the channel {}; \
+                     open it with the type (and version) its creator gave it",
                     have.map_or_else(|| "untyped bytes".to_string(), |h| h.to_string())
                 )),
                 op,
