@@ -55,6 +55,13 @@ pub struct Options {
     pub wait: WaitStrategy,
     /// How long `adaptive` spins before it blocks (`spin`, default 50µs).
     pub spin: Duration,
+    /// Read coalescing on byte streams (`coalesce`, default 2µs, `0`
+    /// off): after a blocking receive's read brought less than 512 bytes,
+    /// the next read first waits this long, spinning, so that it takes
+    /// in one call what a streaming writer sends meanwhile. A message
+    /// that arrives within this time of such a read waits up to this much
+    /// longer; at most 1ms.
+    pub coalesce: Duration,
     /// Codec on byte streams (`codec`, default framed).
     pub codec: Codec,
     /// Append a CRC32C to every frame (`crc`, default false).
@@ -138,6 +145,7 @@ impl Default for Options {
             handshake_timeout: Duration::from_secs(5),
             wait: WaitStrategy::Block,
             spin: Duration::from_micros(50),
+            coalesce: Duration::from_micros(2),
             codec: Codec::Framed,
             crc: false,
             heartbeat: None,
@@ -186,6 +194,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("handshake_timeout", FRAMED),
     ("wait", LINKS),
     ("spin", LINKS),
+    ("coalesce", &[Pipe, Fifo, Unix, Tcp, Tls]),
     ("codec", STREAMS),
     ("crc", FRAMED),
     ("heartbeat", &[Tcp, Tls]),
@@ -292,6 +301,14 @@ impl Options {
                 "timeout" => o.timeout = parse_duration(value).map_err(err)?,
                 "handshake_timeout" => o.handshake_timeout = parse_duration(value).map_err(err)?,
                 "spin" => o.spin = parse_duration(value).map_err(err)?,
+                "coalesce" => {
+                    o.coalesce = parse_duration(value).map_err(err)?;
+                    if o.coalesce > Duration::from_millis(1) {
+                        return Err(err(
+                            "at most 1ms: the wait spins (use `0` to read at once)".into()
+                        ));
+                    }
+                }
                 "liveness" => o.liveness = parse_duration(value).map_err(err)?,
                 "heartbeat" => {
                     let d = parse_duration(value).map_err(err)?;
@@ -411,6 +428,9 @@ impl Options {
         }
         if self.spin != d.spin {
             put("spin", format_duration(self.spin));
+        }
+        if self.coalesce != d.coalesce {
+            put("coalesce", format_duration(self.coalesce));
         }
         if self.codec != d.codec {
             let name = match self.codec {
@@ -617,6 +637,26 @@ mod tests {
         );
         let e = Options::parse(Scheme::Tcp, Some("colour=red")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    /// Read coalescing: on byte streams only, bounded, `0` turns it off,
+    /// and a value set in code comes back in the URL.
+    #[test]
+    fn coalesce_is_a_bounded_stream_option() {
+        assert_eq!(
+            Options::parse(Scheme::Pipe, None).unwrap().coalesce,
+            Duration::from_micros(2)
+        );
+        let off = Options::parse(Scheme::Fifo, Some("coalesce=0")).unwrap();
+        assert_eq!(off.coalesce, Duration::ZERO);
+        assert_eq!(off.to_query(), "coalesce=0s");
+        let e = Options::parse(Scheme::Tcp, Some("coalesce=2s")).unwrap_err();
+        assert!(e.to_string().contains("at most 1ms"), "{e}");
+        // A datagram per read: nothing to coalesce.
+        for scheme in [Scheme::UnixSeq, Scheme::Shm] {
+            let e = Options::parse(scheme, Some("coalesce=1us")).unwrap_err();
+            assert!(e.to_string().contains("coalesce"), "{e}");
+        }
     }
 
     #[test]

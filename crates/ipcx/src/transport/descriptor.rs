@@ -153,11 +153,13 @@ impl Descriptor {
     /// `may_block`, a read on a blocking descriptor sleeps until data comes;
     /// otherwise every read returns `WouldBlock` instead of sleeping.
     /// At most `max_fds` descriptors per message are accepted.
+    /// A blocking read paces itself with `pace` (see [`Pace`]).
     pub(crate) fn source<'a>(
         &'a self,
         fds: &'a mut VecDeque<OwnedFd>,
         max_fds: usize,
         may_block: bool,
+        pace: &'a mut Pace,
     ) -> DescriptorSource<'a> {
         DescriptorSource {
             ch: self,
@@ -165,6 +167,7 @@ impl Descriptor {
             check_first: !may_block && self.is_blocking(),
             may_block,
             max_fds,
+            pace,
         }
     }
 }
@@ -176,6 +179,36 @@ pub(crate) struct DescriptorSource<'a> {
     check_first: bool,
     max_fds: usize,
     may_block: bool,
+    pace: &'a mut Pace,
+}
+
+/// Reads that bring less than this are small (see [`Pace`]): fewer than
+/// about six 64-byte frames.
+const SMALL_READ: usize = 512;
+
+/// Read coalescing on a byte stream ([`Options::coalesce`](crate::Options::coalesce), `?coalesce=`): after a blocking read
+/// that brought little, the next one waits `delay` (spinning) before it
+/// reads, so that it takes in one call what a streaming writer sends
+/// meanwhile. A reader that keeps pace with a writer of small messages
+/// otherwise reads them one per call, and each read contends with the
+/// writer for the pipe or socket: on two cores, 64-byte frames read one by
+/// one cap a stream below the bare `write`/`read` pair, while batches of a
+/// few make it faster (docs/BENCHMARKS.md). What it costs: a message that
+/// arrives within `delay` after a small read waits up to `delay` more; a
+/// message that arrives later, or the first of a burst, none.
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    delay: std::time::Duration,
+    small: bool,
+}
+
+impl Pace {
+    pub(crate) fn new(delay: std::time::Duration) -> Pace {
+        Pace {
+            delay,
+            small: false,
+        }
+    }
 }
 
 impl DescriptorSource<'_> {
@@ -196,6 +229,28 @@ impl DescriptorSource<'_> {
 impl ReadSource for DescriptorSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.ready()?;
+        if self.may_block && self.pace.small && !self.pace.delay.is_zero() {
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.pace.delay {
+                std::hint::spin_loop();
+            }
+        }
+        let n = self.read_now(buf)?;
+        self.pace.small = n < SMALL_READ;
+        Ok(n)
+    }
+
+    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        // Only the rest of a payload is read this way; descriptors always
+        // arrive with a frame's first bytes, which `read` takes.
+        self.ready()?;
+        self.pace.small = false;
+        sys::fd::read_append(self.ch.fd(), out, max)
+    }
+}
+
+impl DescriptorSource<'_> {
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.ch.kind.passes_fds() {
             let r = sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)?;
             if r.truncated {
@@ -220,12 +275,5 @@ impl ReadSource for DescriptorSource<'_> {
         } else {
             sys::fd::read(self.ch.fd(), buf)
         }
-    }
-
-    fn read_append(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        // Only the rest of a payload is read this way; descriptors always
-        // arrive with a frame's first bytes, which `read` takes.
-        self.ready()?;
-        sys::fd::read_append(self.ch.fd(), out, max)
     }
 }

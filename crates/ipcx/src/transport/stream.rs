@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::descriptor::Descriptor;
+use super::descriptor::{Descriptor, Pace};
 use super::link::{Shared, Until};
 use super::outgoing::{Outgoing, Part, Parts};
 use crate::endpoint::{Codec, Endpoint, WaitStrategy};
@@ -31,6 +31,7 @@ pub(crate) struct StreamRx {
     wait: WaitStrategy,
     spin: std::time::Duration,
     max_fds: usize,
+    pace: Pace,
     failed: Option<ErrorKind>,
     shared: Arc<Shared>,
 }
@@ -76,6 +77,12 @@ impl StreamRx {
             wait: o.wait,
             spin: o.spin,
             max_fds: o.max_fds,
+            // A datagram per read: nothing to coalesce.
+            pace: Pace::new(if packet {
+                std::time::Duration::ZERO
+            } else {
+                o.coalesce
+            }),
             failed: None,
             shared,
         }
@@ -243,8 +250,12 @@ impl StreamRx {
             r = if buffered_only {
                 self.dec.poll(&mut wire::NothingYet)
             } else {
-                self.dec
-                    .poll(&mut ch.source(&mut self.fds, self.max_fds, may_block))
+                self.dec.poll(&mut ch.source(
+                    &mut self.fds,
+                    self.max_fds,
+                    may_block,
+                    &mut self.pace,
+                ))
             }
             .and_then(|d| self.accept_decoded(d));
             // A hello was consumed: what follows it may already be buffered.
@@ -378,11 +389,59 @@ impl StreamTx {
         fds: &[BorrowedFd<'_>],
         until: Until,
     ) -> Result<()> {
+        if fds.is_empty() && self.unsent.is_empty() && matches!(until, Until::Forever) {
+            if let Some(sent) = self.send_small(kind, msg) {
+                return sent;
+            }
+        }
         self.flush(until)?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let sent = self.write_frame(kind, msg, fds, until, &mut scratch);
         self.scratch = scratch;
         sent
+    }
+
+    /// The usual send at the cost of one bare `write`: a framed message of
+    /// at most [`COPY_UP_TO`] bytes, with no descriptors and nothing of an
+    /// earlier message before it, copied behind its header and written in
+    /// one call. `None` leaves the message to the general way (another
+    /// kind of message, a link that failed, a descriptor that would not
+    /// take it at once); a descriptor that took part of it has the rest
+    /// written here.
+    fn send_small(&mut self, kind: u8, msg: &[u8]) -> Option<Result<()>> {
+        let small = self.codec == Codec::Framed
+            && !self.failed
+            && msg.len() <= COPY_UP_TO.min(self.frame_max)
+            && msg.len() as u64 <= self.shared.peer_max.load(Ordering::Acquire);
+        if !small {
+            return None;
+        }
+        if !self.shared.sent.load(Ordering::Relaxed) {
+            self.shared.sent.store(true, Ordering::Relaxed);
+        }
+        let header = self.header(kind, msg, 0).encode();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&header);
+        self.scratch.extend_from_slice(msg);
+        match self
+            .ch
+            .write(&[std::io::IoSlice::new(&self.scratch)], &[], false)
+        {
+            Ok(n) if n == self.scratch.len() => Some(Ok(())),
+            Ok(n) => {
+                self.unsent.push_back(self.scratch[n..].to_vec());
+                Some(self.flush(Until::Forever))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(e) => Some(Err(self.write_failed(e))),
+        }
     }
 
     fn write_frame(
