@@ -196,21 +196,9 @@ fn descriptor_limits_are_enforced() {
 /// A raw peer: says hello, then sends three one-byte messages whose frames
 /// announce no descriptor, each carrying two.
 fn flood_descriptors(path: &str) {
-    use ipcx::wire::{Header, Hello, KIND_DATA, KIND_HELLO};
+    use ipcx::wire::{Hello, KIND_DATA, KIND_HELLO};
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-    let frame = |kind, payload: &[u8]| {
-        let mut f = Header {
-            kind,
-            flags: 0,
-            nfds: 0,
-            len: payload.len() as u64,
-            crc: 0,
-        }
-        .encode()
-        .to_vec();
-        f.extend_from_slice(payload);
-        f
-    };
+    let frame = common::raw_frame;
     let mut raw = std::os::unix::net::UnixStream::connect(path).expect("connect");
     raw.write_all(&frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode()))
         .expect("hello");

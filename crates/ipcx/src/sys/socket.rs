@@ -182,7 +182,7 @@ pub fn send(
 }
 
 /// What [`recv`] received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Received {
     /// Bytes received.
     pub bytes: usize,
@@ -220,6 +220,94 @@ pub fn recv(
         truncated: r.flags.contains(ReturnFlags::TRUNC),
         fds_truncated: r.flags.contains(ReturnFlags::CTRUNC),
     })
+}
+
+/// Most datagrams [`recv_batch`] takes in one call.
+pub const BATCH: usize = 8;
+
+/// Control bytes for [`MAX_FDS`] descriptors, in 8-byte words (so that
+/// the buffer is aligned for `cmsghdr`).
+const CONTROL_WORDS: usize = rustix::cmsg_space!(ScmRights(MAX_FDS)).div_ceil(8);
+
+/// Receives up to [`BATCH`] datagrams in one call, one into each of
+/// `slots`, queueing their descriptors (close-on-exec) in order onto
+/// `fds`, and records what each brought in `got`; returns how many came.
+/// Sleeps (unless `dont_wait`) until the first comes, and takes only those
+/// already queued behind it. A datagram longer than its slot is cut
+/// (`truncated`). End of stream is one datagram of 0 bytes. See
+/// `recvmmsg(2)` (`MSG_WAITFORONE`).
+pub fn recv_batch(
+    fd: BorrowedFd<'_>,
+    slots: &mut [&mut [u8]],
+    fds: &mut VecDeque<OwnedFd>,
+    dont_wait: bool,
+    got: &mut [Received; BATCH],
+) -> io::Result<usize> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let n = slots.len().min(BATCH);
+    let mut control = [[MaybeUninit::<u64>::uninit(); CONTROL_WORDS]; BATCH];
+    // SAFETY: iovec and mmsghdr are plain C structs; all zeroes is a valid
+    // (empty) value of each.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iov[i] = libc::iovec {
+            iov_base: slots[i].as_mut_ptr().cast(),
+            iov_len: slots[i].len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_iov = &mut iov[i];
+        h.msg_iovlen = 1;
+        h.msg_control = control[i].as_mut_ptr().cast();
+        h.msg_controllen = std::mem::size_of_val(&control[i]);
+    }
+    let mut flags = libc::MSG_WAITFORONE | libc::MSG_CMSG_CLOEXEC;
+    if dont_wait {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    // SAFETY: every header points at its own iovec (one slice of `slots`,
+    // borrowed mutably for the call) and its own control buffer, each with
+    // its true length; `n` headers are initialised; no timeout.
+    let r = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let received = r as usize;
+    for (h, g) in hdrs.iter().zip(got.iter_mut()).take(received) {
+        let m = &h.msg_hdr;
+        // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed
+        // control messages into this header's buffer; CMSG_FIRSTHDR and
+        // CMSG_NXTHDR stay within it. Each SCM_RIGHTS payload holds
+        // descriptors the kernel just installed in this process, owned by
+        // nobody else, read unaligned as the macros promise no alignment.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(m);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                    for k in 0..len / std::mem::size_of::<libc::c_int>() {
+                        fds.push_back(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(m, c);
+            }
+        }
+        *g = Received {
+            bytes: h.msg_len as usize,
+            truncated: m.msg_flags & libc::MSG_TRUNC != 0,
+            fds_truncated: m.msg_flags & libc::MSG_CTRUNC != 0,
+        };
+    }
+    Ok(received)
 }
 
 /// Process id, user id and group id of the peer, as the kernel recorded

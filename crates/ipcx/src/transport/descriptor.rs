@@ -196,10 +196,16 @@ const SMALL_READ: usize = 512;
 /// few make it faster (docs/BENCHMARKS.md). What it costs: a message that
 /// arrives within `delay` after a small read waits up to `delay` more; a
 /// message that arrives later, or the first of a burst, none.
+///
+/// On a packet socket a read after a small one takes every datagram
+/// already queued, up to [`sys::socket::BATCH`], in one call.
 #[derive(Debug, Default)]
 pub(crate) struct Pace {
     delay: std::time::Duration,
     small: bool,
+    /// What was wrong with a datagram of a batch, for the read after the
+    /// one that gives the good datagrams before it.
+    held: Option<io::Error>,
 }
 
 impl Pace {
@@ -207,6 +213,7 @@ impl Pace {
         Pace {
             delay,
             small: false,
+            held: None,
         }
     }
 }
@@ -235,6 +242,9 @@ impl ReadSource for DescriptorSource<'_> {
                 std::hint::spin_loop();
             }
         }
+        if let Some(e) = self.pace.held.take() {
+            return Err(e);
+        }
         let n = self.read_now(buf)?;
         self.pace.small = n < SMALL_READ;
         Ok(n)
@@ -251,29 +261,82 @@ impl ReadSource for DescriptorSource<'_> {
 
 impl DescriptorSource<'_> {
     fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.ch.kind.passes_fds() {
-            let r = sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)?;
-            if r.truncated {
-                return Err(io::Error::other(FrameError::PacketTruncated(buf.len())));
-            }
-            if r.fds_truncated {
-                return Err(io::Error::other(FrameError::Fds(
-                    "more descriptors than one message may carry; the kernel closed the rest"
-                        .into(),
-                )));
-            }
-            // Bytes in flight hold at most the current message's descriptors
-            // and those of the next frame; more is a flood.
-            if self.fds.len() > 2 * self.max_fds {
-                return Err(io::Error::other(FrameError::Fds(format!(
-                    "{} received ahead of their messages (limit {} per message, ?max_fds=)",
-                    self.fds.len(),
-                    self.max_fds
-                ))));
-            }
-            Ok(r.bytes)
-        } else {
-            sys::fd::read(self.ch.fd(), buf)
+        if !self.ch.kind.passes_fds() {
+            return sys::fd::read(self.ch.fd(), buf);
         }
+        let batch = self.ch.kind.is_packet() && self.pace.small && buf.len() >= 2 * PACKET_SLOT;
+        let (bytes, datagrams) = if batch {
+            self.recv_datagrams(buf)?
+        } else {
+            let r = sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)?;
+            check_received(&r, buf.len())?;
+            (r.bytes, 1)
+        };
+        // Bytes in flight hold at most the current message's descriptors
+        // and those of each frame read since; more is a flood.
+        if self.fds.len() > (datagrams + 1) * self.max_fds {
+            return Err(io::Error::other(FrameError::Fds(format!(
+                "{} received ahead of their messages (limit {} per message, ?max_fds=)",
+                self.fds.len(),
+                self.max_fds
+            ))));
+        }
+        Ok(bytes)
     }
+
+    /// Datagrams several per call, after a small read (see [`Pace`]):
+    /// each into a slot that holds the largest frame a sender makes, then
+    /// moved up behind the first, as one read of a stream would have left
+    /// them. Returns the bytes and the datagrams taken.
+    fn recv_datagrams(&mut self, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+        let mut got = [sys::socket::Received::default(); sys::socket::BATCH];
+        let mut slots: [&mut [u8]; sys::socket::BATCH] = Default::default();
+        let mut k = 0;
+        for (slot, chunk) in slots.iter_mut().zip(buf.chunks_exact_mut(PACKET_SLOT)) {
+            *slot = chunk;
+            k += 1;
+        }
+        let taken = sys::socket::recv_batch(
+            self.ch.fd(),
+            &mut slots[..k],
+            self.fds,
+            !self.may_block,
+            &mut got,
+        )?;
+        let mut total = 0;
+        for (i, r) in got[..taken].iter().enumerate() {
+            if let Err(e) = check_received(r, PACKET_SLOT) {
+                if i == 0 {
+                    return Err(e);
+                }
+                self.pace.held = Some(e);
+                break;
+            }
+            if r.bytes == 0 {
+                // The end of the stream: the next read sees it again.
+                break;
+            }
+            if i > 0 {
+                buf.copy_within(i * PACKET_SLOT..i * PACKET_SLOT + r.bytes, total);
+            }
+            total += r.bytes;
+        }
+        Ok((total, taken))
+    }
+}
+
+/// Room for one datagram of a batch: as much as a single read gives one.
+const PACKET_SLOT: usize = crate::wire::PACKET_MAX;
+
+/// A datagram cut short, or descriptors the kernel had to close: errors.
+fn check_received(r: &sys::socket::Received, room: usize) -> io::Result<()> {
+    if r.truncated {
+        return Err(io::Error::other(FrameError::PacketTruncated(room)));
+    }
+    if r.fds_truncated {
+        return Err(io::Error::other(FrameError::Fds(
+            "more descriptors than one message may carry; the kernel closed the rest".into(),
+        )));
+    }
+    Ok(())
 }

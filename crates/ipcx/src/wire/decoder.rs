@@ -13,10 +13,54 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// Size of the read buffer; a small message arrives with its header in one read.
 const BUF_LEN: usize = 96 << 10;
-/// Size of the read buffer of a packet source: larger than any datagram a
-/// Unix socket can carry with the default send buffer (208 KiB), so none is
+/// The largest datagram a packet source reads whole: more than a Unix
+/// socket can carry with the default send buffer (208 KiB), so none is
 /// ever truncated.
-pub const PACKET_BUF_LEN: usize = 256 << 10;
+pub const PACKET_MAX: usize = 256 << 10;
+/// Size of the read buffer of a packet source: room for a batch of eight
+/// of the largest datagrams, which a read of several at once needs (the
+/// transport's `recv_batch`). Mapped, so that only the pages data lands
+/// on are taken.
+const PACKET_BUF_LEN: usize = 8 * PACKET_MAX;
+
+/// A decoder's read buffer.
+#[derive(Debug)]
+enum ReadBuf {
+    Heap(Box<[u8]>),
+    Pages(crate::sys::mem::Pages),
+}
+
+impl ReadBuf {
+    fn new(packet: bool) -> ReadBuf {
+        if !packet {
+            return ReadBuf::Heap(vec![0; BUF_LEN].into_boxed_slice());
+        }
+        match crate::sys::mem::Pages::new(PACKET_BUF_LEN) {
+            Ok(p) => ReadBuf::Pages(p),
+            // Without the room for a batch, datagrams come one per read.
+            Err(_) => ReadBuf::Heap(vec![0; PACKET_MAX].into_boxed_slice()),
+        }
+    }
+}
+
+impl std::ops::Deref for ReadBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBuf::Heap(b) => b,
+            ReadBuf::Pages(p) => p,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            ReadBuf::Heap(b) => b,
+            ReadBuf::Pages(p) => p,
+        }
+    }
+}
 /// Payload still missing at which reads go straight into the message.
 const DIRECT_MIN: usize = 16 << 10;
 /// Bytes read into the buffer after a large message (see `fill`).
@@ -80,7 +124,7 @@ pub struct Decoder {
     codec: Codec,
     limit: usize,
     packet: bool,
-    buf: Box<[u8]>,
+    buf: ReadBuf,
     start: usize,
     end: usize,
     /// Header of the frame whose payload is being read, if any.
@@ -103,7 +147,7 @@ impl Decoder {
             codec,
             limit,
             packet,
-            buf: vec![0; if packet { PACKET_BUF_LEN } else { BUF_LEN }].into_boxed_slice(),
+            buf: ReadBuf::new(packet),
             start: 0,
             end: 0,
             frame: None,

@@ -20,7 +20,7 @@ mod decoder;
 pub(crate) mod fuzz;
 mod hello;
 
-pub use decoder::{Decoded, Decoder, ReadSource};
+pub use decoder::{Decoded, Decoder, PACKET_MAX, ReadSource};
 pub(crate) use decoder::{NothingYet, frame_err};
 #[doc(hidden)]
 pub use hello::Hello;

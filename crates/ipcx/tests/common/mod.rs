@@ -749,3 +749,19 @@ pub fn typed<T>(what: &str, r: ipcx::Result<T>) {
         );
     }
 }
+
+/// One frame as a peer that is not ipcx would write it: a header with no
+/// flags and no descriptors, then `payload`.
+pub fn raw_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = ipcx::wire::Header {
+        kind,
+        flags: 0,
+        nfds: 0,
+        len: payload.len() as u64,
+        crc: 0,
+    }
+    .encode()
+    .to_vec();
+    f.extend_from_slice(payload);
+    f
+}

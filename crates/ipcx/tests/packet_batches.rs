@@ -1,0 +1,137 @@
+//! `unixseq:` reads every datagram already queued in one call once a read
+//! brought little (`recvmmsg`): a burst must come out as it went in, each
+//! message whole and in order with its own descriptors, and a bad datagram
+//! inside a batch is reported after the good ones before it.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+
+use common::{Test, param, set_param};
+use ipcx::{ErrorKind, FrameError, Listener};
+
+const MESSAGES: u32 = 3000;
+
+/// Message `i`: its number, then a length that varies from a few bytes to
+/// two frames of a datagram socket (150 KiB every 500th, split at 128 KiB).
+fn message(i: u32) -> Vec<u8> {
+    let len = if i % 500 == 499 {
+        150 << 10
+    } else {
+        4 + (i as usize * 37) % 300
+    };
+    let mut m = common::payload(len, u64::from(i));
+    m[..4].copy_from_slice(&i.to_le_bytes());
+    m
+}
+
+/// Every 100th message carries a descriptor of a file holding its number.
+fn carries_fd(i: u32) -> bool {
+    i % 100 == 7
+}
+
+#[test]
+fn a_burst_of_datagrams_comes_whole_in_order_with_its_descriptors() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let dir = std::path::PathBuf::from(param("DIR"));
+        let mut link = common::connect(&param("URL"));
+        for i in 0..MESSAGES {
+            if carries_fd(i) {
+                let path = dir.join(format!("fd-{i}"));
+                File::create(&path)
+                    .and_then(|mut f| f.write_all(i.to_string().as_bytes()))
+                    .expect("write the file");
+                let f = File::open(&path).expect("open the file");
+                link.send_fds(&message(i), &[f.as_fd()]).expect("send_fds");
+            } else {
+                link.send(&message(i)).expect("send");
+            }
+        }
+        assert_eq!(link.recv().expect("recv"), b"all here");
+        return;
+    }
+    let dir = t.scratch();
+    let url = dir.url("unixseq", "s.sock");
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let mut child = t.spawn("sender", |c| {
+        set_param(c, "URL", &url);
+        set_param(c, "DIR", &dir.dir().display().to_string())
+    });
+    let mut link = common::accept(&mut listener, &mut child);
+    // Let a burst queue up, so that reads take many datagrams at once.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for i in 0..MESSAGES {
+        let (msg, fds) = link.recv_fds().expect("recv_fds");
+        common::assert_same(&msg, &message(i), &format!("message {i}"));
+        if carries_fd(i) {
+            assert_eq!(fds.len(), 1, "message {i} came without its descriptor");
+            let mut s = String::new();
+            File::from(fds.into_iter().next().unwrap())
+                .read_to_string(&mut s)
+                .expect("read through the descriptor");
+            assert_eq!(
+                s,
+                i.to_string(),
+                "message {i} came with another's descriptor"
+            );
+        } else {
+            assert!(
+                fds.is_empty(),
+                "message {i} came with {} descriptors",
+                fds.len()
+            );
+        }
+    }
+    link.send(b"all here").expect("send");
+    child.finish();
+}
+
+/// A raw peer: hello, five small frames back to back, then one datagram
+/// longer than any read takes whole (its send buffer raised for it).
+fn oversized_after_five(path: &str) {
+    use ipcx::wire::{Hello, KIND_DATA, KIND_HELLO};
+    use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketType, sockopt};
+    let frame = common::raw_frame;
+    let s = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
+    sockopt::set_socket_send_buffer_size(&s, 4 << 20).expect("SO_SNDBUF");
+    rustix::net::connect(&s, &SocketAddrUnix::new(path).expect("address")).expect("connect");
+    let send = |bytes: &[u8]| {
+        rustix::net::send(&s, bytes, SendFlags::NOSIGNAL).expect("send");
+    };
+    send(&frame(KIND_HELLO, &Hello::new(false, 16 << 20).encode()));
+    for i in 0..5u8 {
+        send(&frame(KIND_DATA, &[i; 10]));
+    }
+    send(&frame(KIND_DATA, &vec![9u8; 300 << 10]));
+    // Until the server closes the link.
+    let _ = rustix::net::recv(&s, &mut [0u8; 64], rustix::net::RecvFlags::empty());
+}
+
+#[test]
+fn a_datagram_too_long_in_a_batch_is_reported_after_those_before_it() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return oversized_after_five(&param("PATH"));
+    }
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!("unixseq:{}", path.display());
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let mut child = t.spawn("raw", |c| set_param(c, "PATH", &path.display().to_string()));
+    let mut link = common::accept(&mut listener, &mut child);
+    // All six datagrams queued: the second read takes the rest in one call.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for i in 0..5u8 {
+        assert_eq!(link.recv().expect("a small frame"), [i; 10]);
+    }
+    let err = link.recv().expect_err("a datagram of 300 KiB");
+    assert!(
+        matches!(err.kind(), ErrorKind::Frame(FrameError::PacketTruncated(n)) if *n == 256 << 10),
+        "{err}"
+    );
+    drop(link);
+    child.finish();
+}
