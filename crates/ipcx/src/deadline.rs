@@ -43,6 +43,12 @@ impl Backoff {
         }
     }
 
+    /// Pauses from `first`, doubling up to `cap`: for a wait whose event
+    /// usually comes within microseconds.
+    pub(crate) fn starting_at(first: Duration, cap: Duration) -> Backoff {
+        Backoff { pause: first, cap }
+    }
+
     /// The next pause (for a caller that waits its own way, as an async
     /// task does).
     #[cfg_attr(not(feature = "async"), allow(dead_code))]

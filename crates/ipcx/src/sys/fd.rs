@@ -38,6 +38,47 @@ pub fn wait(fd: BorrowedFd<'_>, interest: Interest, deadline: Option<Instant>) -
     Ok(wait_many(&mut fds, deadline)? > 0)
 }
 
+/// How many bytes `fd` (a pipe, a FIFO or a socket) holds unread, asked
+/// without `poll(2)`, which leaves a mark on a pipe (see
+/// [`crate::transport`]'s quiet handshake). See `ioctl(2)` `FIONREAD`.
+pub fn bytes_ready(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(rustix::io::ioctl_fionread(fd)?)
+}
+
+/// A watch for writes into the file at `path` (a FIFO): `watch` (an
+/// inotify descriptor, non-blocking) becomes readable once a process wrote
+/// into it. See `inotify(7)` `IN_MODIFY`. Returns the watch's number.
+pub fn watch_writes(watch: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<i32> {
+    use rustix::fs::inotify::WatchFlags;
+    Ok(rustix::fs::inotify::add_watch(
+        watch,
+        path,
+        WatchFlags::MODIFY | WatchFlags::DONT_FOLLOW,
+    )?)
+}
+
+/// Ends the watch `wd` of [`watch_writes`] and discards the events `watch`
+/// holds.
+pub fn unwatch(watch: BorrowedFd<'_>, wd: i32) {
+    // Already gone with its file: nothing to end.
+    let _ = rustix::fs::inotify::remove_watch(watch, wd);
+    drain_events(watch);
+}
+
+/// Discards what the inotify descriptor `watch` (non-blocking) holds.
+pub fn drain_events(watch: BorrowedFd<'_>) {
+    let mut buf = [0u8; 1024];
+    while matches!(rustix::io::read(watch, &mut buf), Ok(n) if n > 0) {}
+}
+
+/// A non-blocking inotify descriptor. See `inotify_init1(2)`.
+pub fn watcher() -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::inotify::CreateFlags;
+    Ok(rustix::fs::inotify::init(
+        CreateFlags::CLOEXEC | CreateFlags::NONBLOCK,
+    )?)
+}
+
 /// Runs `op` on the non-blocking `fd` until it stops saying `WouldBlock`
 /// (or `EINTR`), waiting for `interest` in between; `Ok(None)` once
 /// `deadline` passed with `op` still blocked.

@@ -67,6 +67,9 @@ pub(crate) struct Descriptor {
     fd: OwnedFd,
     kind: FdKind,
     blocking: AtomicBool,
+    /// A FIFO's read end opened before its writer: it reads as the end of
+    /// the stream until the writer comes.
+    eof_until_writer: bool,
     /// The listener's count of served connections, once this one is
     /// served (not while its hello is pending).
     slot: std::sync::OnceLock<ServedSlot>,
@@ -79,6 +82,7 @@ impl Descriptor {
             fd,
             kind,
             blocking: AtomicBool::new(false),
+            eof_until_writer: false,
             slot: std::sync::OnceLock::new(),
         }
     }
@@ -90,6 +94,22 @@ impl Descriptor {
         // An optimization only: the default size works too.
         let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
         Arc::new(Descriptor::new(fd, FdKind::Pipe))
+    }
+
+    /// A FIFO's read end opened before any writer (see
+    /// [`Descriptor::eof_until_writer`]).
+    pub(crate) fn fifo_before_writer(fd: OwnedFd) -> Arc<Descriptor> {
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
+        Arc::new(Descriptor {
+            eof_until_writer: true,
+            ..Descriptor::new(fd, FdKind::Pipe)
+        })
+    }
+
+    /// Whether a read that finds nothing may mean "no writer yet" rather
+    /// than the end: read only once bytes are there.
+    pub(crate) fn eof_until_writer(&self) -> bool {
+        self.eof_until_writer
     }
 
     /// Counts this connection as served until the descriptor drops.

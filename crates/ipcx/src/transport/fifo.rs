@@ -51,6 +51,11 @@ pub(crate) struct FifoListener {
     /// The read descriptor of the link accepted last: a FIFO serves one peer
     /// at a time, so the next accept waits until that link is dropped.
     active: Weak<Descriptor>,
+    /// What an accept waits on for a writer's first bytes (an inotify
+    /// watch for writes to `path`, only while it waits), not the FIFO
+    /// itself: a pipe that was once polled makes each later write wake its
+    /// wait queue (see `StreamRx::await_hello`).
+    watcher: OwnedFd,
     _registration: Registration,
 }
 
@@ -84,6 +89,7 @@ impl FifoListener {
             }
         }
         Ok(FifoListener {
+            watcher: sys::fd::watcher().map_err(|e| Error::io("bind", e).at(ep))?,
             path,
             reply,
             waiting: None,
@@ -107,7 +113,7 @@ impl FifoListener {
             Some(rd) => rd,
             None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
         };
-        if !sys::fd::wait(std::os::fd::AsFd::as_fd(&rd), Interest::Read, deadline).map_err(err)? {
+        if !self.first_bytes(&rd, deadline).map_err(err)? {
             self.waiting = Some(rd);
             return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
         }
@@ -131,6 +137,43 @@ impl FifoListener {
             link.finish_handshake(crate::deadline::far_after(o.handshake_timeout))?;
         }
         Ok(link)
+    }
+}
+
+/// How often a waiting accept looks at the FIFO itself, in case its file
+/// system reports no writes to the watch.
+const UNWATCHED_SLICE: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl FifoListener {
+    /// Waits until a writer has written into the FIFO (read end `rd`), or
+    /// `deadline`: `false` then.
+    fn first_bytes(&self, rd: &OwnedFd, deadline: Option<Instant>) -> std::io::Result<bool> {
+        use std::os::fd::AsFd;
+        let watcher = self.watcher.as_fd();
+        let wd = sys::fd::watch_writes(watcher, &self.path)?;
+        let arrived = loop {
+            // Bytes written before the watch began are seen here.
+            match sys::fd::bytes_ready(rd.as_fd()) {
+                Ok(0) => {}
+                Ok(_) => break Ok(true),
+                Err(e) => break Err(e),
+            }
+            // A file system that reports no writes (some FUSE ones) still
+            // gets its bytes seen, a slice later.
+            let slice = Instant::now() + UNWATCHED_SLICE;
+            match sys::fd::wait(
+                watcher,
+                Interest::Read,
+                Some(deadline.map_or(slice, |d| d.min(slice))),
+            ) {
+                Ok(true) => sys::fd::drain_events(watcher),
+                Ok(false) if deadline.is_some_and(|d| Instant::now() >= d) => break Ok(false),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        sys::fd::unwatch(watcher, wd);
+        arrived
     }
 }
 
@@ -176,7 +219,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
             let (rd, wr) = match reply {
                 Some(_) => {
                     let wr = retry_until(ep, deadline, || sys::fs::open_fifo(&path, true))?;
-                    (Some(Descriptor::pipe(first)), wr)
+                    (Some(Descriptor::fifo_before_writer(first)), wr)
                 }
                 None => (None, first),
             };

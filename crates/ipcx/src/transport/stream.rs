@@ -100,38 +100,72 @@ impl StreamRx {
     }
 
     /// Waits until the peer's hello arrived and matched ours.
+    ///
+    /// On a pipe or FIFO without `poll(2)`: once a pipe has been polled,
+    /// Linux makes every later `write` into it wake its wait queue, even
+    /// with nobody waiting (`pipe->poll_usage`), which cost a stream of
+    /// 64-byte messages about a fifth of its rate (docs/ARCHITECTURE.md).
+    /// The read end is read without blocking between short pauses, and a
+    /// FIFO end opened before its writer (which reads as the end until
+    /// the writer comes) only once it holds bytes (`FIONREAD`).
     pub(crate) fn await_hello(&mut self, deadline: Instant) -> Result<()> {
-        while self.hello.is_some() {
+        let ch = self.ch.clone();
+        let pipe = !ch.kind().is_socket();
+        let blocking = ch.is_blocking();
+        if pipe && blocking {
+            ch.set_blocking(false)
+                .map_err(|e| Error::io("connect", e))?;
+        }
+        let mut backoff = crate::deadline::Backoff::starting_at(
+            std::time::Duration::from_micros(20),
+            std::time::Duration::from_millis(10),
+        );
+        let mut first = true;
+        let r = loop {
+            if self.hello.is_none() {
+                break Ok(());
+            }
             // Wait before reading: the read end of a FIFO reads as end of
             // stream until the peer has opened its write end.
-            let ch = &self.ch;
-            if !sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
-                .map_err(|e| Error::io("connect", e))?
-            {
-                return Err(Error::new(
-                    ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
-                    "connect",
-                )
-                .at(&self.shared.url));
-            }
-            if let Err(e) = self.poll_hello() {
-                if !e.is_closed() {
-                    return Err(e);
+            let arrived = if pipe {
+                pipe_readable(&ch, &mut backoff, deadline, std::mem::take(&mut first))
+            } else {
+                sys::fd::wait(ch.fd(), Interest::Read, Some(deadline))
+            };
+            match arrived.map_err(|e| Error::io("connect", e)) {
+                Err(e) => break Err(e),
+                Ok(false) => {
+                    break Err(Error::new(
+                        ErrorKind::Handshake("the peer sent no hello in time (is it an ipcx endpoint with codec=framed?)".into()),
+                        "connect",
+                    )
+                    .at(&self.shared.url));
                 }
-                return Err(Error::new(
-                    ErrorKind::Handshake(
-                        "the peer closed the connection before its hello: the listener may be at its \
-                         ?max_conns= limit, or not be an ipcx endpoint"
-                            .into(),
-                    ),
-                    "connect",
-                )
-                .at(&self.shared.url));
+                Ok(true) => {}
+            }
+            match self.poll_hello() {
+                Err(e) if e.is_closed() => {
+                    break Err(Error::new(
+                        ErrorKind::Handshake(
+                            "the peer closed the connection before its hello: the listener may be at its \
+                             ?max_conns= limit, or not be an ipcx endpoint"
+                                .into(),
+                        ),
+                        "connect",
+                    )
+                    .at(&self.shared.url));
+                }
+                Err(e) => break Err(e),
+                Ok(_) => {}
+            }
+        };
+        if pipe && blocking {
+            if let Err(e) = ch.set_blocking(true) {
+                tracing::debug!(error = %e, "a pipe end stays non-blocking");
             }
         }
-        Ok(())
+        r
     }
-
     /// Reads what has arrived of the peer's hello; `true` once it matched.
     pub(crate) fn poll_hello(&mut self) -> Result<bool> {
         if self.hello.is_none() {
@@ -152,6 +186,26 @@ impl StreamRx {
             .at(&self.shared.url)),
         }
     }
+}
+
+/// Whether to read a pipe end (non-blocking) now, after a pause unless
+/// `first`: at once, or for an end that reads as the end until its writer
+/// comes, once it holds bytes; `false` when `deadline` passed first.
+fn pipe_readable(
+    ch: &Descriptor,
+    backoff: &mut crate::deadline::Backoff,
+    deadline: Instant,
+    first: bool,
+) -> std::io::Result<bool> {
+    if !first && !backoff.sleep_until(deadline) {
+        return Ok(false);
+    }
+    while ch.eof_until_writer() && sys::fd::bytes_ready(ch.fd())? == 0 {
+        if !backoff.sleep_until(deadline) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// A socket closed with unread bytes in its receive queue is reset, not

@@ -1,0 +1,80 @@
+//! The handshake on pipes and FIFOs waits without `poll(2)` (a polled pipe
+//! makes every later write wake its queue): a FIFO listener waits for a
+//! writer's bytes on an inotify watch and reads the hello without
+//! blocking. What must still hold: a peer that leaves in the middle of its
+//! hello is seen at once as gone, not after the handshake timeout.
+
+mod common;
+
+use std::io::Write;
+
+use common::{Test, param, set_param};
+use ipcx::{ErrorKind, FrameError, Listener};
+
+/// A raw FIFO connector: opens the reply FIFO (kept open, so the listener
+/// can answer) and the request FIFO, writes the first 10 bytes of a hello,
+/// a moment later closes the request FIFO, and waits to be killed.
+fn half_a_hello(path: &str) {
+    use ipcx::wire::{Hello, KIND_HELLO};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without waiting for a writer, as a connector does.
+    let reply = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(format!("{path}.reply"))
+        .expect("open the reply FIFO");
+    let mut request = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the request FIFO");
+    let hello = common::raw_frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode());
+    request.write_all(&hello[..10]).expect("write half a hello");
+    // Most likely read by now: the end then comes to a listener that had
+    // drained the FIFO (either order must end in the same error).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(request);
+    common::ready("gone");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    drop(reply);
+}
+
+#[test]
+fn a_fifo_peer_that_leaves_mid_hello_is_seen_gone_at_once() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return half_a_hello(&param("PATH"));
+    }
+    let dir = t.scratch();
+    let path = dir.path("f");
+    // A handshake timeout longer than the test may take: the error must
+    // come from the end of the stream, not from the clock.
+    let url = format!("fifo:{}?handshake_timeout=10s", path.display());
+    let listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let mut child = t.spawn("half", |c| {
+        set_param(c, "PATH", &path.display().to_string())
+    });
+    let started = std::time::Instant::now();
+    let err = listener
+        .accept_timeout(std::time::Duration::from_secs(30))
+        .expect_err("a peer that left mid-hello");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Frame(FrameError::Truncated {
+                got: 10,
+                expected: 20,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    // Not the 10 s handshake timeout (a bound with room for a slow
+    // machine, not a speed claim).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    child.wait_ready();
+    child.kill();
+}
