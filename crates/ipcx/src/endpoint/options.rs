@@ -55,8 +55,8 @@ pub struct Options {
     pub wait: WaitStrategy,
     /// How long `adaptive` spins before it blocks (`spin`, default 50µs).
     pub spin: Duration,
-    /// Read coalescing on byte streams (`coalesce`, default 2µs, `0`
-    /// off): after a blocking receive's read brought less than 512 bytes,
+    /// Read coalescing on pipes, FIFOs and Unix streams (`coalesce`,
+    /// default 2µs, `0` off): after a blocking receive's read brought less than 512 bytes,
     /// the next read first waits this long, spinning, so that it takes
     /// in one call what a streaming writer sends meanwhile. A message
     /// that arrives within this time of such a read waits up to this much
@@ -194,7 +194,7 @@ const TABLE: &[(&str, &[Scheme])] = &[
     ("handshake_timeout", FRAMED),
     ("wait", LINKS),
     ("spin", LINKS),
-    ("coalesce", &[Pipe, Fifo, Unix, Tcp, Tls]),
+    ("coalesce", &[Pipe, Fifo, Unix]),
     ("codec", STREAMS),
     ("crc", FRAMED),
     ("heartbeat", &[Tcp, Tls]),
@@ -650,10 +650,10 @@ mod tests {
         let off = Options::parse(Scheme::Fifo, Some("coalesce=0")).unwrap();
         assert_eq!(off.coalesce, Duration::ZERO);
         assert_eq!(off.to_query(), "coalesce=0s");
-        let e = Options::parse(Scheme::Tcp, Some("coalesce=2s")).unwrap_err();
+        let e = Options::parse(Scheme::Unix, Some("coalesce=2s")).unwrap_err();
         assert!(e.to_string().contains("at most 1ms"), "{e}");
-        // A datagram per read: nothing to coalesce.
-        for scheme in [Scheme::UnixSeq, Scheme::Shm] {
+        // Datagrams come in batches anyway; TCP segments too slowly.
+        for scheme in [Scheme::UnixSeq, Scheme::Tcp, Scheme::Shm] {
             let e = Options::parse(scheme, Some("coalesce=1us")).unwrap_err();
             assert!(e.to_string().contains("coalesce"), "{e}");
         }
