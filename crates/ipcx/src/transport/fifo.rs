@@ -54,8 +54,9 @@ pub(crate) struct FifoListener {
     /// What an accept waits on for a writer's first bytes (an inotify
     /// watch for writes to `path`, only while it waits), not the FIFO
     /// itself: a pipe that was once polled makes each later write wake its
-    /// wait queue (see `StreamRx::await_hello`).
-    watcher: OwnedFd,
+    /// wait queue (see `StreamRx::await_hello`). `None` where inotify is
+    /// refused (the per-user limit on instances): the FIFO is polled.
+    watcher: Option<OwnedFd>,
     _registration: Registration,
 }
 
@@ -89,7 +90,9 @@ impl FifoListener {
             }
         }
         Ok(FifoListener {
-            watcher: sys::fd::watcher().map_err(|e| Error::io("bind", e).at(ep))?,
+            watcher: sys::fd::watcher()
+                .inspect_err(|e| tracing::debug!(error = %e, "no inotify: accept polls the FIFO"))
+                .ok(),
             path,
             reply,
             waiting: None,
@@ -149,8 +152,18 @@ impl FifoListener {
     /// `deadline`: `false` then.
     fn first_bytes(&self, rd: &OwnedFd, deadline: Option<Instant>) -> std::io::Result<bool> {
         use std::os::fd::AsFd;
-        let watcher = self.watcher.as_fd();
-        let wd = sys::fd::watch_writes(watcher, &self.path)?;
+        let watch = self.watcher.as_ref().and_then(|w| {
+            sys::fd::watch_writes(w.as_fd(), &self.path)
+                .inspect_err(
+                    |e| tracing::debug!(error = %e, "no inotify watch: accept polls the FIFO"),
+                )
+                .ok()
+                .map(|wd| (w.as_fd(), wd))
+        });
+        let Some((watcher, wd)) = watch else {
+            // The link will pay a wake-up call per write (see above).
+            return sys::fd::wait(rd.as_fd(), Interest::Read, deadline);
+        };
         let arrived = loop {
             // Bytes written before the watch began are seen here.
             match sys::fd::bytes_ready(rd.as_fd()) {
@@ -236,5 +249,34 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
             )
             .at(ep));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without inotify (the per-user limit reached), an accept polls the
+    /// FIFO and still takes its connector.
+    #[test]
+    fn an_accept_without_inotify_polls_the_fifo() {
+        let dir = std::env::temp_dir().join(format!("ipcx-fifo-noinotify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("fifo:{}/f", dir.display());
+        let ep = Endpoint::parse(&url).unwrap();
+        let mut listener = FifoListener::bind(&ep).unwrap();
+        listener.watcher = None;
+        let connector = std::thread::spawn(move || {
+            let mut link = Link::connect(&url).unwrap();
+            link.send(b"hello through a polled FIFO").unwrap();
+            link.recv().unwrap()
+        });
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut link = listener.accept(&ep, Some(deadline)).unwrap();
+        assert_eq!(link.recv().unwrap(), b"hello through a polled FIFO");
+        link.send(b"seen").unwrap();
+        assert_eq!(connector.join().unwrap(), b"seen");
+        drop((link, listener));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
