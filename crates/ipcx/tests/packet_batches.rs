@@ -135,3 +135,78 @@ fn a_datagram_too_long_in_a_batch_is_reported_after_those_before_it() {
     drop(link);
     child.finish();
 }
+
+/// A raw peer: hello, one small frame, then three frames that each
+/// announce and carry five descriptors, back to back.
+fn five_descriptors_each(path: &str) {
+    use ipcx::wire::{Header, Hello, KIND_DATA, KIND_HELLO};
+    use rustix::net::{
+        AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+        SocketType,
+    };
+    let s = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
+    rustix::net::connect(&s, &SocketAddrUnix::new(path).expect("address")).expect("connect");
+    let hello = common::raw_frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode());
+    rustix::net::send(&s, &hello, SendFlags::NOSIGNAL).expect("hello");
+    rustix::net::send(
+        &s,
+        &common::raw_frame(KIND_DATA, b"first"),
+        SendFlags::NOSIGNAL,
+    )
+    .expect("first");
+    let files: Vec<File> = (0..5).map(|_| File::open("/dev/null").unwrap()).collect();
+    let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+    let mut frame = Header {
+        kind: KIND_DATA,
+        flags: 0,
+        nfds: 5,
+        len: 1,
+        crc: 0,
+    }
+    .encode()
+    .to_vec();
+    frame.push(b'x');
+    for _ in 0..3 {
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(5))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
+        rustix::net::sendmsg(
+            &s,
+            &[std::io::IoSlice::new(&frame)],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        )
+        .expect("sendmsg with descriptors");
+    }
+    common::ready("sent");
+    // Until the server closes the link.
+    let _ = rustix::net::recv(&s, &mut [0u8; 64], rustix::net::RecvFlags::empty());
+}
+
+/// A batch takes at most `?max_fds=` descriptors with each datagram (a
+/// hostile burst would otherwise install 8 × 253 at once): more is refused
+/// naming the limit.
+#[test]
+fn a_batch_takes_at_most_max_fds_per_datagram() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return five_descriptors_each(&param("PATH"));
+    }
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!("unixseq:{}?max_fds=2", path.display());
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let mut child = t.spawn("raw", |c| set_param(c, "PATH", &path.display().to_string()));
+    let mut link = common::accept(&mut listener, &mut child);
+    assert_eq!(child.wait_ready(), "sent");
+    assert_eq!(link.recv().expect("the first frame"), b"first");
+    let err = link
+        .recv()
+        .expect_err("five descriptors over a limit of two");
+    assert!(
+        matches!(err.kind(), ErrorKind::Frame(FrameError::Fds(why)) if why.contains("more than 2")),
+        "{err}"
+    );
+    drop(link);
+    child.finish();
+}

@@ -230,8 +230,10 @@ pub const BATCH: usize = 8;
 const CONTROL_WORDS: usize = rustix::cmsg_space!(ScmRights(MAX_FDS)).div_ceil(8);
 
 /// Receives up to [`BATCH`] datagrams in one call, one into each of
-/// `slots`, queueing their descriptors (close-on-exec) in order onto
-/// `fds`, and records what each brought in `got`; returns how many came.
+/// `slots`, queueing their descriptors (close-on-exec, at most `max_fds`
+/// with each: the kernel closes the rest and marks it `fds_truncated`) in
+/// order onto `fds`, and records what each brought in `got`; returns how
+/// many came.
 /// Sleeps (unless `dont_wait`) until the first comes, and takes only those
 /// already queued behind it. A datagram longer than its slot is cut
 /// (`truncated`). End of stream is one datagram of 0 bytes. See
@@ -242,9 +244,17 @@ pub fn recv_batch(
     fds: &mut VecDeque<OwnedFd>,
     dont_wait: bool,
     got: &mut [Received; BATCH],
+    max_fds: usize,
 ) -> io::Result<usize> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let n = slots.len().min(BATCH);
+    let control_len = if max_fds == 0 {
+        0
+    } else {
+        let bytes = (max_fds.min(MAX_FDS) * std::mem::size_of::<libc::c_int>()) as libc::c_uint;
+        // SAFETY: CMSG_SPACE is arithmetic on its argument.
+        unsafe { libc::CMSG_SPACE(bytes) as usize }
+    };
     let mut control = [[MaybeUninit::<u64>::uninit(); CONTROL_WORDS]; BATCH];
     // SAFETY: iovec and mmsghdr are plain C structs; all zeroes is a valid
     // (empty) value of each.
@@ -258,8 +268,10 @@ pub fn recv_batch(
         let h = &mut hdrs[i].msg_hdr;
         h.msg_iov = &mut iov[i];
         h.msg_iovlen = 1;
-        h.msg_control = control[i].as_mut_ptr().cast();
-        h.msg_controllen = std::mem::size_of_val(&control[i]);
+        if control_len > 0 {
+            h.msg_control = control[i].as_mut_ptr().cast();
+            h.msg_controllen = control_len.min(std::mem::size_of_val(&control[i]));
+        }
     }
     let mut flags = libc::MSG_WAITFORONE | libc::MSG_CMSG_CLOEXEC;
     if dont_wait {

@@ -322,10 +322,19 @@ impl DescriptorSource<'_> {
             self.fds,
             !self.may_block,
             &mut got,
+            self.max_fds,
         )?;
         let mut total = 0;
         for (i, r) in got[..taken].iter().enumerate() {
-            if let Err(e) = check_received(r, PACKET_SLOT) {
+            let checked = if r.fds_truncated && !r.truncated {
+                Err(io::Error::other(FrameError::Fds(format!(
+                    "more than {} sent with one message (?max_fds=); the kernel closed the rest",
+                    self.max_fds
+                ))))
+            } else {
+                check_received(r, PACKET_SLOT)
+            };
+            if let Err(e) = checked {
                 if i == 0 {
                     return Err(e);
                 }

@@ -334,6 +334,9 @@ impl StreamRx {
                     ch.shutdown(false);
                 }
                 self.failed = Some(e.kind().clone());
+                // Descriptors that came ahead of their messages are of no
+                // use now: closed at once, not with the link.
+                self.fds.clear();
                 Err(e.at(&self.shared.url))
             }
         }
