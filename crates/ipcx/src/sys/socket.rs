@@ -304,7 +304,7 @@ pub fn recv_batch(
             let mut c = libc::CMSG_FIRSTHDR(m);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                     let data = libc::CMSG_DATA(c).cast::<libc::c_int>();
                     for k in 0..len / std::mem::size_of::<libc::c_int>() {
                         fds.push_back(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
