@@ -206,7 +206,8 @@ pub(crate) struct DescriptorSource<'a> {
 /// about six 64-byte frames.
 const SMALL_READ: usize = 512;
 
-/// Read coalescing on a byte stream ([`Options::coalesce`](crate::Options::coalesce), `?coalesce=`): after a blocking read
+/// Read coalescing on a byte stream (`?coalesce=`,
+/// [`Options::coalesce`](crate::Options::coalesce)): after a blocking read
 /// that brought little, the next one waits `delay` (spinning) before it
 /// reads, so that it takes in one call what a streaming writer sends
 /// meanwhile. A reader that keeps pace with a writer of small messages
@@ -255,15 +256,15 @@ impl DescriptorSource<'_> {
 
 impl ReadSource for DescriptorSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = self.pace.held.take() {
+            return Err(e);
+        }
         self.ready()?;
         if self.may_block && self.pace.small && !self.pace.delay.is_zero() {
             let start = std::time::Instant::now();
             while start.elapsed() < self.pace.delay {
                 std::hint::spin_loop();
             }
-        }
-        if let Some(e) = self.pace.held.take() {
-            return Err(e);
         }
         let n = self.read_now(buf)?;
         self.pace.small = n < SMALL_READ;

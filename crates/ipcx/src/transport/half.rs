@@ -15,7 +15,8 @@ use super::link::{Shared, Until};
 use super::mq::{MqRx, MqTx};
 use super::outgoing::Outgoing;
 use super::shm::{ShmRx, ShmTx};
-use super::stream::{StreamRx, StreamTx};
+use super::stream::StreamRx;
+use super::stream_tx::StreamTx;
 use crate::error::{Error, ErrorKind, Result};
 use crate::wire;
 

@@ -25,6 +25,7 @@ pub(crate) mod shm;
 mod socket;
 mod std_io;
 mod stream;
+mod stream_tx;
 
 use std::io;
 use std::time::{Duration, Instant};

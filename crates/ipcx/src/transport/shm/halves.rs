@@ -10,7 +10,7 @@ use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::ring::{Corrupt, MORE, Ring};
 use crate::transport::Until;
-use crate::transport::stream::out_of_time;
+use crate::transport::stream_tx::out_of_time;
 use crate::wait::{WaitEnd, Waiting};
 use crate::wire::FrameError;
 
