@@ -46,14 +46,13 @@ fn a_fifo_peer_that_leaves_mid_hello_is_seen_gone_at_once() {
     }
     let dir = t.scratch();
     let path = dir.path("f");
-    // A handshake timeout longer than the test may take: the error must
-    // come from the end of the stream, not from the clock.
+    // Waiting out the handshake timeout instead would end in another error
+    // ("no hello in time").
     let url = format!("fifo:{}?handshake_timeout=10s", path.display());
     let listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
     let mut child = t.spawn("half", |c| {
         set_param(c, "PATH", &path.display().to_string())
     });
-    let started = std::time::Instant::now();
     let err = listener
         .accept_timeout(std::time::Duration::from_secs(30))
         .expect_err("a peer that left mid-hello");
@@ -67,13 +66,6 @@ fn a_fifo_peer_that_leaves_mid_hello_is_seen_gone_at_once() {
             })
         ),
         "{err}"
-    );
-    // Not the 10 s handshake timeout (a bound with room for a slow
-    // machine, not a speed claim).
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(8),
-        "{:?}",
-        started.elapsed()
     );
     child.wait_ready();
     child.kill();

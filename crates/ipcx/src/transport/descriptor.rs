@@ -290,7 +290,7 @@ impl DescriptorSource<'_> {
             self.recv_datagrams(buf)?
         } else {
             let r = sys::socket::recv(self.ch.fd(), buf, self.fds, !self.may_block)?;
-            check_received(&r, buf.len())?;
+            check_received(&r, buf.len(), sys::socket::MAX_FDS)?;
             (r.bytes, 1)
         };
         // Bytes in flight hold at most the current message's descriptors
@@ -327,15 +327,7 @@ impl DescriptorSource<'_> {
         )?;
         let mut total = 0;
         for (i, r) in got[..taken].iter().enumerate() {
-            let checked = if r.fds_truncated && !r.truncated {
-                Err(io::Error::other(FrameError::Fds(format!(
-                    "more than {} sent with one message (?max_fds=); the kernel closed the rest",
-                    self.max_fds
-                ))))
-            } else {
-                check_received(r, PACKET_SLOT)
-            };
-            if let Err(e) = checked {
+            if let Err(e) = check_received(r, PACKET_SLOT, self.max_fds) {
                 if i == 0 {
                     return Err(e);
                 }
@@ -358,15 +350,18 @@ impl DescriptorSource<'_> {
 /// Room for one datagram of a batch: as much as a single read gives one.
 const PACKET_SLOT: usize = crate::wire::PACKET_MAX;
 
-/// A datagram cut short, or descriptors the kernel had to close: errors.
-fn check_received(r: &sys::socket::Received, room: usize) -> io::Result<()> {
+/// A datagram cut short (`room` bytes read), or descriptors the kernel
+/// had to close (there was room for `fd_room`): errors.
+fn check_received(r: &sys::socket::Received, room: usize, fd_room: usize) -> io::Result<()> {
     if r.truncated {
         return Err(io::Error::other(FrameError::PacketTruncated(room)));
     }
     if r.fds_truncated {
-        return Err(io::Error::other(FrameError::Fds(
-            "more descriptors than one message may carry; the kernel closed the rest".into(),
-        )));
+        return Err(io::Error::other(FrameError::Fds(format!(
+            "more than {fd_room} sent with one message; the kernel closed the rest \
+             (the limit per message is ?max_fds=, at most {})",
+            sys::socket::MAX_FDS
+        ))));
     }
     Ok(())
 }

@@ -256,13 +256,26 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
 mod tests {
     use super::*;
 
+    /// Removes the test's directory, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     /// Without inotify (the per-user limit reached), an accept polls the
-    /// FIFO and still takes its connector.
+    /// FIFO and still takes its connector. The branch is internal, so the
+    /// connector is a thread of this process, over the same real FIFOs
+    /// (the tests under `tests/` run every FIFO link between processes).
     #[test]
     fn an_accept_without_inotify_polls_the_fifo() {
-        let dir = std::env::temp_dir().join(format!("ipcx-fifo-noinotify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("fifo:{}/f", dir.display());
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("ipcx-fifo-noinotify-{}", std::process::id())),
+        );
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let url = format!("fifo:{}/f", dir.0.display());
         let ep = Endpoint::parse(&url).unwrap();
         let mut listener = FifoListener::bind(&ep).unwrap();
         listener.watcher = None;
@@ -277,6 +290,5 @@ mod tests {
         link.send(b"seen").unwrap();
         assert_eq!(connector.join().unwrap(), b"seen");
         drop((link, listener));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -101,8 +101,8 @@ impl StreamRx {
             if self.hello.is_none() {
                 break Ok(());
             }
-            // Wait before reading: the read end of a FIFO reads as end of
-            // stream until the peer has opened its write end.
+            // Wait before reading: a FIFO end opened before its writer
+            // reads as the end of the stream until the writer comes.
             let arrived = if pipe {
                 pipe_readable(&ch, &mut backoff, deadline, std::mem::take(&mut first))
             } else {
@@ -121,15 +121,15 @@ impl StreamRx {
             }
             match self.poll_hello() {
                 Err(e) if e.is_closed() => {
-                    break Err(Error::new(
-                        ErrorKind::Handshake(
-                            "the peer closed the connection before its hello: the listener may be at its \
-                             ?max_conns= limit, or not be an ipcx endpoint"
-                                .into(),
-                        ),
-                        "connect",
-                    )
-                    .at(&self.shared.url));
+                    let why = if pipe {
+                        "the peer closed its end before its hello: it exited, or is not an ipcx \
+                         endpoint with codec=framed"
+                    } else {
+                        "the peer closed the connection before its hello: the listener may be at its \
+                         ?max_conns= limit, or not be an ipcx endpoint"
+                    };
+                    break Err(Error::new(ErrorKind::Handshake(why.into()), "connect")
+                        .at(&self.shared.url));
                 }
                 Err(e) => break Err(e),
                 Ok(_) => {}
@@ -142,6 +142,7 @@ impl StreamRx {
         }
         r
     }
+
     /// Reads what has arrived of the peer's hello; `true` once it matched.
     pub(crate) fn poll_hello(&mut self) -> Result<bool> {
         if self.hello.is_none() {

@@ -109,18 +109,14 @@ impl StreamTx {
     fn send_small(&mut self, kind: u8, msg: &[u8]) -> Option<Result<()>> {
         let small = self.codec == Codec::Framed
             && !self.failed
-            && msg.len() <= COPY_UP_TO.min(self.frame_max)
+            && self.copies(msg)
             && msg.len() as u64 <= self.shared.peer_max.load(Ordering::Acquire);
         if !small {
             return None;
         }
-        if !self.shared.sent.load(Ordering::Relaxed) {
-            self.shared.sent.store(true, Ordering::Relaxed);
-        }
-        let header = self.header(kind, msg, 0).encode();
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&header);
-        self.scratch.extend_from_slice(msg);
+        self.mark_sent();
+        let header = self.header(kind, msg, 0);
+        put_frame(&mut self.scratch, header, msg);
         match self
             .ch
             .write(&[std::io::IoSlice::new(&self.scratch)], &[], false)
@@ -224,11 +220,7 @@ impl StreamTx {
         if self.failed {
             return err(ErrorKind::Closed);
         }
-        // Stored once: the flag shares a line with what the receiving half
-        // reads, and a store per message would bounce it.
-        if !self.shared.sent.load(Ordering::Relaxed) {
-            self.shared.sent.store(true, Ordering::Relaxed);
-        }
+        self.mark_sent();
         if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
             return err(ErrorKind::Unsupported(format!(
                 "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
@@ -274,10 +266,8 @@ impl StreamTx {
                         max,
                     });
                 }
-                if let Some(buf) = scratch.filter(|_| msg.len() <= COPY_UP_TO.min(self.frame_max)) {
-                    buf.clear();
-                    buf.extend_from_slice(&self.header(kind, msg, fds.len()).encode());
-                    buf.extend_from_slice(msg);
+                if let Some(buf) = scratch.filter(|_| self.copies(msg)) {
+                    put_frame(buf, self.header(kind, msg, fds.len()), msg);
                     (Parts::one(Part::Body(buf)), 1)
                 } else if msg.len() <= self.frame_max {
                     let head = Part::Head(self.header(kind, msg, fds.len()).encode());
@@ -297,6 +287,20 @@ impl StreamTx {
         // A datagram socket takes one frame per call; a stream takes all.
         let group = if packet { group } else { usize::MAX };
         Ok(Outgoing::new(parts, group, fds))
+    }
+
+    /// Whether `msg` goes copied behind its header (see [`COPY_UP_TO`]).
+    fn copies(&self, msg: &[u8]) -> bool {
+        msg.len() <= COPY_UP_TO.min(self.frame_max)
+    }
+
+    /// Records that a send has begun on the link, once: the flag shares a
+    /// line with what the receiving half reads, and a store per message
+    /// would bounce it.
+    fn mark_sent(&self) {
+        if !self.shared.sent.load(Ordering::Relaxed) {
+            self.shared.sent.store(true, Ordering::Relaxed);
+        }
     }
 
     fn header(&self, kind: u8, msg: &[u8], nfds: usize) -> Header {
@@ -323,6 +327,13 @@ impl Drop for StreamTx {
             let _ = self.flush(Until::after(self.linger));
         }
     }
+}
+
+/// Lays out `header` and `msg` in `buf`, to go out as one slice.
+fn put_frame(buf: &mut Vec<u8>, header: Header, msg: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&header.encode());
+    buf.extend_from_slice(msg);
 }
 
 /// The error of a send whose time ran out before it wrote anything.

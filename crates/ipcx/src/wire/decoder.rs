@@ -16,7 +16,7 @@ const BUF_LEN: usize = 96 << 10;
 /// The largest datagram a packet source reads whole: more than a Unix
 /// socket can carry with the default send buffer (208 KiB), so none is
 /// ever truncated.
-pub const PACKET_MAX: usize = 256 << 10;
+pub(crate) const PACKET_MAX: usize = 256 << 10;
 /// Size of the read buffer of a packet source: room for a batch of eight
 /// of the largest datagrams, which a read of several at once needs (the
 /// transport's `recv_batch`). Mapped, so that only the pages data lands

@@ -20,8 +20,8 @@ mod decoder;
 pub(crate) mod fuzz;
 mod hello;
 
-pub use decoder::{Decoded, Decoder, PACKET_MAX, ReadSource};
-pub(crate) use decoder::{NothingYet, frame_err};
+pub use decoder::{Decoded, Decoder, ReadSource};
+pub(crate) use decoder::{NothingYet, PACKET_MAX, frame_err};
 #[doc(hidden)]
 pub use hello::Hello;
 
