@@ -128,7 +128,7 @@ impl JournalReader {
 
     pub(crate) fn next_until(&mut self, deadline: Option<Instant>) -> Result<(u64, Vec<u8>)> {
         let io = |e| Error::io("next", e);
-        let spin_end = Instant::now() + self.spin;
+        let spin_end = crate::deadline::far_after(self.spin);
         loop {
             let notify = self.seg.word32(OFF_NOTIFY).load(Ordering::Acquire);
             let committed = self.seg.committed();

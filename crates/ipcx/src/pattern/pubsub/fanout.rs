@@ -293,7 +293,7 @@ impl Fanout {
     /// Waits until at least `n` subscribers have joined, at most
     /// `timeout` ([`ErrorKind::TimedOut`]).
     pub(super) fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::far_after(timeout);
         let mut subs = lock(&self.shared.subs);
         while subs.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -313,7 +313,7 @@ impl Fanout {
     /// Waits until every message queued so far was written (or its
     /// subscriber left), at most `timeout`.
     pub(super) fn flush(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::far_after(timeout);
         let subs = lock(&self.shared.subs).clone();
         for sub in subs.iter() {
             let mut q = lock(&sub.q);

@@ -394,9 +394,10 @@ impl Pusher {
     }
 
     /// Waits until every job pushed so far was acknowledged, at most
-    /// `timeout` ([`ErrorKind::TimedOut`], saying how many are left).
+    /// `timeout` ([`ErrorKind::TimedOut`]; [`Pusher::stats`] says how many
+    /// are left, and the time-out is logged with them).
     pub fn wait_acked(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::far_after(timeout);
         let mut st = lock(&self.shared.state);
         loop {
             let in_flight: usize = st.workers.values().map(|w| w.taken.len()).sum();
@@ -405,6 +406,13 @@ impl Pusher {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                tracing::warn!(
+                    url = %self.url,
+                    waiting = st.waiting.len(),
+                    in_flight,
+                    pullers = st.workers.len(),
+                    "jobs still unacknowledged: are pullers connected and acking?"
+                );
                 return Err(Error::new(ErrorKind::TimedOut, "wait_acked").at(&self.url));
             }
             st = self
