@@ -25,8 +25,9 @@ fn reversed(req: &[u8]) -> Vec<u8> {
 }
 
 /// In a child: an async server whose `wait` calls wait until a `release`
-/// call comes (on any connection), whose `boom` panics, `err` fails,
-/// `hang` never answers, and anything else is answered reversed.
+/// call comes (on any connection), whose `boom` panics (`sync-boom`
+/// before its future is made), `err` fails, `hang` never answers, and
+/// anything else is answered reversed.
 fn waiting_server() {
     runtime().block_on(async {
         let mut server = AsyncServer::bind(&param("URL")).expect("bind");
@@ -35,6 +36,9 @@ fn waiting_server() {
         ready("bound");
         server
             .serve(move |req: Vec<u8>| {
+                if req == b"sync-boom" {
+                    panic!("sync boom");
+                }
                 let (release, waiting) = (release.clone(), waiting.clone());
                 async move {
                     match &req[..] {
@@ -121,6 +125,11 @@ fn async_handlers_run_at_once_and_failures_are_replies() {
         let boom = client.call(b"boom").await.expect_err("a panic");
         assert!(
             remote(&boom).contains("the handler panicked: boom"),
+            "{boom}"
+        );
+        let boom = client.call(b"sync-boom").await.expect_err("a panic");
+        assert!(
+            remote(&boom).contains("the handler panicked: sync boom"),
             "{boom}"
         );
         let err = client.call(b"err").await.expect_err("an error");

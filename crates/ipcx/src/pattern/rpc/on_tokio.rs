@@ -193,7 +193,7 @@ async fn serve_conn(link: AsyncLink, handler: Handler, counts: &Arc<Counts>) {
             break;
         }
         counts.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = CatchUnwind(handler(crate::copy::to_vec(body)));
+        let answer = CatchUnwind::call(&handler, crate::copy::to_vec(body));
         tokio::spawn(run_call(
             id,
             answer,
@@ -251,6 +251,18 @@ async fn write_replies(
 
 /// A handler's future, a panic in it made an error reply.
 struct CatchUnwind(Answer);
+
+impl CatchUnwind {
+    /// Calls `handler` (its synchronous part may panic too: a typed
+    /// service decodes and calls the user's function there).
+    fn call(handler: &Handler, body: Vec<u8>) -> CatchUnwind {
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(body)));
+        CatchUnwind(called.unwrap_or_else(|p| {
+            let reply = Err(panicked(&*p));
+            Box::pin(async move { reply })
+        }))
+    }
+}
 
 impl Future for CatchUnwind {
     type Output = Reply;
