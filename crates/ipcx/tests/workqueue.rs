@@ -588,3 +588,24 @@ fn a_pusher_over_its_credit_is_let_go() {
     good.finish();
     greedy.kill();
 }
+
+/// A journal whose record names a job id no pusher could have given
+/// (`u64::MAX`: the next id would overflow) is refused as foreign.
+#[test]
+fn a_journal_with_an_id_out_of_range_is_refused() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let journal = format!("journal:{}", dir.path("jobs").display());
+    {
+        let mut w = ipcx::journal::JournalWriter::open(&journal).expect("journal");
+        let mut rec = vec![b'A'];
+        rec.extend_from_slice(&u64::MAX.to_le_bytes());
+        w.append(&rec).expect("append");
+    }
+    let err = Pusher::bind_durable(&dir.url("unix", "range.sock"), &journal)
+        .expect_err("an id out of range");
+    assert!(
+        matches!(err.kind(), ipcx::ErrorKind::Foreign(why) if why.contains("a job id out of range")),
+        "{err}"
+    );
+}

@@ -375,7 +375,11 @@ impl AsyncClient {
         self.call_timeout(request, self.timeout).await
     }
 
-    /// [`AsyncClient::call`], waiting at most `timeout`.
+    /// [`AsyncClient::call`], waiting at most `timeout`. A time-out that
+    /// comes while the request is partly written (the server reads
+    /// nothing) leaves the link mid-frame, so it is marked failed and later
+    /// calls return `Closed` (see [`AsyncSendHalf::send`]); one that comes
+    /// while the reply is awaited leaves the link as it was.
     pub async fn call_timeout(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, reply) = oneshot::channel();

@@ -378,6 +378,17 @@ impl Pusher {
     pub fn push_with_priority(&self, payload: &[u8], priority: u32) -> Result<u64> {
         let mut st = lock(&self.shared.state);
         let id = st.next_id;
+        // Only a journal can bring ids this far (a counter from 0 never
+        // gets there).
+        let next = id.checked_add(1).ok_or_else(|| {
+            Error::new(
+                ErrorKind::LimitReached(
+                    "job ids used up: give the work queue a new journal".into(),
+                ),
+                "push",
+            )
+            .at(&self.url)
+        })?;
         let job = Job {
             id,
             deliveries: 1,
@@ -387,7 +398,7 @@ impl Pusher {
         if let Some(store) = st.store.as_mut() {
             store.pushed(&job)?;
         }
-        st.next_id += 1;
+        st.next_id = next;
         st.waiting.add(job);
         self.shared.dispatch(&mut st);
         Ok(id)

@@ -63,7 +63,10 @@ impl Store {
             while let Some((seq, rec)) = r.try_next()? {
                 let (kind, id, rest) = open(&rec)
                     .ok_or_else(|| broken(url, "a journal record that is no work-queue record"))?;
-                next_id = next_id.max(id + 1);
+                let after = id
+                    .checked_add(1)
+                    .ok_or_else(|| broken(url, "a job id out of range"))?;
+                next_id = next_id.max(after);
                 match kind {
                     JOB => {
                         let (priority, payload) = rest
