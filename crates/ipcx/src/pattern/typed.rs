@@ -330,7 +330,8 @@ pub(super) fn check_schema(url: &str, mine: &[Way], got: Result<Vec<u8>>) -> Res
     got.sort_by(|a, b| (a.sends, &a.name).cmp(&(b.sends, &b.name)));
     if wanted != got {
         return Err(handshake(format!(
-            "schema mismatch: this side {}, the peer {}",
+            "schema mismatch: this side {}, the peer {}; build both ends with the same message \
+             types and VERSION",
             describe(mine),
             describe(&theirs)
         )));

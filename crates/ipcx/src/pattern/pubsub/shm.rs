@@ -91,6 +91,9 @@ impl ShmPublisher {
 pub(super) struct ShmSubscriber {
     chan: crate::shm::Subscriber,
     patterns: Vec<Pattern>,
+    /// The topic of the message being looked at, copied out (reused, so a
+    /// message no pattern matches costs no allocation).
+    topic: Vec<u8>,
 }
 
 fn bad(why: &'static str) -> Error {
@@ -101,6 +104,7 @@ impl ShmSubscriber {
     pub(super) fn open(url: &str, patterns: Vec<Pattern>) -> Result<ShmSubscriber> {
         Ok(ShmSubscriber {
             chan: crate::shm::Subscriber::open(url)?,
+            topic: Vec::new(),
             patterns,
         })
     }
@@ -137,11 +141,14 @@ impl ShmSubscriber {
             if rest.len() < tlen {
                 return Err(bad("a shm: message shorter than its topic"));
             }
-            let topic = String::from_utf8(rest[..tlen].to_vec())
+            self.topic.clear();
+            self.topic.extend_from_slice(&rest[..tlen]);
+            let topic = std::str::from_utf8(&self.topic)
                 .ok()
                 .filter(|t| check_topic(t).is_ok())
                 .ok_or_else(|| bad("a shm: message with a malformed topic"))?;
-            if self.patterns.iter().any(|p| p.matches(&topic)) {
+            if self.patterns.iter().any(|p| p.matches(topic)) {
+                let topic = topic.to_string();
                 let payload = crate::copy::to_vec(&rest[tlen..]);
                 return Ok(Delivery { topic, payload });
             }

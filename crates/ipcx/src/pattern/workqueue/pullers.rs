@@ -93,7 +93,6 @@ pub(super) fn join(mut link: Link, sh: &Shared) -> Result<(u64, RecvHalf)> {
             tx,
             credit,
             taken: HashMap::new(),
-            done: 0,
             queue: false,
         },
     );
@@ -138,7 +137,6 @@ impl Shared {
         };
         if w.taken.remove(&job).is_some() {
             w.credit = w.credit.saturating_add(1);
-            w.done += 1;
             st.acked += 1;
             if let Some(store) = st.store.as_mut() {
                 store.finished(job);

@@ -65,8 +65,6 @@ pub(super) struct Worker {
     pub(super) credit: u32,
     /// Jobs it took and has not acknowledged.
     pub(super) taken: HashMap<u64, Job>,
-    /// Jobs acknowledged by it.
-    pub(super) done: u64,
     /// It is a message queue: jobs go in with their priority.
     pub(super) queue: bool,
 }

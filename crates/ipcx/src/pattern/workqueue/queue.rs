@@ -84,7 +84,6 @@ pub(super) fn open(url: &str) -> Result<Opened> {
             tx: jobs_tx,
             credit: u32::MAX,
             taken: HashMap::new(),
-            done: 0,
             queue: true,
         },
         on_queue: OnQueue {
@@ -241,8 +240,10 @@ fn missing_jobs(st: &mut State) -> Vec<(u64, bool)> {
     let (Some(q), Some(w)) = (st.queue.as_mut(), st.workers.get(&QUEUE_WORKER)) else {
         return Vec::new();
     };
+    // Each taker looked at once, however many jobs it holds.
+    let mut alive: HashMap<Process, bool> = HashMap::new();
     let mut out: Vec<(u64, bool)> = (q.takers.iter())
-        .filter(|(_, p)| !p.is_alive())
+        .filter(|(_, p)| !*alive.entry(**p).or_insert_with(|| p.is_alive()))
         .map(|(id, _)| {
             tracing::info!(job = id, "work queue: its puller died; handed out again");
             (*id, true)
