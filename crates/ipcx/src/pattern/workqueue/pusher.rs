@@ -72,7 +72,8 @@ pub(super) struct Worker {
 #[derive(Debug, Default)]
 pub(super) struct State {
     pub(super) waiting: Waiting,
-    pub(super) workers: HashMap<u64, Worker>,
+    /// By id, in order: the round robin walks them from `turn`.
+    pub(super) workers: BTreeMap<u64, Worker>,
     pub(super) next_worker: u64,
     /// Round-robin start among workers with credit.
     pub(super) turn: u64,
@@ -85,6 +86,8 @@ pub(super) struct State {
     pub(super) store: Option<super::store::Store>,
     /// The pullers' reports of a work queue on `mq:`.
     pub(super) queue: Option<super::queue::OnQueue>,
+    /// Where a job's message is put together (reused).
+    pub(super) out: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -104,21 +107,17 @@ impl Shared {
         // On mq:, first what is in the queue goes back behind a waiting
         // job that outranks it.
         super::queue::reorder(st);
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut st.out);
         let mut full: Vec<u64> = Vec::new();
         while let Some(job) = st.waiting.first().cloned() {
-            let mut ids: Vec<u64> = st
-                .workers
-                .iter()
-                .filter(|(id, w)| w.credit > 0 && !full.contains(id))
-                .map(|(id, _)| *id)
-                .collect();
-            if ids.is_empty() {
-                return;
-            }
-            ids.sort_unstable();
-            let turn = st.turn;
-            let id = ids.iter().copied().find(|id| *id >= turn).unwrap_or(ids[0]);
+            // The next worker with credit, from `turn` on, round the end.
+            let open = |(id, w): &(&u64, &Worker)| w.credit > 0 && !full.contains(id);
+            let next = (st.workers.range(st.turn..).find(open))
+                .or_else(|| st.workers.range(..st.turn).find(open))
+                .map(|(id, _)| *id);
+            let Some(id) = next else {
+                break;
+            };
             st.turn = id + 1;
             buf.clear();
             buf.push(JOB);
@@ -175,6 +174,7 @@ impl Shared {
                 }
             }
         }
+        st.out = buf;
     }
 
     /// Pushes what the workers' links left unsent, without waiting, then
