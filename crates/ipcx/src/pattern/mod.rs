@@ -22,6 +22,12 @@ pub use workqueue::{Puller, Pusher, WorkStats};
 
 /// Starts `f` on a thread named `name`; that the system gives none is an
 /// error of `op`.
+/// Locks `m`, also when a thread panicked holding it: the pattern layer's
+/// state stays consistent across a panicking handler.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn spawn(
     name: &str,
     op: &'static str,
@@ -62,9 +68,7 @@ fn accept_each<S>(
             }
         };
         let serve = serve.clone();
-        let spawned = std::thread::Builder::new()
-            .name(thread.into())
-            .spawn(move || serve(link));
+        let spawned = crate::pattern::spawn(thread, "accept", move || serve(link));
         if let Err(e) = spawned {
             tracing::warn!(url = %listener.endpoint(), error = %e, "no thread for a peer; dropped");
         }

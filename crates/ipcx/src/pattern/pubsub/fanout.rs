@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
@@ -20,9 +20,7 @@ const BURST: Duration = Duration::from_micros(50);
 /// How long a joining subscriber may take to say what it wants.
 const JOIN_WAIT: Duration = Duration::from_secs(10);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::pattern::lock;
 
 /// One message, shared by every queue it is in.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@
 //! own `?slots=`, `?max_msg=` and `?overflow=` hold, and what a
 //! subscriber lost under `drop_oldest` it is told (`lost()`).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
@@ -21,9 +21,7 @@ pub(super) fn is_shm(url: &str) -> Result<bool> {
     Ok(crate::Endpoint::parse(url)?.scheme() == crate::Scheme::Shm)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::pattern::lock;
 
 /// A publisher of topics on a `shm:` channel.
 #[derive(Debug)]

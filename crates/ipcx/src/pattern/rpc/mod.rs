@@ -42,7 +42,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::typed::{Message, Way};
@@ -105,9 +104,7 @@ fn typed_ways<Req: Message, Resp: Message>(client: bool) -> [Way; 2] {
     )
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::pattern::lock;
 
 /// What a handler returns: the response, or an error text the caller
 /// gets as [`ErrorKind::Remote`](crate::ErrorKind::Remote).

@@ -145,16 +145,16 @@ impl Server {
                 Err(e) => return Err(e),
             };
             let (ways, serve, counts) = (ways.to_vec(), serve.clone(), self.counts.clone());
-            let spawned = std::thread::Builder::new()
-                .name("ipcx-rpc-conn".into())
-                .spawn(move || match trade_schemas(&mut link, &ways) {
+            let spawned = crate::pattern::spawn("ipcx-rpc-conn", "serve", move || {
+                match trade_schemas(&mut link, &ways) {
                     Ok(()) => {
                         counts.connections.fetch_add(1, Ordering::Relaxed);
                         serve(link, counts.clone());
                         counts.connections.fetch_sub(1, Ordering::Relaxed);
                     }
                     Err(e) => tracing::warn!(error = %e, "rpc: peer refused"),
-                });
+                }
+            });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "rpc: no thread for a connection; dropped");
             }
@@ -301,31 +301,27 @@ impl Pool {
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..threads {
             let (queue, handler) = (queue.clone(), handler.clone());
-            let spawned = std::thread::Builder::new()
-                .name("ipcx-rpc-pool".into())
-                .spawn(move || {
-                    loop {
-                        let Ok(job) = lock(&queue).recv() else { return };
-                        let reply = answer(&*handler, &job.body);
-                        let mut out = Vec::new();
-                        match &reply {
-                            Ok(body) => envelope(REPLY, job.id, body, &mut out),
-                            Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
-                        }
-                        job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
-                        // Never waits on a client: its writer sends.
-                        match job.replies.try_send(out) {
-                            Ok(()) => {}
-                            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                                tracing::warn!(
-                                    "rpc: a client does not take its replies; one dropped"
-                                );
-                            }
-                            // The connection is gone.
-                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
-                        }
+            let spawned = crate::pattern::spawn("ipcx-rpc-pool", "serve", move || {
+                loop {
+                    let Ok(job) = lock(&queue).recv() else { return };
+                    let reply = answer(&*handler, &job.body);
+                    let mut out = Vec::new();
+                    match &reply {
+                        Ok(body) => envelope(REPLY, job.id, body, &mut out),
+                        Err(why) => envelope(ERROR_REPLY, job.id, why.as_bytes(), &mut out),
                     }
-                });
+                    job.counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    // Never waits on a client: its writer sends.
+                    match job.replies.try_send(out) {
+                        Ok(()) => {}
+                        Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                            tracing::warn!("rpc: a client does not take its replies; one dropped");
+                        }
+                        // The connection is gone.
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {}
+                    }
+                }
+            });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "rpc: a pool thread could not start");
             }
@@ -341,20 +337,18 @@ fn serve_pooled(link: Link, counts: Arc<Counts>, pool: &Pool) {
     let (mut rx, mut tx) = link.split();
     let (replies, queue) = std::sync::mpsc::sync_channel::<Vec<u8>>(REPLY_QUEUE);
     let c = counts.clone();
-    let writer = std::thread::Builder::new()
-        .name("ipcx-rpc-writer".into())
-        .spawn(move || {
-            for out in queue {
-                if let Err(e) = tx.send_timeout(&out, REPLY_WAIT) {
-                    if !e.is_closed() {
-                        tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
-                    }
-                    tx.shutdown();
-                    return;
+    let writer = crate::pattern::spawn("ipcx-rpc-writer", "serve", move || {
+        for out in queue {
+            if let Err(e) = tx.send_timeout(&out, REPLY_WAIT) {
+                if !e.is_closed() {
+                    tracing::warn!(error = %e, "rpc: a client does not take its replies; dropped");
                 }
-                c.served.fetch_add(1, Ordering::Relaxed);
+                tx.shutdown();
+                return;
             }
-        });
+            c.served.fetch_add(1, Ordering::Relaxed);
+        }
+    });
     if let Err(e) = writer {
         return tracing::warn!(error = %e, "rpc: no writer thread for a connection; dropped");
     }

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::JOB;
@@ -8,9 +8,7 @@ use super::pullers::{accept_loop, connect_loop, join, spawn_reader};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, SendHalf};
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(super) use crate::pattern::lock;
 
 /// A job waiting to be handed out.
 #[derive(Debug, Clone)]
