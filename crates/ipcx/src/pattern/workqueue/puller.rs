@@ -46,9 +46,14 @@ struct Pushers {
 /// Joins a pusher on a new link: schemas, then the jobs taken at once.
 fn join(link: &mut Link, prefetch: u32) -> Result<()> {
     trade_schemas(link, &ways(false))?;
-    let mut credit = vec![CREDIT];
-    credit.extend_from_slice(&prefetch.to_le_bytes());
-    link.send(&credit)
+    link.send(&credit_message(prefetch))
+}
+
+/// The message that tells a pusher how many jobs this puller takes.
+fn credit_message(prefetch: u32) -> [u8; 5] {
+    let mut m = [CREDIT; 5];
+    m[1..].copy_from_slice(&prefetch.to_le_bytes());
+    m
 }
 
 fn check_prefetch(prefetch: u32, op: &'static str) -> Result<()> {
@@ -206,9 +211,7 @@ impl Pushers {
         let Some(Source::Link(link)) = self.poller.get_mut(key) else {
             return;
         };
-        let mut credit = vec![CREDIT];
-        credit.extend_from_slice(&self.prefetch.to_le_bytes());
-        if let Err(e) = link.send(&credit) {
+        if let Err(e) = link.send(&credit_message(self.prefetch)) {
             tracing::warn!(error = %e, "work queue: a pusher left while joining");
             self.poller.remove(key);
         }
