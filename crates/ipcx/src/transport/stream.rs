@@ -276,13 +276,12 @@ impl StreamRx {
         if let Some(kind) = &self.failed {
             return Err(Error::new(kind.clone(), op).at(&self.shared.url));
         }
-        let ch = self.ch.clone();
         let mut r;
         loop {
             r = if buffered_only {
                 self.dec.poll(&mut wire::NothingYet)
             } else {
-                self.dec.poll(&mut ch.source(
+                self.dec.poll(&mut self.ch.source(
                     &mut self.fds,
                     self.max_fds,
                     may_block,
@@ -303,7 +302,7 @@ impl StreamRx {
                 // end at once, and give every later call the same answer.
                 if !e.is_closed() {
                     tracing::warn!(url = %self.shared.url, error = %e, "closing link after bad input");
-                    ch.shutdown(false);
+                    self.ch.shutdown(false);
                 }
                 self.failed = Some(e.kind().clone());
                 // Descriptors that came ahead of their messages are of no
