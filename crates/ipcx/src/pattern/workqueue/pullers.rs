@@ -135,14 +135,14 @@ impl Shared {
         let Some(w) = st.workers.get_mut(&worker) else {
             return false;
         };
-        if w.taken.remove(&job).is_some() {
+        if let Some(done) = w.taken.remove(&job) {
             w.credit = w.credit.saturating_add(1);
             st.acked += 1;
             if let Some(store) = st.store.as_mut() {
                 store.finished(job);
             }
             if let Some(q) = st.queue.as_mut() {
-                q.forget(job);
+                q.forget(&done);
             }
         } else {
             tracing::warn!(

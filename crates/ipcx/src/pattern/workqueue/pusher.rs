@@ -123,7 +123,12 @@ impl Shared {
             buf.extend_from_slice(&job.deliveries.to_le_bytes());
             buf.extend_from_slice(&job.priority.to_le_bytes());
             crate::copy::extend(&mut buf, &job.payload);
-            let State { workers, store, .. } = &mut *st;
+            let State {
+                workers,
+                store,
+                queue,
+                ..
+            } = &mut *st;
             let Some(w) = workers.get_mut(&id) else {
                 continue;
             };
@@ -142,6 +147,9 @@ impl Shared {
             match &sent {
                 Ok(()) => {
                     w.credit -= 1;
+                    if let (true, Some(q)) = (w.queue, queue.as_mut()) {
+                        q.put(&job);
+                    }
                     w.taken.insert(job.id, job.clone());
                 }
                 Err(_) => {
@@ -201,6 +209,9 @@ impl Shared {
             // Its reader sees the end too, and so does the puller.
             w.tx.shutdown();
             for mut job in w.taken.into_values() {
+                if let Some(q) = st.queue.as_mut() {
+                    q.forget(&job);
+                }
                 job.deliveries += 1;
                 st.redelivered += 1;
                 st.waiting.add(job);

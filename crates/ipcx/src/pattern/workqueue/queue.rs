@@ -15,10 +15,10 @@
 //! unaccounted for. Delivery is at least once; a puller that reports late
 //! may see its job given to another too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::pusher::{Shared, State, Worker, lock};
+use super::pusher::{Job, Shared, State, Worker, lock};
 use super::{ACK, Delivery, TAKEN};
 use crate::error::{Error, ErrorKind, Result};
 use crate::{Link, Listener, Process, RecvHalf};
@@ -50,6 +50,9 @@ pub(super) struct OnQueue {
     jobs: RecvHalf,
     /// Who took each job, as its puller reported.
     takers: HashMap<u64, Process>,
+    /// The jobs put into the queue and not reported taken, lowest
+    /// priority first: what a waiting job may outrank.
+    queued: BTreeSet<(u32, u64)>,
     /// Since when unreported jobs outnumber the queue's messages.
     short_since: Option<Instant>,
     /// After a look in the queue: when, and the jobs still unaccounted for.
@@ -57,9 +60,15 @@ pub(super) struct OnQueue {
 }
 
 impl OnQueue {
-    /// Job `id` is finished: its taker no longer matters.
-    pub(super) fn forget(&mut self, id: u64) {
-        self.takers.remove(&id);
+    /// `job` went into the queue.
+    pub(super) fn put(&mut self, job: &Job) {
+        self.queued.insert((job.priority, job.id));
+    }
+
+    /// `job` is finished or waits again: where it was no longer matters.
+    pub(super) fn forget(&mut self, job: &Job) {
+        self.takers.remove(&job.id);
+        self.queued.remove(&(job.priority, job.id));
     }
 }
 
@@ -89,6 +98,7 @@ pub(super) fn open(url: &str) -> Result<Opened> {
         on_queue: OnQueue {
             jobs: jobs_rx,
             takers: HashMap::new(),
+            queued: BTreeSet::new(),
             short_since: None,
             looked: None,
         },
@@ -142,11 +152,11 @@ impl Shared {
             (TAKEN, 12) => {
                 let mut who = [0; 12];
                 who.copy_from_slice(rest);
-                let held = st
-                    .workers
-                    .get(&QUEUE_WORKER)
-                    .is_some_and(|w| w.taken.contains_key(&id));
-                if let (true, Some(q)) = (held, st.queue.as_mut()) {
+                let held = (st.workers.get(&QUEUE_WORKER))
+                    .and_then(|w| w.taken.get(&id))
+                    .map(|job| job.priority);
+                if let (Some(priority), Some(q)) = (held, st.queue.as_mut()) {
+                    q.queued.remove(&(priority, id));
                     q.takers.insert(id, Process::from_bytes(who));
                 }
             }
@@ -177,12 +187,12 @@ pub(super) fn requeue(st: &mut State, jobs: Vec<(u64, bool)>) {
         return;
     };
     for (id, delivered) in jobs {
-        if let Some(q) = queue.as_mut() {
-            q.takers.remove(&id);
-        }
         let Some(mut job) = w.taken.remove(&id) else {
             continue;
         };
+        if let Some(q) = queue.as_mut() {
+            q.forget(&job);
+        }
         w.credit = w.credit.saturating_add(1);
         if delivered {
             job.deliveries += 1;
@@ -219,14 +229,10 @@ pub(super) fn reorder(st: &mut State) {
     let Some(top) = st.waiting.first().map(|j| j.priority) else {
         return;
     };
-    let (Some(q), Some(w)) = (st.queue.as_mut(), st.workers.get(&QUEUE_WORKER)) else {
+    let Some(q) = st.queue.as_mut() else {
         return;
     };
-    let lowest_queued = (w.taken.iter())
-        .filter(|(id, _)| !q.takers.contains_key(id))
-        .map(|(_, j)| j.priority)
-        .min();
-    if lowest_queued.is_none_or(|p| p >= top) {
+    if q.queued.first().is_none_or(|&(lowest, _)| lowest >= top) {
         return;
     }
     let back = take_all(q).into_iter().map(|id| (id, false)).collect();
