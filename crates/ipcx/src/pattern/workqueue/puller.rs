@@ -38,6 +38,8 @@ struct Pushers {
     /// Jobs taken and not acknowledged: the id given out → the pusher's
     /// key and its id for the job.
     held: HashMap<u64, (usize, u64)>,
+    /// How many of `held` each pusher's key holds.
+    holds: HashMap<usize, u32>,
     next_id: u64,
     /// Pushers that connected and whose schemas have not come yet.
     joining: super::super::Joining,
@@ -110,6 +112,7 @@ impl Puller {
                 prefetch,
                 last: 0,
                 held: HashMap::new(),
+                holds: HashMap::new(),
                 next_id: 0,
                 joining: Default::default(),
             })),
@@ -226,12 +229,12 @@ impl Pushers {
         let got = link
             .try_recv()
             .and_then(|m| m.map(|m| Delivery::parse(&m)).transpose());
-        let holds = self.held.values().filter(|(k, _)| *k == key).count();
+        let holds = self.holds.get(&key).copied().unwrap_or(0);
         let failed = match got {
             Ok(None) => return None,
             // A pusher that hands out more than it was given credit for
             // would fill `held` without end: it broke the protocol.
-            Ok(Some(_)) if holds >= self.prefetch as usize => {
+            Ok(Some(_)) if holds >= self.prefetch => {
                 bad("a pusher sent more jobs than the puller takes at once")
             }
             Ok(Some(mut job)) => {
@@ -239,6 +242,7 @@ impl Pushers {
                 let id = self.next_id;
                 self.next_id += 1;
                 self.held.insert(id, (key, job.id));
+                self.holds.insert(key, holds + 1);
                 job.id = id;
                 return Some(job);
             }
@@ -250,6 +254,7 @@ impl Pushers {
         self.poller.remove(key);
         // Its key may be given to the next pusher: its jobs are forgotten.
         self.held.retain(|_, (k, _)| *k != key);
+        self.holds.remove(&key);
         None
     }
 
@@ -264,6 +269,9 @@ impl Pushers {
                 "ack",
             ));
         };
+        if let Some(n) = self.holds.get_mut(&key) {
+            *n = n.saturating_sub(1);
+        }
         Ok(match self.poller.get_mut(key) {
             Some(Source::Link(link)) => Some((link, theirs)),
             _ => None,
