@@ -20,14 +20,28 @@ pub use topic::{Pattern, TOPIC_MAX, check_topic};
 pub use typed::{Bytes, Message, Receiver, Sender, TypedLink};
 pub use workqueue::{Puller, Pusher, WorkStats};
 
-/// Starts `f` on a thread named `name`; that the system gives none is an
-/// error of `op`.
 /// Locks `m`, also when a thread panicked holding it: the pattern layer's
 /// state stays consistent across a panicking handler.
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A peer's message that breaks the pattern's protocol (`why`), as `op`
+/// found it.
+fn unexpected(op: &'static str, why: &'static str) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::Frame(crate::FrameError::Unexpected(why)),
+        op,
+    )
+}
+
+/// [`unexpected`], found by a receive.
+fn bad(why: &'static str) -> crate::Error {
+    unexpected("recv", why)
+}
+
+/// Starts `f` on a thread named `name`; that the system gives none is an
+/// error of `op`.
 fn spawn(
     name: &str,
     op: &'static str,
@@ -42,7 +56,8 @@ fn spawn(
 /// Accepts peers on `listener` until `stop()` says so, each served by
 /// `serve` on a thread of its own named `thread`. Between waits (at most
 /// 100 ms apart) `state()` is the endpoint's line in `ipcx ls`, written
-/// when it changed. An accept that fails is logged, and the loop goes on.
+/// when it changed. An accept that fails is logged, and tried again after
+/// a pause (a full descriptor table would otherwise spin the loop).
 fn accept_each<S>(
     listener: &crate::Listener,
     thread: &str,
@@ -53,19 +68,36 @@ fn accept_each<S>(
     S: Fn(crate::Link) + Clone + Send + 'static,
 {
     let mut said = String::new();
+    while let Err(e) = accept_until_failure(listener, thread, &stop, &mut state, &serve, &mut said)
+    {
+        tracing::warn!(url = %listener.endpoint(), error = %e, "accept failed; trying again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// [`accept_each`] until `stop()` says so (`Ok`) or an accept fails
+/// (that error); `said` is the state line written last.
+fn accept_until_failure<S>(
+    listener: &crate::Listener,
+    thread: &str,
+    stop: &impl Fn() -> bool,
+    state: &mut impl FnMut() -> String,
+    serve: &S,
+    said: &mut String,
+) -> crate::Result<()>
+where
+    S: Fn(crate::Link) + Clone + Send + 'static,
+{
     while !stop() {
         let now = state();
-        if now != said {
+        if now != *said {
             listener.set_state(&now);
-            said = now;
+            *said = now;
         }
         let link = match listener.accept_timeout(std::time::Duration::from_millis(100)) {
             Ok(link) => link,
             Err(e) if *e.kind() == crate::ErrorKind::TimedOut => continue,
-            Err(e) => {
-                tracing::warn!(url = %listener.endpoint(), error = %e, "accept failed");
-                continue;
-            }
+            Err(e) => return Err(e),
         };
         let serve = serve.clone();
         let spawned = crate::pattern::spawn(thread, "accept", move || serve(link));
@@ -73,6 +105,7 @@ fn accept_each<S>(
             tracing::warn!(url = %listener.endpoint(), error = %e, "no thread for a peer; dropped");
         }
     }
+    Ok(())
 }
 
 /// The peers of an end that binds and reads them in one poller (a

@@ -482,12 +482,7 @@ fn join(mut link: Link, sh: &Shared) -> Result<(Arc<Sub>, crate::RecvHalf)> {
 
 /// The history asked for and the patterns of a subscribe message.
 fn parse_subscribe(msg: &[u8]) -> Result<(usize, Vec<Pattern>)> {
-    let bad = |why: &'static str| {
-        Error::new(
-            ErrorKind::Frame(crate::FrameError::Unexpected(why)),
-            "subscribe",
-        )
-    };
+    let bad = |why| crate::pattern::unexpected("subscribe", why);
     let rest = msg
         .strip_prefix(&[SUBSCRIBE])
         .ok_or_else(|| bad("a subscriber's first message is no subscription"))?;

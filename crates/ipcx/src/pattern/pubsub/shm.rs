@@ -8,13 +8,13 @@
 //! own `?slots=`, `?max_msg=` and `?overflow=` hold, and what a
 //! subscriber lost under `drop_oldest` it is told (`lost()`).
 
+use crate::pattern::bad;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
 use super::Delivery;
 use crate::error::{Error, ErrorKind, Result};
-use crate::wire::FrameError;
 
 /// Whether `url` names a shared-memory channel.
 pub(super) fn is_shm(url: &str) -> Result<bool> {
@@ -92,10 +92,6 @@ pub(super) struct ShmSubscriber {
     /// The topic of the message being looked at, copied out (reused, so a
     /// message no pattern matches costs no allocation).
     topic: Vec<u8>,
-}
-
-fn bad(why: &'static str) -> Error {
-    Error::new(ErrorKind::Frame(FrameError::Unexpected(why)), "recv")
 }
 
 impl ShmSubscriber {

@@ -1,6 +1,7 @@
 //! The subscribing end: joins a publisher with its patterns and takes
 //! the messages of its batches one by one.
 
+use crate::pattern::bad;
 use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
@@ -8,7 +9,6 @@ use super::super::typed::trade_schemas;
 use super::{BATCH, BATCH_HEAD, SUBSCRIBE, ways};
 use crate::Link;
 use crate::error::{Error, ErrorKind, Result};
-use crate::wire::FrameError;
 
 /// One message a subscriber received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,10 +55,6 @@ struct Batch {
     buf: Vec<u8>,
     at: usize,
     left: u32,
-}
-
-fn bad(why: &'static str) -> Error {
-    Error::new(ErrorKind::Frame(FrameError::Unexpected(why)), "recv")
 }
 
 /// `patterns`, checked: at least one, each well formed.

@@ -169,11 +169,9 @@ impl Client {
         let Some((kind, id, body)) = open(msg).filter(|(k, ..)| *k == REPLY || *k == ERROR_REPLY)
         else {
             st.broken = Some(
-                Error::new(
-                    ErrorKind::Frame(crate::FrameError::Unexpected(
-                        "a message that is no call reply (kind, id, body)",
-                    )),
+                crate::pattern::unexpected(
                     "call",
+                    "a message that is no call reply (kind, id, body)",
                 )
                 .at(&self.url),
             );

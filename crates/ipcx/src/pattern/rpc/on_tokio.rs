@@ -327,11 +327,9 @@ impl AsyncClient {
                 }
                 let reply = open(&buf).filter(|(k, ..)| *k == REPLY || *k == ERROR_REPLY);
                 let Some((kind, id, body)) = reply else {
-                    break Error::new(
-                        ErrorKind::Frame(crate::FrameError::Unexpected(
-                            "a message that is no call reply (kind, id, body)",
-                        )),
+                    break crate::pattern::unexpected(
                         "call",
+                        "a message that is no call reply (kind, id, body)",
                     )
                     .at(&at);
                 };

@@ -2,14 +2,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use super::super::typed::{Message, Way, decode, encode, trade_schemas};
 use super::{
     ERROR_REPLY, HEAD, REPLY, REPLY_WAIT, REQUEST, Reply, bytes_ways, envelope, lock, open,
     panicked, typed_ways,
 };
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::{Link, Listener, RecvHalf, SendHalf};
 
 /// A handler shared by the threads that run it.
@@ -128,37 +127,29 @@ impl Server {
         })
     }
 
-    /// Accepts peers forever; each that trades the right schema is served
-    /// by `serve` on a thread of its own.
+    /// Accepts peers until an accept fails; each that trades the right
+    /// schema is served by `serve` on a thread of its own.
     fn accept_each<S>(&self, ways: &[Way], serve: S) -> Result<()>
     where
         S: Fn(Link, Arc<Counts>) + Clone + Send + 'static,
     {
-        let mut said = String::new();
-        loop {
-            if let Some(now) = self.counts.changed(&mut said) {
-                self.listener.set_state(&now);
+        let (ways, counts) = (ways.to_vec(), self.counts.clone());
+        let serve = move |mut link: Link| match trade_schemas(&mut link, &ways) {
+            Ok(()) => {
+                counts.connections.fetch_add(1, Ordering::Relaxed);
+                serve(link, counts.clone());
+                counts.connections.fetch_sub(1, Ordering::Relaxed);
             }
-            let mut link = match self.listener.accept_timeout(Duration::from_millis(250)) {
-                Ok(link) => link,
-                Err(e) if *e.kind() == ErrorKind::TimedOut => continue,
-                Err(e) => return Err(e),
-            };
-            let (ways, serve, counts) = (ways.to_vec(), serve.clone(), self.counts.clone());
-            let spawned = crate::pattern::spawn("ipcx-rpc-conn", "serve", move || {
-                match trade_schemas(&mut link, &ways) {
-                    Ok(()) => {
-                        counts.connections.fetch_add(1, Ordering::Relaxed);
-                        serve(link, counts.clone());
-                        counts.connections.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "rpc: peer refused"),
-                }
-            });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "rpc: no thread for a connection; dropped");
-            }
-        }
+            Err(e) => tracing::warn!(error = %e, "rpc: peer refused"),
+        };
+        crate::pattern::accept_until_failure(
+            &self.listener,
+            "ipcx-rpc-conn",
+            &|| false,
+            &mut || self.counts.state(),
+            &serve,
+            &mut String::new(),
+        )
     }
 }
 
@@ -192,11 +183,8 @@ impl Responder {
         self.rx.recv_into(&mut self.buf)?;
         match open(&self.buf) {
             Some((REQUEST, id, body)) => Ok((id, body)),
-            _ => Err(Error::new(
-                ErrorKind::Frame(crate::FrameError::Unexpected(
-                    "a message that is no call (kind, id, body)",
-                )),
-                "recv",
+            _ => Err(crate::pattern::bad(
+                "a message that is no call (kind, id, body)",
             )),
         }
     }

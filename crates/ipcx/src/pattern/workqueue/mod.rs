@@ -46,7 +46,7 @@ pub use puller::Puller;
 pub use pusher::{Pusher, WorkStats};
 
 use super::typed::Way;
-use crate::error::{Error, ErrorKind};
+use crate::pattern::bad;
 
 const CREDIT: u8 = b'C';
 const ACK: u8 = b'A';
@@ -66,10 +66,6 @@ fn ack_message(id: u64) -> [u8; 9] {
     let mut m = [ACK; 9];
     m[1..].copy_from_slice(&id.to_le_bytes());
     m
-}
-
-fn bad(why: &'static str) -> Error {
-    Error::new(ErrorKind::Frame(crate::FrameError::Unexpected(why)), "recv")
 }
 
 /// One job a puller received.

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::super::typed::trade_schemas;
-use super::bad;
 use super::{CREDIT, Delivery, ways};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pattern::bad;
 use crate::{Link, Listener, Poller, Source};
 
 /// The pulling end of a work queue: a worker.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::super::typed::trade_schemas;
 use super::pusher::{Shared, State, Worker, lock};
-use super::{ACK, CREDIT, bad, ways};
+use super::{ACK, CREDIT, ways};
 use crate::error::Result;
+use crate::pattern::bad;
 use crate::{Link, Listener, RecvHalf};
 
 /// Accepts pullers until the pusher is dropped.
