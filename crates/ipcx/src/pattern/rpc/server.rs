@@ -32,6 +32,7 @@ pub(super) struct Counts {
 impl Counts {
     /// The endpoint's line in `ipcx ls`, when it is not what was `said`
     /// last (which it then becomes).
+    #[cfg(feature = "async")]
     pub(super) fn changed(&self, said: &mut String) -> Option<String> {
         let now = self.state();
         (now != *said).then(|| {
