@@ -1,10 +1,14 @@
 //! [`Link`]: a connection that moves whole messages; its halves are in
-//! `half.rs`.
+//! `half.rs`, what queue and journal links add in `link/queues.rs`, the
+//! hello in `link/handshake.rs`.
 //!
 //! Each half has one backend, matched in one place per operation: a byte
 //! stream (`stream.rs`: pipes, FIFOs, sockets), a shared-memory ring
 //! (`shm.rs`), or nothing (the missing direction of a one-way FIFO). A new
 //! mechanism is a new variant and a module of its own.
+
+mod handshake;
+mod queues;
 
 use std::fmt;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -23,7 +27,6 @@ use super::stream_tx::StreamTx;
 use crate::endpoint::{Endpoint, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
-use crate::wire::Hello;
 
 /// How long a receive or a send may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,88 +238,6 @@ impl Link {
         self.tx.send_timeout(msg, timeout)
     }
 
-    /// Sends one message with `priority` on an `mq:` link, where the
-    /// highest priority is taken first (`0`, the lowest, is what
-    /// [`Link::send`] gives). Other links have no priorities: any other
-    /// value is refused there ([`ErrorKind::Unsupported`]).
-    pub fn send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
-        self.tx.send_with_priority(msg, priority, Until::Forever)
-    }
-
-    /// [`Link::send_with_priority`] without waiting, as [`Link::try_send`].
-    pub fn try_send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
-        self.tx.send_with_priority(msg, priority, Until::NoWait)
-    }
-
-    /// [`Link::send_with_priority`] waiting at most `timeout`, as
-    /// [`Link::send_timeout`].
-    pub fn send_timeout_with_priority(
-        &mut self,
-        msg: &[u8],
-        priority: u32,
-        timeout: Duration,
-    ) -> Result<()> {
-        self.tx
-            .send_with_priority(msg, priority, Until::after(timeout))
-    }
-
-    /// Sends one message with the System V message type `mtype` (> 0) on
-    /// a `sysvmq:` link (a plain [`Link::send`] gives `?type=`, default 1).
-    pub fn send_typed(&mut self, msg: &[u8], mtype: i64) -> Result<()> {
-        self.tx.send_typed(msg, mtype, Until::Forever)
-    }
-
-    /// [`Link::send_typed`] without waiting, as [`Link::try_send`].
-    pub fn try_send_typed(&mut self, msg: &[u8], mtype: i64) -> Result<()> {
-        self.tx.send_typed(msg, mtype, Until::NoWait)
-    }
-
-    /// Receives the first message `msgtyp` selects on a `sysvmq:` link, and
-    /// its type: `0` the first of any type (what [`Link::recv`] takes),
-    /// `N > 0` the first of type N, `-N` the first of the lowest type up to
-    /// N (`msgrcv(2)`).
-    pub fn recv_typed(&mut self, msgtyp: i64) -> Result<(Vec<u8>, i64)> {
-        self.rx.recv_typed(msgtyp, Until::Forever)
-    }
-
-    /// [`Link::recv_typed`] without waiting: `WouldBlock` when nothing is
-    /// selected.
-    pub fn try_recv_typed(&mut self, msgtyp: i64) -> Result<(Vec<u8>, i64)> {
-        self.rx.recv_typed(msgtyp, Until::NoWait)
-    }
-
-    /// The type of the message received last (`sysvmq:` links; `0` on
-    /// others).
-    pub fn last_type(&self) -> i64 {
-        self.rx.last_type()
-    }
-
-    /// Receives one message and its priority (`mq:` links; `0` on others).
-    /// After [`Link::try_recv`] or [`Link::recv_timeout`],
-    /// [`Link::last_priority`] tells the same.
-    pub fn recv_with_priority(&mut self) -> Result<(Vec<u8>, u32)> {
-        let msg = self.recv()?;
-        Ok((msg, self.last_priority()))
-    }
-
-    /// The priority of the message received last (`mq:` links; `0` on
-    /// others).
-    pub fn last_priority(&self) -> u32 {
-        self.rx.last_priority()
-    }
-
-    /// How many messages wait in the queue this link takes from (`mq:`,
-    /// `sysvmq:`; `None` elsewhere).
-    pub fn queued(&self) -> Option<Result<usize>> {
-        self.rx.queued()
-    }
-
-    /// The sequence number of the record received last (`journal:` links;
-    /// `0` on others).
-    pub fn last_seq(&self) -> u64 {
-        self.rx.last_seq()
-    }
-
     /// Finishes sending a message that [`Link::try_send`] or
     /// [`Link::send_timeout`] left partly sent, waiting as long as it
     /// takes; at once if there is none. Receiving does it too.
@@ -494,81 +415,6 @@ impl Link {
     /// The endpoint URL of the link.
     pub fn url(&self) -> &str {
         &self.rx.shared.url
-    }
-
-    /// The largest message the peer accepts, once its handshake arrived
-    /// (on a queue or a journal: its own limit, known at once).
-    pub fn peer_max_msg(&self) -> Option<u64> {
-        self.tx.peer_max_msg()
-    }
-
-    /// Waits up to `timeout` for the peer's hello: on return, the peer
-    /// accepted this link and speaks the same protocol with compatible
-    /// settings (CRC, limits).
-    ///
-    /// `connect` does not wait for it (the listener answers only when it
-    /// accepts, and a connect must not depend on that); the first receive
-    /// checks it anyway. Call this where a sender must know it was
-    /// accepted before it goes on, as `ipcx send` does: a listener at its
-    /// `?max_conns=` limit closes the connection unanswered, and this says
-    /// so. A message that arrived right behind the hello is kept for the
-    /// next receive.
-    ///
-    /// ```
-    /// # fn main() -> ipcx::Result<()> {
-    /// # let dir = std::env::temp_dir().join(format!("ipcx-doc-wc-{}", std::process::id()));
-    /// # std::fs::create_dir_all(&dir).unwrap();
-    /// # let url = format!("unix:{}/app.sock", dir.display());
-    /// let listener = ipcx::Listener::bind(&url)?;
-    /// let mut client = ipcx::Link::connect(&url)?; // returns at once
-    /// let _server = listener.accept()?;             // answers the hello
-    /// client.wait_connected(std::time::Duration::from_secs(5))?;
-    /// assert!(client.peer_max_msg().is_some());
-    /// # drop(listener); std::fs::remove_dir_all(&dir).ok();
-    /// # Ok(()) }
-    /// ```
-    pub fn wait_connected(&mut self, timeout: Duration) -> Result<()> {
-        self.finish_handshake(crate::deadline::far_after(timeout))
-    }
-
-    /// Sends our hello and, where this side also receives, expects the
-    /// peer's as the first frame.
-    pub(crate) fn begin_handshake(&mut self, crc: bool, max_msg: usize) -> Result<()> {
-        self.send_hello(crc, max_msg)?;
-        self.expect_hello(crc, max_msg);
-        Ok(())
-    }
-
-    /// Sends our hello (where this side sends a byte stream).
-    pub(crate) fn send_hello(&mut self, crc: bool, max_msg: usize) -> Result<()> {
-        match &mut self.tx.tx {
-            Tx::Stream(s) => s.send_hello(&Hello::new(crc, max_msg)),
-            Tx::Shm(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => Ok(()),
-        }
-    }
-
-    /// Expects the peer's hello as the first frame (where this side
-    /// receives a byte stream), to be checked against ours.
-    pub(crate) fn expect_hello(&mut self, crc: bool, max_msg: usize) {
-        if let Rx::Stream(s) = &mut self.rx.rx {
-            s.expect_hello(Hello::new(crc, max_msg));
-        }
-    }
-
-    /// Waits until the peer's hello arrived and matched ours.
-    pub(crate) fn finish_handshake(&mut self, deadline: Instant) -> Result<()> {
-        match &mut self.rx.rx {
-            Rx::Stream(s) => s.await_hello(deadline),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Ok(()),
-        }
-    }
-
-    /// Reads what has arrived of the peer's hello; `true` once it matched.
-    pub(crate) fn poll_handshake(&mut self) -> Result<bool> {
-        match &mut self.rx.rx {
-            Rx::Stream(s) => s.poll_hello(),
-            Rx::Shm(_) | Rx::Mq(_) | Rx::Journal(_) | Rx::None(_) => Ok(true),
-        }
     }
 }
 
