@@ -9,15 +9,19 @@
 //! queue has no peers: a link sends into it and takes from it, and its
 //! listener hands out one link at a time, as a FIFO's does.
 
+mod listener;
+
+pub(crate) use listener::MqListener;
+pub use listener::sysv_queues;
+
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Link, Until};
 use crate::endpoint::{Address, Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
-use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys;
 use crate::sys::fd::Interest;
 
@@ -469,153 +473,4 @@ fn sysv_key(ep: &Endpoint) -> Result<i32> {
 /// How the registry names a System V queue (no file is there).
 pub(crate) fn sysv_registry_path(key: i32) -> PathBuf {
     PathBuf::from(format!("/proc/sysvipc/msg/{key:#x}"))
-}
-
-/// The binding side: the queue's creator and owner.
-#[derive(Debug)]
-pub(crate) struct MqListener {
-    queue: Arc<Queue>,
-    /// The link accepted last: the next accept waits until it is dropped.
-    active: Weak<Queue>,
-    _registration: Registration,
-}
-
-impl MqListener {
-    pub(crate) fn bind(ep: &Endpoint) -> Result<MqListener> {
-        if ep.scheme() == Scheme::SysvMq {
-            return MqListener::bind_sysv(ep);
-        }
-        let name = name(ep)?;
-        let o = ep.options();
-        let max_msgs = within_limit(ep, "max_msgs", o.max_msgs, "msg_max", "msg_default")?;
-        let msg_size = within_limit(ep, "msg_size", o.msg_size, "msgsize_max", "msgsize_default")?;
-        let path = registry_path(name);
-        let mut reg =
-            Registry::open()?.claim(ObjectKind::Mq, ep.url(), vec![path.clone()], o.persist)?;
-        let fd = match sys::mq::open(name, Some((o.mode, max_msgs, msg_size))) {
-            Ok(fd) => {
-                if let Ok((dev, ino)) = sys::fs::identity_of(&fd) {
-                    reg.created_as(&path, dev, ino);
-                }
-                fd
-            }
-            // A queue someone made for us (a C program, or a persistent
-            // one): used as it is.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                sys::mq::open(name, None).map_err(|e| Error::io("bind", e).at(ep))?
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                let max = sys::mq::limit("queues_max").unwrap_or(0);
-                return Err(Error::new(
-                    ErrorKind::LimitReached(format!(
-                        "this user has as many message queues as RLIMIT_MSGQUEUE allows \
-                         (/proc/sys/fs/mqueue/queues_max is {max}); remove some (ipcx clean)"
-                    )),
-                    "bind",
-                )
-                .at(ep));
-            }
-            Err(e) => return Err(Error::io("bind", e).at(ep)),
-        };
-        Ok(MqListener {
-            queue: Queue::posix(ep, fd)?,
-            active: Weak::new(),
-            _registration: reg,
-        })
-    }
-
-    /// Creates the System V queue (permissions from `?mode=`), or uses
-    /// one another program made for us.
-    fn bind_sysv(ep: &Endpoint) -> Result<MqListener> {
-        let o = ep.options();
-        let key = sysv_key(ep)?;
-        let path = sysv_registry_path(key);
-        let mut reg =
-            Registry::open()?.claim(ObjectKind::SysvMq, ep.url(), vec![path.clone()], o.persist)?;
-        let id = match sys::sysvmq::get(key, Some(o.mode)) {
-            Ok(id) => {
-                reg.created_as(&path, key as u32 as u64, id.0 as u64);
-                id
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                sys::sysvmq::get(key, None).map_err(|e| Error::io("bind", e).at(ep))?
-            }
-            Err(e) => return Err(Error::io("bind", e).at(ep)),
-        };
-        Ok(MqListener {
-            queue: Queue::sysv(ep, id)?,
-            active: Weak::new(),
-            _registration: reg,
-        })
-    }
-
-    /// A link on the queue, once the one handed out before was dropped.
-    pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
-        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
-        while self.active.strong_count() > 0 {
-            let left = match deadline {
-                Some(d) => backoff.sleep_until(d),
-                None => backoff.sleep_until(crate::deadline::far_after(std::time::Duration::MAX)),
-            };
-            if !left {
-                return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
-            }
-        }
-        let queue = self.queue.again(ep)?;
-        self.active = Arc::downgrade(&queue);
-        let (rx, tx) = halves(&queue);
-        Ok(Link::from_mq(ep, rx, tx))
-    }
-}
-
-/// The System V queues this user owns (any program's), as `ipcs -q`
-/// shows them, for `ipcx ls`: `sysvmq:0xKEY` and what they hold.
-pub fn sysv_queues() -> Vec<(String, String)> {
-    sys::sysvmq::list(sys::process::euid())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|q| {
-            let last = match q.last_sender {
-                0 => "nobody sent yet".to_string(),
-                pid => format!("last sent by {pid}"),
-            };
-            (
-                format!("sysvmq:{:#x}", q.key),
-                format!("{} messages ({} bytes), {last}", q.depth, q.bytes),
-            )
-        })
-        .collect()
-}
-
-/// The value of a creation limit (`option`, or the system's default from
-/// `default`), refused if over the system's `max`, naming the file under
-/// `/proc/sys/fs/mqueue/` and its value (raising it needs
-/// `CAP_SYS_RESOURCE`).
-fn within_limit(
-    ep: &Endpoint,
-    option: &str,
-    asked: Option<usize>,
-    max: &str,
-    default: &str,
-) -> Result<usize> {
-    let read = |file: &str| sys::mq::limit(file).map_err(|e| Error::io("bind", e).at(ep));
-    let Some(n) = asked else {
-        return read(default);
-    };
-    let limit = read(max)?;
-    if n > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidOption {
-                scheme: "mq",
-                option: option.into(),
-                reason: format!(
-                    "{n} is over the system's limit: /proc/sys/fs/mqueue/{max} is {limit} \
-                     (raising it needs CAP_SYS_RESOURCE)"
-                ),
-            },
-            "bind",
-        )
-        .at(ep));
-    }
-    Ok(n)
 }
