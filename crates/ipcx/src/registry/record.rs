@@ -1,5 +1,6 @@
-//! A record file's format: a header line with the version, then lines of
-//! `key value`, values percent-escaped so that any path round-trips.
+//! One record of the registry, and its file's format: a header line with
+//! the version, then lines of `key value`, values percent-escaped so that
+//! any path round-trips.
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};

@@ -1,0 +1,131 @@
+//! Options written back as the query string that parses to them.
+
+use std::time::Duration;
+
+use super::{Codec, Options, Overflow};
+
+impl Options {
+    /// The query string (`a=1&b=2`, no `?`) that parses back to these
+    /// options: every option that differs from its default, in the order
+    /// of the option table.
+    pub fn to_query(&self) -> String {
+        let d = Options::default();
+        let mut q: Vec<String> = Vec::new();
+        let mut put = |k: &str, v: String| q.push(format!("{k}={v}"));
+        if self.max_msg != d.max_msg || self.max_msg_given {
+            put("max_msg", self.max_msg.to_string());
+        }
+        if self.mode != d.mode {
+            put("mode", format!("{:04o}", self.mode));
+        }
+        if self.timeout != d.timeout {
+            put("timeout", format_duration(self.timeout));
+        }
+        if self.handshake_timeout != d.handshake_timeout {
+            put("handshake_timeout", format_duration(self.handshake_timeout));
+        }
+        if self.wait != d.wait {
+            put("wait", self.wait.name().into());
+        }
+        if self.spin != d.spin {
+            put("spin", format_duration(self.spin));
+        }
+        if self.coalesce != d.coalesce {
+            put("coalesce", format_duration(self.coalesce));
+        }
+        if self.codec != d.codec {
+            let name = match self.codec {
+                Codec::Framed => "framed",
+                Codec::Raw => "raw",
+                Codec::Lines => "lines",
+            };
+            put("codec", name.into());
+        }
+        if self.crc != d.crc {
+            put("crc", self.crc.to_string());
+        }
+        if let Some(h) = self.heartbeat {
+            put("heartbeat", format_duration(h));
+        }
+        if self.max_conns != d.max_conns {
+            put("max_conns", self.max_conns.to_string());
+        }
+        if self.max_pending != d.max_pending {
+            put("max_pending", self.max_pending.to_string());
+        }
+        if self.max_fds != d.max_fds {
+            put("max_fds", self.max_fds.to_string());
+        }
+        if self.persist != d.persist {
+            put("persist", self.persist.to_string());
+        }
+        if self.duplex != (self.codec == Codec::Framed) {
+            put("duplex", self.duplex.to_string());
+        }
+        if self.size != d.size {
+            put("size", self.size.to_string());
+        }
+        if self.slots != d.slots {
+            put("slots", self.slots.to_string());
+        }
+        if self.overflow != d.overflow {
+            let name = match self.overflow {
+                Overflow::Block => "block",
+                Overflow::DropOldest => "drop_oldest",
+                Overflow::Fail => "fail",
+            };
+            put("overflow", name.into());
+        }
+        if self.liveness != d.liveness {
+            put("liveness", format_duration(self.liveness));
+        }
+        if let Some(n) = self.max_msgs {
+            put("max_msgs", n.to_string());
+        }
+        if let Some(n) = self.from {
+            put("from", n.to_string());
+        }
+        if self.history != d.history {
+            put("history", self.history.to_string());
+        }
+        if let Some(n) = self.msg_size {
+            put("msg_size", n.to_string());
+        }
+        if let Some(n) = self.retain {
+            put("retain", n.to_string());
+        }
+        if let Some(a) = self.retain_age {
+            put("retain_age", format_duration(a));
+        }
+        if self.durability != d.durability {
+            let name = match self.durability {
+                crate::journal::Durability::None => "none",
+                crate::journal::Durability::Flush => "flush",
+                crate::journal::Durability::Sync => "sync",
+            };
+            put("durability", name.into());
+        }
+        if self.proj != d.proj {
+            put("proj", self.proj.to_string());
+        }
+        if self.msg_type != d.msg_type {
+            put("type", self.msg_type.to_string());
+        }
+        q.join("&")
+    }
+}
+
+/// A duration as `parse_duration` reads it back, in the largest unit that
+/// keeps it exact.
+fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns % 1_000_000_000 == 0 {
+        format!("{}s", d.as_secs())
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else if ns % 1_000 == 0 {
+        format!("{}us", d.as_micros())
+    } else {
+        format!("{ns}ns")
+    }
+}
