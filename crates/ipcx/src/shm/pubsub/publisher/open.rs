@@ -72,7 +72,7 @@ impl Publisher {
 
     /// Writes a fresh channel's facts and this publisher's entry, magic
     /// last, and becomes its first publisher.
-    pub(super) fn init(
+    pub(in crate::shm::pubsub) fn init(
         ch: Channel,
         overflow: Overflow,
         wait: WaitStrategy,
