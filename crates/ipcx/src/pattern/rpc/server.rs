@@ -179,7 +179,7 @@ impl Responder {
     }
 
     /// The next call: its id and request. `Closed` once the caller left;
-    /// a message that is no call is [`ErrorKind::Frame`].
+    /// a message that is no call is [`ErrorKind::Frame`](crate::ErrorKind::Frame).
     pub fn recv(&mut self) -> Result<(u64, &[u8])> {
         self.rx.recv_into(&mut self.buf)?;
         match open(&self.buf) {
@@ -197,7 +197,7 @@ impl Responder {
     }
 
     /// Answers call `id` with an error (the caller gets
-    /// [`ErrorKind::Remote`] with `why`).
+    /// [`ErrorKind::Remote`](crate::ErrorKind::Remote) with `why`).
     pub fn reply_error(&mut self, id: u64, why: &str) -> Result<()> {
         envelope(ERROR_REPLY, id, why.as_bytes(), &mut self.out);
         self.tx.send(&self.out)

@@ -20,8 +20,8 @@ impl SendHalf {
     }
 
     /// Sends one message if the link has room for it now: `WouldBlock`
-    /// means nothing was sent. See [`Link::try_send`](super::Link::try_send);
-    /// unlike a link's receives, this half's peer [`RecvHalf`] cannot
+    /// means nothing was sent. See [`Link::try_send`](crate::Link::try_send);
+    /// unlike a link's receives, this half's peer [`RecvHalf`](crate::RecvHalf) cannot
     /// finish what `try_send` left partly sent: call [`SendHalf::flush`]
     /// before awaiting a reply.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
@@ -29,7 +29,7 @@ impl SendHalf {
     }
 
     /// [`SendHalf::try_send`] with `priority` (`mq:` links; see
-    /// [`Link::send_with_priority`](super::Link::send_with_priority)):
+    /// [`Link::send_with_priority`](crate::Link::send_with_priority)):
     /// `WouldBlock` when the queue is full.
     pub fn try_send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
         self.send_with_priority(msg, priority, Until::NoWait)
@@ -43,7 +43,7 @@ impl SendHalf {
     }
 
     /// Sends one message with `priority` (see
-    /// [`Link::send_with_priority`](super::Link::send_with_priority)).
+    /// [`Link::send_with_priority`](crate::Link::send_with_priority)).
     pub(crate) fn send_with_priority(
         &mut self,
         msg: &[u8],
@@ -66,7 +66,7 @@ impl SendHalf {
     }
 
     /// Sends one message with the System V type `mtype` (> 0; see
-    /// [`Link::send_typed`](super::Link::send_typed)).
+    /// [`Link::send_typed`](crate::Link::send_typed)).
     pub(crate) fn send_typed(&mut self, msg: &[u8], mtype: i64, until: Until) -> Result<()> {
         match &mut self.tx {
             Tx::Mq(m) if m.is_sysv() => m
@@ -131,7 +131,7 @@ impl SendHalf {
 
     /// Sends one message, waiting at most `timeout` for room: `TimedOut`
     /// means nothing was sent. See
-    /// [`Link::send_timeout`](super::Link::send_timeout).
+    /// [`Link::send_timeout`](crate::Link::send_timeout).
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.send_frame(wire::KIND_DATA, msg, &[], Until::after(timeout))
     }

@@ -11,7 +11,7 @@ impl Link {
     /// Sends one message with `priority` on an `mq:` link, where the
     /// highest priority is taken first (`0`, the lowest, is what
     /// [`Link::send`] gives). Other links have no priorities: any other
-    /// value is refused there ([`ErrorKind::Unsupported`]).
+    /// value is refused there ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)).
     pub fn send_with_priority(&mut self, msg: &[u8], priority: u32) -> Result<()> {
         self.tx.send_with_priority(msg, priority, Until::Forever)
     }
