@@ -242,7 +242,7 @@ impl RecvHalf {
         }
     }
 
-    /// The descriptor [`AsFd`] on the link gives: [`RecvHalf::descriptor`],
+    /// The descriptor [`AsFd`](std::os::fd::AsFd) on the link gives: [`RecvHalf::descriptor`],
     /// or the write end on the sending end of a one-way FIFO.
     pub(crate) fn link_fd(&self) -> BorrowedFd<'_> {
         match &self.rx {

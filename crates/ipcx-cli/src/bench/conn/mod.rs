@@ -93,7 +93,7 @@ impl Conn for Link {
 }
 
 /// Keeps the listener (and its socket file) alive as long as the link.
-pub(super) struct ListenerLink {
+struct ListenerLink {
     _listener: Listener,
     link: Link,
 }

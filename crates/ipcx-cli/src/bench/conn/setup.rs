@@ -23,7 +23,7 @@ pub struct Setup {
     pending: Pending,
 }
 
-pub(super) enum Pending {
+enum Pending {
     Listener(Box<Listener>),
     Unix(UnixListener),
     Tcp(TcpListener),

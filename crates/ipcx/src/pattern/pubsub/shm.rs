@@ -8,7 +8,6 @@
 //! own `?slots=`, `?max_msg=` and `?overflow=` hold, and what a
 //! subscriber lost under `drop_oldest` it is told (`lost()`).
 
-use crate::pattern::bad;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ pub(super) fn is_shm(url: &str) -> Result<bool> {
     Ok(crate::Endpoint::parse(url)?.scheme() == crate::Scheme::Shm)
 }
 
+use crate::pattern::bad;
 use crate::pattern::lock;
 
 /// A publisher of topics on a `shm:` channel.

@@ -1,7 +1,6 @@
 //! The subscribing end: joins a publisher with its patterns and takes
 //! the messages of its batches one by one.
 
-use crate::pattern::bad;
 use std::time::{Duration, Instant};
 
 use super::super::topic::{Pattern, check_topic};
@@ -9,6 +8,7 @@ use super::super::typed::trade_schemas;
 use super::{BATCH, BATCH_HEAD, SUBSCRIBE, ways};
 use crate::Link;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pattern::bad;
 
 /// One message a subscriber received.
 #[derive(Debug, Clone, PartialEq, Eq)]

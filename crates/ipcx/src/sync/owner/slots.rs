@@ -12,7 +12,7 @@ pub(crate) const SLOTS: usize = if cfg!(ipcx_loom) { 2 } else { 64 };
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// [`pack`]ed pid and start time; 0 free, [`RECLAIMING`] being cleared.
+    /// [`pack`](super::pack)ed pid and start time; 0 free, [`RECLAIMING`] being cleared.
     who: AtomicU64,
     pub(crate) count: AtomicU32,
 }
