@@ -166,6 +166,13 @@ fn what_is_refused() {
         .recv_timeout(Duration::from_millis(50))
         .expect_err("empty");
     assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    let err = link
+        .send_fds(b"x", &[std::os::fd::AsFd::as_fd(&std::io::stdin())])
+        .expect_err("no descriptors on a queue");
+    assert!(
+        matches!(err.kind(), ErrorKind::Unsupported(why) if why.starts_with("sysvmq: links do not pass descriptors")),
+        "{err}"
+    );
     let posix = Listener::bind(&format!("mq:/{}", common::abstract_name())).expect("bind mq");
     let err = posix
         .accept()

@@ -237,19 +237,13 @@ impl AsyncSendHalf {
     pub async fn send_fds(&mut self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
         if let Wake::Bell(bell, doorbell) = &self.wake {
             if !fds.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
-                    "send",
-                ));
+                return Err(self.half.passes_no_fds());
             }
             return send_shm(&mut self.half, bell, doorbell, msg).await;
         }
         if self.half.is_queue() {
             if !fds.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Unsupported("mq: links do not pass descriptors".into()),
-                    "send",
-                ));
+                return Err(self.half.passes_no_fds());
             }
             return self.send_with_priority(msg, 0).await;
         }

@@ -182,25 +182,11 @@ impl SendHalf {
     ) -> Result<()> {
         match &mut self.tx {
             Tx::Stream(s) => s.send_frame(kind, msg, fds, until),
-            Tx::Shm(_) if !fds.is_empty() => Err(Error::new(
-                ErrorKind::Unsupported("shm: links do not pass descriptors".into()),
-                "send",
-            )
-            .at(&self.shared.url)),
-            Tx::Shm(s) => s.send(msg, until).map_err(|e| e.at(&self.shared.url)),
-            Tx::Mq(_) if !fds.is_empty() => Err(Error::new(
-                ErrorKind::Unsupported("mq: links do not pass descriptors".into()),
-                "send",
-            )
-            .at(&self.shared.url)),
-            Tx::Mq(m) => m.send(msg, None, until).map_err(|e| e.at(&self.shared.url)),
-            Tx::Journal(_) if !fds.is_empty() => Err(Error::new(
-                ErrorKind::Unsupported("journal: links do not pass descriptors".into()),
-                "send",
-            )
-            .at(&self.shared.url)),
-            Tx::Journal(j) => j.send(msg).map_err(|e| e.at(&self.shared.url)),
             Tx::None => Err(self.only_receives()),
+            _ if !fds.is_empty() => Err(self.passes_no_fds()),
+            Tx::Shm(s) => s.send(msg, until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Mq(m) => m.send(msg, None, until).map_err(|e| e.at(&self.shared.url)),
+            Tx::Journal(j) => j.send(msg).map_err(|e| e.at(&self.shared.url)),
         }
     }
 
@@ -268,6 +254,19 @@ impl SendHalf {
             Tx::Stream(s) => set_nonblocking(s.descriptor()),
             Tx::Shm(_) | Tx::Mq(_) | Tx::Journal(_) | Tx::None => Ok(()),
         }
+    }
+
+    /// The refusal of descriptors on a link whose mechanism passes none
+    /// (`shm:`, the queues, journals), naming it.
+    pub(crate) fn passes_no_fds(&self) -> Error {
+        let scheme = self.shared.url.split(':').next().unwrap_or_default();
+        Error::new(
+            ErrorKind::Unsupported(format!(
+                "{scheme}: links do not pass descriptors (unix: and unixseq: do)"
+            )),
+            "send",
+        )
+        .at(&self.shared.url)
     }
 
     fn only_receives(&self) -> Error {
