@@ -89,13 +89,15 @@ fn a_burst_of_datagrams_comes_whole_in_order_with_its_descriptors() {
     child.finish();
 }
 
-/// A raw peer: hello, five small frames back to back, then one datagram
-/// longer than any read takes whole (its send buffer raised for it).
-fn oversized_after_five(path: &str) {
+/// A raw peer: hello, five small frames back to back, then `then` (raw
+/// datagrams, sent as they are); says so, and stays until the server
+/// closes the link.
+fn five_then(path: &str, then: &[Vec<u8>]) {
     use ipcx::wire::{Hello, KIND_DATA, KIND_HELLO};
     use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketType, sockopt};
     let frame = common::raw_frame;
     let s = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("socket");
+    // Room for a datagram longer than any read takes whole.
     sockopt::set_socket_send_buffer_size(&s, 4 << 20).expect("SO_SNDBUF");
     rustix::net::connect(&s, &SocketAddrUnix::new(path).expect("address")).expect("connect");
     let send = |bytes: &[u8]| {
@@ -105,25 +107,70 @@ fn oversized_after_five(path: &str) {
     for i in 0..5u8 {
         send(&frame(KIND_DATA, &[i; 10]));
     }
-    send(&frame(KIND_DATA, &vec![9u8; 300 << 10]));
-    // Until the server closes the link.
-    let _ = rustix::net::recv(&s, &mut [0u8; 64], rustix::net::RecvFlags::empty());
+    for d in then {
+        send(d);
+    }
+    common::ready("sent");
+    until_closed(&s);
+}
+
+/// Reads (the server's hello, anything else) until the server closes the
+/// link.
+fn until_closed(s: &impl AsFd) {
+    let mut buf = [0u8; 64];
+    while matches!(rustix::net::recv(s, &mut buf, rustix::net::RecvFlags::empty()), Ok((n, _)) if n > 0)
+    {
+    }
+}
+
+/// Binds `unixseq:` with the raw peer `role` sending to it; returns the
+/// accepted link once everything is queued, so that the second read
+/// takes the rest in one call.
+fn queued_from(t: &Test, role: &str) -> (ipcx::Link, common::ChildProcess) {
+    let dir = t.scratch();
+    let path = dir.path("s.sock");
+    let url = format!("unixseq:{}", path.display());
+    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
+    let mut child = t.spawn(role, |c| {
+        set_param(
+            set_param(c, "PATH", &path.display().to_string()),
+            "ROLE",
+            role,
+        )
+    });
+    let link = common::accept(&mut listener, &mut child);
+    assert_eq!(child.wait_ready(), "sent");
+    (link, child)
+}
+
+/// The raw peers of the tests below, by `ROLE`.
+fn raw_peer() {
+    use ipcx::wire::KIND_DATA;
+    let path = param("PATH");
+    match param("ROLE").as_str() {
+        "oversized" => five_then(
+            &path,
+            &[common::raw_frame(KIND_DATA, &vec![9u8; 300 << 10])],
+        ),
+        "empty" => five_then(
+            &path,
+            &[
+                Vec::new(),
+                common::raw_frame(KIND_DATA, b"after the end"),
+                common::raw_frame(KIND_DATA, b"and more"),
+            ],
+        ),
+        other => panic!("unknown role {other}"),
+    }
 }
 
 #[test]
 fn a_datagram_too_long_in_a_batch_is_reported_after_those_before_it() {
     let t = Test::start();
     if t.child_role().is_some() {
-        return oversized_after_five(&param("PATH"));
+        return raw_peer();
     }
-    let dir = t.scratch();
-    let path = dir.path("s.sock");
-    let url = format!("unixseq:{}", path.display());
-    let mut listener = Listener::bind(&url).unwrap_or_else(|e| panic!("bind {url}: {e}"));
-    let mut child = t.spawn("raw", |c| set_param(c, "PATH", &path.display().to_string()));
-    let mut link = common::accept(&mut listener, &mut child);
-    // All six datagrams queued: the second read takes the rest in one call.
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (mut link, mut child) = queued_from(&t, "oversized");
     for i in 0..5u8 {
         assert_eq!(link.recv().expect("a small frame"), [i; 10]);
     }
@@ -132,6 +179,26 @@ fn a_datagram_too_long_in_a_batch_is_reported_after_those_before_it() {
         matches!(err.kind(), ErrorKind::Frame(FrameError::PacketTruncated(n)) if *n == 256 << 10),
         "{err}"
     );
+    drop(link);
+    child.finish();
+}
+
+/// An empty datagram in a batch is the end of the stream, as it is read
+/// alone: the frames before it come, and none after it.
+#[test]
+fn an_empty_datagram_in_a_batch_ends_the_stream_there() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return raw_peer();
+    }
+    let (mut link, mut child) = queued_from(&t, "empty");
+    for i in 0..5u8 {
+        assert_eq!(link.recv().expect("a small frame"), [i; 10]);
+    }
+    let err = link
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect_err("the end of the stream");
+    assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
     drop(link);
     child.finish();
 }
@@ -179,8 +246,7 @@ fn five_descriptors_each(path: &str) {
         .expect("sendmsg with descriptors");
     }
     common::ready("sent");
-    // Until the server closes the link.
-    let _ = rustix::net::recv(&s, &mut [0u8; 64], rustix::net::RecvFlags::empty());
+    until_closed(&s);
 }
 
 /// A batch takes at most `?max_fds=` descriptors with each datagram (a

@@ -217,8 +217,9 @@ fn flood_descriptors(path: &str) {
         )
         .expect("sendmsg with descriptors");
     }
-    // Until the server closes the link.
-    let _ = raw.read(&mut [0u8; 64]);
+    // Until the server closes the link (its hello comes first).
+    let mut buf = [0u8; 64];
+    while matches!(raw.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 // ---------------------------------------------------------------------------

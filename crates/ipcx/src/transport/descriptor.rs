@@ -91,19 +91,22 @@ impl Descriptor {
     /// buffer (the unprivileged maximum) so large messages cross in fewer
     /// wake-ups.
     pub(crate) fn pipe(fd: OwnedFd) -> Arc<Descriptor> {
-        // An optimization only: the default size works too.
-        let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
-        Arc::new(Descriptor::new(fd, FdKind::Pipe))
+        Arc::new(Descriptor::pipe_end(fd))
     }
 
     /// A FIFO's read end opened before any writer (see
     /// [`Descriptor::eof_until_writer`]).
     pub(crate) fn fifo_before_writer(fd: OwnedFd) -> Arc<Descriptor> {
-        let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
         Arc::new(Descriptor {
             eof_until_writer: true,
-            ..Descriptor::new(fd, FdKind::Pipe)
+            ..Descriptor::pipe_end(fd)
         })
+    }
+
+    fn pipe_end(fd: OwnedFd) -> Descriptor {
+        // An optimization only: the default size works too.
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, 1 << 20);
+        Descriptor::new(fd, FdKind::Pipe)
     }
 
     /// Whether a read that finds nothing may mean "no writer yet" rather
@@ -224,9 +227,10 @@ const SMALL_READ: usize = 512;
 pub(crate) struct Pace {
     delay: std::time::Duration,
     small: bool,
-    /// What was wrong with a datagram of a batch, for the read after the
-    /// one that gives the good datagrams before it.
-    held: Option<io::Error>,
+    /// What the read after the one that gives a batch's good datagrams
+    /// returns: what was wrong with the next one, or the end of the stream
+    /// (an empty datagram), whatever the batch took after it.
+    held: Option<io::Result<usize>>,
 }
 
 impl Pace {
@@ -256,8 +260,8 @@ impl DescriptorSource<'_> {
 
 impl ReadSource for DescriptorSource<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(e) = self.pace.held.take() {
-            return Err(e);
+        if let Some(r) = self.pace.held.take() {
+            return r;
         }
         self.ready()?;
         if self.may_block && self.pace.small && !self.pace.delay.is_zero() {
@@ -331,11 +335,15 @@ impl DescriptorSource<'_> {
                 if i == 0 {
                     return Err(e);
                 }
-                self.pace.held = Some(e);
+                self.pace.held = Some(Err(e));
                 break;
             }
             if r.bytes == 0 {
-                // The end of the stream: the next read sees it again.
+                // The end of the stream (the peer's, or an empty datagram,
+                // which no sender makes): the next read gives it.
+                if i > 0 {
+                    self.pace.held = Some(Ok(0));
+                }
                 break;
             }
             if i > 0 {

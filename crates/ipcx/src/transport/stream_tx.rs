@@ -165,13 +165,13 @@ impl StreamTx {
         }
     }
 
-    /// Writes the rest of a message a send left unfinished, waiting as
-    /// `until` allows.
     /// Whether a message a send took in part still has bytes to write.
     pub(crate) fn has_unsent(&self) -> bool {
         !self.unsent.is_empty()
     }
 
+    /// Writes the rest of a message a send left unfinished, waiting as
+    /// `until` allows.
     pub(crate) fn flush(&mut self, until: Until) -> Result<()> {
         let dont_wait = !matches!(until, Until::Forever);
         while let Some(front) = self.unsent.front_mut() {
