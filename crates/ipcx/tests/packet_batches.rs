@@ -170,7 +170,7 @@ fn a_datagram_too_long_in_a_batch_is_reported_after_those_before_it() {
     if t.child_role().is_some() {
         return raw_peer();
     }
-    let (mut link, mut child) = queued_from(&t, "oversized");
+    let (mut link, child) = queued_from(&t, "oversized");
     for i in 0..5u8 {
         assert_eq!(link.recv().expect("a small frame"), [i; 10]);
     }
@@ -191,7 +191,7 @@ fn an_empty_datagram_in_a_batch_ends_the_stream_there() {
     if t.child_role().is_some() {
         return raw_peer();
     }
-    let (mut link, mut child) = queued_from(&t, "empty");
+    let (mut link, child) = queued_from(&t, "empty");
     for i in 0..5u8 {
         assert_eq!(link.recv().expect("a small frame"), [i; 10]);
     }
