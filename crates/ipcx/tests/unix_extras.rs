@@ -157,6 +157,14 @@ fn descriptor_limits_are_enforced() {
             let mut link = common::connect(&param("URL"));
             let files: Vec<File> = (0..3).map(|_| File::open("/dev/null").unwrap()).collect();
             let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+            // More than one `sendmsg` carries is refused before anything goes.
+            let err = link
+                .send_fds(b"too many", &[fds[0]; 254])
+                .expect_err("254 descriptors with one message");
+            assert!(
+                matches!(err.kind(), ErrorKind::InvalidArgument(why) if why.contains("at most 253")),
+                "{err}"
+            );
             link.send_fds(b"three", &fds).expect("send_fds");
             let _ = link.recv();
             return;
@@ -390,6 +398,31 @@ fn symlinks_are_never_followed() {
 /// The errno under an error, if it came from the OS.
 fn os_error(err: &ipcx::Error) -> Option<i32> {
     err.os_error()?.raw_os_error()
+}
+
+/// A line with a newline inside cannot go on a `?codec=lines` link: the
+/// send is refused as an argument error, and the link goes on (the lines
+/// before and after arrive).
+#[test]
+fn a_newline_inside_a_line_is_refused() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = common::connect(&param("URL"));
+        link.send(b"first").expect("send");
+        let err = link.send(b"two\nlines").expect_err("a newline inside");
+        assert!(
+            matches!(err.kind(), ErrorKind::InvalidArgument(why) if why.contains("newline")),
+            "{err}"
+        );
+        link.send(b"last").expect("send");
+        return;
+    }
+    let dir = t.scratch();
+    let url = format!("{}?codec=lines", dir.url("unix", "lines.sock"));
+    let (_listener, child, mut link) = bind_and_spawn(&t, &url, "lines");
+    assert_eq!(link.recv().expect("first"), b"first");
+    assert_eq!(link.recv().expect("last"), b"last");
+    child.finish();
 }
 
 /// What std users expect: `Read`/`Write` on a `?codec=raw` link (a tool's

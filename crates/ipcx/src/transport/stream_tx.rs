@@ -221,9 +221,14 @@ impl StreamTx {
             return err(ErrorKind::Closed);
         }
         self.mark_sent();
-        if !fds.is_empty() && (!ch.kind().passes_fds() || fds.len() > MAX_FDS) {
-            return err(ErrorKind::Unsupported(format!(
-                "{} descriptors: only unix: and unixseq: links pass descriptors, at most {MAX_FDS} at a time",
+        if !fds.is_empty() && !ch.kind().passes_fds() {
+            return err(ErrorKind::Unsupported(
+                "only unix: and unixseq: links pass descriptors".into(),
+            ));
+        }
+        if fds.len() > MAX_FDS {
+            return err(ErrorKind::InvalidArgument(format!(
+                "{} descriptors with one message; at most {MAX_FDS} go at a time",
                 fds.len()
             )));
         }
@@ -252,7 +257,7 @@ impl StreamTx {
             Codec::Raw => (Parts::one(Part::Body(msg)), 1),
             Codec::Lines => {
                 if msg.contains(&b'\n') {
-                    return err(ErrorKind::Unsupported(
+                    return err(ErrorKind::InvalidArgument(
                         "a message on a codec=lines link may not contain a newline; send it on a framed link or split it".into(),
                     ));
                 }
