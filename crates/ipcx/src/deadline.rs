@@ -51,7 +51,6 @@ impl Backoff {
 
     /// The next pause (for a caller that waits its own way, as an async
     /// task does).
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn next_pause(&mut self) -> Duration {
         let pause = self.pause;
         self.pause = (self.pause * 2).min(self.cap);
@@ -69,6 +68,17 @@ impl Backoff {
         self.pause = (self.pause * 2).min(self.cap);
         true
     }
+
+    /// [`Backoff::sleep_until`] where `None` is no deadline (always sleeps).
+    pub(crate) fn sleep_within(&mut self, deadline: Option<Instant>) -> bool {
+        match deadline {
+            Some(d) => self.sleep_until(d),
+            None => {
+                std::thread::sleep(self.next_pause());
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +91,18 @@ mod tests {
         assert!(far_after(Duration::MAX) > Instant::now() + Duration::from_secs(3600 * 24 * 365));
         let soon = far_after(Duration::from_millis(5));
         assert!(soon <= Instant::now() + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn a_backoff_doubles_to_its_cap_and_stops_at_the_deadline() {
+        let mut b = Backoff::starting_at(Duration::from_millis(1), Duration::from_millis(3));
+        let pauses: Vec<_> = (0..4).map(|_| b.next_pause()).collect();
+        assert_eq!(pauses, [1, 2, 3, 3].map(Duration::from_millis));
+        let start = Instant::now();
+        assert!(!b.sleep_until(start), "a deadline that passed");
+        assert!(!b.sleep_within(Some(start)), "the same, as an Option");
+        assert!(start.elapsed() < Duration::from_millis(3), "neither slept");
+        assert!(b.sleep_within(None), "no deadline: it sleeps");
+        assert!(start.elapsed() >= Duration::from_millis(3), "a whole pause");
     }
 }

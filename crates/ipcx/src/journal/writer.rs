@@ -55,14 +55,14 @@ impl JournalWriter {
         // A lock is briefly held too by a child another thread forks
         // while the last writer's descriptor was open (until its exec
         // closes it): a live writer still holds it after 100 ms.
-        let mut locked = false;
-        for _ in 0..50 {
-            locked = sys::fs::try_lock(&lock).map_err(io)?;
-            if locked {
-                break;
+        let give_up = std::time::Instant::now() + Duration::from_millis(100);
+        let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(2));
+        let locked = loop {
+            let locked = sys::fs::try_lock(&lock).map_err(io)?;
+            if locked || !backoff.sleep_until(give_up) {
+                break locked;
             }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        };
         if !locked {
             return Err(Error::new(
                 ErrorKind::occupied(format!(

@@ -187,7 +187,9 @@ impl Registry {
         };
         let file_path = self.record_path(kind, first);
         let ioerr = |e| Error::io("claim", e).at(url);
-        let mut busy = 0;
+        // How long a dead owner's lock may be held by a probe.
+        let give_up = std::time::Instant::now() + PROBE_HOLD;
+        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(1));
         loop {
             let mut file = sys::fs::open_private_file(&file_path, true).map_err(ioerr)?;
             if !sys::fs::try_lock(&file).map_err(ioerr)? {
@@ -196,9 +198,7 @@ impl Registry {
                     .as_ref()
                     .is_some_and(|r| sys::process::is_alive(r.owner_pid, r.owner_start));
                 // A dead owner's lock held for a moment: `ipcx ls` probing it.
-                if !alive && busy < 100 {
-                    busy += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                if !alive && backoff.sleep_until(give_up) {
                     continue;
                 }
                 let pid = owner.map(|r| r.owner_pid).unwrap_or(0);
@@ -341,17 +341,24 @@ impl Registry {
 /// holds it for a moment: while the owner's pid is dead by `/proc`, the
 /// probe is retried briefly before the lock counts as the owner's.
 fn owner_holds(file: &File, record: &Record) -> bool {
-    for _ in 0..100 {
+    let give_up = std::time::Instant::now() + PROBE_HOLD;
+    let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(1));
+    loop {
         if sys::fs::try_lock(file).unwrap_or(false) {
             return false;
         }
         if sys::process::is_alive(record.owner_pid, record.owner_start) {
             return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        if !backoff.sleep_until(give_up) {
+            return true;
+        }
     }
-    true
 }
+
+/// The longest a probe (`ipcx ls`, another claim) holds a record's lock:
+/// past it, a lock held while the owner's pid is dead counts as held.
+const PROBE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The device and inode of the object of `kind` at `path` now (a System
 /// V queue is checked by its recorded id instead).

@@ -168,7 +168,7 @@ impl Segment {
     pub fn open_endpoint(ep: &Endpoint) -> Result<Segment> {
         let name = shm_name(ep)?;
         let deadline = crate::deadline::far_after(ep.options().timeout);
-        let mut pause = Duration::from_millis(1);
+        let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(50));
         loop {
             let why = match sys::shm::open(name) {
                 Ok(fd) => match Segment::attach(fd, Some(name.to_string())) {
@@ -195,14 +195,11 @@ impl Segment {
                 }
                 Err(e) => return Err(Error::io("open", e).at(ep)),
             };
-            let now = Instant::now();
-            if now >= deadline {
+            if !backoff.sleep_until(deadline) {
                 return Err(
                     Error::new(ErrorKind::TimedOut, "open").at(format!("{ep} (segment {why})"))
                 );
             }
-            std::thread::sleep(pause.min(deadline - now));
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

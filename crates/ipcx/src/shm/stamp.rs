@@ -52,12 +52,15 @@ impl Stamp {
         deadline: std::time::Instant,
         not_a: &str,
     ) -> Result<(), ErrorKind> {
+        let mut backoff = crate::deadline::Backoff::starting_at(
+            std::time::Duration::from_micros(50),
+            std::time::Duration::from_millis(1),
+        );
         loop {
             let stamp = read();
-            if stamp != Stamp::Initializing || std::time::Instant::now() >= deadline {
+            if stamp != Stamp::Initializing || !backoff.sleep_until(deadline) {
                 return stamp.error(expected, not_a).map_or(Ok(()), Err);
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
 }

@@ -105,12 +105,12 @@ impl FifoListener {
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         let err = |e| Error::io("accept", e).at(ep);
+        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
         while self.active.strong_count() > 0 {
             // A second reader would steal the current peer's bytes.
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if !backoff.sleep_within(deadline) {
                 return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let rd = match self.waiting.take() {
             Some(rd) => rd,

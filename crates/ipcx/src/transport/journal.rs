@@ -191,6 +191,7 @@ const CREATING: Duration = Duration::from_millis(500);
 pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
     let url = ep.url();
     let give_up = Instant::now() + CREATING;
+    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(5));
     let next = loop {
         match crate::journal::stat(url) {
             Ok(s) => break s.next_seq,
@@ -199,10 +200,10 @@ pub(crate) fn connect(ep: &Endpoint) -> Result<Link> {
             // it too, and hold the lock meanwhile.
             Err(_) => match JournalWriter::open(url) {
                 Ok(w) => drop(w),
-                Err(e)
-                    if matches!(e.kind(), ErrorKind::InUse { .. }) && Instant::now() < give_up =>
-                {
-                    std::thread::sleep(Duration::from_millis(5))
+                Err(e) if matches!(e.kind(), ErrorKind::InUse { .. }) => {
+                    if !backoff.sleep_until(give_up) {
+                        return Err(e);
+                    }
                 }
                 Err(e) => return Err(e),
             },

@@ -74,11 +74,11 @@ impl ShmPublisher {
     /// channel from other publishing threads meanwhile.
     pub(super) fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
         let deadline = crate::deadline::far_after(timeout);
+        let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(1));
         while self.subscribers() < n {
-            if Instant::now() >= deadline {
+            if !backoff.sleep_until(deadline) {
                 return Err(Error::new(ErrorKind::TimedOut, "wait_for_subscribers").at(&self.url));
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }

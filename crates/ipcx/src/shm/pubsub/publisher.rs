@@ -5,7 +5,7 @@ mod open;
 
 use std::marker::PhantomData;
 use std::mem::size_of;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -97,11 +97,11 @@ impl Publisher {
     /// is sent into the void), or `timeout` passes ([`ErrorKind::TimedOut`]).
     pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<()> {
         let deadline = crate::deadline::far_after(timeout);
+        let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(1));
         while self.subscribers() < n {
-            if Instant::now() >= deadline {
+            if !backoff.sleep_until(deadline) {
                 return Err(Error::new(ErrorKind::TimedOut, "wait_for_subscribers"));
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }

@@ -272,11 +272,11 @@ impl ShmListener {
         let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
         if self.used {
             // One peer at a time: wait until the last one left, then reset.
+            let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(5));
             while !peer_gone(h, Side::Server) || self.last.strong_count() > 0 {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
+                if !backoff.sleep_within(deadline) {
                     return Err(timed_out());
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
             ring_of(&self.link, Side::Server, true).reset();
             ring_of(&self.link, Side::Server, false).reset();
@@ -303,7 +303,7 @@ impl ShmListener {
                     .claim
                     .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
             }
-            let mut slice = Duration::from_millis(20);
+            let mut slice = crate::wait::LIVENESS_INTERVAL;
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
@@ -340,7 +340,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
         .ok_or_else(|| bad("the segment is not an ipcx link (not a link's size)".into()))?;
     let h = link.header();
     let (pid, start) = me();
-    let mut pause = Duration::from_millis(1);
+    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(20));
     loop {
         let stamp = Stamp::of(
             h.magic.load(Ordering::Acquire),
@@ -405,8 +405,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 return Ok((rx, tx));
             }
         }
-        let now = Instant::now();
-        if now >= deadline {
+        if !backoff.sleep_until(deadline) {
             return Err(Error::new(
                 ErrorKind::occupied(
                     "the shm: endpoint is not ready, its owner is gone, or it already has a peer \
@@ -417,7 +416,5 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
             )
             .at(ep));
         }
-        std::thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
