@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::owner::{process_dead, this_process};
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, futex};
@@ -44,7 +44,7 @@ const _: () = {
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for BarrierState {
-    const KIND: Kind = Kind::Barrier;
+    const KIND: PrimitiveKind = PrimitiveKind::Barrier;
 }
 
 fn generation(w: u32) -> u32 {

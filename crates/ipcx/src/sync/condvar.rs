@@ -15,7 +15,7 @@ use zerocopy::FromBytes;
 
 use super::error::LockResult;
 use super::mutex::{Mutex, MutexGuard};
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::Result;
 use crate::shm::Segment;
 use crate::sys::pthread;
@@ -34,7 +34,7 @@ const _: () = assert!(std::mem::size_of::<CondState>() == 64);
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for CondState {
-    const KIND: Kind = Kind::Condvar;
+    const KIND: PrimitiveKind = PrimitiveKind::Condvar;
 }
 
 /// Whether a timed wait ended because time ran out.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::owner::{process_dead, this_process};
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::shm::Segment;
@@ -51,7 +51,7 @@ const _: () = {
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for EventState {
-    const KIND: Kind = Kind::Event;
+    const KIND: PrimitiveKind = PrimitiveKind::Event;
 }
 
 impl EventState {

@@ -80,7 +80,7 @@ pub use eventfd::{EventFd, EventFdMode};
 pub use monitor::Monitor;
 pub use mutex::{Mutex, MutexGuard};
 pub use named::{NamedSemaphore, SysVSemaphoreSet, SysVSetState};
-pub use place::{Kind, SyncHeader, describe};
+pub use place::{PrimitiveKind, SyncHeader, describe};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::{Permit, Semaphore};
 pub use spin::{SpinLock, SpinLockGuard};

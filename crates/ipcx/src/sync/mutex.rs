@@ -26,7 +26,7 @@ use std::time::Duration;
 use zerocopy::FromBytes;
 
 use super::error::{LockError, LockResult};
-use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint, value_constructors};
 use crate::error::{Error, Result};
 use crate::shm::Segment;
 use crate::sys::pthread::{self, Locked};
@@ -41,7 +41,7 @@ pub(crate) struct MutexState {
 // SAFETY: repr(C), align 64; a process-shared pthread mutex is made to be
 // used through a pointer by many threads and processes at once.
 unsafe impl State for MutexState {
-    const KIND: Kind = Kind::Mutex;
+    const KIND: PrimitiveKind = PrimitiveKind::Mutex;
 }
 
 #[cfg(not(ipcx_loom))]

@@ -27,7 +27,7 @@ const LINE: usize = 64;
 /// Which primitive a [`SyncHeader`] starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Kind {
+pub enum PrimitiveKind {
     /// [`super::Mutex`].
     Mutex = 1,
     /// [`super::Condvar`].
@@ -46,17 +46,17 @@ pub enum Kind {
     Value = 8,
 }
 
-impl Kind {
-    fn from_u32(v: u32) -> Option<Kind> {
+impl PrimitiveKind {
+    fn from_u32(v: u32) -> Option<PrimitiveKind> {
         Some(match v {
-            1 => Kind::Mutex,
-            2 => Kind::Condvar,
-            3 => Kind::Semaphore,
-            4 => Kind::RwLock,
-            5 => Kind::Barrier,
-            6 => Kind::SpinLock,
-            7 => Kind::Event,
-            8 => Kind::Value,
+            1 => PrimitiveKind::Mutex,
+            2 => PrimitiveKind::Condvar,
+            3 => PrimitiveKind::Semaphore,
+            4 => PrimitiveKind::RwLock,
+            5 => PrimitiveKind::Barrier,
+            6 => PrimitiveKind::SpinLock,
+            7 => PrimitiveKind::Event,
+            8 => PrimitiveKind::Value,
             _ => return None,
         })
     }
@@ -64,14 +64,14 @@ impl Kind {
     /// The name `ipcx ls` shows.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Mutex => "mutex",
-            Kind::Condvar => "condvar",
-            Kind::Semaphore => "semaphore",
-            Kind::RwLock => "rwlock",
-            Kind::Barrier => "barrier",
-            Kind::SpinLock => "spinlock",
-            Kind::Event => "event",
-            Kind::Value => "value",
+            PrimitiveKind::Mutex => "mutex",
+            PrimitiveKind::Condvar => "condvar",
+            PrimitiveKind::Semaphore => "semaphore",
+            PrimitiveKind::RwLock => "rwlock",
+            PrimitiveKind::Barrier => "barrier",
+            PrimitiveKind::SpinLock => "spinlock",
+            PrimitiveKind::Event => "event",
+            PrimitiveKind::Value => "value",
         }
     }
 }
@@ -83,7 +83,7 @@ pub struct SyncHeader {
     /// [`MAGIC`]; 0 until the creator has initialized the state.
     magic: AtomicU64,
     version: AtomicU32,
-    /// A [`Kind`].
+    /// A [`PrimitiveKind`].
     kind: AtomicU32,
     /// Size and alignment of the guarded value (0 for none): a process
     /// that opens it with another type is refused.
@@ -115,7 +115,7 @@ const _: () = assert!(offset_of!(SyncHeader, pid_ns) == 32);
 /// Implementors must be `#[repr(C)]`, aligned to at most 64, and sound to
 /// reach through `&Self` from many processes at once.
 pub(crate) unsafe trait State: Sized {
-    const KIND: Kind;
+    const KIND: PrimitiveKind;
 }
 
 const fn round_up(n: usize) -> usize {
@@ -318,7 +318,7 @@ impl<S: State> Place<S> {
         }
         let kind = h.kind.load(Ordering::Relaxed);
         if kind != S::KIND as u32 {
-            let found = Kind::from_u32(kind).map_or("unknown", Kind::name);
+            let found = PrimitiveKind::from_u32(kind).map_or("unknown", PrimitiveKind::name);
             return Err(refused(ErrorKind::Foreign(format!(
                 "this is a {found}, not a {}",
                 S::KIND.name()
@@ -452,7 +452,7 @@ pub fn describe(seg: Segment) -> Option<String> {
     if seg.len() < LINE || any.header().magic.load(Ordering::Acquire) != MAGIC {
         return None;
     }
-    let kind = Kind::from_u32(any.header().kind.load(Ordering::Relaxed))?;
+    let kind = PrimitiveKind::from_u32(any.header().kind.load(Ordering::Relaxed))?;
     let value = ValueLayout {
         size: any.header().value_size.load(Ordering::Relaxed) as usize,
         align: any.header().value_align.load(Ordering::Relaxed) as usize,
@@ -461,14 +461,14 @@ pub fn describe(seg: Segment) -> Option<String> {
         Place::open_in(seg, 0, value).ok()
     }
     let state = match kind {
-        Kind::Mutex => super::mutex::describe(&open(&seg, value)?),
-        Kind::Condvar => String::new(),
-        Kind::Semaphore => super::semaphore::describe(&open(&seg, value)?),
-        Kind::RwLock => super::rwlock::describe(&open(&seg, value)?),
-        Kind::Barrier => super::barrier::describe(&open(&seg, value)?),
-        Kind::SpinLock => super::spin::describe(&open(&seg, value)?),
-        Kind::Event => super::event::describe(&open(&seg, value)?),
-        Kind::Value => String::new(),
+        PrimitiveKind::Mutex => super::mutex::describe(&open(&seg, value)?),
+        PrimitiveKind::Condvar => String::new(),
+        PrimitiveKind::Semaphore => super::semaphore::describe(&open(&seg, value)?),
+        PrimitiveKind::RwLock => super::rwlock::describe(&open(&seg, value)?),
+        PrimitiveKind::Barrier => super::barrier::describe(&open(&seg, value)?),
+        PrimitiveKind::SpinLock => super::spin::describe(&open(&seg, value)?),
+        PrimitiveKind::Event => super::event::describe(&open(&seg, value)?),
+        PrimitiveKind::Value => String::new(),
     };
     Some(if state.is_empty() {
         kind.name().to_string()

@@ -25,7 +25,9 @@ use zerocopy::FromBytes;
 
 use super::error::{LockError, LockResult, from_owner};
 use super::owner::{Acquired, Consistency, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
-use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
+use super::place::{
+    Place, PrimitiveKind, State, ValueLayout, footprint, value_constructors, write_value,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 use crate::wait::EventCount;
@@ -55,7 +57,7 @@ const _: () = {
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for RwState {
-    const KIND: Kind = Kind::RwLock;
+    const KIND: PrimitiveKind = PrimitiveKind::RwLock;
 }
 
 /// How a lock attempt waits.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 use crate::wait::primitive::{AtomicU32, Ordering, fence, futex};
@@ -52,7 +52,7 @@ const _: () = {
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for SemState {
-    const KIND: Kind = Kind::Semaphore;
+    const KIND: PrimitiveKind = PrimitiveKind::Semaphore;
 }
 
 impl SemState {

@@ -10,7 +10,9 @@ use zerocopy::FromBytes;
 
 use super::error::{LockResult, from_owner};
 use super::owner::{Acquired, NotAcquired, OwnerLock, Spinning};
-use super::place::{Kind, Place, State, ValueLayout, footprint, value_constructors, write_value};
+use super::place::{
+    Place, PrimitiveKind, State, ValueLayout, footprint, value_constructors, write_value,
+};
 use crate::error::Result;
 use crate::shm::Segment;
 
@@ -25,7 +27,7 @@ const _: () = assert!(std::mem::size_of::<SpinState>() == 64);
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for SpinState {
-    const KIND: Kind = Kind::SpinLock;
+    const KIND: PrimitiveKind = PrimitiveKind::SpinLock;
 }
 
 /// A spin lock shared between processes, guarding a `T`, for critical

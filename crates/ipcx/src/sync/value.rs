@@ -14,7 +14,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64};
 
-use super::place::{Kind, Place, State, ValueLayout, footprint};
+use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
 
@@ -30,7 +30,7 @@ const _: () = assert!(std::mem::size_of::<ValueState>() == 64);
 
 // SAFETY: repr(C), align 64, atomics only.
 unsafe impl State for ValueState {
-    const KIND: Kind = Kind::Value;
+    const KIND: PrimitiveKind = PrimitiveKind::Value;
 }
 
 macro_rules! shared_atomic {
