@@ -170,3 +170,44 @@ sys.exit(libc.semop(ident, ctypes.byref(op), 1))
     run(&["sysv", &key.to_string()]);
     assert!(set.try_acquire(0).unwrap(), "the Python post arrived");
 }
+
+/// Permits of the OS's semaphores go back when dropped: a child takes one
+/// of each (SysV without `SEM_UNDO`, so that only the drop returns it), and
+/// while it still lives they are back.
+#[test]
+fn permits_of_os_semaphores_return_when_dropped() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let named = NamedSemaphore::open(&param("NAME")).expect("open");
+        let mut set = SysVSemaphoreSet::open(param("KEY").parse().unwrap()).expect("open");
+        set.set_undo(false);
+        let a = named.permit().expect("named permit");
+        let b = set.try_permit(0).expect("try").expect("the set's permit");
+        ready("holding");
+        std::thread::sleep(Duration::from_millis(200));
+        drop((a, b));
+        ready("returned");
+        std::thread::sleep(Duration::from_secs(600));
+        return;
+    }
+    let name = unique();
+    let named = NamedSemaphore::create(&name, 1).expect("create");
+    let key = SysVSemaphoreSet::key_for(&unique());
+    let _cleanup = RemoveSet(key);
+    let set = SysVSemaphoreSet::create(key, 1, 1).expect("create set");
+    let mut child = t.spawn("holder", |c| {
+        set_param(c, "NAME", &name);
+        set_param(c, "KEY", &key.to_string())
+    });
+    assert_eq!(child.wait_ready(), "holding");
+    assert!(named.try_permit().expect("try").is_none(), "the child holds it");
+    assert!(set.try_permit(0).expect("try").is_none(), "the child holds it");
+    assert_eq!(child.wait_ready(), "returned");
+    assert_eq!(named.value().unwrap(), 1, "back from the child's drop");
+    assert_eq!(set.value(0).unwrap(), 1, "back from the child's drop");
+    let timed = set.permit_timeout(0, Duration::from_millis(10)).expect("timed");
+    assert!(timed.is_some());
+    drop(timed);
+    assert_eq!(set.value(0).unwrap(), 1, "our own permit went back too");
+    child.kill();
+}

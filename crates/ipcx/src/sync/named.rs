@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::semaphore::{Held, Permit};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
 use crate::sys::sem::{self, PosixSem, SysVSemId};
@@ -136,6 +137,24 @@ impl NamedSemaphore {
         self.sem
             .wait(Some(timeout))
             .map_err(|e| Error::io("wait", e))
+    }
+
+    /// Takes one as a guard that returns it when dropped.
+    pub fn permit(&self) -> Result<Permit<'_>> {
+        self.acquire()?;
+        Ok(Permit::of(Held::Named(self)))
+    }
+
+    /// [`NamedSemaphore::permit`] if the value is above 0.
+    pub fn try_permit(&self) -> Result<Option<Permit<'_>>> {
+        Ok(self.try_acquire()?.then(|| Permit::of(Held::Named(self))))
+    }
+
+    /// [`NamedSemaphore::permit`], waiting at most `timeout`.
+    pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<Permit<'_>>> {
+        Ok(self
+            .acquire_timeout(timeout)?
+            .then(|| Permit::of(Held::Named(self))))
     }
 
     /// The value now.
@@ -292,6 +311,27 @@ impl SysVSemaphoreSet {
     /// Takes one from semaphore `n`, waiting at most `timeout`.
     pub fn acquire_timeout(&self, n: u16, timeout: Duration) -> Result<bool> {
         self.op(n, -1, Some(timeout), "wait")
+    }
+
+    /// Takes one from semaphore `n` as a guard that returns it when
+    /// dropped.
+    pub fn permit(&self, n: u16) -> Result<Permit<'_>> {
+        self.acquire(n)?;
+        Ok(Permit::of(Held::SysV(self, n)))
+    }
+
+    /// [`SysVSemaphoreSet::permit`] if semaphore `n` is above 0.
+    pub fn try_permit(&self, n: u16) -> Result<Option<Permit<'_>>> {
+        Ok(self
+            .try_acquire(n)?
+            .then(|| Permit::of(Held::SysV(self, n))))
+    }
+
+    /// [`SysVSemaphoreSet::permit`], waiting at most `timeout`.
+    pub fn permit_timeout(&self, n: u16, timeout: Duration) -> Result<Option<Permit<'_>>> {
+        Ok(self
+            .acquire_timeout(n, timeout)?
+            .then(|| Permit::of(Held::SysV(self, n))))
     }
 
     /// The value of semaphore `n`.

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::named::{NamedSemaphore, SysVSemaphoreSet};
 use super::owner::{Acquired, NotAcquired, OwnerLock, SlotCache, Slots, Spinning};
 use super::place::{Place, PrimitiveKind, State, ValueLayout, footprint};
 use crate::error::{Error, ErrorKind, Result};
@@ -372,18 +373,20 @@ impl Semaphore {
     /// ```
     pub fn permit(&self) -> Result<Permit<'_>> {
         self.acquire()?;
-        Ok(Permit { sem: self })
+        Ok(Permit::of(Held::Shared(self)))
     }
 
     /// [`Semaphore::permit`] if one is free now.
     pub fn try_permit(&self) -> Result<Option<Permit<'_>>> {
         // `then`, not `then_some`: a permit made and dropped would release.
-        Ok(self.try_acquire()?.then(|| Permit { sem: self }))
+        Ok(self.try_acquire()?.then(|| Permit::of(Held::Shared(self))))
     }
 
     /// [`Semaphore::permit`], waiting at most `timeout`.
     pub fn permit_timeout(&self, timeout: Duration) -> Result<Option<Permit<'_>>> {
-        Ok(self.acquire_timeout(timeout)?.then(|| Permit { sem: self }))
+        Ok(self
+            .acquire_timeout(timeout)?
+            .then(|| Permit::of(Held::Shared(self))))
     }
 
     /// Permits free now.
@@ -422,11 +425,27 @@ pub(crate) fn describe(place: &Place<SemState>) -> String {
     out
 }
 
-/// A permit of a [`Semaphore`], returned when dropped.
+/// A permit of a semaphore ([`Semaphore`], [`NamedSemaphore`] or one of a
+/// [`SysVSemaphoreSet`]), returned when dropped.
 #[derive(Debug)]
 #[must_use = "the permit is returned at once if it is not kept"]
 pub struct Permit<'a> {
-    sem: &'a Semaphore,
+    held: Held<'a>,
+}
+
+/// Where a [`Permit`] goes back to.
+#[derive(Debug)]
+pub(crate) enum Held<'a> {
+    Shared(&'a Semaphore),
+    Named(&'a NamedSemaphore),
+    SysV(&'a SysVSemaphoreSet, u16),
+}
+
+impl<'a> Permit<'a> {
+    /// A permit already taken from `held`.
+    pub(crate) fn of(held: Held<'a>) -> Permit<'a> {
+        Permit { held }
+    }
 }
 
 impl Permit<'_> {
@@ -439,7 +458,12 @@ impl Permit<'_> {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.sem.release() {
+        let returned = match self.held {
+            Held::Shared(s) => s.release(),
+            Held::Named(s) => s.release(),
+            Held::SysV(s, n) => s.release(n),
+        };
+        if let Err(e) = returned {
             tracing::warn!(error = %e, "cannot return a semaphore permit");
         }
     }
