@@ -78,6 +78,18 @@ pub mod bench_support {
         }
     }
     pub use crate::wire::fuzz::{FUZZ_LIMIT, fuzz_decode};
+
+    /// Claims a cell of `queue` for a push and never publishes it, as a
+    /// producer killed there would (crash tests); whether one was free.
+    pub fn abandon_push(queue: &crate::shm::Queue) -> bool {
+        queue.abandon_push()
+    }
+
+    /// Claims a message of `queue` and never frees its cell, as a consumer
+    /// killed there would (crash tests); whether one was queued.
+    pub fn abandon_pop(queue: &crate::shm::Queue) -> bool {
+        queue.abandon_pop()
+    }
 }
 pub mod transport;
 pub mod wire;

@@ -200,12 +200,20 @@ fn permits_of_os_semaphores_return_when_dropped() {
         set_param(c, "KEY", &key.to_string())
     });
     assert_eq!(child.wait_ready(), "holding");
-    assert!(named.try_permit().expect("try").is_none(), "the child holds it");
-    assert!(set.try_permit(0).expect("try").is_none(), "the child holds it");
+    assert!(
+        named.try_permit().expect("try").is_none(),
+        "the child holds it"
+    );
+    assert!(
+        set.try_permit(0).expect("try").is_none(),
+        "the child holds it"
+    );
     assert_eq!(child.wait_ready(), "returned");
     assert_eq!(named.value().unwrap(), 1, "back from the child's drop");
     assert_eq!(set.value(0).unwrap(), 1, "back from the child's drop");
-    let timed = set.permit_timeout(0, Duration::from_millis(10)).expect("timed");
+    let timed = set
+        .permit_timeout(0, Duration::from_millis(10))
+        .expect("timed");
     assert!(timed.is_some());
     drop(timed);
     assert_eq!(set.value(0).unwrap(), 1, "our own permit went back too");

@@ -316,16 +316,14 @@ impl Queue {
     }
 
     /// Claims a cell for a push and never publishes it, as a producer
-    /// killed there would: for crash tests.
-    #[doc(hidden)]
-    pub fn abandon_push(&self) -> bool {
+    /// killed there would: for crash tests (`bench_support`).
+    pub(crate) fn abandon_push(&self) -> bool {
         self.view.claim(&self.view.hdr().enqueue.0, 0).is_some()
     }
 
     /// Claims a message and never frees its cell, as a consumer killed
-    /// there would: for crash tests.
-    #[doc(hidden)]
-    pub fn abandon_pop(&self) -> bool {
+    /// there would: for crash tests (`bench_support`).
+    pub(crate) fn abandon_pop(&self) -> bool {
         self.view.claim(&self.view.hdr().dequeue.0, 1).is_some()
     }
 
