@@ -34,6 +34,9 @@ async fn every_future_is_send(
     spawnable(&listener.set_state("x"));
     spawnable(&client);
     spawnable(&server.serve(|b: Vec<u8>| async move { Ok(b) }));
+    let (rx, tx) = AsyncLink::connect("unix:@x").await.unwrap().split();
+    spawnable(&rx.into_stream());
+    spawnable(&tx.into_sink::<Vec<u8>>());
     spawnable(&link);
     spawnable(&listener);
     spawnable(&sub);

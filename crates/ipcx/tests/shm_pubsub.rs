@@ -341,12 +341,17 @@ fn async_subscriber_awaits_without_a_thread() {
             doorbell(&url).exists(),
             "the doorbell FIFO exists while subscribed"
         );
-        for want in 0u64..50 {
-            let sample = sub.recv().await.expect("recv");
-            assert_eq!(u64::from_le_bytes(sample[..8].try_into().unwrap()), want);
-        }
-        let err = sub.recv().await.expect_err("the publisher is gone");
-        assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
+        // In a task of its own (`tokio::spawn` takes only `Send` futures).
+        tokio::spawn(async move {
+            for want in 0u64..50 {
+                let sample = sub.recv().await.expect("recv");
+                assert_eq!(u64::from_le_bytes(sample[..8].try_into().unwrap()), want);
+            }
+            let err = sub.recv().await.expect_err("the publisher is gone");
+            assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
+        })
+        .await
+        .expect("the subscribing task");
         child
     });
     child.finish();

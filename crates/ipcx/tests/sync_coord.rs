@@ -378,7 +378,12 @@ fn async_event_is_woken_by_another_process() {
         return;
     }
     let name = unique();
-    let rt = common::runtime();
+    // Multi-threaded, and the waits in a spawned task: the future is `Send`.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let _created = Event::create(&format!("{name}-go"), EventMode::Auto).expect("create");
         let mut go = AsyncEvent::open(&format!("shm:{name}-go?liveness=1h"))
@@ -392,10 +397,15 @@ fn async_event_is_woken_by_another_process() {
                 .await
                 .is_err()
         );
-        for _ in 0..ROUNDS {
-            ack.set();
-            go.wait().await.expect("wait");
-        }
+        let go = tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                ack.set();
+                go.wait().await.expect("wait");
+            }
+            go
+        })
+        .await
+        .expect("the waiting task");
         assert!(!go.get_ref().is_set(), "each set was taken once");
         child.finish();
         // Two async waiters on a manual event are both released.
