@@ -227,7 +227,10 @@ fn foreign_object_is_refused() {
 /// (`ipcx::shm::describe`).
 #[test]
 fn describe_links_channels_and_queues() {
-    let _t = Test::start();
+    let t = Test::start();
+    if t.child_role() == Some(common::SCRIBBLER) {
+        return common::scribbler();
+    }
     let me = std::process::id();
     let describe = |name: &str| {
         ipcx::shm::describe(&Segment::open(&format!("shm:{name}")).expect("open")).expect("known")
@@ -249,6 +252,10 @@ fn describe_links_channels_and_queues() {
     let q = ipcx::shm::Queue::create(&format!("shm:{name}?slots=4")).expect("create");
     q.push(b"a").expect("push");
     assert_eq!(describe(&name), "queue: 1 waiting of 4 cells");
+    // Another layout version (its word scribbled by another process) is
+    // not read as this one's.
+    common::scribble(&t, &format!("shm:{name}"), &[(8, 4)], 7);
+    assert!(ipcx::shm::describe(&Segment::open(&format!("shm:{name}")).unwrap()).is_none());
 
     let plain = common::abstract_name();
     let _seg = Segment::create(&format!("shm:{plain}?size=4KiB")).expect("create");

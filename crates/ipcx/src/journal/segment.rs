@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::shm::stamp::Stamp;
 use crate::sys;
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"IPCXJRN1");
@@ -159,23 +160,33 @@ impl Segment {
             first_seq: 0,
             size: len,
         };
-        if seg.word64(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
-            return Err(bad(
-                "the file's header has no ipcx journal magic: not a journal segment, \
-                 or its header was overwritten; move it out of the journal directory"
-                    .into(),
-            ));
-        }
-        let version = seg.word32(OFF_VERSION).load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(Error::new(
-                ErrorKind::VersionMismatch {
-                    found: version,
-                    expected: VERSION,
-                },
-                "open",
-            )
-            .at(path.display()));
+        let stamp = Stamp::of(
+            seg.word64(OFF_MAGIC).load(Ordering::Acquire),
+            MAGIC,
+            seg.word32(OFF_VERSION).load(Ordering::Relaxed),
+            VERSION,
+        );
+        match stamp {
+            Stamp::Ready => {}
+            // A segment is written whole before it is renamed into place:
+            // any other magic, 0 too, was written over it.
+            Stamp::Initializing | Stamp::Foreign(_) => {
+                return Err(bad(
+                    "the file's header has no ipcx journal magic: not a journal segment, \
+                     or its header was overwritten; move it out of the journal directory"
+                        .into(),
+                ));
+            }
+            Stamp::OtherVersion(found) => {
+                return Err(Error::new(
+                    ErrorKind::VersionMismatch {
+                        found,
+                        expected: VERSION,
+                    },
+                    "open",
+                )
+                .at(path.display()));
+            }
         }
         seg.first_seq = seg.word64(OFF_FIRST).load(Ordering::Relaxed);
         Ok(seg)

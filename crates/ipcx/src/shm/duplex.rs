@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::ring::{RING_HEADER_LEN, Ring};
 use super::segment::Segment;
+use super::stamp::Stamp;
 use crate::sys;
 
 /// `IPCXLNK1`, little-endian: a link segment's header is complete.
@@ -120,13 +121,9 @@ impl LinkSegment {
 /// `ipcx ls`'s view of a link segment: whether a peer is connected, and
 /// which processes the two sides are.
 pub(crate) fn describe(seg: &Segment) -> Option<String> {
-    if seg.len() < LINK_HEADER_LEN {
-        return None;
-    }
-    // SAFETY: the segment holds a header's bytes (checked above), aligned;
-    // atomics and padding only.
-    let h = unsafe { &*seg.as_ptr().cast::<LinkHeader>() };
-    if h.magic.load(Ordering::Acquire) != LINK_MAGIC {
+    // SAFETY: a link header is atomics and padding only.
+    let h = unsafe { seg.data_header::<LinkHeader>() }?;
+    if h.stamp() != Stamp::Ready {
         return None;
     }
     let who = |pid: &AtomicU32, start: &AtomicU64| {
@@ -142,4 +139,17 @@ pub(crate) fn describe(seg: &Segment) -> Option<String> {
         ),
         _ => format!("link: server {server}, no client"),
     })
+}
+
+impl LinkHeader {
+    /// What the header's magic and layout version say.
+    pub(crate) fn stamp(&self) -> Stamp {
+        let magic = self.magic.load(Ordering::Acquire);
+        Stamp::of(
+            magic,
+            LINK_MAGIC,
+            self.version.load(Ordering::Relaxed),
+            LINK_VERSION,
+        )
+    }
 }

@@ -319,6 +319,30 @@ impl Segment {
         unsafe { self.map.as_ptr().add(HEADER_LEN) }
     }
 
+    /// The data region's first bytes as an `H` (an object's header), when
+    /// the region holds one.
+    ///
+    /// # Safety
+    ///
+    /// Every bit pattern must be a valid `H`: atomics, integers and padding
+    /// only, which another process may write at any time.
+    pub(crate) unsafe fn data_header<H>(&self) -> Option<&H> {
+        const {
+            assert!(
+                std::mem::align_of::<H>() <= 64,
+                "the data region is cache-line aligned"
+            )
+        };
+        if self.len() < std::mem::size_of::<H>() {
+            return None;
+        }
+        // SAFETY: within the data region (checked), aligned (the region
+        // starts on a cache line; `H` asks no more, asserted above), valid
+        // for any bits (the caller's word); borrowed no longer than the
+        // mapping lives (`&self`).
+        Some(unsafe { &*self.as_ptr().cast::<H>() })
+    }
+
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(()),

@@ -379,13 +379,9 @@ impl Channel {
 /// `ipcx ls`'s view of a channel segment: publishers, subscribers, and
 /// messages published.
 pub(crate) fn describe(seg: &Segment) -> Option<String> {
-    if seg.len() < size_of::<ChannelHeader>() {
-        return None;
-    }
-    // SAFETY: the segment holds at least a header (checked); it is atomics
-    // only, valid for any bits.
-    let h = unsafe { &*seg.as_ptr().cast::<ChannelHeader>() };
-    if h.info.0.magic.load(Ordering::Acquire) != MAGIC {
+    // SAFETY: a channel header is atomics only, valid for any bits.
+    let h = unsafe { seg.data_header::<ChannelHeader>() }?;
+    if h.info.0.stamp() != Stamp::Ready {
         return None;
     }
     let publishers: Vec<String> = h
@@ -448,12 +444,8 @@ fn open_channel(ep: &Endpoint) -> Result<Channel> {
         seg,
     };
     let i = probe.info();
-    let stamp = || {
-        let magic = i.magic.load(Ordering::Acquire);
-        Stamp::of(magic, MAGIC, i.version.load(Ordering::Relaxed), VERSION)
-    };
     Stamp::wait_ready(
-        stamp,
+        || i.stamp(),
         VERSION,
         deadline,
         "the segment is not (yet) a publish/subscribe channel",
@@ -484,3 +476,11 @@ pub use loan::{Loan, TypedLoan};
 pub use publisher::Publisher;
 pub use schema::{SCHEMA_NAME_MAX, Schema};
 pub use subscriber::{Sample, Subscriber, TypedSample};
+
+impl Info {
+    /// What the channel's magic and layout version say.
+    fn stamp(&self) -> Stamp {
+        let magic = self.magic.load(Ordering::Acquire);
+        Stamp::of(magic, MAGIC, self.version.load(Ordering::Relaxed), VERSION)
+    }
+}

@@ -199,12 +199,13 @@ impl Queue {
         // SAFETY: the segment holds the header (checked above), its data
         // region is cache-line aligned, and the header is atomics only.
         let info = unsafe { &(*hdr).info.0 };
-        let stamp = || {
-            let magic = info.magic.load(Ordering::Acquire);
-            Stamp::of(magic, MAGIC, info.version.load(Ordering::Relaxed), VERSION)
-        };
-        Stamp::wait_ready(stamp, VERSION, deadline, "the segment is not (yet) a queue")
-            .map_err(|kind| Error::new(kind, "open").at(&ep))?;
+        Stamp::wait_ready(
+            || info.stamp(),
+            VERSION,
+            deadline,
+            "the segment is not (yet) a queue",
+        )
+        .map_err(|kind| Error::new(kind, "open").at(&ep))?;
         let n = info.cells.load(Ordering::Relaxed) as usize;
         let cell_size = info.cell_size.load(Ordering::Relaxed) as usize;
         if n == 0
@@ -337,13 +338,9 @@ impl Queue {
 
 /// `ipcx ls`'s view of a queue segment: messages waiting, and cells.
 pub(crate) fn describe(seg: &Segment) -> Option<String> {
-    if seg.len() < size_of::<QueueHeader>() {
-        return None;
-    }
-    // SAFETY: the segment holds at least a header (checked); it is atomics
-    // only, valid for any bits.
-    let h = unsafe { &*seg.as_ptr().cast::<QueueHeader>() };
-    if h.info.0.magic.load(Ordering::Acquire) != MAGIC {
+    // SAFETY: a queue header is atomics only, valid for any bits.
+    let h = unsafe { seg.data_header::<QueueHeader>() }?;
+    if h.info.0.stamp() != Stamp::Ready {
         return None;
     }
     let (enq, deq) = (
@@ -371,4 +368,12 @@ fn check(ep: &Endpoint, op: &'static str) -> Result<()> {
         .at(ep));
     }
     Ok(())
+}
+
+impl QueueInfo {
+    /// What the queue's magic and layout version say.
+    fn stamp(&self) -> Stamp {
+        let magic = self.magic.load(Ordering::Acquire);
+        Stamp::of(magic, MAGIC, self.version.load(Ordering::Relaxed), VERSION)
+    }
 }

@@ -342,12 +342,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
     let (pid, start) = me();
     let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(20));
     loop {
-        let stamp = Stamp::of(
-            h.magic.load(Ordering::Acquire),
-            LINK_MAGIC,
-            h.version.load(Ordering::Relaxed),
-            LINK_VERSION,
-        );
+        let stamp = h.stamp();
         if let Stamp::Foreign(_) | Stamp::OtherVersion(_) = stamp
             && let Some(kind) = stamp.error(LINK_VERSION, "the segment is not an ipcx link")
         {
