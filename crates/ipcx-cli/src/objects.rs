@@ -133,9 +133,10 @@ fn sysv_sets() -> Vec<(String, String)> {
             let last: Vec<String> = set
                 .last_pids
                 .iter()
-                .map(|&pid| match pid {
+                .zip(&set.last_alive)
+                .map(|(&pid, &alive)| match pid {
                     0 => "-".to_string(),
-                    p if ipcx::bench_support::is_alive(p, 0) => p.to_string(),
+                    p if alive => p.to_string(),
                     p => format!("{p} (dead)"),
                 })
                 .collect();

@@ -486,6 +486,10 @@ fn sem_commands_on_every_kind() {
                 state.ends_with("value 0") || state.contains("values [0]"),
                 "{entry}"
             );
+            if url.starts_with("sysvsem:") {
+                // The last to change it was an `ipcx sem wait`, now gone.
+                assert!(state.contains(" (dead)]"), "{entry}");
+            }
         }
         s.run(with(&["sem", "rm", &name])).success();
         s.run(with(&["sem", "get", &name])).failure();

@@ -172,6 +172,8 @@ pub struct SysVSetState {
     pub values: Vec<u32>,
     /// The pid that last operated on each semaphore (0: none yet).
     pub last_pids: Vec<u32>,
+    /// Whether each of those processes still runs (`false` for 0).
+    pub last_alive: Vec<bool>,
 }
 
 /// A System V semaphore set (`semget(KEY)`): `count` semaphores in one
@@ -258,13 +260,18 @@ impl SysVSemaphoreSet {
                 let values = (0..count)
                     .filter_map(|n| sem::sysv_get(id, n).ok())
                     .collect();
-                let last = (0..count)
+                let last: Vec<u32> = (0..count)
                     .filter_map(|n| sem::sysv_last_pid(id, n).ok())
+                    .collect();
+                let last_alive = last
+                    .iter()
+                    .map(|&pid| pid != 0 && crate::sys::process::is_alive(pid, 0))
                     .collect();
                 SysVSetState {
                     key,
                     values,
                     last_pids: last,
+                    last_alive,
                 }
             })
             .collect())
