@@ -45,6 +45,7 @@ pub mod registry;
 #[allow(unsafe_code)]
 pub mod shm;
 pub mod signal;
+mod stamp;
 #[allow(unsafe_code)]
 pub mod sync;
 #[allow(unsafe_code)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::shm::stamp::Stamp;
+use crate::stamp::Stamp;
 use crate::sys;
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"IPCXJRN1");

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::ring::{RING_HEADER_LEN, Ring};
 use super::segment::Segment;
-use super::stamp::Stamp;
+use crate::stamp::Stamp;
 use crate::sys;
 
 /// `IPCXLNK1`, little-endian: a link segment's header is complete.

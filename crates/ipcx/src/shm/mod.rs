@@ -32,7 +32,6 @@ mod pubsub;
 mod queue;
 pub(crate) mod ring;
 mod segment;
-pub(crate) mod stamp;
 
 pub use duplex::LinkHeader;
 

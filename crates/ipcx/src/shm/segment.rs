@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::stamp::Stamp;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{ObjectKind, Registration, Registry};
+use crate::stamp::Stamp;
 use crate::sys;
 use crate::sys::shm::Mapping;
 

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::stamp::Stamp;
+use crate::stamp::Stamp;
 
 /// `IPCXSYN1`, little-endian: the first bytes of every primitive.
 const MAGIC: u64 = u64::from_le_bytes(*b"IPCXSYN1");

@@ -26,9 +26,9 @@
 use std::mem::size_of;
 
 use super::segment::Segment;
-use super::stamp::Stamp;
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
+use crate::stamp::Stamp;
 use crate::sys;
 use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::{EventCount, Line};

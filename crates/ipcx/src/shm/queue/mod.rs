@@ -28,9 +28,9 @@ use std::mem::size_of;
 use std::time::{Duration, Instant};
 
 use super::segment::Segment;
-use super::stamp::Stamp;
 use crate::endpoint::{Endpoint, Overflow, WaitStrategy};
 use crate::error::{Error, ErrorKind, Result};
+use crate::stamp::Stamp;
 use crate::wait::primitive::{AtomicU32, AtomicU64, Ordering, spin_hint};
 use crate::wait::{EventCount, Line, Liveness, Waiting, notify, wait};
 

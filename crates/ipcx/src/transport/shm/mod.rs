@@ -23,7 +23,7 @@ use crate::shm::duplex::{
     CONNECTED, FREE, LINK_MAGIC, LINK_VERSION, LinkHeader, LinkSegment, segment_len,
 };
 use crate::shm::ring::Ring;
-use crate::shm::stamp::Stamp;
+use crate::stamp::Stamp;
 use crate::sys;
 
 mod halves;
