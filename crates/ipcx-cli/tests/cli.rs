@@ -442,6 +442,11 @@ fn sem_commands_on_every_kind() {
     let s = Scratch::new();
     for flavor in [None, Some("--posix"), Some("--sysv")] {
         let name = abstract_name();
+        // A SysV set is the system's, not the scratch directory's: removed
+        // also when an assertion below fails, or `ls` in the other tests
+        // would list it.
+        let _set = (flavor == Some("--sysv"))
+            .then(|| RemoveSysvSet(ipcx::sync::SysVSemaphoreSet::key_for(&name)));
         let with = |args: &[&str]| -> Vec<String> {
             let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
             v.extend(flavor.map(str::to_string));
@@ -493,6 +498,17 @@ fn sem_commands_on_every_kind() {
         }
         s.run(with(&["sem", "rm", &name])).success();
         s.run(with(&["sem", "get", &name])).failure();
+    }
+}
+
+/// Removes the SysV semaphore set of a key when dropped.
+struct RemoveSysvSet(i32);
+
+impl Drop for RemoveSysvSet {
+    fn drop(&mut self) {
+        if let Ok(set) = ipcx::sync::SysVSemaphoreSet::open(self.0) {
+            let _ = set.remove();
+        }
     }
 }
 
