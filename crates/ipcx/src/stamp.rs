@@ -44,7 +44,7 @@ impl Stamp {
     }
 
     /// Reads the stamp with `read` until it is not `Initializing` or
-    /// `deadline` passes (1 ms apart): `Ok` when ready, else the error for
+    /// `deadline` passes (pauses from 50 µs, doubling to 1 ms): `Ok` when ready, else the error for
     /// an object that is `not_a` (or another layout version).
     pub(crate) fn wait_ready(
         read: impl Fn() -> Stamp,

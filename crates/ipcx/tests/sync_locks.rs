@@ -412,6 +412,9 @@ fn writer_gets_in_under_continuous_reads() {
 #[test]
 fn describe_tells_holder_and_state() {
     let t = Test::start();
+    if t.child_role() == Some(common::SCRIBBLER) {
+        return common::scribbler();
+    }
     if t.child_role().is_some() {
         hold_until_killed();
         return;
@@ -449,4 +452,12 @@ fn describe_tells_holder_and_state() {
     let d = describe(&name);
     assert!(d.starts_with("semaphore value 2 of 3, pid "), "{d}");
     assert!(d.ends_with(" holds 1"), "{d}");
+
+    // A header of another layout version (its word scribbled by another
+    // process) is not read as this one's.
+    let name = unique();
+    let _c = ipcx::sync::Condvar::create(&name).expect("create");
+    assert_eq!(describe(&name), "condvar");
+    common::scribble(&t, &format!("shm:{name}"), &[(8, 4)], 7);
+    assert!(ipcx::sync::describe(Segment::open(&format!("shm:{name}")).unwrap()).is_none());
 }

@@ -304,12 +304,7 @@ impl<S: State> Place<S> {
             _state: PhantomData,
         };
         let h = place.header();
-        let stamp = Stamp::of(
-            h.magic.load(Ordering::Acquire),
-            MAGIC,
-            h.version.load(Ordering::Relaxed),
-            VERSION,
-        );
+        let stamp = h.stamp();
         let none = format!(
             "no ipcx primitive at offset {offset} (not created yet, or other data): create it there first with create_in, or check the offset"
         );
@@ -420,6 +415,14 @@ struct PlaceRef<'a, S> {
     _state: PhantomData<&'a S>,
 }
 
+impl SyncHeader {
+    /// What the header's magic and layout version say.
+    fn stamp(&self) -> Stamp {
+        let magic = self.magic.load(Ordering::Acquire);
+        Stamp::of(magic, MAGIC, self.version.load(Ordering::Relaxed), VERSION)
+    }
+}
+
 impl<'a, S> PlaceRef<'a, S> {
     fn header(&self) -> &'a SyncHeader {
         // SAFETY: `base` is 64-byte aligned with a footprint in bounds
@@ -449,7 +452,7 @@ pub fn describe(seg: Segment) -> Option<String> {
         offset: 0,
         _state: PhantomData,
     };
-    if seg.len() < LINE || any.header().magic.load(Ordering::Acquire) != MAGIC {
+    if seg.len() < LINE || any.header().stamp() != Stamp::Ready {
         return None;
     }
     let kind = PrimitiveKind::from_u32(any.header().kind.load(Ordering::Relaxed))?;

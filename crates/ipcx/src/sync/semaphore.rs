@@ -450,7 +450,10 @@ impl<'a> Permit<'a> {
 
 impl Permit<'_> {
     /// Keeps the permit taken: it is not returned on drop (a permit handed
-    /// to another process, which releases it).
+    /// to another process, which releases it). A [`SysVSemaphoreSet`]
+    /// with `SEM_UNDO` on (its default) still gets it back from the kernel
+    /// when this process exits: turn undo off
+    /// ([`SysVSemaphoreSet::set_undo`]) before taking a permit to hand over.
     pub fn forget(self) {
         std::mem::forget(self);
     }
