@@ -70,3 +70,57 @@ fn a_fifo_peer_that_leaves_mid_hello_is_seen_gone_at_once() {
     child.wait_ready();
     child.kill();
 }
+
+/// An async FIFO accept waits for a writer on tokio's reactor (the inotify
+/// watch), holding no thread of the blocking pool, and takes a connector
+/// in another process once it writes.
+#[cfg(feature = "async")]
+#[test]
+fn an_async_fifo_accept_holds_no_thread_while_it_waits() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = common::connect(&param("URL"));
+        link.send(b"through the FIFO").expect("send");
+        assert_eq!(link.recv().expect("reply"), b"seen");
+        return;
+    }
+    // The runtime's blocking-pool threads carry this name (15 bytes, all
+    // of it shown in /proc's `comm`).
+    const NAME: &str = "ipcx-fifo-acpt";
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == NAME)
+            })
+            .count()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_name(NAME)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = t.scratch();
+    let url = dir.url("fifo", "f");
+    rt.block_on(async {
+        let mut listener = ipcx::tokio::AsyncListener::bind(&url).expect("bind");
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(300), listener.accept()).await;
+        assert!(waited.is_err(), "no connector yet");
+        assert_eq!(threads(), 0, "no blocking-pool thread waited");
+        let child = t.spawn("connector", |c| set_param(c, "URL", &url));
+        let mut link = listener.accept().await.expect("accept");
+        assert_eq!(link.recv().await.expect("recv"), b"through the FIFO");
+        link.send(b"seen").await.expect("send");
+        child.finish();
+        // The next connector, once this link is gone (one peer at a time).
+        let child = t.spawn("connector", |c| set_param(c, "URL", &url));
+        let next = listener.accept();
+        drop(link);
+        let mut link = next.await.expect("accept the next");
+        assert_eq!(link.recv().await.expect("recv"), b"through the FIFO");
+        link.send(b"seen").await.expect("send");
+        child.finish();
+    });
+}

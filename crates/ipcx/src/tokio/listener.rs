@@ -17,8 +17,10 @@ use super::AsyncLink;
 /// On sockets (`unix:`, `unixseq:`, `tcp:`), `accept` awaits the listening
 /// socket and the connections whose hello is due on tokio's reactor, and
 /// checks them without waiting when one is readable: no thread is held.
-/// The FIFO and `shm:` listeners have nothing for the reactor; their
-/// accept runs on tokio's blocking pool in slices of 100 ms. Either way,
+/// A FIFO listener awaits a writer's first bytes on the reactor too (an
+/// inotify watch of the FIFO), then finishes the handshake on tokio's
+/// blocking pool. An `shm:` listener has nothing for the reactor; its
+/// accept runs on the blocking pool in slices of 100 ms. Either way,
 /// dropping the future (in `select!`, say) loses nothing: the listener,
 /// with any peers still in their handshake, is there for the next
 /// `accept`.
@@ -57,26 +59,27 @@ impl AsyncListener {
             match self.inner.poll_accept()? {
                 Polled::Link(link) => return AsyncLink::from_link(*link),
                 Polled::Wait(fds, wake) => readable(fds, wake).await?,
-                Polled::Blocking => return self.accept_blocking().await,
+                Polled::Blocking => {
+                    if let Some(link) = self.accept_slice().await? {
+                        return Ok(link);
+                    }
+                }
             }
         }
     }
 
-    /// The FIFO and `shm:` listeners: blocking accepts in slices.
-    async fn accept_blocking(&self) -> Result<AsyncLink> {
-        loop {
-            let listener = self.inner.clone();
-            let slice =
-                super::on_blocking_pool(
-                    "accept",
-                    move || Ok(listener.accept_timeout(ACCEPT_SLICE)),
-                )
+    /// One blocking accept of at most [`ACCEPT_SLICE`] on the blocking
+    /// pool (an `shm:` listener, or a FIFO one whose writer has written);
+    /// `None` when it timed out.
+    async fn accept_slice(&self) -> Result<Option<AsyncLink>> {
+        let listener = self.inner.clone();
+        let slice =
+            super::on_blocking_pool("accept", move || Ok(listener.accept_timeout(ACCEPT_SLICE)))
                 .await?;
-            match slice {
-                Ok(link) => return AsyncLink::from_link(link),
-                Err(e) if *e.kind() == ErrorKind::TimedOut => {}
-                Err(e) => return Err(e),
-            }
+        match slice {
+            Ok(link) => AsyncLink::from_link(link).map(Some),
+            Err(e) if *e.kind() == ErrorKind::TimedOut => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

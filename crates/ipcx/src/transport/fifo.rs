@@ -57,6 +57,9 @@ pub(crate) struct FifoListener {
     /// wait queue (see `StreamRx::await_hello`). `None` where inotify is
     /// refused (the per-user limit on instances): the FIFO is polled.
     watcher: Option<OwnedFd>,
+    /// The watch an async accept left on `path` between its looks (see
+    /// `poll_ready`).
+    polled_watch: Option<i32>,
     _registration: Registration,
 }
 
@@ -97,6 +100,7 @@ impl FifoListener {
             reply,
             waiting: None,
             active: Weak::new(),
+            polled_watch: None,
             _registration: reg,
         })
     }
@@ -105,7 +109,7 @@ impl FifoListener {
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         let err = |e| Error::io("accept", e).at(ep);
-        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
+        let mut backoff = crate::deadline::Backoff::new(ACTIVE_SLICE);
         while self.active.strong_count() > 0 {
             // A second reader would steal the current peer's bytes.
             if !backoff.sleep_within(deadline) {
@@ -116,7 +120,10 @@ impl FifoListener {
             Some(rd) => rd,
             None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
         };
-        if !self.first_bytes(&rd, deadline).map_err(err)? {
+        let arrived = self.first_bytes(&rd, deadline);
+        // Its watch (the same as an async look's: one per path) is gone.
+        self.polled_watch = None;
+        if !arrived.map_err(err)? {
             self.waiting = Some(rd);
             return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
         }
@@ -146,6 +153,70 @@ impl FifoListener {
 /// How often a waiting accept looks at the FIFO itself, in case its file
 /// system reports no writes to the watch.
 const UNWATCHED_SLICE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How often an accept looks whether the last link was dropped.
+const ACTIVE_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl FifoListener {
+    /// One look without waiting, for an async accept: `None` once a
+    /// writer's first bytes are in the FIFO (a blocking accept then takes
+    /// them at once and waits only for the rest of the handshake), else
+    /// what to wait on before the next look: duplicates of the inotify
+    /// watch (or of the read end, without inotify), and an instant.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_ready(
+        &mut self,
+        ep: &Endpoint,
+    ) -> Result<Option<(Vec<OwnedFd>, Option<Instant>)>> {
+        use std::os::fd::AsFd;
+        let err = |e| Error::io("accept", e).at(ep);
+        if self.active.strong_count() > 0 {
+            return Ok(Some((Vec::new(), Some(Instant::now() + ACTIVE_SLICE))));
+        }
+        let rd = match self.waiting.take() {
+            Some(rd) => rd,
+            None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
+        };
+        let rd = self.waiting.insert(rd);
+        let watch = match (&self.watcher, self.polled_watch) {
+            (Some(w), Some(_)) => Some(w),
+            (Some(w), None) => match sys::fd::watch_writes(w.as_fd(), &self.path) {
+                Ok(wd) => {
+                    self.polled_watch = Some(wd);
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "no inotify watch: accept polls the FIFO");
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        // Events seen so far are spent: the watch is readable again only
+        // for a write after this look.
+        if let Some(w) = watch {
+            sys::fd::drain_events(w.as_fd());
+        }
+        // Bytes written before the watch began are seen here.
+        if sys::fd::bytes_ready(rd.as_fd()).map_err(err)? > 0 {
+            if let (Some(w), Some(wd)) = (&self.watcher, self.polled_watch.take()) {
+                sys::fd::unwatch(w.as_fd(), wd);
+            }
+            return Ok(None);
+        }
+        let (wait_on, again) = match watch {
+            // A file system that reports no writes still gets its bytes
+            // seen, a slice later.
+            Some(w) => (w.as_fd(), Some(Instant::now() + UNWATCHED_SLICE)),
+            // The link will pay a wake-up call per write (see above).
+            None => (rd.as_fd(), None),
+        };
+        Ok(Some((
+            vec![sys::fd::dup_cloexec(wait_on).map_err(err)?],
+            again,
+        )))
+    }
+}
 
 impl FifoListener {
     /// Waits until a writer has written into the FIFO (read end `rd`), or

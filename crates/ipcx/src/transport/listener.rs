@@ -8,7 +8,7 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::fifo::FifoListener;
 use super::link::Until;
@@ -17,7 +17,6 @@ use super::shm::ShmListener;
 use super::{Capabilities, Link, not_built, socket};
 use crate::endpoint::{Endpoint, Scheme};
 use crate::error::{Error, ErrorKind, Result};
-use crate::sys;
 
 mod sockets;
 
@@ -59,8 +58,10 @@ pub(crate) enum Polled {
     /// (duplicates of the listening socket and of the connections whose
     /// hello is due) is readable, or at the instant (the first pending
     /// peer times out).
-    Wait(Vec<std::os::fd::OwnedFd>, Option<Instant>),
-    /// Nothing to watch: the FIFO and `shm:` listeners wait by blocking.
+    Wait(Vec<std::os::fd::OwnedFd>, Option<std::time::Instant>),
+    /// Accept by blocking: an `shm:` listener always (it has nothing to
+    /// watch), a FIFO listener once a writer's first bytes are in (the
+    /// accept then waits only for the rest of the handshake).
     Blocking,
 }
 
@@ -201,8 +202,15 @@ impl Listener {
     pub(crate) fn poll_accept(&self) -> Result<Polled> {
         let poisoned = || Error::new(ErrorKind::Poisoned, "accept").at(&self.endpoint);
         let mut inner = self.inner.lock().map_err(|_| poisoned())?;
-        let (Inner::Socket(s), Some(listening)) = (&mut *inner, &self.fd) else {
-            return Ok(Polled::Blocking);
+        let (s, listening) = match (&mut *inner, &self.fd) {
+            (Inner::Socket(s), Some(listening)) => (s, listening),
+            (Inner::Fifo(f), _) => {
+                return Ok(match f.poll_ready(&self.endpoint)? {
+                    None => Polled::Blocking,
+                    Some((fds, wake)) => Polled::Wait(fds, wake),
+                });
+            }
+            _ => return Ok(Polled::Blocking),
         };
         let wake = match s.step(&self.endpoint, listening.as_fd())? {
             Ok(link) => return Ok(Polled::Link(Box::new(link))),
@@ -210,7 +218,7 @@ impl Listener {
         };
         let fds = s
             .watched(listening.as_fd())
-            .map(sys::fd::dup_cloexec)
+            .map(crate::sys::fd::dup_cloexec)
             .collect::<std::io::Result<_>>()
             .map_err(|e| Error::io("accept", e).at(&self.endpoint))?;
         Ok(Polled::Wait(fds, wake))
