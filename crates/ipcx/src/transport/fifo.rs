@@ -6,7 +6,7 @@
 //! `/path` for writing, so by the time the binder sees the first byte it can
 //! open the reply end without waiting. A FIFO serves one peer at a time.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -57,9 +57,9 @@ pub(crate) struct FifoListener {
     /// wait queue (see `StreamRx::await_hello`). `None` where inotify is
     /// refused (the per-user limit on instances): the FIFO is polled.
     watcher: Option<OwnedFd>,
-    /// The watch an async accept left on `path` between its looks (see
-    /// `poll_ready`).
-    polled_watch: Option<i32>,
+    /// The watch on `path` while accepts wait (from the first look until
+    /// a writer's bytes came; see `look`).
+    watching: Option<i32>,
     _registration: Registration,
 }
 
@@ -100,7 +100,7 @@ impl FifoListener {
             reply,
             waiting: None,
             active: Weak::new(),
-            polled_watch: None,
+            watching: None,
             _registration: reg,
         })
     }
@@ -109,24 +109,32 @@ impl FifoListener {
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
         let o = ep.options();
         let err = |e| Error::io("accept", e).at(ep);
+        let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
         let mut backoff = crate::deadline::Backoff::new(ACTIVE_SLICE);
-        while self.active.strong_count() > 0 {
-            // A second reader would steal the current peer's bytes.
-            if !backoff.sleep_within(deadline) {
-                return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
+        loop {
+            let (wait_on, slice) = match self.look().map_err(err)? {
+                Look::Ready => break,
+                // A second reader would steal the current peer's bytes.
+                Look::Busy if backoff.sleep_within(deadline) => continue,
+                Look::Busy => return Err(timed_out()),
+                Look::Watch(w) => (w, Some(Instant::now() + UNWATCHED_SLICE)),
+                Look::Poll(rd) => (rd, None),
+            };
+            let until = match (deadline, slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            // Woken or not, the next look says: events are drained there.
+            if !sys::fd::wait(wait_on.as_fd(), Interest::Read, until).map_err(err)?
+                && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return Err(timed_out());
             }
         }
-        let rd = match self.waiting.take() {
-            Some(rd) => rd,
-            None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
-        };
-        let arrived = self.first_bytes(&rd, deadline);
-        // Its watch (the same as an async look's: one per path) is gone.
-        self.polled_watch = None;
-        if !arrived.map_err(err)? {
-            self.waiting = Some(rd);
-            return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
-        }
+        let rd = self
+            .waiting
+            .take()
+            .ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
         let wr = match &self.reply {
             Some(reply) => {
                 let d = crate::deadline::far_after(o.handshake_timeout);
@@ -148,6 +156,77 @@ impl FifoListener {
         }
         Ok(link)
     }
+
+    /// One look for an async accept: `None` once a writer's first bytes
+    /// are in the FIFO (a blocking accept then takes them at once and
+    /// waits only for the rest of the handshake), else what to wait on
+    /// before the next look (a duplicate) and when to look anyway.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_ready(
+        &mut self,
+        ep: &Endpoint,
+    ) -> Result<Option<(Vec<OwnedFd>, Option<Instant>)>> {
+        let err = |e| Error::io("accept", e).at(ep);
+        let (wait_on, again) = match self.look().map_err(err)? {
+            Look::Ready => return Ok(None),
+            Look::Busy => return Ok(Some((Vec::new(), Some(Instant::now() + ACTIVE_SLICE)))),
+            Look::Watch(w) => (w, Some(Instant::now() + UNWATCHED_SLICE)),
+            Look::Poll(rd) => (rd, None),
+        };
+        let dup = sys::fd::dup_cloexec(wait_on.as_fd()).map_err(err)?;
+        Ok(Some((vec![dup], again)))
+    }
+
+    /// Whether a writer's first bytes are in the FIFO, without waiting.
+    /// The read end opened for the look stays (`waiting`), as does the
+    /// watch on `path` until the bytes came: events after this look make
+    /// the watch readable.
+    fn look(&mut self) -> std::io::Result<Look<'_>> {
+        if self.active.strong_count() > 0 {
+            return Ok(Look::Busy);
+        }
+        if self.waiting.is_none() {
+            self.waiting = Some(sys::fs::open_fifo(&self.path, false)?);
+        }
+        if let (Some(w), None) = (&self.watcher, self.watching) {
+            match sys::fd::watch_writes(w.as_fd(), &self.path) {
+                Ok(wd) => self.watching = Some(wd),
+                // The link will pay a wake-up call per write (see above).
+                Err(e) => tracing::debug!(error = %e, "no inotify watch: accept polls the FIFO"),
+            }
+        }
+        let watch = self.watcher.as_ref().filter(|_| self.watching.is_some());
+        if let Some(w) = watch {
+            sys::fd::drain_events(w.as_fd());
+        }
+        let Some(rd) = &self.waiting else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        // Bytes written before the watch began are seen here.
+        if sys::fd::bytes_ready(rd.as_fd())? > 0 {
+            if let (Some(w), Some(wd)) = (&self.watcher, self.watching.take()) {
+                sys::fd::unwatch(w.as_fd(), wd);
+            }
+            return Ok(Look::Ready);
+        }
+        Ok(match watch {
+            Some(w) => Look::Watch(w),
+            None => Look::Poll(rd),
+        })
+    }
+}
+
+/// What a look at a waiting FIFO listener found.
+enum Look<'a> {
+    /// A writer's first bytes are in.
+    Ready,
+    /// The last link is still up (a FIFO serves one peer at a time).
+    Busy,
+    /// Nothing yet: wait on the inotify watch (and look again after
+    /// [`UNWATCHED_SLICE`], for file systems that report no writes).
+    Watch(&'a OwnedFd),
+    /// Nothing yet, and no watch: wait on the read end itself.
+    Poll(&'a OwnedFd),
 }
 
 /// How often a waiting accept looks at the FIFO itself, in case its file
@@ -156,110 +235,6 @@ const UNWATCHED_SLICE: std::time::Duration = std::time::Duration::from_millis(50
 
 /// How often an accept looks whether the last link was dropped.
 const ACTIVE_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
-
-impl FifoListener {
-    /// One look without waiting, for an async accept: `None` once a
-    /// writer's first bytes are in the FIFO (a blocking accept then takes
-    /// them at once and waits only for the rest of the handshake), else
-    /// what to wait on before the next look: duplicates of the inotify
-    /// watch (or of the read end, without inotify), and an instant.
-    #[cfg(feature = "async")]
-    pub(crate) fn poll_ready(
-        &mut self,
-        ep: &Endpoint,
-    ) -> Result<Option<(Vec<OwnedFd>, Option<Instant>)>> {
-        use std::os::fd::AsFd;
-        let err = |e| Error::io("accept", e).at(ep);
-        if self.active.strong_count() > 0 {
-            return Ok(Some((Vec::new(), Some(Instant::now() + ACTIVE_SLICE))));
-        }
-        let rd = match self.waiting.take() {
-            Some(rd) => rd,
-            None => sys::fs::open_fifo(&self.path, false).map_err(err)?,
-        };
-        let rd = self.waiting.insert(rd);
-        let watch = match (&self.watcher, self.polled_watch) {
-            (Some(w), Some(_)) => Some(w),
-            (Some(w), None) => match sys::fd::watch_writes(w.as_fd(), &self.path) {
-                Ok(wd) => {
-                    self.polled_watch = Some(wd);
-                    Some(w)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "no inotify watch: accept polls the FIFO");
-                    None
-                }
-            },
-            (None, _) => None,
-        };
-        // Events seen so far are spent: the watch is readable again only
-        // for a write after this look.
-        if let Some(w) = watch {
-            sys::fd::drain_events(w.as_fd());
-        }
-        // Bytes written before the watch began are seen here.
-        if sys::fd::bytes_ready(rd.as_fd()).map_err(err)? > 0 {
-            if let (Some(w), Some(wd)) = (&self.watcher, self.polled_watch.take()) {
-                sys::fd::unwatch(w.as_fd(), wd);
-            }
-            return Ok(None);
-        }
-        let (wait_on, again) = match watch {
-            // A file system that reports no writes still gets its bytes
-            // seen, a slice later.
-            Some(w) => (w.as_fd(), Some(Instant::now() + UNWATCHED_SLICE)),
-            // The link will pay a wake-up call per write (see above).
-            None => (rd.as_fd(), None),
-        };
-        Ok(Some((
-            vec![sys::fd::dup_cloexec(wait_on).map_err(err)?],
-            again,
-        )))
-    }
-}
-
-impl FifoListener {
-    /// Waits until a writer has written into the FIFO (read end `rd`), or
-    /// `deadline`: `false` then.
-    fn first_bytes(&self, rd: &OwnedFd, deadline: Option<Instant>) -> std::io::Result<bool> {
-        use std::os::fd::AsFd;
-        let watch = self.watcher.as_ref().and_then(|w| {
-            sys::fd::watch_writes(w.as_fd(), &self.path)
-                .inspect_err(
-                    |e| tracing::debug!(error = %e, "no inotify watch: accept polls the FIFO"),
-                )
-                .ok()
-                .map(|wd| (w.as_fd(), wd))
-        });
-        let Some((watcher, wd)) = watch else {
-            // The link will pay a wake-up call per write (see above).
-            return sys::fd::wait(rd.as_fd(), Interest::Read, deadline);
-        };
-        let arrived = loop {
-            // Bytes written before the watch began are seen here.
-            match sys::fd::bytes_ready(rd.as_fd()) {
-                Ok(0) => {}
-                Ok(_) => break Ok(true),
-                Err(e) => break Err(e),
-            }
-            // A file system that reports no writes (some FUSE ones) still
-            // gets its bytes seen, a slice later.
-            let slice = Instant::now() + UNWATCHED_SLICE;
-            match sys::fd::wait(
-                watcher,
-                Interest::Read,
-                Some(deadline.map_or(slice, |d| d.min(slice))),
-            ) {
-                Ok(true) => sys::fd::drain_events(watcher),
-                Ok(false) if deadline.is_some_and(|d| Instant::now() >= d) => break Ok(false),
-                Ok(false) => {}
-                Err(e) => break Err(e),
-            }
-        };
-        sys::fd::unwatch(watcher, wd);
-        arrived
-    }
-}
 
 /// Refuses a FIFO that belongs to another user or is open to more than
 /// `mode` allows: whoever made it could read or inject the traffic.
