@@ -76,6 +76,21 @@ pub(crate) struct Shared {
     pub(crate) handshake_timeout: Duration,
 }
 
+impl Shared {
+    /// The refusal of descriptors on a link whose mechanism passes none
+    /// (every one but `unix:` and `unixseq:`), naming its scheme.
+    pub(crate) fn passes_no_fds(&self) -> Error {
+        let scheme = self.url.split(':').next().unwrap_or_default();
+        Error::new(
+            ErrorKind::Unsupported(format!(
+                "{scheme}: links do not pass descriptors; send them over unix: or unixseq:"
+            )),
+            "send",
+        )
+        .at(&self.url)
+    }
+}
+
 /// A link to one peer that moves whole messages, the same way over every
 /// mechanism.
 ///

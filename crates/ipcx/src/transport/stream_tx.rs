@@ -222,9 +222,7 @@ impl StreamTx {
         }
         self.mark_sent();
         if !fds.is_empty() && !ch.kind().passes_fds() {
-            return err(ErrorKind::Unsupported(
-                "only unix: and unixseq: links pass descriptors".into(),
-            ));
+            return Err(self.shared.passes_no_fds());
         }
         if fds.len() > MAX_FDS {
             return err(ErrorKind::InvalidArgument(format!(

@@ -256,17 +256,9 @@ impl SendHalf {
         }
     }
 
-    /// The refusal of descriptors on a link whose mechanism passes none
-    /// (`shm:`, the queues, journals), naming it.
+    /// The refusal of descriptors on a link whose mechanism passes none.
     pub(crate) fn passes_no_fds(&self) -> Error {
-        let scheme = self.shared.url.split(':').next().unwrap_or_default();
-        Error::new(
-            ErrorKind::Unsupported(format!(
-                "{scheme}: links do not pass descriptors (unix: and unixseq: do)"
-            )),
-            "send",
-        )
-        .at(&self.shared.url)
+        self.shared.passes_no_fds()
     }
 
     fn only_receives(&self) -> Error {
