@@ -10,17 +10,13 @@ use hdrhistogram::Histogram;
 use ipcx::shm::{Publisher, Subscriber};
 
 use super::Budget;
+use super::conn::write_message;
 use super::report::Cell;
 
 /// Subscribers of the fan-out cell.
 pub const SUBSCRIBERS: usize = 4;
 const SIZE: usize = 64;
 const STOP: u64 = u64::MAX;
-
-fn stamp(buf: &mut [u8], seq: u64, extra: u64) {
-    buf[..8].copy_from_slice(&seq.to_le_bytes());
-    buf[8..16].copy_from_slice(&extra.to_le_bytes());
-}
 
 fn words(buf: &[u8]) -> (u64, u64) {
     let w = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
@@ -65,7 +61,7 @@ pub fn measure(b: &Budget) -> Result<Cell> {
     for i in 0..(20 + b.rounds) as u64 {
         let t = Instant::now();
         let mut loan = publisher.loan(SIZE)?;
-        stamp(&mut loan, i, 0);
+        write_message(&mut loan, i, 0, false);
         loan.send()?;
         for a in &answers {
             let (seq, _) = words(&a.recv()?);
@@ -83,11 +79,11 @@ pub fn measure(b: &Budget) -> Result<Cell> {
     let count = (b.bytes / SIZE).clamp(b.min_msgs, b.max_msgs) as u64;
     let t = Instant::now();
     let mut loan = publisher.loan(SIZE)?;
-    stamp(&mut loan, STOP, count);
+    write_message(&mut loan, STOP, count, false);
     loan.send()?;
     for i in 0..count {
         let mut loan = publisher.loan(SIZE)?;
-        stamp(&mut loan, i, 0);
+        write_message(&mut loan, i, 0, false);
         loan.send()?;
     }
     for a in &answers {
@@ -124,7 +120,7 @@ pub fn subscriber(url: &str, k: usize) -> Result<()> {
             break extra;
         }
         let mut loan = answer.loan(SIZE)?;
-        stamp(&mut loan, seq, 0);
+        write_message(&mut loan, seq, 0, false);
         loan.send()?;
     };
     let mut got = 0;
@@ -140,7 +136,7 @@ pub fn subscriber(url: &str, k: usize) -> Result<()> {
         got += 1;
     }
     let mut loan = answer.loan(SIZE)?;
-    stamp(&mut loan, got, 0);
+    write_message(&mut loan, got, 0, false);
     loan.send()?;
     // Stay until the driver has read the answer.
     let _ = sub.recv_timeout(Duration::from_secs(5));

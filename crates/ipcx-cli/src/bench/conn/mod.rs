@@ -48,10 +48,7 @@ pub trait Conn {
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         scratch.resize(size, 0);
-        if fill {
-            scratch.fill(seq as u8);
-        }
-        stamp(scratch, seq, extra);
+        write_message(scratch, seq, extra, fill);
         self.send(scratch)
     }
 
@@ -62,8 +59,12 @@ pub trait Conn {
     }
 }
 
-/// Writes the sequence number and extra word at the start of a message.
-fn stamp(msg: &mut [u8], seq: u64, extra: u64) {
+/// Writes a message as a sender does: with `fill`, every byte first; then
+/// the sequence number and extra word at its start.
+pub(super) fn write_message(msg: &mut [u8], seq: u64, extra: u64, fill: bool) {
+    if fill {
+        msg.fill(seq as u8);
+    }
     msg[..8].copy_from_slice(&seq.to_le_bytes());
     msg[8..16].copy_from_slice(&extra.to_le_bytes());
 }

@@ -8,7 +8,7 @@ use ipcx::pattern::Bytes;
 use ipcx::shm::{Publisher, Subscriber};
 use ipcx::{Link, Listener};
 
-use super::{Conn, Got, read, stamp};
+use super::{Conn, Got, read, write_message};
 
 /// Zero-copy publish/subscribe, one channel each way: a message is written
 /// where it will be read (a loan) and read where it was written (a sample).
@@ -38,10 +38,7 @@ impl Conn for ZeroCopy {
         _: &mut Vec<u8>,
     ) -> io::Result<()> {
         let mut loan = self.publisher.loan(size).map_err(io::Error::other)?;
-        if fill {
-            loan.fill(seq as u8);
-        }
-        stamp(&mut loan, seq, extra);
+        write_message(&mut loan, seq, extra, fill);
         loan.send().map_err(io::Error::other)
     }
 
@@ -126,10 +123,7 @@ impl Conn for Typed {
         _scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         self.out.resize(size, 0);
-        if fill {
-            self.out.fill(seq as u8);
-        }
-        stamp(&mut self.out, seq, extra);
+        write_message(&mut self.out, seq, extra, fill);
         self.link.send(&self.out).map_err(io::Error::other)
     }
 }
