@@ -111,3 +111,36 @@ fn async_links_pass_descriptors_and_close() {
     });
     child.finish();
 }
+
+/// An `shm:` accept runs in blocking slices on tokio's pool; accepts cut
+/// short again and again (each future dropped before its slice ends) still
+/// get the peer another process connected: the slice's link waits for the
+/// next `accept`.
+#[test]
+fn a_dropped_accept_loses_no_peer() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        // Late, so that several accepts were dropped mid-slice before.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut link = common::connect(&common::param("URL"));
+        link.send(b"ping").expect("send");
+        assert_eq!(link.recv().expect("reply"), b"pong");
+        return;
+    }
+    let url = format!("shm:{}", common::abstract_name());
+    common::runtime().block_on(async {
+        let mut listener = AsyncListener::bind(&url).expect("bind");
+        let child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
+        let mut link = loop {
+            // Shorter than a slice (100 ms): most attempts are dropped
+            // while their slice runs.
+            let short = std::time::Duration::from_millis(30);
+            if let Ok(got) = tokio::time::timeout(short, listener.accept()).await {
+                break got.expect("accept");
+            }
+        };
+        assert_eq!(link.recv().await.expect("recv"), b"ping");
+        link.send(b"pong").await.expect("send");
+        child.finish();
+    });
+}

@@ -8,7 +8,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::transport::{Listener, Polled};
+use crate::transport::{Link, Listener, Polled};
 
 use super::AsyncLink;
 
@@ -23,10 +23,13 @@ use super::AsyncLink;
 /// accept runs on the blocking pool in slices of 100 ms. Either way,
 /// dropping the future (in `select!`, say) loses nothing: the listener,
 /// with any peers still in their handshake, is there for the next
-/// `accept`.
+/// `accept`, and so is the link a blocking slice still running took.
 #[derive(Debug)]
 pub struct AsyncListener {
     inner: Arc<Listener>,
+    /// A blocking accept still running on the pool, which a dropped
+    /// `accept` future left: the next `accept` takes what it brings.
+    slice: Option<tokio::task::JoinHandle<Result<Link>>>,
 }
 
 /// How long one blocking accept slice may take.
@@ -37,6 +40,7 @@ impl AsyncListener {
     pub fn bind(url: &str) -> Result<AsyncListener> {
         Ok(AsyncListener {
             inner: Arc::new(Listener::bind(url)?),
+            slice: None,
         })
     }
 
@@ -56,6 +60,11 @@ impl AsyncListener {
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
         loop {
+            if self.slice.is_some() {
+                if let Some(link) = self.accept_slice().await? {
+                    return Ok(link);
+                }
+            }
             match self.inner.poll_accept()? {
                 Polled::Link(link) => return AsyncLink::from_link(*link),
                 Polled::Wait(fds, wake) => readable(fds, wake).await?,
@@ -69,14 +78,23 @@ impl AsyncListener {
     }
 
     /// One blocking accept of at most [`ACCEPT_SLICE`] on the blocking
-    /// pool (an `shm:` listener, or a FIFO one whose writer has written);
-    /// `None` when it timed out.
-    async fn accept_slice(&self) -> Result<Option<AsyncLink>> {
-        let listener = self.inner.clone();
-        let slice =
-            super::on_blocking_pool("accept", move || Ok(listener.accept_timeout(ACCEPT_SLICE)))
-                .await?;
-        match slice {
+    /// pool (an `shm:` listener, or a FIFO one whose writer has written),
+    /// or the end of the one a dropped future left; `None` when it timed
+    /// out.
+    async fn accept_slice(&mut self) -> Result<Option<AsyncLink>> {
+        let running = match &mut self.slice {
+            Some(running) => running,
+            None => {
+                let listener = self.inner.clone();
+                self.slice.insert(tokio::task::spawn_blocking(move || {
+                    listener.accept_timeout(ACCEPT_SLICE)
+                }))
+            }
+        };
+        // Awaited in place: dropped here, the slice stays for the next call.
+        let joined = running.await;
+        self.slice = None;
+        match joined.map_err(|e| Error::io("accept", std::io::Error::other(e)))? {
             Ok(link) => AsyncLink::from_link(link).map(Some),
             Err(e) if *e.kind() == ErrorKind::TimedOut => Ok(None),
             Err(e) => Err(e),
