@@ -111,9 +111,9 @@ impl FifoListener {
         let err = |e| Error::io("accept", e).at(ep);
         let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
         let mut backoff = crate::deadline::Backoff::new(ACTIVE_SLICE);
-        loop {
+        let rd = loop {
             let (wait_on, slice) = match self.look().map_err(err)? {
-                Look::Ready => break,
+                Look::Ready(rd) => break rd,
                 // A second reader would steal the current peer's bytes.
                 Look::Busy if backoff.sleep_within(deadline) => continue,
                 Look::Busy => return Err(timed_out()),
@@ -130,11 +130,7 @@ impl FifoListener {
             {
                 return Err(timed_out());
             }
-        }
-        let rd = self
-            .waiting
-            .take()
-            .ok_or_else(|| err(std::io::ErrorKind::NotFound.into()))?;
+        };
         let wr = match &self.reply {
             Some(reply) => {
                 let d = crate::deadline::far_after(o.handshake_timeout);
@@ -168,7 +164,11 @@ impl FifoListener {
     ) -> Result<Option<(Vec<OwnedFd>, Option<Instant>)>> {
         let err = |e| Error::io("accept", e).at(ep);
         let (wait_on, again) = match self.look().map_err(err)? {
-            Look::Ready => return Ok(None),
+            Look::Ready(rd) => {
+                // The accept that follows takes it.
+                self.waiting = Some(rd);
+                return Ok(None);
+            }
             Look::Busy => return Ok(Some((Vec::new(), Some(Instant::now() + ACTIVE_SLICE)))),
             Look::Watch(w) => (w, Some(Instant::now() + UNWATCHED_SLICE)),
             Look::Poll(rd) => (rd, None),
@@ -185,9 +185,10 @@ impl FifoListener {
         if self.active.strong_count() > 0 {
             return Ok(Look::Busy);
         }
-        if self.waiting.is_none() {
-            self.waiting = Some(sys::fs::open_fifo(&self.path, false)?);
-        }
+        let rd = match self.waiting.take() {
+            Some(rd) => rd,
+            None => sys::fs::open_fifo(&self.path, false)?,
+        };
         if let (Some(w), None) = (&self.watcher, self.watching) {
             match sys::fd::watch_writes(w.as_fd(), &self.path) {
                 Ok(wd) => self.watching = Some(wd),
@@ -199,27 +200,35 @@ impl FifoListener {
         if let Some(w) = watch {
             sys::fd::drain_events(w.as_fd());
         }
-        let Some(rd) = &self.waiting else {
-            return Err(std::io::ErrorKind::NotFound.into());
-        };
         // Bytes written before the watch began are seen here.
-        if sys::fd::bytes_ready(rd.as_fd())? > 0 {
-            if let (Some(w), Some(wd)) = (&self.watcher, self.watching.take()) {
-                sys::fd::unwatch(w.as_fd(), wd);
+        match sys::fd::bytes_ready(rd.as_fd()) {
+            Ok(0) => {}
+            Ok(_) => {
+                if let (Some(w), Some(wd)) = (&self.watcher, self.watching.take()) {
+                    sys::fd::unwatch(w.as_fd(), wd);
+                }
+                return Ok(Look::Ready(rd));
             }
-            return Ok(Look::Ready);
+            Err(e) => {
+                self.waiting = Some(rd);
+                return Err(e);
+            }
         }
-        Ok(match watch {
-            Some(w) => Look::Watch(w),
-            None => Look::Poll(rd),
-        })
+        let rd = self.waiting.insert(rd);
+        Ok(
+            match self.watcher.as_ref().filter(|_| self.watching.is_some()) {
+                Some(w) => Look::Watch(w),
+                None => Look::Poll(rd),
+            },
+        )
     }
 }
 
 /// What a look at a waiting FIFO listener found.
 enum Look<'a> {
-    /// A writer's first bytes are in.
-    Ready,
+    /// A writer's first bytes are in: the read end, taken out of
+    /// `waiting`.
+    Ready(OwnedFd),
     /// The last link is still up (a FIFO serves one peer at a time).
     Busy,
     /// Nothing yet: wait on the inotify watch (and look again after
