@@ -184,7 +184,8 @@ fn permits_of_os_semaphores_return_when_dropped() {
         let a = named.permit().expect("named permit");
         let b = set.try_permit(0).expect("try").expect("the set's permit");
         ready("holding");
-        std::thread::sleep(Duration::from_millis(200));
+        // The parent posts semaphore 1 once it has looked.
+        set.acquire(1).expect("the parent's go");
         drop((a, b));
         ready("returned");
         std::thread::sleep(Duration::from_secs(600));
@@ -194,7 +195,8 @@ fn permits_of_os_semaphores_return_when_dropped() {
     let named = NamedSemaphore::create(&name, 1).expect("create");
     let key = SysVSemaphoreSet::key_for(&unique());
     let _cleanup = RemoveSet(key);
-    let set = SysVSemaphoreSet::create(key, 1, 1).expect("create set");
+    let set = SysVSemaphoreSet::create(key, 2, 1).expect("create set");
+    set.set_value(1, 0).expect("no go yet");
     let mut child = t.spawn("holder", |c| {
         set_param(c, "NAME", &name);
         set_param(c, "KEY", &key.to_string())
@@ -208,6 +210,7 @@ fn permits_of_os_semaphores_return_when_dropped() {
         set.try_permit(0).expect("try").is_none(),
         "the child holds it"
     );
+    set.release(1).expect("go");
     assert_eq!(child.wait_ready(), "returned");
     assert_eq!(named.value().unwrap(), 1, "back from the child's drop");
     assert_eq!(set.value(0).unwrap(), 1, "back from the child's drop");
