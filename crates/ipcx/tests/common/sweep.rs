@@ -1,5 +1,5 @@
 //! Removing what aborted test runs left behind: scratch directories in
-//! `$TMPDIR` and segments and doorbells in `/dev/shm`, named
+//! `$TMPDIR` and segments, doorbells and named semaphores in `/dev/shm`, named
 //! `<prefix><pid>-...` after the test process that made them. Shared by
 //! the library's and the CLI's tests (`#[path]`).
 
@@ -14,7 +14,9 @@ pub fn sweep_dead_runs(prefix: &str) {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            // A POSIX named semaphore's file is `sem.NAME`.
+            let name = name.to_str().map(|n| n.strip_prefix("sem.").unwrap_or(n));
+            let Some(rest) = name.and_then(|n| n.strip_prefix(prefix)) else {
                 continue;
             };
             let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
