@@ -1,6 +1,7 @@
 //! Every future of the tokio API is `Send`, so it can run under
 //! `tokio::spawn` on a multi-threaded runtime: these compile only if it is
 //! (and run each once, over a real link, so the check is not vacuous).
+//! And an `shm:` accept waits on the reactor, not on a thread.
 #![cfg(feature = "async")]
 
 mod common;
@@ -112,10 +113,8 @@ fn async_links_pass_descriptors_and_close() {
     child.finish();
 }
 
-/// An `shm:` accept runs in blocking slices on tokio's pool; accepts cut
-/// short again and again (each future dropped before its slice ends) still
-/// get the peer another process connected: the slice's link waits for the
-/// next `accept`.
+/// Accepts cut short again and again (each future dropped after 30 ms)
+/// still get the peer another process connected.
 #[test]
 fn a_dropped_accept_loses_no_peer() {
     let t = common::Test::start();
@@ -132,8 +131,6 @@ fn a_dropped_accept_loses_no_peer() {
         let mut listener = AsyncListener::bind(&url).expect("bind");
         let child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
         let mut link = loop {
-            // Shorter than a slice (100 ms): most attempts are dropped
-            // while their slice runs.
             let short = std::time::Duration::from_millis(30);
             if let Ok(got) = tokio::time::timeout(short, listener.accept()).await {
                 break got.expect("accept");
@@ -142,5 +139,41 @@ fn a_dropped_accept_loses_no_peer() {
         assert_eq!(link.recv().await.expect("recv"), b"ping");
         link.send(b"pong").await.expect("send");
         child.finish();
+    });
+}
+
+/// An async `shm:` accept awaits the doorbell its connector rings, on
+/// tokio's reactor: no thread of the blocking pool waits, neither for a
+/// first connector nor while the last peer's link is still here.
+/// Connectors in other processes, one after the other.
+#[test]
+fn an_async_shm_accept_holds_no_thread_while_it_waits() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let mut link = common::connect(&common::param("URL"));
+        link.send(b"ping").expect("send");
+        assert_eq!(link.recv().expect("reply"), b"pong");
+        return;
+    }
+    const NAME: &str = "ipcx-shm-acpt";
+    let url = format!("shm:{}", common::abstract_name());
+    let short = std::time::Duration::from_millis(300);
+    common::named_runtime(NAME).block_on(async {
+        let mut listener = AsyncListener::bind(&url).expect("bind");
+        let waited = tokio::time::timeout(short, listener.accept()).await;
+        assert!(waited.is_err(), "no connector yet");
+        for _ in 0..2 {
+            let child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
+            let mut link = listener.accept().await.expect("accept");
+            assert_eq!(link.recv().await.expect("recv"), b"ping");
+            link.send(b"pong").await.expect("send");
+            child.finish();
+            // One peer at a time: this link still holds the endpoint.
+            let waited = tokio::time::timeout(short, listener.accept()).await;
+            assert!(waited.is_err(), "accepted beside a live link");
+            drop(link);
+        }
+        // Idle pool threads live 10 s: one that ran would still be here.
+        assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
     });
 }

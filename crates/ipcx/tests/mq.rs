@@ -240,3 +240,35 @@ fn tokio_awaits_a_queue() {
     child.finish();
     assert_eq!(python(&name, ""), "2:back\n");
 }
+
+/// On tokio, the next accept waits until the link handed out before is
+/// dropped, looking on a timer: no thread of the blocking pool waits.
+/// Each link gets what a child process sent.
+#[cfg(feature = "async")]
+#[test]
+fn an_async_accept_waits_for_the_last_link_without_a_thread() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::connect(&format!("{}?timeout=30s", param("URL"))).expect("connect");
+        link.send(b"one").expect("send");
+        link.send(b"two").expect("send");
+        return;
+    }
+    const NAME: &str = "ipcx-mq-acpt";
+    let name = common::abstract_name();
+    let child = t.spawn("sender", |c| set_param(c, "URL", &format!("mq:{name}")));
+    common::named_runtime(NAME).block_on(async {
+        let mut listener = ipcx::tokio::AsyncListener::bind(&format!("mq:/{name}")).expect("bind");
+        let mut first = listener.accept().await.expect("accept");
+        assert_eq!(first.recv().await.expect("recv"), b"one");
+        let short = Duration::from_millis(300);
+        let waited = tokio::time::timeout(short, listener.accept()).await;
+        assert!(waited.is_err(), "a second link beside the first");
+        drop(first);
+        let mut next = listener.accept().await.expect("accept the next");
+        assert_eq!(next.recv().await.expect("recv"), b"two");
+        // Idle pool threads live 10 s: one that ran would still be here.
+        assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+    });
+    child.finish();
+}

@@ -84,23 +84,9 @@ fn an_async_fifo_accept_holds_no_thread_while_it_waits() {
         assert_eq!(link.recv().expect("reply"), b"seen");
         return;
     }
-    // The runtime's blocking-pool threads carry this name (15 bytes, all
-    // of it shown in /proc's `comm`).
     const NAME: &str = "ipcx-fifo-acpt";
-    let threads = || {
-        std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == NAME)
-            })
-            .count()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .thread_name(NAME)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let threads = || common::threads_named(NAME);
+    let rt = common::named_runtime(NAME);
     let dir = t.scratch();
     let url = dir.url("fifo", "f");
     rt.block_on(async {

@@ -212,6 +212,11 @@ fn claim_children(t: &Test) -> bool {
 /// the same id, long gone). The claim word is at offset 80 of the header.
 fn claimed_by(t: &Test, url: &str, start_shift: i64) -> (Listener, common::ChildProcess) {
     let listener = Listener::bind(url).expect("bind");
+    (listener, claim(t, url, start_shift))
+}
+
+/// Writes the claim of [`claimed_by`] into the bound link at `url`.
+fn claim(t: &Test, url: &str, start_shift: i64) -> common::ChildProcess {
     let mut stalled = t.spawn("stalled", |c| c);
     stalled.wait_ready();
     let pid = stalled.id();
@@ -219,7 +224,7 @@ fn claimed_by(t: &Test, url: &str, start_shift: i64) -> (Listener, common::Child
     let claim = ipcx::bench_support::pack_identity(pid, start.saturating_add_signed(start_shift));
     let words = format!("80={claim}");
     write_words(t, url, &words);
-    (listener, stalled)
+    stalled
 }
 
 /// A client connects past the claim and sends "in".
@@ -267,4 +272,35 @@ fn a_claim_by_a_reused_pid_is_undone() {
     let (mut listener, mut stalled) = claimed_by(&t, &url, -1);
     client_gets_in(&t, &url, &mut listener);
     stalled.kill();
+}
+
+/// The same on tokio, where an idle listener looks again only when rung:
+/// the client undoes the dead claimer's claim itself, connects and rings.
+#[cfg(feature = "async")]
+#[test]
+fn an_async_listener_gets_a_client_past_a_dead_claim() {
+    let t = Test::start();
+    if claim_children(&t) {
+        return;
+    }
+    let url = unique();
+    common::runtime().block_on(async {
+        let mut listener = ipcx::tokio::AsyncListener::bind(&url).expect("bind");
+        let mut accepting = std::pin::pin!(listener.accept());
+        // Awaiting its doorbell before the claim is written (the same
+        // accept throughout: a new one would look at the claim first).
+        let short = Duration::from_millis(100);
+        let waited = tokio::time::timeout(short, &mut accepting).await;
+        assert!(waited.is_err(), "no client yet");
+        let mut stalled = claim(&t, &url, -1);
+        let client = t.spawn("client", |c| set_param(c, "URL", &url));
+        let mut link = tokio::time::timeout(common::PATIENCE, accepting)
+            .await
+            .expect("accepted in time")
+            .expect("accept");
+        assert_eq!(link.recv().await.expect("recv"), b"in");
+        drop(link);
+        client.finish();
+        stalled.kill();
+    });
 }

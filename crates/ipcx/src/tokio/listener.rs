@@ -17,13 +17,17 @@ use super::AsyncLink;
 /// On sockets (`unix:`, `unixseq:`, `tcp:`), `accept` awaits the listening
 /// socket and the connections whose hello is due on tokio's reactor, and
 /// checks them without waiting when one is readable: no thread is held.
-/// A FIFO listener awaits a writer's first bytes on the reactor too (an
-/// inotify watch of the FIFO), then finishes the handshake on tokio's
-/// blocking pool. An `shm:` listener has nothing for the reactor; its
-/// accept runs on the blocking pool in slices of 100 ms. Either way,
-/// dropping the future (in `select!`, say) loses nothing: the listener,
-/// with any peers still in their handshake, is there for the next
-/// `accept`, and so is the link a blocking slice still running took.
+/// An `shm:` listener awaits a doorbell FIFO the connector rings once
+/// connected (and looks every 20 ms anyway, for a claimer that died, or
+/// every 5 ms while its last peer is still there, as the blocking accept
+/// does); an `mq:` or `sysvmq:` one looks every 5 ms until the link it
+/// handed out before is dropped. A FIFO listener awaits a writer's first
+/// bytes on the reactor too (an inotify watch of the FIFO), then finishes
+/// the handshake on tokio's blocking pool, the one accept that takes a
+/// thread there. Either way, dropping the future (in `select!`, say) loses
+/// nothing: the listener, with any peers still in their handshake, is
+/// there for the next `accept`, and so is the link a blocking slice still
+/// running took.
 #[derive(Debug)]
 pub struct AsyncListener {
     inner: Arc<Listener>,
@@ -78,7 +82,7 @@ impl AsyncListener {
     }
 
     /// One blocking accept of at most [`ACCEPT_SLICE`] on the blocking
-    /// pool (an `shm:` listener, or a FIFO one whose writer has written),
+    /// pool (a FIFO listener whose writer has written),
     /// or the end of the one a dropped future left; `None` when it timed
     /// out.
     async fn accept_slice(&mut self) -> Result<Option<AsyncLink>> {

@@ -6,8 +6,8 @@
 //! An `shm:` link has no descriptor: each half awaits a doorbell FIFO its
 //! peer rings after a change, only while the half is armed (asleep).
 //! [`AsyncListener`] awaits a listening socket and the handshakes under
-//! way on the reactor too (the FIFO and `shm:` listeners, which have no
-//! descriptor to await, accept on tokio's blocking pool in 100 ms slices).
+//! way on the reactor too, an `shm:` listener its doorbell, a FIFO
+//! listener an inotify watch (then reads the hello on the blocking pool).
 //! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
 //! opening a channel or an event (bounded by `?timeout=`, while they are
 //! absent or being made) run on the blocking pool: awaited, they hold no

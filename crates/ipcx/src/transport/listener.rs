@@ -59,9 +59,8 @@ pub(crate) enum Polled {
     /// hello is due) is readable, or at the instant (the first pending
     /// peer times out).
     Wait(Vec<std::os::fd::OwnedFd>, Option<std::time::Instant>),
-    /// Accept by blocking: an `shm:` listener always (it has nothing to
-    /// watch), a FIFO listener once a writer's first bytes are in (the
-    /// accept then waits only for the rest of the handshake).
+    /// Accept by blocking: a FIFO listener once a writer's first bytes
+    /// are in (the accept then waits only for the rest of the handshake).
     Blocking,
 }
 
@@ -210,7 +209,28 @@ impl Listener {
                     Some((fds, wake)) => Polled::Wait(fds, wake),
                 });
             }
-            _ => return Ok(Polled::Blocking),
+            (Inner::Shm(s), _) => {
+                return Ok(match s.poll_accept(&self.endpoint)? {
+                    super::shm::Polled::Accepted((rx, tx)) => {
+                        Polled::Link(Box::new(Link::from_shm(&self.endpoint, rx, tx)))
+                    }
+                    super::shm::Polled::Wait(bell, wake) => {
+                        Polled::Wait(bell.into_iter().collect(), wake)
+                    }
+                });
+            }
+            (Inner::Mq(m), _) => {
+                return Ok(match m.try_accept(&self.endpoint)? {
+                    Some(link) => Polled::Link(Box::new(link)),
+                    None => Polled::Wait(
+                        Vec::new(),
+                        Some(std::time::Instant::now() + MqListener::BUSY_PAUSE),
+                    ),
+                });
+            }
+            (Inner::Socket(_), None) => {
+                return Err(poisoned());
+            }
         };
         let wake = match s.step(&self.endpoint, listening.as_fd())? {
             Ok(link) => return Ok(Polled::Link(Box::new(link))),

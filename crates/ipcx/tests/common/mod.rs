@@ -693,6 +693,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A single-threaded tokio runtime whose blocking-pool threads are named
+/// `name` (at most 15 bytes, all of it shown in /proc's `comm`), so that
+/// [`threads_named`] counts them.
+#[cfg(feature = "async")]
+pub fn named_runtime(name: &str) -> tokio::runtime::Runtime {
+    assert!(name.len() <= 15, "a thread's comm holds 15 bytes");
+    tokio::runtime::Builder::new_current_thread()
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// How many threads of this process are named `name`.
+pub fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
 // ---------------------------------------------------------------------------
 // Hostile memory
 

@@ -21,6 +21,10 @@ pub(crate) struct MqListener {
 }
 
 impl MqListener {
+    /// The longest pause between looks while the last link lives (it is
+    /// dropped in this process, which rings nobody).
+    pub(crate) const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
     pub(crate) fn bind(ep: &Endpoint) -> Result<MqListener> {
         if ep.scheme() == Scheme::SysvMq {
             return MqListener::bind_sysv(ep);
@@ -91,20 +95,27 @@ impl MqListener {
 
     /// A link on the queue, once the one handed out before was dropped.
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
-        let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(5));
-        while self.active.strong_count() > 0 {
-            let left = match deadline {
-                Some(d) => backoff.sleep_until(d),
-                None => backoff.sleep_until(crate::deadline::far_after(std::time::Duration::MAX)),
-            };
-            if !left {
+        let mut backoff = crate::deadline::Backoff::new(MqListener::BUSY_PAUSE);
+        loop {
+            if let Some(link) = self.try_accept(ep)? {
+                return Ok(link);
+            }
+            if !backoff.sleep_within(deadline) {
                 return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
             }
+        }
+    }
+
+    /// A link on the queue, or `None` (at once) while the one handed out
+    /// before lives.
+    pub(crate) fn try_accept(&mut self, ep: &Endpoint) -> Result<Option<Link>> {
+        if self.active.strong_count() > 0 {
+            return Ok(None);
         }
         let queue = self.queue.again(ep)?;
         self.active = Arc::downgrade(&queue);
         let (rx, tx) = halves(&queue);
-        Ok(Link::from_mq(ep, rx, tx))
+        Ok(Some(Link::from_mq(ep, rx, tx)))
     }
 }
 

@@ -12,24 +12,26 @@
 //! even by `SIGKILL`; a side that leaves normally sets its `gone` flag and
 //! wakes the other at once.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::shm::Segment;
-use crate::shm::duplex::{
-    CONNECTED, FREE, LINK_MAGIC, LINK_VERSION, LinkHeader, LinkSegment, segment_len,
-};
+use crate::shm::duplex::{CONNECTED, FREE, LINK_VERSION, LinkHeader, LinkSegment};
 use crate::shm::ring::Ring;
 use crate::stamp::Stamp;
 use crate::sys;
 
 mod halves;
+mod listener;
 
 use halves::halves;
 pub(crate) use halves::{ShmRx, ShmTx};
+pub(crate) use listener::ShmListener;
+#[cfg(feature = "async")]
+pub(crate) use listener::Polled;
 
 /// The four doorbells of a link: each side's receiving half (awaiting
 /// data) and sending half (awaiting space).
@@ -204,128 +206,35 @@ fn me() -> (u32, u64) {
     (pid, sys::process::start_time(pid).unwrap_or(0))
 }
 
-/// The binding side: owns the segment, accepts one peer at a time.
-#[derive(Debug)]
-pub(crate) struct ShmListener {
-    link: LinkSegment,
-    /// A peer was accepted, so the rings must be reset before the next.
-    used: bool,
-    /// This side of the last connection: the rings are reset only after
-    /// its halves are gone, or an old handler could use the next peer's.
-    last: Weak<Conn>,
+/// The listener's doorbell, which a connector rings once connected (the
+/// halves' are 0 to 3, [`bell_number`]).
+const ACCEPT_BELL: usize = 4;
+
+/// Once connected: rings the listener's doorbell if it armed it before
+/// its last look (see [`ShmListener::poll_accept`]).
+fn ring_accept(link: &LinkSegment) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if link.header().bells.load(Ordering::Relaxed) & (1 << ACCEPT_BELL) != 0
+        && let Some(name) = link.segment().name()
+    {
+        crate::wait::doorbell::Ringer::default().ring(name, 1 << ACCEPT_BELL);
+    }
 }
 
-impl ShmListener {
-    pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
-        let size = ep.options().size;
-        if size < MIN_RING {
-            return Err(Error::new(
-                ErrorKind::InvalidOption {
-                    scheme: "shm",
-                    option: "size".into(),
-                    reason: format!(
-                        "is {size} bytes; each ring of an shm: link holds at least 4KiB \
-                         (sizes are rounded up to a power of two)"
-                    ),
-                },
-                "bind",
-            )
-            .at(ep));
-        }
-        let cap = capacity_for(size);
-        let mut sized = ep.clone();
-        sized.options_mut().size = segment_len(cap);
-        let seg = Arc::new(Segment::create_endpoint(&sized)?);
-        let link = LinkSegment::new(seg).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupt("a new link segment does not have a link's size".into()),
-                "bind",
-            )
-            .at(ep)
-        })?;
-        let h = link.header();
-        let (pid, start) = me();
-        h.version.store(LINK_VERSION, Ordering::Relaxed);
-        h.capacity.store(cap, Ordering::Relaxed);
-        h.server_pid.store(pid, Ordering::Relaxed);
-        h.server_start.store(start, Ordering::Relaxed);
-        h.server_max_msg
-            .store(ep.options().max_msg as u64, Ordering::Relaxed);
-        h.state.store(FREE, Ordering::Relaxed);
-        ring_of(&link, Side::Server, true).reset();
-        ring_of(&link, Side::Server, false).reset();
-        h.magic.store(LINK_MAGIC, Ordering::Release);
-        Ok(ShmListener {
-            link,
-            used: false,
-            last: Weak::new(),
-        })
-    }
-
-    /// Waits for a peer to connect (after the previous one, if any, left).
-    pub(crate) fn accept(
-        &mut self,
-        ep: &Endpoint,
-        deadline: Option<Instant>,
-    ) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
-        let h = self.link.header();
-        let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
-        if self.used {
-            // One peer at a time: wait until the last one left, then reset.
-            let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(5));
-            while !peer_gone(h, Side::Server) || self.last.strong_count() > 0 {
-                if !backoff.sleep_within(deadline) {
-                    return Err(timed_out());
-                }
-            }
-            ring_of(&self.link, Side::Server, true).reset();
-            ring_of(&self.link, Side::Server, false).reset();
-            h.bells.store(0, Ordering::Relaxed);
-            h.client_gone.store(0, Ordering::Relaxed);
-            h.server_gone.store(0, Ordering::Relaxed);
-            h.state.store(FREE, Ordering::Release);
-            // Last: whoever claims next sees the state free.
-            h.claim.store(0, Ordering::Release);
-            self.used = false;
-        }
-        loop {
-            let state = h.state.load(Ordering::Acquire);
-            if state == CONNECTED {
-                break;
-            }
-            // A client that died between claiming and connecting must not
-            // block the endpoint; one that lives keeps its claim however
-            // long it stalls (undoing it would let a second client in
-            // beside it).
-            let claim = h.claim.load(Ordering::Acquire);
-            if claim != 0 && !sys::process::identity_alive(claim) {
-                let _ = h
-                    .claim
-                    .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
-            }
-            let mut slice = crate::wait::LIVENESS_INTERVAL;
-            if let Some(d) = deadline {
-                let now = Instant::now();
-                if now >= d {
-                    return Err(timed_out());
-                }
-                slice = slice.min(d - now);
-            }
-            sys::futex::wait(&h.state, state, Some(slice))
-                .map_err(|e| Error::io("accept", e).at(ep))?;
-        }
-        self.used = true;
-        let (rx, tx, conn) = halves(
-            Conn {
-                link: self.link.clone(),
-                side: Side::Server,
-                liveness: ep.options().liveness,
-                ringer: Default::default(),
-            },
-            ep,
-        )?;
-        self.last = conn;
-        Ok((rx, tx))
+/// Undoes the claim of a client that died between claiming and
+/// connecting, so that it does not block the endpoint; one that lives
+/// keeps its claim however long it stalls (undoing it would let a second
+/// client in beside it). Both sides do it: the listener as it looks, a
+/// connector before it claims (a listener awaiting on tokio does not look
+/// until rung).
+fn undo_dead_claim(h: &LinkHeader) {
+    let claim = h.claim.load(Ordering::Acquire);
+    // A dead claimer that connected is the listener's to serve and reset.
+    if claim != 0 && h.state.load(Ordering::Acquire) == FREE && !sys::process::identity_alive(claim)
+    {
+        let _ = h
+            .claim
+            .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -362,6 +271,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 h.server_start.load(Ordering::Relaxed),
             );
             let identity = sys::process::pack_identity(pid, start);
+            undo_dead_claim(h);
             if server_alive
                 && h.claim
                     .compare_exchange(0, identity, Ordering::AcqRel, Ordering::Acquire)
@@ -388,6 +298,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                     .at(ep));
                 }
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
+                ring_accept(&link);
                 let (rx, tx, _) = halves(
                     Conn {
                         link,

@@ -1,0 +1,205 @@
+//! The binding side of an `shm:` link: creates the segment and accepts
+//! one peer at a time, blocking or (for tokio) in passes that never wait.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::{
+    ACCEPT_BELL, Conn, MIN_RING, ShmRx, ShmTx, Side, capacity_for, halves, me, peer_gone, ring_of,
+    undo_dead_claim,
+};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, ErrorKind, Result};
+use crate::shm::Segment;
+use crate::shm::duplex::{CONNECTED, FREE, LINK_MAGIC, LINK_VERSION, LinkSegment, segment_len};
+use crate::sys;
+
+/// The binding side: owns the segment, accepts one peer at a time.
+#[derive(Debug)]
+pub(crate) struct ShmListener {
+    link: LinkSegment,
+    /// A peer was accepted, so the rings must be reset before the next.
+    used: bool,
+    /// This side of the last connection: the rings are reset only after
+    /// its halves are gone, or an old handler could use the next peer's.
+    last: Weak<Conn>,
+}
+
+impl ShmListener {
+    pub(crate) fn bind(ep: &Endpoint) -> Result<ShmListener> {
+        let size = ep.options().size;
+        if size < MIN_RING {
+            return Err(Error::new(
+                ErrorKind::InvalidOption {
+                    scheme: "shm",
+                    option: "size".into(),
+                    reason: format!(
+                        "is {size} bytes; each ring of an shm: link holds at least 4KiB \
+                         (sizes are rounded up to a power of two)"
+                    ),
+                },
+                "bind",
+            )
+            .at(ep));
+        }
+        let cap = capacity_for(size);
+        let mut sized = ep.clone();
+        sized.options_mut().size = segment_len(cap);
+        let seg = Arc::new(Segment::create_endpoint(&sized)?);
+        let link = LinkSegment::new(seg).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Corrupt("a new link segment does not have a link's size".into()),
+                "bind",
+            )
+            .at(ep)
+        })?;
+        let h = link.header();
+        let (pid, start) = me();
+        h.version.store(LINK_VERSION, Ordering::Relaxed);
+        h.capacity.store(cap, Ordering::Relaxed);
+        h.server_pid.store(pid, Ordering::Relaxed);
+        h.server_start.store(start, Ordering::Relaxed);
+        h.server_max_msg
+            .store(ep.options().max_msg as u64, Ordering::Relaxed);
+        h.state.store(FREE, Ordering::Relaxed);
+        ring_of(&link, Side::Server, true).reset();
+        ring_of(&link, Side::Server, false).reset();
+        h.magic.store(LINK_MAGIC, Ordering::Release);
+        Ok(ShmListener {
+            link,
+            used: false,
+            last: Weak::new(),
+        })
+    }
+
+    /// Waits for a peer to connect (after the previous one, if any, left).
+    pub(crate) fn accept(
+        &mut self,
+        ep: &Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
+        let timed_out = || Error::new(ErrorKind::TimedOut, "accept").at(ep);
+        let mut backoff = crate::deadline::Backoff::new(BUSY_PAUSE);
+        loop {
+            match self.look() {
+                Look::Connected => return self.take(ep),
+                Look::Busy => {
+                    if !backoff.sleep_within(deadline) {
+                        return Err(timed_out());
+                    }
+                }
+                Look::Free(state) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(timed_out());
+                    }
+                    let slice = crate::wait::sleep_slice(deadline);
+                    sys::futex::wait(&self.link.header().state, state, Some(slice))
+                        .map_err(|e| Error::io("accept", e).at(ep))?;
+                }
+            }
+        }
+    }
+
+    /// One accept pass that never waits, for tokio: the peer's halves, or
+    /// what to await before the next pass: the accept doorbell, which a
+    /// connector rings once connected, or while the last peer is still
+    /// there an instant to look again (it may die, which rings nobody).
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_accept(&mut self, ep: &Endpoint) -> Result<Polled> {
+        let busy = || Ok(Polled::Wait(None, Some(Instant::now() + BUSY_PAUSE)));
+        match self.look() {
+            Look::Connected => return self.take(ep).map(Polled::Accepted),
+            Look::Busy => return busy(),
+            Look::Free(_) => {}
+        }
+        let seg = self.link.segment();
+        let Some(name) = seg.name() else {
+            let soon = Instant::now() + crate::wait::LIVENESS_INTERVAL;
+            return Ok(Polled::Wait(None, Some(soon)));
+        };
+        let bell = crate::wait::doorbell::make(name, ACCEPT_BELL, seg.mode()?)
+            .map_err(|e| Error::io("accept", e).at(ep))?;
+        let h = self.link.header();
+        h.bells.fetch_or(1 << ACCEPT_BELL, Ordering::AcqRel);
+        // The connector fences between connecting and reading the bells:
+        // this look sees it connected, or it sees the bit and rings.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        match self.look() {
+            Look::Connected => self.take(ep).map(Polled::Accepted),
+            Look::Busy => busy(),
+            // A claimer that dies before connecting rings nothing, and
+            // needs nobody: the next connector undoes its claim.
+            Look::Free(_) => Ok(Polled::Wait(Some(bell), None)),
+        }
+    }
+
+    /// Where the endpoint stands: the last peer still there (or its
+    /// halves here), free for a connector (the state word, to sleep on),
+    /// or connected. Resets the rings once the last peer and its halves
+    /// are gone, and undoes the claim of a claimer that died.
+    fn look(&mut self) -> Look {
+        let h = self.link.header();
+        if self.used {
+            // One peer at a time: wait until the last one left, then reset.
+            if !peer_gone(h, Side::Server) || self.last.strong_count() > 0 {
+                return Look::Busy;
+            }
+            ring_of(&self.link, Side::Server, true).reset();
+            ring_of(&self.link, Side::Server, false).reset();
+            h.bells.store(0, Ordering::Relaxed);
+            h.client_gone.store(0, Ordering::Relaxed);
+            h.server_gone.store(0, Ordering::Relaxed);
+            h.state.store(FREE, Ordering::Release);
+            // Last: whoever claims next sees the state free.
+            h.claim.store(0, Ordering::Release);
+            self.used = false;
+        }
+        let state = h.state.load(Ordering::Acquire);
+        if state == CONNECTED {
+            return Look::Connected;
+        }
+        undo_dead_claim(h);
+        Look::Free(state)
+    }
+
+    /// The server's halves of the connected link.
+    fn take(&mut self, ep: &Endpoint) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
+        self.link
+            .header()
+            .bells
+            .fetch_and(!(1 << ACCEPT_BELL), Ordering::AcqRel);
+        self.used = true;
+        let (rx, tx, conn) = halves(
+            Conn {
+                link: self.link.clone(),
+                side: Side::Server,
+                liveness: ep.options().liveness,
+                ringer: Default::default(),
+            },
+            ep,
+        )?;
+        self.last = conn;
+        Ok((rx, tx))
+    }
+}
+
+/// What [`ShmListener::look`] found.
+enum Look {
+    Busy,
+    Free(u32),
+    Connected,
+}
+
+/// What one accept pass that never waits found.
+#[cfg(feature = "async")]
+pub(crate) enum Polled {
+    Accepted((Box<ShmRx>, Box<ShmTx>)),
+    /// Await the doorbell (when there is one) or the instant (when
+    /// there is one).
+    Wait(Option<std::os::fd::OwnedFd>, Option<Instant>),
+}
+
+/// The longest pause between looks while the last peer is still there
+/// (it may die, so there is nothing to sleep on).
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
