@@ -29,9 +29,9 @@ mod listener;
 
 use halves::halves;
 pub(crate) use halves::{ShmRx, ShmTx};
-pub(crate) use listener::ShmListener;
 #[cfg(feature = "async")]
 pub(crate) use listener::Polled;
+pub(crate) use listener::ShmListener;
 
 /// The four doorbells of a link: each side's receiving half (awaiting
 /// data) and sending half (awaiting space).
