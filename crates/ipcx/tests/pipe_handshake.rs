@@ -110,3 +110,57 @@ fn an_async_fifo_accept_holds_no_thread_while_it_waits() {
         child.finish();
     });
 }
+
+/// A raw FIFO connector whose hello comes in two parts 300 ms apart,
+/// followed by one message, "ping"; then it waits to be killed.
+fn a_slow_hello(path: &str) {
+    use ipcx::wire::{Hello, KIND_DATA, KIND_HELLO};
+    use std::os::unix::fs::OpenOptionsExt;
+    let reply = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(format!("{path}.reply"))
+        .expect("open the reply FIFO");
+    let mut request = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the request FIFO");
+    let hello = common::raw_frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode());
+    request.write_all(&hello[..10]).expect("write half a hello");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    request.write_all(&hello[10..]).expect("write the rest");
+    request
+        .write_all(&common::raw_frame(KIND_DATA, b"ping"))
+        .expect("write a message");
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    drop(reply);
+}
+
+/// An async FIFO accept reads the hello on tokio's blocking pool; accepts
+/// dropped while it runs (one every 30 ms, through a hello that takes
+/// 300 ms) lose nothing: a later accept takes the link it brings.
+#[cfg(feature = "async")]
+#[test]
+fn accepts_dropped_during_a_fifo_hello_lose_no_peer() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return a_slow_hello(&param("PATH"));
+    }
+    let dir = t.scratch();
+    let path = dir.path("f");
+    let url = format!("fifo:{}?handshake_timeout=10s", path.display());
+    common::runtime().block_on(async {
+        let mut listener = ipcx::tokio::AsyncListener::bind(&url).expect("bind");
+        let mut child = t.spawn("slow", |c| {
+            set_param(c, "PATH", &path.display().to_string())
+        });
+        let short = std::time::Duration::from_millis(30);
+        let mut link = loop {
+            if let Ok(got) = tokio::time::timeout(short, listener.accept()).await {
+                break got.expect("accept");
+            }
+        };
+        assert_eq!(link.recv().await.expect("recv"), b"ping");
+        child.kill();
+    });
+}
