@@ -303,3 +303,67 @@ fn every_kind_of_source_and_a_killed_shm_peer() {
     assert_eq!(*err.kind(), ErrorKind::Closed, "{err}");
     child.kill();
 }
+
+/// In a child: connects to `URL`, says "hi", waits for "bye", and
+/// leaves 300 ms later.
+fn says_hi() {
+    let mut link = common::connect(&param("URL"));
+    link.send(b"hi").expect("send");
+    assert_eq!(link.recv().expect("recv bye"), b"bye");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// An `shm:` listener in a poller: quiet until a peer in another process
+/// connects (a ring of its doorbell with nobody connected is not enough),
+/// then ready until accepted (an accept that may not wait takes the peer).
+/// The next peer connects once the last one left, which rings nothing:
+/// the poller's periodic look resets the endpoint.
+#[test]
+fn an_shm_listener_is_ready_once_a_peer_connected() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return says_hi();
+    }
+    let name = common::abstract_name();
+    let url = format!("shm:{name}");
+    let mut poller: Poller<Listener> = Poller::new().expect("a poller");
+    let key = poller
+        .add(Listener::bind(&url).expect("bind"))
+        .expect("add");
+    let short = Duration::from_millis(200);
+    let mut children = Vec::new();
+    for round in 0..2 {
+        let quiet = poller.wait(Some(short)).expect("wait");
+        assert!(quiet.is_empty(), "ready with no peer (round {round})");
+        if round == 0 {
+            // A stray ring (a connector that gave up, say).
+            use std::io::Write;
+            let bell = format!("/dev/shm/{name}.bell4");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&bell)
+                .and_then(|mut f| f.write_all(&[1]))
+                .unwrap_or_else(|e| panic!("ring {bell}: {e}"));
+        }
+        let quiet = poller.wait(Some(short)).expect("wait");
+        assert!(quiet.is_empty(), "ready on a ring, no peer (round {round})");
+        // The last peer is still there (300 ms): it leaves while the
+        // poller waits.
+        children.push(t.spawn("hi", |c| set_param(c, "URL", &url)));
+        assert_eq!(poller.wait(Some(PATIENCE)).expect("wait"), [key]);
+        assert_eq!(
+            poller.wait(Some(PATIENCE)).expect("wait"),
+            [key],
+            "until accepted"
+        );
+        let listener = poller.get_mut(key).expect("the listener");
+        let mut link = listener
+            .accept_timeout(Duration::ZERO)
+            .expect("accept at once");
+        assert_eq!(link.recv_timeout(PATIENCE).expect("recv"), b"hi");
+        link.send(b"bye").expect("send");
+    }
+    for child in children {
+        child.finish();
+    }
+}

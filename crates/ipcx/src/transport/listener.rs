@@ -47,6 +47,9 @@ pub struct Listener {
     inner: std::sync::Mutex<Inner>,
     /// What a poller waits on (sockets): see `SocketListener::watch`.
     watch: Option<Arc<polling::Poller>>,
+    /// What a poller waits on (`shm:`): a duplicate of the accept
+    /// doorbell, outside the lock.
+    bell: Option<std::os::fd::OwnedFd>,
 }
 
 /// What one accept pass that never waits found.
@@ -96,7 +99,14 @@ impl Listener {
                 Ok(l)
             }
             Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
-            Scheme::Shm => Ok(Listener::unshared(ep, Inner::Shm(ShmListener::bind(ep)?))),
+            Scheme::Shm => {
+                let s = ShmListener::bind(ep)?;
+                let bell = crate::sys::fd::dup_cloexec(s.bell())
+                    .map_err(|e| Error::io("bind", e).at(ep))?;
+                let mut l = Listener::unshared(ep, Inner::Shm(s));
+                l.bell = Some(bell);
+                Ok(l)
+            }
             Scheme::Mq | Scheme::SysvMq => {
                 Ok(Listener::unshared(ep, Inner::Mq(MqListener::bind(ep)?)))
             }
@@ -140,6 +150,7 @@ impl Listener {
             refused,
             inner: std::sync::Mutex::new(inner),
             watch: None,
+            bell: None,
         }
     }
 
@@ -266,7 +277,9 @@ impl Listener {
     }
 
     /// The listening socket, to wait on it in an event loop (readable
-    /// when a peer connects). `None` on FIFO and `shm:` listeners.
+    /// when a peer connects). `None` on FIFO, queue and `shm:` listeners (an
+    /// `shm:` one joins a [`crate::Poller`] through its doorbell, which
+    /// says only part of it: the poller also looks on a timer).
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
@@ -290,9 +303,41 @@ impl Listener {
 /// hello is awaited together (an epoll of the listener's own): ready when
 /// a peer connects or a pending one speaks, so a burst of peers is
 /// accepted one `accept` per wake-up without a peer left waiting unseen.
+/// An `shm:` listener is ready when a peer connected: the poller awaits
+/// the doorbell its connector rings, and looks every liveness interval
+/// anyway (after the last peer left, the endpoint is reset by a look
+/// before the next can connect).
 impl crate::Pollable for Listener {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        self.watch.as_ref().map(|w| w.as_fd())
+        match (&self.watch, &self.bell) {
+            (Some(w), _) => Some(w.as_fd()),
+            (None, Some(bell)) => Some(bell.as_fd()),
+            (None, None) => None,
+        }
+    }
+
+    fn ready_now(&mut self) -> bool {
+        self.shm_connected()
+    }
+
+    fn confirm(&mut self) -> bool {
+        self.bell.is_none() || self.shm_connected()
+    }
+
+    fn check_every(&self) -> Option<Duration> {
+        self.bell.as_ref().map(|_| crate::wait::LIVENESS_INTERVAL)
+    }
+}
+
+impl Listener {
+    /// Whether this is an `shm:` listener with a peer connected and
+    /// waiting to be accepted.
+    fn shm_connected(&mut self) -> bool {
+        match self.inner.get_mut() {
+            Ok(Inner::Shm(s)) => s.connected(),
+            // A poisoned lock: the accept says so.
+            Err(_) => true,
+            Ok(_) => false,
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The binding side of an `shm:` link: creates the segment and accepts
 //! one peer at a time, blocking or (for tokio) in passes that never wait.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -24,6 +25,10 @@ pub(crate) struct ShmListener {
     /// This side of the last connection: the rings are reset only after
     /// its halves are gone, or an old handler could use the next peer's.
     last: Weak<Conn>,
+    /// The accept doorbell (`NAME.bell4`; its bit is set for good), which
+    /// a connector rings once connected: tokio and a [`crate::Poller`]
+    /// await it. Each look empties it first.
+    bell: OwnedFd,
 }
 
 impl ShmListener {
@@ -54,9 +59,20 @@ impl ShmListener {
             )
             .at(ep)
         })?;
+        let seg = link.segment();
+        let name = seg.name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unsupported("an shm: listener needs a named segment".into()),
+                "bind",
+            )
+            .at(ep)
+        })?;
+        let bell = crate::wait::doorbell::make(name, ACCEPT_BELL, seg.mode()?)
+            .map_err(|e| Error::io("bind", e).at(ep))?;
         let h = link.header();
         let (pid, start) = me();
         h.version.store(LINK_VERSION, Ordering::Relaxed);
+        h.bells.store(1 << ACCEPT_BELL, Ordering::Relaxed);
         h.capacity.store(cap, Ordering::Relaxed);
         h.server_pid.store(pid, Ordering::Relaxed);
         h.server_start.store(start, Ordering::Relaxed);
@@ -70,7 +86,19 @@ impl ShmListener {
             link,
             used: false,
             last: Weak::new(),
+            bell,
         })
+    }
+
+    /// The accept doorbell, readable once a connector rang.
+    pub(crate) fn bell(&self) -> BorrowedFd<'_> {
+        self.bell.as_fd()
+    }
+
+    /// Whether a peer is connected and waits to be accepted (resetting
+    /// the endpoint first if the last peer and its halves are gone).
+    pub(crate) fn connected(&mut self) -> bool {
+        matches!(self.look(), Look::Connected)
     }
 
     /// Waits for a peer to connect (after the previous one, if any, left).
@@ -102,36 +130,22 @@ impl ShmListener {
     }
 
     /// One accept pass that never waits, for tokio: the peer's halves, or
-    /// what to await before the next pass: the accept doorbell, which a
-    /// connector rings once connected, or while the last peer is still
-    /// there an instant to look again (it may die, which rings nobody).
+    /// what to await before the next pass: the accept doorbell, or while
+    /// the last peer is still there an instant to look again (it may
+    /// die, which rings nobody).
     #[cfg(feature = "async")]
     pub(crate) fn poll_accept(&mut self, ep: &Endpoint) -> Result<Polled> {
-        let busy = || Ok(Polled::Wait(None, Some(Instant::now() + BUSY_PAUSE)));
-        match self.look() {
-            Look::Connected => return self.take(ep).map(Polled::Accepted),
-            Look::Busy => return busy(),
-            Look::Free(_) => {}
-        }
-        let seg = self.link.segment();
-        let Some(name) = seg.name() else {
-            let soon = Instant::now() + crate::wait::LIVENESS_INTERVAL;
-            return Ok(Polled::Wait(None, Some(soon)));
-        };
-        let bell = crate::wait::doorbell::make(name, ACCEPT_BELL, seg.mode()?)
-            .map_err(|e| Error::io("accept", e).at(ep))?;
-        let h = self.link.header();
-        h.bells.fetch_or(1 << ACCEPT_BELL, Ordering::AcqRel);
-        // The connector fences between connecting and reading the bells:
-        // this look sees it connected, or it sees the bit and rings.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        match self.look() {
-            Look::Connected => self.take(ep).map(Polled::Accepted),
-            Look::Busy => busy(),
+        Ok(match self.look() {
+            Look::Connected => Polled::Accepted(self.take(ep)?),
+            Look::Busy => Polled::Wait(None, Some(Instant::now() + BUSY_PAUSE)),
             // A claimer that dies before connecting rings nothing, and
             // needs nobody: the next connector undoes its claim.
-            Look::Free(_) => Ok(Polled::Wait(Some(bell), None)),
-        }
+            Look::Free(_) => {
+                let bell = sys::fd::dup_cloexec(self.bell.as_fd())
+                    .map_err(|e| Error::io("accept", e).at(ep))?;
+                Polled::Wait(Some(bell), None)
+            }
+        })
     }
 
     /// Where the endpoint stands: the last peer still there (or its
@@ -139,6 +153,8 @@ impl ShmListener {
     /// or connected. Resets the rings once the last peer and its halves
     /// are gone, and undoes the claim of a claimer that died.
     fn look(&mut self) -> Look {
+        // Emptied before looking: a ring after this look is still heard.
+        crate::wait::doorbell::drain(&self.bell);
         let h = self.link.header();
         if self.used {
             // One peer at a time: wait until the last one left, then reset.
@@ -147,7 +163,7 @@ impl ShmListener {
             }
             ring_of(&self.link, Side::Server, true).reset();
             ring_of(&self.link, Side::Server, false).reset();
-            h.bells.store(0, Ordering::Relaxed);
+            h.bells.store(1 << ACCEPT_BELL, Ordering::Relaxed);
             h.client_gone.store(0, Ordering::Relaxed);
             h.server_gone.store(0, Ordering::Relaxed);
             h.state.store(FREE, Ordering::Release);
@@ -165,10 +181,6 @@ impl ShmListener {
 
     /// The server's halves of the connected link.
     fn take(&mut self, ep: &Endpoint) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
-        self.link
-            .header()
-            .bells
-            .fetch_and(!(1 << ACCEPT_BELL), Ordering::AcqRel);
         self.used = true;
         let (rx, tx, conn) = halves(
             Conn {

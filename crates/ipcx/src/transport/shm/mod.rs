@@ -207,14 +207,13 @@ fn me() -> (u32, u64) {
 }
 
 /// The listener's doorbell, which a connector rings once connected (the
-/// halves' are 0 to 3, [`bell_number`]).
+/// halves' are 0 to 3, [`bell_number`]); its bit is set from `bind` on.
 const ACCEPT_BELL: usize = 4;
 
-/// Once connected: rings the listener's doorbell if it armed it before
-/// its last look (see [`ShmListener::poll_accept`]).
+/// Once connected: rings the listener's doorbell (its bit is set for
+/// good; one written by an older listener may lack it).
 fn ring_accept(link: &LinkSegment) {
-    std::sync::atomic::fence(Ordering::SeqCst);
-    if link.header().bells.load(Ordering::Relaxed) & (1 << ACCEPT_BELL) != 0
+    if link.header().bells.load(Ordering::Acquire) & (1 << ACCEPT_BELL) != 0
         && let Some(name) = link.segment().name()
     {
         crate::wait::doorbell::Ringer::default().ring(name, 1 << ACCEPT_BELL);
