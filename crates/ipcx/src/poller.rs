@@ -98,35 +98,42 @@ pub enum Source {
     EventFd(crate::sync::EventFd),
 }
 
+impl Source {
+    fn pollable(&self) -> &dyn Pollable {
+        match self {
+            Source::Link(l) => l,
+            Source::Listener(l) => l,
+            Source::Signals(s) => s,
+            Source::EventFd(e) => e,
+        }
+    }
+
+    fn pollable_mut(&mut self) -> &mut dyn Pollable {
+        match self {
+            Source::Link(l) => l,
+            Source::Listener(l) => l,
+            Source::Signals(s) => s,
+            Source::EventFd(e) => e,
+        }
+    }
+}
+
+/// Each kind as it is on its own.
 impl Pollable for Source {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        match self {
-            Source::Link(l) => l.poll_fd(),
-            Source::Listener(l) => l.poll_fd(),
-            Source::Signals(s) => s.poll_fd(),
-            Source::EventFd(e) => e.poll_fd(),
-        }
+        self.pollable().poll_fd()
     }
 
     fn ready_now(&mut self) -> bool {
-        match self {
-            Source::Link(l) => l.ready_now(),
-            Source::Listener(_) | Source::Signals(_) | Source::EventFd(_) => false,
-        }
+        self.pollable_mut().ready_now()
     }
 
     fn confirm(&mut self) -> bool {
-        match self {
-            Source::Link(l) => l.confirm(),
-            Source::Listener(_) | Source::Signals(_) | Source::EventFd(_) => true,
-        }
+        self.pollable_mut().confirm()
     }
 
     fn check_every(&self) -> Option<Duration> {
-        match self {
-            Source::Link(l) => l.check_every(),
-            Source::Listener(_) | Source::Signals(_) | Source::EventFd(_) => None,
-        }
+        self.pollable().check_every()
     }
 }
 

@@ -119,7 +119,7 @@ fn async_links_pass_descriptors_and_close() {
 fn a_dropped_accept_loses_no_peer() {
     let t = common::Test::start();
     if t.child_role().is_some() {
-        // Late, so that several accepts were dropped mid-slice before.
+        // Late, so that several accepts were dropped before.
         std::thread::sleep(std::time::Duration::from_millis(300));
         let mut link = common::connect(&common::param("URL"));
         link.send(b"ping").expect("send");
@@ -130,7 +130,9 @@ fn a_dropped_accept_loses_no_peer() {
     common::runtime().block_on(async {
         let mut listener = AsyncListener::bind(&url).expect("bind");
         let child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
+        let started = std::time::Instant::now();
         let mut link = loop {
+            assert!(started.elapsed() < common::PATIENCE, "no peer accepted");
             let short = std::time::Duration::from_millis(30);
             if let Ok(got) = tokio::time::timeout(short, listener.accept()).await {
                 break got.expect("accept");
@@ -145,7 +147,8 @@ fn a_dropped_accept_loses_no_peer() {
 /// An async `shm:` accept awaits the doorbell its connector rings, on
 /// tokio's reactor: no thread of the blocking pool waits, neither for a
 /// first connector nor while the last peer's link is still here.
-/// Connectors in other processes, one after the other.
+/// Connectors in other processes, one after the other. With
+/// `?liveness=1h` the listener does not look unless rung.
 #[test]
 fn an_async_shm_accept_holds_no_thread_while_it_waits() {
     let t = common::Test::start();
@@ -156,7 +159,7 @@ fn an_async_shm_accept_holds_no_thread_while_it_waits() {
         return;
     }
     const NAME: &str = "ipcx-shm-acpt";
-    let url = format!("shm:{}", common::abstract_name());
+    let url = format!("shm:{}?liveness=1h", common::abstract_name());
     let short = std::time::Duration::from_millis(300);
     common::named_runtime(NAME).block_on(async {
         let mut listener = AsyncListener::bind(&url).expect("bind");
@@ -164,7 +167,10 @@ fn an_async_shm_accept_holds_no_thread_while_it_waits() {
         assert!(waited.is_err(), "no connector yet");
         for _ in 0..2 {
             let child = t.spawn("peer", |c| common::set_param(c, "URL", &url));
-            let mut link = listener.accept().await.expect("accept");
+            let mut link = tokio::time::timeout(common::PATIENCE, listener.accept())
+                .await
+                .expect("accepted in time")
+                .expect("accept");
             assert_eq!(link.recv().await.expect("recv"), b"ping");
             link.send(b"pong").await.expect("send");
             child.finish();

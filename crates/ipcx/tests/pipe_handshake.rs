@@ -155,7 +155,9 @@ fn accepts_dropped_during_a_fifo_hello_lose_no_peer() {
             set_param(c, "PATH", &path.display().to_string())
         });
         let short = std::time::Duration::from_millis(30);
+        let started = std::time::Instant::now();
         let mut link = loop {
+            assert!(started.elapsed() < common::PATIENCE, "no peer accepted");
             if let Ok(got) = tokio::time::timeout(short, listener.accept()).await {
                 break got.expect("accept");
             }

@@ -320,16 +320,32 @@ fn says_hi() {
 /// the poller's periodic look resets the endpoint.
 #[test]
 fn an_shm_listener_is_ready_once_a_peer_connected() {
+    shm_listener_in::<Listener>(|l| l, |l| l);
+}
+
+/// The same in the default poller of every kind of source.
+#[test]
+fn an_shm_listener_as_a_source_is_ready_once_a_peer_connected() {
+    shm_listener_in::<Source>(Source::Listener, |s| match s {
+        Source::Listener(l) => l,
+        _ => panic!("the listener"),
+    });
+}
+
+fn shm_listener_in<S: ipcx::Pollable>(
+    wrap: fn(Listener) -> S,
+    unwrap: fn(&mut S) -> &mut Listener,
+) {
     let t = Test::start();
     if t.child_role().is_some() {
         return says_hi();
     }
     let name = common::abstract_name();
     let url = format!("shm:{name}");
-    let mut poller: Poller<Listener> = Poller::new().expect("a poller");
-    let key = poller
-        .add(Listener::bind(&url).expect("bind"))
-        .expect("add");
+    let mut poller: Poller<S> = Poller::new().expect("a poller");
+    let Ok(key) = poller.add(wrap(Listener::bind(&url).expect("bind"))) else {
+        panic!("an shm: listener refused");
+    };
     let short = Duration::from_millis(200);
     let mut children = Vec::new();
     for round in 0..2 {
@@ -351,12 +367,9 @@ fn an_shm_listener_is_ready_once_a_peer_connected() {
         // poller waits.
         children.push(t.spawn("hi", |c| set_param(c, "URL", &url)));
         assert_eq!(poller.wait(Some(PATIENCE)).expect("wait"), [key]);
-        assert_eq!(
-            poller.wait(Some(PATIENCE)).expect("wait"),
-            [key],
-            "until accepted"
-        );
-        let listener = poller.get_mut(key).expect("the listener");
+        let again = poller.wait(Some(PATIENCE)).expect("wait");
+        assert_eq!(again, [key], "until accepted");
+        let listener = unwrap(poller.get_mut(key).expect("the listener"));
         let mut link = listener
             .accept_timeout(Duration::ZERO)
             .expect("accept at once");

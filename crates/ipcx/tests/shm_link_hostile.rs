@@ -274,8 +274,9 @@ fn a_claim_by_a_reused_pid_is_undone() {
     stalled.kill();
 }
 
-/// The same on tokio, where an idle listener looks again only when rung:
-/// the client undoes the dead claimer's claim itself, connects and rings.
+/// The same on tokio, where an idle listener awaits its doorbell, which a
+/// dead claimer never rings: the listener's look every `?liveness=`
+/// undoes the claim, and the client connects (and rings).
 #[cfg(feature = "async")]
 #[test]
 fn an_async_listener_gets_a_client_past_a_dead_claim() {

@@ -18,9 +18,9 @@ use super::AsyncLink;
 /// socket and the connections whose hello is due on tokio's reactor, and
 /// checks them without waiting when one is readable: no thread is held.
 /// An `shm:` listener awaits a doorbell FIFO the connector rings once
-/// connected (and looks every 20 ms anyway, for a claimer that died, or
-/// every 5 ms while its last peer is still there, as the blocking accept
-/// does); an `mq:` or `sysvmq:` one looks every 5 ms until the link it
+/// connected (and looks every `?liveness=` anyway, 20 ms, for a claimer
+/// that died or a ring that never came, or every 5 ms while its last peer
+/// is still there, as the blocking accept does); an `mq:` or `sysvmq:` one looks every 5 ms until the link it
 /// handed out before is dropped. A FIFO listener awaits a writer's first
 /// bytes on the reactor too (an inotify watch of the FIFO), then finishes
 /// the handshake on tokio's blocking pool, the one accept that takes a

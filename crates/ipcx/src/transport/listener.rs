@@ -304,9 +304,9 @@ impl Listener {
 /// a peer connects or a pending one speaks, so a burst of peers is
 /// accepted one `accept` per wake-up without a peer left waiting unseen.
 /// An `shm:` listener is ready when a peer connected: the poller awaits
-/// the doorbell its connector rings, and looks every liveness interval
-/// anyway (after the last peer left, the endpoint is reset by a look
-/// before the next can connect).
+/// the doorbell its connector rings, and looks every `?liveness=` anyway
+/// (after the last peer left, the endpoint is reset by a look before the
+/// next can connect; a claimer that died is undone by one).
 impl crate::Pollable for Listener {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match (&self.watch, &self.bell) {
@@ -325,7 +325,7 @@ impl crate::Pollable for Listener {
     }
 
     fn check_every(&self) -> Option<Duration> {
-        self.bell.as_ref().map(|_| crate::wait::LIVENESS_INTERVAL)
+        self.bell.as_ref().map(|_| self.endpoint.options().liveness)
     }
 }
 

@@ -92,8 +92,17 @@ pub(crate) fn make(name: &str, k: usize, mode: u32) -> std::io::Result<OwnedFd> 
     sys::fs::open_fifo_rw(&p)
 }
 
-/// Empties a doorbell, so the next wait needs a fresh ring.
+/// Empties a doorbell, so the next wait needs a fresh ring: at most
+/// [`DRAIN_MAX`] bytes, so that a process that keeps writing into it
+/// (anyone who may ring may) costs a waiter another look, never a loop.
 pub(crate) fn drain(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
-    while matches!(sys::fd::read(fd.as_fd(), &mut buf), Ok(n) if n > 0) {}
+    for _ in 0..DRAIN_MAX / buf.len() {
+        if !matches!(sys::fd::read(fd.as_fd(), &mut buf), Ok(n) if n == buf.len()) {
+            return;
+        }
+    }
 }
+
+/// The most one [`drain`] reads (a pipe's default capacity).
+const DRAIN_MAX: usize = 64 * 1024;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::{
     ACCEPT_BELL, Conn, MIN_RING, ShmRx, ShmTx, Side, capacity_for, halves, me, peer_gone, ring_of,
-    undo_dead_claim,
 };
 use crate::endpoint::Endpoint;
 use crate::error::{Error, ErrorKind, Result};
@@ -130,20 +129,21 @@ impl ShmListener {
     }
 
     /// One accept pass that never waits, for tokio: the peer's halves, or
-    /// what to await before the next pass: the accept doorbell, or while
-    /// the last peer is still there an instant to look again (it may
-    /// die, which rings nobody).
+    /// what to await before the next pass: the accept doorbell and
+    /// `?liveness=` later, or while the last peer is still there 5 ms
+    /// later (it may die, which rings nobody).
     #[cfg(feature = "async")]
     pub(crate) fn poll_accept(&mut self, ep: &Endpoint) -> Result<Polled> {
         Ok(match self.look() {
             Look::Connected => Polled::Accepted(self.take(ep)?),
             Look::Busy => Polled::Wait(None, Some(Instant::now() + BUSY_PAUSE)),
-            // A claimer that dies before connecting rings nothing, and
-            // needs nobody: the next connector undoes its claim.
+            // Looked at anyway every `?liveness=`: a claimer that died
+            // before connecting, or a connector that died between
+            // connecting and ringing, rings nothing.
             Look::Free(_) => {
                 let bell = sys::fd::dup_cloexec(self.bell.as_fd())
                     .map_err(|e| Error::io("accept", e).at(ep))?;
-                Polled::Wait(Some(bell), None)
+                Polled::Wait(Some(bell), Some(Instant::now() + ep.options().liveness))
             }
         })
     }
@@ -175,7 +175,16 @@ impl ShmListener {
         if state == CONNECTED {
             return Look::Connected;
         }
-        undo_dead_claim(h);
+        // A client that died between claiming and connecting must not
+        // block the endpoint; one that lives keeps its claim however
+        // long it stalls (undoing it would let a second client in
+        // beside it).
+        let claim = h.claim.load(Ordering::Acquire);
+        if claim != 0 && !sys::process::identity_alive(claim) {
+            let _ = h
+                .claim
+                .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
         Look::Free(state)
     }
 

@@ -220,23 +220,6 @@ fn ring_accept(link: &LinkSegment) {
     }
 }
 
-/// Undoes the claim of a client that died between claiming and
-/// connecting, so that it does not block the endpoint; one that lives
-/// keeps its claim however long it stalls (undoing it would let a second
-/// client in beside it). Both sides do it: the listener as it looks, a
-/// connector before it claims (a listener awaiting on tokio does not look
-/// until rung).
-fn undo_dead_claim(h: &LinkHeader) {
-    let claim = h.claim.load(Ordering::Acquire);
-    // A dead claimer that connected is the listener's to serve and reset.
-    if claim != 0 && h.state.load(Ordering::Acquire) == FREE && !sys::process::identity_alive(claim)
-    {
-        let _ = h
-            .claim
-            .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
-    }
-}
-
 /// Connects to the link segment of `ep`, waiting up to `deadline` for it
 /// to exist, be initialized, and be free.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
@@ -270,7 +253,6 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 h.server_start.load(Ordering::Relaxed),
             );
             let identity = sys::process::pack_identity(pid, start);
-            undo_dead_claim(h);
             if server_alive
                 && h.claim
                     .compare_exchange(0, identity, Ordering::AcqRel, Ordering::Acquire)
