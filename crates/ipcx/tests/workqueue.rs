@@ -609,3 +609,32 @@ fn a_journal_with_an_id_out_of_range_is_refused() {
         "{err}"
     );
 }
+
+/// A puller that binds `shm:` (one peer at a time) collects from two
+/// pusher processes in turn: its poller sees each connect on the
+/// listener's doorbell, and resets the endpoint once the first left.
+#[test]
+fn a_puller_on_shm_collects_from_pushers_in_turn() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return connecting_pusher();
+    }
+    let url = format!("shm:{}", common::abstract_name());
+    let mut puller = Puller::bind(&url, 4).expect("bind");
+    for name in ["a", "b"] {
+        let mut pusher = t.spawn("pusher", |c| {
+            set_param(
+                set_param(set_param(c, "URL", &url), "NAME", name),
+                "JOBS",
+                "50",
+            )
+        });
+        for n in 0..50 {
+            let job = puller.recv_timeout(PATIENCE).expect("a job");
+            assert_eq!(job.payload, format!("{name} {n}").as_bytes());
+            puller.ack(job.id).expect("ack");
+        }
+        assert_eq!(pusher.wait_ready(), "all acknowledged");
+        pusher.finish();
+    }
+}
