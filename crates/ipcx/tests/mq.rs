@@ -242,7 +242,7 @@ fn tokio_awaits_a_queue() {
 }
 
 /// On tokio, the next accept waits until the link handed out before is
-/// dropped, looking on a timer: no thread of the blocking pool waits.
+/// dropped, woken by it: no thread of the blocking pool waits.
 /// Each link gets what a child process sent.
 #[cfg(feature = "async")]
 #[test]
@@ -262,13 +262,57 @@ fn an_async_accept_waits_for_the_last_link_without_a_thread() {
         let mut first = listener.accept().await.expect("accept");
         assert_eq!(first.recv().await.expect("recv"), b"one");
         let short = Duration::from_millis(300);
-        let waited = tokio::time::timeout(short, listener.accept()).await;
+        // The same accept throughout, awaiting the drop.
+        let mut accepting = std::pin::pin!(listener.accept());
+        let waited = tokio::time::timeout(short, &mut accepting).await;
         assert!(waited.is_err(), "a second link beside the first");
         drop(first);
-        let mut next = listener.accept().await.expect("accept the next");
+        let mut next = tokio::time::timeout(Duration::from_secs(30), accepting)
+            .await
+            .expect("woken by the drop")
+            .expect("accept the next");
         assert_eq!(next.recv().await.expect("recv"), b"two");
         // Idle pool threads live 10 s: one that ran would still be here.
         assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
     });
     child.finish();
+}
+
+/// A queue listener in a poller is ready while no link it handed out
+/// lives: at once, then quiet while the link (which a child process
+/// sends into) is up, and ready again once it is dropped.
+#[test]
+fn a_queue_listener_in_a_poller_is_ready_while_no_link_is_out() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = Link::connect(&format!("{}?timeout=30s", param("URL"))).expect("connect");
+        link.send(b"one").expect("send");
+        return;
+    }
+    let name = common::abstract_name();
+    let patience = Duration::from_secs(30);
+    let mut poller: ipcx::Poller = ipcx::Poller::new().expect("a poller");
+    let listener = Listener::bind(&format!("mq:/{name}")).expect("bind");
+    let Ok(key) = poller.add(ipcx::Source::Listener(listener)) else {
+        panic!("a queue listener refused");
+    };
+    assert_eq!(
+        poller.wait(Some(patience)).expect("wait"),
+        [key],
+        "free at once"
+    );
+    let Some(ipcx::Source::Listener(listener)) = poller.get_mut(key) else {
+        panic!("the listener");
+    };
+    let mut link = listener
+        .accept_timeout(Duration::ZERO)
+        .expect("accept at once");
+    let child = t.spawn("sender", |c| set_param(c, "URL", &format!("mq:{name}")));
+    assert_eq!(link.recv_timeout(patience).expect("recv"), b"one");
+    child.finish();
+    let quiet = poller.wait(Some(Duration::from_millis(200))).expect("wait");
+    assert!(quiet.is_empty(), "ready with a link out");
+    drop(link);
+    let again = poller.wait(Some(patience)).expect("wait");
+    assert_eq!(again, [key], "ready once the link is dropped");
 }

@@ -20,8 +20,9 @@ use super::AsyncLink;
 /// An `shm:` listener awaits a doorbell FIFO the connector rings once
 /// connected (and looks every `?liveness=` anyway, 20 ms, for a claimer
 /// that died or a ring that never came, or every 5 ms while its last peer
-/// is still there, as the blocking accept does); an `mq:` or `sysvmq:` one looks every 5 ms until the link it
-/// handed out before is dropped. A FIFO listener awaits a writer's first
+/// is still there, as the blocking accept does); an `mq:` or `sysvmq:`
+/// one awaits the eventfd the link it handed out before raises when it
+/// is dropped. A FIFO listener awaits a writer's first
 /// bytes on the reactor too (an inotify watch of the FIFO), then finishes
 /// the handshake on tokio's blocking pool, the one accept that takes a
 /// thread there. Either way, dropping the future (in `select!`, say) loses

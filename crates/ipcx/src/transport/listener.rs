@@ -47,9 +47,10 @@ pub struct Listener {
     inner: std::sync::Mutex<Inner>,
     /// What a poller waits on (sockets): see `SocketListener::watch`.
     watch: Option<Arc<polling::Poller>>,
-    /// What a poller waits on (`shm:`): a duplicate of the accept
-    /// doorbell, outside the lock.
-    bell: Option<std::os::fd::OwnedFd>,
+    /// What a poller waits on for a listener that is no socket, outside
+    /// the lock: a duplicate of an `shm:` listener's accept doorbell or
+    /// of a queue listener's eventfd (raised while no link is out).
+    ready_fd: Option<std::os::fd::OwnedFd>,
 }
 
 /// What one accept pass that never waits found.
@@ -101,14 +102,13 @@ impl Listener {
             Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
             Scheme::Shm => {
                 let s = ShmListener::bind(ep)?;
-                let bell = crate::sys::fd::dup_cloexec(s.bell())
-                    .map_err(|e| Error::io("bind", e).at(ep))?;
-                let mut l = Listener::unshared(ep, Inner::Shm(s));
-                l.bell = Some(bell);
-                Ok(l)
+                let ready = crate::sys::fd::dup_cloexec(s.bell());
+                Listener::watched(ep, Inner::Shm(s), ready)
             }
             Scheme::Mq | Scheme::SysvMq => {
-                Ok(Listener::unshared(ep, Inner::Mq(MqListener::bind(ep)?)))
+                let m = MqListener::bind(ep)?;
+                let ready = crate::sys::fd::dup_cloexec(m.free_fd());
+                Listener::watched(ep, Inner::Mq(m), ready)
             }
             Scheme::Pipe => Err(Error::new(
                 ErrorKind::Unsupported(
@@ -136,6 +136,19 @@ impl Listener {
         Listener::of(ep.clone(), None, Arc::default(), Arc::default(), inner)
     }
 
+    /// One that is no socket, with what a poller waits on (`ready`, a
+    /// duplicate made for it).
+    fn watched(
+        ep: &Endpoint,
+        inner: Inner,
+        ready: std::io::Result<std::os::fd::OwnedFd>,
+    ) -> Result<Listener> {
+        let ready = ready.map_err(|e| Error::io("bind", e).at(ep))?;
+        let mut l = Listener::unshared(ep, inner);
+        l.ready_fd = Some(ready);
+        Ok(l)
+    }
+
     fn of(
         endpoint: Endpoint,
         fd: Option<std::os::fd::OwnedFd>,
@@ -150,7 +163,7 @@ impl Listener {
             refused,
             inner: std::sync::Mutex::new(inner),
             watch: None,
-            bell: None,
+            ready_fd: None,
         }
     }
 
@@ -233,9 +246,13 @@ impl Listener {
             (Inner::Mq(m), _) => {
                 return Ok(match m.try_accept(&self.endpoint)? {
                     Some(link) => Polled::Link(Box::new(link)),
+                    // Raised when the link out is dropped.
                     None => Polled::Wait(
-                        Vec::new(),
-                        Some(std::time::Instant::now() + MqListener::BUSY_PAUSE),
+                        vec![
+                            crate::sys::fd::dup_cloexec(m.free_fd())
+                                .map_err(|e| Error::io("accept", e).at(&self.endpoint))?,
+                        ],
+                        None,
                     ),
                 });
             }
@@ -277,9 +294,10 @@ impl Listener {
     }
 
     /// The listening socket, to wait on it in an event loop (readable
-    /// when a peer connects). `None` on FIFO, queue and `shm:` listeners (an
-    /// `shm:` one joins a [`crate::Poller`] through its doorbell, which
-    /// says only part of it: the poller also looks on a timer).
+    /// when a peer connects). `None` on FIFO, queue and `shm:` listeners (the
+    /// last two join a [`crate::Poller`], through what says only part of
+    /// it alone: an `shm:` doorbell that needs timed looks beside it, a
+    /// queue listener's eventfd of its own process's state).
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
@@ -306,38 +324,45 @@ impl Listener {
 /// An `shm:` listener is ready when a peer connected: the poller awaits
 /// the doorbell its connector rings, and looks every `?liveness=` anyway
 /// (after the last peer left, the endpoint is reset by a look before the
-/// next can connect; a claimer that died is undone by one).
+/// next can connect; a claimer that died is undone by one). A queue
+/// listener is ready while no link it handed out lives (an eventfd the
+/// link raises when dropped). A FIFO listener has nothing to offer.
 impl crate::Pollable for Listener {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        match (&self.watch, &self.bell) {
+        match (&self.watch, &self.ready_fd) {
             (Some(w), _) => Some(w.as_fd()),
-            (None, Some(bell)) => Some(bell.as_fd()),
+            (None, Some(fd)) => Some(fd.as_fd()),
             (None, None) => None,
         }
     }
 
     fn ready_now(&mut self) -> bool {
-        self.shm_connected()
+        self.ready().unwrap_or(false)
     }
 
     fn confirm(&mut self) -> bool {
-        self.bell.is_none() || self.shm_connected()
+        self.ready().unwrap_or(true)
     }
 
     fn check_every(&self) -> Option<Duration> {
-        self.bell.as_ref().map(|_| self.endpoint.options().liveness)
+        match self.endpoint.scheme() {
+            Scheme::Shm => Some(self.endpoint.options().liveness),
+            _ => None,
+        }
     }
 }
 
 impl Listener {
-    /// Whether this is an `shm:` listener with a peer connected and
-    /// waiting to be accepted.
-    fn shm_connected(&mut self) -> bool {
+    /// Whether an accept would take a peer now, for listeners whose
+    /// descriptor cannot say it exactly (`shm:`, queues); `None` for the
+    /// others, whose readiness is the descriptor's.
+    fn ready(&mut self) -> Option<bool> {
         match self.inner.get_mut() {
-            Ok(Inner::Shm(s)) => s.connected(),
+            Ok(Inner::Shm(s)) => Some(s.connected()),
+            Ok(Inner::Mq(m)) => Some(m.is_free()),
+            Ok(Inner::Socket(_) | Inner::Fifo(_)) => None,
             // A poisoned lock: the accept says so.
-            Err(_) => true,
-            Ok(_) => false,
+            Err(_) => Some(true),
         }
     }
 }

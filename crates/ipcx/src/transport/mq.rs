@@ -33,6 +33,9 @@ pub(crate) struct Queue {
     msg_size: usize,
     /// The type a plain send gives a System V message (`?type=`).
     send_type: i64,
+    /// Raised when this handle is dropped: the listener's eventfd, for a
+    /// link it handed out (a poller holding the listener sees it free).
+    released: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -53,18 +56,19 @@ enum Kind {
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Queue {
-    fn posix(ep: &Endpoint, fd: OwnedFd) -> Result<Arc<Queue>> {
+    fn posix(ep: &Endpoint, fd: OwnedFd) -> Result<Queue> {
         let attr = sys::mq::attr(fd.as_fd()).map_err(|e| Error::io("open", e).at(ep))?;
-        Ok(Arc::new(Queue {
+        Ok(Queue {
             kind: Kind::Posix(fd),
             msg_size: attr.msg_size,
             send_type: 1,
-        }))
+            released: None,
+        })
     }
 
-    fn sysv(ep: &Endpoint, id: sys::sysvmq::QueueId) -> Result<Arc<Queue>> {
+    fn sysv(ep: &Endpoint, id: sys::sysvmq::QueueId) -> Result<Queue> {
         let io = |e| Error::io("open", e).at(ep);
-        Ok(Arc::new(Queue {
+        Ok(Queue {
             kind: Kind::SysV {
                 id,
                 ready: sys::eventfd::create(0, false).map_err(io)?,
@@ -76,18 +80,22 @@ impl Queue {
                 .map_err(io)?
                 .min(sys::sysvmq::stat(id).map_err(io)?.max_bytes as usize),
             send_type: ep.options().msg_type,
-        }))
+            released: None,
+        })
     }
 
-    /// A second handle on the same queue (the listener's next link).
-    fn again(&self, ep: &Endpoint) -> Result<Arc<Queue>> {
-        match &self.kind {
+    /// A second handle on the same queue (the listener's next link),
+    /// which raises the eventfd `released` when dropped.
+    fn again(&self, ep: &Endpoint, released: OwnedFd) -> Result<Arc<Queue>> {
+        let mut queue = match &self.kind {
             Kind::Posix(fd) => Queue::posix(
                 ep,
                 sys::fd::dup_cloexec(fd.as_fd()).map_err(|e| Error::io("accept", e))?,
             ),
             Kind::SysV { id, .. } => Queue::sysv(ep, *id),
-        }
+        }?;
+        queue.released = Some(released);
+        Ok(Arc::new(queue))
     }
 
     /// What an event loop waits on: the POSIX queue's descriptor, or a
@@ -136,6 +144,9 @@ impl Queue {
 
 impl Drop for Queue {
     fn drop(&mut self) {
+        if let Some(released) = &self.released {
+            let _ = sys::eventfd::add(released.as_fd(), 1);
+        }
         if let Kind::SysV { watcher, .. } = &self.kind
             && let Some(stop) = watcher.get()
         {
@@ -449,7 +460,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
             Queue::posix(ep, fd)?
         }
     };
-    let (rx, tx) = halves(&queue);
+    let (rx, tx) = halves(&Arc::new(queue));
     Ok(Link::from_mq(ep, rx, tx))
 }
 

@@ -1,6 +1,7 @@
 //! The binding side of `mq:` and `sysvmq:`: creates the queue (within
 //! the system's limits), owns its name, and hands out one link at a time.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -14,17 +15,16 @@ use crate::transport::Link;
 /// The binding side: the queue's creator and owner.
 #[derive(Debug)]
 pub(crate) struct MqListener {
-    queue: Arc<Queue>,
+    queue: Queue,
     /// The link accepted last: the next accept waits until it is dropped.
     active: Weak<Queue>,
+    /// An eventfd raised while no link is out (the link's queue handle
+    /// raises it when dropped), for a [`crate::Poller`].
+    free: OwnedFd,
     _registration: Registration,
 }
 
 impl MqListener {
-    /// The longest pause between looks while the last link lives (it is
-    /// dropped in this process, which rings nobody).
-    pub(crate) const BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
-
     pub(crate) fn bind(ep: &Endpoint) -> Result<MqListener> {
         if ep.scheme() == Scheme::SysvMq {
             return MqListener::bind_sysv(ep);
@@ -64,6 +64,7 @@ impl MqListener {
         Ok(MqListener {
             queue: Queue::posix(ep, fd)?,
             active: Weak::new(),
+            free: free(ep)?,
             _registration: reg,
         })
     }
@@ -89,21 +90,39 @@ impl MqListener {
         Ok(MqListener {
             queue: Queue::sysv(ep, id)?,
             active: Weak::new(),
+            free: free(ep)?,
             _registration: reg,
         })
     }
 
-    /// A link on the queue, once the one handed out before was dropped.
+    /// A link on the queue, once the one handed out before was dropped
+    /// (its queue handle raises `free` then).
     pub(crate) fn accept(&mut self, ep: &Endpoint, deadline: Option<Instant>) -> Result<Link> {
-        let mut backoff = crate::deadline::Backoff::new(MqListener::BUSY_PAUSE);
         loop {
             if let Some(link) = self.try_accept(ep)? {
                 return Ok(link);
             }
-            if !backoff.sleep_within(deadline) {
+            let raised = sys::fd::wait(self.free.as_fd(), sys::fd::Interest::Read, deadline)
+                .map_err(|e| Error::io("accept", e).at(ep))?;
+            if !raised {
                 return Err(Error::new(ErrorKind::TimedOut, "accept").at(ep));
             }
         }
+    }
+
+    /// The eventfd raised while no link is out.
+    pub(crate) fn free_fd(&self) -> BorrowedFd<'_> {
+        self.free.as_fd()
+    }
+
+    /// Whether no link is out (an accept would not wait); lowers the
+    /// eventfd if one is.
+    pub(crate) fn is_free(&self) -> bool {
+        let free = self.active.strong_count() == 0;
+        if !free {
+            let _ = sys::eventfd::take(self.free.as_fd());
+        }
+        free
     }
 
     /// A link on the queue, or `None` (at once) while the one handed out
@@ -112,11 +131,20 @@ impl MqListener {
         if self.active.strong_count() > 0 {
             return Ok(None);
         }
-        let queue = self.queue.again(ep)?;
+        let io = |e| Error::io("accept", e).at(ep);
+        let released = sys::fd::dup_cloexec(self.free.as_fd()).map_err(io)?;
+        let queue = self.queue.again(ep, released)?;
+        // Lowered (it may hold more than 1: links dropped before a look).
+        let _ = sys::eventfd::take(self.free.as_fd());
         self.active = Arc::downgrade(&queue);
         let (rx, tx) = halves(&queue);
         Ok(Some(Link::from_mq(ep, rx, tx)))
     }
+}
+
+/// The eventfd of a new listener: raised, since no link is out yet.
+fn free(ep: &Endpoint) -> Result<OwnedFd> {
+    sys::eventfd::create(1, false).map_err(|e| Error::io("bind", e).at(ep))
 }
 
 /// The System V queues this user owns (any program's), as `ipcs -q`
