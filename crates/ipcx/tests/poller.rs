@@ -380,3 +380,40 @@ fn shm_listener_in<S: ipcx::Pollable>(
         child.finish();
     }
 }
+
+/// A FIFO listener in a poller (through its inotify watch): quiet until a
+/// peer in another process writes its hello, ready until accepted (an
+/// accept that may not wait for a writer takes it), and again for the
+/// next peer once the first link is gone.
+#[test]
+fn a_fifo_listener_is_ready_once_a_peer_wrote() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        return says_hi();
+    }
+    let dir = t.scratch();
+    let url = dir.url("fifo", "f");
+    let mut poller: Poller = Poller::new().expect("a poller");
+    let listener = Listener::bind(&url).expect("bind");
+    let Ok(key) = poller.add(Source::Listener(listener)) else {
+        panic!("a FIFO listener refused");
+    };
+    let short = Duration::from_millis(200);
+    for round in 0..2 {
+        let quiet = poller.wait(Some(short)).expect("wait");
+        assert!(quiet.is_empty(), "ready with no peer (round {round})");
+        let child = t.spawn("hi", |c| set_param(c, "URL", &url));
+        assert_eq!(poller.wait(Some(PATIENCE)).expect("wait"), [key]);
+        let again = poller.wait(Some(PATIENCE)).expect("wait");
+        assert_eq!(again, [key], "until accepted");
+        let Some(Source::Listener(listener)) = poller.get_mut(key) else {
+            panic!("the listener");
+        };
+        let mut link = listener
+            .accept_timeout(Duration::ZERO)
+            .expect("accept at once");
+        assert_eq!(link.recv_timeout(PATIENCE).expect("recv"), b"hi");
+        link.send(b"bye").expect("send");
+        child.finish();
+    }
+}
