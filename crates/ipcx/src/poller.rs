@@ -89,8 +89,8 @@ pub enum Source {
     /// A link: ready when a receive would give a message, an error or the
     /// end.
     Link(crate::Link),
-    /// A listener (any kind; a FIFO one only where inotify is allowed):
-    /// ready when an accept would not wait for a peer.
+    /// A listener (not a FIFO one, which has no descriptor): ready when
+    /// an accept would not wait.
     Listener(crate::Listener),
     /// Signal subscriptions: ready when a signal came.
     Signals(crate::signal::Signals),
@@ -201,15 +201,14 @@ impl<S: Pollable> Poller<S> {
     }
 
     /// Watches `source`; returns its key. A source without a descriptor
-    /// (a FIFO listener where inotify is refused) is refused and given
-    /// back.
+    /// (a FIFO listener) is refused and given back.
     pub fn add(&mut self, source: S) -> std::result::Result<usize, Refused<S>> {
         let key = self.free.last().copied().unwrap_or(self.slots.len());
         let added = match source.poll_fd() {
             None => Err(Error::new(
                 ErrorKind::Unsupported(
-                    "this source has no descriptor to wait on (a FIFO \
-                     listener without inotify: accept on a thread of its own)"
+                    "this source has no descriptor to wait on (a FIFO listener \
+                     hands out one link at a time: accept on a thread of its own)"
                         .into(),
                 ),
                 "poll",

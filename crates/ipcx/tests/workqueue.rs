@@ -619,28 +619,12 @@ fn a_puller_on_shm_collects_from_pushers_in_turn() {
     if t.child_role().is_some() {
         return connecting_pusher();
     }
-    pushers_in_turn(&t, &format!("shm:{}", common::abstract_name()));
-}
-
-/// The same on `fifo:`, whose listener the poller watches through inotify.
-#[test]
-fn a_puller_on_a_fifo_collects_from_pushers_in_turn() {
-    let t = Test::start();
-    if t.child_role().is_some() {
-        return connecting_pusher();
-    }
-    let dir = t.scratch();
-    pushers_in_turn(&t, &dir.url("fifo", "jobs"));
-}
-
-/// Binds a puller at `url`, then two pushers connect one after the
-/// other and push 50 jobs each, taken in order and acknowledged.
-fn pushers_in_turn(t: &Test, url: &str) {
-    let mut puller = Puller::bind(url, 4).expect("bind");
+    let url = format!("shm:{}", common::abstract_name());
+    let mut puller = Puller::bind(&url, 4).expect("bind");
     for name in ["a", "b"] {
         let mut pusher = t.spawn("pusher", |c| {
             set_param(
-                set_param(set_param(c, "URL", url), "NAME", name),
+                set_param(set_param(c, "URL", &url), "NAME", name),
                 "JOBS",
                 "50",
             )

@@ -6,7 +6,7 @@
 //! `/path` for writing, so by the time the binder sees the first byte it can
 //! open the reply end without waiting. A FIFO serves one peer at a time.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -175,38 +175,6 @@ impl FifoListener {
         };
         let dup = sys::fd::dup_cloexec(wait_on.as_fd()).map_err(err)?;
         Ok(Some((vec![dup], again)))
-    }
-
-    /// The inotify watcher, for a [`crate::Poller`] (readable after a
-    /// write to the FIFO while a look left its watch on); `None` where
-    /// inotify is refused.
-    pub(crate) fn watcher(&self) -> Option<BorrowedFd<'_>> {
-        self.watcher.as_ref().map(|w| w.as_fd())
-    }
-
-    /// For a poller: whether an accept would find a writer's first bytes
-    /// at once (the read end is kept for it); an error counts as ready,
-    /// for the accept to report.
-    pub(crate) fn ready(&mut self) -> bool {
-        match self.look() {
-            Ok(Look::Ready(rd)) => {
-                self.waiting = Some(rd);
-                true
-            }
-            Ok(Look::Busy | Look::Watch(_) | Look::Poll(_)) => false,
-            Err(_) => true,
-        }
-    }
-
-    /// How often a poller must look anyway: while the last link is up
-    /// (dropped in this process, which says nothing), or in case the
-    /// file system reports no writes to the watch.
-    pub(crate) fn look_every(&self) -> std::time::Duration {
-        if self.active.strong_count() > 0 {
-            ACTIVE_SLICE
-        } else {
-            UNWATCHED_SLICE
-        }
     }
 
     /// Whether a writer's first bytes are in the FIFO, without waiting.

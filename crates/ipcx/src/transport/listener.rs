@@ -99,14 +99,7 @@ impl Listener {
                 l.watch = Some(watch);
                 Ok(l)
             }
-            Scheme::Fifo => {
-                let f = FifoListener::bind(ep)?;
-                match f.watcher().map(crate::sys::fd::dup_cloexec) {
-                    Some(ready) => Listener::watched(ep, Inner::Fifo(f), ready),
-                    // No inotify: nothing steady to offer a poller.
-                    None => Ok(Listener::unshared(ep, Inner::Fifo(f))),
-                }
-            }
+            Scheme::Fifo => Ok(Listener::unshared(ep, Inner::Fifo(FifoListener::bind(ep)?))),
             Scheme::Shm => {
                 let s = ShmListener::bind(ep)?;
                 let ready = crate::sys::fd::dup_cloexec(s.bell());
@@ -301,11 +294,10 @@ impl Listener {
     }
 
     /// The listening socket, to wait on it in an event loop (readable
-    /// when a peer connects). `None` on FIFO, queue and `shm:` listeners:
-    /// they join a [`crate::Poller`] through what says only part of it
-    /// alone (an inotify watch or an `shm:` doorbell that need timed looks
-    /// beside them, a queue listener's eventfd of its own process's
-    /// state).
+    /// when a peer connects). `None` on FIFO, queue and `shm:` listeners (the
+    /// last two join a [`crate::Poller`], through what says only part of
+    /// it alone: an `shm:` doorbell that needs timed looks beside it, a
+    /// queue listener's eventfd of its own process's state).
     pub fn descriptor(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
@@ -334,11 +326,7 @@ impl Listener {
 /// (after the last peer left, the endpoint is reset by a look before the
 /// next can connect; a claimer that died is undone by one). A queue
 /// listener is ready while no link it handed out lives (an eventfd the
-/// link raises when dropped). A FIFO listener is ready once a writer's
-/// first bytes are in: the poller waits on its inotify watch, and looks
-/// every 5 ms while the last link is up (dropped in this process, which
-/// says nothing) or every 500 ms otherwise (a file system that reports no
-/// writes); without inotify it has nothing to offer.
+/// link raises when dropped). A FIFO listener has nothing to offer.
 impl crate::Pollable for Listener {
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match (&self.watch, &self.ready_fd) {
@@ -359,10 +347,6 @@ impl crate::Pollable for Listener {
     fn check_every(&self) -> Option<Duration> {
         match self.endpoint.scheme() {
             Scheme::Shm => Some(self.endpoint.options().liveness),
-            Scheme::Fifo => Some(match self.inner.try_lock().as_deref() {
-                Ok(Inner::Fifo(f)) => f.look_every(),
-                _ => Duration::from_millis(5),
-            }),
             _ => None,
         }
     }
@@ -376,8 +360,7 @@ impl Listener {
         match self.inner.get_mut() {
             Ok(Inner::Shm(s)) => Some(s.connected()),
             Ok(Inner::Mq(m)) => Some(m.is_free()),
-            Ok(Inner::Fifo(f)) => Some(f.ready()),
-            Ok(Inner::Socket(_)) => None,
+            Ok(Inner::Socket(_) | Inner::Fifo(_)) => None,
             // A poisoned lock: the accept says so.
             Err(_) => Some(true),
         }
