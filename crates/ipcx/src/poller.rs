@@ -16,6 +16,11 @@
 //! links take part through their doorbells, System V queues and journals
 //! through the eventfd their watcher raises, and an `shm:` peer that was
 //! killed (which rings nothing) is looked for every liveness interval.
+//! Listeners: a socket one through an epoll of its own (the listening
+//! socket and the peers whose hello is due), an `shm:` one through the
+//! doorbell its connectors ring (and a look every liveness interval), a
+//! queue one through an eventfd that holds 1 while no link it handed out
+//! lives. A FIFO listener cannot take part (see [`Poller::add`]).
 //!
 //! ```
 //! # fn main() -> ipcx::Result<()> {
@@ -307,11 +312,16 @@ impl<S: Pollable> Poller<S> {
             for (key, slot) in self.slots.iter_mut().enumerate() {
                 let Some(slot) = slot else { continue };
                 if let (Some(at), Some(every)) = (slot.check_at, slot.source.check_every()) {
-                    if at <= now {
-                        slot.check_at = Some(now + every);
+                    let due = if at <= now {
                         recheck.push(key);
-                    }
-                    next_check = Some(next_check.map_or(now + every, |n| n.min(now + every)));
+                        now + every
+                    } else {
+                        at
+                    };
+                    slot.check_at = Some(due);
+                    // When that look is due, not an interval from now
+                    // (each wait would push it on).
+                    next_check = Some(next_check.map_or(due, |n| n.min(due)));
                 }
             }
             recheck.sort_unstable();

@@ -180,6 +180,22 @@ fn what_is_refused() {
         .send_typed(b"x", 1)
         .expect_err("POSIX queues have priorities, not types");
     assert!(matches!(err.kind(), ErrorKind::Unsupported(_)), "{err}");
+    // An end that binds collects from peers that connect: a queue has
+    // none (a puller on mq: is refused earlier: the pusher makes it).
+    let sysv = format!("sysvmq:{:#x}", key());
+    let posix = format!("mq:/{}", common::abstract_name());
+    let refused = [
+        ipcx::pattern::Subscriber::bind(&sysv, &[">"]).map(drop),
+        ipcx::pattern::Subscriber::bind(&posix, &[">"]).map(drop),
+        ipcx::pattern::Puller::bind(&sysv, 1).map(drop),
+    ];
+    for r in refused {
+        let err = r.expect_err("a binding end on a queue");
+        assert!(
+            matches!(err.kind(), ErrorKind::Unsupported(why) if why.contains("a message queue, which has none")),
+            "{err}"
+        );
+    }
 }
 
 /// On tokio, a send into a full queue waits until another process makes

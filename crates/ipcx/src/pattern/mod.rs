@@ -108,6 +108,29 @@ where
     Ok(())
 }
 
+/// A poller holding a listener bound at `url`, for an end that binds and
+/// collects from the peers that connect (a subscriber, a puller: `role`),
+/// and the listener's key. A message queue is refused: its listener hands
+/// out the queue itself, not a peer that connected.
+fn bind_collecting(url: &str, role: &str) -> crate::Result<(crate::Poller, usize)> {
+    let ep = crate::Endpoint::parse(url)?;
+    if let scheme @ (crate::Scheme::Mq | crate::Scheme::SysvMq) = ep.scheme() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Unsupported(format!(
+                "a {role} that binds collects from peers that connect; {scheme}: is a \
+                 message queue, which has none (bind a unix:, unixseq:, tcp: or shm: endpoint)"
+            )),
+            "bind",
+        )
+        .at(url));
+    }
+    let mut poller = crate::Poller::new()?;
+    let listener = poller.add(crate::Source::Listener(crate::Listener::bind_endpoint(
+        &ep,
+    )?))?;
+    Ok((poller, listener))
+}
+
 /// The peers of an end that binds and reads them in one poller (a
 /// subscriber or a puller) whose schemas have not come yet: each is
 /// joined when its schema arrives, and none is waited for, so a peer that

@@ -49,7 +49,7 @@ pub struct Listener {
     watch: Option<Arc<polling::Poller>>,
     /// What a poller waits on for a listener that is no socket, outside
     /// the lock: a duplicate of an `shm:` listener's accept doorbell or
-    /// of a queue listener's eventfd (raised while no link is out).
+    /// of a queue listener's eventfd (holding 1 while no link is out).
     ready_fd: Option<std::os::fd::OwnedFd>,
 }
 

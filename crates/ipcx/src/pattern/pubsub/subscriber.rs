@@ -137,8 +137,7 @@ impl Subscriber {
         }
         let history = crate::Endpoint::parse(url)?.options().history;
         let subscription = subscription(patterns, history)?;
-        let mut poller = crate::Poller::new()?;
-        let listener = poller.add(crate::Source::Listener(crate::Listener::bind(url)?))?;
+        let (poller, listener) = crate::pattern::bind_collecting(url, "subscriber")?;
         Ok(Subscriber {
             from: From::Many(Box::new(Collecting {
                 poller,

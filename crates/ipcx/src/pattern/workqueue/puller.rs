@@ -8,7 +8,7 @@ use super::super::typed::trade_schemas;
 use super::{CREDIT, Delivery, ways};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pattern::bad;
-use crate::{Link, Listener, Poller, Source};
+use crate::{Link, Poller, Source};
 
 /// The pulling end of a work queue: a worker.
 #[derive(Debug)]
@@ -103,8 +103,7 @@ impl Puller {
         if super::queue::is_queue(url)? {
             return Err(super::queue::no_bind(url));
         }
-        let mut poller = Poller::new()?;
-        let listener = poller.add(Source::Listener(Listener::bind(url)?))?;
+        let (poller, listener) = crate::pattern::bind_collecting(url, "puller")?;
         Ok(Puller {
             from: From::Many(Box::new(Pushers {
                 poller,

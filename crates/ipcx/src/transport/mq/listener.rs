@@ -2,7 +2,6 @@
 //! the system's limits), owns its name, and hands out one link at a time.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use super::{Queue, halves, name, registry_path, sysv_key, sysv_registry_path};
@@ -16,10 +15,9 @@ use crate::transport::Link;
 #[derive(Debug)]
 pub(crate) struct MqListener {
     queue: Queue,
-    /// The link accepted last: the next accept waits until it is dropped.
-    active: Weak<Queue>,
-    /// An eventfd raised while no link is out (the link's queue handle
-    /// raises it when dropped), for a [`crate::Poller`].
+    /// An eventfd holding 1 while no link is out: the token an accept
+    /// takes and the link's queue handle puts back when dropped. What a
+    /// blocking accept, tokio and a [`crate::Poller`] wait on.
     free: OwnedFd,
     _registration: Registration,
 }
@@ -63,7 +61,6 @@ impl MqListener {
         };
         Ok(MqListener {
             queue: Queue::posix(ep, fd)?,
-            active: Weak::new(),
             free: free(ep)?,
             _registration: reg,
         })
@@ -89,7 +86,6 @@ impl MqListener {
         };
         Ok(MqListener {
             queue: Queue::sysv(ep, id)?,
-            active: Weak::new(),
             free: free(ep)?,
             _registration: reg,
         })
@@ -110,39 +106,51 @@ impl MqListener {
         }
     }
 
-    /// The eventfd raised while no link is out.
+    /// The eventfd holding 1 while no link is out.
     pub(crate) fn free_fd(&self) -> BorrowedFd<'_> {
         self.free.as_fd()
     }
 
-    /// Whether no link is out (an accept would not wait); lowers the
-    /// eventfd if one is.
+    /// Whether no link is out (an accept would not wait), without
+    /// changing that.
     pub(crate) fn is_free(&self) -> bool {
-        let free = self.active.strong_count() == 0;
-        if !free {
-            let _ = sys::eventfd::take(self.free.as_fd());
-        }
-        free
+        sys::fd::wait(
+            self.free.as_fd(),
+            sys::fd::Interest::Read,
+            Some(Instant::now()),
+        )
+        .unwrap_or(true)
     }
 
     /// A link on the queue, or `None` (at once) while the one handed out
-    /// before lives.
+    /// before lives. The eventfd is the token: taken here, put back by
+    /// the link's queue handle when it is dropped (whichever thread drops
+    /// it, whenever).
     pub(crate) fn try_accept(&mut self, ep: &Endpoint) -> Result<Option<Link>> {
-        if self.active.strong_count() > 0 {
-            return Ok(None);
+        match sys::eventfd::take(self.free.as_fd()) {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(Error::io("accept", e).at(ep)),
         }
-        let io = |e| Error::io("accept", e).at(ep);
-        let released = sys::fd::dup_cloexec(self.free.as_fd()).map_err(io)?;
-        let queue = self.queue.again(ep, released)?;
-        // Lowered (it may hold more than 1: links dropped before a look).
-        let _ = sys::eventfd::take(self.free.as_fd());
-        self.active = Arc::downgrade(&queue);
+        let queue = sys::fd::dup_cloexec(self.free.as_fd())
+            .map_err(|e| Error::io("accept", e).at(ep))
+            .and_then(|released| self.queue.again(ep, released));
+        let queue = match queue {
+            Ok(queue) => queue,
+            Err(e) => {
+                // The token back: no link went out.
+                let _ = sys::eventfd::add(self.free.as_fd(), 1);
+                return Err(e);
+            }
+        };
         let (rx, tx) = halves(&queue);
         Ok(Some(Link::from_mq(ep, rx, tx)))
     }
 }
 
-/// The eventfd of a new listener: raised, since no link is out yet.
+/// The eventfd of a new listener: holding the token, since no link is out
+/// yet.
 fn free(ep: &Endpoint) -> Result<OwnedFd> {
     sys::eventfd::create(1, false).map_err(|e| Error::io("bind", e).at(ep))
 }
