@@ -175,7 +175,10 @@ impl Listener {
     }
 
     /// [`Listener::accept`], waiting at most `timeout` (including for
-    /// another thread's accept to finish).
+    /// another thread's accept to finish) for a peer. A FIFO accept that
+    /// found a writer's first bytes in time reads the rest of its hello
+    /// for up to `?handshake_timeout=` more (a FIFO has no pending
+    /// connections to set aside).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Link> {
         self.accept_until(Until::after(timeout))
     }
