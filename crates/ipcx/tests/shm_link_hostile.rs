@@ -275,7 +275,7 @@ fn a_claim_by_a_reused_pid_is_undone() {
 }
 
 /// The same on tokio, where an idle listener awaits its doorbell, which a
-/// dead claimer never rings: the listener's look every `?liveness=`
+/// dead claimer never rings: the listener's next look (within a second)
 /// undoes the claim, and the client connects (and rings).
 #[cfg(feature = "async")]
 #[test]

@@ -18,8 +18,9 @@ use super::AsyncLink;
 /// socket and the connections whose hello is due on tokio's reactor, and
 /// checks them without waiting when one is readable: no thread is held.
 /// An `shm:` listener awaits a doorbell FIFO the connector rings once
-/// connected (and looks every `?liveness=` anyway, 20 ms, for a claimer
-/// that died or a ring that never came, or every 5 ms while its last peer
+/// connected (and looks anyway every `?liveness=`, 20 ms, while a claimer
+/// holds the endpoint, every second otherwise, for a claimer that died or
+/// a ring that never came, or every 5 ms while its last peer
 /// is still there, as the blocking accept does); an `mq:` or `sysvmq:`
 /// one awaits the eventfd the link it handed out before raises when it
 /// is dropped. A FIFO listener awaits a writer's first

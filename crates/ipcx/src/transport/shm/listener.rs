@@ -116,11 +116,19 @@ impl ShmListener {
                         return Err(timed_out());
                     }
                 }
-                Look::Free(state) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                Look::Free { state, claimed } => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
                         return Err(timed_out());
                     }
-                    let slice = crate::wait::sleep_slice(deadline);
+                    // The connector wakes the futex once connected; a
+                    // look is due soon only while a claimer may die.
+                    let slice = if claimed {
+                        crate::wait::sleep_slice(deadline)
+                    } else {
+                        let idle = idle_look(ep);
+                        deadline.map_or(idle, |d| idle.min(d - now))
+                    };
                     sys::futex::wait(&self.link.header().state, state, Some(slice))
                         .map_err(|e| Error::io("accept", e).at(ep))?;
                 }
@@ -129,28 +137,34 @@ impl ShmListener {
     }
 
     /// One accept pass that never waits, for tokio: the peer's halves, or
-    /// what to await before the next pass: the accept doorbell and
-    /// `?liveness=` later, or while the last peer is still there 5 ms
-    /// later (it may die, which rings nobody).
+    /// what to await before the next pass: the accept doorbell, with a
+    /// look `?liveness=` later while a claim is held (its claimer may
+    /// die) and [`idle_look`] later otherwise; or while the last peer is
+    /// still there 5 ms later (it may die, which rings nobody).
     #[cfg(feature = "async")]
     pub(crate) fn poll_accept(&mut self, ep: &Endpoint) -> Result<Polled> {
         Ok(match self.look() {
             Look::Connected => Polled::Accepted(self.take(ep)?),
             Look::Busy => Polled::Wait(None, Some(Instant::now() + BUSY_PAUSE)),
-            // Looked at anyway every `?liveness=`: a claimer that died
-            // before connecting, or a connector that died between
-            // connecting and ringing, rings nothing.
-            Look::Free(_) => {
+            // Looked at anyway: a claimer that died before connecting, a
+            // connector killed between connecting and ringing, or one of
+            // an ipcx that rang no listener, rings nothing.
+            Look::Free { claimed, .. } => {
                 let bell = sys::fd::dup_cloexec(self.bell.as_fd())
                     .map_err(|e| Error::io("accept", e).at(ep))?;
-                Polled::Wait(Some(bell), Some(Instant::now() + ep.options().liveness))
+                let look = if claimed {
+                    ep.options().liveness
+                } else {
+                    idle_look(ep)
+                };
+                Polled::Wait(Some(bell), Some(Instant::now() + look))
             }
         })
     }
 
     /// Where the endpoint stands: the last peer still there (or its
-    /// halves here), free for a connector (the state word, to sleep on),
-    /// or connected. Resets the rings once the last peer and its halves
+    /// halves here), free for a connector (the state word, to sleep on,
+    /// and whether a live claimer holds it), or connected. Resets the rings once the last peer and its halves
     /// are gone, and undoes the claim of a claimer that died.
     fn look(&mut self) -> Look {
         // Emptied before looking: a ring after this look is still heard.
@@ -180,12 +194,12 @@ impl ShmListener {
         // long it stalls (undoing it would let a second client in
         // beside it).
         let claim = h.claim.load(Ordering::Acquire);
-        if claim != 0 && !sys::process::identity_alive(claim) {
-            let _ = h
-                .claim
-                .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed);
-        }
-        Look::Free(state)
+        let claimed = claim != 0
+            && (sys::process::identity_alive(claim)
+                || h.claim
+                    .compare_exchange(claim, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err());
+        Look::Free { state, claimed }
     }
 
     /// The server's halves of the connected link.
@@ -208,7 +222,7 @@ impl ShmListener {
 /// What [`ShmListener::look`] found.
 enum Look {
     Busy,
-    Free(u32),
+    Free { state: u32, claimed: bool },
     Connected,
 }
 
@@ -224,3 +238,14 @@ pub(crate) enum Polled {
 /// The longest pause between looks while the last peer is still there
 /// (it may die, so there is nothing to sleep on).
 const BUSY_PAUSE: Duration = Duration::from_millis(5);
+
+/// How long a free listener sleeps before it looks anyway when no claim
+/// is held: `?liveness=`, but at least [`IDLE_LOOK`]. A connector wakes
+/// it (the futex, the doorbell), so this only bounds what nobody
+/// announces (a connector killed between connecting and ringing, a claim
+/// written by hand).
+fn idle_look(ep: &Endpoint) -> Duration {
+    ep.options().liveness.max(IDLE_LOOK)
+}
+
+const IDLE_LOOK: Duration = Duration::from_secs(1);
