@@ -314,7 +314,8 @@ impl<S: Pollable> Poller<S> {
                 if let (Some(at), Some(every)) = (slot.check_at, slot.source.check_every()) {
                     let due = if at <= now {
                         recheck.push(key);
-                        now + every
+                        now.checked_add(every)
+                            .unwrap_or_else(|| crate::deadline::far_after(every))
                     } else {
                         at
                     };

@@ -380,3 +380,36 @@ fn shm_listener_in<S: ipcx::Pollable>(
         child.finish();
     }
 }
+
+/// A FIFO listener cannot sit in a poller (its accept reads a hello
+/// blocking): `Poller::add` gives it back, and the patterns that bind and
+/// collect through a poller refuse `fifo:` before they make anything.
+#[test]
+fn a_fifo_listener_is_refused() {
+    let t = Test::start();
+    let dir = t.scratch();
+    let url = dir.url("fifo", "f");
+    let mut poller: Poller = Poller::new().expect("a poller");
+    let refused = poller
+        .add(Source::Listener(Listener::bind(&url).expect("bind")))
+        .expect_err("a FIFO listener");
+    assert!(
+        matches!(refused.error.kind(), ErrorKind::Unsupported(why) if why.contains("no descriptor to wait on")),
+        "{}",
+        refused.error
+    );
+    drop(refused);
+    let other = dir.url("fifo", "g");
+    let bound = [
+        ipcx::pattern::Subscriber::bind(&other, &[">"]).map(drop),
+        ipcx::pattern::Puller::bind(&other, 1).map(drop),
+    ];
+    for r in bound {
+        let err = r.expect_err("a binding end on a FIFO");
+        assert!(
+            matches!(err.kind(), ErrorKind::Unsupported(why) if why.contains("a FIFO, whose peers")),
+            "{err}"
+        );
+    }
+    assert!(!dir.path("g").exists(), "a FIFO was made");
+}

@@ -305,3 +305,23 @@ fn an_async_listener_gets_a_client_past_a_dead_claim() {
         stalled.kill();
     });
 }
+
+/// A blocking accept on an endpoint nobody claimed sleeps on the state
+/// word for long (`?liveness=1h`: an hour): the connector in another
+/// process wakes it when it claims and when it connected.
+#[test]
+fn a_blocking_accept_is_woken_by_its_connector() {
+    let t = Test::start();
+    if claim_children(&t) {
+        return;
+    }
+    let url = format!("{}&liveness=1h", unique());
+    let listener = Listener::bind(&url).expect("bind");
+    let client = t.spawn("client", |c| set_param(c, "URL", &url));
+    // No timeout: one would end the sleep itself (the watchdog fails a
+    // hang).
+    let mut link = listener.accept().expect("woken by the connector");
+    assert_eq!(link.recv_timeout(common::PATIENCE).expect("recv"), b"in");
+    drop(link);
+    client.finish();
+}

@@ -110,15 +110,23 @@ where
 
 /// A poller holding a listener bound at `url`, for an end that binds and
 /// collects from the peers that connect (a subscriber, a puller: `role`),
-/// and the listener's key. A message queue is refused: its listener hands
-/// out the queue itself, not a peer that connected.
+/// and the listener's key. Refused before anything is made: a message
+/// queue (its listener hands out the queue itself, not a peer that
+/// connected) and a FIFO (a poller cannot hold its listener: its accept
+/// reads a hello blocking).
 fn bind_collecting(url: &str, role: &str) -> crate::Result<(crate::Poller, usize)> {
     let ep = crate::Endpoint::parse(url)?;
-    if let scheme @ (crate::Scheme::Mq | crate::Scheme::SysvMq) = ep.scheme() {
+    let why = match ep.scheme() {
+        crate::Scheme::Mq | crate::Scheme::SysvMq => "a message queue, which has none",
+        crate::Scheme::Fifo => "a FIFO, whose peers a poller cannot take in",
+        _ => "",
+    };
+    if !why.is_empty() {
         return Err(crate::Error::new(
             crate::ErrorKind::Unsupported(format!(
-                "a {role} that binds collects from peers that connect; {scheme}: is a \
-                 message queue, which has none (bind a unix:, unixseq:, tcp: or shm: endpoint)"
+                "a {role} that binds collects from peers that connect; {}: is {why} \
+                 (bind a unix:, unixseq:, tcp: or shm: endpoint)",
+                ep.scheme()
             )),
             "bind",
         )

@@ -19,8 +19,8 @@ use super::AsyncLink;
 /// checks them without waiting when one is readable: no thread is held.
 /// An `shm:` listener awaits a doorbell FIFO the connector rings once
 /// connected (and looks anyway every `?liveness=`, 20 ms, while a claimer
-/// holds the endpoint, every second otherwise, for a claimer that died or
-/// a ring that never came, or every 5 ms while its last peer
+/// holds the endpoint, every second or `?liveness=` if longer otherwise,
+/// for a claimer that died or a ring that never came, or every 5 ms while its last peer
 /// is still there, as the blocking accept does); an `mq:` or `sysvmq:`
 /// one awaits the eventfd the link it handed out before raises when it
 /// is dropped. A FIFO listener awaits a writer's first

@@ -357,8 +357,9 @@ impl crate::Pollable for Listener {
 
 impl Listener {
     /// Whether an accept would take a peer now, for listeners whose
-    /// descriptor cannot say it exactly (`shm:`, queues); `None` for the
-    /// others, whose readiness is the descriptor's.
+    /// descriptor is no socket's (`shm:`: a look says it; queues: their
+    /// eventfd, looked at without waiting); `None` for socket listeners,
+    /// whose readiness is the descriptor's.
     fn ready(&mut self) -> Option<bool> {
         match self.inner.get_mut() {
             Ok(Inner::Shm(s)) => Some(s.connected()),

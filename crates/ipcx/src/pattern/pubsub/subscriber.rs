@@ -122,7 +122,8 @@ impl Subscriber {
     /// ([`Publisher::connect`](super::Publisher::connect)), subscribed to
     /// `patterns` at each. Each publisher's order is kept; a publisher
     /// that leaves is let go, and others may come. Not on `shm:`, whose
-    /// channel its publisher creates ([`ErrorKind::Unsupported`]).
+    /// channel its publisher creates, nor on a message queue or a FIFO
+    /// ([`ErrorKind::Unsupported`]): bind a socket.
     pub fn bind(url: &str, patterns: &[&str]) -> Result<Subscriber> {
         if super::shm::is_shm(url)? {
             return Err(Error::new(

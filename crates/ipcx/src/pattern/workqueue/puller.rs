@@ -97,7 +97,9 @@ impl Puller {
     /// ([`Pusher::connect`](super::Pusher::connect)), up to `prefetch`
     /// (≥ 1) unacknowledged jobs from each. A pusher that leaves is let
     /// go (its jobs are its own: it hands out again what was not
-    /// acknowledged when it connects again), and others may come.
+    /// acknowledged when it connects again), and others may come. On a
+    /// socket or `shm:` (one pusher at a time); a message queue or a FIFO
+    /// is [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
     pub fn bind(url: &str, prefetch: u32) -> Result<Puller> {
         check_prefetch(prefetch, "bind")?;
         if super::queue::is_queue(url)? {

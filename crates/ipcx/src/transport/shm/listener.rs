@@ -121,8 +121,9 @@ impl ShmListener {
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(timed_out());
                     }
-                    // The connector wakes the futex once connected; a
-                    // look is due soon only while a claimer may die.
+                    // A connector wakes the futex when it claims and when
+                    // it connected; a look is due soon only while a
+                    // claimer may die between the two.
                     let slice = if claimed {
                         crate::wait::sleep_slice(deadline)
                     } else {
@@ -157,7 +158,7 @@ impl ShmListener {
                 } else {
                     idle_look(ep)
                 };
-                Polled::Wait(Some(bell), Some(Instant::now() + look))
+                Polled::Wait(Some(bell), Some(crate::deadline::far_after(look)))
             }
         })
     }
@@ -240,12 +241,15 @@ pub(crate) enum Polled {
 const BUSY_PAUSE: Duration = Duration::from_millis(5);
 
 /// How long a free listener sleeps before it looks anyway when no claim
-/// is held: `?liveness=`, but at least [`IDLE_LOOK`]. A connector wakes
-/// it (the futex, the doorbell), so this only bounds what nobody
-/// announces (a connector killed between connecting and ringing, a claim
-/// written by hand).
+/// is held: `?liveness=`, but at least [`IDLE_LOOK`] (and at most a
+/// day). A connector wakes it (the futex, the doorbell) when it claims
+/// and when it connected, so this only bounds what nobody announces (a
+/// connector killed between connecting and ringing, a claim written by
+/// hand).
 fn idle_look(ep: &Endpoint) -> Duration {
-    ep.options().liveness.max(IDLE_LOOK)
+    ep.options()
+        .liveness
+        .clamp(IDLE_LOOK, Duration::from_secs(24 * 3600))
 }
 
 const IDLE_LOOK: Duration = Duration::from_secs(1);

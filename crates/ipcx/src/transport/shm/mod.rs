@@ -210,8 +210,8 @@ fn me() -> (u32, u64) {
 /// halves' are 0 to 3, [`bell_number`]); its bit is set from `bind` on.
 const ACCEPT_BELL: usize = 4;
 
-/// Once connected: rings the listener's doorbell (its bit is set for
-/// good; one written by an older listener may lack it).
+/// Once claimed and once connected: rings the listener's doorbell (its
+/// bit is set for good; one written by an older listener may lack it).
 fn ring_accept(link: &LinkSegment) {
     if link.header().bells.load(Ordering::Acquire) & (1 << ACCEPT_BELL) != 0
         && let Some(name) = link.segment().name()
@@ -258,6 +258,11 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                     .compare_exchange(0, identity, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
+                // A listener asleep for long (no claim was held when it
+                // looked) looks again and sees the claim: it then looks
+                // often enough to undo it if we die before connecting.
+                let _ = sys::futex::wake(&h.state, sys::futex::ALL);
+                ring_accept(&link);
                 // The claim is ours alone: nobody else writes these.
                 h.client_pid.store(pid, Ordering::Relaxed);
                 h.client_start.store(start, Ordering::Relaxed);
