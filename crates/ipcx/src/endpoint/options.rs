@@ -95,7 +95,8 @@ pub struct Options {
     pub overflow: Overflow,
     /// How often a shared-memory waiter on tokio (an async subscriber, an
     /// `shm:` link half, an async event) that is not rung looks again and
-    /// checks that its peer still lives (`liveness`, default 20ms).
+    /// checks that its peer still lives (`liveness`, default 20ms; 1ms to
+    /// 1d).
     pub liveness: Duration,
     /// Most messages a created message queue holds (`max_msgs`; default:
     /// the system's, `/proc/sys/fs/mqueue/msg_default`).
@@ -315,7 +316,17 @@ impl Options {
                         ));
                     }
                 }
-                "liveness" => o.liveness = parse_duration(value).map_err(err)?,
+                "liveness" => {
+                    let d = parse_duration(value).map_err(err)?;
+                    if d < Duration::from_millis(1) || d > Duration::from_secs(24 * 3600) {
+                        return Err(err(
+                            "must be 1ms to 1d (how often a waiter looks without being rung; \
+                             shorter would spin)"
+                                .into(),
+                        ));
+                    }
+                    o.liveness = d;
+                }
                 "heartbeat" => {
                     let d = parse_duration(value).map_err(err)?;
                     if d < Duration::from_secs(1) || d > Duration::from_secs(MAX_KEEPIDLE) {
@@ -440,6 +451,18 @@ mod tests {
 
     /// Read coalescing: on byte streams only, bounded, `0` turns it off,
     /// and a value set in code comes back in the URL.
+    #[test]
+    fn liveness_is_bounded() {
+        for bad in ["0", "500us", "25h"] {
+            let e = Options::parse(Scheme::Shm, Some(&format!("liveness={bad}"))).unwrap_err();
+            assert!(e.to_string().contains("must be 1ms to 1d"), "{bad}: {e}");
+        }
+        for (good, d) in [("1ms", 1), ("1h", 3_600_000), ("24h", 86_400_000)] {
+            let o = Options::parse(Scheme::Shm, Some(&format!("liveness={good}"))).unwrap();
+            assert_eq!(o.liveness, Duration::from_millis(d), "{good}");
+        }
+    }
+
     #[test]
     fn coalesce_is_a_bounded_stream_option() {
         assert_eq!(
