@@ -11,10 +11,10 @@ use std::io::Write;
 use common::{Test, param, set_param};
 use ipcx::{ErrorKind, FrameError, Listener};
 
-/// A raw FIFO connector: opens the reply FIFO (kept open, so the listener
-/// can answer) and the request FIFO, writes the first 10 bytes of a hello,
-/// a moment later closes the request FIFO, and waits to be killed.
-fn half_a_hello(path: &str) {
+/// A raw FIFO connector's ends: the reply FIFO opened for reading (kept
+/// open, so the listener can answer), the request FIFO for writing; and
+/// the hello frame it has to write.
+fn raw_connector(path: &str) -> (std::fs::File, std::fs::File, Vec<u8>) {
     use ipcx::wire::{Hello, KIND_HELLO};
     use std::os::unix::fs::OpenOptionsExt;
     // Without waiting for a writer, as a connector does.
@@ -23,11 +23,18 @@ fn half_a_hello(path: &str) {
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(format!("{path}.reply"))
         .expect("open the reply FIFO");
-    let mut request = std::fs::OpenOptions::new()
+    let request = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
         .expect("open the request FIFO");
     let hello = common::raw_frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode());
+    (reply, request, hello)
+}
+
+/// A raw FIFO connector that writes the first 10 bytes of a hello, a
+/// moment later closes the request FIFO, and waits to be killed.
+fn half_a_hello(path: &str) {
+    let (reply, mut request, hello) = raw_connector(path);
     request.write_all(&hello[..10]).expect("write half a hello");
     // Most likely read by now: the end then comes to a listener that had
     // drained the FIFO (either order must end in the same error).
@@ -114,23 +121,12 @@ fn an_async_fifo_accept_holds_no_thread_while_it_waits() {
 /// A raw FIFO connector whose hello comes in two parts 300 ms apart,
 /// followed by one message, "ping"; then it waits to be killed.
 fn a_slow_hello(path: &str) {
-    use ipcx::wire::{Hello, KIND_DATA, KIND_HELLO};
-    use std::os::unix::fs::OpenOptionsExt;
-    let reply = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(format!("{path}.reply"))
-        .expect("open the reply FIFO");
-    let mut request = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("open the request FIFO");
-    let hello = common::raw_frame(KIND_HELLO, &Hello::new(false, 1 << 20).encode());
+    let (reply, mut request, hello) = raw_connector(path);
     request.write_all(&hello[..10]).expect("write half a hello");
     std::thread::sleep(std::time::Duration::from_millis(300));
     request.write_all(&hello[10..]).expect("write the rest");
     request
-        .write_all(&common::raw_frame(KIND_DATA, b"ping"))
+        .write_all(&common::raw_frame(ipcx::wire::KIND_DATA, b"ping"))
         .expect("write a message");
     std::thread::sleep(std::time::Duration::from_secs(60));
     drop(reply);

@@ -189,13 +189,7 @@ fn what_is_refused() {
         ipcx::pattern::Subscriber::bind(&posix, &[">"]).map(drop),
         ipcx::pattern::Puller::bind(&sysv, 1).map(drop),
     ];
-    for r in refused {
-        let err = r.expect_err("a binding end on a queue");
-        assert!(
-            matches!(err.kind(), ErrorKind::Unsupported(why) if why.contains("a message queue, which has none")),
-            "{err}"
-        );
-    }
+    common::all_unsupported(refused, "a message queue, which has none");
 }
 
 /// On tokio, a send into a full queue waits until another process makes

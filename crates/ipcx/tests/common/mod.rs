@@ -715,6 +715,18 @@ pub fn threads_named(name: &str) -> usize {
         .count()
 }
 
+/// Each of `results` failed with `ErrorKind::Unsupported` whose reason
+/// contains `why` (any other failure, or a success, fails the test).
+pub fn all_unsupported(results: impl IntoIterator<Item = ipcx::Result<()>>, why: &str) {
+    for r in results {
+        let err = r.expect_err("refused");
+        assert!(
+            matches!(err.kind(), ErrorKind::Unsupported(reason) if reason.contains(why)),
+            "{err}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Hostile memory
 

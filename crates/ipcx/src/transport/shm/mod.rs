@@ -212,11 +212,11 @@ const ACCEPT_BELL: usize = 4;
 
 /// Once claimed and once connected: rings the listener's doorbell (its
 /// bit is set for good; one written by an older listener may lack it).
-fn ring_accept(link: &LinkSegment) {
+fn ring_accept(link: &LinkSegment, ringer: &crate::wait::doorbell::Ringer) {
     if link.header().bells.load(Ordering::Acquire) & (1 << ACCEPT_BELL) != 0
         && let Some(name) = link.segment().name()
     {
-        crate::wait::doorbell::Ringer::default().ring(name, 1 << ACCEPT_BELL);
+        ringer.ring(name, 1 << ACCEPT_BELL);
     }
 }
 
@@ -262,7 +262,8 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                 // looked) looks again and sees the claim: it then looks
                 // often enough to undo it if we die before connecting.
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
-                ring_accept(&link);
+                let ringer = crate::wait::doorbell::Ringer::default();
+                ring_accept(&link, &ringer);
                 // The claim is ours alone: nobody else writes these.
                 h.client_pid.store(pid, Ordering::Relaxed);
                 h.client_start.store(start, Ordering::Relaxed);
@@ -284,7 +285,7 @@ pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, B
                     .at(ep));
                 }
                 let _ = sys::futex::wake(&h.state, sys::futex::ALL);
-                ring_accept(&link);
+                ring_accept(&link, &ringer);
                 let (rx, tx, _) = halves(
                     Conn {
                         link,
