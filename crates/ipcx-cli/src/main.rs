@@ -121,7 +121,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Create, post, wait on and read semaphores: ipcx's own, POSIX named or System V.
     #[command(
-        after_help = "Examples:\n  ipcx sem create jobs --value 2\n  ipcx sem wait jobs --timeout 5s && run-job; ipcx sem post jobs\n  ipcx sem create printer --posix      # a C program's sem_open(\"/printer\", 0) opens it\n  ipcx sem get 0x1234 --sysv\n  ipcx sem rm jobs"
+        after_help = "Examples:\n  ipcx sem create jobs --value 2\n  ipcx sem acquire jobs --timeout 5s && run-job; ipcx sem release jobs\n  ipcx sem create printer --posix      # a C program's sem_open(\"/printer\", 0) opens it\n  ipcx sem get 0x1234 --sysv\n  ipcx sem rm jobs"
     )]
     Sem(sem::SemArgs),
     /// Send signals to processes (with an integer, by sigqueue) and wait for them.
@@ -175,11 +175,9 @@ fn main() -> ExitCode {
     // Before any thread starts (they inherit the blocked signals). A
     // command that waits for signals takes them itself.
     let takes_signals = matches!(&cli.command, Command::Signal(a) if signal::takes_signals(a));
-    if !takes_signals {
-        if let Err(e) = ipcx::signal::on_termination(remove_ours_and_exit) {
-            eprintln!("ipcx: {e}");
-            return ExitCode::FAILURE;
-        }
+    if !takes_signals && let Err(e) = ipcx::signal::on_termination(remove_ours_and_exit) {
+        eprintln!("ipcx: {e}");
+        return ExitCode::FAILURE;
     }
     let result = match cli.command {
         Command::Recv(a) => recv::run(a),

@@ -296,20 +296,20 @@ fn base64(data: &[u8]) -> String {
 /// `ipcx recv netlink:route` / `netlink:uevent`: one kernel event a line,
 /// as `ip monitor` prints it, or as JSON.
 fn netlink(a: RecvArgs) -> Result<ExitCode> {
-    use ipcx::netlink::{Event, Monitor};
+    use ipcx::netlink::{Change, Watcher};
     if matches!(a.format, Format::Hex) {
         anyhow::bail!("netlink events print as text or json, not hex");
     }
-    let mut monitor = Monitor::open(&a.url)?;
+    let mut monitor = Watcher::open(&a.url)?;
     eprintln!("ipcx: watching {}", a.url);
     let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while a.count.is_none_or(|n| seen < n) {
         let event = match deadline {
-            None => monitor.next_event()?,
+            None => monitor.next_change()?,
             Some(d) => {
-                match monitor.next_event_timeout(d.saturating_duration_since(Instant::now())) {
+                match monitor.next_change_timeout(d.saturating_duration_since(Instant::now())) {
                     Err(e) if *e.kind() == ipcx::ErrorKind::TimedOut => {
                         eprintln!("ipcx: timed out after {seen} events");
                         return Ok(ExitCode::FAILURE);
@@ -321,7 +321,7 @@ fn netlink(a: RecvArgs) -> Result<ExitCode> {
         match a.format {
             Format::Json => {
                 let v = match &event {
-                    Event::Link {
+                    Change::Link {
                         index,
                         name,
                         up,
@@ -329,10 +329,10 @@ fn netlink(a: RecvArgs) -> Result<ExitCode> {
                     } => serde_json::json!({
                         "event": "link", "index": index, "name": name, "up": up, "running": running,
                     }),
-                    Event::LinkRemoved { index, name } => serde_json::json!({
+                    Change::LinkRemoved { index, name } => serde_json::json!({
                         "event": "link_removed", "index": index, "name": name,
                     }),
-                    Event::Address {
+                    Change::Address {
                         added,
                         index,
                         address,
@@ -341,7 +341,7 @@ fn netlink(a: RecvArgs) -> Result<ExitCode> {
                         "event": if *added { "address_added" } else { "address_removed" },
                         "index": index, "address": address.to_string(), "prefix": prefix,
                     }),
-                    Event::Route {
+                    Change::Route {
                         added,
                         destination,
                         prefix,
@@ -350,7 +350,7 @@ fn netlink(a: RecvArgs) -> Result<ExitCode> {
                         "event": if *added { "route_added" } else { "route_removed" },
                         "destination": destination.map(|d| d.to_string()), "prefix": prefix, "link": link,
                     }),
-                    Event::Uevent {
+                    Change::Uevent {
                         action,
                         devpath,
                         fields,

@@ -26,14 +26,17 @@ enum SemCommand {
         #[command(flatten)]
         flavor: Flavor,
     },
-    /// Add one, waking a waiter.
-    Post {
+    /// Add one, waking a waiter (`post` as in `sem_post` is the same).
+    #[command(visible_alias = "post")]
+    Release {
         name: String,
         #[command(flatten)]
         flavor: Flavor,
     },
-    /// Take one, waiting for it (exit 1 when --timeout passes first).
-    Wait {
+    /// Take one, waiting for it (exit 1 when --timeout passes first;
+    /// `wait` as in `sem_wait` is the same).
+    #[command(visible_alias = "wait")]
+    Acquire {
         name: String,
         /// Give up after this long (e.g. 500ms, 10s); 0 only tries.
         #[arg(long, value_parser = crate::parse_duration)]
@@ -123,12 +126,12 @@ pub fn run(a: SemArgs) -> Result<ExitCode> {
                 println!("created semaphore {name}");
             }
         }
-        SemCommand::Post { name, flavor } => match open(&name, flavor)? {
+        SemCommand::Release { name, flavor } => match open(&name, flavor)? {
             Sem::Ipcx(s) => s.release()?,
             Sem::Posix(s) => s.release()?,
             Sem::SysV(s) => s.release(0)?,
         },
-        SemCommand::Wait {
+        SemCommand::Acquire {
             name,
             timeout,
             flavor,

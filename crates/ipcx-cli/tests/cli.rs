@@ -454,7 +454,7 @@ fn sem_commands_on_every_kind() {
         };
         s.run(with(&["sem", "create", &name, "--value", "1"]))
             .success();
-        s.run(with(&["sem", "post", &name])).success();
+        s.run(with(&["sem", "release", &name])).success();
         assert_eq!(
             s.run(with(&["sem", "get", &name]))
                 .success()
@@ -462,11 +462,12 @@ fn sem_commands_on_every_kind() {
                 .trim(),
             "2"
         );
+        // `wait` is `acquire`, as `sem_wait` is.
         s.run(with(&["sem", "wait", &name])).success();
-        s.run(with(&["sem", "wait", &name, "--timeout", "10ms"]))
+        s.run(with(&["sem", "acquire", &name, "--timeout", "10ms"]))
             .success();
         let empty = s
-            .run(with(&["sem", "wait", &name, "--timeout", "10ms"]))
+            .run(with(&["sem", "acquire", &name, "--timeout", "10ms"]))
             .failure();
         assert!(empty.stderr.contains("timed out"), "{empty}");
         assert_eq!(
@@ -492,7 +493,7 @@ fn sem_commands_on_every_kind() {
                 "{entry}"
             );
             if url.starts_with("sysvsem:") {
-                // The last to change it was an `ipcx sem wait`, now gone.
+                // The last to change it was an `ipcx sem acquire`, now gone.
                 assert!(state.contains(" (dead)]"), "{entry}");
             }
         }

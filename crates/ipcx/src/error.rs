@@ -24,6 +24,11 @@ pub enum ErrorKind {
     /// The mechanism or operation is not available; the text says why.
     #[error("{0}")]
     Unsupported(String),
+    /// This end of a one-way link does not go that way (a FIFO opened
+    /// with `?duplex=false`, or raw, is written by its connector and read
+    /// by its listener); the text says which way it goes.
+    #[error("{0}")]
+    OneWay(String),
     /// An argument is out of range, or the call does not fit the object's
     /// state (a release without an acquire); the text says which.
     #[error("{0}")]
@@ -310,7 +315,7 @@ impl From<Error> for io::Error {
             ErrorKind::TimedOut => io::ErrorKind::TimedOut,
             ErrorKind::WouldBlock => io::ErrorKind::WouldBlock,
             ErrorKind::PermissionDenied => io::ErrorKind::PermissionDenied,
-            ErrorKind::Unsupported(_) => io::ErrorKind::Unsupported,
+            ErrorKind::Unsupported(_) | ErrorKind::OneWay(_) => io::ErrorKind::Unsupported,
             ErrorKind::InvalidEndpoint(_)
             | ErrorKind::InvalidOption { .. }
             | ErrorKind::InvalidArgument(_)

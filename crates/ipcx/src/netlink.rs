@@ -1,19 +1,20 @@
-//! The kernel's own notifications, as typed events: links going up or
+//! The kernel's own notifications, as typed [`Change`]s: links going up or
 //! down, addresses and routes changing (`netlink:route`), and device
 //! uevents (`netlink:uevent`).
 //!
-//! Receive-only: a [`Monitor`] is a netlink socket bound to the kernel's
+//! Receive-only: a [`Watcher`] is a netlink socket bound to the kernel's
 //! multicast groups. Route messages are decoded with the
 //! `netlink-packet-route` crate; a uevent is NUL-separated `KEY=VALUE`
-//! text, read as such. Each event prints as one line, as `ip monitor`
-//! does. Events are those of the network namespace the monitor was
-//! opened in.
+//! text, read as such. Each change prints as one line, as `ip monitor`
+//! does. Changes are those of the network namespace the watcher was
+//! opened in. (Not to be confused with the cross-process
+//! [`sync::Event`](crate::sync::Event) and [`sync::Monitor`](crate::sync::Monitor).)
 //!
 //! ```no_run
 //! # fn main() -> ipcx::Result<()> {
-//! let mut links = ipcx::netlink::Monitor::open("netlink:route")?;
+//! let mut links = ipcx::netlink::Watcher::open("netlink:route")?;
 //! loop {
-//!     println!("{}", links.next_event()?);
+//!     println!("{}", links.next_change()?);
 //! }
 //! # }
 //! ```
@@ -37,7 +38,7 @@ use crate::sys::netlink::Family;
 /// One notification from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum Change {
     /// A link appeared or changed (`RTM_NEWLINK`).
     Link {
         /// Its index.
@@ -89,12 +90,12 @@ pub enum Event {
     },
 }
 
-impl fmt::Display for Event {
+impl fmt::Display for Change {
     /// One line, as `ip monitor` prints it (uevents as `udevadm monitor
     /// --kernel`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Link {
+            Change::Link {
                 index,
                 name,
                 up,
@@ -107,8 +108,8 @@ impl fmt::Display for Event {
                 };
                 write!(f, "{index}: {name}: <{state}>")
             }
-            Event::LinkRemoved { index, name } => write!(f, "Deleted {index}: {name}"),
-            Event::Address {
+            Change::LinkRemoved { index, name } => write!(f, "Deleted {index}: {name}"),
+            Change::Address {
                 added,
                 index,
                 address,
@@ -118,7 +119,7 @@ impl fmt::Display for Event {
                 let family = if address.is_ipv4() { "inet" } else { "inet6" };
                 write!(f, "{deleted}{index}: {family} {address}/{prefix}")
             }
-            Event::Route {
+            Change::Route {
                 added,
                 destination,
                 prefix,
@@ -134,7 +135,7 @@ impl fmt::Display for Event {
                 }
                 Ok(())
             }
-            Event::Uevent {
+            Change::Uevent {
                 action,
                 devpath,
                 fields,
@@ -151,23 +152,23 @@ impl fmt::Display for Event {
 
 /// A receive-only netlink endpoint: `netlink:route` or `netlink:uevent`.
 #[derive(Debug)]
-pub struct Monitor {
+pub struct Watcher {
     fd: OwnedFd,
     family: Family,
     buf: Vec<u8>,
-    /// Events decoded from a datagram and not handed out yet.
-    ready: VecDeque<Event>,
+    /// Changes decoded from a datagram and not handed out yet.
+    ready: VecDeque<Change>,
 }
 
 /// Bytes of a netlink datagram the kernel sends at most here (a page
 /// of messages, or one uevent with its environment).
 const DATAGRAM: usize = 64 << 10;
 
-impl Monitor {
+impl Watcher {
     /// Starts listening: `netlink:route` (links, IPv4 and IPv6
     /// addresses and routes) or `netlink:uevent` (the kernel's device
     /// events).
-    pub fn open(url: &str) -> Result<Monitor> {
+    pub fn open(url: &str) -> Result<Watcher> {
         let (family, groups) = match url {
             "netlink:route" => (Family::Route, sys::netlink::ROUTE_GROUPS),
             "netlink:uevent" => (Family::Uevent, sys::netlink::UEVENT_GROUPS),
@@ -181,7 +182,7 @@ impl Monitor {
             }
         };
         let fd = sys::netlink::listen(family, groups).map_err(|e| Error::io("open", e).at(url))?;
-        Ok(Monitor {
+        Ok(Watcher {
             fd,
             family,
             buf: vec![0; DATAGRAM],
@@ -189,18 +190,18 @@ impl Monitor {
         })
     }
 
-    /// Waits for the next event. Messages of kinds it does not describe
+    /// Waits for the next change. Messages of kinds it does not describe
     /// (neighbours, rules, ...) are skipped.
-    pub fn next_event(&mut self) -> Result<Event> {
+    pub fn next_change(&mut self) -> Result<Change> {
         self.next_until(None)
     }
 
-    /// [`Monitor::next_event`], at most `timeout` ([`ErrorKind::TimedOut`]).
-    pub fn next_event_timeout(&mut self, timeout: Duration) -> Result<Event> {
+    /// [`Watcher::next_change`], at most `timeout` ([`ErrorKind::TimedOut`]).
+    pub fn next_change_timeout(&mut self, timeout: Duration) -> Result<Change> {
         self.next_until(crate::deadline::after(timeout))
     }
 
-    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Event> {
+    fn next_until(&mut self, deadline: Option<Instant>) -> Result<Change> {
         loop {
             if let Some(e) = self.ready.pop_front() {
                 return Ok(e);
@@ -220,7 +221,7 @@ impl Monitor {
         }
     }
 
-    /// Decodes the datagram of `n` bytes in the buffer into events.
+    /// Decodes the datagram of `n` bytes in the buffer into changes.
     fn decode(&mut self, n: usize) -> Result<()> {
         let data = &self.buf[..n];
         match self.family {
@@ -261,10 +262,16 @@ impl Monitor {
     }
 }
 
-impl AsFd for Monitor {
-    /// Readable while events wait.
+impl AsFd for Watcher {
+    /// Readable while changes wait.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for Watcher {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -291,7 +298,7 @@ fn message_len(data: &[u8]) -> Result<usize> {
     Ok(len)
 }
 
-fn route_event(m: RouteNetlinkMessage) -> Option<Event> {
+fn route_event(m: RouteNetlinkMessage) -> Option<Change> {
     match m {
         RouteNetlinkMessage::NewLink(l) => Some(link_event(&l, true)),
         RouteNetlinkMessage::DelLink(l) => Some(link_event(&l, false)),
@@ -303,7 +310,7 @@ fn route_event(m: RouteNetlinkMessage) -> Option<Event> {
     }
 }
 
-fn link_event(l: &LinkMessage, present: bool) -> Event {
+fn link_event(l: &LinkMessage, present: bool) -> Change {
     let name = l
         .attributes
         .iter()
@@ -314,9 +321,9 @@ fn link_event(l: &LinkMessage, present: bool) -> Event {
         .unwrap_or_default();
     let index = l.header.index;
     if !present {
-        return Event::LinkRemoved { index, name };
+        return Change::LinkRemoved { index, name };
     }
-    Event::Link {
+    Change::Link {
         index,
         name,
         up: l.header.flags.contains(LinkFlags::Up),
@@ -324,7 +331,7 @@ fn link_event(l: &LinkMessage, present: bool) -> Event {
     }
 }
 
-fn address_event(a: &AddressMessage, added: bool) -> Option<Event> {
+fn address_event(a: &AddressMessage, added: bool) -> Option<Change> {
     // IFA_LOCAL is the interface's own address on point-to-point links;
     // IFA_ADDRESS otherwise.
     let address = a.attributes.iter().find_map(|x| match x {
@@ -337,7 +344,7 @@ fn address_event(a: &AddressMessage, added: bool) -> Option<Event> {
             _ => None,
         })
     })?;
-    Some(Event::Address {
+    Some(Change::Address {
         added,
         index: a.header.index,
         address,
@@ -345,7 +352,7 @@ fn address_event(a: &AddressMessage, added: bool) -> Option<Event> {
     })
 }
 
-fn route_change(r: &RouteMessage, added: bool) -> Event {
+fn route_change(r: &RouteMessage, added: bool) -> Change {
     let mut destination = None;
     let mut link = None;
     for a in &r.attributes {
@@ -360,7 +367,7 @@ fn route_change(r: &RouteMessage, added: bool) -> Event {
             _ => {}
         }
     }
-    Event::Route {
+    Change::Route {
         added,
         destination,
         prefix: r.header.destination_prefix_length,
@@ -372,7 +379,7 @@ fn route_change(r: &RouteMessage, added: bool) -> Event {
 /// fields (the kernel's own format; `ACTION` and `DEVPATH` come again as
 /// fields and are not repeated). Anything else (a udev daemon's
 /// messages, which start with `libudev`) is no event.
-fn uevent(data: &[u8]) -> Option<Event> {
+fn uevent(data: &[u8]) -> Option<Change> {
     let mut parts = data.split(|b| *b == 0).filter(|p| !p.is_empty());
     let head = String::from_utf8_lossy(parts.next()?).into_owned();
     let (action, devpath) = head.split_once('@')?;
@@ -383,7 +390,7 @@ fn uevent(data: &[u8]) -> Option<Event> {
             (k != "ACTION" && k != "DEVPATH").then(|| (k.to_string(), v.to_string()))
         })
         .collect();
-    Some(Event::Uevent {
+    Some(Change::Uevent {
         action: action.to_string(),
         devpath: devpath.to_string(),
         fields,

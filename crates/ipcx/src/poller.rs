@@ -171,7 +171,7 @@ impl<S> From<Refused<S>> for Error {
 
 /// One source and what the poller keeps of it.
 #[derive(Debug)]
-struct Slot<S> {
+struct Entry<S> {
     source: S,
     /// Its next liveness look, if it needs them.
     check_at: Option<Instant>,
@@ -184,7 +184,7 @@ struct Slot<S> {
 pub struct Poller<S: Pollable = Source> {
     epoll: polling::Poller,
     events: polling::Events,
-    slots: Vec<Option<Slot<S>>>,
+    entries: Vec<Option<Entry<S>>>,
     free: Vec<usize>,
     /// Keys to ask `ready_now` before the next wait: lent out since the
     /// last, or ready then.
@@ -198,7 +198,7 @@ impl<S: Pollable> Poller<S> {
         Ok(Poller {
             epoll: polling::Poller::new().map_err(|e| Error::io("poller", e))?,
             events: polling::Events::new(),
-            slots: Vec::new(),
+            entries: Vec::new(),
             free: Vec::new(),
             recheck: Vec::new(),
             ready: Vec::new(),
@@ -208,7 +208,7 @@ impl<S: Pollable> Poller<S> {
     /// Watches `source`; returns its key. A source without a descriptor
     /// (a FIFO listener) is refused and given back.
     pub fn add(&mut self, source: S) -> std::result::Result<usize, Refused<S>> {
-        let key = self.free.last().copied().unwrap_or(self.slots.len());
+        let key = self.free.last().copied().unwrap_or(self.entries.len());
         let added = match source.poll_fd() {
             None => Err(Error::new(
                 ErrorKind::Unsupported(
@@ -238,14 +238,14 @@ impl<S: Pollable> Poller<S> {
         if self.free.last() == Some(&key) {
             self.free.pop();
         }
-        let slot = Slot {
+        let entry = Entry {
             check_at: source.check_every().map(|_| Instant::now()),
             source,
             listed: true,
         };
-        match self.slots.get_mut(key) {
-            Some(place) => *place = Some(slot),
-            None => self.slots.push(Some(slot)),
+        match self.entries.get_mut(key) {
+            Some(free) => *free = Some(entry),
+            None => self.entries.push(Some(entry)),
         }
         self.recheck.push(key);
         Ok(key)
@@ -253,17 +253,17 @@ impl<S: Pollable> Poller<S> {
 
     /// Stops watching the source of `key` and gives it back.
     pub fn remove(&mut self, key: usize) -> Option<S> {
-        let slot = self.slots.get_mut(key)?.take()?;
-        if let Some(fd) = slot.source.poll_fd() {
+        let entry = self.entries.get_mut(key)?.take()?;
+        if let Some(fd) = entry.source.poll_fd() {
             let _ = self.epoll.delete(fd);
         }
         self.free.push(key);
-        Some(slot.source)
+        Some(entry.source)
     }
 
     /// The source of `key`.
     pub fn get(&self, key: usize) -> Option<&S> {
-        self.slots.get(key)?.as_ref().map(|s| &s.source)
+        self.entries.get(key)?.as_ref().map(|s| &s.source)
     }
 
     /// The source of `key`, to receive from (it is looked at again before
@@ -271,17 +271,17 @@ impl<S: Pollable> Poller<S> {
     /// replace it (`*poller.get_mut(k)? = other`): the poller watches the
     /// descriptor it had when added; `remove` it and `add` the new one.
     pub fn get_mut(&mut self, key: usize) -> Option<&mut S> {
-        let slot = self.slots.get_mut(key)?.as_mut()?;
-        if !slot.listed {
-            slot.listed = true;
+        let entry = self.entries.get_mut(key)?.as_mut()?;
+        if !entry.listed {
+            entry.listed = true;
             self.recheck.push(key);
         }
-        Some(&mut slot.source)
+        Some(&mut entry.source)
     }
 
     /// How many sources are watched.
     pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.entries.len() - self.free.len()
     }
 
     /// Whether none is.
@@ -291,7 +291,7 @@ impl<S: Pollable> Poller<S> {
 
     /// The keys of every source watched.
     pub fn keys(&self) -> impl Iterator<Item = usize> + '_ {
-        self.slots
+        self.entries
             .iter()
             .enumerate()
             .filter_map(|(k, s)| s.as_ref().map(|_| k))
@@ -309,9 +309,9 @@ impl<S: Pollable> Poller<S> {
             // show, and those whose liveness look is due.
             let mut recheck = std::mem::take(&mut self.recheck);
             let mut next_check: Option<Instant> = None;
-            for (key, slot) in self.slots.iter_mut().enumerate() {
-                let Some(slot) = slot else { continue };
-                if let (Some(at), Some(every)) = (slot.check_at, slot.source.check_every()) {
+            for (key, entry) in self.entries.iter_mut().enumerate() {
+                let Some(entry) = entry else { continue };
+                if let (Some(at), Some(every)) = (entry.check_at, entry.source.check_every()) {
                     let due = if at <= now {
                         recheck.push(key);
                         now.checked_add(every)
@@ -319,7 +319,7 @@ impl<S: Pollable> Poller<S> {
                     } else {
                         at
                     };
-                    slot.check_at = Some(due);
+                    entry.check_at = Some(due);
                     // When that look is due, not an interval from now
                     // (each wait would push it on).
                     next_check = Some(next_check.map_or(due, |n| n.min(due)));
@@ -328,9 +328,9 @@ impl<S: Pollable> Poller<S> {
             recheck.sort_unstable();
             recheck.dedup();
             for key in recheck {
-                if let Some(Some(slot)) = self.slots.get_mut(key) {
-                    slot.listed = false;
-                    if slot.source.ready_now() {
+                if let Some(Some(entry)) = self.entries.get_mut(key) {
+                    entry.listed = false;
+                    if entry.source.ready_now() {
                         self.ready.push(key);
                     }
                 }
@@ -351,21 +351,21 @@ impl<S: Pollable> Poller<S> {
                 Err(e) => return Err(Error::io("poll", e)),
             }
             for ev in self.events.iter() {
-                if let Some(Some(slot)) = self.slots.get_mut(ev.key) {
-                    if slot.source.confirm() {
-                        self.ready.push(ev.key);
-                    }
+                if let Some(Some(entry)) = self.entries.get_mut(ev.key)
+                    && entry.source.confirm()
+                {
+                    self.ready.push(ev.key);
                 }
             }
             self.ready.sort_unstable();
             self.ready.dedup();
             // Ready now, and until a receive says otherwise: asked again.
             for &key in &self.ready {
-                if let Some(Some(slot)) = self.slots.get_mut(key) {
-                    if !slot.listed {
-                        slot.listed = true;
-                        self.recheck.push(key);
-                    }
+                if let Some(Some(entry)) = self.entries.get_mut(key)
+                    && !entry.listed
+                {
+                    entry.listed = true;
+                    self.recheck.push(key);
                 }
             }
             if !self.ready.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -377,8 +377,8 @@ impl<S: Pollable> Poller<S> {
 
 impl<S: Pollable> Drop for Poller<S> {
     fn drop(&mut self) {
-        for slot in self.slots.iter().flatten() {
-            if let Some(fd) = slot.source.poll_fd() {
+        for entry in self.entries.iter().flatten() {
+            if let Some(fd) = entry.source.poll_fd() {
                 let _ = self.epoll.delete(fd);
             }
         }

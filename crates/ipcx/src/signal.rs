@@ -298,6 +298,12 @@ impl AsFd for Signals {
     }
 }
 
+impl std::os::fd::AsRawFd for Signals {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 /// Waits for each signal in turn; ends at the first error.
 impl Iterator for Signals {
     type Item = Received;

@@ -24,6 +24,16 @@ async fn every_future_is_send(
     spawnable(&link.send(b"x"));
     spawnable(&rx.recv());
     spawnable(&tx.send(b"x"));
+    let mut buf = Vec::new();
+    spawnable(&link.recv_into(&mut buf));
+    spawnable(&link.recv_fds());
+    spawnable(&link.send_fds(b"x", &[]));
+    spawnable(&link.send_with_priority(b"x", 1));
+    spawnable(&link.recv_with_priority());
+    spawnable(&rx.recv_into(&mut buf));
+    spawnable(&rx.recv_fds());
+    spawnable(&tx.send_fds(b"x", &[]));
+    spawnable(&tx.send_with_priority(b"x", 1));
     spawnable(&listener.accept());
     spawnable(&AsyncLink::connect("unix:@x"));
     spawnable(&AsyncSubscriber::open("shm:x"));
@@ -42,6 +52,18 @@ async fn every_future_is_send(
     spawnable(&listener);
     spawnable(&sub);
     spawnable(&event);
+}
+
+#[allow(dead_code)]
+fn the_kernel_objects_futures_are_send(
+    efd: ipcx::tokio::AsyncEventFd,
+    mut signals: ipcx::tokio::AsyncSignals,
+) {
+    spawnable(&efd.wait());
+    spawnable(&efd.add(1));
+    spawnable(&signals.recv());
+    spawnable(&efd);
+    spawnable(&signals);
 }
 
 #[test]

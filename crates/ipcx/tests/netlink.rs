@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::{Test, ip, param, ready, set_param};
-use ipcx::netlink::{Event, Monitor};
+use ipcx::netlink::{Change, Watcher};
 
 /// Removes the namespace (and the veth in it) when the test ends.
 struct Namespace(String);
@@ -20,12 +20,12 @@ impl Drop for Namespace {
 }
 
 /// Every event until `done` says the story is over (or 30 s pass).
-fn collect(monitor: &mut Monitor, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+fn collect(monitor: &mut Watcher, done: impl Fn(&[Change]) -> bool) -> Vec<Change> {
     let end = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while !done(&seen) {
         let left = end.saturating_duration_since(Instant::now());
-        match monitor.next_event_timeout(left) {
+        match monitor.next_change_timeout(left) {
             Ok(e) => seen.push(e),
             Err(e) => panic!("waiting for events: {e}; seen {seen:#?}"),
         }
@@ -40,26 +40,26 @@ fn watcher() {
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
     .expect("enter the namespace");
-    let mut route = Monitor::open("netlink:route").expect("netlink:route");
-    let mut uevent = Monitor::open("netlink:uevent").expect("netlink:uevent");
+    let mut route = Watcher::open("netlink:route").expect("netlink:route");
+    let mut uevent = Watcher::open("netlink:uevent").expect("netlink:uevent");
     ready("watching");
 
     // The story of v0: made (down), up, down, deleted.
-    let v0 = |e: &&Event| match e {
-        Event::Link { name, .. } | Event::LinkRemoved { name, .. } => name == "v0",
+    let v0 = |e: &&Change| match e {
+        Change::Link { name, .. } | Change::LinkRemoved { name, .. } => name == "v0",
         _ => false,
     };
     let seen = collect(&mut route, |seen| {
         seen.iter()
             .filter(v0)
-            .any(|e| matches!(e, Event::LinkRemoved { .. }))
+            .any(|e| matches!(e, Change::LinkRemoved { .. }))
     });
     let story: Vec<&str> = seen
         .iter()
         .filter(v0)
         .map(|e| match e {
-            Event::Link { up: true, .. } => "up",
-            Event::Link { up: false, .. } => "down",
+            Change::Link { up: true, .. } => "up",
+            Change::Link { up: false, .. } => "down",
             _ => "removed",
         })
         .fold(Vec::new(), |mut s, step| {
@@ -83,7 +83,7 @@ fn watcher() {
     );
 
     let added = collect(&mut uevent, |seen| {
-        seen.iter().any(|e| matches!(e, Event::Uevent { action, devpath, .. } if action == "add" && devpath.ends_with("/net/v0")))
+        seen.iter().any(|e| matches!(e, Change::Uevent { action, devpath, .. } if action == "add" && devpath.ends_with("/net/v0")))
     });
     let line = added.last().expect("the add").to_string();
     assert!(line.contains("INTERFACE=v0"), "{line}");
@@ -126,7 +126,7 @@ fn link_changes_arrive_as_events() {
 #[test]
 fn other_netlink_endpoints_are_refused() {
     let _t = Test::start();
-    let err = Monitor::open("netlink:audit").expect_err("not an endpoint");
+    let err = Watcher::open("netlink:audit").expect_err("not an endpoint");
     assert!(
         matches!(err.kind(), ipcx::ErrorKind::InvalidEndpoint(_)),
         "{err}"

@@ -162,3 +162,36 @@ fn accepts_dropped_during_a_fifo_hello_lose_no_peer() {
         child.kill();
     });
 }
+
+/// A one-way FIFO (`?duplex=false`) goes from its connector to its
+/// listener: the listener's end refuses to send and the connector's to
+/// receive, with `OneWay` naming the way it goes, and the link still
+/// carries what it can.
+#[test]
+fn a_one_way_fifo_refuses_the_other_way() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        let mut link = common::connect(&param("URL"));
+        let err = link.recv().expect_err("a connector's end only sends");
+        assert!(
+            matches!(err.kind(), ErrorKind::OneWay(why) if why.contains("only sends")),
+            "{err}"
+        );
+        link.send(b"one way").expect("send");
+        return;
+    }
+    let dir = t.scratch();
+    let url = format!("{}?duplex=false", dir.url("fifo", "oneway"));
+    let mut listener = Listener::bind(&url).expect("bind");
+    let mut child = t.spawn("connector", |c| set_param(c, "URL", &url));
+    let mut link = common::accept(&mut listener, &mut child);
+    let err = link
+        .send(b"back")
+        .expect_err("a listener's end only receives");
+    assert!(
+        matches!(err.kind(), ErrorKind::OneWay(why) if why.contains("only receives")),
+        "{err}"
+    );
+    assert_eq!(link.recv().expect("recv"), b"one way");
+    child.finish();
+}

@@ -40,7 +40,7 @@ pub fn cache_line(b: &Budget, peer_cpu: Option<usize>) -> Result<Cell> {
         while line.load(Ordering::Acquire) != 2 * i + 2 {
             std::hint::spin_loop();
             spins += 1;
-            if spins % (1 << 24) == 0 && child.try_wait()?.is_some() {
+            if spins.is_multiple_of(1 << 24) && child.try_wait()?.is_some() {
                 bail!("the floor peer exited");
             }
         }

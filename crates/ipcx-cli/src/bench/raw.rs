@@ -107,7 +107,7 @@ impl RawShm {
             }
             std::hint::spin_loop();
             n = n.wrapping_add(1);
-            if n % (1 << 20) == 0 && start.elapsed() > std::time::Duration::from_secs(10) {
+            if n.is_multiple_of(1 << 20) && start.elapsed() > std::time::Duration::from_secs(10) {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "raw shm peer silent for 10 s",

@@ -172,13 +172,14 @@ impl JournalReader {
             if sealed || expired || Instant::now() >= self.next_look {
                 self.next_look = Instant::now() + LOOK_INTERVAL;
                 let path = Segment::path(&self.dir, self.next_seq);
-                if self.seg.first_seq != self.next_seq && path.exists() {
-                    if let Ok(seg) = Segment::open(&path, false) {
-                        self.seg = seg;
-                        self.ahead.clear();
-                        self.pos = HEADER;
-                        continue;
-                    }
+                if self.seg.first_seq != self.next_seq
+                    && path.exists()
+                    && let Ok(seg) = Segment::open(&path, false)
+                {
+                    self.seg = seg;
+                    self.ahead.clear();
+                    self.pos = HEADER;
+                    continue;
                 }
                 // Sealed, and its successor gone: retention removed the
                 // segment this reader needs next (it fell behind by more

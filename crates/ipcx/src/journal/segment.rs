@@ -51,7 +51,7 @@ pub(super) const MIRROR_MAX: usize = HEADER as usize - OFF_MIRROR;
 impl Segment {
     #[allow(unsafe_code)]
     pub(super) fn word64(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off < HEADER as usize);
+        assert!(off.is_multiple_of(8) && off < HEADER as usize);
         // SAFETY: the mapping is page-aligned and at least HEADER bytes, so
         // `off` (a multiple of 8 below HEADER) is aligned and inside it; it
         // lives as long as `self`; an atomic may hold any bit pattern, so
@@ -61,7 +61,7 @@ impl Segment {
 
     #[allow(unsafe_code)]
     pub(super) fn word32(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off < HEADER as usize);
+        assert!(off.is_multiple_of(4) && off < HEADER as usize);
         // SAFETY: as for `word64`, at a multiple of 4.
         unsafe { &*(self.map.as_ptr().add(off).cast::<AtomicU32>()) }
     }
@@ -246,7 +246,7 @@ impl Segment {
             return false;
         }
         let len = self.word64(OFF_MIRROR_LEN).load(Ordering::Relaxed);
-        if len as usize > MIRROR_MAX || len % 8 != 0 || pos.saturating_add(len) > end {
+        if len as usize > MIRROR_MAX || !len.is_multiple_of(8) || pos.saturating_add(len) > end {
             return false;
         }
         out.clear();

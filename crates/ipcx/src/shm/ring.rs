@@ -151,7 +151,7 @@ impl Ring {
     fn used(&self) -> Result<u64, Corrupt> {
         let head = self.hdr().head.0.load(Ordering::Acquire);
         let used = self.own.get().wrapping_sub(head);
-        if used > self.cap || used % 8 != 0 {
+        if used > self.cap || !used.is_multiple_of(8) {
             return Err(Corrupt(
                 "the consumer's head is not within one ring behind the tail",
             ));
@@ -200,7 +200,7 @@ impl Ring {
         let mut head = self.own.get();
         let tail = self.hdr().tail.0.load(Ordering::Acquire);
         let mut avail = tail.wrapping_sub(head);
-        if avail > self.cap || avail % 8 != 0 {
+        if avail > self.cap || !avail.is_multiple_of(8) {
             return Err(Corrupt(
                 "the producer's tail is not within one ring ahead of the head",
             ));

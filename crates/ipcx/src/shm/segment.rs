@@ -395,7 +395,7 @@ impl Segment {
     /// copy ([`Segment::write_at`]) covers them.
     pub unsafe fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check(offset, 8)?;
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(Error::new(
                 ErrorKind::OutOfBounds(format!("offset {offset} is not 8-byte aligned")),
                 "segment",
@@ -411,6 +411,12 @@ impl Segment {
 impl AsFd for Segment {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for Segment {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 

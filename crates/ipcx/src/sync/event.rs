@@ -244,7 +244,7 @@ impl Event {
     pub(crate) fn claim_bell(&self) -> Result<(&crate::shm::Segment, usize)> {
         if !self.place.is_named_whole() {
             return Err(Error::new(
-                ErrorKind::Unsupported(
+                ErrorKind::InvalidArgument(
                     "awaiting an event on tokio needs a named event (Event::create), not one placed in a segment".into(),
                 ),
                 "open",

@@ -399,7 +399,7 @@ fn check_room<S>(seg: &Segment, offset: usize, value: ValueLayout) -> Result<()>
         ))));
     }
     let end = offset.checked_add(footprint::<S>(value.size));
-    if offset % LINE != 0 || end.is_none_or(|e| e > seg.len()) {
+    if !offset.is_multiple_of(LINE) || end.is_none_or(|e| e > seg.len()) {
         return Err(refused(ErrorKind::OutOfBounds(format!(
             "a primitive needs {} bytes at a 64-byte aligned offset; {offset} in a segment of {} bytes does not fit",
             footprint::<S>(value.size),

@@ -72,7 +72,7 @@ impl Bell {
         let io = |e| Error::io("open", e);
         let name = seg.name().ok_or_else(|| {
             Error::new(
-                ErrorKind::Unsupported("a doorbell needs a named segment".into()),
+                ErrorKind::InvalidArgument("a doorbell needs a named segment".into()),
                 "open",
             )
         })?;

@@ -66,10 +66,10 @@ impl AsyncListener {
     /// Accepts the next peer whose handshake succeeded.
     pub async fn accept(&mut self) -> Result<AsyncLink> {
         loop {
-            if self.slice.is_some() {
-                if let Some(link) = self.accept_slice().await? {
-                    return Ok(link);
-                }
+            if self.slice.is_some()
+                && let Some(link) = self.accept_slice().await?
+            {
+                return Ok(link);
             }
             match self.inner.poll_accept()? {
                 Polled::Link(link) => return AsyncLink::from_link(*link),

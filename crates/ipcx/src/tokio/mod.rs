@@ -109,7 +109,9 @@ async fn on_blocking_pool<T: Send + 'static>(
 
 fn no_reactor(op: &'static str) -> Error {
     Error::new(
-        ErrorKind::Unsupported("this half of the link has no descriptor (a one-way FIFO)".into()),
+        ErrorKind::OneWay(
+            "this end of a one-way FIFO does not go this way (add ?duplex=true)".into(),
+        ),
         op,
     )
 }

@@ -42,7 +42,7 @@ impl AsyncSubscriber {
                 .await?;
         let (seg, k) = sub.doorbell().ok_or_else(|| {
             Error::new(
-                ErrorKind::Unsupported("async subscribers need a named channel".into()),
+                ErrorKind::InvalidArgument("async subscribers need a named channel".into()),
                 "open",
             )
         })?;

@@ -332,9 +332,7 @@ impl RecvHalf {
 
     fn only_sends(&self, op: &'static str) -> Error {
         Error::new(
-            ErrorKind::Unsupported(
-                "this link only sends (a one-way FIFO; add ?duplex=true)".into(),
-            ),
+            ErrorKind::OneWay("this end of a one-way FIFO only sends (add ?duplex=true)".into()),
             op,
         )
         .at(&self.shared.url)

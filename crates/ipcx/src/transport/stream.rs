@@ -135,10 +135,11 @@ impl StreamRx {
                 Ok(_) => {}
             }
         };
-        if pipe && blocking {
-            if let Err(e) = ch.set_blocking(true) {
-                tracing::debug!(error = %e, "a pipe end stays non-blocking");
-            }
+        if pipe
+            && blocking
+            && let Err(e) = ch.set_blocking(true)
+        {
+            tracing::debug!(error = %e, "a pipe end stays non-blocking");
         }
         r
     }

@@ -87,10 +87,12 @@ impl StreamTx {
         fds: &[BorrowedFd<'_>],
         until: Until,
     ) -> Result<()> {
-        if fds.is_empty() && self.unsent.is_empty() && matches!(until, Until::Forever) {
-            if let Some(sent) = self.send_small(kind, msg) {
-                return sent;
-            }
+        if fds.is_empty()
+            && self.unsent.is_empty()
+            && matches!(until, Until::Forever)
+            && let Some(sent) = self.send_small(kind, msg)
+        {
+            return sent;
         }
         self.flush(until)?;
         let mut scratch = std::mem::take(&mut self.scratch);

@@ -183,7 +183,7 @@ pub(crate) fn wait(
             }
             std::hint::spin_loop();
             n = n.wrapping_add(1);
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 let now = Instant::now();
                 if how.deadline.is_some_and(|d| now >= d) && how.strategy == WaitStrategy::Spin {
                     return Err(WaitEnd::TimedOut);

@@ -21,9 +21,9 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// Its place among the waiting: the highest priority first, then the
+    /// Its order among the waiting: the highest priority first, then the
     /// oldest.
-    fn place(&self) -> (std::cmp::Reverse<u32>, u64) {
+    fn order(&self) -> (std::cmp::Reverse<u32>, u64) {
         (std::cmp::Reverse(self.priority), self.id)
     }
 }
@@ -34,7 +34,7 @@ pub(super) struct Waiting(BTreeMap<(std::cmp::Reverse<u32>, u64), Job>);
 
 impl Waiting {
     pub(super) fn add(&mut self, job: Job) {
-        self.0.insert(job.place(), job);
+        self.0.insert(job.order(), job);
     }
 
     pub(super) fn first(&self) -> Option<&Job> {

@@ -214,7 +214,7 @@ struct Channel {
 
 impl Channel {
     fn at<T>(&self, offset: usize) -> &T {
-        debug_assert!(offset + size_of::<T>() <= self.seg.len() && offset % 8 == 0);
+        debug_assert!(offset + size_of::<T>() <= self.seg.len() && offset.is_multiple_of(8));
         // SAFETY: every offset comes from `Layout`, checked against the
         // segment's length at create/open; the data region is cache-line
         // aligned and each part 8-aligned; the types hold only atomics,

@@ -68,7 +68,7 @@ impl Publisher {
                 Ok(_) => return PublishLock(p),
                 Err(holder) => {
                     spins = spins.wrapping_add(1);
-                    if spins % 4096 == 0 && !self.ch.publisher_alive(holder) {
+                    if spins.is_multiple_of(4096) && !self.ch.publisher_alive(holder) {
                         let _ =
                             p.lock
                                 .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
@@ -306,7 +306,7 @@ impl Publisher {
             .fetch_max((s + 1).saturating_sub(n), Ordering::Relaxed);
         // Reading every cursor moves their cache lines here: do it in
         // batches (and whenever a loan finds no free chunk).
-        if (s + 1) % RELEASE_BATCH == 0 {
+        if (s + 1).is_multiple_of(RELEASE_BATCH) {
             self.release_consumed();
         }
         Ok(())

@@ -263,9 +263,7 @@ impl SendHalf {
 
     fn only_receives(&self) -> Error {
         Error::new(
-            ErrorKind::Unsupported(
-                "this link only receives (a one-way FIFO; add ?duplex=true)".into(),
-            ),
+            ErrorKind::OneWay("this end of a one-way FIFO only receives (add ?duplex=true)".into()),
             "send",
         )
         .at(&self.shared.url)

@@ -224,11 +224,11 @@ impl SocketListener {
             let accepted =
                 sys::socket::accept(listening).map_err(|e| Error::io("accept", e).at(ep))?;
             let Some(fd) = accepted else { break };
-            if self.kind == FdKind::Tcp {
-                if let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat) {
-                    tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
-                    continue;
-                }
+            if self.kind == FdKind::Tcp
+                && let Err(e) = sys::socket::tcp_tune(fd.as_fd(), o.heartbeat)
+            {
+                tracing::warn!(url = %ep, error = %e, "cannot tune accepted socket");
+                continue;
             }
             let ch = Arc::new(Descriptor::new(fd, self.kind));
             if o.codec != Codec::Framed {

@@ -61,7 +61,7 @@ impl ShmListener {
         let seg = link.segment();
         let name = seg.name().ok_or_else(|| {
             Error::new(
-                ErrorKind::Unsupported("an shm: listener needs a named segment".into()),
+                ErrorKind::InvalidArgument("an shm: listener needs a named segment".into()),
                 "bind",
             )
             .at(ep)
