@@ -119,7 +119,7 @@ enum Command {
         after_help = "Examples:\n  ipcx bench --quick\n  ipcx bench --mech unix,tcp --sizes 64,64KiB --json out.json\n  ipcx bench --quick --pin same"
     )]
     Bench(bench::BenchArgs),
-    /// Create, post, wait on and read semaphores: ipcx's own, POSIX named or System V.
+    /// Create, release, acquire and read semaphores: ipcx's own, POSIX named or System V.
     #[command(
         after_help = "Examples:\n  ipcx sem create jobs --value 2\n  ipcx sem acquire jobs --timeout 5s && run-job; ipcx sem release jobs\n  ipcx sem create printer --posix      # a C program's sem_open(\"/printer\", 0) opens it\n  ipcx sem get 0x1234 --sysv\n  ipcx sem rm jobs"
     )]

@@ -300,16 +300,16 @@ fn netlink(a: RecvArgs) -> Result<ExitCode> {
     if matches!(a.format, Format::Hex) {
         anyhow::bail!("netlink events print as text or json, not hex");
     }
-    let mut monitor = Watcher::open(&a.url)?;
+    let mut watcher = Watcher::open(&a.url)?;
     eprintln!("ipcx: watching {}", a.url);
     let deadline = a.timeout.and_then(|t| Instant::now().checked_add(t));
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while a.count.is_none_or(|n| seen < n) {
         let event = match deadline {
-            None => monitor.next_change()?,
+            None => watcher.next_change()?,
             Some(d) => {
-                match monitor.next_change_timeout(d.saturating_duration_since(Instant::now())) {
+                match watcher.next_change_timeout(d.saturating_duration_since(Instant::now())) {
                     Err(e) if *e.kind() == ipcx::ErrorKind::TimedOut => {
                         eprintln!("ipcx: timed out after {seen} events");
                         return Ok(ExitCode::FAILURE);

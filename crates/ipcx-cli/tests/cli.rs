@@ -435,8 +435,9 @@ fn read_cells(path: &Path) -> Vec<Value> {
     cells
 }
 
-/// `ipcx sem` on each kind of semaphore: create, post, wait (with and
-/// without a timeout that passes), get, and `ls` showing the value.
+/// `ipcx sem` on each kind of semaphore: create, release, acquire (with
+/// and without a timeout that passes; `post` and `wait` as the same), get,
+/// and `ls` showing the value.
 #[test]
 fn sem_commands_on_every_kind() {
     let s = Scratch::new();
@@ -455,13 +456,16 @@ fn sem_commands_on_every_kind() {
         s.run(with(&["sem", "create", &name, "--value", "1"]))
             .success();
         s.run(with(&["sem", "release", &name])).success();
+        // `post` is `release`, as `sem_post` is.
+        s.run(with(&["sem", "post", &name])).success();
         assert_eq!(
             s.run(with(&["sem", "get", &name]))
                 .success()
                 .stdout()
                 .trim(),
-            "2"
+            "3"
         );
+        s.run(with(&["sem", "acquire", &name])).success();
         // `wait` is `acquire`, as `sem_wait` is.
         s.run(with(&["sem", "wait", &name])).success();
         s.run(with(&["sem", "acquire", &name, "--timeout", "10ms"]))

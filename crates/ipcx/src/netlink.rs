@@ -7,8 +7,7 @@
 //! `netlink-packet-route` crate; a uevent is NUL-separated `KEY=VALUE`
 //! text, read as such. Each change prints as one line, as `ip monitor`
 //! does. Changes are those of the network namespace the watcher was
-//! opened in. (Not to be confused with the cross-process
-//! [`sync::Event`](crate::sync::Event) and [`sync::Monitor`](crate::sync::Monitor).)
+//! opened in.
 //!
 //! ```no_run
 //! # fn main() -> ipcx::Result<()> {

@@ -1,6 +1,7 @@
 //! Every future of the tokio API is `Send`, so it can run under
 //! `tokio::spawn` on a multi-threaded runtime: these compile only if it is
-//! (and run each once, over a real link, so the check is not vacuous).
+//! (a compile check; the link's futures also run once under `tokio::spawn`
+//! over a real link, so the check is not vacuous).
 //! And an `shm:` accept waits on the reactor, not on a thread.
 #![cfg(feature = "async")]
 
@@ -41,6 +42,13 @@ async fn every_future_is_send(
     spawnable(&sub.recv());
     spawnable(&event.wait());
     spawnable(&client.call(b"x"));
+    spawnable(&client.call_timeout(b"x", std::time::Duration::from_secs(1)));
+    spawnable(&server.serve_typed(|n: u64| async move { Ok::<u64, String>(n) }));
+    let typed = ipcx::pattern::AsyncTypedClient::<u64, u64>::connect("unix:@x");
+    spawnable(&typed);
+    let typed = typed.await.unwrap();
+    spawnable(&typed.call(&1));
+    spawnable(&typed.call_timeout(&1, std::time::Duration::from_secs(1)));
     spawnable(&ipcx::pattern::AsyncClient::connect("unix:@x"));
     spawnable(&listener.set_state("x"));
     spawnable(&client);

@@ -20,12 +20,12 @@ impl Drop for Namespace {
 }
 
 /// Every event until `done` says the story is over (or 30 s pass).
-fn collect(monitor: &mut Watcher, done: impl Fn(&[Change]) -> bool) -> Vec<Change> {
+fn collect(watcher: &mut Watcher, done: impl Fn(&[Change]) -> bool) -> Vec<Change> {
     let end = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while !done(&seen) {
         let left = end.saturating_duration_since(Instant::now());
-        match monitor.next_change_timeout(left) {
+        match watcher.next_change_timeout(left) {
             Ok(e) => seen.push(e),
             Err(e) => panic!("waiting for events: {e}; seen {seen:#?}"),
         }

@@ -110,7 +110,7 @@ async fn on_blocking_pool<T: Send + 'static>(
 fn no_reactor(op: &'static str) -> Error {
     Error::new(
         ErrorKind::OneWay(
-            "this end of a one-way FIFO does not go this way (add ?duplex=true)".into(),
+            "this end of a one-way FIFO has no descriptor for this way (add ?duplex=true)".into(),
         ),
         op,
     )

@@ -27,9 +27,10 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> Result<Halves> {
             .map_err(|e| Error::io("connect", e).at(ep))?,
         None => {
             return Err(Error::new(
-                ErrorKind::InvalidEndpoint("an shm: link needs a named segment".into()),
+                ErrorKind::InvalidArgument("an shm: link needs a named segment".into()),
                 "connect",
-            ));
+            )
+            .at(ep));
         }
     };
     let conn = Arc::new(conn);
