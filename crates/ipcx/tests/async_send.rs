@@ -213,3 +213,80 @@ fn an_async_shm_accept_holds_no_thread_while_it_waits() {
         assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
     });
 }
+
+/// An async socket connect waits for its listener on the reactor: while
+/// nobody listens (no socket file, an abstract name nobody bound, a
+/// refused TCP port) it holds no blocking-pool thread, and once a
+/// listener in another process binds, it connects and talks.
+#[test]
+fn an_async_socket_connect_waits_for_its_listener_without_a_thread() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let listener = ipcx::Listener::bind(&common::param("URL")).expect("bind");
+        let mut link = listener.accept().expect("accept");
+        assert_eq!(link.recv().expect("recv"), b"hi");
+        link.send(b"back").expect("send");
+        return;
+    }
+    const NAME: &str = "ipcx-sock-conn";
+    let dir = t.scratch();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let urls = [
+        dir.url("unix", "later.sock"),
+        format!("unixseq:@{}", common::abstract_name()),
+        format!("tcp://127.0.0.1:{port}"),
+    ];
+    let rt = common::named_runtime(NAME);
+    for url in urls {
+        rt.block_on(async {
+            let waiting = format!("{url}?timeout=30s");
+            let connect = tokio::spawn(async move { AsyncLink::connect(&waiting).await });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!connect.is_finished(), "{url}: connected to nobody");
+            let child = t.spawn("listener", |c| common::set_param(c, "URL", &url));
+            let mut link = tokio::time::timeout(common::PATIENCE, connect)
+                .await
+                .expect("connected in time")
+                .expect("the connect task")
+                .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+            link.send(b"hi").await.expect("send");
+            assert_eq!(link.recv().await.expect("recv"), b"back");
+            child.finish();
+        });
+    }
+    // Idle pool threads live 10 s: one that ran would still be here.
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+}
+
+/// An async connect that cannot reach anybody fails as the blocking one
+/// does: the same kind and text for a directory that does not exist, for
+/// a file at the path that nothing can bind (at once), and for a symlink.
+#[test]
+fn an_async_connect_fails_as_the_blocking_one() {
+    let t = common::Test::start();
+    let dir = t.scratch();
+    std::fs::write(dir.path("plain"), b"not a socket").expect("a plain file");
+    std::os::unix::fs::symlink(dir.path("plain"), dir.path("link")).expect("a symlink");
+    let urls = [
+        format!("{}?timeout=100ms", dir.url("unix", "no/such/dir.sock")),
+        dir.url("unix", "plain"),
+        dir.url("unixseq", "link"),
+    ];
+    let rt = common::runtime();
+    for url in urls {
+        let blocking = ipcx::Link::connect(&url).expect_err("nobody there");
+        let awaited = rt
+            .block_on(AsyncLink::connect(&url))
+            .expect_err("nobody there");
+        assert_eq!(awaited.kind(), blocking.kind(), "{url}");
+        assert_eq!(awaited.to_string(), blocking.to_string(), "{url}");
+        assert_eq!(
+            awaited.os_error().map(ToString::to_string),
+            blocking.os_error().map(ToString::to_string),
+            "{url}"
+        );
+    }
+}

@@ -87,19 +87,30 @@ pub fn tcp_listen(addr: SocketAddr) -> io::Result<OwnedFd> {
 
 /// A non-blocking TCP socket connected to `addr`, waiting until `deadline`.
 pub fn tcp_connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<OwnedFd> {
-    let fd = rustix::net::socket_with(family(&addr), SocketType::STREAM, FLAGS, None)?;
-    match rustix::net::connect(&fd, &addr) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::INPROGRESS) => finish_connect(&fd, deadline)?,
-        Err(e) => return Err(e.into()),
+    let (fd, started) = tcp_connect_start(addr)?;
+    if started {
+        if !wait(fd.as_fd(), Interest::Write, deadline)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+        connect_result(fd.as_fd())?;
     }
     Ok(fd)
 }
 
-fn finish_connect(fd: &OwnedFd, deadline: Option<Instant>) -> io::Result<()> {
-    if !wait(fd.as_fd(), Interest::Write, deadline)? {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+/// A non-blocking TCP socket connecting to `addr`: `true` when the connect
+/// is under way (`EINPROGRESS`; the socket becomes writable once it ends,
+/// and [`connect_result`] says how), `false` when it is done.
+pub fn tcp_connect_start(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    let fd = rustix::net::socket_with(family(&addr), SocketType::STREAM, FLAGS, None)?;
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) => Ok((fd, false)),
+        Err(rustix::io::Errno::INPROGRESS) => Ok((fd, true)),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// How a connect that was under way ended (`SO_ERROR`).
+pub fn connect_result(fd: BorrowedFd<'_>) -> io::Result<()> {
     match sockopt::socket_error(fd)? {
         Ok(()) => Ok(()),
         Err(e) => Err(e.into()),

@@ -2,6 +2,7 @@
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 
+use crate::endpoint::Scheme;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transport::shm::LinkBell;
 use crate::transport::{Link, RecvHalf, SendHalf, Until};
@@ -45,10 +46,18 @@ pub struct AsyncLink {
 }
 
 impl AsyncLink {
-    /// Connects to `url` (see [`Link::connect`]).
+    /// Connects to `url` (see [`Link::connect`]). A socket link
+    /// (`unix:`, `unixseq:`, `tcp:`) connects on the reactor, waiting for
+    /// its listener to appear with a timer; the others connect on tokio's
+    /// blocking pool (bounded by `?timeout=`).
     pub async fn connect(url: &str) -> Result<AsyncLink> {
-        let url = url.to_string();
-        let link = super::on_blocking_pool("connect", move || Link::connect(&url)).await?;
+        let ep = crate::Endpoint::parse(url)?;
+        let link = match ep.scheme() {
+            Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp => {
+                super::connect::socket_link(&ep).await?
+            }
+            _ => super::on_blocking_pool("connect", move || Link::connect_endpoint(&ep)).await?,
+        };
         AsyncLink::from_link(link)
     }
 

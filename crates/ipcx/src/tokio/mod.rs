@@ -8,10 +8,11 @@
 //! [`AsyncListener`] awaits a listening socket and the handshakes under
 //! way on the reactor too, an `shm:` listener its doorbell, a FIFO
 //! listener an inotify watch (then reads the hello on the blocking pool).
-//! Connecting (bounded by `?timeout=` and `?handshake_timeout=`) and
-//! opening a channel or an event (bounded by `?timeout=`, while they are
-//! absent or being made) run on the blocking pool: awaited, they hold no
-//! runtime thread.
+//! A socket connect (`unix:`, `unixseq:`, `tcp:`) awaits its listener on
+//! the reactor and a timer. Other connects (bounded by `?timeout=` and
+//! `?handshake_timeout=`) and opening a channel or an event (bounded by
+//! `?timeout=`, while they are absent or being made) run on the blocking
+//! pool: awaited, they hold no runtime thread.
 //!
 //! ```no_run
 //! # async fn demo() -> ipcx::Result<()> {
@@ -34,6 +35,7 @@ use crate::transport::shm::LinkBell;
 
 mod bell;
 mod combinators;
+mod connect;
 mod event;
 mod eventfd;
 mod link;

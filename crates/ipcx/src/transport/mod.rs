@@ -22,7 +22,7 @@ mod mq;
 mod outgoing;
 mod pipe;
 pub(crate) mod shm;
-mod socket;
+pub(crate) mod socket;
 mod std_io;
 mod stream;
 mod stream_tx;
@@ -212,29 +212,58 @@ pub(crate) fn retry_until<T>(
     deadline: Instant,
     mut f: impl FnMut() -> io::Result<T>,
 ) -> Result<T> {
-    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(50));
+    let mut retry = Retry::new(ep, deadline);
     loop {
         match f() {
             Ok(t) => return Ok(t),
-            // Something that can never be bound sits at the path: no wait.
-            Err(e) if peer_absent(&e) => {
-                if let Some(why) = wrong_object(ep) {
-                    return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
-                }
-                if !backoff.sleep_until(deadline) {
-                    let why = io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "nobody bound it within {:?} ({}); start the receiving side first or raise ?timeout=",
-                            ep.options().timeout,
-                            missing_dir(ep).unwrap_or_else(|| e.to_string()),
-                        ),
-                    );
-                    return Err(Error::io("connect", why).at(ep));
-                }
-            }
-            Err(e) => return Err(Error::io("connect", e).at(ep)),
+            Err(e) => std::thread::sleep(retry.after(e)?),
         }
+    }
+}
+
+/// What a connect does after a failed attempt, for a caller that waits
+/// its own way ([`retry_until`] sleeps, tokio awaits a timer): pause and
+/// try again while the peer is not there yet, up to the deadline.
+pub(crate) struct Retry<'a> {
+    ep: &'a Endpoint,
+    deadline: Instant,
+    backoff: crate::deadline::Backoff,
+}
+
+impl<'a> Retry<'a> {
+    pub(crate) fn new(ep: &'a Endpoint, deadline: Instant) -> Retry<'a> {
+        Retry {
+            ep,
+            deadline,
+            backoff: crate::deadline::Backoff::new(Duration::from_millis(50)),
+        }
+    }
+
+    /// The pause before the next attempt after `e`, or the error to give
+    /// up with: `e` itself when it does not mean "nobody bound it yet",
+    /// the wrong kind of object at the path (which nothing can bind: no
+    /// wait), or the deadline passed.
+    pub(crate) fn after(&mut self, e: io::Error) -> Result<Duration> {
+        let ep = self.ep;
+        if !peer_absent(&e) {
+            return Err(Error::io("connect", e).at(ep));
+        }
+        if let Some(why) = wrong_object(ep) {
+            return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let why = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "nobody bound it within {:?} ({}); start the receiving side first or raise ?timeout=",
+                    ep.options().timeout,
+                    missing_dir(ep).unwrap_or_else(|| e.to_string()),
+                ),
+            );
+            return Err(Error::io("connect", why).at(ep));
+        }
+        Ok(self.backoff.next_pause().min(left))
     }
 }
 

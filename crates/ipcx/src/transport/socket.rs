@@ -25,7 +25,7 @@ pub(crate) fn fd_kind(scheme: Scheme) -> FdKind {
     }
 }
 
-fn unix_addr(ep: &Endpoint) -> UnixAddr<'_> {
+pub(crate) fn unix_addr(ep: &Endpoint) -> UnixAddr<'_> {
     match ep.address() {
         Address::Abstract(name) => UnixAddr::Abstract(name),
         Address::Path(p) => UnixAddr::Path(p),
@@ -72,29 +72,37 @@ fn tcp_connect_any(addrs: &[SocketAddr], deadline: Instant) -> std::io::Result<O
 
 /// Connects a socket, waiting for a listener up to `deadline`.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
-    let kind = fd_kind(ep.scheme());
-    let fd = match kind {
+    let fd = match fd_kind(ep.scheme()) {
         FdKind::Tcp => {
             let addrs = resolve(ep, "connect")?;
-            let fd = retry_until(ep, deadline, || tcp_connect_any(&addrs, deadline))?;
-            sys::socket::tcp_tune(fd.as_fd(), ep.options().heartbeat)
-                .map_err(|e| Error::io("connect", e).at(ep))?;
-            fd
+            retry_until(ep, deadline, || tcp_connect_any(&addrs, deadline))?
         }
-        _ => {
-            if let Address::Path(p) = ep.address() {
-                refuse_symlink(ep, p)?;
-            }
+        kind => {
+            refuse_symlink(ep)?;
             retry_until(ep, deadline, || {
                 sys::socket::unix_connect(unix_addr(ep), kind.is_packet())
             })?
         }
     };
+    connected(ep, fd)
+}
+
+/// The link over a socket connected to `ep` (TCP tuned as its options say).
+pub(crate) fn connected(ep: &Endpoint, fd: OwnedFd) -> Result<Link> {
+    let kind = fd_kind(ep.scheme());
+    if kind == FdKind::Tcp {
+        sys::socket::tcp_tune(fd.as_fd(), ep.options().heartbeat)
+            .map_err(|e| Error::io("connect", e).at(ep))?;
+    }
     let ch = Arc::new(Descriptor::new(fd, kind));
     Ok(Link::new(ep, Some(ch.clone()), ch))
 }
 
-fn refuse_symlink(ep: &Endpoint, p: &Path) -> Result<()> {
+/// A socket path that is a symlink is refused: ipcx never follows one.
+pub(crate) fn refuse_symlink(ep: &Endpoint) -> Result<()> {
+    let Address::Path(p) = ep.address() else {
+        return Ok(());
+    };
     if let Ok(Some(FileType::Symlink)) = sys::fs::object_type(p) {
         return Err(Error::new(
             ErrorKind::occupied(format!(

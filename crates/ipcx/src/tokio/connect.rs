@@ -1,0 +1,75 @@
+//! Connecting a socket link on tokio's reactor: no thread waits for the
+//! listener to appear or for a TCP connect to finish.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use crate::endpoint::{Endpoint, Scheme};
+use crate::error::Result;
+use crate::sys;
+use crate::transport::socket;
+use crate::transport::{Link, Retry, say_hello};
+
+/// Connects a `unix:`, `unixseq:` or `tcp:` link as [`Link::connect`]
+/// does (the same retries while nobody listens, the same errors), awaiting
+/// instead of sleeping and polling.
+pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
+    let deadline = crate::deadline::far_after(ep.options().timeout);
+    let mut retry = Retry::new(ep, deadline);
+    let tcp = ep.scheme() == Scheme::Tcp;
+    let addrs = if tcp {
+        socket::resolve(ep, "connect")?
+    } else {
+        socket::refuse_symlink(ep)?;
+        Vec::new()
+    };
+    let seqpacket = ep.scheme() == Scheme::UnixSeq;
+    let fd = loop {
+        let tried = if tcp {
+            tcp_connect_any(&addrs, deadline).await
+        } else {
+            sys::socket::unix_connect(socket::unix_addr(ep), seqpacket)
+        };
+        match tried {
+            Ok(fd) => break fd,
+            Err(e) => tokio::time::sleep(retry.after(e)?).await,
+        }
+    };
+    let mut link = socket::connected(ep, fd)?;
+    say_hello(&mut link, ep)?;
+    Ok(link)
+}
+
+/// The first address of `addrs` that takes a connection, each connect
+/// awaited on the reactor until `deadline`; the last error when none does.
+async fn tcp_connect_any(addrs: &[SocketAddr], deadline: Instant) -> std::io::Result<OwnedFd> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to");
+    for addr in addrs {
+        match tcp_connect(*addr, deadline).await {
+            Ok(fd) => return Ok(fd),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+async fn tcp_connect(addr: SocketAddr, deadline: Instant) -> std::io::Result<OwnedFd> {
+    let (fd, started) = sys::socket::tcp_connect_start(addr)?;
+    if !started {
+        return Ok(fd);
+    }
+    let fd = super::register(fd)?;
+    match tokio::time::timeout_at(deadline.into(), fd.writable()).await {
+        Ok(ready) => drop(ready?),
+        Err(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ));
+        }
+    }
+    let fd = fd.into_inner();
+    sys::socket::connect_result(fd.as_fd())?;
+    Ok(fd)
+}
