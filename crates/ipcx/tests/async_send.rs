@@ -290,3 +290,20 @@ fn an_async_connect_fails_as_the_blocking_one() {
         );
     }
 }
+
+/// A host name (not an IP address) is resolved off the runtime's threads
+/// and every address it has is tried: `localhost` may give `::1` first,
+/// where nobody listens.
+#[test]
+fn an_async_connect_resolves_a_host_name() {
+    let _t = common::Test::start();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let mut listener = AsyncListener::bind("tcp://127.0.0.1:0").expect("bind");
+        let url = listener.endpoint().to_string().replace("127.0.0.1", "localhost");
+        let (client, server) = tokio::join!(AsyncLink::connect(&url), listener.accept());
+        let (mut client, mut server) = (client.expect("connect"), server.expect("accept"));
+        client.send(b"by name").await.expect("send");
+        assert_eq!(server.recv().await.expect("recv"), b"by name");
+    });
+}

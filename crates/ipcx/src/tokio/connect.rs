@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use crate::endpoint::{Endpoint, Scheme};
+use crate::endpoint::{Address, Endpoint, Scheme};
 use crate::error::Result;
 use crate::sys;
 use crate::transport::socket;
@@ -19,7 +19,7 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
     let mut retry = Retry::new(ep, deadline);
     let tcp = ep.scheme() == Scheme::Tcp;
     let addrs = if tcp {
-        socket::resolve(ep, "connect")?
+        resolve(ep).await?
     } else {
         socket::refuse_symlink(ep)?;
         Vec::new()
@@ -39,6 +39,19 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
     let mut link = socket::connected(ep, fd)?;
     say_hello(&mut link, ep)?;
     Ok(link)
+}
+
+/// A TCP endpoint's addresses: an IP address as it is, a host name
+/// through the resolver on tokio's blocking pool (a DNS query may take
+/// seconds, which no runtime thread may spend).
+async fn resolve(ep: &Endpoint) -> Result<Vec<SocketAddr>> {
+    let literal = matches!(ep.address(), Address::HostPort { host, .. }
+        if host.parse::<std::net::IpAddr>().is_ok());
+    if literal {
+        return socket::resolve(ep, "connect");
+    }
+    let ep = ep.clone();
+    super::on_blocking_pool("connect", move || socket::resolve(&ep, "connect")).await
 }
 
 /// The first address of `addrs` that takes a connection, each connect
