@@ -300,7 +300,10 @@ fn an_async_connect_resolves_a_host_name() {
     let rt = common::runtime();
     rt.block_on(async {
         let mut listener = AsyncListener::bind("tcp://127.0.0.1:0").expect("bind");
-        let url = listener.endpoint().to_string().replace("127.0.0.1", "localhost");
+        let url = listener
+            .endpoint()
+            .to_string()
+            .replace("127.0.0.1", "localhost");
         let (client, server) = tokio::join!(AsyncLink::connect(&url), listener.accept());
         let (mut client, mut server) = (client.expect("connect"), server.expect("accept"));
         client.send(b"by name").await.expect("send");
