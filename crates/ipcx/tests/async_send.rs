@@ -263,17 +263,23 @@ fn an_async_socket_connect_waits_for_its_listener_without_a_thread() {
 
 /// An async connect that cannot reach anybody fails as the blocking one
 /// does: the same kind and text for a directory that does not exist, for
-/// a file at the path that nothing can bind (at once), and for a symlink.
+/// a file at the path that nothing can bind (at once), for a symlink, and
+/// for a TCP port nobody listens on with no time to wait.
 #[test]
 fn an_async_connect_fails_as_the_blocking_one() {
     let t = common::Test::start();
     let dir = t.scratch();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     std::fs::write(dir.path("plain"), b"not a socket").expect("a plain file");
     std::os::unix::fs::symlink(dir.path("plain"), dir.path("link")).expect("a symlink");
     let urls = [
         format!("{}?timeout=100ms", dir.url("unix", "no/such/dir.sock")),
         dir.url("unix", "plain"),
         dir.url("unixseq", "link"),
+        format!("tcp://127.0.0.1:{port}?timeout=0s"),
     ];
     let rt = common::runtime();
     for url in urls {
@@ -293,7 +299,8 @@ fn an_async_connect_fails_as_the_blocking_one() {
 
 /// A host name (not an IP address) is resolved off the runtime's threads
 /// and every address it has is tried: `localhost` may give `::1` first,
-/// where nobody listens.
+/// where nobody listens. And `?timeout=0s` connects to a listener that is
+/// there.
 #[test]
 fn an_async_connect_resolves_a_host_name() {
     let _t = common::Test::start();
@@ -308,5 +315,12 @@ fn an_async_connect_resolves_a_host_name() {
         let (mut client, mut server) = (client.expect("connect"), server.expect("accept"));
         client.send(b"by name").await.expect("send");
         assert_eq!(server.recv().await.expect("recv"), b"by name");
+        // With no time to wait, a listener that is there is still reached
+        // (as the blocking connect's last look reaches it).
+        let at_once = format!("{}?timeout=0s", listener.endpoint());
+        let (client, server) = tokio::join!(AsyncLink::connect(&at_once), listener.accept());
+        let (mut client, mut server) = (client.expect("connect"), server.expect("accept"));
+        client.send(b"at once").await.expect("send");
+        assert_eq!(server.recv().await.expect("recv"), b"at once");
     });
 }

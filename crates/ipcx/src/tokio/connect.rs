@@ -73,9 +73,14 @@ async fn tcp_connect(addr: SocketAddr, deadline: Instant) -> std::io::Result<Own
         return Ok(fd);
     }
     let fd = super::register(fd)?;
-    match tokio::time::timeout_at(deadline.into(), fd.writable()).await {
-        Ok(ready) => drop(ready?),
-        Err(_) => {
+    if let Ok(ready) = tokio::time::timeout_at(deadline.into(), fd.writable()).await {
+        drop(ready?);
+    } else {
+        // The reactor reports no readiness before its first turn: at the
+        // deadline, look once, as the blocking connect's last `poll` does
+        // (a loopback connect, or its refusal, is there at once).
+        let now = Some(Instant::now());
+        if !sys::fd::wait(fd.get_ref().as_fd(), sys::fd::Interest::Write, now)? {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "connect timed out",

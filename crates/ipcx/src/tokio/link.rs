@@ -48,8 +48,10 @@ pub struct AsyncLink {
 impl AsyncLink {
     /// Connects to `url` (see [`Link::connect`]). A socket link
     /// (`unix:`, `unixseq:`, `tcp:`) connects on the reactor, waiting for
-    /// its listener to appear with a timer; the others connect on tokio's
-    /// blocking pool (bounded by `?timeout=`).
+    /// its listener to appear with a timer (a TCP host name is resolved on
+    /// tokio's blocking pool first); the others connect on the blocking
+    /// pool (bounded by `?timeout=`). The runtime needs its timer and I/O
+    /// drivers (`enable_all`).
     pub async fn connect(url: &str) -> Result<AsyncLink> {
         let ep = crate::Endpoint::parse(url)?;
         let link = match ep.scheme() {
