@@ -324,3 +324,49 @@ fn an_async_connect_resolves_a_host_name() {
         assert_eq!(server.recv().await.expect("recv"), b"at once");
     });
 }
+
+/// The message of the lingering test: 1 MiB, more than loopback takes in
+/// flight before the listener reads.
+fn kept() -> Vec<u8> {
+    (0..1u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+/// An `AsyncLink` that sent and is dropped before its listener said hello
+/// lingers for the hello on the reactor (no blocking-pool thread), so TCP
+/// does not reset away what it sent: a listener in another process that
+/// accepts half a second later still gets the message.
+#[test]
+fn a_dropped_async_link_lingers_for_the_hello_on_the_reactor() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let listener = ipcx::Listener::bind(&common::param("URL")).expect("bind");
+        common::ready("bound");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut link = listener.accept().expect("accept");
+        let got = link.recv().expect("what the dropped link sent");
+        assert!(got == kept(), "{} bytes, not what was sent", got.len());
+        return;
+    }
+    const NAME: &str = "ipcx-linger";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = t.spawn("late listener", |c| common::set_param(c, "URL", &url));
+    child.wait_ready();
+    let rt = common::named_runtime(NAME);
+    rt.block_on(async {
+        let mut link = AsyncLink::connect(&url).await.expect("connect");
+        link.send(&kept()).await.expect("send");
+        drop(link);
+        // The runtime turns (and the lingering task with it) until the
+        // listener has read the message and left.
+        let until = std::time::Instant::now() + common::PATIENCE;
+        while child.exited().is_none() && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    child.finish();
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+}

@@ -19,16 +19,53 @@ pub struct AsyncRecvHalf {
 }
 
 /// A connecting half that sent and never read lingers for the listener's
-/// hello before its socket closes (see `RecvHalf`'s `Drop`): a wait that
-/// must not block a runtime thread, so it moves to the blocking pool, which
-/// the runtime waits for when it shuts down.
+/// hello before its socket closes (see `RecvHalf`'s `Drop`), or TCP would
+/// reset away what it sent: a wait that must not block a runtime thread,
+/// so a task awaits the hello on the reactor (up to `?handshake_timeout=`).
+/// A runtime that shuts down first drops the task, and the half then
+/// waits for the hello on the thread that shuts it down.
 impl Drop for AsyncRecvHalf {
     fn drop(&mut self) {
-        let lingers = self.half.take_if(|h| h.lingers());
-        if let (Some(half), Ok(rt)) = (lingers, tokio::runtime::Handle::try_current()) {
-            rt.spawn_blocking(move || drop(half));
+        let Some(half) = self.half.take_if(|h| h.lingers()) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        match std::mem::replace(&mut self.wake, Wake::Nothing) {
+            Wake::Fd(ready) => drop(rt.spawn(linger(half, ready))),
+            _ => drop(rt.spawn_blocking(move || drop(half))),
         }
     }
+}
+
+/// Reads the peer's hello, and whatever came after it, until the hello is
+/// in or the linger's deadline passes; then the half closes without
+/// waiting again.
+async fn linger(mut half: RecvHalf, ready: tokio::io::unix::AsyncFd<OwnedFd>) {
+    let Some(deadline) = half.linger_deadline() else {
+        return;
+    };
+    let hello = async {
+        let mut sink = Vec::new();
+        while half.lingers() {
+            match half.poll_once("recv") {
+                Ok(Some(())) => half.take_message(&mut sink),
+                Ok(None) => match ready.readable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => return,
+                },
+                Err(_) => return,
+            }
+        }
+    };
+    if tokio::time::timeout_at(deadline.into(), hello)
+        .await
+        .is_err()
+    {
+        tracing::debug!("no hello before close");
+    }
+    half.give_up_hello();
 }
 
 /// The sending half of an [`AsyncLink`].

@@ -282,6 +282,24 @@ impl RecvHalf {
         }
     }
 
+    /// Until when a lingering half waits for the peer's hello (`None`
+    /// when it does not linger).
+    #[cfg(feature = "async")]
+    pub(crate) fn linger_deadline(&self) -> Option<std::time::Instant> {
+        match &self.rx {
+            Rx::Stream(s) if s.lingers() => Some(s.linger_deadline()),
+            _ => None,
+        }
+    }
+
+    /// Stops lingering: dropping the half then closes at once.
+    #[cfg(feature = "async")]
+    pub(crate) fn give_up_hello(&mut self) {
+        if let Rx::Stream(s) = &mut self.rx {
+            s.give_up_hello();
+        }
+    }
+
     /// Takes the message the last successful `next` or `poll_once`
     /// completed.
     pub(crate) fn take_message(&mut self, out: &mut Vec<u8>) {

@@ -200,15 +200,26 @@ impl StreamRx {
             && self.shared.sent.load(Ordering::Relaxed)
             && self.ch.kind().is_socket()
     }
+
+    /// Until when a lingering drop waits for the hello.
+    pub(crate) fn linger_deadline(&self) -> Instant {
+        crate::deadline::far_after(self.shared.handshake_timeout)
+    }
+
+    /// Stops waiting for the peer's hello: the time for it was spent
+    /// elsewhere (a task that awaited it), so dropping closes at once.
+    #[cfg(feature = "async")]
+    pub(crate) fn give_up_hello(&mut self) {
+        self.hello = None;
+    }
 }
 
 impl Drop for StreamRx {
     fn drop(&mut self) {
-        if self.lingers() {
-            let deadline = crate::deadline::far_after(self.shared.handshake_timeout);
-            if let Err(e) = self.await_hello(deadline) {
-                tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
-            }
+        if self.lingers()
+            && let Err(e) = self.await_hello(self.linger_deadline())
+        {
+            tracing::debug!(url = %self.shared.url, error = %e, "no hello before close");
         }
     }
 }
