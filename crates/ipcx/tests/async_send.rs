@@ -214,12 +214,13 @@ fn an_async_shm_accept_holds_no_thread_while_it_waits() {
     });
 }
 
-/// An async socket connect waits for its listener on the reactor: while
-/// nobody listens (no socket file, an abstract name nobody bound, a
-/// refused TCP port) it holds no blocking-pool thread, and once a
-/// listener in another process binds, it connects and talks.
+/// An async socket or `shm:` connect waits for its listener on the
+/// reactor: while nobody listens (no socket file, an abstract name nobody
+/// bound, a refused TCP port, no segment) it holds no blocking-pool
+/// thread, and once a listener in another process binds, it connects and
+/// talks.
 #[test]
-fn an_async_socket_connect_waits_for_its_listener_without_a_thread() {
+fn an_async_connect_waits_for_its_listener_without_a_thread() {
     let t = common::Test::start();
     if t.child_role().is_some() {
         let listener = ipcx::Listener::bind(&common::param("URL")).expect("bind");
@@ -238,6 +239,7 @@ fn an_async_socket_connect_waits_for_its_listener_without_a_thread() {
         dir.url("unix", "later.sock"),
         format!("unixseq:@{}", common::abstract_name()),
         format!("tcp://127.0.0.1:{port}"),
+        format!("shm:{}", common::abstract_name()),
     ];
     let rt = common::named_runtime(NAME);
     for url in urls {
@@ -263,8 +265,9 @@ fn an_async_socket_connect_waits_for_its_listener_without_a_thread() {
 
 /// An async connect that cannot reach anybody fails as the blocking one
 /// does: the same kind and text for a directory that does not exist, for
-/// a file at the path that nothing can bind (at once), for a symlink, and
-/// for a TCP port nobody listens on with no time to wait.
+/// a file at the path that nothing can bind (at once), for a symlink, for
+/// a TCP port nobody listens on with no time to wait, and for an `shm:`
+/// segment that never appears.
 #[test]
 fn an_async_connect_fails_as_the_blocking_one() {
     let t = common::Test::start();
@@ -280,6 +283,7 @@ fn an_async_connect_fails_as_the_blocking_one() {
         dir.url("unix", "plain"),
         dir.url("unixseq", "link"),
         format!("tcp://127.0.0.1:{port}?timeout=0s"),
+        format!("shm:{}?timeout=100ms", common::abstract_name()),
     ];
     let rt = common::runtime();
     for url in urls {
@@ -366,6 +370,50 @@ fn a_dropped_async_link_lingers_for_the_hello_on_the_reactor() {
         while child.exited().is_none() && std::time::Instant::now() < until {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    });
+    child.finish();
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+}
+
+/// An async `shm:` connect to an endpoint that has a peer waits on a
+/// timer, with no blocking-pool thread, and takes the endpoint once that
+/// peer leaves (the listener, in another process, serves one at a time).
+#[test]
+fn an_async_shm_connect_waits_for_a_busy_endpoint_without_a_thread() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let listener = ipcx::Listener::bind(&common::param("URL")).expect("bind");
+        common::ready("bound");
+        for _ in 0..2 {
+            let mut link = listener.accept().expect("accept");
+            let msg = link.recv().expect("recv");
+            link.send(&msg).expect("echo");
+            let end = link.recv().expect_err("the peer leaves");
+            assert!(end.is_closed(), "{end}");
+        }
+        return;
+    }
+    const NAME: &str = "ipcx-shm-busy";
+    let url = format!("shm:{}", common::abstract_name());
+    let mut child = t.spawn("listener", |c| common::set_param(c, "URL", &url));
+    child.wait_ready();
+    let mut first = common::connect(&url);
+    first.send(b"one").expect("send");
+    assert_eq!(first.recv().expect("echo"), b"one");
+    let rt = common::named_runtime(NAME);
+    rt.block_on(async {
+        let waiting = format!("{url}?timeout=30s");
+        let second = tokio::spawn(async move { AsyncLink::connect(&waiting).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "connected beside a live peer");
+        drop(first);
+        let mut second = tokio::time::timeout(common::PATIENCE, second)
+            .await
+            .expect("connected in time")
+            .expect("the connect task")
+            .expect("connect");
+        second.send(b"two").await.expect("send");
+        assert_eq!(second.recv().await.expect("echo"), b"two");
     });
     child.finish();
     assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");

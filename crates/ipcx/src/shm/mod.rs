@@ -49,4 +49,5 @@ pub use pubsub::{
 };
 pub use queue::{Queue, QueueHeader};
 pub use ring::RingHeader;
+pub(crate) use segment::NotYet;
 pub use segment::{Segment, SegmentHeader};

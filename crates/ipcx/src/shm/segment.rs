@@ -166,40 +166,46 @@ impl Segment {
 
     /// [`Segment::open`] with a parsed endpoint.
     pub fn open_endpoint(ep: &Endpoint) -> Result<Segment> {
-        let name = shm_name(ep)?;
         let deadline = crate::deadline::far_after(ep.options().timeout);
+        Segment::open_until(ep, deadline)
+    }
+
+    /// [`Segment::open_endpoint`], waiting until `deadline` (the errors
+    /// name the endpoint's `?timeout=`).
+    pub(crate) fn open_until(ep: &Endpoint, deadline: Instant) -> Result<Segment> {
         let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(50));
         loop {
-            let why = match sys::shm::open(name) {
-                Ok(fd) => match Segment::attach(fd, Some(name.to_string())) {
-                    Ok(seg) => return Ok(seg),
-                    Err(Attach::Fatal(e)) => return Err(e.at(ep)),
-                    Err(Attach::NotReady(why)) => why,
-                },
-                // Absent, or still owner-only while its creator builds it.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    if Instant::now() >= deadline {
-                        let why = format!(
-                            "no segment /dev/shm/{name} appeared within {:?} ({e}): start the side \
-                             that creates it first, or raise ?timeout=",
-                            ep.options().timeout
-                        );
-                        return Err(Error::io("open", std::io::Error::new(e.kind(), why)).at(ep));
-                    }
-                    "absent or not yet open to others"
-                }
-                Err(e) => return Err(Error::io("open", e).at(ep)),
+            let not_yet = match Segment::look(ep)? {
+                Ok(seg) => return Ok(seg),
+                Err(not_yet) => not_yet,
             };
             if !backoff.sleep_until(deadline) {
-                return Err(
-                    Error::new(ErrorKind::TimedOut, "open").at(format!("{ep} (segment {why})"))
-                );
+                return Err(not_yet.gave_up(ep));
             }
+        }
+    }
+
+    /// One look for the named segment of `ep`, without waiting: the
+    /// segment, or why it cannot be opened yet (absent, or still being
+    /// made by its creator); an error for what will never open.
+    pub(crate) fn look(ep: &Endpoint) -> Result<std::result::Result<Segment, NotYet>> {
+        let name = shm_name(ep)?;
+        match sys::shm::open(name) {
+            Ok(fd) => match Segment::attach(fd, Some(name.to_string())) {
+                Ok(seg) => Ok(Ok(seg)),
+                Err(Attach::Fatal(e)) => Err(e.at(ep)),
+                Err(Attach::NotReady(why)) => Ok(Err(NotYet::Made(why))),
+            },
+            // Absent, or still owner-only while its creator builds it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                Ok(Err(NotYet::Absent(e)))
+            }
+            Err(e) => Err(Error::io("open", e).at(ep)),
         }
     }
 
@@ -417,6 +423,35 @@ impl AsFd for Segment {
 impl std::os::fd::AsRawFd for Segment {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.as_fd().as_raw_fd()
+    }
+}
+
+/// Why a named segment cannot be opened yet.
+#[derive(Debug)]
+pub(crate) enum NotYet {
+    /// No such object, or one still open to its creator only.
+    Absent(std::io::Error),
+    /// There, and still being sized or initialized by its creator.
+    Made(&'static str),
+}
+
+impl NotYet {
+    /// The error of an open that waited until its deadline.
+    pub(crate) fn gave_up(self, ep: &Endpoint) -> Error {
+        match self {
+            NotYet::Absent(e) => {
+                let why = format!(
+                    "no segment /dev/shm/{} appeared within {:?} ({e}): start the side that \
+                     creates it first, or raise ?timeout=",
+                    shm_name(ep).unwrap_or("?"),
+                    ep.options().timeout
+                );
+                Error::io("open", std::io::Error::new(e.kind(), why)).at(ep)
+            }
+            NotYet::Made(why) => {
+                Error::new(ErrorKind::TimedOut, "open").at(format!("{ep} (segment {why})"))
+            }
+        }
     }
 }
 

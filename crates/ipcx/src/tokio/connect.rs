@@ -1,5 +1,6 @@
-//! Connecting a socket link on tokio's reactor: no thread waits for the
-//! listener to appear or for a TCP connect to finish.
+//! Connecting on tokio's reactor and timer: no thread waits for a socket
+//! listener or an `shm:` endpoint to appear (or come free), or for a TCP
+//! connect to finish.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -39,6 +40,24 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
     let mut link = socket::connected(ep, fd)?;
     say_hello(&mut link, ep)?;
     Ok(link)
+}
+
+/// Connects an `shm:` link as [`Link::connect`] does (the same looks and
+/// errors), awaiting a timer between looks instead of sleeping.
+pub(super) async fn shm_link(ep: &Endpoint) -> Result<Link> {
+    let deadline = crate::deadline::far_after(ep.options().timeout);
+    let mut connecting = crate::transport::shm::Connecting::new(ep);
+    loop {
+        let not_yet = match connecting.step()? {
+            Ok((rx, tx)) => return Ok(Link::from_shm(ep, rx, tx)),
+            Err(not_yet) => not_yet,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(not_yet.gave_up(ep));
+        }
+        tokio::time::sleep(connecting.pause(&not_yet).min(left)).await;
+    }
 }
 
 /// A TCP endpoint's addresses: an IP address as it is, a host name

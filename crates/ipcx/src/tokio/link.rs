@@ -83,11 +83,12 @@ pub struct AsyncLink {
 }
 
 impl AsyncLink {
-    /// Connects to `url` (see [`Link::connect`]). A socket link
-    /// (`unix:`, `unixseq:`, `tcp:`) connects on the reactor, waiting for
-    /// its listener to appear with a timer (a TCP host name is resolved on
-    /// tokio's blocking pool first); the others connect on the blocking
-    /// pool (bounded by `?timeout=`). The runtime needs its timer and I/O
+    /// Connects to `url` (see [`Link::connect`]). A socket or `shm:` link
+    /// connects on the reactor, waiting for its listener to appear (or an
+    /// `shm:` endpoint to come free) with a timer (a TCP host name is
+    /// resolved on tokio's blocking pool first); the others (`fifo:`, the
+    /// queues, `journal:`) connect on the blocking pool (bounded by
+    /// `?timeout=`). The runtime needs its timer and I/O
     /// drivers (`enable_all`).
     pub async fn connect(url: &str) -> Result<AsyncLink> {
         let ep = crate::Endpoint::parse(url)?;
@@ -95,6 +96,7 @@ impl AsyncLink {
             Scheme::Unix | Scheme::UnixSeq | Scheme::Tcp => {
                 super::connect::socket_link(&ep).await?
             }
+            Scheme::Shm => super::connect::shm_link(&ep).await?,
             _ => super::on_blocking_pool("connect", move || Link::connect_endpoint(&ep)).await?,
         };
         AsyncLink::from_link(link)

@@ -17,15 +17,17 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::shm::Segment;
-use crate::shm::duplex::{CONNECTED, FREE, LINK_VERSION, LinkHeader, LinkSegment};
+use crate::shm::duplex::{LinkHeader, LinkSegment};
 use crate::shm::ring::Ring;
-use crate::stamp::Stamp;
 use crate::sys;
 
+mod connect;
 mod halves;
 mod listener;
+
+pub(crate) use connect::Connecting;
 
 use halves::halves;
 pub(crate) use halves::{ShmRx, ShmTx};
@@ -223,91 +225,16 @@ fn ring_accept(link: &LinkSegment, ringer: &crate::wait::doorbell::Ringer) {
 /// Connects to the link segment of `ep`, waiting up to `deadline` for it
 /// to exist, be initialized, and be free.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<(Box<ShmRx>, Box<ShmTx>)> {
-    let mut opened = ep.clone();
-    opened.options_mut().timeout = deadline.saturating_duration_since(Instant::now());
-    let seg = Arc::new(Segment::open_endpoint(&opened)?);
-    let bad = |why: String| Error::new(ErrorKind::Foreign(why), "connect").at(ep);
-    let link = LinkSegment::new(seg)
-        .ok_or_else(|| bad("the segment is not an ipcx link (not a link's size)".into()))?;
-    let h = link.header();
-    let (pid, start) = me();
-    let mut backoff = crate::deadline::Backoff::new(Duration::from_millis(20));
+    let mut connecting = Connecting::new(ep);
     loop {
-        let stamp = h.stamp();
-        if let Stamp::Foreign(_) | Stamp::OtherVersion(_) = stamp
-            && let Some(kind) = stamp.error(LINK_VERSION, "the segment is not an ipcx link")
-        {
-            return Err(Error::new(kind, "connect").at(ep));
+        let not_yet = match connecting.step()? {
+            Ok(halves) => return Ok(halves),
+            Err(not_yet) => not_yet,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(not_yet.gave_up(ep));
         }
-        if stamp == Stamp::Ready {
-            let cap = h.capacity.load(Ordering::Relaxed);
-            if cap != link.capacity() {
-                return Err(Error::new(
-                    ErrorKind::Corrupt("the link header disagrees with the segment size".into()),
-                    "connect",
-                )
-                .at(ep));
-            }
-            let server_alive = sys::process::is_alive(
-                h.server_pid.load(Ordering::Relaxed),
-                h.server_start.load(Ordering::Relaxed),
-            );
-            let identity = sys::process::pack_identity(pid, start);
-            if server_alive
-                && h.claim
-                    .compare_exchange(0, identity, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                // A listener asleep for long (no claim was held when it
-                // looked) looks again and sees the claim: it then looks
-                // often enough to undo it if we die before connecting.
-                let _ = sys::futex::wake(&h.state, sys::futex::ALL);
-                let ringer = crate::wait::doorbell::Ringer::default();
-                ring_accept(&link, &ringer);
-                // The claim is ours alone: nobody else writes these.
-                h.client_pid.store(pid, Ordering::Relaxed);
-                h.client_start.store(start, Ordering::Relaxed);
-                h.client_gone.store(0, Ordering::Relaxed);
-                h.client_max_msg
-                    .store(ep.options().max_msg as u64, Ordering::Relaxed);
-                if h.state
-                    .compare_exchange(FREE, CONNECTED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    h.claim.store(0, Ordering::Release);
-                    return Err(Error::new(
-                        ErrorKind::Corrupt(
-                            "the link is unclaimed but not free (its header was written outside the protocol)"
-                                .into(),
-                        ),
-                        "connect",
-                    )
-                    .at(ep));
-                }
-                let _ = sys::futex::wake(&h.state, sys::futex::ALL);
-                ring_accept(&link, &ringer);
-                let (rx, tx, _) = halves(
-                    Conn {
-                        link,
-                        side: Side::Client,
-                        liveness: ep.options().liveness,
-                        ringer: Default::default(),
-                    },
-                    ep,
-                )?;
-                return Ok((rx, tx));
-            }
-        }
-        if !backoff.sleep_until(deadline) {
-            return Err(Error::new(
-                ErrorKind::occupied(
-                    "the shm: endpoint is not ready, its owner is gone, or it already has a peer \
-                     (it serves one at a time)"
-                        .into(),
-                ),
-                "connect",
-            )
-            .at(ep));
-        }
+        std::thread::sleep(connecting.pause(&not_yet).min(left));
     }
 }
