@@ -375,9 +375,10 @@ fn a_dropped_async_link_lingers_for_the_hello_on_the_reactor() {
     assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
 }
 
-/// An async `shm:` connect to an endpoint that has a peer waits on a
-/// timer, with no blocking-pool thread, and takes the endpoint once that
-/// peer leaves (the listener, in another process, serves one at a time).
+/// An async `shm:` connect to an endpoint that has a peer (a blocking link
+/// of this process) waits on a timer, with no blocking-pool thread, and
+/// takes the endpoint once that peer leaves (the listener, in another
+/// process, serves one at a time).
 #[test]
 fn an_async_shm_connect_waits_for_a_busy_endpoint_without_a_thread() {
     let t = common::Test::start();

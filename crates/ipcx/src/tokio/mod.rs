@@ -8,8 +8,9 @@
 //! [`AsyncListener`] awaits a listening socket and the handshakes under
 //! way on the reactor too, an `shm:` listener its doorbell, a FIFO
 //! listener an inotify watch (then reads the hello on the blocking pool).
-//! A socket or `shm:` connect awaits its listener on the reactor and a
-//! timer (a TCP host name is resolved on the blocking
+//! A socket connect awaits its listener on the reactor and a timer, an
+//! `shm:` connect looks on a timer (every 20-50 ms) until the segment is
+//! there and the endpoint free (a TCP host name is resolved on the blocking
 //! pool; an IP address needs no resolver). Other connects (bounded by `?timeout=` and
 //! `?handshake_timeout=`) and opening a channel or an event (bounded by
 //! `?timeout=`, while they are absent or being made) run on the blocking

@@ -22,6 +22,8 @@ pub(crate) type Halves = (Box<ShmRx>, Box<ShmTx>);
 pub(crate) struct Connecting<'a> {
     ep: &'a Endpoint,
     link: Option<LinkSegment>,
+    /// This process's pid and start time (read from `/proc` once).
+    me: Option<(u32, u64)>,
     /// Pauses while the segment is absent or being made.
     absent: Backoff,
     /// Pauses while the endpoint is not free.
@@ -59,6 +61,7 @@ impl<'a> Connecting<'a> {
         Connecting {
             ep,
             link: None,
+            me: None,
             absent: Backoff::new(Duration::from_millis(50)),
             busy: Backoff::new(Duration::from_millis(20)),
         }
@@ -91,7 +94,8 @@ impl<'a> Connecting<'a> {
                 Err(not_yet) => return Ok(Err(NotYet::Segment(not_yet))),
             },
         };
-        if !claim(ep, &link)? {
+        let me = *self.me.get_or_insert_with(me);
+        if !claim(ep, &link, me)? {
             self.link = Some(link);
             return Ok(Err(NotYet::Busy));
         }
@@ -111,7 +115,7 @@ impl<'a> Connecting<'a> {
 /// Claims the endpoint and connects (`state` FREE → CONNECTED) when its
 /// header is ready, its owner alive and nobody holds it; `false` when not
 /// (yet).
-fn claim(ep: &Endpoint, link: &LinkSegment) -> Result<bool> {
+fn claim(ep: &Endpoint, link: &LinkSegment, (pid, start): (u32, u64)) -> Result<bool> {
     let h = link.header();
     let stamp = h.stamp();
     if let Stamp::Foreign(_) | Stamp::OtherVersion(_) = stamp
@@ -130,7 +134,6 @@ fn claim(ep: &Endpoint, link: &LinkSegment) -> Result<bool> {
         )
         .at(ep));
     }
-    let (pid, start) = me();
     let server_alive = sys::process::is_alive(
         h.server_pid.load(Ordering::Relaxed),
         h.server_start.load(Ordering::Relaxed),
