@@ -419,3 +419,52 @@ fn an_async_shm_connect_waits_for_a_busy_endpoint_without_a_thread() {
     child.finish();
     assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
 }
+
+/// An async event's open waits on a timer for an event that another
+/// process makes later (no thread of the blocking pool), and opens it.
+#[test]
+fn an_async_event_open_waits_without_a_thread() {
+    let t = common::Test::start();
+    if t.child_role().is_some() {
+        let name = common::param("NAME");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let event = ipcx::sync::Event::create(&name, ipcx::sync::EventMode::Auto).expect("create");
+        // The parent sets it once it has it open.
+        assert!(
+            event.wait_timeout(common::PATIENCE).expect("wait"),
+            "never set"
+        );
+        return;
+    }
+    const NAME: &str = "ipcx-event-open";
+    let name = common::abstract_name();
+    let child = t.spawn("maker", |c| common::set_param(c, "NAME", &name));
+    let rt = common::named_runtime(NAME);
+    rt.block_on(async {
+        let event = AsyncEvent::open(&format!("shm:{name}?timeout=30s"))
+            .await
+            .expect("open");
+        event.get_ref().set();
+    });
+    child.finish();
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+}
+
+/// Async opens that find nothing fail as the blocking ones do.
+#[test]
+fn async_opens_fail_as_the_blocking_ones() {
+    let _t = common::Test::start();
+    let rt = common::runtime();
+    let channel = format!("shm:{}?timeout=100ms", common::abstract_name());
+    let blocking = ipcx::shm::Subscriber::open(&channel).expect_err("no channel");
+    let awaited = rt
+        .block_on(AsyncSubscriber::open(&channel))
+        .expect_err("no channel");
+    assert_eq!(awaited.kind(), blocking.kind());
+    assert_eq!(awaited.to_string(), blocking.to_string());
+    let event = format!("shm:{}?timeout=100ms", common::abstract_name());
+    let blocking = ipcx::sync::Event::open(&event).expect_err("no event");
+    let awaited = rt.block_on(AsyncEvent::open(&event)).expect_err("no event");
+    assert_eq!(awaited.kind(), blocking.kind());
+    assert_eq!(awaited.to_string(), blocking.to_string());
+}

@@ -306,7 +306,8 @@ fn killed_publisher_never_delivers_a_loan() {
 /// publisher's exit ends the stream with `Closed`. The liveness poll is an
 /// hour, so only the doorbell can wake the subscriber in time: if it did
 /// not ring, the watchdog would fail the test. The doorbell FIFO goes with
-/// the channel.
+/// the channel. The open waits for the channel on a timer: no thread of
+/// the blocking pool runs.
 #[cfg(feature = "async")]
 #[test]
 fn async_subscriber_awaits_without_a_thread() {
@@ -324,7 +325,8 @@ fn async_subscriber_awaits_without_a_thread() {
         return;
     }
     let url = unique();
-    let rt = common::runtime();
+    const NAME: &str = "ipcx-sub-open";
+    let rt = common::named_runtime(NAME);
     // The open awaits a channel that the publisher, started from the same
     // runtime thread while the open waits, makes: an open that blocked the
     // thread would never see it.
@@ -359,6 +361,7 @@ fn async_subscriber_awaits_without_a_thread() {
         !doorbell(&url).exists(),
         "the doorbell goes with the channel"
     );
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
 }
 
 /// A killed async subscriber leaves its doorbell FIFO; the channel's owner

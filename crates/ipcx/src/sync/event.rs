@@ -197,8 +197,14 @@ impl Event {
 
     /// Opens the event `NAME`, waiting up to `?timeout=` for it.
     pub fn open(name: &str) -> Result<Event> {
+        Event::open_until(name, None)
+    }
+
+    /// [`Event::open`], waiting until `deadline` (the URL's `?timeout=`
+    /// with `None`).
+    pub(crate) fn open_until(name: &str, deadline: Option<std::time::Instant>) -> Result<Event> {
         Ok(Event {
-            place: Place::open_named(name, ValueLayout::NONE)?,
+            place: Place::open_named_until(name, ValueLayout::NONE, deadline)?,
             ringer: Default::default(),
         })
     }

@@ -61,7 +61,7 @@ impl<T: FromBytes + Send> Monitor<T> {
 
     /// Opens the monitor `NAME`, waiting up to `?timeout=` for it.
     pub fn open(name: &str) -> Result<Monitor<T>> {
-        let (seg, ep) = open_segment(name)?;
+        let (seg, ep) = open_segment(name, None)?;
         Monitor::open_in(&seg, 0).map_err(|e| e.at(&ep))
     }
 

@@ -173,10 +173,15 @@ pub(crate) fn named_segment(
     Ok(Arc::new(Segment::create_endpoint_with(&ep, init)?))
 }
 
-/// Opens the segment `shm:NAME`, waiting up to the URL's `?timeout=`.
-pub(crate) fn open_segment(name: &str) -> Result<(Arc<Segment>, Endpoint)> {
+/// Opens the segment `shm:NAME`, waiting up to the URL's `?timeout=`
+/// (or until `deadline`).
+pub(crate) fn open_segment(
+    name: &str,
+    deadline: Option<std::time::Instant>,
+) -> Result<(Arc<Segment>, Endpoint)> {
     let ep = endpoint(name, 0)?;
-    let seg = Segment::open_endpoint(&ep)?;
+    let deadline = deadline.unwrap_or_else(|| crate::deadline::far_after(ep.options().timeout));
+    let seg = Segment::open_until(&ep, deadline)?;
     Ok((Arc::new(seg), ep))
 }
 
@@ -209,7 +214,17 @@ impl<S: State> Place<S> {
     /// Opens the primitive `shm:NAME`, waiting up to the URL's `?timeout=`
     /// for it to exist.
     pub(crate) fn open_named(name: &str, value: ValueLayout) -> Result<Place<S>> {
-        let (seg, ep) = open_segment(name)?;
+        Place::open_named_until(name, value, None)
+    }
+
+    /// [`Place::open_named`], waiting until `deadline` (the URL's
+    /// `?timeout=` with `None`).
+    pub(crate) fn open_named_until(
+        name: &str,
+        value: ValueLayout,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Place<S>> {
+        let (seg, ep) = open_segment(name, deadline)?;
         Place::open_in(&seg, 0, value).map_err(|e| e.at(&ep))
     }
 

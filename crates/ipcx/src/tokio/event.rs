@@ -30,19 +30,21 @@ pub struct AsyncEvent {
 
 impl AsyncEvent {
     /// Opens the event `NAME` or `shm:NAME?liveness=20ms` (waiting up to
-    /// `?timeout=` for it, on tokio's blocking pool) and makes its
-    /// doorbell. A wait that is not rung looks at the event every
+    /// `?timeout=` for it: a timer paces the looks, and no thread waits)
+    /// and makes its doorbell. A wait that is not rung looks at the event every
     /// `?liveness=` anyway (a setter of another user may be unable to
     /// ring).
     pub async fn open(name: &str) -> Result<AsyncEvent> {
-        let liveness = if name.contains(':') {
-            crate::Endpoint::parse(name)?.options().liveness
+        let options = if name.contains(':') {
+            crate::Endpoint::parse(name)?.options().clone()
         } else {
-            crate::wait::LIVENESS_INTERVAL
+            crate::endpoint::Options::default()
         };
-        let owned = name.to_string();
-        let event =
-            super::on_blocking_pool("open", move || crate::sync::Event::open(&owned)).await?;
+        let liveness = options.liveness;
+        let event = super::open_on_timer(options.timeout, |now| {
+            crate::sync::Event::open_until(name, Some(now))
+        })
+        .await?;
         let mut e = AsyncEvent::from_event(event)?;
         e.liveness = liveness;
         Ok(e)

@@ -8,13 +8,14 @@
 //! [`AsyncListener`] awaits a listening socket and the handshakes under
 //! way on the reactor too, an `shm:` listener its doorbell, a FIFO
 //! listener an inotify watch (then reads the hello on the blocking pool).
-//! A socket connect awaits its listener on the reactor and a timer, an
-//! `shm:` connect looks on a timer (every 20-50 ms) until the segment is
-//! there and the endpoint free (a TCP host name is resolved on the blocking
-//! pool; an IP address needs no resolver). Other connects (bounded by `?timeout=` and
-//! `?handshake_timeout=`) and opening a channel or an event (bounded by
-//! `?timeout=`, while they are absent or being made) run on the blocking
-//! pool: awaited, they hold no runtime thread.
+//! A socket connect awaits its listener on the reactor and a timer (a TCP
+//! host name is resolved on the blocking pool; an IP address needs no
+//! resolver). An `shm:` connect looks on a timer (every 20-50 ms) until
+//! the segment is there and the endpoint free, and so does opening a
+//! channel or an event (bounded by `?timeout=`, while they are absent or
+//! being made). Other connects (bounded by `?timeout=` and
+//! `?handshake_timeout=`) run on the blocking pool: awaited, they hold no
+//! runtime thread.
 //!
 //! ```no_run
 //! # async fn demo() -> ipcx::Result<()> {
@@ -98,6 +99,38 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     // stays open, and names the same open file, until the `AsyncFd` drops
     // (and deregisters it).
     unsafe { AsyncFd::register(fd) }.map_err(std::io::Error::from)
+}
+
+/// Opens what may not exist yet (a channel, an event) without holding a
+/// thread: `open` looks once, given a deadline of now (so that what it
+/// returns at the end is the error a blocking open gives at its deadline),
+/// and a timer paces the looks until `timeout` passes. Only the errors of
+/// a look that found nothing yet (absent, being made, owner-only while
+/// its creator makes it) are tried again.
+async fn open_on_timer<T>(
+    timeout: std::time::Duration,
+    mut open: impl FnMut(std::time::Instant) -> Result<T>,
+) -> Result<T> {
+    let deadline = crate::deadline::far_after(timeout);
+    let mut backoff = crate::deadline::Backoff::new(std::time::Duration::from_millis(50));
+    loop {
+        let err = match open(std::time::Instant::now()) {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let not_yet = match err.kind() {
+            ErrorKind::TimedOut | ErrorKind::PermissionDenied => true,
+            ErrorKind::Io => err
+                .os_error()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+            _ => false,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if !not_yet || left.is_zero() {
+            return Err(err);
+        }
+        tokio::time::sleep(backoff.next_pause().min(left)).await;
+    }
 }
 
 /// Runs `f`, which may wait (bounded by the endpoint's timeouts), on

@@ -33,13 +33,15 @@ pub struct AsyncSubscriber {
 impl AsyncSubscriber {
     /// Attaches to the channel `url` (see
     /// [`Subscriber::open`](crate::shm::Subscriber::open), which waits up to
-    /// `?timeout=` for it: on tokio's blocking pool) and makes its doorbell.
+    /// `?timeout=` for it: here a timer paces the looks, and no thread
+    /// waits) and makes its doorbell.
     pub async fn open(url: &str) -> Result<AsyncSubscriber> {
         let ep = crate::Endpoint::parse(url)?;
         let liveness = ep.options().liveness;
-        let sub =
-            super::on_blocking_pool("open", move || crate::shm::Subscriber::open_endpoint(&ep))
-                .await?;
+        let sub = super::open_on_timer(ep.options().timeout, |now| {
+            crate::shm::Subscriber::open_until(&ep, now)
+        })
+        .await?;
         let (seg, k) = sub.doorbell().ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidArgument("async subscribers need a named channel".into()),

@@ -431,9 +431,14 @@ fn need_shm(ep: &Endpoint, op: &'static str) -> Result<()> {
 /// Maps the channel `ep` names, waiting up to its `?timeout=` for it to
 /// exist and be initialized, and checks its header.
 fn open_channel(ep: &Endpoint) -> Result<Channel> {
+    open_channel_until(ep, crate::deadline::far_after(ep.options().timeout))
+}
+
+/// [`open_channel`], waiting until `deadline` (the errors name the
+/// endpoint's `?timeout=`).
+fn open_channel_until(ep: &Endpoint, deadline: std::time::Instant) -> Result<Channel> {
     need_shm(ep, "open")?;
-    let deadline = crate::deadline::far_after(ep.options().timeout);
-    let seg = Segment::open_endpoint(ep)?;
+    let seg = Segment::open_until(ep, deadline)?;
     let bad = |why: &str| Error::new(ErrorKind::Foreign(why.into()), "open").at(ep);
     if seg.len() < size_of::<ChannelHeader>() {
         return Err(bad("the segment is not a publish/subscribe channel"));

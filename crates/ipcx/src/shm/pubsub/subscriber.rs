@@ -67,6 +67,15 @@ impl Subscriber {
         Subscriber::open_as(ep, None)
     }
 
+    /// [`Subscriber::open_endpoint`], waiting until `deadline` for the
+    /// channel (the errors name the endpoint's `?timeout=`).
+    #[cfg(feature = "async")]
+    pub(crate) fn open_until(ep: &Endpoint, deadline: std::time::Instant) -> Result<Subscriber> {
+        let ch = super::open_channel_until(ep, deadline)?;
+        let o = ep.options();
+        Subscriber::attach(ch, o.wait, o.spin).map_err(|e| e.at(ep))
+    }
+
     fn open_as(ep: &Endpoint, schema: Option<&Schema>) -> Result<Subscriber> {
         let ch = open_channel(ep)?;
         if let Some(want) = schema {
