@@ -44,8 +44,11 @@ impl Stamp {
     }
 
     /// Reads the stamp with `read` until it is not `Initializing` or
-    /// `deadline` passes (pauses from 50 µs, doubling to 1 ms): `Ok` when ready, else the error for
-    /// an object that is `not_a` (or another layout version).
+    /// `deadline` passes (pauses from 50 µs, doubling to 1 ms): `Ok` when
+    /// ready; [`ErrorKind::TimedOut`] when its creator is still writing it
+    /// at the deadline (an opener that looks again later may find it
+    /// ready); else the error for an object that is `not_a` (or another
+    /// layout version).
     pub(crate) fn wait_ready(
         read: impl Fn() -> Stamp,
         expected: u32,
@@ -58,9 +61,26 @@ impl Stamp {
         );
         loop {
             let stamp = read();
-            if stamp != Stamp::Initializing || !backoff.sleep_until(deadline) {
+            if stamp == Stamp::Initializing && !backoff.sleep_until(deadline) {
+                return Err(ErrorKind::TimedOut);
+            }
+            if stamp != Stamp::Initializing {
                 return stamp.error(expected, not_a).map_or(Ok(()), Err);
             }
         }
+    }
+}
+
+/// The error of an open whose header check failed with `kind`
+/// ([`Stamp::wait_ready`]): a time-out says the `what`'s header was still
+/// being written.
+pub(crate) fn open_error(kind: ErrorKind, ep: &crate::Endpoint, what: &str) -> crate::Error {
+    let e = crate::Error::new(kind, "open");
+    if *e.kind() == ErrorKind::TimedOut {
+        e.at(format!(
+            "{ep} ({what} header not yet written by its creator)"
+        ))
+    } else {
+        e.at(ep)
     }
 }

@@ -560,3 +560,38 @@ fn scribbled_channel_never_panics_or_hangs() {
         let _free: usize = publisher.free_chunks();
     }
 }
+
+/// A channel whose header its creator has not written yet (here a plain
+/// segment, whose channel magic stays 0) is waited for, not refused: the
+/// blocking open times out naming the header, and an async open keeps
+/// looking (and at its deadline says the same).
+#[test]
+fn a_channel_header_still_being_written_is_waited_for() {
+    let _t = Test::start();
+    let url = unique();
+    let _seg = ipcx::shm::Segment::create(&format!("{url}?size=1MiB")).expect("a plain segment");
+    let err = Subscriber::open(&format!("{url}?timeout=50ms")).expect_err("not a channel yet");
+    assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    assert!(
+        err.to_string().contains("channel header not yet written"),
+        "{err}"
+    );
+    #[cfg(feature = "async")]
+    {
+        let rt = common::runtime();
+        let patient = format!("{url}?timeout=30s");
+        let waited = rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_millis(300),
+                ipcx::tokio::AsyncSubscriber::open(&patient),
+            )
+            .await
+        });
+        assert!(waited.is_err(), "the async open gave up at once");
+        let brief = format!("{url}?timeout=50ms");
+        let err = rt
+            .block_on(ipcx::tokio::AsyncSubscriber::open(&brief))
+            .expect_err("not a channel yet");
+        assert_eq!(*err.kind(), ErrorKind::TimedOut, "{err}");
+    }
+}

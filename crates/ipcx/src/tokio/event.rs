@@ -35,11 +35,14 @@ impl AsyncEvent {
     /// `?liveness=` anyway (a setter of another user may be unable to
     /// ring).
     pub async fn open(name: &str) -> Result<AsyncEvent> {
+        // As the blocking open reads it: `NAME` is `shm:NAME`.
         let options = if name.contains(':') {
-            crate::Endpoint::parse(name)?.options().clone()
+            crate::Endpoint::parse(name)?
         } else {
-            crate::endpoint::Options::default()
-        };
+            crate::Endpoint::parse(&format!("shm:{name}"))?
+        }
+        .options()
+        .clone();
         let liveness = options.liveness;
         let event = super::open_on_timer(options.timeout, |now| {
             crate::sync::Event::open_until(name, Some(now))

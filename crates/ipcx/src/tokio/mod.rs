@@ -10,7 +10,8 @@
 //! listener an inotify watch (then reads the hello on the blocking pool).
 //! A socket connect awaits its listener on the reactor and a timer (a TCP
 //! host name is resolved on the blocking pool; an IP address needs no
-//! resolver). An `shm:` connect looks on a timer (every 20-50 ms) until
+//! resolver). An `shm:` connect looks on a timer (pauses doubling up to
+//! 20 or 50 ms, as the blocking connect sleeps) until
 //! the segment is there and the endpoint free, and so does opening a
 //! channel or an event (bounded by `?timeout=`, while they are absent or
 //! being made). Other connects (bounded by `?timeout=` and

@@ -455,7 +455,7 @@ fn open_channel_until(ep: &Endpoint, deadline: std::time::Instant) -> Result<Cha
         deadline,
         "the segment is not (yet) a publish/subscribe channel",
     )
-    .map_err(|kind| Error::new(kind, "open").at(ep))?;
+    .map_err(|kind| crate::stamp::open_error(kind, ep, "channel"))?;
     let slots = i.slots.load(Ordering::Relaxed) as usize;
     let layout = Layout::new(slots, i.chunk_size.load(Ordering::Relaxed) as usize);
     if !slots.is_power_of_two()

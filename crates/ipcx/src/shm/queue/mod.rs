@@ -205,7 +205,7 @@ impl Queue {
             deadline,
             "the segment is not (yet) a queue",
         )
-        .map_err(|kind| Error::new(kind, "open").at(&ep))?;
+        .map_err(|kind| crate::stamp::open_error(kind, &ep, "queue"))?;
         let n = info.cells.load(Ordering::Relaxed) as usize;
         let cell_size = info.cell_size.load(Ordering::Relaxed) as usize;
         if n == 0
