@@ -278,6 +278,33 @@ fn an_async_accept_waits_for_the_last_link_without_a_thread() {
     child.finish();
 }
 
+/// On tokio, a connect to a queue that another process makes later waits
+/// on a timer (no thread of the blocking pool) and then sends into it.
+#[cfg(feature = "async")]
+#[test]
+fn an_async_connect_waits_for_its_queue_without_a_thread() {
+    let t = Test::start();
+    if t.child_role().is_some() {
+        std::thread::sleep(Duration::from_millis(300));
+        let listener = Listener::bind(&param("URL")).expect("bind");
+        let mut link = listener.accept().expect("accept");
+        assert_eq!(link.recv().expect("recv"), b"hi");
+        return;
+    }
+    const NAME: &str = "ipcx-mq-conn";
+    let url = format!("mq:/{}", common::abstract_name());
+    let child = t.spawn("binder", |c| set_param(c, "URL", &url));
+    let rt = common::named_runtime(NAME);
+    rt.block_on(async {
+        let mut link = ipcx::tokio::AsyncLink::connect(&format!("{url}?timeout=30s"))
+            .await
+            .expect("connect");
+        link.send(b"hi").await.expect("send");
+    });
+    child.finish();
+    assert_eq!(common::threads_named(NAME), 0, "a blocking-pool thread ran");
+}
+
 /// A queue listener in a poller is ready while no link it handed out
 /// lives: at once, then quiet while the link (which a child process
 /// sends into) is up, and ready again once it is dropped.

@@ -9,8 +9,8 @@ use std::time::Instant;
 use crate::endpoint::{Address, Endpoint, Scheme};
 use crate::error::Result;
 use crate::sys;
-use crate::transport::socket;
 use crate::transport::{Link, Retry, say_hello};
+use crate::transport::{mq, socket};
 
 /// Connects a `unix:`, `unixseq:` or `tcp:` link as [`Link::connect`]
 /// does (the same retries while nobody listens, the same errors), awaiting
@@ -26,20 +26,44 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
         Vec::new()
     };
     let seqpacket = ep.scheme() == Scheme::UnixSeq;
-    let fd = loop {
-        let tried = if tcp {
-            tcp_connect_any(&addrs, deadline).await
-        } else {
-            sys::socket::unix_connect(socket::unix_addr(ep), seqpacket)
-        };
-        match tried {
-            Ok(fd) => break fd,
-            Err(e) => tokio::time::sleep(retry.after(e)?).await,
+    let fd = if tcp {
+        loop {
+            match tcp_connect_any(&addrs, deadline).await {
+                Ok(fd) => break fd,
+                Err(e) => tokio::time::sleep(retry.after(e)?).await,
+            }
         }
+    } else {
+        retry_on_timer(retry, || {
+            sys::socket::unix_connect(socket::unix_addr(ep), seqpacket)
+        })
+        .await?
     };
     let mut link = socket::connected(ep, fd)?;
     say_hello(&mut link, ep)?;
     Ok(link)
+}
+
+/// Connects an `mq:` or `sysvmq:` link as [`Link::connect`] does (the
+/// same looks for the queue and errors), awaiting a timer between looks.
+pub(super) async fn queue_link(ep: &Endpoint) -> Result<Link> {
+    let deadline = crate::deadline::far_after(ep.options().timeout);
+    let opened = retry_on_timer(Retry::new(ep, deadline), mq::opener(ep)?).await?;
+    mq::link(ep, opened)
+}
+
+/// Tries `attempt` until it succeeds, awaiting `retry`'s pauses while the
+/// peer is not there yet; `retry`'s error once it gives up.
+async fn retry_on_timer<T>(
+    mut retry: Retry<'_>,
+    mut attempt: impl FnMut() -> std::io::Result<T>,
+) -> Result<T> {
+    loop {
+        match attempt() {
+            Ok(t) => return Ok(t),
+            Err(e) => tokio::time::sleep(retry.after(e)?).await,
+        }
+    }
 }
 
 /// Connects an `shm:` link as [`Link::connect`] does (the same looks and

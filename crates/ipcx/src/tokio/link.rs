@@ -83,11 +83,11 @@ pub struct AsyncLink {
 }
 
 impl AsyncLink {
-    /// Connects to `url` (see [`Link::connect`]). A socket or `shm:` link
-    /// connects on the reactor, waiting for its listener to appear (or an
-    /// `shm:` endpoint to come free) with a timer (a TCP host name is
-    /// resolved on tokio's blocking pool first); the others (`fifo:`, the
-    /// queues, `journal:`) connect on the blocking pool (bounded by
+    /// Connects to `url` (see [`Link::connect`]). A socket, `shm:` or
+    /// queue link connects on the reactor, waiting for its listener or
+    /// queue to appear (or an `shm:` endpoint to come free) with a timer (a
+    /// TCP host name is resolved on tokio's blocking pool first); `fifo:`
+    /// and `journal:` connect on the blocking pool (bounded by
     /// `?timeout=`). The runtime needs its timer and I/O
     /// drivers (`enable_all`).
     pub async fn connect(url: &str) -> Result<AsyncLink> {
@@ -97,6 +97,7 @@ impl AsyncLink {
                 super::connect::socket_link(&ep).await?
             }
             Scheme::Shm => super::connect::shm_link(&ep).await?,
+            Scheme::Mq | Scheme::SysvMq => super::connect::queue_link(&ep).await?,
             _ => super::on_blocking_pool("connect", move || Link::connect_endpoint(&ep)).await?,
         };
         AsyncLink::from_link(link)

@@ -14,7 +14,8 @@
 //! 20 or 50 ms, as the blocking connect sleeps) until
 //! the segment is there and the endpoint free, and so does opening a
 //! channel or an event (bounded by `?timeout=`, while they are absent or
-//! being made). Other connects (bounded by `?timeout=` and
+//! being made), and a queue connect (`mq:`, `sysvmq:`) until the queue
+//! is there. `fifo:` and `journal:` connects (bounded by `?timeout=` and
 //! `?handshake_timeout=`) run on the blocking pool: awaited, they hold no
 //! runtime thread.
 //!

@@ -18,7 +18,7 @@ mod half;
 mod journal;
 mod link;
 mod listener;
-mod mq;
+pub(crate) mod mq;
 mod outgoing;
 mod pipe;
 pub(crate) mod shm;

@@ -448,17 +448,39 @@ pub(crate) fn registry_path(name: &str) -> PathBuf {
 
 /// Opens the existing queue, waiting up to `deadline` for it to appear.
 pub(crate) fn connect(ep: &Endpoint, deadline: Instant) -> Result<Link> {
-    let queue = match ep.scheme() {
+    let opened = super::retry_until(ep, deadline, opener(ep)?)?;
+    link(ep, opened)
+}
+
+/// A queue a connect found: a System V id, or a POSIX descriptor.
+pub(crate) enum Opened {
+    SysV(sys::sysvmq::QueueId),
+    Posix(OwnedFd),
+}
+
+/// One look for the queue of `ep`, without waiting (`ENOENT` while its
+/// binder has not made it), for a caller that waits its own way between
+/// looks.
+pub(crate) fn opener(
+    ep: &Endpoint,
+) -> Result<Box<dyn FnMut() -> std::io::Result<Opened> + Send + '_>> {
+    Ok(match ep.scheme() {
         Scheme::SysvMq => {
             let key = sysv_key(ep)?;
-            let id = super::retry_until(ep, deadline, || sys::sysvmq::get(key, None))?;
-            Queue::sysv(ep, id)?
+            Box::new(move || sys::sysvmq::get(key, None).map(Opened::SysV))
         }
         _ => {
             let name = name(ep)?;
-            let fd = super::retry_until(ep, deadline, || sys::mq::open(name, None))?;
-            Queue::posix(ep, fd)?
+            Box::new(move || sys::mq::open(name, None).map(Opened::Posix))
         }
+    })
+}
+
+/// The link over the queue a connect found.
+pub(crate) fn link(ep: &Endpoint, opened: Opened) -> Result<Link> {
+    let queue = match opened {
+        Opened::SysV(id) => Queue::sysv(ep, id)?,
+        Opened::Posix(fd) => Queue::posix(ep, fd)?,
     };
     let (rx, tx) = halves(&Arc::new(queue));
     Ok(Link::from_mq(ep, rx, tx))
