@@ -78,7 +78,7 @@ pub(crate) fn open_error(kind: ErrorKind, ep: &crate::Endpoint, what: &str) -> c
     let e = crate::Error::new(kind, "open");
     if *e.kind() == ErrorKind::TimedOut {
         e.at(format!(
-            "{ep} ({what} header not yet written by its creator)"
+            "{ep} ({what} header not yet written by its creator: is it still running? raise ?timeout= to wait longer)"
         ))
     } else {
         e.at(ep)

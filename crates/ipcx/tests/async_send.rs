@@ -11,6 +11,34 @@ use ipcx::tokio::{AsyncEvent, AsyncLink, AsyncListener, AsyncSubscriber};
 
 fn spawnable<T: Send>(_: &T) {}
 
+/// A TCP port nobody listens on (now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+type Connecting = tokio::task::JoinHandle<ipcx::Result<AsyncLink>>;
+
+/// A task connecting to `url` (waiting up to 30 s), 300 ms after it
+/// started: still waiting, unless it found somebody.
+async fn connect_waiting(url: &str) -> Connecting {
+    let waiting = format!("{url}?timeout=30s");
+    let task = tokio::spawn(async move { AsyncLink::connect(&waiting).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    task
+}
+
+/// The link `task` connects, within the test's patience.
+async fn connected(task: Connecting, url: &str) -> AsyncLink {
+    tokio::time::timeout(common::PATIENCE, task)
+        .await
+        .expect("connected in time")
+        .expect("the connect task")
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
+
 #[allow(dead_code)]
 async fn every_future_is_send(
     mut link: AsyncLink,
@@ -231,10 +259,7 @@ fn an_async_connect_waits_for_its_listener_without_a_thread() {
     }
     const NAME: &str = "ipcx-sock-conn";
     let dir = t.scratch();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let urls = [
         dir.url("unix", "later.sock"),
         format!("unixseq:@{}", common::abstract_name()),
@@ -244,16 +269,10 @@ fn an_async_connect_waits_for_its_listener_without_a_thread() {
     let rt = common::named_runtime(NAME);
     for url in urls {
         rt.block_on(async {
-            let waiting = format!("{url}?timeout=30s");
-            let connect = tokio::spawn(async move { AsyncLink::connect(&waiting).await });
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let connect = connect_waiting(&url).await;
             assert!(!connect.is_finished(), "{url}: connected to nobody");
             let child = t.spawn("listener", |c| common::set_param(c, "URL", &url));
-            let mut link = tokio::time::timeout(common::PATIENCE, connect)
-                .await
-                .expect("connected in time")
-                .expect("the connect task")
-                .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+            let mut link = connected(connect, &url).await;
             link.send(b"hi").await.expect("send");
             assert_eq!(link.recv().await.expect("recv"), b"back");
             child.finish();
@@ -272,10 +291,7 @@ fn an_async_connect_waits_for_its_listener_without_a_thread() {
 fn an_async_connect_fails_as_the_blocking_one() {
     let t = common::Test::start();
     let dir = t.scratch();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     std::fs::write(dir.path("plain"), b"not a socket").expect("a plain file");
     std::os::unix::fs::symlink(dir.path("plain"), dir.path("link")).expect("a symlink");
     let urls = [
@@ -352,10 +368,7 @@ fn a_dropped_async_link_lingers_for_the_hello_on_the_reactor() {
         return;
     }
     const NAME: &str = "ipcx-linger";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
     let mut child = t.spawn("late listener", |c| common::set_param(c, "URL", &url));
     child.wait_ready();
@@ -403,16 +416,10 @@ fn an_async_shm_connect_waits_for_a_busy_endpoint_without_a_thread() {
     assert_eq!(first.recv().expect("echo"), b"one");
     let rt = common::named_runtime(NAME);
     rt.block_on(async {
-        let waiting = format!("{url}?timeout=30s");
-        let second = tokio::spawn(async move { AsyncLink::connect(&waiting).await });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let second = connect_waiting(&url).await;
         assert!(!second.is_finished(), "connected beside a live peer");
         drop(first);
-        let mut second = tokio::time::timeout(common::PATIENCE, second)
-            .await
-            .expect("connected in time")
-            .expect("the connect task")
-            .expect("connect");
+        let mut second = connected(second, &url).await;
         second.send(b"two").await.expect("send");
         assert_eq!(second.recv().await.expect("echo"), b"two");
     });

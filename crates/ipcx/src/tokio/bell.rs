@@ -72,7 +72,9 @@ impl Bell {
         let io = |e| Error::io("open", e);
         let name = seg.name().ok_or_else(|| {
             Error::new(
-                ErrorKind::InvalidArgument("a doorbell needs a named segment".into()),
+                ErrorKind::InvalidArgument(
+                    "a doorbell needs a named segment (shm:NAME), not an anonymous one".into(),
+                ),
                 "open",
             )
         })?;

@@ -17,7 +17,7 @@ use crate::transport::{mq, socket};
 /// instead of sleeping and polling.
 pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
     let deadline = crate::deadline::far_after(ep.options().timeout);
-    let mut retry = Retry::new(ep, deadline);
+    let retry = Retry::new(ep, deadline);
     let tcp = ep.scheme() == Scheme::Tcp;
     let addrs = if tcp {
         resolve(ep).await?
@@ -27,15 +27,10 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
     };
     let seqpacket = ep.scheme() == Scheme::UnixSeq;
     let fd = if tcp {
-        loop {
-            match tcp_connect_any(&addrs, deadline).await {
-                Ok(fd) => break fd,
-                Err(e) => tokio::time::sleep(retry.after(e)?).await,
-            }
-        }
+        retry_on_timer(retry, || tcp_connect_any(&addrs, deadline)).await?
     } else {
         retry_on_timer(retry, || {
-            sys::socket::unix_connect(socket::unix_addr(ep), seqpacket)
+            std::future::ready(sys::socket::unix_connect(socket::unix_addr(ep), seqpacket))
         })
         .await?
     };
@@ -48,18 +43,19 @@ pub(super) async fn socket_link(ep: &Endpoint) -> Result<Link> {
 /// same looks for the queue and errors), awaiting a timer between looks.
 pub(super) async fn queue_link(ep: &Endpoint) -> Result<Link> {
     let deadline = crate::deadline::far_after(ep.options().timeout);
-    let opened = retry_on_timer(Retry::new(ep, deadline), mq::opener(ep)?).await?;
+    let mut open = mq::opener(ep)?;
+    let opened = retry_on_timer(Retry::new(ep, deadline), || std::future::ready(open())).await?;
     mq::link(ep, opened)
 }
 
 /// Tries `attempt` until it succeeds, awaiting `retry`'s pauses while the
 /// peer is not there yet; `retry`'s error once it gives up.
-async fn retry_on_timer<T>(
+async fn retry_on_timer<T, F: Future<Output = std::io::Result<T>>>(
     mut retry: Retry<'_>,
-    mut attempt: impl FnMut() -> std::io::Result<T>,
+    mut attempt: impl FnMut() -> F,
 ) -> Result<T> {
     loop {
-        match attempt() {
+        match attempt().await {
             Ok(t) => return Ok(t),
             Err(e) => tokio::time::sleep(retry.after(e)?).await,
         }

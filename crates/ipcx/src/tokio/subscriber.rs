@@ -44,7 +44,9 @@ impl AsyncSubscriber {
         .await?;
         let (seg, k) = sub.doorbell().ok_or_else(|| {
             Error::new(
-                ErrorKind::InvalidArgument("async subscribers need a named channel".into()),
+                ErrorKind::InvalidArgument(
+                    "async subscribers need a named channel: open it by its shm:NAME".into(),
+                ),
                 "open",
             )
         })?;

@@ -245,6 +245,15 @@ impl<'a> Retry<'a> {
     /// wait), or the deadline passed.
     pub(crate) fn after(&mut self, e: io::Error) -> Result<Duration> {
         let ep = self.ep;
+        if e.kind() == io::ErrorKind::TimedOut {
+            // A TCP connect nobody answered (a SYN dropped on the way).
+            let why = format!(
+                "{e}: nothing answered within ?timeout= ({:?}); check that the host is up \
+                 and reachable on that port, or raise ?timeout=",
+                ep.options().timeout
+            );
+            return Err(Error::io("connect", io::Error::new(e.kind(), why)).at(ep));
+        }
         if !peer_absent(&e) {
             return Err(Error::io("connect", e).at(ep));
         }

@@ -27,7 +27,9 @@ pub(super) fn halves(conn: Conn, ep: &Endpoint) -> Result<Halves> {
             .map_err(|e| Error::io("connect", e).at(ep))?,
         None => {
             return Err(Error::new(
-                ErrorKind::InvalidArgument("an shm: link needs a named segment".into()),
+                ErrorKind::InvalidArgument(
+                    "an shm: link needs a named segment: connect to shm:NAME".into(),
+                ),
                 "connect",
             )
             .at(ep));

@@ -61,7 +61,9 @@ impl ShmListener {
         let seg = link.segment();
         let name = seg.name().ok_or_else(|| {
             Error::new(
-                ErrorKind::InvalidArgument("an shm: listener needs a named segment".into()),
+                ErrorKind::InvalidArgument(
+                    "an shm: listener needs a named segment: bind shm:NAME".into(),
+                ),
                 "bind",
             )
             .at(ep)
